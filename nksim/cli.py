@@ -1,0 +1,97 @@
+"""Command line interface: ``nksim run``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import NksimInputError, OutputExistsError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {v}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed (>= 0), got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nksim", description="Spatial agent-based model of NK-cell therapy of AML.")
+    from ._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"nksim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="simulate a protocol's cohort; write DIR/trial.nc and DIR/trial.png")
+    run.add_argument("--model", default="default", help="parameter set name in models/ or a TOML path (default: default)")
+    run.add_argument("--protocol", default="ahmadvand2023",
+                     help="protocol name in experiments/protocols/ or a TOML path (default: ahmadvand2023)")
+    run.add_argument("--replicates", type=_positive_int, default=1, help="virtual trials per patient (default 1)")
+    run.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    run.add_argument("--out", type=Path, default=Path("outputs/trial"), help="output folder (default outputs/trial)")
+    run.add_argument("--workers", type=_positive_int, default=1, help="threads running simulations (default 1)")
+    run.add_argument("--overwrite", action="store_true", help="replace trial.nc/trial.png already in --out")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .output import write_netcdf
+    from .parameters import load_parameters
+    from .protocol import load_protocol
+    from .simulate import simulate_cohort
+    from .summary import summary_table
+
+    params = load_parameters(args.model)
+    protocol = load_protocol(args.protocol)
+    nc, png = args.out / "trial.nc", args.out / "trial.png"
+    existing = [p for p in (nc, png) if p.exists()]
+    if existing and not args.overwrite:
+        raise OutputExistsError(
+            f"output folder already holds results ({', '.join(p.name for p in existing)}); "
+            "choose another --out or pass --overwrite", source=args.out)
+    t0 = time.perf_counter()
+    ds = simulate_cohort(params, protocol, replicates=args.replicates, seed=args.seed, workers=args.workers,
+                         progress=not args.no_progress)
+    elapsed = time.perf_counter() - t0
+    write_netcdf(ds, nc, overwrite=args.overwrite)
+    from .plot import trial_figure
+
+    fig = trial_figure(ds)
+    tmp = png.with_name(".trial.png.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(png)
+    print(f"protocol {protocol.name}, parameters {params.name} ({params.status}), seed {args.seed}: "
+          f"{ds.sizes['patient'] * ds.sizes['replicate']} simulations in {elapsed:.1f} s")
+    print(summary_table(ds))
+    print(f"\nwrote {nc}\nwrote {png}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+    except NksimInputError as exc:
+        print(f"nksim: error: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

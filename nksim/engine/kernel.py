@@ -1,0 +1,535 @@
+"""The numba kernel: one virtual patient from the start of lymphodepletion to follow-up.
+
+State is struct-of-arrays NumPy data:
+
+* marrow lattice: ``sus``, ``res``, ``nor`` (int32, one entry per voxel) -- counts of
+  NK-susceptible blasts, NK-resistant blasts and normal haematopoietic cells in a voxel
+  of capacity ``K``; a 2-D periodic lattice flattened row-major;
+* donor NK agents in the lattice region: ``a_pos`` (voxel), ``a_comp`` (killer
+  competent), ``a_kills`` (serial kills so far), ``a_ready`` (day the refractory period
+  ends); the first ``n_agents`` entries are alive (swap-remove on death);
+* blood, well mixed: ``y = [host NK uL-1, host T uL-1, IL-15 relative, donor NK in blood
+  (cells), donor NK in other tissues (cells)]`` and drug amounts ``flu``, ``cy`` (mg).
+
+Step order (one step of ``dt``; documented in docs/architecture.md and kept stable):
+
+1. record the day (state *before* that day's events) when a day boundary is reached;
+2. apply the events scheduled for this step (drug doses, NK infusions into blood);
+3. PK: drug concentrations decay analytically; the lymphocyte kill hazard is integrated
+   over the step (Simpson) and accumulated for the marrow update;
+4. blood and IL-15: RK4 over the step (host Gompertz regrowth minus drug kill, IL-15
+   production/consumption, donor NK proliferation/death/rejection, tissue exchange);
+5. NK agents: motility (Poisson number of voxel hops), then contact killing;
+6. NK agents: fate (divide / die / egress to blood), competing risks;
+7. homing: Poisson number of blood donor NK entering the region;
+8. marrow cells (every ``marrow_every`` steps): deaths then divisions per voxel, daughters
+   placed locally or in a random neighbour when there is room.
+
+Every stochastic process draws only from its own generator (``rng_move``, ``rng_kill``,
+``rng_fate``, ``rng_traffic``, ``rng_marrow``; ``rng_init`` for the initial lattice), so
+two protocols run with the same seeds share random numbers until their histories differ.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .layout import (
+    C_B_BIRTH, C_B_CROWD, C_B_DEATH, C_B_DRUG, C_B_KILLED, C_N_BIRTH, C_N_CROWD, C_N_DEATH,
+    C_N_DRUG, C_NK_AGENTS, C_NK_BORN, C_NK_DIED, C_NK_EGRESSED, C_NK_HOMED, C_NOR, C_RES, C_SUS,
+    EV_CY, EV_FLU, EV_NK, N_C, N_R, N_S,
+    P_B_BIRTH, P_B_DRUG, P_B_NET, P_B_SPREAD, P_B_SWITCH, P_BLAST_FRAC0, P_BLOOD_UL,
+    P_CELLULARITY, P_CY_EC50, P_CY_EMAX, P_CY_K, P_CY_V, P_DT, P_FLU_EC50, P_FLU_EMAX, P_FLU_K,
+    P_FLU_V, P_HNK0, P_HREC, P_HT0, P_IL_MAXFOLD, P_IL_NKW, P_IL_TURNOVER, P_K, P_MARROW_EVERY,
+    P_N_BIRTH, P_N_DRUG, P_N_NET, P_N_SPREAD, P_N_STEPS, P_N_TARGET, P_NK_COMPETENT,
+    P_NK_CONTACT, P_NK_DEATH, P_NK_EGRESS, P_NK_HOME, P_NK_HOP, P_NK_IL15EC50, P_NK_IL15MAX,
+    P_NK_MAXKILLS, P_NK_PKILL, P_NK_PROLIF, P_NK_REFRACT, P_NK_REJECT, P_NK_TISSUE_IN,
+    P_NK_TISSUE_OUT, P_SCALE, P_SIDE, P_START_DAY, P_STEPS_PER_DAY, P_SUS_FRAC0,
+    R_BLAST_PCT, R_BLASTS, R_CY, R_DONOR_NK_AGENTS, R_DONOR_NK_BLOOD, R_DONOR_NK_MARROW,
+    R_DONOR_NK_TISSUE, R_DRUG_HAZARD, R_EXHAUSTED, R_FLU, R_HOST_NK, R_HOST_T, R_IL15, R_KILLS,
+    R_NORMAL, R_SUS_FRAC, S_NK, S_NOR, S_RES, S_SUS,
+)
+
+
+# --------------------------------------------------------------------------- helpers
+@njit(cache=True)
+def drug_hazard(kp, flu_amt, cy_amt):
+    """Kill hazard (day-1) on blood lymphocytes for drug amounts (mg): sum of two Emax terms."""
+    cf = flu_amt / kp[P_FLU_V]
+    cc = cy_amt / kp[P_CY_V]
+    return kp[P_FLU_EMAX] * cf / (cf + kp[P_FLU_EC50]) + kp[P_CY_EMAX] * cc / (cc + kp[P_CY_EC50])
+
+
+@njit(cache=True)
+def nk_proliferation(kp, il15):
+    """Donor NK division rate (day-1) at relative IL-15 ``il15``: basal + Emax in the excess over 1."""
+    x = il15 - 1.0
+    if x < 0.0:
+        x = 0.0
+    return kp[P_NK_PROLIF] + kp[P_NK_IL15MAX] * x / (x + kp[P_NK_IL15EC50])
+
+
+@njit(cache=True)
+def blood_rhs(kp, y, hazard, out):
+    """Right-hand side of the blood ODEs (per day); ``hazard`` is the drug kill hazard.
+
+    y = [host NK uL-1, host T uL-1, IL-15 relative, donor NK blood cells, donor NK tissue cells]
+    """
+    hnk = max(y[0], 1e-12)
+    ht = max(y[1], 1e-12)
+    il = y[2]
+    rec = kp[P_HREC]
+    out[0] = rec * hnk * math.log(kp[P_HNK0] / hnk) - hazard * hnk if kp[P_HNK0] > 0 else -hazard * hnk
+    out[1] = rec * ht * math.log(kp[P_HT0] / ht) - hazard * ht if kp[P_HT0] > 0 else -hazard * ht
+    # IL-15: production balances removal at baseline (il = 1); removal = clearance + consumption
+    tau = kp[P_IL_TURNOVER]
+    k_clear = tau / kp[P_IL_MAXFOLD]
+    k_cons = tau - k_clear
+    base = kp[P_HNK0] + kp[P_HT0]
+    donor_ul = y[3] / kp[P_BLOOD_UL]
+    lrel = (y[0] + y[1] + kp[P_IL_NKW] * donor_ul) / base if base > 0 else 0.0
+    out[2] = tau - (k_clear + k_cons * lrel) * il
+    # donor NK outside the marrow: net growth (division - death - rejection - drug), tissue exchange
+    rej = kp[P_NK_REJECT] * (y[1] / kp[P_HT0] if kp[P_HT0] > 0 else 0.0)
+    net = nk_proliferation(kp, il) - kp[P_NK_DEATH] - rej - hazard
+    out[3] = net * y[3] - kp[P_NK_TISSUE_IN] * y[3] + kp[P_NK_TISSUE_OUT] * y[4]
+    out[4] = net * y[4] + kp[P_NK_TISSUE_IN] * y[3] - kp[P_NK_TISSUE_OUT] * y[4]
+
+
+@njit(cache=True)
+def rk4_blood(kp, y, dt, h0, hmid, h1, k1, k2, k3, k4, tmp):
+    """One RK4 step of the blood ODEs with the drug hazard at the start, middle and end."""
+    n = y.shape[0]
+    blood_rhs(kp, y, h0, k1)
+    for i in range(n):
+        tmp[i] = y[i] + 0.5 * dt * k1[i]
+    blood_rhs(kp, tmp, hmid, k2)
+    for i in range(n):
+        tmp[i] = y[i] + 0.5 * dt * k2[i]
+    blood_rhs(kp, tmp, hmid, k3)
+    for i in range(n):
+        tmp[i] = y[i] + dt * k3[i]
+    blood_rhs(kp, tmp, h1, k4)
+    for i in range(n):
+        y[i] = y[i] + dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
+        if y[i] < 0.0:
+            y[i] = 0.0
+
+
+@njit(cache=True)
+def neighbour(v, direction, side):
+    """Von Neumann neighbour of flat voxel ``v`` on a periodic ``side`` x ``side`` lattice."""
+    r = v // side
+    c = v - r * side
+    if direction == 0:
+        r = r - 1 if r > 0 else side - 1
+    elif direction == 1:
+        r = r + 1 if r < side - 1 else 0
+    elif direction == 2:
+        c = c - 1 if c > 0 else side - 1
+    else:
+        c = c + 1 if c < side - 1 else 0
+    return r * side + c
+
+
+@njit(cache=True)
+def init_lattice(kp, rng_init, sus, res, nor):
+    """Fill the lattice: cells ~ Bin(K, cellularity), blasts ~ Bin(cells, f_blast), susceptible ~ Bin(blasts, f_sus)."""
+    K = int(kp[P_K])
+    for v in range(sus.shape[0]):
+        tot = rng_init.binomial(K, kp[P_CELLULARITY])
+        b = rng_init.binomial(tot, kp[P_BLAST_FRAC0])
+        s = rng_init.binomial(b, kp[P_SUS_FRAC0])
+        sus[v] = s
+        res[v] = b - s
+        nor[v] = tot - b
+
+
+@njit(cache=True)
+def _split_drug(rng, deaths, nat_rate_dt, drug_h):
+    """How many of ``deaths`` are attributed to the drug (competing hazards)."""
+    if drug_h <= 0.0 or deaths == 0:
+        return 0
+    return rng.binomial(deaths, drug_h / (nat_rate_dt + drug_h))
+
+
+@njit(cache=True)
+def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt_now, delta):
+    """Deaths and divisions of marrow cells over ``delta`` days (mean-exact tau-leap per voxel).
+
+    Per capita, blasts divide at ``b`` and die at ``max(b - r (1 - occ), 0)`` so that their
+    net growth is logistic, ``r (1 - occ)``, in the voxel occupancy ``occ = cells / K``;
+    normal cells regrow as ``r_n (1 - occ / c)`` toward the target occupancy ``c`` and are
+    crowded out by blasts. ``hazard_integral`` (dimensionless) is the integrated drug kill
+    hazard on lymphocytes, scaled by each population's drug sensitivity.
+    """
+    nv = sus.shape[0]
+    side = int(kp[P_SIDE])
+    K = int(kp[P_K])
+    b_b = kp[P_B_BIRTH]
+    r_b = kp[P_B_NET]
+    b_n = kp[P_N_BIRTH]
+    r_n = kp[P_N_NET]
+    c_n = kp[P_N_TARGET]
+    hb = kp[P_B_DRUG] * hazard_integral
+    hn = kp[P_N_DRUG] * hazard_integral
+    p_switch = kp[P_B_SWITCH]
+    # pass 1: deaths (in place) and number of daughters per voxel
+    for v in range(nv):
+        s = sus[v]
+        rr = res[v]
+        n = nor[v]
+        tot = s + rr + n
+        if tot == 0:
+            bsus[v] = 0
+            bres[v] = 0
+            bnor[v] = 0
+            continue
+        occ = tot / K
+        db = b_b - r_b * (1.0 - occ)
+        if db < 0.0:
+            db = 0.0
+        dn = b_n - r_n * (1.0 - occ / c_n)
+        if dn < 0.0:
+            dn = 0.0
+        # Deaths and divisions are drawn independently from the cells present at the start
+        # of the step with p_die = 1 - exp(-(d delta + h)) and p_div = exp(-(d delta + h))
+        # (exp(b delta) - 1), so the expected count after the step is exactly
+        # n exp((b - d) delta - h): no tau-leap bias even though b and d nearly cancel.
+        surv_b = math.exp(-(db * delta + hb))
+        surv_n = math.exp(-(dn * delta + hn))
+        p_die_b = 1.0 - surv_b
+        p_die_n = 1.0 - surv_n
+        p_birth_b = min(surv_b * (math.exp(b_b * delta) - 1.0), 1.0)
+        p_birth_n = min(surv_n * (math.exp(b_n * delta) - 1.0), 1.0)
+        ds = rng.binomial(s, p_die_b) if s > 0 else 0
+        dr = rng.binomial(rr, p_die_b) if rr > 0 else 0
+        dnn = rng.binomial(n, p_die_n) if n > 0 else 0
+        bs = rng.binomial(s, p_birth_b) if s > 0 else 0
+        br = rng.binomial(rr, p_birth_b) if rr > 0 else 0
+        bn = rng.binomial(n, p_birth_n) if n > 0 else 0
+        drug_b = _split_drug(rng, ds + dr, db * delta, hb)
+        drug_n = _split_drug(rng, dnn, dn * delta, hn)
+        cnt_now[C_B_DEATH] += ds + dr - drug_b
+        cnt_now[C_B_DRUG] += drug_b
+        cnt_now[C_N_DEATH] += dnn - drug_n
+        cnt_now[C_N_DRUG] += drug_n
+        sus[v] = s - ds
+        res[v] = rr - dr
+        nor[v] = n - dnn
+        if p_switch > 0.0:
+            s2r = rng.binomial(bs, p_switch) if bs > 0 else 0
+            r2s = rng.binomial(br, p_switch) if br > 0 else 0
+            bs += r2s - s2r
+            br += s2r - r2s
+        bsus[v] = bs
+        bres[v] = br
+        bnor[v] = bn
+    # pass 2: place daughters in the mother's voxel or, with the spread fraction, a neighbour
+    sp_b = kp[P_B_SPREAD]
+    sp_n = kp[P_N_SPREAD]
+    for v in range(nv):
+        for kind in range(3):
+            if kind == 0:
+                nb = bsus[v]
+                sp = sp_b
+            elif kind == 1:
+                nb = bres[v]
+                sp = sp_b
+            else:
+                nb = bnor[v]
+                sp = sp_n
+            if nb == 0:
+                continue
+            n_out = rng.binomial(nb, sp) if sp > 0.0 else 0
+            n_loc = nb - n_out
+            free = K - sus[v] - res[v] - nor[v]
+            placed = n_loc if n_loc <= free else free
+            lost = n_loc - placed
+            if kind == 0:
+                sus[v] += placed
+            elif kind == 1:
+                res[v] += placed
+            else:
+                nor[v] += placed
+            # emigrants split evenly over the 4 neighbours (multinomial as 3 binomials)
+            left = n_out
+            for d in range(4):
+                if left == 0:
+                    break
+                m = left if d == 3 else rng.binomial(left, 1.0 / (4 - d))
+                left -= m
+                if m == 0:
+                    continue
+                w = neighbour(v, d, side)
+                room = K - sus[w] - res[w] - nor[w]
+                put = m if m <= room else room
+                if put < 0:
+                    put = 0
+                placed += put
+                lost += m - put
+                if kind == 0:
+                    sus[w] += put
+                elif kind == 1:
+                    res[w] += put
+                else:
+                    nor[w] += put
+            if kind == 2:
+                cnt_now[C_N_BIRTH] += placed + lost
+                cnt_now[C_N_CROWD] += lost
+            else:
+                cnt_now[C_B_BIRTH] += placed + lost
+                cnt_now[C_B_CROWD] += lost
+
+
+@njit(cache=True)
+def _grow(arr, n):
+    out = np.empty(n, dtype=arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
+
+
+@njit(cache=True)
+def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_comp, a_kills,
+               cnt_now):
+    """Fill day ``r`` of the record from the current state."""
+    scale = kp[P_SCALE]
+    ss = 0
+    rs = 0
+    ns = 0
+    for v in range(sus.shape[0]):
+        ss += sus[v]
+        rs += res[v]
+        ns += nor[v]
+    cnt_now[C_SUS] = ss
+    cnt_now[C_RES] = rs
+    cnt_now[C_NOR] = ns
+    cnt_now[C_NK_AGENTS] = n_agents
+    comp = 0
+    exh = 0
+    maxk = int(kp[P_NK_MAXKILLS])
+    for i in range(n_agents):
+        if a_comp[i]:
+            comp += 1
+            if a_kills[i] >= maxk:
+                exh += 1
+    rec[r, R_DONOR_NK_BLOOD] = y[3] / kp[P_BLOOD_UL]
+    rec[r, R_HOST_NK] = y[0]
+    rec[r, R_HOST_T] = y[1]
+    rec[r, R_IL15] = y[2]
+    rec[r, R_FLU] = flu / kp[P_FLU_V]
+    rec[r, R_CY] = cy / kp[P_CY_V]
+    rec[r, R_DONOR_NK_MARROW] = n_agents * scale
+    rec[r, R_DONOR_NK_TISSUE] = y[4]
+    rec[r, R_DONOR_NK_AGENTS] = n_agents
+    b = ss + rs
+    rec[r, R_BLASTS] = b * scale
+    rec[r, R_NORMAL] = ns * scale
+    rec[r, R_BLAST_PCT] = 100.0 * b / (b + ns) if b + ns > 0 else 0.0
+    rec[r, R_SUS_FRAC] = ss / b if b > 0 else np.nan
+    rec[r, R_KILLS] = cnt_now[C_B_KILLED] * scale
+    rec[r, R_EXHAUSTED] = exh / comp if comp > 0 else np.nan
+    rec[r, R_DRUG_HAZARD] = hazard
+    for j in range(cnt.shape[1]):
+        cnt[r, j] = cnt_now[j]
+
+
+@njit(cache=True, nogil=True)
+def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, rng_kill,
+                rng_fate, rng_traffic, rng_marrow):
+    """Simulate one patient. Returns ``(rec, cnt, snaps)``.
+
+    ``kp``: parameter vector (see :mod:`nksim.engine.layout`); ``ev_step/kind/amount``:
+    events sorted by step (amount in mg for drugs, whole-body cells for NK);
+    ``snap_days``: record indices (days since start) at which the lattice is copied.
+    """
+    side = int(kp[P_SIDE])
+    nv = side * side
+    K = int(kp[P_K])
+    dt = kp[P_DT]
+    n_steps = int(kp[P_N_STEPS])
+    spd = int(kp[P_STEPS_PER_DAY])
+    m_every = int(kp[P_MARROW_EVERY])
+    n_days = n_steps // spd
+    scale = kp[P_SCALE]
+    maxk = int(kp[P_NK_MAXKILLS])
+
+    rec = np.full((n_days + 1, N_R), np.nan)
+    cnt = np.zeros((n_days + 1, N_C), dtype=np.int64)
+    snaps = np.zeros((snap_days.shape[0], N_S, side, side), dtype=np.int32)
+    cnt_now = np.zeros(N_C, dtype=np.int64)
+
+    sus = np.zeros(nv, dtype=np.int32)
+    res = np.zeros(nv, dtype=np.int32)
+    nor = np.zeros(nv, dtype=np.int32)
+    bsus = np.zeros(nv, dtype=np.int32)
+    bres = np.zeros(nv, dtype=np.int32)
+    bnor = np.zeros(nv, dtype=np.int32)
+    nk_grid = np.zeros(nv, dtype=np.int32)
+    init_lattice(kp, rng_init, sus, res, nor)
+
+    cap = 1024
+    a_pos = np.zeros(cap, dtype=np.int32)
+    a_comp = np.zeros(cap, dtype=np.bool_)
+    a_kills = np.zeros(cap, dtype=np.int32)
+    a_ready = np.zeros(cap, dtype=np.float64)
+    n_agents = 0
+
+    y = np.array([kp[P_HNK0], kp[P_HT0], 1.0, 0.0, 0.0])
+    k1 = np.empty(5)
+    k2 = np.empty(5)
+    k3 = np.empty(5)
+    k4 = np.empty(5)
+    tmp = np.empty(5)
+    flu = 0.0
+    cy = 0.0
+    kflu = kp[P_FLU_K]
+    kcy = kp[P_CY_K]
+    h_marrow = 0.0  # integrated drug hazard since the last marrow update
+
+    p_hop_mean = kp[P_NK_HOP] * dt
+    contact = kp[P_NK_CONTACT]
+    p_kill = kp[P_NK_PKILL]
+    refract = kp[P_NK_REFRACT]
+    p_egress_rate = kp[P_NK_EGRESS]
+
+    ev_i = 0
+    n_ev = ev_step.shape[0]
+    snap_i = 0
+    hazard_now = drug_hazard(kp, flu, cy)
+    record_day(kp, rec, cnt, 0, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now)
+    if snap_i < snap_days.shape[0] and snap_days[snap_i] == 0:
+        _snapshot(snaps, snap_i, sus, res, nor, nk_grid, a_pos, n_agents, side)
+        snap_i += 1
+
+    for step in range(n_steps):
+        t = kp[P_START_DAY] + step * dt
+        # 2. events
+        while ev_i < n_ev and ev_step[ev_i] == step:
+            kind = ev_kind[ev_i]
+            if kind == EV_FLU:
+                flu += ev_amount[ev_i]
+            elif kind == EV_CY:
+                cy += ev_amount[ev_i]
+            elif kind == EV_NK:
+                y[3] += ev_amount[ev_i]
+            ev_i += 1
+        # 3. PK and hazard over [t, t + dt]
+        h0 = drug_hazard(kp, flu, cy)
+        hmid = drug_hazard(kp, flu * math.exp(-kflu * 0.5 * dt), cy * math.exp(-kcy * 0.5 * dt))
+        flu *= math.exp(-kflu * dt)
+        cy *= math.exp(-kcy * dt)
+        h1 = drug_hazard(kp, flu, cy)
+        h_step = dt / 6.0 * (h0 + 4.0 * hmid + h1)
+        h_marrow += h_step
+        # 4. blood and IL-15
+        rk4_blood(kp, y, dt, h0, hmid, h1, k1, k2, k3, k4, tmp)
+        il15 = y[2]
+        # 5. NK motility and killing
+        for i in range(n_agents):
+            if p_hop_mean > 0.0:
+                nh = rng_move.poisson(p_hop_mean)
+                pos = a_pos[i]
+                for _ in range(nh):
+                    pos = neighbour(pos, rng_move.integers(0, 4), side)
+                a_pos[i] = pos
+            if a_comp[i] and a_kills[i] < maxk and t >= a_ready[i]:
+                v = a_pos[i]
+                b = sus[v] + res[v]
+                if b > 0:
+                    u = rng_kill.random()
+                    if u < 1.0 - math.exp(-contact * (b / K) * dt):
+                        # engaged a blast: susceptible with prob sus/b, then killed with p_kill
+                        if rng_kill.random() * b < sus[v] and rng_kill.random() < p_kill:
+                            sus[v] -= 1
+                            a_kills[i] += 1
+                            a_ready[i] = t + dt + refract
+                            cnt_now[C_B_KILLED] += 1
+        # 6. NK fate: divide / die / egress (competing risks over dt)
+        rate_div = nk_proliferation(kp, il15)
+        rate_die = kp[P_NK_DEATH] + kp[P_NK_REJECT] * (y[1] / kp[P_HT0] if kp[P_HT0] > 0 else 0.0) + h_step / dt
+        rate_tot = rate_div + rate_die + p_egress_rate
+        p_any = 1.0 - math.exp(-rate_tot * dt)
+        # Iterate downwards over the agents alive at the start of the step: a removed agent's
+        # slot is filled by the last agent, which is either a newborn of this step or an agent
+        # already processed, so every agent is decided exactly once and newborns not at all.
+        for i in range(n_agents - 1, -1, -1):
+            u = rng_fate.random()
+            if u >= p_any:
+                continue
+            w = u / p_any * rate_tot
+            if w < rate_div:
+                if n_agents == a_pos.shape[0]:
+                    cap = 2 * cap
+                    a_pos = _grow(a_pos, cap)
+                    a_comp = _grow(a_comp, cap)
+                    a_kills = _grow(a_kills, cap)
+                    a_ready = _grow(a_ready, cap)
+                a_pos[n_agents] = a_pos[i]
+                a_comp[n_agents] = a_comp[i]
+                a_kills[n_agents] = 0
+                a_ready[n_agents] = t + dt
+                n_agents += 1
+                cnt_now[C_NK_BORN] += 1
+            else:
+                if w < rate_div + rate_die:
+                    cnt_now[C_NK_DIED] += 1
+                else:
+                    cnt_now[C_NK_EGRESSED] += 1
+                    y[3] += scale
+                last = n_agents - 1
+                a_pos[i] = a_pos[last]
+                a_comp[i] = a_comp[last]
+                a_kills[i] = a_kills[last]
+                a_ready[i] = a_ready[last]
+                n_agents -= 1
+        # 7. homing from blood into the region
+        if kp[P_NK_HOME] > 0.0 and y[3] >= scale:
+            lam = kp[P_NK_HOME] * dt * y[3] / scale
+            n_in = rng_traffic.poisson(lam)
+            max_in = int(y[3] / scale)
+            if n_in > max_in:
+                n_in = max_in
+            for _ in range(n_in):
+                if n_agents == a_pos.shape[0]:
+                    cap = 2 * cap
+                    a_pos = _grow(a_pos, cap)
+                    a_comp = _grow(a_comp, cap)
+                    a_kills = _grow(a_kills, cap)
+                    a_ready = _grow(a_ready, cap)
+                a_pos[n_agents] = rng_traffic.integers(0, nv)
+                a_comp[n_agents] = rng_traffic.random() < kp[P_NK_COMPETENT]
+                a_kills[n_agents] = 0
+                a_ready[n_agents] = t + dt
+                n_agents += 1
+            y[3] -= n_in * scale
+            cnt_now[C_NK_HOMED] += n_in
+        # 8. marrow cells
+        if (step + 1) % m_every == 0:
+            marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_every * dt)
+            h_marrow = 0.0
+        # 1. record at day boundaries
+        if (step + 1) % spd == 0:
+            r = (step + 1) // spd
+            hazard_now = drug_hazard(kp, flu, cy)
+            record_day(kp, rec, cnt, r, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now)
+            if snap_i < snap_days.shape[0] and snap_days[snap_i] == r:
+                _snapshot(snaps, snap_i, sus, res, nor, nk_grid, a_pos, n_agents, side)
+                snap_i += 1
+    return rec, cnt, snaps
+
+
+@njit(cache=True)
+def _snapshot(snaps, k, sus, res, nor, nk_grid, a_pos, n_agents, side):
+    nk_grid[:] = 0
+    for i in range(n_agents):
+        nk_grid[a_pos[i]] += 1
+    for v in range(sus.shape[0]):
+        r = v // side
+        c = v - r * side
+        snaps[k, S_SUS, r, c] = sus[v]
+        snaps[k, S_RES, r, c] = res[v]
+        snaps[k, S_NOR, r, c] = nor[v]
+        snaps[k, S_NK, r, c] = nk_grid[v]

@@ -1,0 +1,37 @@
+"""Error types raised on bad input.
+
+Every error about user input names the file, the key and what is allowed, so
+that a user can fix a TOML file without reading the source.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class NksimInputError(ValueError):
+    """Invalid user input (parameter set, protocol, CLI option, output path).
+
+    Parameters
+    ----------
+    message:
+        What is wrong and what is allowed.
+    source:
+        File (or other origin, e.g. ``"<dict>"``) the bad value came from.
+    key:
+        Dotted key path inside ``source``.
+    """
+
+    def __init__(self, message: str, *, source: str | Path | None = None, key: str | None = None):
+        self.source = str(source) if source is not None else None
+        self.key = key
+        where = []
+        if self.source:
+            where.append(self.source)
+        if key:
+            where.append(f"key '{key}'")
+        prefix = ": ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class OutputExistsError(NksimInputError, FileExistsError):
+    """The output location already holds results and overwriting was not requested."""

@@ -1,0 +1,238 @@
+"""xarray outputs: building the CF-annotated Dataset and writing/reading it safely.
+
+Schema (see docs/architecture.md): dims ``patient``, ``replicate``, ``time`` (whole days
+since the first NK infusion), ``assessment`` (assessment day), ``snapshot_time``, ``y``,
+``x`` (voxel centres in um) and ``counter``. Every variable has ``units`` (UDUNITS-2) and
+``long_name``; the Dataset has ``Conventions = "CF-1.8"`` and provenance attributes.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import xarray as xr
+
+from ._version import __version__
+from .engine import layout as L
+from .engine import resolution
+from .errors import NksimInputError, OutputExistsError
+from .observables import RESPONSE_CODES, RESPONSE_FILL, classify_response, response_thresholds, time_to_progression
+from .parameters import ParameterSet
+from .patients import EFFECT_META
+from .protocol import Protocol
+
+if TYPE_CHECKING:
+    from .simulate import RawRun
+
+#: Daily record variables: name -> (record index, units, long_name).
+TIME_VARIABLES: dict[str, tuple[int, str, str]] = {
+    "donor_nk_blood": (L.R_DONOR_NK_BLOOD, "uL-1", "donor NK cells per uL blood"),
+    "host_nk_blood": (L.R_HOST_NK, "uL-1", "host NK cells per uL blood"),
+    "host_t_blood": (L.R_HOST_T, "uL-1", "host T cells per uL blood"),
+    "il15": (L.R_IL15, "1", "plasma IL-15 relative to pre-treatment baseline"),
+    "flu_conc": (L.R_FLU, "mg L-1", "plasma fludarabine (2-F-ara-A) concentration"),
+    "cy_conc": (L.R_CY, "mg L-1", "plasma cyclophosphamide concentration"),
+    "donor_nk_marrow": (L.R_DONOR_NK_MARROW, "1", "donor NK cells in the whole marrow (region agents x scale)"),
+    "donor_nk_tissue": (L.R_DONOR_NK_TISSUE, "1", "donor NK cells in other tissues (lung, liver, spleen)"),
+    "donor_nk_agents": (L.R_DONOR_NK_AGENTS, "1", "donor NK agents in the simulated marrow region"),
+    "marrow_blast_pct": (L.R_BLAST_PCT, "percent", "marrow blasts as percentage of nucleated marrow cells"),
+    "blasts_total": (L.R_BLASTS, "1", "AML blasts in the whole marrow"),
+    "normal_total": (L.R_NORMAL, "1", "normal haematopoietic cells in the whole marrow"),
+    "blast_susceptible_fraction": (L.R_SUS_FRAC, "1", "fraction of marrow blasts susceptible to NK killing"),
+    "nk_kills": (L.R_KILLS, "1", "cumulative blasts killed by donor NK, whole-marrow estimate"),
+    "nk_exhausted_fraction": (L.R_EXHAUSTED, "1", "fraction of killer-competent marrow NK agents that are exhausted"),
+    "drug_kill_hazard": (L.R_DRUG_HAZARD, "day-1", "Flu/Cy kill hazard on blood lymphocytes"),
+}
+
+#: Region event counter labels, in layout order.
+COUNTERS: tuple[str, ...] = (
+    "susceptible_blasts", "resistant_blasts", "normal_cells", "blast_births", "blast_deaths",
+    "blast_drug_deaths", "blasts_killed_by_nk", "blast_daughters_lost", "normal_births",
+    "normal_deaths", "normal_drug_deaths", "normal_daughters_lost", "nk_agents", "nk_homed",
+    "nk_egressed", "nk_born", "nk_died",
+)
+assert len(COUNTERS) == L.N_C
+
+SNAPSHOT_LAYERS: dict[str, tuple[int, str]] = {
+    "lattice_susceptible_blasts": (L.S_SUS, "NK-susceptible blasts per voxel"),
+    "lattice_resistant_blasts": (L.S_RES, "NK-resistant blasts per voxel"),
+    "lattice_normal": (L.S_NOR, "normal haematopoietic cells per voxel"),
+    "lattice_nk": (L.S_NK, "donor NK agents per voxel"),
+}
+
+RESPONSE_ATTRS = {
+    "units": "1",
+    "long_name": "response at assessment (ELN-style, from marrow blasts vs baseline)",
+    "flag_values": np.array(list(RESPONSE_CODES.values()), dtype=np.int8),
+    "flag_meanings": " ".join(RESPONSE_CODES),
+}
+
+
+def git_commit() -> str:
+    """The git commit of the nksim source tree, or ``"unknown"``."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def build_dataset(runs: Sequence["RawRun"], params: ParameterSet, protocol: Protocol, patient_ids: Sequence[str],
+                  replicates: int, seed: int, replicate_ids: Sequence[int] | None = None) -> xr.Dataset:
+    """Assemble kernel outputs of a (patient x replicate) grid into the output Dataset."""
+    reps = list(replicate_ids) if replicate_ids is not None else list(range(replicates))
+    n_p, n_r = len(patient_ids), len(reps)
+    first = runs[0]
+    n_t = first.rec.shape[0]
+    time = protocol.start_day + np.arange(n_t, dtype=float)
+    rec = np.empty((n_p, n_r, n_t, L.N_R))
+    cnt = np.empty((n_p, n_r, n_t, L.N_C), dtype=np.int64)
+    snaps = np.empty((n_p, n_r) + first.snaps.shape, dtype=np.int32)
+    effects = {k: np.empty((n_p, n_r)) for k in EFFECT_META}
+    index = {(p, r): (i, j) for i, p in enumerate(patient_ids) for j, r in enumerate(reps)}
+    for run in runs:
+        i, j = index[(run.patient, run.replicate)]
+        rec[i, j] = run.rec
+        cnt[i, j] = run.cnt
+        snaps[i, j] = run.snaps
+        for k, v in run.effects.as_dict().items():
+            effects[k][i, j] = v
+
+    dims3 = ("patient", "replicate", "time")
+    data: dict[str, xr.DataArray] = {}
+    for name, (idx, units, long_name) in TIME_VARIABLES.items():
+        data[name] = xr.DataArray(rec[..., idx], dims=dims3, attrs={"units": units, "long_name": long_name})
+    donor = rec[..., L.R_DONOR_NK_BLOOD]
+    host_nk = rec[..., L.R_HOST_NK]
+    host_t = rec[..., L.R_HOST_T]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chim_nk = np.where(donor + host_nk > 0, 100.0 * donor / (donor + host_nk), 0.0)
+        chim_pbmc = np.where(donor + host_nk + host_t > 0, 100.0 * donor / (donor + host_nk + host_t), 0.0)
+    data["donor_chimerism_nk"] = xr.DataArray(chim_nk, dims=dims3, attrs={
+        "units": "percent", "long_name": "donor chimerism of blood NK cells (donor NK / all blood NK)"})
+    data["donor_chimerism_pbmc"] = xr.DataArray(chim_pbmc, dims=dims3, attrs={
+        "units": "percent", "long_name": "donor chimerism of blood lymphocytes (donor NK / (NK + T))"})
+
+    th = response_thresholds(params)
+    blast = rec[..., L.R_BLAST_PCT]
+    baseline = blast[..., 0]
+    a_idx = np.array([int(d - protocol.start_day) for d in protocol.assessment_days])
+    resp = classify_response(blast[..., a_idx], baseline[..., None], th)
+    data["response"] = xr.DataArray(resp, dims=("patient", "replicate", "assessment"), attrs=dict(RESPONSE_ATTRS))
+    data["time_to_progression"] = xr.DataArray(
+        time_to_progression(time, blast, baseline, th, from_day=protocol.assessment_days[0]), dims=("patient", "replicate"),
+        attrs={"units": "day", "long_name": "first day, on or after the first response assessment, with marrow "
+               "blasts at the PD threshold (NaN: no progression within follow-up, censored at end of simulation)",
+               "comment": "blast percentages during post-chemotherapy aplasia (before the first assessment) are not "
+               "used to call progression, as in clinical response assessment"})
+    data["pd_threshold_pct"] = xr.DataArray(
+        np.maximum(baseline * (1 + th["pd_relative_rise"] / 100.0),
+                   np.where(baseline < th["pd_absolute_below"], baseline + th["pd_absolute_rise"], -np.inf)),
+        dims=("patient", "replicate"),
+        attrs={"units": "percent", "long_name": "marrow blast percentage defining progression for this patient"})
+    for k, (units, long_name) in EFFECT_META.items():
+        data[k] = xr.DataArray(effects[k], dims=("patient", "replicate"), attrs={"units": units, "long_name": long_name})
+    data["region_counts"] = xr.DataArray(
+        cnt, dims=("patient", "replicate", "time", "counter"),
+        attrs={"units": "1", "long_name": "cell counts and cumulative event counts in the simulated marrow region"})
+    sdims = ("patient", "replicate", "snapshot_time", "y", "x")
+    for name, (layer, long_name) in SNAPSHOT_LAYERS.items():
+        data[name] = xr.DataArray(snaps[:, :, :, layer], dims=sdims, attrs={"units": "1", "long_name": long_name})
+
+    res = resolution(params)
+    centres = (np.arange(res.side) + 0.5) * params["lattice.voxel_side"]
+    group = [protocol.patient(p).group for p in patient_ids]
+    evaluable = [int(protocol.patient(p).evaluable) for p in patient_ids]
+    coords = {
+        "patient": ("patient", np.array(patient_ids, dtype=object), {"long_name": "patient id"}),
+        "replicate": ("replicate", np.array(reps, dtype=np.int64), {"long_name": "replicate (independent virtual trial)", "units": "1"}),
+        "time": ("time", time, {"units": "day", "long_name": "time since the first NK infusion"}),
+        "assessment": ("assessment", np.array(protocol.assessment_days, dtype=float),
+                       {"units": "day", "long_name": "response assessment day (since first NK infusion)"}),
+        "snapshot_time": ("snapshot_time", np.array(protocol.snapshot_days, dtype=float),
+                          {"units": "day", "long_name": "lattice snapshot day (since first NK infusion)"}),
+        "y": ("y", centres, {"units": "um", "long_name": "voxel centre, lattice row"}),
+        "x": ("x", centres, {"units": "um", "long_name": "voxel centre, lattice column"}),
+        "counter": ("counter", np.array(COUNTERS, dtype=object), {"long_name": "region counter"}),
+        "group": ("patient", np.array(group, dtype=object), {"long_name": "dose group"}),
+        "evaluable": ("patient", np.array(evaluable, dtype=np.int8),
+                      {"units": "1", "long_name": "patient evaluable in the trial", "flag_values": np.array([0, 1], dtype=np.int8),
+                       "flag_meanings": "not_evaluable evaluable"}),
+    }
+    ds = xr.Dataset(data, coords={k: xr.Variable(v[0], v[1], v[2]) for k, v in coords.items()})
+    ds.attrs.update(provenance_attrs(params, protocol, seed, replicates))
+    return ds
+
+
+def provenance_attrs(params: ParameterSet, protocol: Protocol, seed: int, replicates: int) -> dict[str, object]:
+    """Global attributes: CF conventions and everything needed to reproduce the run."""
+    groups = {g: [[e.day, e.kind, e.dose, e.unit] for e in protocol.events + evs] for g, evs in protocol.groups.items()}
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    status = params.status
+    return {
+        "Conventions": "CF-1.8",
+        "title": f"nksim simulation of protocol '{protocol.name}'",
+        "institution": "nksim",
+        "source": f"nksim {__version__} (numba spatial agent-based model)",
+        "history": f"{now} created by nksim {__version__}",
+        "references": "Ahmadvand et al., BMC Cancer 2023;23:1090, doi:10.1186/s12885-023-11610-x",
+        "comment": f"parameter set '{params.name}': {status}",
+        "nksim_version": __version__,
+        "git_commit": git_commit(),
+        "parameter_set": params.name,
+        "parameter_status": status,
+        "parameter_file": params.origin,
+        "parameter_digest": params.digest(),
+        "parameters": params.as_json(),
+        "protocol": protocol.name,
+        "protocol_file": protocol.origin,
+        "protocol_events": json.dumps(groups),
+        "seed": int(seed),
+        "replicates": int(replicates),
+    }
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``ds`` to ``path`` (netCDF4 via h5netcdf) atomically.
+
+    Refuses to replace an existing file unless ``overwrite``; writes to a temporary file in
+    the same folder and renames it, so an interrupted write never leaves a broken file or
+    destroys the previous one.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError("already exists; pass overwrite=True (CLI: --overwrite) to replace it", source=path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind in "fiu"}
+        ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def open_output(path: str | Path) -> xr.Dataset:
+    """Open an nksim netCDF output, with a clear error if it is missing, corrupt or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise NksimInputError("no such output file", source=path)
+    try:
+        ds = xr.load_dataset(path, engine="h5netcdf")
+    except Exception as exc:  # h5py/h5netcdf raise various types for corrupt files
+        raise NksimInputError(f"cannot read as netCDF ({type(exc).__name__}: {exc}); the file is corrupt or not "
+                              "an nksim output", source=path) from None
+    if "nksim_version" not in ds.attrs:
+        raise NksimInputError("not an nksim output (no 'nksim_version' attribute)", source=path)
+    return ds

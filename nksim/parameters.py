@@ -1,0 +1,233 @@
+"""Model parameter sets: loading, validation and the immutable parameter object.
+
+A parameter set is a TOML file (``models/<name>.toml``) with one table per
+parameter::
+
+    [nk.speed]
+    value = 5.0
+    unit = "um min-1"
+    description = "NK cell crawling speed in marrow"
+    source = "Ichise 2022 (mouse, in vivo)"
+    prior = [2.0, 10.0]          # only for calibrated parameters
+
+and a ``[meta]`` table (``name``, ``status``, ``description``, optional
+``extends = "default"`` to inherit every parameter of another set and override
+some). Keys, units and allowed ranges are declared in :mod:`nksim.schema`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import NksimInputError
+from .schema import SCHEMA, SECTIONS, ParamSpec
+from .units import check_unit
+
+#: Folder of the shipped parameter sets (``models/`` at the repository root).
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+_PARAM_FIELDS = {"value", "unit", "description", "source", "prior"}
+_META_FIELDS = {"name", "status", "description", "extends", "provenance"}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter value with its unit, description, source and optional prior."""
+
+    key: str
+    value: float
+    unit: str
+    description: str
+    source: str
+    prior: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class ParameterSet:
+    """An immutable, validated set of model parameters.
+
+    Index it with dotted keys: ``params["nk.speed"]`` gives the value in the
+    unit declared in :data:`nksim.schema.SCHEMA` (``params.unit("nk.speed")``).
+    """
+
+    name: str
+    status: str
+    origin: str
+    parameters: Mapping[str, Parameter] = field(repr=False)
+
+    def __getitem__(self, key: str) -> float:
+        try:
+            return self.parameters[key].value
+        except KeyError:
+            raise KeyError(f"unknown parameter '{key}'") from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.parameters
+
+    def keys(self):
+        return self.parameters.keys()
+
+    def unit(self, key: str) -> str:
+        return self.parameters[key].unit
+
+    def values(self) -> dict[str, float]:
+        """All values as a plain ``{key: value}`` dict."""
+        return {k: p.value for k, p in self.parameters.items()}
+
+    def priors(self) -> dict[str, tuple[float, float]]:
+        """Prior ranges of the calibrated parameters."""
+        return {k: p.prior for k, p in self.parameters.items() if p.prior is not None}
+
+    def with_values(self, overrides: Mapping[str, float], *, origin: str = "<override>") -> "ParameterSet":
+        """A new set with some values replaced (validated like file input)."""
+        params = dict(self.parameters)
+        for key, value in overrides.items():
+            if key not in SCHEMA:
+                raise NksimInputError(_unknown_msg(key), source=origin, key=key)
+            spec = SCHEMA[key]
+            params[key] = replace(params[key], value=_check_value(value, spec, origin, key))
+        return replace(self, parameters=MappingProxyType(params), origin=f"{self.origin} + {origin}")
+
+    def digest(self) -> str:
+        """SHA-256 (first 16 hex digits) of the values: identifies the parameter set."""
+        blob = json.dumps(self.values(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def as_json(self) -> str:
+        """Values with units as a JSON string (stored in output attributes)."""
+        return json.dumps(
+            {k: {"value": p.value, "unit": p.unit} for k, p in self.parameters.items()}, sort_keys=True
+        )
+
+
+def _unknown_msg(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, SCHEMA.keys(), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown parameter{hint}; allowed keys are listed in nksim/schema.py"
+
+
+def _check_value(value: Any, spec: ParamSpec, source: str, key: str) -> float:
+    rng = f"allowed range [{spec.lo:g}, {spec.hi:g}] {spec.unit}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise NksimInputError(f"value {value!r} is not a number; {rng}", source=source, key=key)
+    v = float(value)
+    if not math.isfinite(v):
+        raise NksimInputError(f"value {value!r} is not finite; {rng}", source=source, key=key)
+    if not (spec.lo <= v <= spec.hi):
+        raise NksimInputError(f"value {v:g} is outside the {rng}", source=source, key=key)
+    if spec.integer and v != int(v):
+        raise NksimInputError(f"value {v:g} must be an integer; {rng}", source=source, key=key)
+    return v
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """Turn a model name (``"default"``) or a path into an existing TOML path."""
+    p = Path(model)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise NksimInputError("parameter file not found", source=p)
+        return p
+    candidate = MODELS_DIR / f"{model}.toml"
+    if not candidate.is_file():
+        known = sorted(q.stem for q in MODELS_DIR.glob("*.toml"))
+        raise NksimInputError(f"no model named '{model}'; shipped models: {known}", source=candidate)
+    return candidate
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise NksimInputError(f"not valid TOML: {exc}", source=path) from None
+
+
+def load_parameters(model: str | Path = "default") -> ParameterSet:
+    """Load and validate a parameter set by name (``models/<name>.toml``) or path."""
+    path = resolve_model_path(model)
+    return _load(path, seen=())
+
+
+def _load(path: Path, seen: tuple[Path, ...]) -> ParameterSet:
+    path = path.resolve()
+    if path in seen:
+        raise NksimInputError("circular 'extends' chain", source=path, key="meta.extends")
+    data = _read_toml(path)
+    meta = data.pop("meta", {})
+    if not isinstance(meta, dict):
+        raise NksimInputError("[meta] must be a table", source=path, key="meta")
+    for k in meta:
+        if k not in _META_FIELDS:
+            raise NksimInputError(f"unknown field; allowed: {sorted(_META_FIELDS)}", source=path, key=f"meta.{k}")
+    base: dict[str, Parameter] = {}
+    if "extends" in meta:
+        ext = meta["extends"]
+        if not isinstance(ext, str) or not ext.strip():
+            raise NksimInputError("must name a model or a .toml path", source=path, key="meta.extends")
+        parent = (path.parent / ext) if ext.endswith(".toml") else resolve_model_path(ext)
+        if not parent.is_file():
+            raise NksimInputError(f"parent parameter file {parent} not found", source=path, key="meta.extends")
+        base = dict(_load(parent, seen + (path,)).parameters)
+
+    params: dict[str, Parameter] = dict(base)
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise NksimInputError(f"unknown section; allowed sections: {list(SECTIONS)}", source=path, key=section)
+        if not isinstance(table, dict):
+            raise NksimInputError("must be a table of parameters", source=path, key=section)
+        for name, entry in table.items():
+            key = f"{section}.{name}"
+            if key not in SCHEMA:
+                raise NksimInputError(_unknown_msg(key), source=path, key=key)
+            params[key] = _parse_entry(entry, SCHEMA[key], path, key)
+
+    missing = [k for k in SCHEMA if k not in params]
+    if missing:
+        raise NksimInputError(
+            f"missing parameters (every parameter must be declared, or use [meta] extends): {missing}",
+            source=path,
+        )
+    return ParameterSet(
+        name=str(meta.get("name", path.stem)),
+        status=str(meta.get("status", "unspecified")),
+        origin=str(path),
+        parameters=MappingProxyType({k: params[k] for k in SCHEMA}),
+    )
+
+
+def _parse_entry(entry: Any, spec: ParamSpec, path: Path, key: str) -> Parameter:
+    if not isinstance(entry, dict):
+        raise NksimInputError(
+            "must be a table with value, unit, description and source", source=path, key=key
+        )
+    for f in entry:
+        if f not in _PARAM_FIELDS:
+            raise NksimInputError(f"unknown field '{f}'; allowed: {sorted(_PARAM_FIELDS)}", source=path, key=key)
+    for f in ("value", "unit", "description", "source"):
+        if f not in entry:
+            raise NksimInputError(f"missing field '{f}'", source=path, key=key)
+    check_unit(entry["unit"], spec.unit, source=str(path), key=f"{key}.unit")
+    value = _check_value(entry["value"], spec, str(path), f"{key}.value")
+    for f in ("description", "source"):
+        if not isinstance(entry[f], str) or not entry[f].strip():
+            raise NksimInputError(f"field '{f}' must be a non-empty string", source=path, key=key)
+    prior = None
+    if "prior" in entry:
+        pr = entry["prior"]
+        if not (isinstance(pr, list) and len(pr) == 2):
+            raise NksimInputError("prior must be a list [lo, hi]", source=path, key=f"{key}.prior")
+        lo = _check_value(pr[0], spec, str(path), f"{key}.prior[0]")
+        hi = _check_value(pr[1], spec, str(path), f"{key}.prior[1]")
+        if not lo < hi:
+            raise NksimInputError(f"prior [{lo:g}, {hi:g}] must have lo < hi", source=path, key=f"{key}.prior")
+        prior = (lo, hi)
+    return Parameter(key, value, spec.unit, entry["description"].strip(), entry["source"].strip(), prior)

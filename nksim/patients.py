@@ -1,0 +1,84 @@
+"""Per-patient random effects: a virtual patient drawn from the population distributions.
+
+Each simulation draws, from its own ``patient`` stream, four standard normal deviates
+(always four, so the stream stays aligned whatever is fixed) and maps them to
+
+* baseline marrow blast fraction: logit-normal around ``blasts.baseline_pct``;
+* net blast growth rate: log-normal around ``blasts.net_growth_rate`` (sign kept);
+* NK-susceptible blast fraction: logit-normal around ``blasts.susceptible_fraction``;
+* host lymphocyte recovery rate: log-normal around ``host.recovery_rate``.
+
+A protocol may fix a patient's ``baseline_blast_pct``, ``body_weight`` and
+``body_surface_area``; fixed covariates replace the draw.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .parameters import ParameterSet
+
+
+@dataclass(frozen=True)
+class PatientEffects:
+    """The individual values of one virtual patient (units in the field comments)."""
+
+    body_weight: float  # kg
+    body_surface_area: float  # m2
+    baseline_blast_pct: float  # percent of nucleated marrow cells
+    blast_net_growth_rate: float  # day-1
+    susceptible_fraction: float  # 1
+    host_recovery_rate: float  # day-1
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+#: Units and long names of the PatientEffects fields (for outputs).
+EFFECT_META: dict[str, tuple[str, str]] = {
+    "body_weight": ("kg", "body weight"),
+    "body_surface_area": ("m2", "body surface area"),
+    "baseline_blast_pct": ("percent", "marrow blasts before lymphodepletion (individual value)"),
+    "blast_net_growth_rate": ("day-1", "net blast growth rate at low marrow occupancy (individual value)"),
+    "susceptible_fraction": ("1", "NK-susceptible fraction of blasts at baseline (individual value)"),
+    "host_recovery_rate": ("day-1", "host lymphocyte Gompertz regrowth rate (individual value)"),
+}
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(p / (1 - p))
+
+
+def _expit(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def draw_effects(params: ParameterSet, rng: np.random.Generator, covariates: Mapping[str, float] | None = None) -> PatientEffects:
+    """Draw one virtual patient's individual values from the population distributions."""
+    cov = dict(covariates or {})
+    z = rng.standard_normal(4)
+    sd_b = params["random_effects.baseline_blast_logit_sd"]
+    sd_g = params["random_effects.blast_growth_log_sd"]
+    sd_s = params["random_effects.susceptible_logit_sd"]
+    sd_h = params["random_effects.host_recovery_log_sd"]
+    base = params["blasts.baseline_pct"] / 100.0
+    if "baseline_blast_pct" in cov:
+        blast_pct = cov["baseline_blast_pct"]
+    elif 0.0 < base < 1.0:
+        blast_pct = 100.0 * _expit(_logit(base) + sd_b * z[0])
+    else:
+        blast_pct = 100.0 * base
+    sus = params["blasts.susceptible_fraction"]
+    sus_i = _expit(_logit(sus) + sd_s * z[2]) if 0.0 < sus < 1.0 else sus
+    return PatientEffects(
+        body_weight=cov.get("body_weight", params["anatomy.body_weight"]),
+        body_surface_area=cov.get("body_surface_area", params["anatomy.body_surface_area"]),
+        baseline_blast_pct=blast_pct,
+        blast_net_growth_rate=params["blasts.net_growth_rate"] * math.exp(sd_g * z[1]),
+        susceptible_fraction=sus_i,
+        host_recovery_rate=params["host.recovery_rate"] * math.exp(sd_h * z[3]),
+    )

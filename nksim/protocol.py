@@ -1,0 +1,271 @@
+"""Treatment protocols: dated lymphodepletion and NK-infusion events, dose groups, patients.
+
+A protocol file (``experiments/protocols/<name>.toml``) holds
+
+* ``[protocol]``: name, title, source, simulated window (``start_day``,
+  ``end_day``; day 0 is the first NK infusion), ``assessment_days``,
+  ``snapshot_days`` and ``infusions_after_lymphodepletion`` (forbid an infusion
+  on or before the last lymphodepleting dose);
+* ``[[events]]``: events every patient gets (``day``, ``kind``, ``dose``, ``unit``,
+  ``source``);
+* ``[groups.<id>]`` with ``[[groups.<id>.events]]``: events of a dose group;
+* ``[[patients]]``: ``id``, ``group``, ``evaluable`` and optional covariates
+  (``body_weight``, ``body_surface_area``, ``baseline_blast_pct``, each
+  ``{value = ..., unit = ...}``) that replace the population draw.
+
+Event kinds and the unit their dose must be given in are in :data:`EVENT_UNITS`.
+A protocol is just a list of dated events: any number of infusions is allowed.
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import NksimInputError
+from .units import check_unit
+
+#: Folder of the shipped protocols.
+PROTOCOLS_DIR = Path(__file__).resolve().parents[1] / "experiments" / "protocols"
+
+#: Event kind -> unit its dose must be given in.
+EVENT_UNITS: dict[str, str] = {
+    "fludarabine": "mg m-2",
+    "cyclophosphamide": "mg kg-1",
+    "nk_infusion": "kg-1",
+}
+#: Integer codes of event kinds used by the engine.
+EVENT_CODES: dict[str, int] = {"fludarabine": 0, "cyclophosphamide": 1, "nk_infusion": 2}
+LYMPHODEPLETING = ("fludarabine", "cyclophosphamide")
+
+#: Patient covariates a protocol may fix, with their units and allowed ranges.
+COVARIATES: dict[str, tuple[str, float, float]] = {
+    "body_weight": ("kg", 1.0, 300.0),
+    "body_surface_area": ("m2", 0.2, 3.5),
+    "baseline_blast_pct": ("percent", 0.0, 100.0),
+}
+
+
+@dataclass(frozen=True, order=True)
+class Event:
+    """A dated dose: ``day`` (days from first infusion), ``kind`` and ``dose`` in ``EVENT_UNITS[kind]``."""
+
+    day: float
+    kind: str
+    dose: float
+    source: str = field(default="", compare=False)
+
+    @property
+    def unit(self) -> str:
+        return EVENT_UNITS[self.kind]
+
+
+@dataclass(frozen=True)
+class Patient:
+    """A trial patient: dose group, evaluability and fixed covariates (values in COVARIATES units)."""
+
+    id: str
+    group: str
+    evaluable: bool = True
+    covariates: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A validated treatment protocol."""
+
+    name: str
+    title: str
+    source: str
+    origin: str
+    start_day: float
+    end_day: float
+    assessment_days: tuple[float, ...]
+    snapshot_days: tuple[float, ...]
+    infusions_after_lymphodepletion: bool
+    events: tuple[Event, ...]
+    groups: Mapping[str, tuple[Event, ...]]
+    patients: tuple[Patient, ...]
+
+    def patient(self, patient_id: str) -> Patient:
+        for p in self.patients:
+            if p.id == patient_id:
+                return p
+        raise KeyError(f"protocol '{self.name}' has no patient '{patient_id}'")
+
+    def events_for(self, patient: str | Patient) -> tuple[Event, ...]:
+        """All events of a patient (common + its group's), sorted by day."""
+        p = patient if isinstance(patient, Patient) else self.patient(patient)
+        return tuple(sorted(self.events + self.groups.get(p.group, ())))
+
+    def with_events(self, events: Sequence[Event], groups: Mapping[str, Sequence[Event]] | None = None) -> "Protocol":
+        """A copy with other events (e.g. a new schedule), validated like file input."""
+        new = replace(
+            self,
+            events=tuple(sorted(events)),
+            groups=MappingProxyType({g: tuple(sorted(ev)) for g, ev in (groups if groups is not None else self.groups).items()}),
+            origin=f"{self.origin} (modified)",
+        )
+        _validate_schedule(new, new.origin)
+        return new
+
+
+def resolve_protocol_path(protocol: str | Path) -> Path:
+    p = Path(protocol)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise NksimInputError("protocol file not found", source=p)
+        return p
+    candidate = PROTOCOLS_DIR / f"{protocol}.toml"
+    if not candidate.is_file():
+        known = sorted(q.stem for q in PROTOCOLS_DIR.glob("*.toml"))
+        raise NksimInputError(f"no protocol named '{protocol}'; shipped protocols: {known}", source=candidate)
+    return candidate
+
+
+def _num(v: Any, source: str, key: str, lo: float = -math.inf, hi: float = math.inf, what: str = "") -> float:
+    rng = f"allowed range [{lo:g}, {hi:g}]{(' ' + what) if what else ''}"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        raise NksimInputError(f"value {v!r} is not a finite number; {rng}", source=source, key=key)
+    if not lo <= float(v) <= hi:
+        raise NksimInputError(f"value {v!r} is outside the {rng}", source=source, key=key)
+    return float(v)
+
+
+def _check_fields(table: Mapping[str, Any], allowed: set[str], required: set[str], source: str, key: str) -> None:
+    if not isinstance(table, Mapping):
+        raise NksimInputError("must be a table", source=source, key=key)
+    for f in table:
+        if f not in allowed:
+            raise NksimInputError(f"unknown field '{f}'; allowed: {sorted(allowed)}", source=source, key=key)
+    for f in required:
+        if f not in table:
+            raise NksimInputError(f"missing field '{f}'", source=source, key=key)
+
+
+def _parse_event(e: Any, source: str, key: str) -> Event:
+    _check_fields(e, {"day", "kind", "dose", "unit", "source"}, {"day", "kind", "dose", "unit"}, source, key)
+    if e["kind"] not in EVENT_UNITS:
+        raise NksimInputError(f"unknown event kind '{e['kind']}'; allowed: {sorted(EVENT_UNITS)}", source=source, key=f"{key}.kind")
+    check_unit(e["unit"], EVENT_UNITS[e["kind"]], source=source, key=f"{key}.unit")
+    day = _num(e["day"], source, f"{key}.day", what="day")
+    dose = _num(e["dose"], source, f"{key}.dose", 0.0, math.inf, EVENT_UNITS[e["kind"]])
+    if dose <= 0:
+        raise NksimInputError(f"dose must be > 0 {EVENT_UNITS[e['kind']]}", source=source, key=f"{key}.dose")
+    return Event(day, e["kind"], dose, str(e.get("source", "")))
+
+
+def load_protocol(protocol: str | Path = "ahmadvand2023") -> Protocol:
+    """Load and validate a protocol by name (``experiments/protocols/<name>.toml``) or path."""
+    path = resolve_protocol_path(protocol)
+    src = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise NksimInputError(f"not valid TOML: {exc}", source=path) from None
+    return protocol_from_dict(data, src)
+
+
+def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Protocol:
+    """Build a protocol from the parsed TOML structure (see module docstring)."""
+    _check_fields(data, {"protocol", "events", "groups", "patients"}, {"protocol"}, source, "")
+    head = data["protocol"]
+    _check_fields(
+        head,
+        {"name", "title", "source", "start_day", "end_day", "assessment_days", "snapshot_days",
+         "infusions_after_lymphodepletion"},
+        {"name", "start_day", "end_day", "assessment_days"},
+        source,
+        "protocol",
+    )
+    start = _num(head["start_day"], source, "protocol.start_day", -365, 0, "day")
+    end = _num(head["end_day"], source, "protocol.end_day", 1, 3650, "day")
+    if start != int(start) or end != int(end):
+        raise NksimInputError("start_day and end_day must be whole days", source=source, key="protocol")
+
+    def day_list(name: str) -> tuple[float, ...]:
+        raw = head.get(name, [])
+        if not isinstance(raw, list):
+            raise NksimInputError("must be a list of days", source=source, key=f"protocol.{name}")
+        days = tuple(_num(d, source, f"protocol.{name}[{i}]", start, end, "day (within start_day..end_day)") for i, d in enumerate(raw))
+        if any(d != int(d) for d in days):
+            raise NksimInputError("days must be whole days", source=source, key=f"protocol.{name}")
+        if len(set(days)) != len(days) or list(days) != sorted(days):
+            raise NksimInputError("days must be strictly increasing", source=source, key=f"protocol.{name}")
+        return days
+
+    assessment = day_list("assessment_days")
+    if not assessment:
+        raise NksimInputError("at least one assessment day is required", source=source, key="protocol.assessment_days")
+    snapshots = day_list("snapshot_days")
+    events = tuple(sorted(_parse_event(e, source, f"events[{i}]") for i, e in enumerate(data.get("events", []))))
+    groups: dict[str, tuple[Event, ...]] = {}
+    for gid, g in data.get("groups", {}).items():
+        _check_fields(g, {"description", "source", "events"}, {"events"}, source, f"groups.{gid}")
+        groups[gid] = tuple(sorted(_parse_event(e, source, f"groups.{gid}.events[{i}]") for i, e in enumerate(g["events"])))
+    patients = []
+    seen: set[str] = set()
+    for i, p in enumerate(data.get("patients", [])):
+        key = f"patients[{i}]"
+        _check_fields(p, {"id", "group", "evaluable", "note", *COVARIATES}, {"id", "group"}, source, key)
+        pid = str(p["id"])
+        if pid in seen:
+            raise NksimInputError(f"duplicate patient id '{pid}'", source=source, key=f"{key}.id")
+        seen.add(pid)
+        if groups and p["group"] not in groups:
+            raise NksimInputError(f"unknown group '{p['group']}'; defined groups: {sorted(groups)}", source=source, key=f"{key}.group")
+        if "evaluable" in p and not isinstance(p["evaluable"], bool):
+            raise NksimInputError("evaluable must be true or false", source=source, key=f"{key}.evaluable")
+        cov = {}
+        for c, (unit, lo, hi) in COVARIATES.items():
+            if c in p:
+                ck = f"{key}.{c}"
+                _check_fields(p[c], {"value", "unit", "source"}, {"value", "unit"}, source, ck)
+                check_unit(p[c]["unit"], unit, source=source, key=f"{ck}.unit")
+                cov[c] = _num(p[c]["value"], source, f"{ck}.value", lo, hi, unit)
+        patients.append(Patient(pid, str(p["group"]), bool(p.get("evaluable", True)), MappingProxyType(cov), str(p.get("note", ""))))
+    proto = Protocol(
+        name=str(head["name"]),
+        title=str(head.get("title", "")),
+        source=str(head.get("source", "")),
+        origin=source,
+        start_day=start,
+        end_day=end,
+        assessment_days=assessment,
+        snapshot_days=snapshots,
+        infusions_after_lymphodepletion=bool(head.get("infusions_after_lymphodepletion", True)),
+        events=events,
+        groups=MappingProxyType(groups),
+        patients=tuple(patients),
+    )
+    _validate_schedule(proto, source)
+    return proto
+
+
+def _validate_schedule(proto: Protocol, source: str) -> None:
+    group_ids = list(proto.groups) or [""]
+    for gid in group_ids:
+        evs = sorted(proto.events + proto.groups.get(gid, ()))
+        where = f"groups.{gid}.events" if gid else "events"
+        for e in evs:
+            if not proto.start_day <= e.day < proto.end_day:
+                raise NksimInputError(
+                    f"{e.kind} on day {e.day:g} is outside the simulated window [{proto.start_day:g}, {proto.end_day:g})",
+                    source=source, key=where)
+        infusions = [e for e in evs if e.kind == "nk_infusion"]
+        if not infusions:
+            raise NksimInputError("no nk_infusion event", source=source, key=where)
+        if proto.infusions_after_lymphodepletion:
+            ld = [e.day for e in evs if e.kind in LYMPHODEPLETING]
+            if ld and infusions[0].day <= max(ld):
+                raise NksimInputError(
+                    f"infusion on day {infusions[0].day:g} is not after the last lymphodepleting dose "
+                    f"(day {max(ld):g}); allowed: infusion days > {max(ld):g}, or set "
+                    "protocol.infusions_after_lymphodepletion = false",
+                    source=source, key=where)

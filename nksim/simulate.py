@@ -1,0 +1,144 @@
+"""Python API: simulate one patient or a protocol's cohort; results as xarray Datasets."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .engine import event_arrays, kernel_parameters, resolution, run_patient
+from .parameters import ParameterSet, load_parameters
+from .patients import PatientEffects, draw_effects
+from .protocol import Patient, Protocol, load_protocol
+from .streams import generators
+
+
+@dataclass(frozen=True)
+class RawRun:
+    """Kernel output of one (patient, replicate) simulation."""
+
+    patient: str
+    replicate: int
+    effects: PatientEffects
+    rec: np.ndarray  # (day, R_*)
+    cnt: np.ndarray  # (day, C_*)
+    snaps: np.ndarray  # (snapshot, layer, y, x)
+
+
+def _as_params(params: ParameterSet | str | Path) -> ParameterSet:
+    return params if isinstance(params, ParameterSet) else load_parameters(params)
+
+
+def _as_protocol(protocol: Protocol | str | Path) -> Protocol:
+    return protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+
+
+def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: int, replicate: int) -> RawRun:
+    """Simulate one (patient, replicate) and return the raw kernel arrays."""
+    rngs = generators(seed, patient.id, replicate)
+    eff = draw_effects(params, rngs["patient"], patient.covariates)
+    res = resolution(params)
+    kp = kernel_parameters(params, eff, protocol.start_day, protocol.end_day)
+    ev = event_arrays(protocol.events_for(patient), eff, protocol.start_day, res.steps_per_day, protocol.origin)
+    snap = np.array([int(d - protocol.start_day) for d in protocol.snapshot_days], dtype=np.int64)
+    rec, cnt, snaps = run_patient(kp, *ev, snap, rngs["init"], rngs["move"], rngs["kill"], rngs["fate"],
+                                  rngs["traffic"], rngs["marrow"])
+    return RawRun(patient.id, replicate, eff, rec, cnt, snaps)
+
+
+def simulate_cohort(
+    params: ParameterSet | str | Path = "default",
+    protocol: Protocol | str | Path = "ahmadvand2023",
+    *,
+    replicates: int = 1,
+    seed: int = 0,
+    patients: Sequence[str] | None = None,
+    workers: int = 1,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Simulate every patient of a protocol (or ``patients``) ``replicates`` times.
+
+    Parameters
+    ----------
+    params, protocol:
+        A loaded object, a shipped name (``"default"``, ``"ahmadvand2023"``) or a TOML path.
+    replicates:
+        Independent virtual trials: each (patient, replicate) draws its own random effects
+        and stochastic history from ``SeedSequence(seed, spawn_key=(patient, replicate))``.
+    workers:
+        Threads running simulations concurrently (the kernel releases the GIL). Results do
+        not depend on it.
+    progress:
+        Show a progress bar (tqdm) over simulations.
+
+    Returns
+    -------
+    xarray.Dataset with dims ``patient``, ``replicate``, ``time`` (days since first
+    infusion), ``assessment``, ``snapshot_time``, ``y``, ``x`` (see docs/architecture.md).
+    """
+    from .output import build_dataset
+
+    params = _as_params(params)
+    protocol = _as_protocol(protocol)
+    if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 1:
+        raise ValueError(f"replicates must be a positive integer, got {replicates!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not protocol.patients:
+        raise ValueError(f"protocol '{protocol.name}' ({protocol.origin}) lists no patients")
+    chosen = list(protocol.patients) if patients is None else [protocol.patient(p) for p in patients]
+    jobs = [(p, r) for p in chosen for r in range(replicates)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc="simulating", unit="patient")
+
+    def work(job: tuple[Patient, int]) -> RawRun:
+        out = run_one(params, protocol, job[0], int(seed), job[1])
+        if bar is not None:
+            bar.update(1)
+        return out
+
+    try:
+        if workers > 1:
+            # warm the compiled kernel once before threads race to load it
+            runs = [work(jobs[0])]
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                runs += list(pool.map(work, jobs[1:]))
+        else:
+            runs = [work(j) for j in jobs]
+    finally:
+        if bar is not None:
+            bar.close()
+    return build_dataset(runs, params, protocol, [p.id for p in chosen], replicates, int(seed))
+
+
+def simulate(
+    params: ParameterSet | str | Path = "default",
+    protocol: Protocol | str | Path = "ahmadvand2023",
+    patient: str | None = None,
+    *,
+    seed: int = 0,
+    replicate: int = 0,
+) -> xr.Dataset:
+    """Simulate one patient (default: the protocol's first) and return its Dataset.
+
+    The result equals ``simulate_cohort(...).sel(patient=patient, replicate=replicate)``:
+    the same seed gives the same trajectory whether run alone or in a cohort.
+    """
+    from .output import build_dataset
+
+    params = _as_params(params)
+    protocol = _as_protocol(protocol)
+    if not protocol.patients:
+        raise ValueError(f"protocol '{protocol.name}' lists no patients")
+    pat = protocol.patients[0] if patient is None else protocol.patient(patient)
+    if isinstance(replicate, bool) or not isinstance(replicate, (int, np.integer)) or replicate < 0:
+        raise ValueError(f"replicate must be a non-negative integer, got {replicate!r}")
+    run = run_one(params, protocol, pat, int(seed), int(replicate))
+    ds = build_dataset([run], params, protocol, [pat.id], 1, int(seed), replicate_ids=[int(replicate)])
+    return ds.isel(patient=0, replicate=0)
