@@ -1,1 +1,36 @@
+"""nksim: spatial agent-based model of adoptive NK-cell therapy of AML.
+
+Public API::
+
+    load_parameters, ParameterSet     # models/*.toml
+    load_protocol, Protocol, Event    # experiments/protocols/*.toml
+    simulate, simulate_cohort         # -> xarray.Dataset
+    write_netcdf, open_output         # safe netCDF I/O
+    classify_response, time_to_progression
+"""
 from ._version import __version__
+from .errors import NksimInputError, OutputExistsError
+from .observables import RESPONSE_CODES, classify_response, time_to_progression
+from .output import open_output, write_netcdf
+from .parameters import ParameterSet, load_parameters
+from .protocol import Event, Patient, Protocol, load_protocol
+from .simulate import simulate, simulate_cohort
+
+__all__ = [
+    "__version__",
+    "NksimInputError",
+    "OutputExistsError",
+    "RESPONSE_CODES",
+    "classify_response",
+    "time_to_progression",
+    "open_output",
+    "write_netcdf",
+    "ParameterSet",
+    "load_parameters",
+    "Event",
+    "Patient",
+    "Protocol",
+    "load_protocol",
+    "simulate",
+    "simulate_cohort",
+]
