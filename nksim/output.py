@@ -214,7 +214,12 @@ def write_netcdf(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind in "fiu"}
+        encoding: dict[str, dict[str, object]] = {
+            v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind in "fiu"}
+        # Strings as classic char arrays: CF-1.8 tools do not support netCDF-4 vlen strings.
+        for name, var in ds.variables.items():
+            if var.dtype.kind in "OUS":
+                encoding[str(name)] = {"dtype": "S1"}
         ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
         os.replace(tmp, path)
     except BaseException:
