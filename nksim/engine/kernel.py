@@ -6,7 +6,7 @@ State is struct-of-arrays NumPy data:
   NK-susceptible blasts, NK-resistant blasts and normal haematopoietic cells in a voxel
   of capacity ``K``; a 2-D periodic lattice flattened row-major;
 * donor NK agents in the lattice region: ``a_pos`` (voxel), ``a_comp`` (killer
-  competent), ``a_kills`` (serial kills so far), ``a_ready`` (day the refractory period
+  competent), ``a_kills`` (serial kills so far), ``a_ready`` (first step at which the refractory period
   ends); the first ``n_agents`` entries are alive (swap-remove on death);
 * blood, well mixed: ``y = [host NK uL-1, host T uL-1, IL-15 relative, donor NK in blood
   (cells), donor NK in other tissues (cells)]`` and drug amounts ``flu``, ``cy`` (mg).
@@ -374,7 +374,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
     a_pos = np.zeros(cap, dtype=np.int32)
     a_comp = np.zeros(cap, dtype=np.bool_)
     a_kills = np.zeros(cap, dtype=np.int32)
-    a_ready = np.zeros(cap, dtype=np.float64)
+    a_ready = np.zeros(cap, dtype=np.int64)  # first step at which the agent may kill again
     n_agents = 0
 
     y = np.array([kp[P_HNK0], kp[P_HT0], 1.0, 0.0, 0.0])
@@ -392,7 +392,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
     p_hop_mean = kp[P_NK_HOP] * dt
     contact = kp[P_NK_CONTACT]
     p_kill = kp[P_NK_PKILL]
-    refract = kp[P_NK_REFRACT]
+    # refractory period in whole steps after the kill step (ceil, so never shorter than asked)
+    refract_steps = int(math.ceil(kp[P_NK_REFRACT] / dt - 1e-9))
     p_egress_rate = kp[P_NK_EGRESS]
 
     ev_i = 0
@@ -405,7 +406,6 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
         snap_i += 1
 
     for step in range(n_steps):
-        t = kp[P_START_DAY] + step * dt
         # 2. events
         while ev_i < n_ev and ev_step[ev_i] == step:
             kind = ev_kind[ev_i]
@@ -435,7 +435,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
                 for _ in range(nh):
                     pos = neighbour(pos, rng_move.integers(0, 4), side)
                 a_pos[i] = pos
-            if a_comp[i] and a_kills[i] < maxk and t >= a_ready[i]:
+            if a_comp[i] and a_kills[i] < maxk and step >= a_ready[i]:
                 v = a_pos[i]
                 b = sus[v] + res[v]
                 if b > 0:
@@ -445,7 +445,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
                         if rng_kill.random() * b < sus[v] and rng_kill.random() < p_kill:
                             sus[v] -= 1
                             a_kills[i] += 1
-                            a_ready[i] = t + dt + refract
+                            a_ready[i] = step + 1 + refract_steps
                             cnt_now[C_B_KILLED] += 1
         # 6. NK fate: divide / die / egress (competing risks over dt)
         rate_div = nk_proliferation(kp, il15)
@@ -470,7 +470,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
                 a_pos[n_agents] = a_pos[i]
                 a_comp[n_agents] = a_comp[i]
                 a_kills[n_agents] = 0
-                a_ready[n_agents] = t + dt
+                a_ready[n_agents] = step + 1
                 n_agents += 1
                 cnt_now[C_NK_BORN] += 1
             else:
@@ -502,7 +502,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
                 a_pos[n_agents] = rng_traffic.integers(0, nv)
                 a_comp[n_agents] = rng_traffic.random() < kp[P_NK_COMPETENT]
                 a_kills[n_agents] = 0
-                a_ready[n_agents] = t + dt
+                a_ready[n_agents] = step + 1
                 n_agents += 1
             y[3] -= n_in * scale
             cnt_now[C_NK_HOMED] += n_in
