@@ -57,6 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     params = load_parameters(args.model)
     protocol = load_protocol(args.protocol)
+    if args.out.exists() and not args.out.is_dir():
+        raise NksimInputError("--out must be a folder (it names an existing file)", source=args.out)
     nc, png = args.out / "trial.nc", args.out / "trial.png"
     existing = [p for p in (nc, png) if p.exists()]
     if existing and not args.overwrite:

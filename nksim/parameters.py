@@ -26,6 +26,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from .errors import NksimInputError
 from .schema import SCHEMA, SECTIONS, ParamSpec
 from .units import check_unit
@@ -117,7 +119,7 @@ def _unknown_msg(key: str) -> str:
 
 def _check_value(value: Any, spec: ParamSpec, source: str, key: str) -> float:
     rng = f"allowed range [{spec.lo:g}, {spec.hi:g}] {spec.unit}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise NksimInputError(f"value {value!r} is not a number; {rng}", source=source, key=key)
     v = float(value)
     if not math.isfinite(v):

@@ -1,0 +1,118 @@
+"""Response classification and time to progression on hand-made values.
+
+Expected categories are worked out by hand from the ELN-style rules in the
+``nksim.observables`` docstring with the thresholds below (the default set's values,
+written out here so that a change of defaults does not silently change the tests):
+CR b < 5; PR b <= 25 and b <= b0/2; PD b >= 1.5 b0 and, when b0 < 30, b >= b0 + 15; SD otherwise.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nksim import RESPONSE_CODES, classify_response, time_to_progression
+from nksim.observables import RESPONSE_FILL, pd_threshold, response_thresholds
+
+TH = {"cr_blast_pct": 5.0, "pr_blast_pct": 25.0, "pr_min_fall": 50.0, "pd_relative_rise": 50.0,
+      "pd_absolute_rise": 15.0, "pd_absolute_below": 30.0}
+CR, PR, SD, PD = (RESPONSE_CODES[k] for k in ("CR", "PR", "SD", "PD"))
+
+
+def test_codes_are_distinct_and_fill_is_negative():
+    assert sorted(RESPONSE_CODES) == ["CR", "PD", "PR", "SD"]
+    assert len(set(RESPONSE_CODES.values())) == 4
+    assert RESPONSE_FILL < 0
+
+
+def test_thresholds_from_parameter_set(default_params):
+    th = response_thresholds(default_params)
+    assert th == {k: default_params[f"response.{k}"] for k in TH}
+
+
+@pytest.mark.parametrize(
+    "b, b0, expected, why",
+    [
+        (4.9, 40.0, CR, "below 5 %"),
+        (0.0, 40.0, CR, "no blasts"),
+        (4.0, 8.0, CR, "CR even if the fall is less than half"),
+        (5.0, 40.0, PR, "5 is not < 5; 5 <= 25 and 5 <= 20"),
+        (20.0, 40.0, PR, "exactly half of baseline"),
+        (20.1, 40.0, SD, "fell, but by less than half"),
+        (25.0, 60.0, PR, "25 <= 25 and 25 <= 30"),
+        (25.1, 60.0, SD, "above the 25 % PR ceiling although < b0/2"),
+        (5.0, 8.0, SD, "5 > 8/2: not PR; below PD threshold max(12, 23)"),
+        (59.9, 40.0, SD, "below 1.5 * 40"),
+        (60.0, 40.0, PD, "1.5 * 40 reached (b0 >= 30: relative rule only)"),
+        (45.0, 30.0, PD, "b0 = 30 is not below 30: relative rule only, 45 = 1.5 * 30"),
+        (15.0, 10.0, SD, "relative rise reached (15 = 1.5 * 10) but not +15 points"),
+        (24.9, 10.0, SD, "needs 10 + 15 = 25"),
+        (25.0, 10.0, PD, "10 + 15 = 25 reached, and 25 >= 15"),
+        (34.9, 20.0, SD, "needs max(30, 35)"),
+        (35.0, 20.0, PD, "max(30, 35) reached"),
+        (44.87, 29.9, SD, ">= 1.5 * 29.9 = 44.85 but < 29.9 + 15 = 44.9"),
+        (44.95, 29.9, PD, "both rules met"),
+        (15.0, 0.0, PD, "from zero baseline: +15 points"),
+        (14.9, 0.0, SD, "from zero baseline below +15 points"),
+        (100.0, 100.0, SD, "full marrow stays full: 100 < 150"),
+        (float("nan"), 40.0, RESPONSE_FILL, "not assessed"),
+    ],
+)
+def test_classify_single_values(b, b0, expected, why):
+    assert classify_response(np.array([b]), np.array([b0]), TH)[0] == expected, why
+
+
+def test_classify_broadcasts_and_returns_int8():
+    b = np.array([[1.0, 30.0, 70.0], [np.nan, 10.0, 26.0]])
+    b0 = np.array([[40.0], [10.0]])
+    out = classify_response(b, b0, TH)
+    assert out.dtype == np.int8 and out.shape == (2, 3)
+    np.testing.assert_array_equal(out, [[CR, SD, PD], [RESPONSE_FILL, SD, PD]])
+
+
+def test_classify_uses_given_thresholds():
+    th = dict(TH, cr_blast_pct=1.0, pr_blast_pct=5.0)
+    assert classify_response(np.array([3.0]), np.array([40.0]), th)[0] == PR  # 3 >= 1, <= 5 and <= 20
+    assert classify_response(np.array([6.0]), np.array([40.0]), th)[0] == SD  # above the PR ceiling of 5
+    th = dict(TH, pd_relative_rise=100.0)
+    assert classify_response(np.array([60.0]), np.array([40.0]), th)[0] == SD  # needs 80 now
+
+
+def test_pd_threshold():
+    np.testing.assert_allclose(pd_threshold(np.array([0.0, 10.0, 20.0, 30.0, 40.0]), TH),
+                               [15.0, 25.0, 35.0, 45.0, 60.0])
+
+
+T = np.array([0.0, 28.0, 90.0, 180.0, 270.0])
+
+
+def test_ttp_first_crossing():
+    b = np.array([40.0, 70.0, 50.0, 80.0, 90.0])  # threshold 60
+    assert time_to_progression(T, b, 40.0, TH)[()] == 28.0
+
+
+def test_ttp_crossing_exactly_at_threshold_counts():
+    b = np.array([40.0, 50.0, 60.0, 10.0, 10.0])
+    assert time_to_progression(T, b, 40.0, TH)[()] == 90.0
+
+
+def test_ttp_never_is_nan():
+    b = np.array([40.0, 59.9, 50.0, 1.0, 0.0])
+    assert np.isnan(time_to_progression(T, b, 40.0, TH)[()])
+
+
+def test_ttp_respects_from_day():
+    b = np.array([70.0, 70.0, 10.0, 80.0, 10.0])
+    assert time_to_progression(T, b, 40.0, TH, from_day=0.0)[()] == 0.0
+    assert time_to_progression(T, b, 40.0, TH, from_day=28.0)[()] == 28.0
+    assert time_to_progression(T, b, 40.0, TH, from_day=29.0)[()] == 180.0
+    assert np.isnan(time_to_progression(T, b, 40.0, TH, from_day=181.0)[()])
+
+
+def test_ttp_vectorised_over_patients():
+    b = np.array([
+        [40.0, 70.0, 50.0, 80.0, 90.0],  # b0 40 -> thr 60: day 28
+        [10.0, 20.0, 24.0, 25.0, 30.0],  # b0 10 -> thr 25: day 180
+        [10.0, 20.0, 24.0, 24.0, 24.9],  # never
+    ])
+    out = time_to_progression(T, b, np.array([40.0, 10.0, 10.0]), TH)
+    np.testing.assert_array_equal(out, [28.0, 180.0, np.nan])

@@ -1,0 +1,271 @@
+"""Treatment protocols: the shipped files, and validation of events, patients and schedules."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+import nksim
+from nksim.protocol import EVENT_UNITS, Event, protocol_from_dict
+
+
+def _days(events, kind):
+    return sorted(e.day for e in events if e.kind == kind)
+
+
+# ----------------------------------------------------------------------------- shipped protocols
+def test_ahmadvand2023(ahmadvand):
+    p = ahmadvand
+    assert p.name == "ahmadvand2023"
+    assert [x.id for x in p.patients] == [f"p{i:02d}" for i in range(1, 11)]
+    assert not p.patient("p01").evaluable
+    assert all(p.patient(f"p{i:02d}").evaluable for i in range(2, 11))
+    assert all(p.patient(f"p{i:02d}").group == "g1" for i in range(1, 6))
+    assert all(p.patient(f"p{i:02d}").group == "g2" for i in range(6, 11))
+    for pid in ("p01", "p10"):
+        evs = p.events_for(pid)
+        assert _days(evs, "fludarabine") == [-9, -8, -7]
+        assert _days(evs, "cyclophosphamide") == [-8, -7]
+        assert _days(evs, "nk_infusion") == [0, 7]
+        assert list(evs) == sorted(evs)
+    assert p.start_day <= -9 and p.end_day >= 365
+    assert p.infusions_after_lymphodepletion
+    # the high-dose group gets more NK cells at each infusion
+    g1 = [e.dose for e in p.events_for("p02") if e.kind == "nk_infusion"]
+    g2 = [e.dose for e in p.events_for("p07") if e.kind == "nk_infusion"]
+    assert all(b > a for a, b in zip(g1, g2))
+
+
+def test_hi_cy_flu():
+    p = nksim.load_protocol("hi_cy_flu")
+    evs = p.events_for(p.patients[0])
+    flu = [e for e in evs if e.kind == "fludarabine"]
+    cy = [e for e in evs if e.kind == "cyclophosphamide"]
+    assert [e.day for e in flu] == [-6, -5, -4, -3, -2]
+    assert all(e.dose == 25.0 and e.unit == "mg m-2" for e in flu)
+    assert [e.day for e in cy] == [-5, -4]
+    assert all(e.dose == 60.0 and e.unit == "mg kg-1" for e in cy)
+    assert len(p.patients) == 10
+
+
+def test_unknown_protocol_name():
+    with pytest.raises(nksim.NksimInputError, match="ahmadvand2023"):
+        nksim.load_protocol("no_such_protocol_xyz")
+
+
+# ----------------------------------------------------------------------------- validation
+BASE = {
+    "protocol": {"name": "t", "start_day": -5, "end_day": 30, "assessment_days": [28],
+                 "infusions_after_lymphodepletion": True},
+    "events": [
+        {"day": -5, "kind": "fludarabine", "dose": 30.0, "unit": "mg m-2"},
+        {"day": -4, "kind": "cyclophosphamide", "dose": 60.0, "unit": "mg kg-1"},
+        {"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"},
+    ],
+    "patients": [{"id": "p1", "group": "a"}],
+}
+
+
+def base():
+    return copy.deepcopy(BASE)
+
+
+def expect_error(data, *fragments):
+    with pytest.raises(nksim.NksimInputError) as info:
+        protocol_from_dict(data, "proto.toml")
+    msg = str(info.value)
+    assert "proto.toml" in msg, msg
+    for f in fragments:
+        assert f in msg, f"{f!r} not in {msg!r}"
+    return info.value
+
+
+def test_base_is_valid():
+    p = protocol_from_dict(base())
+    assert [e.kind for e in p.events_for("p1")] == ["fludarabine", "cyclophosphamide", "nk_infusion"]
+
+
+def test_unknown_event_kind():
+    d = base()
+    d["events"][0]["kind"] = "busulfan"
+    expect_error(d, "events[0].kind", "busulfan", "fludarabine")
+
+
+@pytest.mark.parametrize("i, unit", [(0, "mg kg-1"), (1, "mg m-2"), (2, "1"), (0, "g m-2")])
+def test_wrong_dose_unit(i, unit):
+    d = base()
+    d["events"][i]["unit"] = unit
+    expect_error(d, f"events[{i}].unit", EVENT_UNITS[d["events"][i]["kind"]])
+
+
+@pytest.mark.parametrize("dose", [0.0, -20.0, float("nan"), float("inf"), "20"])
+def test_bad_dose(dose):
+    d = base()
+    d["events"][0]["dose"] = dose
+    expect_error(d, "events[0].dose")
+
+
+@pytest.mark.parametrize("day", [-5, -4])  # before / on the last lymphodepleting day (-4)
+def test_infusion_not_after_lymphodepletion(day):
+    d = base()
+    d["events"][2]["day"] = day
+    expect_error(d, "not after the last lymphodepleting dose")
+
+
+def test_infusion_on_last_lymphodepletion_day_rejected_but_allowed_when_flag_false():
+    d = base()
+    d["events"][2]["day"] = -4  # same day as the last dose (Cy on day -4)
+    expect_error(d, "infusion", "-4")
+    d["protocol"]["infusions_after_lymphodepletion"] = False
+    p = protocol_from_dict(d)
+    assert not p.infusions_after_lymphodepletion
+    assert _days(p.events_for("p1"), "nk_infusion") == [-4]
+
+
+def test_infusion_before_lymphodepletion_allowed_when_flag_false():
+    d = base()
+    d["events"][2]["day"] = -5
+    d["events"][0]["day"] = -3
+    expect_error(d, "infusion")
+    d["protocol"]["infusions_after_lymphodepletion"] = False
+    protocol_from_dict(d)
+
+
+@pytest.mark.parametrize("day", [-6, 30, 45])
+def test_event_outside_window(day):
+    d = base()
+    d["events"].append({"day": day, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"})
+    expect_error(d, "outside the simulated window")
+
+
+def test_no_infusion_rejected():
+    d = base()
+    del d["events"][2]
+    expect_error(d, "no nk_infusion")
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_any_number_of_infusions(n):
+    d = base()
+    d["events"] = d["events"][:2] + [
+        {"day": 7 * k, "kind": "nk_infusion", "dose": 1e6 * (k + 1), "unit": "kg-1"} for k in range(n)
+    ]
+    p = protocol_from_dict(d)
+    assert _days(p.events_for("p1"), "nk_infusion") == [7 * k for k in range(n)]
+
+
+def test_duplicate_patient():
+    d = base()
+    d["patients"].append({"id": "p1", "group": "a"})
+    expect_error(d, "duplicate", "p1")
+
+
+def test_unknown_group():
+    d = base()
+    inf = d["events"].pop(2)
+    d["groups"] = {"low": {"events": [inf]}}
+    d["patients"] = [{"id": "p1", "group": "high"}]
+    expect_error(d, "patients[0].group", "high", "low")
+    d["patients"] = [{"id": "p1", "group": "low"}]
+    assert protocol_from_dict(d).patient("p1").group == "low"
+
+
+def test_group_events_are_validated_per_group():
+    d = base()
+    d["events"].pop(2)
+    d["groups"] = {
+        "ok": {"events": [{"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"}]},
+        "bad": {"events": [{"day": -4, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"}]},
+    }
+    d["patients"] = [{"id": "p1", "group": "ok"}]  # even with no patient in it, a bad group is an error
+    expect_error(d, "groups.bad")
+
+
+@pytest.mark.parametrize(
+    "where, field",
+    [("top", "extras"), ("protocol", "colour"), ("event", "route"), ("patient", "age")],
+)
+def test_unknown_field(where, field):
+    d = base()
+    target = {"top": d, "protocol": d["protocol"], "event": d["events"][0], "patient": d["patients"][0]}[where]
+    target[field] = 1
+    expect_error(d, field)
+
+
+@pytest.mark.parametrize("missing", ["name", "start_day", "end_day", "assessment_days"])
+def test_missing_protocol_field(missing):
+    d = base()
+    del d["protocol"][missing]
+    expect_error(d, missing)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("assessment_days", []),
+        ("assessment_days", [28, 14]),
+        ("assessment_days", [28, 28]),
+        ("assessment_days", [40]),
+        ("assessment_days", [10.5]),
+        ("snapshot_days", [-9]),
+        ("start_day", 1),
+        ("start_day", -2.5),
+        ("end_day", 0),
+    ],
+)
+def test_bad_protocol_days(field, value):
+    d = base()
+    d["protocol"][field] = value
+    expect_error(d, "protocol")
+
+
+def test_patient_covariates_units_and_ranges():
+    d = base()
+    d["patients"][0]["body_weight"] = {"value": 80.0, "unit": "kg"}
+    d["patients"][0]["baseline_blast_pct"] = {"value": 35.0, "unit": "percent"}
+    p = protocol_from_dict(d).patient("p1")
+    assert dict(p.covariates) == {"body_weight": 80.0, "baseline_blast_pct": 35.0}
+    d["patients"][0]["body_weight"] = {"value": 80000.0, "unit": "g"}
+    expect_error(d, "patients[0].body_weight.unit", "kg")
+    d["patients"][0]["body_weight"] = {"value": 500.0, "unit": "kg"}
+    expect_error(d, "patients[0].body_weight.value")
+    d["patients"][0]["body_weight"] = {"value": 80.0, "unit": "kg"}
+    d["patients"][0]["baseline_blast_pct"] = {"value": 0.4, "unit": "1"}
+    expect_error(d, "baseline_blast_pct.unit", "percent")
+
+
+def test_evaluable_must_be_boolean():
+    d = base()
+    d["patients"][0]["evaluable"] = "yes"
+    expect_error(d, "evaluable")
+
+
+def test_protocol_file_errors_name_the_file(tmp_path):
+    p = tmp_path / "bad_protocol.toml"
+    p.write_text(
+        '[protocol]\nname = "x"\nstart_day = -2\nend_day = 10\nassessment_days = [5]\n'
+        '[[events]]\nday = 0\nkind = "fludarabine"\ndose = 25.0\nunit = "mg kg-1"\n'
+    )
+    with pytest.raises(nksim.NksimInputError) as info:
+        nksim.load_protocol(p)
+    assert "bad_protocol.toml" in str(info.value) and "mg m-2" in str(info.value)
+    p.write_text("[protocol\n")
+    with pytest.raises(nksim.NksimInputError, match="bad_protocol.toml"):
+        nksim.load_protocol(p)
+
+
+def test_with_events_revalidates(ahmadvand):
+    evs = list(ahmadvand.events)
+    groups = {g: [e for e in ev if e.kind != "nk_infusion"] + [Event(-8.0, "nk_infusion", 1e6)]
+              for g, ev in ahmadvand.groups.items()}
+    with pytest.raises(nksim.NksimInputError, match="not after"):
+        ahmadvand.with_events(evs, groups)
+    three = {g: list(ev) + [Event(14.0, "nk_infusion", 1e7)] for g, ev in ahmadvand.groups.items()}
+    p = ahmadvand.with_events(evs, three)
+    assert _days(p.events_for("p03"), "nk_infusion") == [0, 7, 14]
+
+
+def test_event_not_on_a_time_step_rejected_at_simulation(small_params, make_protocol):
+    proto = make_protocol([(0.1, "nk_infusion", 1e6)], start_day=0, end_day=3)  # 2.4 h, dt = 1 h
+    with pytest.raises(nksim.NksimInputError, match="time step"):
+        nksim.simulate(small_params.with_values({"lattice.side": 4}), proto)
