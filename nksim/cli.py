@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive_int, default=1, help="threads running simulations (default 1)")
     run.add_argument("--overwrite", action="store_true", help="replace trial.nc/trial.png already in --out")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    from .sweep.cli import add_summarize_parser, add_sweep_parser
+
+    add_sweep_parser(sub)
+    add_summarize_parser(sub)
     return parser
 
 
@@ -89,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "sweep":
+            from .sweep.cli import cmd_sweep
+
+            return cmd_sweep(args)
+        if args.command == "summarize":
+            from .sweep.cli import cmd_summarize
+
+            return cmd_summarize(args)
     except NksimInputError as exc:
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ since the first NK infusion), ``assessment`` (assessment day), ``snapshot_time``
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import subprocess
@@ -75,8 +76,9 @@ RESPONSE_ATTRS = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The git commit of the nksim source tree, or ``"unknown"``."""
+    """The git commit of the nksim source tree, or ``"unknown"`` (looked up once per process)."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)

@@ -1,0 +1,109 @@
+"""``nksim sweep`` and ``nksim summarize`` (argument definitions and commands)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import NksimInputError
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer (>= 0), got {v}")
+    return v
+
+
+def add_sweep_parser(sub) -> None:
+    """Add the ``sweep`` subcommand to an argparse subparsers object."""
+    p = sub.add_parser("sweep", help="run (or resume) a schedule sweep into a Zarr store",
+                       description="Run the scenarios of a sweep spec (TOML) on Dask and stream the results into a "
+                       "resumable Zarr store. Re-running the same command resumes an interrupted sweep.")
+    p.add_argument("spec", type=Path, help="sweep spec TOML (e.g. experiments/two_infusion_schedules.toml)")
+    p.add_argument("--out", type=Path, required=True, help="Zarr store directory (e.g. outputs/sweep.zarr)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=_nonneg_int, default=None,
+                   help="worker processes of a local Dask cluster (default: CPU count; 0 = in this process, no Dask)")
+    g.add_argument("--scheduler", default=None,
+                   help="address of an existing Dask scheduler (e.g. tcp://10.0.0.1:8786; see README: dask-jobqueue)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override a spec value, e.g. --set cohort.patients=4 --set parameters.lattice.side=8 "
+                   "(repeatable; the store records the effective spec)")
+    p.add_argument("--max-batches", type=_nonneg_int, default=None,
+                   help="stop after this many batches (resume later with the same command)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_summarize_parser(sub) -> None:
+    """Add the ``summarize`` subcommand to an argparse subparsers object."""
+    from .summaries import METRICS
+
+    p = sub.add_parser("summarize", help="rank the scenarios of a sweep store; export to netCDF",
+                       description="Per-scenario summaries (P(PD) at first assessment, Kaplan-Meier PFS at the "
+                       "landmark and median, peak chimerism, donor NK AUC) with uncertainty; prints the ranking.")
+    p.add_argument("store", type=Path, help="Zarr store written by `nksim sweep`")
+    p.add_argument("--rank-by", choices=list(METRICS), default="pfs_landmark", help="ranking metric")
+    p.add_argument("--reference", type=_nonneg_int, default=None,
+                   help="scenario index for paired differences (default: the best-ranked)")
+    p.add_argument("--top", type=_nonneg_int, default=None, help="print only the best N scenarios")
+    p.add_argument("--netcdf", type=Path, default=None, help="write the per-scenario summary to this netCDF file")
+    p.add_argument("--export", type=Path, default=None,
+                   help="write the whole store (every simulation's stored series) to this netCDF file")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --netcdf/--export files")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .plan import build_plan
+    from .runner import SweepInterrupted, run_sweep
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    plan = build_plan(spec)
+    print(f"sweep '{spec.name}' (plan {plan.digest}): {plan.n_scenarios} scenarios x {plan.n_draws} draws x "
+          f"{len(plan.patients)} patients x {plan.replicates} replicates = {plan.n_simulations} simulations "
+          f"in {plan.n_batches} batches", flush=True)
+    try:
+        rep = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
+                        progress=not args.no_progress, max_batches=args.max_batches)
+    except (SweepInterrupted, KeyboardInterrupt) as exc:
+        done = getattr(exc, "written", "?")
+        print(f"\ninterrupted: {done} batches of this run are safely in {args.out}; run the same command again "
+              "to resume", file=sys.stderr)
+        return 130
+    if rep.batches_run == 0 and rep.complete:
+        print(f"{args.out} is already complete ({rep.n_batches} batches); nothing to do")
+    else:
+        how = "in this process" if rep.workers == 0 else f"on {rep.workers} Dask worker threads"
+        print(f"ran {rep.batches_run} batches {how} in {rep.seconds:.1f} s "
+              f"({rep.simulations_per_second:.2f} simulations/s); "
+              f"{rep.batches_before + rep.batches_run}/{rep.n_batches} batches done"
+              + ("" if rep.complete else " -- run the same command again to continue"))
+    print(f"store: {args.out}  (summarize with: nksim summarize {args.out})")
+    return 0
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from ..output import write_netcdf
+    from .store import SweepStore
+    from .summaries import export_netcdf, ranking_table, summarize
+
+    for target in (args.netcdf, args.export):
+        if target is not None and target.exists() and not args.overwrite:
+            raise NksimInputError("already exists; pass --overwrite to replace it", source=target)
+    store = SweepStore.open_existing(args.store)
+    try:
+        ds = summarize(store, reference=args.reference, rank_by=args.rank_by)
+    except ValueError as exc:
+        raise NksimInputError(str(exc), source=args.store, key="--reference") from None
+    print(ranking_table(ds, rank_by=args.rank_by, top=args.top))
+    if args.netcdf is not None:
+        write_netcdf(ds, args.netcdf, overwrite=args.overwrite)
+        print(f"\nwrote {args.netcdf}")
+    if args.export is not None:
+        export_netcdf(args.store, args.export, what="all", overwrite=args.overwrite)
+        print(f"wrote {args.export}")
+    return 0

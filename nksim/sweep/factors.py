@@ -1,0 +1,156 @@
+"""Sweep factors: the schedule factors, their units and allowed ranges, and value checking.
+
+A *factor* is anything a sweep may vary. Two kinds:
+
+* **schedule factors** (:data:`SCHEDULE_FACTORS`): the shape of the treatment, turned into
+  dated protocol events by :mod:`nksim.sweep.scenario`;
+* **model parameters**: any dotted key of :data:`nksim.schema.SCHEMA` (``"nk.kill_probability"``),
+  in the unit and within the range declared there.
+
+Schedule factors (day 0 = first NK infusion):
+
+=================  =========  ==============================================================
+factor             unit       meaning
+=================  =========  ==============================================================
+``regimen``        --         lymphodepletion: ``"trial"`` (Ahmadvand 2023 Flu/Cy),
+                              ``"hi_cy_flu"`` (Minnesota Hi-Cy/Flu) or ``"none"``
+``gap``            day        days from the last lymphodepleting dose to the first infusion
+                              (default: the regimen's own gap, 7 for trial, 2 for Hi-Cy/Flu);
+                              with ``regimen = "none"``, days simulated before the infusion
+``interval``       day        days between consecutive infusions
+``dose_split``     percent    share of ``total_dose`` in each infusion, e.g. ``[75, 25]``; sums
+                              to 100; its length is the number of infusions; a 0 share
+                              drops that infusion (``[100, 0]`` is a single infusion)
+``n_infusions``    1          equal split into this many infusions (shorthand for dose_split)
+``first_dose_pct`` percent    two infusions, this share first (shorthand: ``[p, 100 - p]``;
+                              samplable by Latin hypercube/Sobol designs)
+``total_dose``     kg-1       NK cells per kg body weight over all infusions
+=================  =========  ==============================================================
+
+``dose_split``, ``n_infusions`` and ``first_dose_pct`` describe the same thing: a scenario
+sets at most one of them (a swept one replaces the baseline's).
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import NksimInputError
+from ..schema import SCHEMA
+
+#: Regimen name -> shipped protocol whose lymphodepleting events it uses (None: no lymphodepletion).
+REGIMENS: dict[str, str | None] = {"trial": "ahmadvand2023", "hi_cy_flu": "hi_cy_flu", "none": None}
+
+#: Mutually exclusive ways to give the dose split.
+SPLIT_FACTORS: tuple[str, ...] = ("dose_split", "n_infusions", "first_dose_pct")
+
+#: Most infusions a schedule may have.
+MAX_INFUSIONS = 10
+
+
+@dataclass(frozen=True)
+class FactorSpec:
+    """A numeric schedule factor: unit, inclusive range, whole-number flag, description."""
+
+    name: str
+    unit: str
+    lo: float
+    hi: float
+    integer: bool
+    description: str
+
+
+#: Numeric schedule factors (``regimen`` and ``dose_split`` are checked separately).
+NUMERIC_FACTORS: dict[str, FactorSpec] = {f.name: f for f in [
+    FactorSpec("gap", "day", 1, 180, True, "days from the last lymphodepleting dose to the first infusion"),
+    FactorSpec("interval", "day", 0, 180, True, "days between consecutive infusions"),
+    FactorSpec("n_infusions", "1", 1, MAX_INFUSIONS, True, "number of infusions (equal split)"),
+    FactorSpec("first_dose_pct", "percent", 1e-9, 100, False, "share of the total dose in the first of two infusions"),
+    FactorSpec("total_dose", "kg-1", 1e3, 1e10, False, "NK cells per kg over all infusions"),
+]}
+
+#: All schedule factor names, with their units.
+SCHEDULE_FACTORS: dict[str, str] = {
+    "regimen": "-",
+    **{k: f.unit for k, f in NUMERIC_FACTORS.items()},
+    "dose_split": "percent",
+}
+
+
+def is_parameter(name: str) -> bool:
+    """Whether ``name`` is a model parameter key (as opposed to a schedule factor)."""
+    return name in SCHEMA
+
+
+def unknown_factor(name: str, source: str, key: str) -> NksimInputError:
+    """The error for a factor that is neither a schedule factor nor a model parameter."""
+    close = difflib.get_close_matches(name, list(SCHEDULE_FACTORS) + list(SCHEMA), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return NksimInputError(
+        f"unknown factor '{name}'{hint}; allowed: schedule factors {sorted(SCHEDULE_FACTORS)} or a model "
+        "parameter key from nksim/schema.py (e.g. 'nk.kill_probability')", source=source, key=key)
+
+
+def numeric_range(name: str) -> tuple[float, float, bool, str]:
+    """(lo, hi, integer, unit) of a numeric factor or model parameter."""
+    if name in NUMERIC_FACTORS:
+        f = NUMERIC_FACTORS[name]
+        return f.lo, f.hi, f.integer, f.unit
+    if name in SCHEMA:
+        s = SCHEMA[name]
+        return s.lo, s.hi, s.integer, s.unit
+    raise KeyError(name)
+
+
+def _number(value: Any, name: str, source: str, key: str) -> float:
+    lo, hi, integer, unit = numeric_range(name)
+    rng = f"allowed range [{lo:g}, {hi:g}] {unit}" + (" (whole numbers)" if integer else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise NksimInputError(f"value {value!r} is not a finite number; {rng}", source=source, key=key)
+    v = float(value)
+    if not lo <= v <= hi:
+        raise NksimInputError(f"value {v:g} is outside the {rng}", source=source, key=key)
+    if integer and v != int(v):
+        raise NksimInputError(f"value {v:g} must be a whole number; {rng}", source=source, key=key)
+    return v
+
+
+def check_dose_split(value: Any, source: str, key: str) -> tuple[float, ...]:
+    """A list of percentages (>= 0, first > 0, summing to 100, 1..MAX_INFUSIONS entries)."""
+    allowed = (f"a list of 1-{MAX_INFUSIONS} percentages >= 0 summing to 100 with the first > 0, "
+               "e.g. [75, 25]")
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_INFUSIONS:
+        raise NksimInputError(f"value {value!r} is not {allowed}", source=source, key=key)
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or float(v) < 0:
+            raise NksimInputError(f"value {value!r} is not {allowed}", source=source, key=key)
+        out.append(float(v))
+    if out[0] <= 0 or abs(sum(out) - 100.0) > 1e-6:
+        raise NksimInputError(f"value {value!r} (sum {sum(out):g}) is not {allowed}", source=source, key=key)
+    return tuple(out)
+
+
+def check_factor_value(name: str, value: Any, source: str, key: str) -> Any:
+    """Validate one factor level; returns the normalised value (float, str or tuple of floats).
+
+    Raises :class:`NksimInputError` naming ``source`` and ``key`` with the allowed range.
+    """
+    if name == "regimen":
+        if not isinstance(value, str) or value not in REGIMENS:
+            raise NksimInputError(f"value {value!r} is not an allowed regimen; allowed: {sorted(REGIMENS)}",
+                                  source=source, key=key)
+        return value
+    if name == "dose_split":
+        return check_dose_split(value, source, key)
+    if name in NUMERIC_FACTORS or is_parameter(name):
+        return _number(value, name, source, key)
+    raise unknown_factor(name, source, key)
+
+
+def split_label(split: Sequence[float]) -> str:
+    """``(75.0, 25.0)`` -> ``"75/25"``."""
+    return "/".join(f"{s:g}" for s in split)

@@ -1,0 +1,237 @@
+"""The resolved sweep plan: everything that determines a sweep's numbers and store layout.
+
+:func:`build_plan` turns a :class:`~nksim.sweep.spec.SweepSpec` into a :class:`Plan` made of
+plain JSON values only (model parameter values, drawn parameters, every scenario's dated
+events and parameter overrides, the cohort, the seed, the time axis and the batch layout), and
+validates every scenario protocol before anything is simulated. The plan is
+
+* what the Dask workers receive (no file access needed on a cluster);
+* identified by :attr:`Plan.digest` (SHA-256 of its canonical JSON): a store is resumed only by
+  a plan with the same digest, so editing a comment in the spec is harmless while changing a
+  level, the model file, the seed or the batch size is refused.
+
+Batches: the (scenario, draw, patient, replicate) grid is cut into chunks of
+``patients_per_batch x replicates_per_batch`` simulations of one scenario and one draw; one
+chunk = one Dask task = one Zarr chunk of every result array. Batch ``b`` enumerates scenario,
+then draw, then patient block, then replicate block.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .._version import __version__
+from ..parameters import Parameter, ParameterSet, load_parameters
+from .design import design_levels
+from .draws import parameter_draws
+from .factors import is_parameter, split_label
+from .scenario import build_protocol, effective_schedule, regimen_events, scenario_label, schedule_protocol
+from .spec import SweepSpec
+
+#: Version of the plan/store layout; bump when the meaning of stored arrays changes.
+STORE_FORMAT = 1
+
+#: Daily variables kept per simulation (names as in nksim.output).
+TIME_SERIES: tuple[str, ...] = ("donor_chimerism_nk", "donor_chimerism_pbmc", "donor_nk_blood", "marrow_blast_pct",
+                                "host_t_blood", "il15")
+
+#: Modules whose code determines the stored numbers (hashed into the code digest).
+_RESULT_MODULES = ("engine/build.py", "engine/kernel.py", "engine/layout.py", "simulate.py", "patients.py",
+                   "streams.py", "observables.py", "output.py", "protocol.py", "parameters.py", "schema.py",
+                   "sweep/scenario.py", "sweep/execute.py", "sweep/plan.py")
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 (16 hex digits) of nksim's version and of the modules that determine results
+    (computed once per process)."""
+    h = hashlib.sha256(__version__.encode())
+    root = Path(__file__).resolve().parents[1]
+    for rel in _RESULT_MODULES:
+        h.update(rel.encode())
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, no whitespace, finite floats only)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved, JSON-serialisable sweep plan (see module docstring)."""
+
+    content: dict[str, Any] = field(repr=False)
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 (first 16 hex digits) of the canonical JSON of the plan."""
+        return hashlib.sha256(canonical_json(self.content).encode()).hexdigest()[:16]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.content[key]
+
+    # --- dimensions --------------------------------------------------------------------
+    @property
+    def n_scenarios(self) -> int:
+        return len(self.content["scenarios"])
+
+    @property
+    def n_draws(self) -> int:
+        return len(self.content["draws"])
+
+    @property
+    def patients(self) -> list[str]:
+        return self.content["patients"]
+
+    @property
+    def replicates(self) -> int:
+        return self.content["replicates"]
+
+    @property
+    def n_time(self) -> int:
+        return self.content["n_time"]
+
+    @property
+    def time_start(self) -> float:
+        return self.content["time_start"]
+
+    @property
+    def n_simulations(self) -> int:
+        return self.n_scenarios * self.n_draws * len(self.patients) * self.replicates
+
+    # --- batches -----------------------------------------------------------------------
+    @property
+    def batch_shape(self) -> tuple[int, int]:
+        """(patients, replicates) per batch."""
+        pb, rb = self.content["batch"]
+        return int(pb), int(rb)
+
+    @property
+    def blocks(self) -> tuple[int, int]:
+        """Number of patient blocks and replicate blocks."""
+        pb, rb = self.batch_shape
+        return math.ceil(len(self.patients) / pb), math.ceil(self.replicates / rb)
+
+    @property
+    def batches_per_scenario(self) -> int:
+        npb, nrb = self.blocks
+        return self.n_draws * npb * nrb
+
+    @property
+    def n_batches(self) -> int:
+        return self.n_scenarios * self.batches_per_scenario
+
+    def batch(self, b: int) -> tuple[int, int, slice, slice]:
+        """(scenario, draw, patient slice, replicate slice) of batch ``b``."""
+        if not 0 <= b < self.n_batches:
+            raise IndexError(f"batch {b} not in [0, {self.n_batches})")
+        npb, nrb = self.blocks
+        pb, rb = self.batch_shape
+        b, ir = divmod(b, nrb)
+        b, ip = divmod(b, npb)
+        s, d = divmod(b, self.n_draws)
+        return (s, d, slice(ip * pb, min((ip + 1) * pb, len(self.patients))),
+                slice(ir * rb, min((ir + 1) * rb, self.replicates)))
+
+    def batch_size(self, b: int) -> int:
+        _, _, ps, rs = self.batch(b)
+        return (ps.stop - ps.start) * (rs.stop - rs.start)
+
+    # --- reconstruction (workers) ------------------------------------------------------
+    def base_parameters(self) -> ParameterSet:
+        """The model parameter set the plan was built from (no file access)."""
+        m = self.content["model"]
+        params = {k: Parameter(k, v[0], v[1], v[2], v[3], tuple(v[4]) if v[4] is not None else None)
+                  for k, v in m["parameters"].items()}
+        return ParameterSet(name=m["name"], status=m["status"], origin=f"sweep '{self.content['name']}' model",
+                            parameters=MappingProxyType(params))
+
+    def parameters(self, scenario: int, draw: int, base: ParameterSet | None = None) -> ParameterSet:
+        """Parameters of (scenario, draw): model values, then the draw, then fixed and swept values."""
+        base = base or self.base_parameters()
+        over = dict(self.content["draws"][draw])
+        over.update(self.content["fixed_parameters"])
+        over.update(self.content["scenarios"][scenario]["parameters"])
+        return base.with_values(over, origin=f"scenario {scenario}, draw {draw}")
+
+    def protocol(self, scenario: int):
+        """The validated :class:`~nksim.protocol.Protocol` of a scenario (all plan patients)."""
+        sc = self.content["scenarios"][scenario]
+        return build_protocol(sc["protocol"], self.patients, f"sweep '{self.content['name']}' scenario {scenario}")
+
+    def to_json(self) -> str:
+        return canonical_json(self.content)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        return cls(json.loads(text))
+
+
+def _batch_layout(n_patients: int, replicates: int, batch_size: int) -> list[int]:
+    if replicates >= batch_size:
+        return [1, batch_size]
+    return [max(1, min(n_patients, batch_size // replicates)), replicates]
+
+
+def build_plan(spec: SweepSpec) -> Plan:
+    """Resolve and validate a spec into a :class:`Plan` (raises NksimInputError on bad input)."""
+    base = load_parameters(spec.model_path)
+    src = spec.source
+    base.with_values(spec.parameters, origin=f"{src} [parameters]")  # validates fixed values together
+    draws = parameter_draws(base, spec.cohort.draws, spec.cohort.draws_from, spec.seed, src)
+    levels, swept = design_levels(spec)
+    scenarios = []
+    starts = []
+    for i, lv in enumerate(levels):
+        key = f"scenario {i}"
+        sched = effective_schedule(spec.baseline, lv, src, key)
+        label = scenario_label(lv, swept)
+        pdict = schedule_protocol(sched, name=f"{spec.name}-{i}", title=label, end_day=spec.end_day,
+                                  assessment_days=spec.assessment_days, ld_events=regimen_events(sched["regimen"]))
+        proto = build_protocol(pdict, (), f"{src} [{key}: {label}]")  # validates the schedule
+        pars = {k: float(v) for k, v in lv.items() if is_parameter(k)}
+        base.with_values({**spec.parameters, **pars}, origin=f"{src} [{key}: {label}]")
+        starts.append(proto.start_day)
+        scenarios.append({
+            "label": label,
+            "schedule": {**sched, "dose_split": list(sched["dose_split"]),
+                         "dose_split_label": split_label(sched["dose_split"])},
+            "parameters": pars,
+            "protocol": pdict,
+        })
+    t0 = min(starts)
+    content = {
+        "format": STORE_FORMAT,
+        "name": spec.name,
+        "seed": spec.seed,
+        "end_day": spec.end_day,
+        "assessment_days": list(spec.assessment_days),
+        "landmark_day": spec.landmark_day,
+        "time_start": t0,
+        "n_time": int(spec.end_day - t0) + 1,
+        "model": {
+            "name": base.name,
+            "status": base.status,
+            "parameters": {k: [p.value, p.unit, p.description, p.source, list(p.prior) if p.prior else None]
+                           for k, p in base.parameters.items()},
+        },
+        "fixed_parameters": dict(spec.parameters),
+        "draws_from": "model" if spec.cohort.draws == 0 else
+                      ("prior" if spec.cohort.draws_from == "prior" else Path(spec.cohort.draws_from).name),
+        "draws": draws,
+        "swept": swept,
+        "scenarios": scenarios,
+        "patients": list(spec.cohort.patients),
+        "replicates": spec.cohort.replicates,
+        "batch": _batch_layout(len(spec.cohort.patients), spec.cohort.replicates, spec.batch_size),
+        "time_series": list(TIME_SERIES),
+    }
+    return Plan(content)

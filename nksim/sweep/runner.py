@@ -1,0 +1,231 @@
+"""Running a sweep on Dask and streaming the batches into the Zarr store.
+
+``run_sweep(spec, out)``:
+
+1. reads and validates the spec and resolves the plan (all input errors happen here);
+2. creates the store, or reopens it to resume (refusing a store of another spec/version);
+3. warms the numba cache in this process (the first run compiles and writes the on-disk cache,
+   so workers only load it), then starts a ``distributed.LocalCluster`` of ``workers``
+   single-threaded processes -- or attaches to an existing scheduler -- and registers a worker
+   plugin that warms every worker (also ones that join later) once;
+4. submits the pending batches with a bounded window (2 tasks per worker thread) and writes
+   each result into the store as soon as it arrives (this process is the only writer); memory
+   therefore stays flat whatever the sweep size;
+5. shows a progress bar (simulations done/total, rate, ETA).
+
+Interrupting (Ctrl-C, SIGKILL, a lost worker -- Dask reruns its tasks) loses at most the batches
+in flight; running the same command again resumes. ``workers=0`` runs the batches in this
+process without Dask (debugging, tests).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from distributed import WorkerPlugin
+
+from ..errors import NksimInputError
+from .execute import run_batch, warm_up
+from .plan import Plan, build_plan, canonical_json
+from .spec import SweepSpec, load_spec
+from .store import SweepStore
+
+
+@dataclass
+class SweepReport:
+    """What a call to :func:`run_sweep` did."""
+
+    store: Path
+    plan_digest: str
+    n_batches: int
+    n_simulations: int
+    batches_before: int  # already done when the call started
+    batches_run: int  # written by this call
+    seconds: float  # wall time of the call, cluster start-up and warm-up included
+    workers: int  # worker threads used (0: in-process)
+    compute_seconds: float = float("nan")  # from the first submitted batch to the last written one
+
+    @property
+    def complete(self) -> bool:
+        return self.batches_before + self.batches_run == self.n_batches
+
+    @property
+    def simulations_run(self) -> float:
+        return self.batches_run * (self.n_simulations / max(self.n_batches, 1))
+
+    @property
+    def simulations_per_second(self) -> float:
+        """Simulations per second of wall time, start-up included."""
+        return self.simulations_run / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def steady_simulations_per_second(self) -> float:
+        """Simulations per second once workers are up (start-up excluded)."""
+        return self.simulations_run / self.compute_seconds if self.compute_seconds > 0 else float("nan")
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Raised on Ctrl-C after the finished batches are safely written."""
+
+    def __init__(self, written: int):
+        super().__init__(f"interrupted after writing {written} batches in this run")
+        self.written = written
+
+
+class WarmPlugin(WorkerPlugin):
+    """Dask worker plugin: load the numba kernel once per worker (also late joiners) before its tasks.
+
+    Carries only the model parameters (JSON), so workers need no access to the model files.
+    """
+
+    name = "nksim-warm-up"
+
+    def __init__(self, model_json: str, ignore_sigint: bool = False):
+        self.model_json = model_json
+        self.ignore_sigint = ignore_sigint
+
+    def setup(self, worker=None) -> None:
+        import json
+        import signal
+        import threading
+
+        if self.ignore_sigint and threading.current_thread() is threading.main_thread():
+            # local cluster: Ctrl-C reaches the whole process group; let the client stop the
+            # workers cleanly instead of each worker dying with a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        warm_up(json.loads(self.model_json))
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="sim", desc=desc, smoothing=0.1, dynamic_ncols=True)
+
+
+def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | None = None, scheduler: str | None = None,
+              overrides: Sequence[str] = (), progress: bool = False, max_batches: int | None = None) -> SweepReport:
+    """Run (or resume) a sweep into the Zarr store ``out``; see the module docstring.
+
+    Parameters
+    ----------
+    spec:
+        A :class:`SweepSpec` or the path of a sweep TOML file (``overrides`` = ``TABLE.KEY=VALUE``).
+    workers:
+        Worker processes of the local cluster (default: CPU count); 0 runs in this process.
+    scheduler:
+        Address of an existing Dask scheduler (e.g. ``tcp://host:8786``, or a dask-jobqueue
+        cluster's ``scheduler_address``); excludes ``workers``.
+    max_batches:
+        Stop after submitting this many pending batches (tests, benchmarks); resume later.
+    """
+    if scheduler is not None and workers is not None:
+        raise NksimInputError("give either workers or scheduler, not both", source="sweep", key="--scheduler")
+    if workers is not None and workers < 0:
+        raise NksimInputError(f"workers must be >= 0, got {workers}", source="sweep", key="--workers")
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(spec, overrides)
+    elif overrides:
+        raise ValueError("overrides apply to a spec file; apply them before building a SweepSpec")
+    plan = build_plan(spec)
+    store = SweepStore.open_for_run(out, plan, dict(spec.raw))
+    done_before = int(store.done().sum())
+    pending = [int(b) for b in store.pending()]
+    if max_batches is not None:
+        pending = pending[:max_batches]
+    total_sims = plan.n_simulations
+    sims_done = sum(plan.batch_size(int(b)) for b in np.flatnonzero(store.done()))
+    t0 = time.perf_counter()
+    if not pending:
+        return SweepReport(Path(out), plan.digest, plan.n_batches, total_sims, done_before, 0, 0.0, 0)
+    warm_up(plan["model"])
+    bar = _progress(total_sims, sims_done, progress, spec.name)
+    written = 0
+    t_compute = time.perf_counter()
+    try:
+        if workers == 0:
+            try:
+                for b in pending:
+                    store.write_batch(run_batch(plan, b))
+                    written += 1
+                    if bar is not None:
+                        bar.update(plan.batch_size(b))
+            except KeyboardInterrupt:
+                raise SweepInterrupted(written) from None
+            n_threads = 0
+            t_end = time.perf_counter()
+        else:
+            written, n_threads, t_compute, t_end = _run_dask(plan, store, pending, workers, scheduler, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return SweepReport(Path(out), plan.digest, plan.n_batches, total_sims, done_before, written,
+                       time.perf_counter() - t0, n_threads, t_end - t_compute)
+
+
+def _run_dask(plan: Plan, store: SweepStore, pending: list[int], workers: int | None, scheduler: str | None,
+              bar) -> tuple[int, int, float, float]:
+    import os
+
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        n = workers if workers is not None else (os.cpu_count() or 1)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR)
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="15s")
+        except (OSError, TimeoutError) as exc:
+            raise NksimInputError(f"cannot connect to the Dask scheduler: {exc}", source=scheduler,
+                                  key="--scheduler") from None
+    written = 0
+    try:
+        client.register_plugin(WarmPlugin(canonical_json(plan["model"]), ignore_sigint=cluster is not None),
+                               name=WarmPlugin.name)
+        if not client.nthreads():  # e.g. a dask-jobqueue cluster still waiting for its jobs
+            print("waiting for Dask workers to join the scheduler ...", flush=True)
+            client.wait_for_workers(1)
+        plan_f = client.scatter(plan, broadcast=True, hash=False)
+        todo = iter(pending)
+        ac = as_completed()
+        in_flight = 0
+        n_threads = 1
+        t_submit = time.perf_counter()
+
+        def top_up() -> None:
+            # keep 2 tasks per worker thread in flight (re-read: workers may join or leave)
+            nonlocal in_flight, n_threads
+            n_threads = max(1, sum(client.nthreads().values()))
+            while in_flight < 2 * n_threads:
+                b = next(todo, None)
+                if b is None:
+                    return
+                ac.add(client.submit(run_batch, plan_f, b, key=f"nksim-{plan.digest}-{b}", pure=False))
+                in_flight += 1
+
+        top_up()
+        try:
+            for fut in ac:
+                result = fut.result()
+                fut.release()
+                in_flight -= 1
+                store.write_batch(result)
+                written += 1
+                if bar is not None:
+                    bar.update(plan.batch_size(result["batch"]))
+                top_up()
+        except KeyboardInterrupt:
+            raise SweepInterrupted(written) from None
+        return written, n_threads, t_submit, time.perf_counter()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

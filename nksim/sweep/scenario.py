@@ -1,0 +1,155 @@
+"""Scenario -> treatment protocol: dated events from schedule factor values.
+
+A scenario's *schedule* (see :mod:`nksim.sweep.factors`) becomes a protocol dictionary in the
+format of :func:`nksim.protocol.protocol_from_dict` (so it is validated exactly like a
+protocol file):
+
+* infusion ``i`` (0-based) on day ``i * interval`` with dose ``total_dose * dose_split[i] / 100``
+  NK cells per kg (infusions with a 0 share are left out; day 0 is always the first infusion);
+* the regimen's lymphodepleting doses (from the shipped protocol named in
+  :data:`~nksim.sweep.factors.REGIMENS`), shifted so that the last one falls on day ``-gap``;
+* the simulation starts on the first lymphodepleting day (``-gap`` without lymphodepletion)
+  and ends on the sweep's ``end_day``; no lattice snapshots are taken.
+
+Different gaps or regimens thus give different start days; the sweep store puts every
+scenario on a common time axis (days since the first infusion) and pads with NaN.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from ..errors import NksimInputError
+from ..protocol import LYMPHODEPLETING, Protocol, load_protocol, protocol_from_dict
+from .factors import REGIMENS, SPLIT_FACTORS, is_parameter, split_label
+
+#: Schedule values used when neither the baseline nor the scenario gives them.
+DEFAULT_SCHEDULE: dict[str, Any] = {
+    "regimen": "trial",
+    "interval": 7.0,
+    "dose_split": (50.0, 50.0),
+    "total_dose": 1.5e7,
+}
+
+
+@lru_cache(maxsize=None)
+def regimen_events(regimen: str) -> tuple[tuple[float, str, float], ...]:
+    """Lymphodepleting doses of a regimen as ``(day relative to the last dose, kind, dose)``.
+
+    Doses are in :data:`nksim.protocol.EVENT_UNITS` (Flu mg m-2, Cy mg kg-1). ``"none"`` has none.
+    """
+    name = REGIMENS[regimen]
+    if name is None:
+        return ()
+    proto: Protocol = load_protocol(name)
+    ld = [e for e in proto.events if e.kind in LYMPHODEPLETING]
+    last = max(e.day for e in ld)
+    return tuple(sorted((e.day - last, e.kind, e.dose) for e in ld))
+
+
+def native_gap(regimen: str) -> float:
+    """Days from the regimen's last lymphodepleting dose to the first infusion in its own protocol
+    (7 for the trial, 2 for Hi-Cy/Flu; 1 for ``"none"``)."""
+    name = REGIMENS[regimen]
+    if name is None:
+        return 1.0
+    proto = load_protocol(name)
+    last = max(e.day for e in proto.events if e.kind in LYMPHODEPLETING)
+    first_infusion = min(e.day for p in proto.patients for e in proto.events_for(p) if e.kind == "nk_infusion")
+    return float(first_infusion - last)
+
+
+def effective_schedule(baseline: Mapping[str, Any], levels: Mapping[str, Any], source: str, key: str) -> dict[str, Any]:
+    """Merge a scenario's schedule levels over the baseline (and the defaults).
+
+    The three dose-split factors are one group: a scenario that sets any of them replaces the
+    baseline's. Returns ``regimen``, ``gap``, ``interval``, ``dose_split`` (tuple of percent),
+    ``total_dose``, plus the derived ``n_infusions`` (infusions actually given) and
+    ``first_dose_pct``.
+    """
+    merged: dict[str, Any] = dict(DEFAULT_SCHEDULE)
+    base = {k: v for k, v in baseline.items() if not is_parameter(k)}
+    if any(k in base for k in SPLIT_FACTORS):
+        for k in SPLIT_FACTORS:
+            merged.pop(k, None)
+    merged.update(base)
+    sched = {k: v for k, v in levels.items() if not is_parameter(k)}
+    if any(k in sched for k in SPLIT_FACTORS):
+        for k in SPLIT_FACTORS:
+            merged.pop(k, None)
+    merged.update(sched)
+    given = [k for k in SPLIT_FACTORS if k in merged]
+    if len(given) > 1:
+        raise NksimInputError(f"sets {given}: give the dose split one way only (one of {list(SPLIT_FACTORS)})",
+                              source=source, key=key)
+    if "n_infusions" in merged:
+        n = int(merged.pop("n_infusions"))
+        split: tuple[float, ...] = tuple(100.0 / n for _ in range(n))
+    elif "first_dose_pct" in merged:
+        p = float(merged.pop("first_dose_pct"))
+        split = (p, 100.0 - p)
+    else:
+        split = tuple(float(s) for s in merged.pop("dose_split"))
+    regimen = str(merged["regimen"])
+    out = {
+        "regimen": regimen,
+        "gap": float(merged["gap"]) if "gap" in merged else native_gap(regimen),
+        "interval": float(merged["interval"]),
+        "dose_split": split,
+        "total_dose": float(merged["total_dose"]),
+    }
+    out["n_infusions"] = sum(1 for s in split if s > 0)
+    out["first_dose_pct"] = split[0]
+    return out
+
+
+def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end_day: float,
+                      assessment_days: Sequence[float], ld_events: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """The protocol dictionary (``protocol_from_dict`` format, without patients) of a schedule.
+
+    ``ld_events`` are the regimen's ``(relative day, kind, dose)`` from :func:`regimen_events`.
+    """
+    gap = float(schedule["gap"])
+    events = [{"day": -gap + float(rel), "kind": str(kind), "dose": float(dose),
+               "unit": "mg m-2" if kind == "fludarabine" else "mg kg-1"} for rel, kind, dose in ld_events]
+    for i, share in enumerate(schedule["dose_split"]):
+        if share > 0:
+            events.append({"day": i * float(schedule["interval"]), "kind": "nk_infusion",
+                           "dose": float(schedule["total_dose"]) * float(share) / 100.0, "unit": "kg-1"})
+    start = min([e["day"] for e in events if e["kind"] != "nk_infusion"], default=-gap)
+    return {
+        "protocol": {
+            "name": name,
+            "title": title,
+            "start_day": float(start),
+            "end_day": float(end_day),
+            "assessment_days": [float(d) for d in assessment_days],
+            "snapshot_days": [],
+            "infusions_after_lymphodepletion": True,
+        },
+        "events": events,
+    }
+
+
+def build_protocol(protocol_dict: Mapping[str, Any], patients: Sequence[str], source: str) -> Protocol:
+    """A validated :class:`~nksim.protocol.Protocol` from a scenario's protocol dictionary."""
+    data = dict(protocol_dict)
+    data["patients"] = [{"id": p, "group": "all"} for p in patients]
+    return protocol_from_dict(data, source)
+
+
+def scenario_label(levels: Mapping[str, Any], swept: Sequence[str]) -> str:
+    """Short label from the swept factors' values, e.g. ``"interval=7 dose_split=75/25"``."""
+    parts = []
+    for k in swept:
+        if k not in levels:
+            continue
+        v = levels[k]
+        if k == "dose_split":
+            parts.append(f"{k}={split_label(v)}")
+        elif isinstance(v, str):
+            parts.append(f"{k}={v}")
+        else:
+            parts.append(f"{k}={float(v):.4g}")
+    return " ".join(parts) if parts else "baseline"

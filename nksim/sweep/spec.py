@@ -1,0 +1,361 @@
+"""Sweep specifications: parsing and validating a sweep TOML file.
+
+A sweep spec (``experiments/*.toml``) has these tables (see
+``experiments/two_infusion_schedules.toml`` for a commented example)::
+
+    [sweep]                       # required
+    name = "my_sweep"             # letters, digits, _ . -
+    description = "..."
+    model = "default"             # model name in models/ or a TOML path (relative to this file)
+    seed = 1                      # non-negative integer: same seed -> bitwise-identical store
+    design = "factorial"          # "factorial" | "list" | "lhs" | "sobol"
+    end_day = 365                 # last simulated day (days since first infusion)
+    assessment_days = [28, 90, 180, 270, 365]
+    landmark_day = 270            # day of P(progression-free) in summaries ("9 months")
+    batch_size = 8                # simulations per Dask task (and per Zarr chunk)
+
+    [cohort]                      # the virtual cohort: patients x replicates x draws
+    patients = 20                 # number of virtual patients (ids vp0000, ...) or a list of ids
+    replicates = 2                # stochastic replicates per patient
+    draws = 0                     # parameter draws; 0 = the model's own values only
+    draws_from = "prior"          # "prior" (uniform on the model's prior ranges) or a CSV path
+
+    [baseline]                    # schedule of every scenario unless a factor changes it
+    regimen = "trial"
+    interval = 7
+    dose_split = [50, 50]
+    total_dose = 1.5e7
+
+    [parameters]                  # model parameters fixed for the whole sweep
+    "lattice.side" = 40
+
+    [factors]                     # factorial: a list of levels per factor;
+    interval = [0, 7, 14]         # lhs/sobol: {min = .., max = .., scale = "linear"|"log"}
+
+    [sampling]                    # lhs/sobol only
+    n = 64                        # sobol: a power of 2
+    scramble = true
+
+    [[scenarios]]                 # explicit scenarios ("list" design; appended to any design)
+    n_infusions = 3
+
+Factors are the schedule factors of :mod:`nksim.sweep.factors` or model parameter keys.
+Every value is checked here, before any simulation; errors are
+:class:`~nksim.errors.NksimInputError` naming the file, the key and the allowed range.
+"""
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import NksimInputError
+from ..parameters import resolve_model_path
+from .factors import SCHEDULE_FACTORS, SPLIT_FACTORS, check_factor_value, is_parameter, numeric_range, unknown_factor
+
+DESIGNS = ("factorial", "list", "lhs", "sobol")
+_TOP = {"sweep", "cohort", "baseline", "parameters", "factors", "sampling", "scenarios"}
+_SWEEP_KEYS = {"name", "description", "model", "seed", "design", "end_day", "assessment_days", "landmark_day",
+               "batch_size"}
+_COHORT_KEYS = {"patients", "replicates", "draws", "draws_from"}
+_SAMPLING_KEYS = {"n", "scramble"}
+_RANGE_KEYS = {"min", "max", "scale"}
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_PATIENT = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
+#: Largest cohort dimensions accepted (guards against typos like patients = 1e6).
+MAX_PATIENTS, MAX_REPLICATES, MAX_DRAWS, MAX_SCENARIOS = 100_000, 10_000, 10_000, 1_000_000
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Virtual cohort: patient ids, replicates per patient, parameter draws."""
+
+    patients: tuple[str, ...]
+    replicates: int
+    draws: int
+    draws_from: str  # "prior" or a CSV path (resolved)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep specification (values as in the file, normalised)."""
+
+    source: str
+    raw: Mapping[str, Any] = field(repr=False)
+    name: str
+    description: str
+    model_path: Path
+    seed: int
+    design: str
+    end_day: float
+    assessment_days: tuple[float, ...]
+    landmark_day: float
+    batch_size: int
+    cohort: Cohort
+    baseline: Mapping[str, Any]
+    parameters: Mapping[str, float]
+    factors: Mapping[str, Any]  # factorial: tuple of levels; lhs/sobol: (lo, hi, scale)
+    sampling_n: int
+    scramble: bool
+    scenarios: tuple[Mapping[str, Any], ...]
+
+
+def _err(msg: str, src: str, key: str) -> NksimInputError:
+    return NksimInputError(msg, source=src, key=key)
+
+
+def _table(data: Mapping[str, Any], name: str, allowed: set[str] | None, src: str, required: bool = False) -> dict[str, Any]:
+    if name not in data:
+        if required:
+            raise _err("missing table", src, name)
+        return {}
+    t = data[name]
+    if not isinstance(t, Mapping):
+        raise _err("must be a table", src, name)
+    if allowed is not None:
+        for k in t:
+            if k not in allowed:
+                raise _err(f"unknown key '{k}'; allowed: {sorted(allowed)}", src, f"{name}.{k}")
+    return dict(t)
+
+
+def _int(v: Any, src: str, key: str, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _err(f"value {v!r} must be a whole number in the allowed range [{lo}, {hi}]", src, key)
+    return int(v)
+
+
+def _day(v: Any, src: str, key: str, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) \
+            or float(v) != int(v) or not lo <= float(v) <= hi:
+        raise _err(f"value {v!r} must be a whole day in the allowed range [{lo:g}, {hi:g}] day", src, key)
+    return float(v)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], src: str) -> dict[str, Any]:
+    """Apply ``TABLE.KEY=VALUE`` overrides (CLI ``--set``) to a parsed spec.
+
+    ``VALUE`` is read as a TOML value (``8``, ``[0, 7]``, ``"hi_cy_flu"``; a bare word is a
+    string). The key after the table name may contain dots (``parameters.lattice.side=8``).
+    """
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise _err(f"override {item!r} must look like TABLE.KEY=VALUE (e.g. cohort.patients=4)", "--set", item)
+        path, text = item.split("=", 1)
+        table, key = path.strip().split(".", 1)
+        if table not in _TOP - {"scenarios"}:
+            raise _err(f"unknown table '{table}'; allowed: {sorted(_TOP - {'scenarios'})}", "--set", item)
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        sect = out.setdefault(table, {})
+        if not isinstance(sect, dict):
+            raise _err("must be a table", src, table)
+        sect[key.strip().strip('"')] = value
+    return out
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
+    """Read and validate a sweep spec TOML file (``overrides``: ``TABLE.KEY=VALUE`` strings)."""
+    p = Path(path)
+    if not p.is_file():
+        raise NksimInputError("sweep spec file not found", source=p)
+    try:
+        with open(p, "rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise NksimInputError(f"not valid TOML: {exc}", source=p) from None
+    except OSError as exc:
+        raise NksimInputError(f"cannot read: {exc}", source=p) from None
+    raw = apply_overrides(raw, overrides, str(p))
+    return spec_from_dict(raw, str(p), base_dir=p.resolve().parent)
+
+
+def _levels(name: str, values: Any, src: str, key: str) -> tuple[Any, ...]:
+    if name not in SCHEDULE_FACTORS and not is_parameter(name):
+        raise unknown_factor(name, src, key)
+    if not isinstance(values, list):
+        raise _err("factorial levels must be a non-empty list", src, key)
+    if not values:
+        raise _err("empty list of levels: the sweep would be empty", src, key)
+    out = tuple(check_factor_value(name, v, src, f"{key}[{i}]") for i, v in enumerate(values))
+    if len(set(out)) != len(out):
+        raise _err(f"duplicate levels in {values!r}", src, key)
+    return out
+
+
+def _range(name: str, value: Any, src: str, key: str) -> tuple[float, float, str]:
+    if name in ("regimen", "dose_split"):
+        raise _err(f"'{name}' is categorical and cannot be sampled; sample first_dose_pct, or use a factorial "
+                   "or list design", src, key)
+    if not is_parameter(name) and name not in SCHEDULE_FACTORS:
+        raise unknown_factor(name, src, key)
+    if not isinstance(value, Mapping):
+        raise _err("lhs/sobol factors need a range table {min = .., max = .., scale = 'linear'|'log'}", src, key)
+    for k in value:
+        if k not in _RANGE_KEYS:
+            raise _err(f"unknown key '{k}'; allowed: {sorted(_RANGE_KEYS)}", src, f"{key}.{k}")
+    for k in ("min", "max"):
+        if k not in value:
+            raise _err(f"missing '{k}'", src, key)
+    lo = float(check_factor_value(name, value["min"], src, f"{key}.min"))
+    hi = float(check_factor_value(name, value["max"], src, f"{key}.max"))
+    if not lo < hi:
+        raise _err(f"min {lo:g} must be below max {hi:g}", src, key)
+    scale = value.get("scale", "linear")
+    if scale not in ("linear", "log"):
+        raise _err(f"scale {scale!r} must be 'linear' or 'log'", src, f"{key}.scale")
+    if scale == "log" and lo <= 0:
+        raise _err("scale 'log' needs min > 0", src, f"{key}.min")
+    if numeric_range(name)[2] and scale == "log":
+        raise _err("whole-number factors are sampled on a linear scale", src, f"{key}.scale")
+    return lo, hi, scale
+
+
+def _scenario_levels(table: Any, src: str, key: str) -> dict[str, Any]:
+    if not isinstance(table, Mapping) or not table:
+        raise _err("each [[scenarios]] entry must be a non-empty table of factor = value", src, key)
+    out = {name: check_factor_value(name, v, src, f"{key}.{name}") for name, v in table.items()}
+    given = [k for k in SPLIT_FACTORS if k in out]
+    if len(given) > 1:
+        raise _err(f"sets {given}: give the dose split one way only", src, key)
+    return out
+
+
+def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Path | None = None) -> SweepSpec:
+    """Validate a parsed sweep spec (see module docstring). Paths are relative to ``base_dir``."""
+    src = source
+    base_dir = base_dir or Path.cwd()
+    for k in raw:
+        if k not in _TOP:
+            raise _err(f"unknown table '{k}'; allowed: {sorted(_TOP)}", src, k)
+    sw = _table(raw, "sweep", _SWEEP_KEYS, src, required=True)
+    for k in ("name", "seed"):
+        if k not in sw:
+            raise _err("missing key", src, f"sweep.{k}")
+    name = sw["name"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _err(f"name {name!r} must be 1-64 letters, digits, '_', '.' or '-'", src, "sweep.name")
+    description = sw.get("description", "")
+    if not isinstance(description, str):
+        raise _err("must be a string", src, "sweep.description")
+    seed = _int(sw["seed"], src, "sweep.seed", 0, 2**63 - 1)
+    model = sw.get("model", "default")
+    if not isinstance(model, str) or not model.strip():
+        raise _err("must be a model name or a TOML path", src, "sweep.model")
+    model_arg: str | Path = (base_dir / model) if model.endswith(".toml") else model
+    try:
+        model_path = resolve_model_path(model_arg).resolve()
+    except NksimInputError as exc:
+        raise _err(f"cannot resolve model {model!r}: {exc}", src, "sweep.model") from None
+    design = sw.get("design", "factorial")
+    if design not in DESIGNS:
+        raise _err(f"design {design!r} is not one of {list(DESIGNS)}", src, "sweep.design")
+    end_day = _day(sw.get("end_day", 365), src, "sweep.end_day", 1, 3650)
+    raw_days = sw.get("assessment_days", [28, 90, 180, 270, 365])
+    if not isinstance(raw_days, list) or not raw_days:
+        raise _err("must be a non-empty list of days", src, "sweep.assessment_days")
+    days = tuple(_day(d, src, f"sweep.assessment_days[{i}]", 1, end_day) for i, d in enumerate(raw_days))
+    if list(days) != sorted(set(days)):
+        raise _err("days must be strictly increasing", src, "sweep.assessment_days")
+    landmark = _day(sw.get("landmark_day", min(270.0, end_day)), src, "sweep.landmark_day", 1, end_day)
+    batch_size = _int(sw.get("batch_size", 8), src, "sweep.batch_size", 1, 100_000)
+
+    co = _table(raw, "cohort", _COHORT_KEYS, src, required=True)
+    if "patients" not in co:
+        raise _err("missing key", src, "cohort.patients")
+    pts = co["patients"]
+    if isinstance(pts, list):
+        if not pts:
+            raise _err("empty patient list: the sweep would be empty", src, "cohort.patients")
+        for i, pid in enumerate(pts):
+            if not isinstance(pid, str) or not _PATIENT.match(pid):
+                raise _err(f"patient id {pid!r} must be 1-32 letters, digits, '_', '.' or '-'", src, f"cohort.patients[{i}]")
+        if len(set(pts)) != len(pts):
+            raise _err("duplicate patient ids", src, "cohort.patients")
+        patients = tuple(pts)
+    else:
+        n = _int(pts, src, "cohort.patients", 1, MAX_PATIENTS)
+        patients = tuple(f"vp{i:04d}" for i in range(n))
+    replicates = _int(co.get("replicates", 1), src, "cohort.replicates", 1, MAX_REPLICATES)
+    draws = _int(co.get("draws", 0), src, "cohort.draws", 0, MAX_DRAWS)
+    draws_from = co.get("draws_from", "prior")
+    if not isinstance(draws_from, str) or not draws_from.strip():
+        raise _err("must be 'prior' or a CSV file path", src, "cohort.draws_from")
+    if draws_from != "prior":
+        csv = (base_dir / draws_from).resolve()
+        if csv.suffix.lower() != ".csv" or not csv.is_file():
+            raise _err(f"'{draws_from}' is neither 'prior' nor an existing .csv file", src, "cohort.draws_from")
+        if draws < 1:
+            raise _err("draws_from a file needs draws >= 1 (how many rows to use)", src, "cohort.draws")
+        draws_from = str(csv)
+
+    bl = _table(raw, "baseline", None, src)
+    baseline: dict[str, Any] = {}
+    for k, v in bl.items():
+        if is_parameter(k):
+            raise _err("model parameters go in [parameters], not [baseline]", src, f"baseline.{k}")
+        baseline[k] = check_factor_value(k, v, src, f"baseline.{k}")
+    if sum(k in baseline for k in SPLIT_FACTORS) > 1:
+        raise _err(f"give the dose split one way only (one of {list(SPLIT_FACTORS)})", src, "baseline")
+
+    pa = _table(raw, "parameters", None, src)
+    parameters: dict[str, float] = {}
+    for k, v in pa.items():
+        if not is_parameter(k):
+            raise unknown_factor(k, src, f"parameters.{k}")
+        parameters[k] = float(check_factor_value(k, v, src, f"parameters.{k}"))
+
+    fa = _table(raw, "factors", None, src)
+    sa = _table(raw, "sampling", _SAMPLING_KEYS, src)
+    sc = raw.get("scenarios", [])
+    if not isinstance(sc, list):
+        raise _err("must be an array of tables ([[scenarios]])", src, "scenarios")
+    scenarios = tuple(_scenario_levels(t, src, f"scenarios[{i}]") for i, t in enumerate(sc))
+    factors: dict[str, Any] = {}
+    n_samples = 0
+    scramble = True
+    if design == "factorial":
+        if sa:
+            raise _err("[sampling] is only for lhs/sobol designs", src, "sampling")
+        for k, v in fa.items():
+            factors[k] = _levels(k, v, src, f"factors.{k}")
+        if sum(k in factors for k in SPLIT_FACTORS) > 1:
+            raise _err(f"a factorial may sweep only one of {list(SPLIT_FACTORS)}; put other split variants in "
+                       "[[scenarios]]", src, "factors")
+        if not factors and not scenarios:
+            raise _err("empty sweep: no [factors] and no [[scenarios]]", src, "factors")
+    elif design == "list":
+        if fa or sa:
+            raise _err("the list design takes only [[scenarios]]", src, "factors" if fa else "sampling")
+        if not scenarios:
+            raise _err("empty sweep: the list design needs at least one [[scenarios]] entry", src, "scenarios")
+    else:
+        if not fa:
+            raise _err(f"empty sweep: design '{design}' needs [factors] with ranges", src, "factors")
+        for k, v in fa.items():
+            factors[k] = _range(k, v, src, f"factors.{k}")
+        if sum(k in factors for k in SPLIT_FACTORS) > 1:
+            raise _err(f"sample only one of {list(SPLIT_FACTORS)}", src, "factors")
+        if "n" not in sa:
+            raise _err("missing key", src, "sampling.n")
+        n_samples = _int(sa["n"], src, "sampling.n", 1, MAX_SCENARIOS)
+        if design == "sobol" and n_samples & (n_samples - 1):
+            raise _err(f"sobol needs a power of 2 samples (balance properties), got {n_samples}", src, "sampling.n")
+        scramble = sa.get("scramble", True)
+        if not isinstance(scramble, bool):
+            raise _err("must be true or false", src, "sampling.scramble")
+    for k in factors:
+        if k in parameters:
+            raise _err(f"'{k}' is both fixed in [parameters] and swept in [factors]", src, f"factors.{k}")
+    return SweepSpec(
+        source=src, raw=raw, name=name, description=description, model_path=model_path, seed=seed, design=design,
+        end_day=end_day, assessment_days=days, landmark_day=landmark, batch_size=batch_size,
+        cohort=Cohort(patients, replicates, draws, draws_from), baseline=baseline, parameters=parameters,
+        factors=factors, sampling_n=n_samples, scramble=scramble, scenarios=scenarios)
