@@ -21,7 +21,7 @@ Step order (one step of ``dt``; documented in docs/architecture.md and kept stab
    production/consumption, donor NK proliferation/death/rejection, tissue exchange);
 5. NK agents: motility (Poisson number of voxel hops), then contact killing;
 6. NK agents: fate (divide / die / egress to blood), competing risks;
-7. homing: Poisson number of blood donor NK entering the region;
+7. homing: binomial number of whole blood donor NK (pool / scale) entering the region;
 8. marrow cells (every ``marrow_every`` steps): deaths then divisions per voxel, daughters
    placed locally or in a random neighbour when there is room.
 

@@ -1,0 +1,448 @@
+"""The Mesa reference model of one virtual patient (same rules as the numba engine).
+
+Read this side by side with ``docs/architecture.md`` ("What one simulation is", "Step
+order") and ``/shared/MODEL.md`` section 3. What is re-implemented here, for clarity rather
+than speed, is the spatial/agent part: the marrow lattice (a periodic Mesa
+:class:`~mesa.discrete_space.OrthogonalVonNeumannGrid` of voxels holding up to ``K`` cell
+agents), donor NK agents and their interactions, and homing/egress. The rest is shared with
+the engine and not re-implemented:
+
+* the parameter vector and the unit conversions (:func:`nksim.engine.build.kernel_parameters`),
+  the protocol's event arrays (:func:`nksim.engine.build.event_arrays`) and the virtual
+  patient (:func:`nksim.patients.draw_effects`, drawn from the same ``patient`` stream, so a
+  given ``(seed, patient, replicate)`` is the same virtual patient in both implementations);
+* PK, the drug kill hazard, the blood/IL-15 ODEs and NK proliferation: the kernel's own
+  numba functions :func:`~nksim.engine.kernel.drug_hazard`,
+  :func:`~nksim.engine.kernel.rk4_blood`, :func:`~nksim.engine.kernel.nk_proliferation`;
+* the output Dataset (:func:`nksim.output.build_dataset`), so variable names, units and the
+  response classification are those of the engine.
+
+Agreement with the engine is statistical: the reference draws one Bernoulli event per cell
+where the kernel draws binomial counts per voxel, from other random streams. The
+cross-validation lives in ``tests/test_mesa_ref.py`` (helpers in
+:mod:`nksim.mesa_ref.compare`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+
+import mesa
+import numpy as np
+import xarray as xr
+from mesa.datacollection import DataCollector
+from mesa.discrete_space import OrthogonalVonNeumannGrid
+
+from .._version import __version__
+from ..engine import layout as L
+from ..engine.build import event_arrays, kernel_parameters
+from ..engine.kernel import drug_hazard, nk_proliferation, rk4_blood
+from ..output import COUNTERS, TIME_VARIABLES, build_dataset
+from ..parameters import ParameterSet, load_parameters
+from ..patients import draw_effects
+from ..protocol import Protocol, load_protocol
+from ..simulate import RawRun
+from ..streams import STREAMS, seed_sequence
+from .agents import DIRECTIONS, Blast, NKCell, NormalCell, free_places, marrow_cells
+
+#: Order in which a voxel's daughters are placed (the kernel's fixed order).
+DAUGHTER_ORDER: tuple[str, ...] = ("susceptible", "resistant", "normal")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The rule constants, with names, read from the engine's parameter vector ``kp``.
+
+    Units: days, cells; rates in day-1. See :mod:`nksim.engine.build` for how each one is
+    derived from the parameter set.
+    """
+
+    side: int  # lattice side (voxels)
+    capacity: int  # K, cell places per voxel
+    dt: float  # time step (day)
+    steps: int  # number of steps from start_day to end_day
+    steps_per_day: int
+    marrow_every: int  # steps per marrow update
+    start_day: float
+    scale: float  # whole-marrow cells per region cell
+    blood_volume_ul: float
+    cellularity: float  # baseline occupancy
+    blast_fraction0: float  # baseline blast fraction of cells (this patient)
+    susceptible_fraction0: float  # baseline susceptible fraction of blasts (this patient)
+    blast_division_rate: float
+    blast_net_growth_rate: float
+    blast_spread_fraction: float
+    blast_switch_probability: float
+    blast_drug_sensitivity: float
+    normal_division_rate: float
+    normal_recovery_rate: float
+    normal_target: float  # occupancy toward which normal cells regrow
+    normal_spread_fraction: float
+    normal_drug_sensitivity: float
+    nk_hops_per_step: float  # mean voxel hops per step, 4 D dt / voxel_side^2
+    nk_contact_rate: float  # engagements per day in a voxel packed with blasts
+    nk_kill_probability: float
+    nk_refractory_steps: int  # refractory period in whole steps (rounded up), after the kill step
+    nk_max_kills: int
+    nk_competent_fraction: float
+    nk_death_rate: float
+    nk_rejection_rate: float  # extra death rate at baseline host T
+    nk_homing_rate: float
+    nk_egress_rate: float
+    host_t_baseline: float
+
+    @classmethod
+    def from_kernel_parameters(cls, kp: np.ndarray) -> "Rules":
+        return cls(
+            side=int(kp[L.P_SIDE]), capacity=int(kp[L.P_K]), dt=float(kp[L.P_DT]),
+            steps=int(kp[L.P_N_STEPS]), steps_per_day=int(kp[L.P_STEPS_PER_DAY]),
+            marrow_every=int(kp[L.P_MARROW_EVERY]), start_day=float(kp[L.P_START_DAY]),
+            scale=float(kp[L.P_SCALE]), blood_volume_ul=float(kp[L.P_BLOOD_UL]),
+            cellularity=float(kp[L.P_CELLULARITY]), blast_fraction0=float(kp[L.P_BLAST_FRAC0]),
+            susceptible_fraction0=float(kp[L.P_SUS_FRAC0]),
+            blast_division_rate=float(kp[L.P_B_BIRTH]), blast_net_growth_rate=float(kp[L.P_B_NET]),
+            blast_spread_fraction=float(kp[L.P_B_SPREAD]), blast_switch_probability=float(kp[L.P_B_SWITCH]),
+            blast_drug_sensitivity=float(kp[L.P_B_DRUG]),
+            normal_division_rate=float(kp[L.P_N_BIRTH]), normal_recovery_rate=float(kp[L.P_N_NET]),
+            normal_target=float(kp[L.P_N_TARGET]), normal_spread_fraction=float(kp[L.P_N_SPREAD]),
+            normal_drug_sensitivity=float(kp[L.P_N_DRUG]),
+            nk_hops_per_step=float(kp[L.P_NK_HOP] * kp[L.P_DT]), nk_contact_rate=float(kp[L.P_NK_CONTACT]),
+            nk_kill_probability=float(kp[L.P_NK_PKILL]), nk_refractory_steps=int(math.ceil(kp[L.P_NK_REFRACT] / kp[L.P_DT] - 1e-9)),
+            nk_max_kills=int(kp[L.P_NK_MAXKILLS]), nk_competent_fraction=float(kp[L.P_NK_COMPETENT]),
+            nk_death_rate=float(kp[L.P_NK_DEATH]), nk_rejection_rate=float(kp[L.P_NK_REJECT]),
+            nk_homing_rate=float(kp[L.P_NK_HOME]), nk_egress_rate=float(kp[L.P_NK_EGRESS]),
+            host_t_baseline=float(kp[L.P_HT0]),
+        )
+
+
+def _as_params(params: ParameterSet | str | Path) -> ParameterSet:
+    return params if isinstance(params, ParameterSet) else load_parameters(params)
+
+
+def _as_protocol(protocol: Protocol | str | Path) -> Protocol:
+    return protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+
+
+#: What the DataCollector records once per day: the engine's daily record variables and
+#: the region counters (current cells and cumulative events), under the engine's names.
+REPORTED: tuple[str, ...] = ("time", *TIME_VARIABLES, *COUNTERS)
+
+
+class PatientModel(mesa.Model):
+    """One virtual patient from the first lymphodepleting dose to ``protocol.end_day``.
+
+    ``step()`` advances one time step ``dt`` (default 1 h) in the engine's step order;
+    ``run()`` runs to the end. The DataCollector (``model.datacollector``) holds one row per
+    day (the state *before* that day's events, day 0 = ``protocol.start_day``), with the
+    engine's variable names; :meth:`to_dataset` turns it into the engine's Dataset.
+    """
+
+    def __init__(self, params: ParameterSet | str | Path = "default", protocol: Protocol | str | Path = "ahmadvand2023",
+                 patient: str | None = None, *, seed: int = 0, replicate: int = 0):
+        params = _as_params(params)
+        protocol = _as_protocol(protocol)
+        pat = protocol.patients[0] if patient is None else protocol.patient(patient)
+        # The engine's streams are children 0..6 of this seed sequence; child 0 ("patient")
+        # gives the same virtual patient as the engine, the extra child drives this model.
+        children = seed_sequence(int(seed), pat.id, int(replicate)).spawn(len(STREAMS) + 1)
+        super().__init__(rng=np.random.Generator(np.random.PCG64(children[-1])))
+        self.params, self.protocol, self.patient = params, protocol, pat
+        self.seed, self.replicate = int(seed), int(replicate)
+        patient_rng = np.random.Generator(np.random.PCG64(children[STREAMS.index("patient")]))
+        self.effects = draw_effects(params, patient_rng, pat.covariates)
+        self.kp = kernel_parameters(params, self.effects, protocol.start_day, protocol.end_day)
+        self.rules = rules = Rules.from_kernel_parameters(self.kp)
+        self.ev_step, self.ev_kind, self.ev_amount = event_arrays(
+            protocol.events_for(pat), self.effects, protocol.start_day, rules.steps_per_day, protocol.origin)
+        self._next_event = 0
+        self.snapshot_days = [int(d - protocol.start_day) for d in protocol.snapshot_days]
+        self.snapshots: dict[int, np.ndarray] = {}
+
+        # Blood compartment (shared with the engine): [host NK uL-1, host T uL-1,
+        # IL-15 relative, donor NK in blood (cells), donor NK in other tissues (cells)].
+        self.blood = np.array([self.kp[L.P_HNK0], self.kp[L.P_HT0], 1.0, 0.0, 0.0])
+        self._rk4_work = tuple(np.empty(5) for _ in range(5))
+        self.flu = 0.0  # drug amounts (mg)
+        self.cy = 0.0
+        self.marrow_hazard = 0.0  # drug hazard integrated since the last marrow update
+        self.counts = {label: 0 for label in COUNTERS}  # cumulative region events
+        self.step_index = 0  # steps done
+
+        # The marrow region: side x side voxels on a periodic von Neumann lattice; each
+        # voxel has K cell places (capacity enforced by the rules: NK agents take none).
+        self.grid = OrthogonalVonNeumannGrid((rules.side, rules.side), torus=True, random=self.random)
+        #: voxels in the engine's flat (row-major) order; coordinate = (row, column)
+        self.voxels = [self.grid[(r, c)] for r, c in product(range(rules.side), repeat=2)]
+        self._seed_marrow()
+
+        self.datacollector = DataCollector(
+            model_reporters={name: (lambda m, name=name: m.observed[name]) for name in REPORTED})
+        self.observed: dict[str, float] = {}
+        self._record()
+
+    # ------------------------------------------------------------------ agents
+    def agents_of(self, cls: type) -> list:
+        """The living agents of one class, in order of creation."""
+        found = self.agents_by_type.get(cls)
+        return list(found) if found is not None else []
+
+    def _seed_marrow(self) -> None:
+        """Each of the K places of a voxel holds a cell with probability ``cellularity``; a cell
+        is a blast with the patient's baseline blast fraction, a blast susceptible with the
+        patient's susceptible fraction (per-place version of the kernel's binomial draws)."""
+        rules, rnd = self.rules, self.random
+        for voxel in self.voxels:
+            for _ in range(rules.capacity):
+                if rnd.random() >= rules.cellularity:
+                    continue
+                if rnd.random() < rules.blast_fraction0:
+                    Blast(self, voxel, susceptible=rnd.random() < rules.susceptible_fraction0)
+                else:
+                    NormalCell(self, voxel)
+
+    # ------------------------------------------------------------------ one step
+    def step(self) -> None:
+        """Advance one time step ``dt`` (Mesa counts these in ``model.steps``)."""
+        self.advance()
+
+    def advance(self) -> None:
+        """One step ``dt`` in the engine's order (docs/architecture.md, "Step order")."""
+        rules = self.rules
+        if self.step_index >= rules.steps:
+            self.running = False
+            return
+        step = self.step_index
+        self._apply_events()  # 2. drug doses, NK infusions into blood
+        h0, hmid, h1 = self._pharmacokinetics()  # 3. PK, hazard integrated over the step
+        h_step = rules.dt / 6.0 * (h0 + 4.0 * hmid + h1)
+        self.marrow_hazard += h_step
+        rk4_blood(self.kp, self.blood, rules.dt, h0, hmid, h1, *self._rk4_work)  # 4. blood, IL-15
+        self._nk_motility_and_killing(step)  # 5.
+        self._nk_fate(step, h_step)  # 6.
+        self._homing(step)  # 7.
+        if (self.step_index + 1) % rules.marrow_every == 0:  # 8. marrow cells
+            self._marrow_update(rules.marrow_every * rules.dt)
+            self.marrow_hazard = 0.0
+        self.step_index += 1
+        if self.step_index % rules.steps_per_day == 0:  # 1. record at day boundaries
+            self._record()
+        if self.step_index >= rules.steps:
+            self.running = False
+
+    def run(self) -> "PatientModel":
+        """Run to ``protocol.end_day``."""
+        while self.running:
+            self.step()
+        return self
+
+    def _apply_events(self) -> None:
+        while self._next_event < self.ev_step.shape[0] and self.ev_step[self._next_event] == self.step_index:
+            kind, amount = int(self.ev_kind[self._next_event]), float(self.ev_amount[self._next_event])
+            if kind == L.EV_FLU:
+                self.flu += amount
+            elif kind == L.EV_CY:
+                self.cy += amount
+            elif kind == L.EV_NK:
+                self.blood[3] += amount
+            self._next_event += 1
+
+    def _pharmacokinetics(self) -> tuple[float, float, float]:
+        """Drug amounts decay first-order over the step; returns the lymphocyte kill hazard
+        at its start, middle and end (the engine's expressions, for identical values)."""
+        kp, dt = self.kp, self.rules.dt
+        kflu, kcy = kp[L.P_FLU_K], kp[L.P_CY_K]
+        h0 = drug_hazard(kp, self.flu, self.cy)
+        hmid = drug_hazard(kp, self.flu * math.exp(-kflu * 0.5 * dt), self.cy * math.exp(-kcy * 0.5 * dt))
+        self.flu *= math.exp(-kflu * dt)
+        self.cy *= math.exp(-kcy * dt)
+        h1 = drug_hazard(kp, self.flu, self.cy)
+        return h0, hmid, h1
+
+    def _nk_motility_and_killing(self, step: int) -> None:
+        """Each agent (in order) moves, then may kill a blast of the voxel it reached."""
+        for nk in self.agents_of(NKCell):
+            nk.move()
+            if nk.try_kill(step) is not None:
+                self.counts["blasts_killed_by_nk"] += 1
+
+    def _nk_fate(self, step: int, h_step: float) -> None:
+        """Divide / die / egress, competing risks, for the agents alive at the start of the
+        fate pass (newborns wait a step). Division at ``proliferation + IL-15 Emax``; death at
+        ``death + rejection * hostT/hostT0 + drug hazard``; egress returns ``scale`` cells to
+        blood."""
+        rules, y = self.rules, self.blood
+        rate_divide = nk_proliferation(self.kp, y[2])
+        host_t = y[1] / rules.host_t_baseline if rules.host_t_baseline > 0 else 0.0
+        rate_die = rules.nk_death_rate + rules.nk_rejection_rate * host_t + h_step / rules.dt
+        rate_total = rate_divide + rate_die + rules.nk_egress_rate
+        p_any = 1.0 - math.exp(-rate_total * rules.dt)
+        for nk in reversed(self.agents_of(NKCell)):
+            fate = nk.fate(p_any, rate_divide, rate_die, rate_total)
+            if fate == "divide":  # the daughter inherits competence; kill count reset
+                NKCell(self, nk.cell, competent=nk.competent, ready_step=step + 1)
+                self.counts["nk_born"] += 1
+            elif fate == "die":
+                nk.remove()
+                self.counts["nk_died"] += 1
+            elif fate == "egress":
+                nk.remove()
+                self.counts["nk_egressed"] += 1
+                y[3] += rules.scale
+
+    def _homing(self, step: int) -> None:
+        """Blood donor NK enter the region: the blood pool holds ``floor(blood_NK / scale)``
+        whole region-equivalent agents, each of which homes with probability
+        ``1 - exp(-homing_rate dt)`` during the step (a binomial count); each newcomer lands
+        on a uniformly chosen voxel and takes ``scale`` cells from blood."""
+        rules, y = self.rules, self.blood
+        if rules.nk_homing_rate <= 0.0 or y[3] < rules.scale:
+            return
+        n_in = int(self.rng.binomial(int(y[3] / rules.scale), -math.expm1(-rules.nk_homing_rate * rules.dt)))
+        for _ in range(n_in):
+            voxel = self.voxels[self.random.randrange(len(self.voxels))]
+            NKCell(self, voxel, competent=self.random.random() < rules.nk_competent_fraction, ready_step=step + 1)
+        y[3] -= n_in * rules.scale
+        self.counts["nk_homed"] += n_in
+
+    def _marrow_update(self, delta: float) -> None:
+        """Deaths and divisions of marrow cells over ``delta`` days.
+
+        Pass 1, per voxel, from the cells present at the start: each cell dies and/or
+        leaves a daughter independently (:class:`~nksim.mesa_ref.agents.MarrowCell`).
+        Pass 2, after all deaths, voxel by voxel in row-major order and kind by kind
+        (susceptible, resistant, normal): each daughter goes to a uniformly chosen
+        neighbour with the spread fraction, otherwise stays; it is lost if its voxel is full.
+        """
+        rules, rnd, counts = self.rules, self.random, self.counts
+        hazard = self.marrow_hazard
+        daughters: dict[object, dict[str, int]] = {}
+        for voxel in self.voxels:  # pass 1
+            cells = marrow_cells(voxel)
+            if not cells:
+                continue
+            occ = len(cells) / rules.capacity
+            probabilities = {kind: kind.update_probabilities(rules, occ, hazard, delta) for kind in (Blast, NormalCell)}
+            born = dict.fromkeys(DAUGHTER_ORDER, 0)
+            for cell in cells:
+                p_die, p_divide, p_drug = probabilities[type(cell)]
+                if rnd.random() < p_divide:
+                    born[cell.daughter_kind()] += 1
+                if rnd.random() < p_die:
+                    by_drug = p_drug > 0.0 and rnd.random() < p_drug
+                    counts[f"{cell.kind}_drug_deaths" if by_drug else f"{cell.kind}_deaths"] += 1
+                    cell.remove()
+            daughters[voxel] = born
+        for voxel in self.voxels:  # pass 2
+            born = daughters.get(voxel)
+            if born is None:
+                continue
+            for kind in DAUGHTER_ORDER:
+                label = "normal" if kind == "normal" else "blast"
+                spread = rules.normal_spread_fraction if kind == "normal" else rules.blast_spread_fraction
+                for _ in range(born[kind]):
+                    counts[f"{label}_births"] += 1
+                    target = voxel
+                    if spread > 0.0 and rnd.random() < spread:
+                        target = voxel.connections[rnd.choice(DIRECTIONS)]
+                    if free_places(target, rules.capacity) <= 0:
+                        counts[f"{label}_daughters_lost"] += 1
+                    elif kind == "normal":
+                        NormalCell(self, target)
+                    else:
+                        Blast(self, target, susceptible=(kind == "susceptible"))
+
+    # ------------------------------------------------------------------ observing
+    def lattice_counts(self) -> np.ndarray:
+        """Per-voxel counts, shape (4, side, side): susceptible blasts, resistant blasts,
+        normal cells, NK agents (the engine's snapshot layers)."""
+        out = np.zeros((L.N_S, self.rules.side, self.rules.side), dtype=np.int32)
+        for voxel in self.voxels:
+            r, c = voxel.coordinate
+            for a in voxel.agents:
+                if isinstance(a, Blast):
+                    out[L.S_SUS if a.susceptible else L.S_RES, r, c] += 1
+                elif isinstance(a, NormalCell):
+                    out[L.S_NOR, r, c] += 1
+                elif isinstance(a, NKCell):
+                    out[L.S_NK, r, c] += 1
+        return out
+
+    def observe(self) -> dict[str, float]:
+        """The engine's daily record and region counters for the current state."""
+        rules, y, kp = self.rules, self.blood, self.kp
+        blasts = self.agents_of(Blast)
+        n_sus = sum(1 for b in blasts if b.susceptible)
+        n_blast = len(blasts)
+        n_normal = len(self.agents_of(NormalCell))
+        nks = self.agents_of(NKCell)
+        competent = [a for a in nks if a.competent]
+        n_exhausted = sum(1 for a in competent if a.exhausted)
+        obs: dict[str, float] = {
+            "time": rules.start_day + self.step_index // rules.steps_per_day,
+            "donor_nk_blood": y[3] / rules.blood_volume_ul,
+            "host_nk_blood": y[0],
+            "host_t_blood": y[1],
+            "il15": y[2],
+            "flu_conc": self.flu / kp[L.P_FLU_V],
+            "cy_conc": self.cy / kp[L.P_CY_V],
+            "donor_nk_marrow": len(nks) * rules.scale,
+            "donor_nk_tissue": y[4],
+            "donor_nk_agents": len(nks),
+            "marrow_blast_pct": 100.0 * n_blast / (n_blast + n_normal) if n_blast + n_normal > 0 else 0.0,
+            "blasts_total": n_blast * rules.scale,
+            "normal_total": n_normal * rules.scale,
+            "blast_susceptible_fraction": n_sus / n_blast if n_blast > 0 else math.nan,
+            "nk_kills": self.counts["blasts_killed_by_nk"] * rules.scale,
+            "nk_exhausted_fraction": n_exhausted / len(competent) if competent else math.nan,
+            "drug_kill_hazard": drug_hazard(kp, self.flu, self.cy),
+        }
+        self.counts.update(susceptible_blasts=n_sus, resistant_blasts=n_blast - n_sus, normal_cells=n_normal,
+                           nk_agents=len(nks))
+        obs.update(self.counts)
+        return obs
+
+    def _record(self) -> None:
+        self.observed = self.observe()
+        self.datacollector.collect(self)
+        day = self.step_index // self.rules.steps_per_day
+        if day in self.snapshot_days:
+            self.snapshots[day] = self.lattice_counts()
+
+    # ------------------------------------------------------------------ outputs
+    def raw_run(self) -> RawRun:
+        """The run in the engine's raw layout (daily record, counters, snapshots)."""
+        if self.step_index < self.rules.steps:
+            raise RuntimeError(f"the model has run {self.step_index} of {self.rules.steps} steps; call run() first")
+        df = self.datacollector.get_model_vars_dataframe()
+        rec = np.full((len(df), L.N_R), np.nan)
+        for name, (index, _, _) in TIME_VARIABLES.items():
+            rec[:, index] = df[name].to_numpy(dtype=float)
+        cnt = np.stack([df[label].to_numpy(dtype=np.int64) for label in COUNTERS], axis=1)
+        side = self.rules.side
+        snaps = np.zeros((len(self.snapshot_days), L.N_S, side, side), dtype=np.int32)
+        for k, day in enumerate(self.snapshot_days):
+            if day in self.snapshots:
+                snaps[k] = self.snapshots[day]
+        return RawRun(self.patient.id, self.replicate, self.effects, rec, cnt, snaps)
+
+    def to_dataset(self) -> xr.Dataset:
+        """The run as the engine's output Dataset (``nksim.simulate`` schema)."""
+        ds = build_dataset([self.raw_run()], self.params, self.protocol, [self.patient.id], 1, self.seed,
+                           replicate_ids=[self.replicate])
+        ds.attrs["source"] = f"nksim {__version__} Mesa {mesa.__version__} reference model (nksim.mesa_ref)"
+        ds.attrs["implementation"] = "mesa_ref"
+        return ds.isel(patient=0, replicate=0)
+
+
+def simulate_reference(params: ParameterSet | str | Path = "default", protocol: Protocol | str | Path = "ahmadvand2023",
+                       patient: str | None = None, *, seed: int = 0, replicate: int = 0) -> xr.Dataset:
+    """Like :func:`nksim.simulate` but with the Mesa reference model (slow: small lattices only)."""
+    return PatientModel(params, protocol, patient, seed=seed, replicate=replicate).run().to_dataset()
+
+
+def run_reference(params: ParameterSet, protocol: Protocol, patient: str | None = None, *, seed: int = 0,
+                  replicate: int = 0) -> RawRun:
+    """Like :func:`nksim.simulate.run_one`: the raw arrays of one reference run."""
+    return PatientModel(params, protocol, patient, seed=seed, replicate=replicate).run().raw_run()

@@ -1,0 +1,169 @@
+"""The Mesa reference model (nksim.mesa_ref) against the numba engine.
+
+Statistical cross-validation (helpers and the list of compared quantities in
+``nksim/mesa_ref/compare.py``): both implementations simulate the same scenario once per
+seed; final values of every region counter (cells by kind, kills, births, deaths, drug
+deaths, daughters lost, NK agents homed/egressed/born/died/present) are compared with a
+Welch t-test and a two-sample Kolmogorov-Smirnov test, and the daily time courses of
+blasts, NK agents and cumulative kills with a Welch t-test per day.
+
+* False-alarm rate: Bonferroni over all m tests of a comparison (m is about 55 here), family-
+  wise ALPHA = 0.01: if the two implementations are equivalent in distribution, a comparison
+  fails with probability <= 1 % over the choice of seeds. The seeds are fixed, so a given
+  version of the code passes or fails deterministically.
+* Tolerance: a quantity fails when p < ALPHA / m (about 1.8e-4), i.e. for the Welch tests when
+  the two means differ by more than about 3.7 standard errors of their difference (with 150
+  seeds per side in the fast test: about 10 % of the mean for NK kills and NK agents, 5-6 %
+  for blasts, 3 % for normal cells).
+* Power (the tests can fail): the same comparison is run against the reference with a
+  deliberately mutated parameter and must reject: ``nk.kill_probability`` 0.5 -> 0.35 here
+  (rejected at about 10 SE), and in the slow tests 0.5 -> 0.42 and a marrow rule
+  (``blasts.spread_fraction`` 0.05 -> 0.5).
+
+The fast tests take about 15-30 s on 2 cores (the reference takes ~30 ms per run on the 8 x 8
+lattice); the slow ones about 2-3 min.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nksim
+from nksim.engine import layout as L
+from nksim.mesa_ref import PatientModel, simulate_reference
+from nksim.mesa_ref.compare import compare_samples, crossval_scenario, sample
+from nksim.simulate import run_one
+
+ALPHA = 0.01
+FAST_SEEDS = range(150)
+SLOW_SEEDS = range(400)
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return crossval_scenario()
+
+
+@pytest.fixture(scope="module")
+def engine_sample(scenario):
+    return sample("engine", scenario, FAST_SEEDS)
+
+
+@pytest.fixture(scope="module")
+def mesa_sample(scenario):
+    return sample("mesa", scenario, FAST_SEEDS)
+
+
+# ----------------------------------------------------------------------------- exact checks
+def test_same_patient_and_same_blood_compartment(scenario):
+    """Shared code gives identical values: the virtual patient and the parts of the blood
+    compartment that do not depend on the stochastic NK agents."""
+    pat = scenario.protocol.patients[0]
+    eng = run_one(scenario.params, scenario.protocol, pat, 3, 0)
+    model = PatientModel(scenario.params, scenario.protocol, pat.id, seed=3).run()
+    ref = model.raw_run()
+    assert model.effects == eng.effects
+    for r in (L.R_FLU, L.R_CY, L.R_DRUG_HAZARD):  # analytic PK
+        np.testing.assert_array_equal(ref.rec[:, r], eng.rec[:, r])
+    # before the infusion (record days 0..2) the whole blood record is identical
+    for r in (L.R_HOST_NK, L.R_HOST_T, L.R_IL15, L.R_DONOR_NK_BLOOD):
+        np.testing.assert_array_equal(ref.rec[:3, r], eng.rec[:3, r])
+    # afterwards host NK and T differ only numerically: the number of RK4 sub-steps depends on
+    # the (stochastic) donor NK in blood
+    for r in (L.R_HOST_NK, L.R_HOST_T):
+        np.testing.assert_allclose(ref.rec[:, r], eng.rec[:, r], rtol=1e-7)
+    assert ref.rec.shape == eng.rec.shape and ref.cnt.shape == eng.cnt.shape and ref.snaps.shape == eng.snaps.shape
+
+
+def test_dataset_has_the_engine_schema(scenario):
+    ds_ref = simulate_reference(scenario.params, scenario.protocol, seed=2)
+    ds_eng = nksim.simulate(scenario.params, scenario.protocol, seed=2)
+    assert set(ds_ref.data_vars) == set(ds_eng.data_vars)
+    for name in ds_eng.data_vars:
+        assert ds_ref[name].dims == ds_eng[name].dims, name
+        assert ds_ref[name].attrs.get("units") == ds_eng[name].attrs.get("units"), name
+    np.testing.assert_array_equal(ds_ref.time, ds_eng.time)
+    assert ds_ref.attrs["implementation"] == "mesa_ref"
+
+
+def test_reference_accounting_and_capacity(scenario):
+    """Every cell and NK agent is accounted for by the counters; no voxel exceeds K."""
+    model = PatientModel(scenario.params, scenario.protocol, seed=5)
+    K = model.rules.capacity
+    while model.running:
+        model.step()
+        if model.step_index % model.rules.steps_per_day == 0:
+            counts = model.lattice_counts()
+            assert counts[:3].sum(axis=0).max() <= K
+            assert counts[L.S_NK].sum() == len(model.agents_of(nksim.mesa_ref.NKCell))
+    c = model.raw_run().cnt
+    blasts0 = c[0, L.C_SUS] + c[0, L.C_RES]
+    blasts = (blasts0 + c[:, L.C_B_BIRTH] - c[:, L.C_B_CROWD] - c[:, L.C_B_DEATH] - c[:, L.C_B_DRUG]
+              - c[:, L.C_B_KILLED])
+    np.testing.assert_array_equal(blasts, c[:, L.C_SUS] + c[:, L.C_RES])
+    normal = c[0, L.C_NOR] + c[:, L.C_N_BIRTH] - c[:, L.C_N_CROWD] - c[:, L.C_N_DEATH] - c[:, L.C_N_DRUG]
+    np.testing.assert_array_equal(normal, c[:, L.C_NOR])
+    nk = c[:, L.C_NK_HOMED] + c[:, L.C_NK_BORN] - c[:, L.C_NK_DIED] - c[:, L.C_NK_EGRESSED]
+    np.testing.assert_array_equal(nk, c[:, L.C_NK_AGENTS])
+    assert c[-1, L.C_B_KILLED] > 0 and c[-1, L.C_NK_HOMED] > 0  # the scenario exercises the NK rules
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_reference_agrees_with_engine(engine_sample, mesa_sample):
+    cmp = compare_samples(engine_sample, mesa_sample, alpha=ALPHA)
+    assert len(cmp.tests) > 40
+    assert cmp.agree, cmp.report()
+
+
+def test_mutated_kill_probability_is_detected(scenario, engine_sample):
+    mutated = scenario.params.with_values({"nk.kill_probability": 0.35}, origin="<mutation>")
+    cmp = compare_samples(engine_sample, sample("mesa", scenario, FAST_SEEDS, params=mutated), alpha=ALPHA)
+    assert not cmp.agree, cmp.report()
+    assert any("blasts_killed_by_nk" in t.quantity for t in cmp.rejected), cmp.report()
+
+
+@pytest.mark.slow
+def test_reference_agrees_with_engine_long():
+    """Larger lattice (12 x 12), 22 days, between-patient random effects on (each seed is the
+    same virtual patient in both samples), 400 seeds per side."""
+    sc = crossval_scenario(side=12, end_day=20, random_effects=True, name="crossval_long")
+    eng = sample("engine", sc, SLOW_SEEDS)
+    ref = sample("mesa", sc, SLOW_SEEDS)
+    cmp = compare_samples(eng, ref, alpha=ALPHA)
+    assert len(cmp.tests) > 90
+    assert cmp.agree, cmp.report()
+
+
+@pytest.fixture(scope="module")
+def engine_sample_400(scenario):
+    return sample("engine", scenario, SLOW_SEEDS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key, value", [("nk.kill_probability", 0.42), ("blasts.spread_fraction", 0.5)])
+def test_subtle_mutations_are_detected(scenario, engine_sample_400, key, value):
+    """Smaller mutations on the fast scenario with 400 seeds: a 16 % lower kill probability
+    (rejected at about 7-8 SE on NK kills), and a marrow rule: blast daughters spread 10x more, so more
+    are lost in crowded voxels (rejected at about 6 SE on daughters lost)."""
+    mutated = scenario.params.with_values({key: value}, origin="<mutation>")
+    cmp = compare_samples(engine_sample_400, sample("mesa", scenario, SLOW_SEEDS, params=mutated), alpha=ALPHA)
+    assert not cmp.agree, cmp.report()
+
+
+# ----------------------------------------------------------------------------- view
+@pytest.mark.filterwarnings("ignore:.*use_state.*:UserWarning")
+def test_view_model_and_figure():
+    """The browser view's model and lattice figure (no browser; needs the viz extra)."""
+    pytest.importorskip("solara")
+    from nksim.mesa_ref.viz import MODEL_PARAMS, PatientView, lattice_figure, make_page
+
+    model = PatientView(side=8, cells_per_edge=3, days_before_infusion=1, end_day=3, dose_1=200.0)
+    for _ in range(5):
+        model.step()
+    hist = model.history()
+    assert len(hist) == 6 and hist["chimerism_nk"].iloc[-1] > 0
+    fig = lattice_figure(model)
+    assert fig.axes and fig.axes[0].get_title().startswith("day")
+    import inspect
+    assert set(MODEL_PARAMS) <= set(inspect.signature(PatientView.__init__).parameters)
+    assert make_page(model) is not None
