@@ -443,6 +443,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
     h_marrow = 0.0  # integrated drug hazard since the last marrow update
 
     p_hop_mean = kp[P_NK_HOP] * dt
+    p_zero_hops = math.exp(-p_hop_mean)
     contact = kp[P_NK_CONTACT]
     p_kill = kp[P_NK_PKILL]
     # refractory period in whole steps after the kill step (ceil, so never shorter than asked)
@@ -483,11 +484,20 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
         # 5. NK motility and killing
         for i in range(n_agents):
             if p_hop_mean > 0.0:
-                nh = rng_move.poisson(p_hop_mean)
-                pos = a_pos[i]
-                for _ in range(nh):
-                    pos = neighbour(pos, rng_move.integers(0, 4), side)
-                a_pos[i] = pos
+                # Poisson number of hops by inversion of its CDF with one uniform (usually 0 hops)
+                u = rng_move.random()
+                if u > p_zero_hops:
+                    nh = 0
+                    pk = p_zero_hops
+                    cdf = p_zero_hops
+                    while u > cdf and nh < 10000:
+                        nh += 1
+                        pk *= p_hop_mean / nh
+                        cdf += pk
+                    pos = a_pos[i]
+                    for _ in range(nh):
+                        pos = neighbour(pos, rng_move.integers(0, 4), side)
+                    a_pos[i] = pos
             if a_comp[i] and a_kills[i] < maxk and step >= a_ready[i]:
                 v = a_pos[i]
                 b = sus[v] + res[v]
