@@ -37,6 +37,8 @@ from nksim.patients import draw_effects
 from nksim.simulate import run_one
 from nksim.streams import generators
 
+from _common import source_digest  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "outputs" / "benchmarks"
 
@@ -46,17 +48,6 @@ TARGET_CACHED_START_S = 3.0  # import + load cached kernels + first small simula
 #: Headline statistic of repeated timings: the best (minimum) is the least disturbed by other
 #: processes on a shared machine; medians and all repeats are in the JSON.
 STAT = "min_s"
-
-
-def source_digest() -> dict:
-    """SHA-256 (16 hex) and mtime of the engine sources: the numbers belong to this code version."""
-    import hashlib
-
-    out = {}
-    for f in sorted((ROOT / "nksim" / "engine").glob("*.py")):
-        out[f.name] = {"sha256_16": hashlib.sha256(f.read_bytes()).hexdigest()[:16],
-                       "mtime_utc": _dt.datetime.fromtimestamp(f.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")}
-    return out
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -51,6 +51,8 @@ import numpy as np
 import nksim
 from nksim.engine import resolution
 
+from _common import source_digest  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "outputs" / "benchmarks"
 
@@ -85,17 +87,6 @@ SUMMARIES: dict[str, tuple[str, str]] = {
 PD = nksim.RESPONSE_CODES["PD"]
 N_BOOT = 2000
 Z_FLAG = 3.0
-
-
-def source_digest() -> dict:
-    """SHA-256 (16 hex) and mtime of the engine sources: the numbers belong to this code version."""
-    import hashlib
-
-    out = {}
-    for f in sorted((ROOT / "nksim" / "engine").glob("*.py")):
-        out[f.name] = {"sha256_16": hashlib.sha256(f.read_bytes()).hexdigest()[:16],
-                       "mtime_utc": _dt.datetime.fromtimestamp(f.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")}
-    return out
 
 
 def say(msg: str) -> None:

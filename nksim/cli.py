@@ -6,27 +6,12 @@ import sys
 import time
 from pathlib import Path
 
+from .argtypes import int_at_least
 from .errors import NksimInputError, OutputExistsError
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {v}")
-    return v
-
-
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed (>= 0), got {v}")
-    return v
+_positive_int = int_at_least(1, "positive integer")
+_seed = int_at_least(0, "non-negative integer seed")
 
 
 def build_parser() -> argparse.ArgumentParser:

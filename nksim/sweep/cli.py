@@ -5,17 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..argtypes import int_at_least
 from ..errors import NksimInputError
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer (>= 0), got {v}")
-    return v
+_nonneg_int = int_at_least(0, "non-negative integer")
 
 
 def add_sweep_parser(sub) -> None:
