@@ -196,6 +196,26 @@ def compare(summ: dict, ref: dict, pair: dict) -> dict:
     return out
 
 
+def _finish_figure(fig, axes, title: str, path: Path, *, ncol: int, rect: tuple) -> None:
+    """One legend for all panels (unique labels), title, layout; save atomically and close."""
+    import matplotlib.pyplot as plt
+
+    handles, labels = [], []
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8.5, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=rect)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    plt.close(fig)
+
+
 def figure(results: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -239,20 +259,7 @@ def figure(results: list[dict], path: Path, title: str) -> None:
                 ax.set_ylim(max(lo, -0.02), min(hi, 1.02))
             ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
-    handles, labels = [], []
-    for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8.5, frameon=False)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
-    plt.close(fig)
+    _finish_figure(fig, axes, title, path, ncol=4, rect=(0, 0.03, 1, 0.97))
 
 
 def figure_paired(results: list[dict], path: Path, title: str) -> None:
@@ -283,19 +290,7 @@ def figure_paired(results: list[dict], path: Path, title: str) -> None:
         ax.set_title(lab, fontsize=9.5)
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(alpha=0.3, axis="x")
-    handles, labels = [], []
-    for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8.5, frameon=False)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
-    plt.close(fig)
+    _finish_figure(fig, axes, title, path, ncol=3, rect=(0, 0.04, 1, 0.95))
 
 
 def fmt(key: str, v: float) -> str:
