@@ -7,6 +7,10 @@ Public API::
     simulate, simulate_cohort         # -> xarray.Dataset
     write_netcdf, open_output         # safe netCDF I/O
     classify_response, time_to_progression
+
+Subpackages: ``nksim.sweep`` (schedule sweeps on Dask into Zarr: ``run_sweep``, ``summarize``,
+``open_sweep``), ``nksim.mesa_ref`` (Mesa reference model: ``simulate_reference``),
+``nksim.engine`` (the numba kernel), ``nksim.plot`` (figures).
 """
 from ._version import __version__
 from .errors import NksimInputError, OutputExistsError
