@@ -1,4 +1,5 @@
-"""Observables derived from a simulated trajectory: response categories and progression.
+"""Observables derived from simulated trajectories: response categories, progression and
+Kaplan-Meier progression-free estimates (``km_survival``, ``km_median``; NaN = censored).
 
 Response at an assessment (ELN-style, thresholds from the ``response.*`` parameters), from
 the marrow blast percentage ``b`` at the assessment and ``b0`` at baseline (start of
@@ -70,3 +71,33 @@ def time_to_progression(time: np.ndarray, blast_pct: np.ndarray, baseline_pct: n
     hit = (b >= thr) & (t >= from_day)
     first = np.argmax(hit, axis=-1)
     return np.where(hit.any(axis=-1), t[first], np.nan)
+
+
+def _km_sf(ttp: np.ndarray, end_day: float):
+    from scipy.stats import CensoredData, ecdf
+
+    t = np.asarray(ttp, dtype=float).ravel()
+    observed = np.isfinite(t)
+    if not observed.any():
+        return None  # no event: S(t) = 1 everywhere
+    data = CensoredData(uncensored=t[observed], right=np.full(int((~observed).sum()), float(end_day)))
+    return ecdf(data).sf
+
+
+def km_survival(ttp: np.ndarray, end_day: float, at: float) -> float:
+    """Kaplan-Meier P(progression-free time > ``at``); NaN ``ttp`` = censored at ``end_day``."""
+    if np.size(ttp) == 0:
+        return float("nan")
+    sf = _km_sf(ttp, end_day)
+    return 1.0 if sf is None else float(sf.evaluate(float(at)))
+
+
+def km_median(ttp: np.ndarray, end_day: float) -> float:
+    """Kaplan-Meier median: the smallest time with S(t) <= 0.5; ``inf`` if not reached."""
+    if np.size(ttp) == 0:
+        return float("nan")
+    sf = _km_sf(ttp, end_day)
+    if sf is None:
+        return float("inf")
+    below = np.nonzero(sf.probabilities <= 0.5)[0]
+    return float(sf.quantiles[below[0]]) if below.size else float("inf")

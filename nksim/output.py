@@ -24,7 +24,8 @@ from ._version import __version__
 from .engine import layout as L
 from .engine import resolution
 from .errors import NksimInputError, OutputExistsError
-from .observables import RESPONSE_CODES, RESPONSE_FILL, classify_response, response_thresholds, time_to_progression
+from .observables import (RESPONSE_CODES, classify_response, pd_threshold, response_thresholds,
+                          time_to_progression)
 from .parameters import ParameterSet
 from .patients import EFFECT_META
 from .protocol import Protocol
@@ -136,8 +137,7 @@ def build_dataset(runs: Sequence["RawRun"], params: ParameterSet, protocol: Prot
                "comment": "blast percentages during post-chemotherapy aplasia (before the first assessment) are not "
                "used to call progression, as in clinical response assessment"})
     data["pd_threshold_pct"] = xr.DataArray(
-        np.maximum(baseline * (1 + th["pd_relative_rise"] / 100.0),
-                   np.where(baseline < th["pd_absolute_below"], baseline + th["pd_absolute_rise"], -np.inf)),
+        pd_threshold(baseline, th),
         dims=("patient", "replicate"),
         attrs={"units": "percent", "long_name": "marrow blast percentage defining progression for this patient"})
     for k, (units, long_name) in EFFECT_META.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .observables import RESPONSE_CODES
+from .observables import RESPONSE_CODES, km_median
 
 
 def summary_table(ds: xr.Dataset) -> str:
@@ -29,19 +29,8 @@ def summary_table(ds: xr.Dataset) -> str:
         f"progressed within follow-up: {n_pd}/{n}; median time to PD among them: "
         + (f"{np.median(ttp[np.isfinite(ttp)]):.0f} days" if n_pd else "n/a"),
     ]
-    km = _km_median(ttp, float(ds.time.values[-1]))
-    lines.append(f"median progression-free time (Kaplan-Meier, censored at day {ds.time.values[-1]:.0f}): {km}")
+    end = float(ds.time.values[-1])
+    med = km_median(ttp, end)
+    km = "n/a" if np.isnan(med) else (f"{med:.0f} days" if np.isfinite(med) else f"not reached (> {end:.0f} days)")
+    lines.append(f"median progression-free time (Kaplan-Meier, censored at day {end:.0f}): {km}")
     return "\n".join(lines)
-
-
-def _km_median(ttp: np.ndarray, end: float) -> str:
-    from scipy.stats import CensoredData, ecdf
-
-    if ttp.size == 0:
-        return "n/a"
-    observed = np.isfinite(ttp)
-    times = np.where(observed, ttp, end)
-    data = CensoredData(uncensored=times[observed], right=times[~observed])
-    sf = ecdf(data).sf
-    below = np.nonzero(sf.probabilities <= 0.5)[0]
-    return f"{sf.quantiles[below[0]]:.0f} days" if below.size else f"not reached (> {end:.0f} days)"

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..observables import RESPONSE_CODES
+from ..observables import RESPONSE_CODES, km_median, km_survival  # noqa: F401  (re-exported by nksim.sweep)
 from .store import SweepStore
 
 #: metric -> (units, long_name, higher_is_better)
@@ -51,37 +51,6 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "peak_chimerism_pbmc": ("percent", "median over simulations of peak donor chimerism of blood lymphocytes", True),
     "donor_nk_auc": ("uL-1 day", "median over simulations of the AUC of donor NK per uL blood, day 0 to end", True),
 }
-
-
-# --- Kaplan-Meier ----------------------------------------------------------------------------
-def _km_sf(ttp: np.ndarray, end_day: float):
-    from scipy.stats import CensoredData, ecdf
-
-    t = np.asarray(ttp, dtype=float).ravel()
-    observed = np.isfinite(t)
-    if not observed.any():
-        return None  # no event: S(t) = 1 everywhere
-    data = CensoredData(uncensored=t[observed], right=np.full(int((~observed).sum()), float(end_day)))
-    return ecdf(data).sf
-
-
-def km_survival(ttp: np.ndarray, end_day: float, at: float) -> float:
-    """Kaplan-Meier P(progression-free time > ``at``); NaN ``ttp`` = censored at ``end_day``."""
-    if np.size(ttp) == 0:
-        return float("nan")
-    sf = _km_sf(ttp, end_day)
-    return 1.0 if sf is None else float(sf.evaluate(float(at)))
-
-
-def km_median(ttp: np.ndarray, end_day: float) -> float:
-    """Kaplan-Meier median: the smallest time with S(t) <= 0.5; ``inf`` if not reached."""
-    if np.size(ttp) == 0:
-        return float("nan")
-    sf = _km_sf(ttp, end_day)
-    if sf is None:
-        return float("inf")
-    below = np.nonzero(sf.probabilities <= 0.5)[0]
-    return float(sf.quantiles[below[0]]) if below.size else float("inf")
 
 
 # --- per-simulation outcomes -----------------------------------------------------------------
