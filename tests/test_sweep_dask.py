@@ -40,16 +40,22 @@ def test_one_worker_two_workers_and_in_process_give_identical_stores(tmp_path, c
     assert store_digest(part) == d
 
 
-@pytest.mark.slow
-def test_sigkill_then_rerun_gives_the_uninterrupted_store(tmp_path):
-    """Kill the CLI (SIGKILL) mid-sweep, re-run the same command: same bytes as an uninterrupted run."""
+def _interrupt_setup(tmp_path, store_name):
+    """A 2-worker CLI sweep to interrupt, and the uninterrupted reference store to compare with."""
     data = tiny(cohort={"patients": 6, "replicates": 2}, sweep={"batch_size": 2})
     spec_file = write_toml(tmp_path / "s.toml", data)
     ref = tmp_path / "ref.zarr"
     run_sweep(spec_file, ref, workers=0)
-    out = tmp_path / "killed.zarr"
+    out = tmp_path / store_name
     cmd = [sys.executable, "-c", "import sys; from nksim.cli import main; sys.exit(main(sys.argv[1:]))",
            "sweep", str(spec_file), "--out", str(out), "--workers", "2", "--no-progress"]
+    return spec_file, ref, out, cmd
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_gives_the_uninterrupted_store(tmp_path):
+    """Kill the CLI (SIGKILL) mid-sweep, re-run the same command: same bytes as an uninterrupted run."""
+    spec_file, ref, out, cmd = _interrupt_setup(tmp_path, "killed.zarr")
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -73,13 +79,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_store(tmp_path):
 def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path):
     """SIGINT to the whole process group (what Ctrl-C does): exit code 130, a resume hint, and the
     same command then completes the store identically to an uninterrupted run."""
-    data = tiny(cohort={"patients": 6, "replicates": 2}, sweep={"batch_size": 2})
-    spec_file = write_toml(tmp_path / "s.toml", data)
-    ref = tmp_path / "ref.zarr"
-    run_sweep(spec_file, ref, workers=0)
-    out = tmp_path / "int.zarr"
-    cmd = [sys.executable, "-c", "import sys; from nksim.cli import main; sys.exit(main(sys.argv[1:]))",
-           "sweep", str(spec_file), "--out", str(out), "--workers", "2", "--no-progress"]
+    spec_file, ref, out, cmd = _interrupt_setup(tmp_path, "int.zarr")
 
     def default_sigint():
         os.setsid()
