@@ -1,5 +1,6 @@
 """Observables derived from simulated trajectories: response categories, progression and
-Kaplan-Meier progression-free estimates (``km_survival``, ``km_median``; NaN = censored).
+Kaplan-Meier progression-free estimates (``km_survival``, ``km_median``, the whole curve
+``km_curve``; NaN = censored).
 
 Response at an assessment (ELN-style, thresholds from the ``response.*`` parameters), from
 the marrow blast percentage ``b`` at the assessment and ``b0`` at baseline (start of
@@ -101,3 +102,25 @@ def km_median(ttp: np.ndarray, end_day: float) -> float:
         return float("inf")
     below = np.nonzero(sf.probabilities <= 0.5)[0]
     return float(sf.quantiles[below[0]]) if below.size else float("inf")
+
+
+def km_curve(ttp: np.ndarray, end_day: float) -> tuple[np.ndarray, np.ndarray]:
+    """The whole Kaplan-Meier progression-free curve as a right-continuous step function.
+
+    Returns ``(t, s)``: ``t`` starts at 0 (or the first time if earlier) followed by each
+    distinct observed time (progression or censoring day), ``s[i]`` = P(progression-free
+    time > ``t[i]``), so that ``s[searchsorted(t, day, "right") - 1]`` equals
+    ``km_survival(ttp, end_day, day)`` for any day ``>= t[0]``. NaN ``ttp`` = censored at
+    ``end_day``; no data gives ``([0], [nan])``.
+    """
+    if np.size(ttp) == 0:
+        return np.array([0.0]), np.array([np.nan])
+    sf = _km_sf(ttp, end_day)
+    if sf is None:
+        return np.array([0.0]), np.array([1.0])
+    q = np.asarray(sf.quantiles, dtype=float)
+    p = np.asarray(sf.probabilities, dtype=float)
+    t0 = min(0.0, float(q[0]))
+    if q[0] <= t0:
+        return q, p
+    return np.concatenate([[t0], q]), np.concatenate([[1.0], p])

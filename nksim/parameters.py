@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ._frozen import reduce_frozen
 from .errors import NksimInputError
 from .schema import SCHEMA, SECTIONS, ParamSpec
 from .units import check_unit
@@ -58,6 +59,8 @@ class ParameterSet:
     Index it with dotted keys: ``params["nk.speed"]`` gives the value in the
     unit declared in :data:`nksim.schema.SCHEMA` (``params.unit("nk.speed")``).
     """
+
+    __reduce__ = reduce_frozen
 
     name: str
     status: str

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ._frozen import reduce_frozen
 from .errors import NksimInputError
 from .units import check_unit
 
@@ -68,6 +69,8 @@ class Event:
 class Patient:
     """A trial patient: dose group, evaluability and fixed covariates (values in COVARIATES units)."""
 
+    __reduce__ = reduce_frozen
+
     id: str
     group: str
     evaluable: bool = True
@@ -78,6 +81,8 @@ class Patient:
 @dataclass(frozen=True)
 class Protocol:
     """A validated treatment protocol."""
+
+    __reduce__ = reduce_frozen
 
     name: str
     title: str

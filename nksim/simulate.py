@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from .engine import event_arrays, kernel_parameters, resolution, run_patient
+from .engine.layout import P_STOP_ENABLED as L_STOP_ENABLED
 from .parameters import ParameterSet, load_parameters
 from .patients import PatientEffects, draw_effects
 from .protocol import Patient, Protocol, load_protocol
@@ -36,15 +37,27 @@ def _as_protocol(protocol: Protocol | str | Path) -> Protocol:
     return protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
 
 
-def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: int, replicate: int) -> RawRun:
-    """Simulate one (patient, replicate) and return the raw kernel arrays."""
+def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: int, replicate: int, *,
+            stop_days: Sequence[float] | None = None) -> RawRun:
+    """Simulate one (patient, replicate) and return the raw kernel arrays.
+
+    ``stop_days`` (days since the first infusion, e.g. the assessment days): end the run
+    after the first of these days at which marrow blasts reach the patient's PD threshold
+    (early stopping of progressed patients, used by calibration). Later rows of ``rec`` are
+    NaN; everything up to the stop day equals the full run.
+    """
     rngs = generators(seed, patient.id, replicate)
     eff = draw_effects(params, rngs["patient"], patient.covariates)
     res = resolution(params)
     kp = kernel_parameters(params, eff, protocol.start_day, protocol.end_day)
     ev = event_arrays(protocol.events_for(patient), eff, protocol.start_day, res.steps_per_day, protocol.origin)
     snap = np.array([int(d - protocol.start_day) for d in protocol.snapshot_days], dtype=np.int64)
-    rec, cnt, snaps = run_patient(kp, *ev, snap, rngs["init"], rngs["move"], rngs["kill"], rngs["fate"],
+    if stop_days is None:
+        stop = np.zeros(0, dtype=np.int64)
+    else:
+        kp[L_STOP_ENABLED] = 1.0
+        stop = np.array(sorted(int(round(d - protocol.start_day)) for d in stop_days), dtype=np.int64)
+    rec, cnt, snaps = run_patient(kp, *ev, snap, stop, rngs["init"], rngs["move"], rngs["kill"], rngs["fate"],
                                   rngs["traffic"], rngs["marrow"])
     return RawRun(patient.id, replicate, eff, rec, cnt, snaps)
 

@@ -115,6 +115,10 @@ def kernel_parameters(params: ParameterSet, eff: PatientEffects, start_day: floa
     kp[L.P_CY_V] = params["drugs.cy_volume"]
     kp[L.P_CY_EC50] = params["drugs.cy_ec50"]
     kp[L.P_CY_EMAX] = params["drugs.cy_emax"]
+    kp[L.P_STOP_ENABLED] = 0.0
+    kp[L.P_PD_REL] = params["response.pd_relative_rise"] / 100.0
+    kp[L.P_PD_ABS] = params["response.pd_absolute_rise"]
+    kp[L.P_PD_BELOW] = params["response.pd_absolute_below"]
     return kp
 
 

@@ -46,7 +46,8 @@ from .layout import (
     P_N_BIRTH, P_N_DRUG, P_N_NET, P_N_SPREAD, P_N_STEPS, P_N_TARGET, P_NK_COMPETENT,
     P_NK_CONTACT, P_NK_DEATH, P_NK_EGRESS, P_NK_HOME, P_NK_HOP, P_NK_IL15EC50, P_NK_IL15MAX,
     P_NK_MAXKILLS, P_NK_PKILL, P_NK_PROLIF, P_NK_REFRACT, P_NK_REJECT, P_NK_TISSUE_IN,
-    P_NK_TISSUE_OUT, P_SCALE, P_SIDE, P_START_DAY, P_STEPS_PER_DAY, P_SUS_FRAC0,
+    P_NK_TISSUE_OUT, P_PD_ABS, P_PD_BELOW, P_PD_REL, P_SCALE, P_SIDE, P_START_DAY, P_STEPS_PER_DAY,
+    P_STOP_ENABLED, P_SUS_FRAC0,
     R_BLAST_PCT, R_BLASTS, R_CY, R_DONOR_NK_AGENTS, R_DONOR_NK_BLOOD, R_DONOR_NK_MARROW,
     R_DONOR_NK_TISSUE, R_DRUG_HAZARD, R_EXHAUSTED, R_FLU, R_HOST_NK, R_HOST_T, R_IL15, R_KILLS,
     R_NORMAL, R_SUS_FRAC, S_NK, S_NOR, S_RES, S_SUS,
@@ -390,9 +391,15 @@ def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_c
 
 
 @njit(cache=True, nogil=True)
-def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, rng_kill,
+def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init, rng_move, rng_kill,
                 rng_fate, rng_traffic, rng_marrow):
     """Simulate one patient. Returns ``(rec, cnt, snaps)``.
+
+    Early stopping: when ``kp[P_STOP_ENABLED]`` is 1, the run ends after the first record
+    index in ``stop_days`` (sorted) at which the marrow blast percentage reaches the PD
+    threshold computed from the baseline exactly as :func:`nksim.observables.pd_threshold`
+    does; the remaining rows of ``rec`` stay NaN (and of ``cnt`` zero). Everything up to
+    and including that day is identical to a run without early stopping.
 
     ``kp``: parameter vector (see :mod:`nksim.engine.layout`); ``ev_step/kind/amount``:
     events sorted by step (amount in mg for drugs, whole-body cells for NK);
@@ -455,6 +462,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
     snap_i = 0
     hazard_now = drug_hazard(kp, flu, cy)
     record_day(kp, rec, cnt, 0, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now)
+    stop_pct = pd_threshold_pct(kp, rec[0, R_BLAST_PCT])
+    stop_i = 0
     if snap_i < snap_days.shape[0] and snap_days[snap_i] == 0:
         _snapshot(snaps, snap_i, sus, res, nor, nk_grid, a_pos, n_agents, side)
         snap_i += 1
@@ -579,7 +588,23 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, rng_init, rng_move, 
             if snap_i < snap_days.shape[0] and snap_days[snap_i] == r:
                 _snapshot(snaps, snap_i, sus, res, nor, nk_grid, a_pos, n_agents, side)
                 snap_i += 1
+            while stop_i < stop_days.shape[0] and stop_days[stop_i] < r:
+                stop_i += 1
+            if stop_i < stop_days.shape[0] and stop_days[stop_i] == r:
+                stop_i += 1
+                if kp[P_STOP_ENABLED] == 1.0 and rec[r, R_BLAST_PCT] >= stop_pct:
+                    break
     return rec, cnt, snaps
+
+
+@njit(cache=True)
+def pd_threshold_pct(kp, b0):
+    """PD threshold (percent) for baseline blasts ``b0`` (percent); mirrors observables.pd_threshold."""
+    rel = b0 * (1.0 + kp[P_PD_REL])
+    if b0 < kp[P_PD_BELOW]:
+        absolute = b0 + kp[P_PD_ABS]
+        return max(rel, absolute)
+    return rel
 
 
 @njit(cache=True)

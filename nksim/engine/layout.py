@@ -59,7 +59,12 @@ P_CY_K = 47
 P_CY_V = 48
 P_CY_EC50 = 49
 P_CY_EMAX = 50
-N_P = 51
+# early stopping (calibration): stop after a check day at which blasts reach the PD threshold
+P_STOP_ENABLED = 51  # 1.0: check at the stop days; 0.0: never stop early
+P_PD_REL = 52  # pd_relative_rise / 100
+P_PD_ABS = 53  # pd_absolute_rise (percentage points)
+P_PD_BELOW = 54  # pd_absolute_below (percent)
+N_P = 55
 
 # ---- event kinds (see nksim.protocol.EVENT_CODES) --------------------------------
 EV_FLU = 0  # amount in mg

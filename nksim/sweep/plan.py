@@ -181,6 +181,13 @@ def _batch_layout(n_patients: int, replicates: int, batch_size: int) -> list[int
     return [max(1, min(n_patients, batch_size // replicates)), replicates]
 
 
+def model_entry(params: ParameterSet) -> dict[str, Any]:
+    """A ParameterSet as plain JSON-able data (rebuilt by :meth:`Plan.base_parameters`)."""
+    return {"name": params.name, "status": params.status,
+            "parameters": {k: [p.value, p.unit, p.description, p.source, list(p.prior) if p.prior else None]
+                           for k, p in params.parameters.items()}}
+
+
 def build_plan(spec: SweepSpec) -> Plan:
     """Resolve and validate a spec into a :class:`Plan` (raises NksimInputError on bad input)."""
     base = load_parameters(spec.model_path)
@@ -217,12 +224,7 @@ def build_plan(spec: SweepSpec) -> Plan:
         "landmark_day": spec.landmark_day,
         "time_start": t0,
         "n_time": int(spec.end_day - t0) + 1,
-        "model": {
-            "name": base.name,
-            "status": base.status,
-            "parameters": {k: [p.value, p.unit, p.description, p.source, list(p.prior) if p.prior else None]
-                           for k, p in base.parameters.items()},
-        },
+        "model": model_entry(base),
         "fixed_parameters": dict(spec.parameters),
         "draws_from": "model" if spec.cohort.draws == 0 else
                       ("prior" if spec.cohort.draws_from == "prior" else Path(spec.cohort.draws_from).name),

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from distributed import WorkerPlugin
 
 from ..errors import NksimInputError
 from .execute import run_batch, warm_up
@@ -74,30 +73,6 @@ class SweepInterrupted(KeyboardInterrupt):
     def __init__(self, written: int):
         super().__init__(f"interrupted after writing {written} batches in this run")
         self.written = written
-
-
-class WarmPlugin(WorkerPlugin):
-    """Dask worker plugin: load the numba kernel once per worker (also late joiners) before its tasks.
-
-    Carries only the model parameters (JSON), so workers need no access to the model files.
-    """
-
-    name = "nksim-warm-up"
-
-    def __init__(self, model_json: str, ignore_sigint: bool = False):
-        self.model_json = model_json
-        self.ignore_sigint = ignore_sigint
-
-    def setup(self, worker=None) -> None:
-        import json
-        import signal
-        import threading
-
-        if self.ignore_sigint and threading.current_thread() is threading.main_thread():
-            # local cluster: Ctrl-C reaches the whole process group; let the client stop the
-            # workers cleanly instead of each worker dying with a traceback
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        warm_up(json.loads(self.model_json))
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):
@@ -170,29 +145,12 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
 
 def _run_dask(plan: Plan, store: SweepStore, pending: list[int], workers: int | None, scheduler: str | None,
               bar) -> tuple[int, int, float, float]:
-    import os
+    from distributed import as_completed
 
-    from distributed import Client, LocalCluster, as_completed
+    from .cluster import dask_client
 
-    cluster = None
-    if scheduler is None:
-        n = workers if workers is not None else (os.cpu_count() or 1)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               silence_logs=logging.ERROR)
-        client = Client(cluster)
-    else:
-        try:
-            client = Client(scheduler, timeout="15s")
-        except (OSError, TimeoutError) as exc:
-            raise NksimInputError(f"cannot connect to the Dask scheduler: {exc}", source=scheduler,
-                                  key="--scheduler") from None
     written = 0
-    try:
-        client.register_plugin(WarmPlugin(canonical_json(plan["model"]), ignore_sigint=cluster is not None),
-                               name=WarmPlugin.name)
-        if not client.nthreads():  # e.g. a dask-jobqueue cluster still waiting for its jobs
-            print("waiting for Dask workers to join the scheduler ...", flush=True)
-            client.wait_for_workers(1)
+    with dask_client(workers=workers, scheduler=scheduler, model_json=canonical_json(plan["model"])) as client:
         plan_f = client.scatter(plan, broadcast=True, hash=False)
         todo = iter(pending)
         ac = as_completed()
@@ -225,7 +183,3 @@ def _run_dask(plan: Plan, store: SweepStore, pending: list[int], workers: int | 
         except KeyboardInterrupt:
             raise SweepInterrupted(written) from None
         return written, n_threads, t_submit, time.perf_counter()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()

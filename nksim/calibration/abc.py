@@ -1,0 +1,153 @@
+"""ABC-SMC (pyabc) of a :class:`~nksim.calibration.model.CalibrationModel`.
+
+* Prior: independent uniforms on each fitted parameter's sampling scale (``log`` = uniform in
+  log10), bounds from the model's ``prior`` (or the config's ``[fit.prior]``).
+* Distance: :func:`nksim.calibration.distance.total_distance` (likelihood-ratio shaped).
+* Epsilon: pyabc's weighted quantile schedule (``epsilon_quantile`` of the last generation's
+  distances), starting from a prior sample; stops at ``min_epsilon``, ``max_generations``,
+  ``max_simulations`` or when the acceptance rate falls below ``min_acceptance_rate``.
+* Samplers: in-process single-core (``workers=1``; reproducible: the global NumPy generator
+  that pyabc draws proposals from is seeded with the config seed, and every simulation seed is
+  a function of (config seed, theta)), or Dask -- the same LocalCluster/``--scheduler`` runner
+  as sweeps (:func:`nksim.sweep.cluster.dask_client`) -- with pyabc's
+  ``DaskDistributedSampler``; Dask runs are statistically equivalent but not bit-reproducible
+  (pyabc draws proposals on the workers).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import CalibrationConfig
+
+log = logging.getLogger("nksim.calibrate")
+
+
+class AbcModel:
+    """Picklable pyabc model: ``pars`` (safe names, sampling scale) -> summary dict."""
+
+    def __init__(self, config: CalibrationConfig, observed=None):
+        self.config = config
+        self.observed = observed
+        self._model = None
+
+    def __getstate__(self):
+        return {"config": self.config, "observed": self.observed, "_model": None}
+
+    @property
+    def model(self):
+        if self._model is None:
+            from .model import CalibrationModel
+
+            self._model = CalibrationModel(self.config, self.observed)
+        return self._model
+
+    def theta(self, pars: Mapping[str, float]) -> dict[str, float]:
+        """pyabc parameters (safe names, sampling scale) -> model keys and values."""
+        return {f.key: f.from_unit(float(pars[f.safe_name])) for f in self.config.fit}
+
+    def __call__(self, pars: Mapping[str, float]) -> dict:
+        return self.model.simulate(self.theta(pars))
+
+
+class AbcDistance:
+    """Picklable pyabc distance callable."""
+
+    def __init__(self, model: AbcModel):
+        self.abc_model = model
+
+    def __call__(self, x: Mapping, x0: Mapping) -> float:
+        return self.abc_model.model.distance(x, x0)
+
+
+@dataclass
+class AbcRun:
+    history: object  # pyabc.History
+    db_url: str
+    seconds: float
+    n_simulations: int
+    workers: int
+
+
+def prior_distribution(config: CalibrationConfig):
+    import pyabc
+
+    return pyabc.Distribution(**{f.safe_name: pyabc.RV("uniform", f.bounds[0], f.bounds[1] - f.bounds[0])
+                                 for f in config.fit})
+
+
+class _ProgressHandler(logging.Handler):
+    """Print pyabc's generation lines (generation, epsilon, acceptance rate) as progress."""
+
+    def __init__(self, stream):
+        super().__init__(logging.INFO)
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("t:") or msg.startswith("Accepted") or msg.startswith("Stop") \
+                or msg.startswith("Calibration sample") or msg.startswith("Stopping"):
+            print(f"  abc | {msg}", file=self.stream, flush=True)
+
+
+def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, scheduler: str | None = None,
+            observed=None, progress: bool = True) -> AbcRun:
+    """Run ABC-SMC; the pyabc history goes to the SQLite file ``db_path``."""
+    import sys
+
+    import pyabc
+
+    model = AbcModel(config, observed)
+    obs = model.model.observed_summary()
+    db_url = f"sqlite:///{Path(db_path).resolve()}"
+    handler = _ProgressHandler(sys.stderr) if progress else None
+    # pyabc logs to "ABC*" loggers with its own handler: replace it for the run (progress lines
+    # only, or silence), restore afterwards
+    loggers = [logging.getLogger(n) for n in ("ABC", "ABC.Sampler", "ABC.Epsilon", "ABC.Distance", "ABC.History")]
+    saved = [(lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
+    for lg in loggers:
+        for h in list(lg.handlers):
+            lg.removeHandler(h)
+        lg.propagate = False
+        lg.setLevel(logging.INFO if handler is not None else logging.WARNING)
+        if handler is not None:
+            lg.addHandler(handler)
+    np.random.seed(config.seed % 2**32)  # pyabc draws proposals from the global NumPy generator
+    t0 = time.perf_counter()
+    try:
+        if scheduler is None and workers <= 1:
+            from .. import simulate  # noqa: F401  (load the kernel once before timing)
+
+            sampler = pyabc.sampler.SingleCoreSampler()
+            history = _run(pyabc, model, config, sampler, db_url, obs)
+            n_workers = 1
+        else:
+            from ..sweep.cluster import dask_client
+
+            with dask_client(workers=workers, scheduler=scheduler, model=config.base_parameters()) as client:
+                n_workers = max(1, sum(client.nthreads().values()))
+                sampler = pyabc.sampler.DaskDistributedSampler(dask_client=client, batch_size=4)
+                history = _run(pyabc, model, config, sampler, db_url, obs)
+    finally:
+        for lg, (lvl, handlers, prop) in zip(loggers, saved):
+            for h in list(lg.handlers):
+                lg.removeHandler(h)
+            for h in handlers:
+                lg.addHandler(h)
+            lg.setLevel(lvl)
+            lg.propagate = prop
+    return AbcRun(history, db_url, time.perf_counter() - t0, int(history.total_nr_simulations), n_workers)
+
+
+def _run(pyabc, model: AbcModel, config: CalibrationConfig, sampler, db_url: str, obs: Mapping):
+    a = config.abc
+    abc = pyabc.ABCSMC(model, prior_distribution(config), AbcDistance(model), population_size=a.population_size,
+                       eps=pyabc.epsilon.QuantileEpsilon(alpha=a.epsilon_quantile), sampler=sampler)
+    abc.new(db_url, dict(obs))
+    return abc.run(minimum_epsilon=a.min_epsilon, max_nr_populations=a.max_generations,
+                   min_acceptance_rate=a.min_acceptance_rate, max_total_nr_simulations=a.max_simulations)

@@ -1,0 +1,317 @@
+"""Calibration configuration (TOML): what to fit, to which data, at which resolution, how hard.
+
+A config file (see ``calibration/ahmadvand2023.toml``) has these tables; every key is
+checked, unknown keys are errors naming the file and the allowed keys::
+
+    [calibration]  name, description, model, protocol, seed
+    [data]         outcomes, targets, series          (paths relative to the config file)
+    [simulator]    parameter overrides that set the calibration resolution
+                   (e.g. "lattice.side", "lattice.voxel_side"), end_day, early_stop
+    [fit]          parameters = [...]; [fit.prior] {key = [lo, hi]}; [fit.scale] {key = "log"|"linear"}
+    [distance]     virtual_trials, chimerism_weight
+    [abc]          population_size, max_generations, min_epsilon, max_simulations,
+                   min_acceptance_rate, epsilon_quantile, posterior_draws
+    [smoke]        any of the [simulator]/[distance]/[abc] keys: the tiny ``--smoke`` version
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import NksimInputError
+from ..parameters import ParameterSet, load_parameters
+from ..schema import SCHEMA
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CALIBRATION_DIR = REPO_ROOT / "calibration"
+
+_TABLES = {
+    "calibration": {"name", "description", "model", "protocol", "seed"},
+    "data": {"outcomes", "targets", "series"},
+    "simulator": {"end_day", "early_stop"},  # plus parameter keys (checked against the schema)
+    "fit": {"parameters", "prior", "scale"},
+    "distance": {"virtual_trials", "chimerism_weight"},
+    "abc": {"population_size", "max_generations", "min_epsilon", "max_simulations", "min_acceptance_rate",
+            "epsilon_quantile", "posterior_draws"},
+    "smoke": set(),  # checked against simulator/distance/abc keys
+}
+
+
+@dataclass(frozen=True)
+class FitParameter:
+    """A calibrated parameter: prior ``U(lo, hi)`` on the ``scale`` (log: uniform in log10)."""
+
+    key: str
+    lo: float
+    hi: float
+    scale: str  # "linear" or "log"
+    unit: str
+    integer: bool = False
+
+    @property
+    def safe_name(self) -> str:
+        """Name without dots (pyabc parameter / database column)."""
+        return self.key.replace(".", "__")
+
+    def to_unit(self, value: float) -> float:
+        """Model value -> position on the prior's sampling scale."""
+        return math.log10(value) if self.scale == "log" else value
+
+    def from_unit(self, u: float) -> float:
+        """Sampling-scale position -> model value (rounded for integer parameters)."""
+        v = 10.0 ** u if self.scale == "log" else u
+        return float(round(v)) if self.integer else v
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """Prior bounds on the sampling scale."""
+        return (self.to_unit(self.lo), self.to_unit(self.hi))
+
+
+@dataclass(frozen=True)
+class AbcSettings:
+    population_size: int = 200
+    max_generations: int = 8
+    min_epsilon: float = 0.0
+    max_simulations: int = 20000
+    min_acceptance_rate: float = 0.01
+    epsilon_quantile: float = 0.5
+    posterior_draws: int = 200
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """A validated calibration configuration."""
+
+    name: str
+    description: str
+    origin: str
+    model: str
+    protocol: str
+    seed: int
+    outcomes: Path
+    targets: Path | None
+    series: Path | None
+    simulator_overrides: Mapping[str, float]
+    end_day: float
+    early_stop: bool
+    fit: tuple[FitParameter, ...]
+    virtual_trials: int
+    chimerism_weight: float
+    abc: AbcSettings
+    smoke: Mapping[str, Any] = field(default_factory=dict)
+    is_smoke: bool = False
+
+    def base_parameters(self) -> ParameterSet:
+        """The model at the calibration resolution (before fitted values are applied)."""
+        p = load_parameters(self.model)
+        return p.with_values(dict(self.simulator_overrides), origin=f"{self.origin} [simulator]")
+
+    def smoke_version(self) -> "CalibrationConfig":
+        """The tiny ``--smoke`` configuration (the [smoke] table applied)."""
+        sim = dict(self.simulator_overrides)
+        abc = {}
+        top: dict[str, Any] = {}
+        for k, v in self.smoke.items():
+            if k in _TABLES["abc"]:
+                abc[k] = v
+            elif k in _TABLES["distance"] or k in ("end_day", "early_stop"):
+                top[k] = v
+            else:
+                sim[k] = v
+        return replace(self, simulator_overrides=sim, abc=replace(self.abc, **abc), is_smoke=True,
+                       name=f"{self.name}-smoke", **top)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able description (stored in outputs)."""
+        return {
+            "name": self.name, "origin": self.origin, "model": self.model, "protocol": self.protocol,
+            "seed": self.seed, "outcomes": str(self.outcomes), "targets": str(self.targets) if self.targets else None,
+            "series": str(self.series) if self.series else None, "simulator": dict(self.simulator_overrides),
+            "end_day": self.end_day, "early_stop": self.early_stop,
+            "fit": [{"key": f.key, "prior": [f.lo, f.hi], "scale": f.scale, "unit": f.unit} for f in self.fit],
+            "virtual_trials": self.virtual_trials, "chimerism_weight": self.chimerism_weight,
+            "abc": self.abc.__dict__, "smoke": self.is_smoke,
+        }
+
+
+def _err(msg: str, src: str, key: str) -> NksimInputError:
+    return NksimInputError(msg, source=src, key=key)
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], src: str, name: str) -> None:
+    for k in table:
+        if k not in allowed:
+            raise _err(f"unknown key; allowed keys in [{name}]: {sorted(allowed)}", src, f"{name}.{k}")
+
+
+def _int(v: Any, src: str, key: str, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _err(f"must be an integer in [{lo}, {hi}], got {v!r}", src, key)
+    return int(v)
+
+
+def _float(v: Any, src: str, key: str, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        raise _err(f"must be a number in [{lo:g}, {hi:g}], got {v!r}", src, key)
+    return float(v)
+
+
+def _abc_value(k: str, v: Any, src: str, key: str) -> Any:
+    if k in ("population_size", "posterior_draws"):
+        return _int(v, src, key, 2, 1_000_000)
+    if k == "max_generations":
+        return _int(v, src, key, 1, 1000)
+    if k == "max_simulations":
+        return _int(v, src, key, 1, 10**9)
+    if k == "min_epsilon":
+        return _float(v, src, key, 0.0, 1e12)
+    if k == "min_acceptance_rate":
+        return _float(v, src, key, 0.0, 1.0)
+    if k == "epsilon_quantile":
+        return _float(v, src, key, 0.01, 1.0)
+    raise AssertionError(k)
+
+
+def _path(v: Any, base: Path, src: str, key: str, required: bool) -> Path | None:
+    if v is None or v == "":
+        if required:
+            raise _err("a data file is required", src, key)
+        return None
+    if not isinstance(v, str):
+        raise _err(f"must be a path string, got {v!r}", src, key)
+    p = Path(v)
+    p = p if p.is_absolute() else (base / p)
+    if not p.is_file():
+        raise _err(f"file not found: {p}", src, key)
+    return p
+
+
+def _simulator(table: Mapping[str, Any], src: str, section: str) -> tuple[dict[str, float], dict[str, Any]]:
+    over: dict[str, float] = {}
+    other: dict[str, Any] = {}
+    for k, v in table.items():
+        key = f"{section}.{k}"
+        if k == "end_day":
+            other[k] = _float(v, src, key, 1.0, 10_000.0)
+        elif k == "early_stop":
+            if not isinstance(v, bool):
+                raise _err(f"must be true or false, got {v!r}", src, key)
+            other[k] = v
+        elif k in SCHEMA:
+            spec = SCHEMA[k]
+            over[k] = _float(v, src, key, spec.lo, spec.hi)
+        else:
+            raise _err("unknown key: [simulator] takes end_day, early_stop and model parameter keys "
+                       "(nksim/schema.py), e.g. \"lattice.side\"", src, key)
+    return over, other
+
+
+def load_config(path: str | Path) -> CalibrationConfig:
+    """Read and validate a calibration config; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        # shipped configs by name: calibration/<name>.toml
+        cand = CALIBRATION_DIR / f"{path}.toml"
+        if path.suffix != ".toml" and cand.is_file():
+            path = cand
+        else:
+            raise NksimInputError("calibration config not found", source=path)
+    src = str(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise NksimInputError(f"not valid TOML: {exc}", source=src) from None
+    _check_keys(raw, set(_TABLES), src, "<top level>")
+    for name in raw:
+        if not isinstance(raw[name], dict):
+            raise _err("must be a table", src, name)
+    cal = raw.get("calibration", {})
+    _check_keys(cal, _TABLES["calibration"], src, "calibration")
+    model = cal.get("model", "default")
+    protocol = cal.get("protocol", "ahmadvand2023")
+    base = load_parameters(model)
+    seed = _int(cal.get("seed", 0), src, "calibration.seed", 0, 2**63 - 1)
+
+    data = raw.get("data", {})
+    _check_keys(data, _TABLES["data"], src, "data")
+    outcomes = _path(data.get("outcomes"), path.parent, src, "data.outcomes", True)
+    targets = _path(data.get("targets"), path.parent, src, "data.targets", False)
+    series = _path(data.get("series"), path.parent, src, "data.series", False)
+
+    over, other = _simulator(raw.get("simulator", {}), src, "simulator")
+    base.with_values(over, origin=f"{src} [simulator]")  # validates the overrides together
+
+    fit_t = raw.get("fit", {})
+    _check_keys(fit_t, _TABLES["fit"], src, "fit")
+    names = fit_t.get("parameters")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise _err("must be a non-empty list of parameter keys", src, "fit.parameters")
+    if len(set(names)) != len(names):
+        raise _err("lists a parameter twice", src, "fit.parameters")
+    prior_t = fit_t.get("prior", {})
+    scale_t = fit_t.get("scale", {})
+    for tname, t in (("fit.prior", prior_t), ("fit.scale", scale_t)):
+        if not isinstance(t, dict):
+            raise _err("must be a table", src, tname)
+        for k in t:
+            if k not in names:
+                raise _err(f"is not in fit.parameters {names}", src, f"{tname}.{k}")
+    model_priors = base.priors()
+    fit: list[FitParameter] = []
+    for n in names:
+        if n not in SCHEMA:
+            raise _err(f"unknown parameter '{n}' (see nksim/schema.py)", src, "fit.parameters")
+        spec = SCHEMA[n]
+        if n in prior_t:
+            pr = prior_t[n]
+            if (not isinstance(pr, list) or len(pr) != 2
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pr)):
+                raise _err("must be [lo, hi]", src, f"fit.prior.{n}")
+            lo, hi = float(pr[0]), float(pr[1])
+        elif n in model_priors:
+            lo, hi = model_priors[n]
+        else:
+            raise _err(f"'{n}' has no prior in model '{model}'; give one in [fit.prior]", src, "fit.parameters")
+        if not (spec.lo <= lo < hi <= spec.hi):
+            raise _err(f"prior [{lo:g}, {hi:g}] must satisfy {spec.lo:g} <= lo < hi <= {spec.hi:g} {spec.unit}",
+                       src, f"fit.prior.{n}")
+        scale = scale_t.get(n, "linear")
+        if scale not in ("linear", "log"):
+            raise _err(f"must be 'linear' or 'log', got {scale!r}", src, f"fit.scale.{n}")
+        if scale == "log" and lo <= 0:
+            raise _err(f"a log-scale prior needs lo > 0, got {lo:g}", src, f"fit.prior.{n}")
+        fit.append(FitParameter(n, lo, hi, scale, spec.unit, spec.integer))
+
+    dist = raw.get("distance", {})
+    _check_keys(dist, _TABLES["distance"], src, "distance")
+    vt = _int(dist.get("virtual_trials", 1), src, "distance.virtual_trials", 1, 1000)
+    cw = _float(dist.get("chimerism_weight", 1.0), src, "distance.chimerism_weight", 0.0, 1e6)
+
+    abc_t = raw.get("abc", {})
+    _check_keys(abc_t, _TABLES["abc"], src, "abc")
+    abc = AbcSettings(**{k: _abc_value(k, v, src, f"abc.{k}") for k, v in abc_t.items()})
+
+    smoke_t = raw.get("smoke", {})
+    smoke: dict[str, Any] = {}
+    for k, v in smoke_t.items():
+        key = f"smoke.{k}"
+        if k in _TABLES["abc"]:
+            smoke[k] = _abc_value(k, v, src, key)
+        elif k == "virtual_trials":
+            smoke[k] = _int(v, src, key, 1, 1000)
+        elif k == "chimerism_weight":
+            smoke[k] = _float(v, src, key, 0.0, 1e6)
+        else:
+            o, x = _simulator({k: v}, src, "smoke")
+            smoke.update(o)
+            smoke.update(x)
+    return CalibrationConfig(
+        name=str(cal.get("name", path.stem)), description=str(cal.get("description", "")), origin=src,
+        model=str(model), protocol=str(protocol), seed=seed, outcomes=outcomes, targets=targets, series=series,
+        simulator_overrides=over, end_day=float(other.get("end_day", 270.0)),
+        early_stop=bool(other.get("early_stop", True)), fit=tuple(fit), virtual_trials=vt, chimerism_weight=cw,
+        abc=abc, smoke=smoke)

@@ -1,0 +1,135 @@
+"""Summaries shared by the sensitivity screen, ABC and the predictive checks.
+
+Outcome categories (one per evaluable patient; the simulated twin of an observed patient is
+followed exactly as long as that patient was, so censoring is mirrored, not imputed):
+
+* ``pd_first``       -- PD at the first response assessment;
+* ``response_first`` -- CR or PR at the first assessment;
+* ``progressed``     -- SD at the first assessment, PD at a later assessment up to follow-up;
+* ``stable``         -- SD at the first assessment, no PD up to the end of follow-up;
+* ``censored``       -- SD at the first assessment, no follow-up after it (lost to follow-up).
+
+Chimerism summaries (per patient, over a day window after the first infusion): peak donor
+chimerism of blood lymphocytes (``donor_chimerism_pbmc``) or of blood NK, and the day of that
+peak; the cohort statistic is the median (or mean) over patients, as in the targets.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engine import layout as L
+from ..observables import RESPONSE_CODES, classify_response
+
+CATEGORIES: tuple[str, ...] = ("pd_first", "response_first", "progressed", "stable", "censored")
+CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
+CATEGORY_LONG_NAMES = {
+    "pd_first": "PD at the first assessment",
+    "response_first": "CR or PR at the first assessment",
+    "progressed": "SD at the first assessment, PD by the end of follow-up",
+    "stable": "SD at the first assessment and at the end of follow-up",
+    "censored": "SD at the first assessment, then lost to follow-up",
+}
+
+#: Chimerism quantities a target may name, with the daily-record way to compute them.
+QUANTITIES = ("peak_donor_chimerism_pbmc", "peak_donor_chimerism_nk", "peak_day")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """An evaluable observed patient and how long it was followed (days after first infusion)."""
+
+    patient: str
+    first_day: float
+    followup_day: float
+    category: str  # the observed category
+
+
+def observed_category(outcome) -> str:
+    """Category of an observed :class:`~nksim.calibration.data.PatientOutcome`."""
+    r = outcome.first_response
+    if r == "PD":
+        return "pd_first"
+    if r in ("CR", "PR"):
+        return "response_first"
+    if outcome.lost_to_follow_up or (outcome.progressed is None):
+        return "censored"
+    return "progressed" if outcome.progressed else "stable"
+
+
+def make_slots(outcomes: Sequence, assessment_days: Sequence[float], source: str = "<outcomes>") -> tuple[Slot, ...]:
+    """One slot per evaluable patient; follow-up = progression_day_hi if progressed else last_followup_day."""
+    from ..errors import NksimInputError
+
+    days = tuple(float(d) for d in assessment_days)
+    slots = []
+    for o in outcomes:
+        if not o.evaluable:
+            continue
+        first = float(o.first_assessment_day)
+        if first not in days:
+            raise NksimInputError(
+                f"patient {o.patient}: first assessment day {first:g} is not an assessment day of the protocol "
+                f"{list(days)}", source=source, key="first_assessment_day")
+        cat = observed_category(o)
+        if cat == "pd_first" or cat == "response_first" or cat == "censored":
+            follow = first
+        elif cat == "progressed":
+            follow = float(o.progression_day_hi)
+        else:
+            follow = float(o.last_followup_day)
+        slots.append(Slot(o.patient, first, max(follow, first), cat))
+    return tuple(slots)
+
+
+def observed_counts(slots: Sequence[Slot]) -> np.ndarray:
+    """Observed category counts (order :data:`CATEGORIES`)."""
+    out = np.zeros(len(CATEGORIES), dtype=np.int64)
+    for s in slots:
+        out[CATEGORY_INDEX[s.category]] += 1
+    return out
+
+
+def simulated_category(rec: np.ndarray, start_day: float, slot: Slot, assessment_days: Sequence[float],
+                       thresholds: Mapping[str, float]) -> str:
+    """Category of a simulated patient (daily record ``rec`` from the kernel) followed like ``slot``."""
+    blast = rec[:, L.R_BLAST_PCT]
+    base = blast[0]
+    days = [d for d in assessment_days if slot.first_day <= d <= slot.followup_day]
+    idx = [int(round(d - start_day)) for d in days]
+    codes = classify_response(np.array([blast[i] if i < blast.shape[0] else np.nan for i in idx]), base, thresholds)
+    first = int(codes[0])
+    if first == RESPONSE_CODES["PD"]:
+        return "pd_first"
+    if first in (RESPONSE_CODES["CR"], RESPONSE_CODES["PR"]):
+        return "response_first"
+    if len(days) == 1:
+        return "censored"
+    return "progressed" if np.any(codes[1:] == RESPONSE_CODES["PD"]) else "stable"
+
+
+def chimerism_peaks(rec: np.ndarray, start_day: float, window: tuple[float, float]) -> tuple[float, float, float]:
+    """(peak donor chimerism of PBMC %, of NK %, day of the PBMC peak) over ``window`` (inclusive)."""
+    n = rec.shape[0]
+    i0 = max(int(round(window[0] - start_day)), 0)
+    i1 = min(int(round(window[1] - start_day)), n - 1)
+    donor = rec[i0:i1 + 1, L.R_DONOR_NK_BLOOD]
+    hnk = rec[i0:i1 + 1, L.R_HOST_NK]
+    ht = rec[i0:i1 + 1, L.R_HOST_T]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pbmc = np.where(donor + hnk + ht > 0, 100.0 * donor / (donor + hnk + ht), 0.0)
+        nk = np.where(donor + hnk > 0, 100.0 * donor / (donor + hnk), 0.0)
+    if pbmc.size == 0 or not np.isfinite(pbmc).any():
+        return float("nan"), float("nan"), float("nan")
+    k = int(np.nanargmax(pbmc))
+    return float(np.nanmax(pbmc)), float(np.nanmax(nk)), float(start_day + i0 + k)
+
+
+def cohort_statistic(values: np.ndarray, statistic: str) -> float:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan")
+    return float(np.median(v) if statistic == "median" else np.mean(v))

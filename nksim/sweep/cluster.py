@@ -1,0 +1,79 @@
+"""The Dask side of the runner: a LocalCluster of single-threaded worker processes, or an
+existing scheduler, with every worker's numba kernel warmed once (also late joiners).
+
+Shared by sweeps (:mod:`nksim.sweep.runner`) and calibration (:mod:`nksim.calibration.abc`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from distributed import WorkerPlugin
+
+from ..errors import NksimInputError
+from .execute import warm_up
+
+
+class WarmPlugin(WorkerPlugin):
+    """Dask worker plugin: load the numba kernel once per worker (also late joiners) before its tasks.
+
+    Carries only the model parameters (JSON), so workers need no access to the model files.
+    """
+
+    name = "nksim-warm-up"
+
+    def __init__(self, model_json: str, ignore_sigint: bool = False):
+        self.model_json = model_json
+        self.ignore_sigint = ignore_sigint
+
+    def setup(self, worker=None) -> None:
+        import json
+        import signal
+        import threading
+
+        if self.ignore_sigint and threading.current_thread() is threading.main_thread():
+            # local cluster: Ctrl-C reaches the whole process group; let the client stop the
+            # workers cleanly instead of each worker dying with a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        warm_up(json.loads(self.model_json))
+
+
+@contextmanager
+def dask_client(*, workers: int | None = None, scheduler: str | None = None, model: Any = None,
+                model_json: str | None = None) -> Iterator[Any]:
+    """A ``distributed.Client``: a new LocalCluster of ``workers`` processes, or ``scheduler``'s.
+
+    ``model`` (a ParameterSet) or ``model_json`` (a plan's model entry as JSON) is what the
+    warm-up plugin compiles/loads on each worker. Closes what it opened.
+    """
+    from distributed import Client, LocalCluster
+
+    from .plan import canonical_json, model_entry
+
+    if model_json is None:
+        model_json = canonical_json(model_entry(model)) if model is not None else "null"
+    cluster = None
+    if scheduler is None:
+        n = workers if workers is not None else (os.cpu_count() or 1)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR)
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="15s")
+        except (OSError, TimeoutError) as exc:
+            raise NksimInputError(f"cannot connect to the Dask scheduler: {exc}", source=scheduler,
+                                  key="--scheduler") from None
+    try:
+        client.register_plugin(WarmPlugin(model_json, ignore_sigint=cluster is not None), name=WarmPlugin.name)
+        if not client.nthreads():  # e.g. a dask-jobqueue cluster still waiting for its jobs
+            print("waiting for Dask workers to join the scheduler ...", flush=True)
+            client.wait_for_workers(1)
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
