@@ -1,4 +1,4 @@
-"""Command line interface: ``nksim run``."""
+"""Command line interface: ``nksim run``, ``sweep``, ``summarize``, ``calibrate``."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub)
     add_summarize_parser(sub)
+    from .calibration.cli import add_calibrate_parser
+
+    add_calibrate_parser(sub)
     return parser
 
 
@@ -86,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             from .sweep.cli import cmd_summarize
 
             return cmd_summarize(args)
+        if args.command == "calibrate":
+            from .calibration.cli import cmd_calibrate
+
+            return cmd_calibrate(args)
     except NksimInputError as exc:
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 2

@@ -174,21 +174,32 @@ def build_dataset(runs: Sequence["RawRun"], params: ParameterSet, protocol: Prot
     return ds
 
 
-def provenance_attrs(params: ParameterSet, protocol: Protocol, seed: int, replicates: int) -> dict[str, object]:
-    """Global attributes: CF conventions and everything needed to reproduce the run."""
-    groups = {g: [[e.day, e.kind, e.dose, e.unit] for e in protocol.events + evs] for g, evs in protocol.groups.items()}
+def tool_attrs() -> dict[str, object]:
+    """Global attributes every nksim file carries: CF conventions, tool version, git commit, time."""
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    status = params.status
     return {
         "Conventions": "CF-1.8",
-        "title": f"nksim simulation of protocol '{protocol.name}'",
         "institution": "nksim",
         "source": f"nksim {__version__} (numba spatial agent-based model)",
         "history": f"{now} created by nksim {__version__}",
         "references": "Ahmadvand et al., BMC Cancer 2023;23:1090, doi:10.1186/s12885-023-11610-x",
-        "comment": f"parameter set '{params.name}': {status}",
         "nksim_version": __version__,
         "git_commit": git_commit(),
+    }
+
+
+def provenance_attrs(params: ParameterSet, protocol: Protocol, seed: int, replicates: int) -> dict[str, object]:
+    """Global attributes: CF conventions and everything needed to reproduce the run."""
+    groups = {g: [[e.day, e.kind, e.dose, e.unit] for e in protocol.events + evs] for g, evs in protocol.groups.items()}
+    status = params.status
+    base = tool_attrs()
+    return {
+        "Conventions": base["Conventions"],
+        "title": f"nksim simulation of protocol '{protocol.name}'",
+        **{k: base[k] for k in ("institution", "source", "history", "references")},
+        "comment": f"parameter set '{params.name}': {status}",
+        "nksim_version": base["nksim_version"],
+        "git_commit": base["git_commit"],
         "parameter_set": params.name,
         "parameter_status": status,
         "parameter_file": params.origin,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -252,7 +252,7 @@ def _mark_protocol(ax: Axes, ds: xr.Dataset, colours: Mapping[str, str] | None =
     per = {k: _days(v) for k, v in sched.items()}
     ld = sorted(set().union(*[set(p[0]) for p in per.values()]))
     handles: list[Any] = []
-    for i, (a, b) in enumerate(_spans(ld)):
+    for a, b in _spans(ld):
         ax.axvspan(a, b, color=LD_COLOUR, lw=0, zorder=0)
     if ld:
         handles.append(Patch(color=LD_COLOUR, label="Flu/Cy lymphodepletion"))
@@ -473,12 +473,18 @@ def time_course(ds: xr.Dataset, variables: str | Sequence[str] = TIME_COURSE_VAR
     handles += [Patch(color="0.5", alpha=band_alpha[b], label=f"central {100 * b:g} %") for b in sorted(bands)]
     handles += ev_handles
     axes[0].legend(handles=handles, fontsize=7, loc="best")
-    n_sim = int(np.prod([s for d, s in ds[variables[0]].sizes.items() if d != "time"] or [1]))
-    dims = " x ".join(f"{ds.sizes[d]} {d}s" for d in ds[variables[0]].dims if d != "time") or "one simulation"
-    per = f" per {by}" if by else ""
+    first = groups[0][2][variables[0]]
+    sizes = {d: n for d, n in first.sizes.items() if d != "time" and d != by}
+    dims = " x ".join(f"{n} {d}{'s' if n != 1 else ''}" for d, n in sizes.items())
+    n_sim = int(np.prod(list(sizes.values()) or [1]))
+    if by is None:
+        over = f"over {dims} = {n_sim} simulations" if n_sim > 1 else "of one simulation"
+    elif by in ds.dims:
+        over = f"per {by} ({len(groups)} shown), each over {dims or 'one simulation'}"
+    else:
+        over = f"per {by} ({len(groups)} shown), each over the {' x '.join(f'{d}s' for d in sizes)} of that {by}"
     band_txt = " and ".join(f"{100 * b:g} %" for b in sorted(bands))
-    caption = (f"Median (line) and central {band_txt} bands{per} over {dims}"
-               f"{f' = {n_sim} simulations' if n_sim > 1 else ''}; grey: Flu/Cy lymphodepletion, "
+    caption = (f"Median (line) and central {band_txt} bands {over}; grey: Flu/Cy lymphodepletion, "
                f"dotted: NK infusions.\n{_provenance(ds)}")
     return _finish(fig, own, caption)
 
@@ -501,8 +507,8 @@ def _lane_label(pid: str, group: Any, evaluable: Any) -> str:
     return f"{pid}{g}{ne}"
 
 
-def _swimmer_axes(ax: Axes, sub: xr.Dataset, *, legend: bool = True) -> list[str]:
-    """Draw simulated lanes (one per patient) into ``ax``; returns the patient ids in lane order."""
+def _swimmer_axes(ax: Axes, sub: xr.Dataset, t_end: float | None = None, *, legend: bool = True) -> list[str]:
+    """Draw simulated lanes (one per patient, follow-up to ``t_end``) into ``ax``; returns the patient ids."""
     resp = sub["response"]
     if "patient" not in resp.dims:
         sub = sub.expand_dims("patient")
@@ -511,7 +517,8 @@ def _swimmer_axes(ax: Axes, sub: xr.Dataset, *, legend: bool = True) -> list[str
     codes = _response_codes(resp)
     assess = np.asarray(sub["assessment"].values, dtype=float)
     ttp = np.atleast_1d(np.asarray(sub["time_to_progression"].values, dtype=float))
-    t_end = float(np.nanmax(sub["time"].values)) if "time" in sub.coords else float(assess.max())
+    if t_end is None:
+        t_end = float(np.nanmax(sub["time"].values)) if "time" in sub.coords else float(assess.max())
     pids = [_as_str(p) for p in np.atleast_1d(sub["patient"].values)]
     n = len(pids)
     groups = np.atleast_1d(sub["group"].values) if "group" in sub.coords else [None] * n
@@ -576,6 +583,7 @@ def _observed_axes(ax: Axes, outcomes: list[Any], order: Sequence[str]) -> list[
     ids = [p for p in order if p in by_id] + [p for p in by_id if p not in order]
     h = 0.7
     t_max = 0.0
+    not_evaluable: list[int] = []
     for i, pid in enumerate(ids):
         o = by_id[pid]
         fa = getattr(o, "first_assessment_day", None)
@@ -586,8 +594,7 @@ def _observed_axes(ax: Axes, outcomes: list[Any], order: Sequence[str]) -> list[
         first = getattr(o, "first_response", None)
         evaluable = getattr(o, "evaluable", True)
         if evaluable is False or evaluable == 0:
-            ax.broken_barh([(0.0, max(end, 1.0))], (i - h / 2, h), facecolors="white", edgecolors="0.5", hatch="///",
-                           linewidth=0.6, gid=f"observed:{pid}")
+            not_evaluable.append(i)
             continue
         segs, cols = [], []
         if fa is not None:
@@ -613,6 +620,9 @@ def _observed_axes(ax: Axes, outcomes: list[Any], order: Sequence[str]) -> list[
             ax.plot(end, i, marker=">", color="k", ms=6, ls="none", zorder=3)
         else:
             ax.text(end, i, " ?", va="center", fontsize=8)
+    for i in not_evaluable:  # hatched over the whole follow-up range
+        ax.broken_barh([(0.0, max(t_max, 1.0))], (i - h / 2, h), facecolors="white", edgecolors="0.5", hatch="///",
+                       linewidth=0.6, gid=f"observed:{ids[i]}")
     labels = [_lane_label(p, getattr(by_id[p], "dose_group", None), getattr(by_id[p], "evaluable", None)) for p in ids]
     ax.set_yticks(range(len(ids)), labels, fontsize=8)
     ax.set_ylim(len(ids) - 0.5, -0.5)
@@ -659,12 +669,16 @@ def swimmer_plot(ds: xr.Dataset, observed: Any = None, *, replicate: Any = 0, se
     else:
         axes = _given_axes(ax, 2 if outcomes is not None else 1)
         fig = axes[0].figure
-    pids = _swimmer_axes(axes[0], sub, legend=outcomes is None)
+    t_end = float(np.nanmax(ds["time"].values)) if "time" in ds.coords else None
+    pids = _swimmer_axes(axes[0], sub, t_end, legend=outcomes is None)
     axes[0].set_title("Simulated" + (f" ({', '.join(notes)})" if notes else ""), fontsize=9)
     if outcomes is not None:
         _observed_axes(axes[1], outcomes, pids)
-        src = getattr(observed, "source", None) or getattr(observed, "name", None) or "trial"
-        axes[1].set_title(f"Observed ({src})", fontsize=9, wrap=True)
+        src = getattr(observed, "source", None) or getattr(observed, "name", None)
+        axes[1].set_title("Observed trial outcomes" + (f" ({src})" if src else ""), fontsize=9, wrap=True)
+        hi = max(axes[0].get_xlim()[1], axes[1].get_xlim()[1])
+        for a in axes[:2]:
+            a.set_xlim(0, hi)
         axes[1].legend(handles=_swimmer_handles(observed=True), fontsize=7, loc="upper left",
                        bbox_to_anchor=(1.01, 1.0))
     caption = ("Swimmer plot: response at each assessment (segment ending at the assessment), progression (X) and "
@@ -742,16 +756,16 @@ def km_plot(data: xr.Dataset, by: str | None = "auto", *, select: Sequence[Any] 
         cens = np.unique(cens[np.isfinite(cens)])
         if cens.size:
             ax.plot(cens, s[np.searchsorted(t, cens, side="right") - 1], ls="none", marker="|", ms=9, color=c)
-        curves.append((label, c, ttp))
+        curves.append((key if by in ("group", None) else f"{'#' if by == 'scenario' else ''}{key}", c, ttp))
     if landmark is None and "landmark_day" in data.attrs:
         landmark = float(data.attrs["landmark_day"])
     handles, _ = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], ls="none", marker="|", ms=9, color="0.3", label="censored"))
-    if landmark is not None:
+    if landmark is not None and 0 <= landmark <= end:
         ax.axvline(landmark, color="0.4", ls="--", lw=0.8)
         handles.append(Line2D([], [], color="0.4", ls="--", lw=0.8, label=f"landmark day {landmark:g}"))
     ax.set_ylim(-0.02, 1.04)
-    ax.set_xlim(0, end * 1.02)
+    ax.set_xlim(-0.04 * end, end * 1.04)
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("progression-free (probability)")
     ax.legend(handles=handles, fontsize=7, loc="lower left")
@@ -763,11 +777,10 @@ def km_plot(data: xr.Dataset, by: str | None = "auto", *, select: Sequence[Any] 
         for i, (label, c, ttp) in enumerate(curves):
             for d in risk_days:
                 tab.text(d, i, str(_at_risk(ttp, end, d)), ha="center", va="center", fontsize=7, color=c)
-        tab.set_yticks(range(len(curves)), [lab if len(lab) <= 28 else lab[:26] + "…" for lab, _, _ in curves],
-                       fontsize=6.5)
+        tab.set_yticks(range(len(curves)), [lab for lab, _, _ in curves], fontsize=7)
         for tl, (_, c, _) in zip(tab.get_yticklabels(), curves):
             tl.set_color(c)
-        tab.set_ylabel("number at risk\n(simulations)", fontsize=7)
+        tab.set_title("number at risk (simulations)", fontsize=7, loc="left")
         tab.tick_params(axis="x", which="both", bottom=False, labelbottom=False)
         for side in ("top", "right", "bottom", "left"):
             tab.spines[side].set_visible(False)
@@ -910,7 +923,10 @@ def heatmap(summary: xr.Dataset, outcome: str, x: str, y: str, *, where: Mapping
         handles.append(Patch(facecolor="none", edgecolor="k", lw=2.0, label=f"reference scenario #{int(ref)}"))
     if (scen < 0).any():
         handles.append(Patch(facecolor="0.92", label="no scenario"))
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.16), ncol=3, frameon=False)
+    if own:
+        fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=3, frameon=False)
+    else:
+        ax.legend(handles=handles, fontsize=6.5, loc="best")
     ax.set_title(str(da.attrs.get("long_name", outcome)), fontsize=9, wrap=True)
     filt = ", ".join(f"{k} = {v}" for k, v in (where or {}).items())
     n_sim = summary.attrs.get("simulations_per_scenario")
@@ -963,8 +979,8 @@ def lattice_snapshot(ds: xr.Dataset, patient: str | None = None, replicate: Any 
     """Spatial snapshots of one patient's marrow lattice: one row per layer, one column per day.
 
     Layers (``lattice_*`` variables, dims ``snapshot_time, y, x``): NK-susceptible blasts,
-    NK-resistant blasts and normal cells per voxel, each row with its colour bar (0 to the voxel
-    capacity K when the parameters are recorded); donor NK agents (``lattice_nk``) as dots of
+    NK-resistant blasts and normal cells per voxel, each row with one colour bar (0 to the
+    row's maximum over the days shown; the voxel capacity K is in the title); donor NK agents (``lattice_nk``) as dots of
     area proportional to the agents per voxel on every panel (``nk=False``: off). Axes in mm
     (voxel side from the ``parameters`` attribute) with a scale bar. ``patient``: id (default:
     the first); ``days``: snapshot days (default: all); ``select``: other dims (sweep).
@@ -1010,7 +1026,7 @@ def lattice_snapshot(ds: xr.Dataset, patient: str | None = None, replicate: Any 
     xx, yy = np.meshgrid(xc, yc)
     for r, var in enumerate(layers):
         vals = sub[var].sel(snapshot_time=days)
-        vmax = cap if cap else max(1.0, float(vals.max()))
+        vmax = max(1.0, float(vals.max()))
         norm = Normalize(0.0, vmax)
         im = None
         for c, d in enumerate(days):
@@ -1118,7 +1134,7 @@ def trial_figure(ds: xr.Dataset, *, xmax: float = 120.0) -> Figure:
     ax = axes[1, 1]
     rep0 = ds["replicate"].values[0]
     sub, _ = _pick(ds, ["response", "time_to_progression"], {"patient", "assessment"}, {"replicate": rep0})
-    _swimmer_axes(ax, sub, legend=False)
+    _swimmer_axes(ax, sub, float(ds["time"].values.max()), legend=False)
     ax.legend(handles=_swimmer_handles(observed=False), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(f"Response per patient (replicate {_as_str(rep0)}; NE: not evaluable)")
 
@@ -1133,7 +1149,3 @@ def trial_figure(ds: xr.Dataset, *, xmax: float = 120.0) -> Figure:
 
 __all__ = ["trial_figure", "time_course", "swimmer_plot", "km_plot", "heatmap", "lattice_snapshot",
            "protocol_schedule", "unit_text", "axis_label", "TIME_COURSE_VARIABLES", "RESPONSE_COLOURS"]
-
-
-def _hashable(v: Any) -> Hashable:  # pragma: no cover - kept for API symmetry
-    return v

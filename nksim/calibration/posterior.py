@@ -43,7 +43,7 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: Sequence[float
 
 def history_dataset(history, config: CalibrationConfig, *, seconds: float, workers: int) -> xr.Dataset:
     """All generations of a pyabc History as a Dataset (see module docstring)."""
-    from ..output import provenance_attrs
+    from ..output import tool_attrs
 
     pops = history.get_all_populations()
     pops = pops[pops["t"] >= 0].reset_index(drop=True)
@@ -85,7 +85,7 @@ def history_dataset(history, config: CalibrationConfig, *, seconds: float, worke
         "generation": ("generation", pops["t"].to_numpy(np.int64), {"long_name": "ABC-SMC generation", "units": "1"}),
         "particle": ("particle", np.arange(n_part, dtype=np.int64), {"long_name": "particle index", "units": "1"}),
     })
-    ds.attrs.update(provenance_attrs())
+    ds.attrs.update(tool_attrs())
     ds.attrs.update({
         "title": f"nksim ABC-SMC posterior: {config.name}",
         "method": "ABC-SMC (pyabc), uniform priors on the sampling scale, quantile epsilon schedule, "

@@ -1,0 +1,126 @@
+"""``nksim calibrate``: ABC-SMC, posterior files, predictive checks and report figures.
+
+Output folder (default ``outputs/calibration/<config name>``)::
+
+    abc.db                 pyabc history (SQLite): every generation, particle, distance
+    posterior.nc           all generations' weighted particles (CF-1.8; nksim.calibration.posterior)
+    posterior_summary.csv  per parameter: prior, weighted median and 5/25/75/95 % quantiles
+    ppc_posterior.nc       posterior predictive check (one virtual trial per draw)
+    ppc_prior.nc           prior predictive check (same statistics)
+    report.png             prior vs posterior
+    ppc.png                predictive checks vs the observed trial
+    diagnostics.png        epsilon, acceptance rate, ESS per generation
+
+Everything is written into a staging folder next to the output and moved in only when the
+whole calibration has finished, so an interrupted run never destroys earlier results; an
+existing output folder with results is refused unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import xarray as xr
+
+from ..errors import OutputExistsError
+from .config import CalibrationConfig
+
+RESULT_FILES = ("abc.db", "posterior.nc", "posterior_summary.csv", "ppc_posterior.nc", "ppc_prior.nc",
+                "report.png", "ppc.png", "diagnostics.png")
+
+
+@dataclass
+class CalibrationResult:
+    out: Path
+    posterior: xr.Dataset
+    ppc_posterior: xr.Dataset
+    ppc_prior: xr.Dataset
+    abc_seconds: float
+    total_seconds: float
+    n_simulations: int
+    workers: int
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    existing = [f for f in RESULT_FILES if (out / f).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"already holds calibration results ({', '.join(existing)}); "
+                                "pass --overwrite to replace them", source=out)
+
+
+def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int = 1, scheduler: str | None = None,
+                    overwrite: bool = False, progress: bool = True, stream=None) -> CalibrationResult:
+    """Run the whole calibration (see module docstring) and return its results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..output import write_netcdf
+    from .abc import run_abc
+    from .model import CalibrationModel
+    from .posterior import final_population, history_dataset, summary_rows, write_summary_csv
+    from .ppc import check_table, posterior_thetas, predictive_check, prior_thetas
+    from .report import diagnostics_figure, predictive_check_figure, prior_posterior_figure
+
+    stream = stream or sys.stdout
+    out = Path(out)
+    _check_out(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model = CalibrationModel(config)
+    fit = ", ".join(f"{f.key} [{f.lo:g}, {f.hi:g}]{' log' if f.scale == 'log' else ''}" for f in config.fit)
+    print(f"calibrating '{config.name}'{' (smoke)' if config.is_smoke else ''}: {len(model.slots)} evaluable "
+          f"patients x {config.virtual_trials} virtual trial(s) per particle; fitting {fit}", file=stream, flush=True)
+    print(f"observed categories {dict(zip(__import__('nksim.calibration.summaries', fromlist=['x']).CATEGORIES, model.obs_counts.tolist()))}; "
+          f"targets {[(t.name, t.value, t.unit) for t in model.targets]}", file=stream, flush=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        run = run_abc(config, stage / "abc.db", workers=workers, scheduler=scheduler, observed=model.observed,
+                      progress=progress)
+        post = history_dataset(run.history, config, seconds=run.seconds, workers=run.workers)
+        write_netcdf(post, stage / "posterior.nc")
+        rows = summary_rows(post)
+        write_summary_csv(rows, stage / "posterior_summary.csv")
+        vals, w = final_population(post)
+        n = config.abc.posterior_draws
+        threads = max(1, workers if scheduler is None else 1)
+        ppc_post = predictive_check(model, posterior_thetas(vals, w, n, config.seed), seed=config.seed,
+                                    label="posterior", workers=threads, progress=progress)
+        ppc_prior = predictive_check(model, prior_thetas(model, n, config.seed), seed=config.seed + 1,
+                                     label="prior", workers=threads, progress=progress)
+        for ds, name in ((ppc_post, "ppc_posterior.nc"), (ppc_prior, "ppc_prior.nc")):
+            from ..output import tool_attrs
+
+            ds.attrs.update(tool_attrs())
+            ds.attrs["calibration"] = config.name
+            write_netcdf(ds, stage / name)
+        for fig, name in ((prior_posterior_figure(post), "report.png"),
+                          (predictive_check_figure(ppc_post, ppc_prior), "ppc.png"),
+                          (diagnostics_figure(post), "diagnostics.png")):
+            fig.savefig(stage / name, dpi=120)
+            plt.close(fig)
+        out.mkdir(parents=True, exist_ok=True)
+        _check_out(out, overwrite)
+        for f in RESULT_FILES:
+            shutil.move(str(stage / f), str(out / f))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    total = time.perf_counter() - t0
+    print(f"\nABC-SMC: {post.sizes['generation']} generations, {run.n_simulations} simulations, "
+          f"{run.seconds / 60:.1f} min on {run.workers} worker(s); final epsilon {float(post['epsilon'][-1]):.3g}",
+          file=stream)
+    print(f"{'parameter':38s} {'unit':10s} {'median':>10s} {'90% CrI':>23s}  prior", file=stream)
+    for r in rows:
+        print(f"{r['parameter']:38s} {r['unit']:10s} {float(r['median']):10.4g} "
+              f"[{float(r['q05']):9.4g}, {float(r['q95']):9.4g}]  [{r['prior_lo']}, {r['prior_hi']}]", file=stream)
+    print(f"\nposterior predictive check ({n} virtual trials):", file=stream)
+    for name, obs, lo, hi, inside in check_table(ppc_post):
+        print(f"  {name:30s} observed {obs:<8.4g} 90% PI [{lo:.4g}, {hi:.4g}] {'ok' if inside else 'OUTSIDE'}",
+              file=stream)
+    print(f"\nwrote {out}/ ({', '.join(RESULT_FILES)}) in {total / 60:.1f} min", file=stream, flush=True)
+    return CalibrationResult(out, post, ppc_post, ppc_prior, run.seconds, total, run.n_simulations, run.workers)
