@@ -478,7 +478,7 @@ def time_course(ds: xr.Dataset, variables: str | Sequence[str] = TIME_COURSE_VAR
     dims = " x ".join(f"{n} {d}{'s' if n != 1 else ''}" for d, n in sizes.items())
     n_sim = int(np.prod(list(sizes.values()) or [1]))
     if by is None:
-        over = f"over {dims} = {n_sim} simulations" if n_sim > 1 else "of one simulation"
+        over = f"over {dims} = {n_sim} simulations" if n_sim > 1 else "of a single simulation (no spread)"
     elif by in ds.dims:
         over = f"per {by} ({len(groups)} shown), each over {dims or 'one simulation'}"
     else:
@@ -886,17 +886,23 @@ def heatmap(summary: xr.Dataset, outcome: str, x: str, y: str, *, where: Mapping
                          + ", ".join(f"{k!r}: {v[0]!r}" for k, v in differ.items()) + "})")
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(1.3 * len(xl) + 3.2, 0.8 * len(yl) + 2.4), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(max(1.3 * len(xl) + 3.4, 6.4), 0.8 * len(yl) + 2.6), constrained_layout=True)
     fig = ax.figure
     da = summary[outcome]
     units = da.attrs.get("units")
-    cm = plt.get_cmap(cmap or ("viridis" if outcome not in ("p_pd_first",) else "viridis_r")).copy()
-    cm.set_bad("0.92")
+    cm = plt.get_cmap(cmap or ("viridis_r" if outcome == "p_pd_first" else "viridis")).with_extremes(bad="0.92")
     img = np.ma.masked_invalid(grid)
     finite = grid[np.isfinite(grid)]
-    norm = Normalize(vmin=float(finite.min()) if finite.size else 0.0,
-                     vmax=float(finite.max()) if finite.size and finite.max() > finite.min() else
-                     (float(finite.max()) + 1e-9 if finite.size else 1.0))
+    if units == "1" and finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
+        lo, hi = 0.0, 1.0  # probabilities: the whole range, comparable between figures
+    elif finite.size and finite.max() > finite.min():
+        lo, hi = float(finite.min()), float(finite.max())
+    elif finite.size:
+        lo, hi = float(finite[0]) - max(abs(float(finite[0])) * 0.05, 1e-6), float(finite[0]) + max(
+            abs(float(finite[0])) * 0.05, 1e-6)
+    else:
+        lo, hi = 0.0, 1.0
+    norm = Normalize(vmin=lo, vmax=hi)
     im = ax.imshow(img, origin="lower", aspect="auto", cmap=cm, norm=norm, interpolation="nearest",
                    gid=f"heatmap:{outcome}")
     ax.set_xticks(range(len(xl)), [_as_str(v) for v in xl])
@@ -927,7 +933,8 @@ def heatmap(summary: xr.Dataset, outcome: str, x: str, y: str, *, where: Mapping
         fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=3, frameon=False)
     else:
         ax.legend(handles=handles, fontsize=6.5, loc="best")
-    ax.set_title(str(da.attrs.get("long_name", outcome)), fontsize=9, wrap=True)
+    long_name = str(da.attrs.get("long_name", outcome))
+    ax.set_title(long_name if len(long_name) <= 60 else SHORT_NAMES.get(outcome, outcome), fontsize=8)
     filt = ", ".join(f"{k} = {v}" for k, v in (where or {}).items())
     n_sim = summary.attrs.get("simulations_per_scenario")
     caption = (f"{SHORT_NAMES.get(outcome, outcome)} by {SHORT_NAMES.get(x, x)} and {SHORT_NAMES.get(y, y)}"

@@ -1,7 +1,8 @@
 """Summaries shared by the sensitivity screen, ABC and the predictive checks.
 
 Outcome categories (one per evaluable patient; the simulated twin of an observed patient is
-followed exactly as long as that patient was, so censoring is mirrored, not imputed):
+censored when and only when that patient was -- see :func:`make_slots` -- so censoring is
+mirrored, not imputed):
 
 * ``pd_first``       -- PD at the first response assessment;
 * ``response_first`` -- CR or PR at the first assessment;
@@ -60,10 +61,18 @@ def observed_category(outcome) -> str:
 
 
 def make_slots(outcomes: Sequence, assessment_days: Sequence[float], source: str = "<outcomes>") -> tuple[Slot, ...]:
-    """One slot per evaluable patient; follow-up = progression_day_hi if progressed else last_followup_day."""
+    """One slot per evaluable patient, with the follow-up its simulated twin gets.
+
+    A patient whose follow-up ended by an event (PD at the first assessment, progression) would
+    have been followed to the study horizon had the event not happened, so its twin is followed
+    to the horizon (the latest follow-up or progression day in the data). Follow-up ended
+    without an event (lost to follow-up, alive in SD at the last visit) is censoring, assumed
+    non-informative: the twin is followed exactly as long.
+    """
     from ..errors import NksimInputError
 
     days = tuple(float(d) for d in assessment_days)
+    ends = [d for o in outcomes if o.evaluable for d in (o.last_followup_day, o.progression_day_hi) if d is not None]
     slots = []
     for o in outcomes:
         if not o.evaluable:
@@ -73,13 +82,12 @@ def make_slots(outcomes: Sequence, assessment_days: Sequence[float], source: str
             raise NksimInputError(
                 f"patient {o.patient}: first assessment day {first:g} is not an assessment day of the protocol "
                 f"{list(days)}", source=source, key="first_assessment_day")
+        horizon = max(ends + [first])
         cat = observed_category(o)
-        if cat == "pd_first" or cat == "response_first" or cat == "censored":
-            follow = first
-        elif cat == "progressed":
-            follow = float(o.progression_day_hi)
+        if cat in ("censored", "stable"):
+            follow = float(o.last_followup_day) if o.last_followup_day is not None else first
         else:
-            follow = float(o.last_followup_day)
+            follow = horizon
         slots.append(Slot(o.patient, first, max(follow, first), cat))
     return tuple(slots)
 

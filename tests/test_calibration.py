@@ -1,0 +1,281 @@
+"""Calibration machinery: early stopping, categories and censoring, distance, model, ABC, posterior I/O."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import chi2_contingency
+
+from nksim import load_parameters, load_protocol
+from nksim.calibration.config import CALIBRATION_DIR, load_config
+from nksim.calibration.data import default_observed
+from nksim.calibration.distance import g_statistic, target_z, total_distance
+from nksim.calibration.model import CalibrationModel, theta_seed
+from nksim.calibration.summaries import (CATEGORIES, CATEGORY_INDEX, Slot, make_slots, observed_counts,
+                                         simulated_category)
+from nksim.engine import layout as L
+from nksim.errors import NksimInputError, OutputExistsError
+from nksim.observables import pd_threshold, response_thresholds
+from nksim.simulate import run_one
+
+CONFIG = CALIBRATION_DIR / "ahmadvand2023.toml"
+ASSESS = (28.0, 90.0, 180.0, 270.0, 365.0)
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return load_config(CONFIG).smoke_version()
+
+
+@pytest.fixture(scope="module")
+def model(smoke):
+    return CalibrationModel(smoke)
+
+
+# ----------------------------------------------------------------------------- early stopping
+def test_early_stop_is_the_full_run_truncated_after_a_pd_assessment():
+    params = load_parameters("default").with_values({"lattice.side": 5, "lattice.voxel_side": 3200.0,
+                                                      "blasts.net_growth_rate": 0.03})
+    proto = load_protocol("ahmadvand2023")
+    th = response_thresholds(params)
+    stopped_any = False
+    for pat in proto.patients[:6]:
+        full = run_one(params, proto, pat, 3, 0)
+        stop = run_one(params, proto, pat, 3, 0, stop_days=[28, 90, 180, 270])
+        n = int(np.isfinite(stop.rec[:, L.R_BLAST_PCT]).sum())
+        assert np.array_equal(full.rec[:n], stop.rec[:n], equal_nan=True)
+        assert np.array_equal(full.cnt[:n], stop.cnt[:n])
+        thr = pd_threshold(full.rec[0, L.R_BLAST_PCT], th)
+        checks = [int(d - proto.start_day) for d in (28, 90, 180, 270)]
+        first_pd = next((i for i in checks if full.rec[i, L.R_BLAST_PCT] >= thr), None)
+        if first_pd is None:
+            assert n == full.rec.shape[0]  # never stopped
+        else:
+            stopped_any = True
+            assert n == first_pd + 1  # stopped right after the assessment that established PD
+            assert np.all(np.isnan(stop.rec[n:, L.R_BLAST_PCT]))
+    assert stopped_any
+
+
+# ----------------------------------------------------------------------------- categories
+def test_shipped_outcomes_give_the_trial_table():
+    obs = default_observed()
+    slots = make_slots(obs.outcomes, ASSESS)
+    counts = dict(zip(CATEGORIES, observed_counts(slots).tolist()))
+    assert counts == {"pd_first": 3, "response_first": 0, "progressed": 3, "stable": 2, "censored": 1}
+    by = {s.patient: s for s in slots}
+    # event patients are followed to the study horizon; censored ones only as long as observed
+    assert by["p02"].followup_day == 270 and by["p04"].followup_day == 270 and by["p08"].followup_day == 270
+    assert by["p03"].followup_day == 28 and by["p03"].category == "censored"
+    assert "p01" not in by
+
+
+def _rec(blasts_at: dict[float, float], base: float = 40.0) -> np.ndarray:
+    rec = np.full((380, L.N_R), np.nan)
+    rec[0, L.R_BLAST_PCT] = base
+    for d, b in blasts_at.items():
+        rec[int(d + 9), L.R_BLAST_PCT] = b
+    return rec
+
+
+@pytest.mark.parametrize("blasts, follow, expected", [
+    ({28: 60.0}, 270, "pd_first"),  # 60 >= 1.5 x 40
+    ({28: 4.0}, 270, "response_first"),  # CR
+    ({28: 45.0, 90: 50, 180: 61.0, 270: 70.0}, 270, "progressed"),
+    ({28: 45.0, 90: 50, 180: 55.0, 270: 59.0, 365: 80.0}, 270, "stable"),  # PD only after follow-up
+    ({28: 45.0, 90: 80.0}, 28, "censored"),  # lost after the first assessment: later PD unseen
+    ({28: 45.0, 90: 70.0}, 270, "progressed"),  # after early stop later rows are NaN
+])
+def test_simulated_category(blasts, follow, expected):
+    th = response_thresholds(load_parameters("default"))
+    slot = Slot("p04", 28.0, float(follow), "stable")
+    assert simulated_category(_rec(blasts), -9.0, slot, ASSESS, th) == expected
+
+
+# ----------------------------------------------------------------------------- distance
+def test_g_statistic_is_the_likelihood_ratio_test_of_homogeneity():
+    obs = np.array([3, 0, 3, 2, 1])
+    assert g_statistic(obs, obs) == 0.0
+    assert g_statistic(obs, 4 * obs) == pytest.approx(0.0, abs=1e-12)  # same proportions
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        sim = rng.integers(0, 6, size=5)
+        table = np.vstack([obs, sim])
+        keep = table.sum(axis=0) > 0
+        ref = chi2_contingency(table[:, keep], lambda_="log-likelihood", correction=False)[0]
+        assert g_statistic(obs, sim) == pytest.approx(ref, rel=1e-10)
+        assert g_statistic(obs, sim) == pytest.approx(g_statistic(sim, obs))
+        assert g_statistic(obs, sim) >= 0
+
+
+def test_target_z_and_total_distance():
+    t = replace(default_observed().targets[0])  # 0.065 percent, log10 sd 0.5
+    assert target_z(t.value, t) == 0.0
+    assert target_z(t.value * 10 ** t.log10_sd, t) == pytest.approx(1.0)
+    assert target_z(0.0, t) == 10.0 and target_z(np.nan, t) == 10.0
+    obs = {"counts": np.array([3, 0, 3, 2, 1]), t.name: t.value}
+    sim = {"counts": np.array([3, 0, 3, 2, 1]), t.name: t.value * 100.0}  # 2 decades = 4 sd
+    assert total_distance(sim, obs, [t], 1.0) == pytest.approx(16.0 * t.weight)
+    assert total_distance(sim, obs, [t], 0.0) == 0.0
+
+
+# ----------------------------------------------------------------------------- model
+def test_theta_seed_is_deterministic_and_order_free():
+    a = theta_seed(5, {"x": 1.0, "y": 2.0})
+    assert a == theta_seed(5, {"y": 2.0, "x": 1.0})
+    assert a != theta_seed(5, {"x": 1.0, "y": 2.0000000001}) and a != theta_seed(6, {"x": 1.0, "y": 2.0})
+    assert 0 <= a < 2**63
+
+
+def test_model_simulation_is_a_function_of_theta(model, smoke):
+    theta = {f.key: model.base[f.key] for f in smoke.fit}
+    s1, s2 = model.simulate(theta), model.simulate(dict(reversed(list(theta.items()))))
+    assert np.array_equal(s1["counts"], s2["counts"]) and s1[model.targets[0].name] == s2[model.targets[0].name]
+    assert s1["counts"].sum() == len(model.slots) * smoke.virtual_trials
+    pats = model.simulate_patients(theta, seed=1, virtual_trials=3)
+    assert pats["category"].shape == (3, len(model.slots))
+    # the censored slot (p03, lost after day 28) can only be censored, PD-first or a responder
+    j = [s.patient for s in model.slots].index("p03")
+    assert set(pats["category"][:, j]) <= {CATEGORY_INDEX[c] for c in ("censored", "pd_first", "response_first")}
+
+
+def test_fast_blast_growth_drives_pd(model, smoke):
+    """A known limit: very fast growth -> nearly everyone PD at day 28; very slow -> nearly nobody."""
+    theta = {f.key: model.base[f.key] for f in smoke.fit}
+    fast = model.simulate_patients({**theta, "blasts.net_growth_rate": 0.05, "random_effects.blast_growth_log_sd": 0.1,
+                                    "blasts.baseline_pct": 20.0, "blasts.drug_sensitivity": 0.01},
+                                   seed=2, virtual_trials=3)
+    slow = model.simulate_patients({**theta, "blasts.net_growth_rate": 0.0005, "random_effects.blast_growth_log_sd": 0.1,
+                                    "blasts.baseline_pct": 20.0}, seed=2, virtual_trials=3)
+    assert np.mean(fast["category"] == CATEGORY_INDEX["pd_first"]) >= 0.8
+    assert np.mean(slow["category"] == CATEGORY_INDEX["pd_first"]) == 0.0
+    assert np.all(np.isin(slow["category"], [CATEGORY_INDEX[c] for c in ("stable", "censored", "response_first")]))
+
+
+# ----------------------------------------------------------------------------- config
+def _write(tmp_path: Path, text: str) -> Path:
+    shutil.copytree(CALIBRATION_DIR / "data", tmp_path / "data")
+    p = tmp_path / "cal.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("edit, key, words", [
+    (("[abc]", "[abc]\nbogus = 1"), "abc.bogus", "allowed keys"),
+    (("virtual_trials = 1", "virtual_trials = 0"), "distance.virtual_trials", "[1, 1000]"),
+    (('"lattice.side" = 5', '"lattice.side" = -5'), "simulator.lattice.side", "must be a number in"),
+    (('"lattice.side" = 5', '"lattice.sidee" = 5'), "simulator.lattice.sidee", "unknown key"),
+    (('outcomes = "data/ahmadvand2023_outcomes.csv"', 'outcomes = "data/nothere.csv"'), "data.outcomes", "not found"),
+    (('    "nk.rejection_rate",', '    "nk.rejection_rate",\n    "nk.speed_typo",'), "fit.parameters", "unknown parameter"),
+    (('    "nk.rejection_rate",', '    "nk.rejection_rate",\n    "nk.egress_rate",'), "fit.parameters", "no prior"),
+    (("[fit.scale]", '[fit.prior]\n"blasts.baseline_pct" = [-5.0, 90.0]\n\n[fit.scale]'), "fit.prior.blasts.baseline_pct", "lo < hi"),
+    (('"il15.max_fold" = "log"', '"il15.max_fold" = "cubic"'), "fit.scale.il15.max_fold", "'linear' or 'log'"),
+])
+def test_config_errors_name_file_and_key(tmp_path, edit, key, words):
+    text = CONFIG.read_text()
+    assert edit[0] in text
+    p = _write(tmp_path, text.replace(edit[0], edit[1], 1))
+    with pytest.raises(NksimInputError) as e:
+        load_config(p)
+    assert str(p) in str(e.value) and key in str(e.value) and words in str(e.value)
+
+
+def test_shipped_config_and_smoke_version():
+    cfg = load_config(CONFIG)
+    assert cfg.simulator_overrides["lattice.side"] * cfg.simulator_overrides["lattice.voxel_side"] == pytest.approx(
+        load_parameters("default")["lattice.side"] * load_parameters("default")["lattice.voxel_side"])  # same region
+    s = cfg.smoke_version()
+    assert s.is_smoke and s.abc.population_size < cfg.abc.population_size and s.fit == cfg.fit
+    for f in cfg.fit:
+        lo, hi = f.bounds
+        assert f.from_unit(lo) == pytest.approx(f.lo) and f.from_unit(hi) == pytest.approx(f.hi)
+
+
+# ----------------------------------------------------------------------------- ABC + outputs
+def test_abc_single_core_is_reproducible(tmp_path, smoke):
+    from nksim.calibration.abc import run_abc
+    from nksim.calibration.posterior import history_dataset
+
+    cfg = replace(smoke, abc=replace(smoke.abc, population_size=6, max_generations=2, max_simulations=60))
+    posts = []
+    for i in range(2):
+        run = run_abc(cfg, tmp_path / f"abc{i}.db", workers=1, progress=False)
+        posts.append(history_dataset(run.history, cfg, seconds=run.seconds, workers=1))
+    a, b = posts
+    for k in a.attrs["fitted_parameters"].split():
+        name = k.replace(".", "__")
+        assert np.array_equal(a[name].values, b[name].values, equal_nan=True)
+        lo, hi = a[name].attrs["prior_lo"], a[name].attrs["prior_hi"]
+        v = a[name].values[np.isfinite(a[name].values)]
+        assert np.all((v >= lo * (1 - 1e-12)) & (v <= hi * (1 + 1e-12)))  # particles stay in the prior
+    assert np.array_equal(a["weight"].values, b["weight"].values, equal_nan=True)
+    w = a["weight"].isel(generation=-1).values
+    assert np.nansum(w) == pytest.approx(1.0)
+    assert np.all(np.diff(a["epsilon"].values) <= 0)  # the threshold never increases
+
+
+def test_weighted_quantile_matches_unweighted():
+    from nksim.calibration.posterior import weighted_quantile
+
+    x = np.random.default_rng(0).normal(size=4001)
+    q = weighted_quantile(x, np.ones_like(x), [0.05, 0.5, 0.95])
+    assert q == pytest.approx(np.quantile(x, [0.05, 0.5, 0.95]), abs=1e-2)  # midpoint vs linear rule
+    # duplicating a point is the same as doubling its weight
+    y = np.array([1.0, 2.0, 3.0])
+    assert weighted_quantile(y, np.array([1.0, 2.0, 1.0]), [0.5])[0] == pytest.approx(
+        np.median([1.0, 2.0, 2.0, 3.0]))
+
+
+def test_apply_to_model_rewrites_values_and_sources(tmp_path):
+    from nksim.calibration.posterior import SUMMARY_COLUMNS, apply_to_model, write_summary_csv
+
+    model = tmp_path / "m.toml"
+    shutil.copy(Path(load_parameters("default").origin), model)
+    rows = [{"parameter": "blasts.net_growth_rate", "unit": "day-1", "prior_lo": "0.0005", "prior_hi": "0.05",
+             "scale": "log", "median": "0.0123", "q05": "0.004", "q25": "0.008", "q75": "0.02", "q95": "0.03",
+             "n_particles": "100", "ess": "80"}]
+    assert set(rows[0]) == set(SUMMARY_COLUMNS)
+    write_summary_csv(rows, tmp_path / "s.csv")
+    before = model.read_text()
+    changed = apply_to_model(tmp_path / "s.csv", model, provenance="calibrated (test)")
+    assert changed == ["blasts.net_growth_rate"]
+    p = load_parameters(model)
+    assert p["blasts.net_growth_rate"] == pytest.approx(0.0123)
+    assert "calibrated (test): posterior median 0.0123" in p.parameters["blasts.net_growth_rate"].source
+    assert p["blasts.cycle_time"] == load_parameters("default")["blasts.cycle_time"]
+    assert model.read_text().count("\n") == before.count("\n")  # only lines replaced, comments kept
+    rows[0]["median"] = "7.0"  # outside the schema range: the model file is left untouched
+    write_summary_csv(rows, tmp_path / "s.csv")
+    with pytest.raises(NksimInputError):
+        apply_to_model(tmp_path / "s.csv", model, provenance="bad")
+    assert load_parameters(model)["blasts.net_growth_rate"] == pytest.approx(0.0123)
+
+
+def test_cli_smoke_end_to_end(tmp_path, capsys):
+    import xarray as xr
+
+    from nksim.cli import main
+    from nksim.output import open_output  # noqa: F401  (netCDF reader used elsewhere)
+
+    out = tmp_path / "cal"
+    assert main(["calibrate", str(CONFIG), "--smoke", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "posterior predictive check" in text and "ABC-SMC:" in text
+    for f in ("abc.db", "posterior.nc", "posterior_summary.csv", "ppc_posterior.nc", "ppc_prior.nc", "report.png",
+              "ppc.png", "diagnostics.png"):
+        assert (out / f).stat().st_size > 0, f
+    post = xr.open_dataset(out / "posterior.nc", engine="h5netcdf")
+    assert post.attrs["Conventions"] == "CF-1.8"
+    for v in post.data_vars.values():
+        assert "units" in v.attrs and "long_name" in v.attrs
+    ppc = xr.open_dataset(out / "ppc_posterior.nc", engine="h5netcdf")
+    n = len(CalibrationModel(load_config(CONFIG).smoke_version()).slots)
+    assert np.all(ppc["n_pd_first"] + ppc["n_response_first"] + ppc["n_followed_sd"] <= n)
+    # refuses to overwrite results unless asked; the earlier files survive
+    mtime = (out / "posterior.nc").stat().st_mtime_ns
+    assert main(["calibrate", str(CONFIG), "--smoke", "--out", str(out), "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "posterior.nc").stat().st_mtime_ns == mtime
