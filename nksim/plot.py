@@ -28,14 +28,17 @@ tests and scripts can find the plotted data.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg", force=False)
+if not os.environ.get("MPLBACKEND") and "ipykernel" not in sys.modules:
+    matplotlib.use("Agg", force=False)  # headless by default; Jupyter keeps its inline backend
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
@@ -44,6 +47,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .observables import RESPONSE_CODES, RESPONSE_FILL, km_curve  # noqa: E402
 
@@ -1049,7 +1053,9 @@ def lattice_snapshot(ds: xr.Dataset, patient: str | None = None, replicate: Any 
             ax.set_title(f"day {d:g}: {SHORT_NAMES.get(var, var)}", fontsize=7.5)
             ax.set_xlabel("x (mm)", fontsize=7)
             ax.set_ylabel("y (mm)", fontsize=7)
-            ax.tick_params(labelsize=6)
+            ax.xaxis.set_major_locator(MaxNLocator(3))
+            ax.yaxis.set_major_locator(MaxNLocator(3))
+            ax.tick_params(labelsize=6, labelbottom=r == nrow - 1, labelleft=c == 0)
             if r == 0 and c == 0:
                 _scale_bar(ax, w_mm)
         cb = fig.colorbar(im, ax=list(axs[r, :]), shrink=0.9, pad=0.01)

@@ -30,7 +30,11 @@ def prior_posterior_figure(post: xr.Dataset, *, generations: bool = True):
         bins = np.geomspace(lo, hi, 25) if log else np.linspace(lo, hi, 25)
         ax.hist(x, bins=bins, weights=ww, density=True, color="C0", alpha=0.7, label="posterior")
         if log:
+            from matplotlib.ticker import LogLocator, NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(numticks=4))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             grid = np.geomspace(lo, hi, 200)
             dens = 1.0 / (grid * np.log(hi / lo))
         else:
@@ -68,7 +72,9 @@ def predictive_check_figure(post_ppc: xr.Dataset, prior_ppc: xr.Dataset | None =
     import matplotlib.pyplot as plt
 
     names = post_ppc.attrs["statistics"].split()
-    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.0), squeeze=False)
+    ncol = min(3, len(names))
+    nrow = math.ceil(len(names) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.0 * nrow), squeeze=False)
     for ax, name in zip(axes.ravel(), names):
         a = post_ppc[name].attrs
         sims = [("posterior", post_ppc[name].to_numpy(), "C0")]
@@ -100,6 +106,8 @@ def predictive_check_figure(post_ppc: xr.Dataset, prior_ppc: xr.Dataset | None =
         ax.set_title(f"observed {inside} 90 % PI", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
     fig.suptitle(f"Predictive checks: {post_ppc.attrs.get('n_draws', '?')} virtual trials of the observed "
                  "patients (doses, follow-up) vs the trial", fontsize=10)
     fig.tight_layout()

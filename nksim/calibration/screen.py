@@ -162,7 +162,6 @@ def morris_indices(params: Sequence[FitParameter], func: Callable[[dict[str, flo
     returns a mapping with every name in ``outputs``; NaN outputs are replaced by that output's
     mean over the finite points before the analysis (counted in ``n_undefined``).
     """
-    from SALib.analyze import morris as morris_analyze
     from SALib.sample import morris as morris_sample
 
     params = list(params)
