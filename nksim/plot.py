@@ -451,12 +451,14 @@ def time_course(ds: xr.Dataset, variables: str | Sequence[str] = TIME_COURSE_VAR
             if xlim is not None:
                 da = da.sel(time=slice(*xlim))
             t = np.asarray(da["time"].values, dtype=float)
-            med, pct = _stats(_samples(da, "time"), qs)
-            for i, b in enumerate(sorted(bands, reverse=True)):
+            samples = _samples(da, "time")
+            med, pct = _stats(samples, qs)
+            single = samples.shape[1] == 1
+            for i, b in enumerate([] if single else sorted(bands, reverse=True)):
                 lo, hi = pct[2 * i], pct[2 * i + 1]
                 a.fill_between(t, lo, hi, color=colours[key], alpha=band_alpha[b], lw=0)
                 plotted += [lo, hi]
-            a.plot(t, med, color=colours[key], lw=1.8, label=label if by else "median",
+            a.plot(t, med, color=colours[key], lw=1.8, label=label if by else ("simulation" if single else "median"),
                    gid=f"median:{var}:{key}")
             plotted.append(med)
         use_log = (var in LOG_VARIABLES) if log is None else bool(log)
@@ -474,15 +476,19 @@ def time_course(ds: xr.Dataset, variables: str | Sequence[str] = TIME_COURSE_VAR
         if xlim is not None:
             a.set_xlim(*[x if x is None else float(x) for x in xlim])
     handles, _ = axes[0].get_legend_handles_labels()
-    handles += [Patch(color="0.5", alpha=band_alpha[b], label=f"central {100 * b:g} %") for b in sorted(bands)]
+    if not single:
+        handles += [Patch(color="0.5", alpha=band_alpha[b], label=f"central {100 * b:g} %") for b in sorted(bands)]
     handles += ev_handles
     axes[0].legend(handles=handles, fontsize=7, loc="best")
     first = groups[0][2][variables[0]]
     sizes = {d: n for d, n in first.sizes.items() if d != "time" and d != by}
     dims = " x ".join(f"{n} {d}{'s' if n != 1 else ''}" for d, n in sizes.items())
     n_sim = int(np.prod(list(sizes.values()) or [1]))
+    if by is None and n_sim == 1:
+        return _finish(fig, own, f"One simulation; grey: Flu/Cy lymphodepletion, dotted: NK infusions.\n"
+                                 f"{_provenance(ds)}")
     if by is None:
-        over = f"over {dims} = {n_sim} simulations" if n_sim > 1 else "of a single simulation (no spread)"
+        over = f"over {dims} = {n_sim} simulations"
     elif by in ds.dims:
         over = f"per {by} ({len(groups)} shown), each over {dims or 'one simulation'}"
     else:
@@ -939,7 +945,7 @@ def heatmap(summary: xr.Dataset, outcome: str, x: str, y: str, *, where: Mapping
         ax.legend(handles=handles, fontsize=6.5, loc="best")
     long_name = str(da.attrs.get("long_name", outcome))
     ax.set_title(long_name if len(long_name) <= 60 else SHORT_NAMES.get(outcome, outcome), fontsize=8)
-    filt = ", ".join(f"{k} = {v}" for k, v in (where or {}).items())
+    filt = ", ".join(f"{k} = {_nice(v) if isinstance(v, (int, float)) else v}" for k, v in (where or {}).items())
     n_sim = summary.attrs.get("simulations_per_scenario")
     caption = (f"{SHORT_NAMES.get(outcome, outcome)} by {SHORT_NAMES.get(x, x)} and {SHORT_NAMES.get(y, y)}"
                + (f" ({filt})" if filt else "") + (f"; {n_sim} simulations per scenario" if n_sim else "")
@@ -991,8 +997,9 @@ def lattice_snapshot(ds: xr.Dataset, patient: str | None = None, replicate: Any 
 
     Layers (``lattice_*`` variables, dims ``snapshot_time, y, x``): NK-susceptible blasts,
     NK-resistant blasts and normal cells per voxel, each row with one colour bar (0 to the
-    row's maximum over the days shown; the voxel capacity K is in the title); donor NK agents (``lattice_nk``) as dots of
-    area proportional to the agents per voxel on every panel (``nk=False``: off). Axes in mm
+    row's maximum over the days shown; the voxel capacity K is in the title); donor NK agents
+    (``lattice_nk``) as dots of area proportional to the agents per voxel on every panel
+    (``nk=False``: off). Axes in mm
     (voxel side from the ``parameters`` attribute) with a scale bar. ``patient``: id (default:
     the first); ``days``: snapshot days (default: all); ``select``: other dims (sweep).
     """

@@ -279,3 +279,19 @@ def test_cli_smoke_end_to_end(tmp_path, capsys):
     assert main(["calibrate", str(CONFIG), "--smoke", "--out", str(out), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "posterior.nc").stat().st_mtime_ns == mtime
+
+
+def test_synthetic_trial_round_trips_its_categories(model, smoke):
+    """Recovery's synthetic data: the observed table of a synthetic trial is the simulated one."""
+    from nksim.calibration.recovery import synthetic_observed
+
+    theta = {f.key: f.from_unit(np.mean(f.bounds)) for f in smoke.fit}
+    obs = synthetic_observed(model, theta, seed=11)
+    sim = model.simulate_patients(theta, seed=11, virtual_trials=1)
+    m2 = CalibrationModel(smoke, obs)
+    assert np.array_equal(m2.obs_counts, np.bincount(sim["category"][0], minlength=len(CATEGORIES)))
+    assert [s.patient for s in m2.slots] == [s.patient for s in model.slots]
+    # the censoring pattern is the real trial's: p03 stays censored-or-event, followed to day 28 only
+    assert next(s for s in m2.slots if s.patient == "p03").followup_day == 28
+    t = obs.targets[0]
+    assert t.value == pytest.approx(model.summarise(sim)[t.name])

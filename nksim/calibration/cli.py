@@ -26,6 +26,10 @@ def add_calibrate_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--apply-to", type=Path, default=None, metavar="MODEL_TOML",
                    help="after calibrating, write the posterior medians (with provenance) into this model TOML")
+    p.add_argument("--recovery", action="store_true",
+                   help="instead of calibrating to the data: the parameter-recovery study of the config's [recovery] "
+                   "table (synthetic trials from prior draws, calibrated and checked for coverage); writes "
+                   "recovery.nc and recovery.png into --out")
     p.add_argument("--no-progress", action="store_true", help="hide progress lines and bars")
 
 
@@ -38,6 +42,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.smoke:
         config = config.smoke_version()
     out = args.out or Path("outputs/calibration") / config.name
+    if args.recovery:
+        from .recovery import write_recovery
+
+        rec = config.recovery
+        if args.smoke:
+            rec = type(rec)(datasets=2, population_size=config.abc.population_size,
+                            max_generations=config.abc.max_generations, max_simulations=config.abc.max_simulations)
+        write_recovery(config, out, rec, workers=args.workers, overwrite=args.overwrite,
+                       progress=not args.no_progress)
+        return 0
     res = run_calibration(config, out, workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
                           progress=not args.no_progress)
     if args.apply_to is not None:

@@ -11,6 +11,7 @@ checked, unknown keys are errors naming the file and the allowed keys::
     [distance]     virtual_trials, chimerism_weight
     [abc]          population_size, max_generations, min_epsilon, max_simulations,
                    min_acceptance_rate, epsilon_quantile, posterior_draws
+    [recovery]     datasets, population_size, max_generations, max_simulations (``--recovery``)
     [smoke]        any of the [simulator]/[distance]/[abc] keys: the tiny ``--smoke`` version
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ _TABLES = {
     "distance": {"virtual_trials", "chimerism_weight"},
     "abc": {"population_size", "max_generations", "min_epsilon", "max_simulations", "min_acceptance_rate",
             "epsilon_quantile", "posterior_draws"},
+    "recovery": {"datasets", "population_size", "max_generations", "max_simulations"},
     "smoke": set(),  # checked against simulator/distance/abc keys
 }
 
@@ -83,6 +85,16 @@ class AbcSettings:
 
 
 @dataclass(frozen=True)
+class RecoverySettings:
+    """Sizes of the parameter-recovery study (``[recovery]``)."""
+
+    datasets: int = 10
+    population_size: int = 100
+    max_generations: int = 5
+    max_simulations: int = 3000
+
+
+@dataclass(frozen=True)
 class CalibrationConfig:
     """A validated calibration configuration."""
 
@@ -104,6 +116,7 @@ class CalibrationConfig:
     abc: AbcSettings
     smoke: Mapping[str, Any] = field(default_factory=dict)
     is_smoke: bool = False
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
 
     def base_parameters(self) -> ParameterSet:
         """The model at the calibration resolution (before fitted values are applied)."""
@@ -295,6 +308,10 @@ def load_config(path: str | Path) -> CalibrationConfig:
     _check_keys(abc_t, _TABLES["abc"], src, "abc")
     abc = AbcSettings(**{k: _abc_value(k, v, src, f"abc.{k}") for k, v in abc_t.items()})
 
+    rec_t = raw.get("recovery", {})
+    _check_keys(rec_t, _TABLES["recovery"], src, "recovery")
+    rec = RecoverySettings(**{k: _int(v, src, f"recovery.{k}", 1, 10**9) for k, v in rec_t.items()})
+
     smoke_t = raw.get("smoke", {})
     smoke: dict[str, Any] = {}
     for k, v in smoke_t.items():
@@ -314,4 +331,4 @@ def load_config(path: str | Path) -> CalibrationConfig:
         model=str(model), protocol=str(protocol), seed=seed, outcomes=outcomes, targets=targets, series=series,
         simulator_overrides=over, end_day=float(other.get("end_day", 270.0)),
         early_stop=bool(other.get("early_stop", True)), fit=tuple(fit), virtual_trials=vt, chimerism_weight=cw,
-        abc=abc, smoke=smoke)
+        abc=abc, smoke=smoke, recovery=rec)
