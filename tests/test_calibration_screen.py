@@ -218,15 +218,20 @@ def test_cli_refuses_to_overwrite(tmp_path):
     assert (tmp_path / "morris.nc").read_text() == "old"
 
 
-def test_cli_writes_results(tmp_path, capsys):
+def test_cli_writes_results(tmp_path, capsys, monkeypatch):
+    from nksim.calibration import screen
     from nksim.calibration.cli_screen import cmd_screen
     from nksim.output import open_output
 
+    full = screen.screen_parameters
+    monkeypatch.setattr(screen, "screen_parameters",
+                        lambda config, model=None: [p for p in full(config, model) if p.key in SMALL_KEYS])
     args = _parser().parse_args(["screen", "ahmadvand2023", "--smoke", "--virtual-trials", "1", "--out",
                                  str(tmp_path), "--no-progress"])
     assert cmd_screen(args) == 0
     ds = open_output(tmp_path / "morris.nc")
     assert ds.attrs["trajectories"] == 2 and ds.attrs["config_name"] == "ahmadvand2023-smoke"
+    assert list(ds["parameter"].to_numpy()) == list(SMALL_KEYS)
     assert (tmp_path / "morris.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "blasts.net_growth_rate" in out and "wrote" in out

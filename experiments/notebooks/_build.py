@@ -226,11 +226,10 @@ DPI = 150""", ["parameters"]),
 A tiny sweep keeps the spec's baseline (trial Flu/Cy, gap 7 days, 1.5 × 10⁷ NK/kg in total) and
 crosses `INTERVALS` × `SPLITS` plus the single-infusion control; the overrides are the same
 `TABLE.KEY=VALUE` strings as `nksim sweep --set`. It runs in this process (`workers=0`) into a
-temporary Zarr store."""),
+Zarr store under `OUT` named after the plan digest (re-running with the same parameters reuses
+it; `nksim sweep` would resume it the same way)."""),
     ("code", """\
-import tempfile
-
-from nksim.sweep import open_sweep, ranking_table, run_sweep, summarize
+from nksim.sweep import build_plan, open_sweep, ranking_table, run_sweep, summarize
 from nksim.sweep.spec import apply_overrides, spec_from_dict
 from nksim.sweep.summaries import rank_order
 
@@ -255,9 +254,11 @@ if summary is None:
     raw["scenarios"] = [s for s in raw.get("scenarios", []) if s.get("dose_split") == [100]
                         and s.get("regimen", "trial") == "trial"]
     spec = spec_from_dict(raw, str(spec_path), base_dir=spec_path.parent)
-    store_path = Path(tempfile.mkdtemp(prefix="nksim_sweep_")) / "tiny.zarr"
+    # one store per plan: running the notebook again with the same parameters reuses (resumes) it
+    store_path = out / f"b_tiny_sweep_{build_plan(spec).digest}.zarr"
     report = run_sweep(spec, store_path, workers=0)
-    print(f"ran {report.n_simulations} simulations in {report.seconds:.1f} s into {store_path}")
+    print(f"{report.n_simulations} simulations ({report.batches_run} batches run now, {report.seconds:.1f} s) "
+          f"in {store_path}")
     summary = summarize(store_path)
 sweep = open_sweep(store_path)
 print(ranking_table(summary))"""),

@@ -372,7 +372,7 @@ def screen_figure(ds: xr.Dataset):
         ax.axvline(thr, color="k", ls="--", lw=0.8)
         ax.set_yticks(y)
         ax.set_yticklabels(keys[order], fontsize=6.5)
-        ax.set_xlim(0, max(1.05, float(np.nanmax(np.nan_to_num(rel + err, nan=0.0))) + 0.05))
+        ax.set_xlim(0, min(1.6, max(1.05, float(np.nanmax(np.nan_to_num(rel + err, nan=0.0))) + 0.05)))
         ax.set_xlabel("relative mu* (mu* / max mu* of the output) [1]", fontsize=8)
         ax.set_ylabel("parameter [prior range on its sampling scale]", fontsize=8)
         nund = int(ds["n_undefined"].sel(output=o)) if "n_undefined" in ds else 0
