@@ -1,4 +1,4 @@
-"""Command line interface: ``nksim run``, ``sweep``, ``summarize``, ``calibrate``."""
+"""Command line interface: ``nksim run``, ``sweep``, ``summarize``, ``calibrate``, ``screen``."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .calibration.cli import add_calibrate_parser
 
     add_calibrate_parser(sub)
+    from .calibration.cli_screen import add_screen_parser
+
+    add_screen_parser(sub)
     return parser
 
 
@@ -93,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             from .calibration.cli import cmd_calibrate
 
             return cmd_calibrate(args)
+        if args.command == "screen":
+            from .calibration.cli_screen import cmd_screen
+
+            return cmd_screen(args)
     except NksimInputError as exc:
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 2

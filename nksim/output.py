@@ -213,6 +213,12 @@ def provenance_attrs(params: ParameterSet, protocol: Protocol, seed: int, replic
     }
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_netcdf(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``ds`` to ``path`` (netCDF4 via h5netcdf) atomically.
 
@@ -234,6 +240,7 @@ def write_netcdf(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -
             if var.dtype.kind in "OUS":
                 encoding[str(name)] = {"dtype": "S1"}
         ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
