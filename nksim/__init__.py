@@ -9,8 +9,11 @@ Public API::
     classify_response, time_to_progression
 
 Subpackages: ``nksim.sweep`` (schedule sweeps on Dask into Zarr: ``run_sweep``, ``summarize``,
-``open_sweep``), ``nksim.mesa_ref`` (Mesa reference model: ``simulate_reference``),
-``nksim.engine`` (the numba kernel), ``nksim.plot`` (figures).
+``open_sweep``), ``nksim.calibration`` (trial data, ABC-SMC, Morris screen, parameter recovery,
+predictive checks: ``run_calibration``, ``run_screen``, ``run_recovery``), ``nksim.mesa_ref``
+(Mesa reference model: ``simulate_reference``), ``nksim.engine`` (the numba kernel),
+``nksim.plot`` (figures: time courses, swimmer, Kaplan-Meier, heatmaps, lattice snapshots,
+prior vs posterior, predictive checks).
 """
 from ._version import __version__
 from .errors import NksimInputError, OutputExistsError

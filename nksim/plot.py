@@ -1169,3 +1169,36 @@ def trial_figure(ds: xr.Dataset, *, xmax: float = 120.0) -> Figure:
 
 __all__ = ["trial_figure", "time_course", "swimmer_plot", "km_plot", "heatmap", "lattice_snapshot",
            "protocol_schedule", "unit_text", "axis_label", "TIME_COURSE_VARIABLES", "RESPONSE_COLOURS"]
+
+
+# ----------------------------------------------------------------------------- calibration
+def prior_posterior(posterior: xr.Dataset, *, generations: bool = True) -> Figure:
+    """Prior vs ABC-SMC posterior of every fitted parameter (``posterior.nc`` of ``nksim calibrate``).
+
+    One panel per parameter: the uniform prior density (dashed; log-uniform for log-scale
+    parameters), the final generation's weighted histogram, its weighted median, and (grey, right
+    axis) each generation's weighted median and 90 % interval.
+    """
+    from .calibration.report import prior_posterior_figure
+
+    _need(posterior, ["weight", "epsilon"])
+    return prior_posterior_figure(posterior, generations=generations)
+
+
+def predictive_check(posterior_ppc: xr.Dataset, prior_ppc: xr.Dataset | None = None) -> Figure:
+    """Posterior (and prior) predictive distributions of the trial statistics with the observed
+    values and the posterior 90 % predictive intervals (``ppc_posterior.nc``/``ppc_prior.nc``)."""
+    from .calibration.report import predictive_check_figure
+
+    if "statistics" not in posterior_ppc.attrs:
+        raise ValueError("not a predictive-check dataset (no 'statistics' attribute); expected ppc_posterior.nc "
+                         "written by nksim calibrate")
+    return predictive_check_figure(posterior_ppc, prior_ppc)
+
+
+def abc_diagnostics(posterior: xr.Dataset) -> Figure:
+    """Epsilon, acceptance rate and effective sample size per ABC-SMC generation."""
+    from .calibration.report import diagnostics_figure
+
+    _need(posterior, ["epsilon", "acceptance_rate", "ess"])
+    return diagnostics_figure(posterior)

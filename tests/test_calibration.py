@@ -295,3 +295,25 @@ def test_synthetic_trial_round_trips_its_categories(model, smoke):
     assert next(s for s in m2.slots if s.patient == "p03").followup_day == 28
     t = obs.targets[0]
     assert t.value == pytest.approx(model.summarise(sim)[t.name])
+
+
+def test_user_series_become_targets(tmp_path):
+    """Dropping per-patient chimerism series into [data] series adds series-based targets."""
+    text = CONFIG.read_text().replace('# series = "my_measurements.csv"',
+                                      'series = "data/examples/synthetic_series.csv"')
+    assert 'series = "data/examples/synthetic_series.csv"' in text
+    p = _write(tmp_path, text)
+    cfg = load_config(p).smoke_version()
+    m = CalibrationModel(cfg)
+    names = [t.name for t in m.targets]
+    assert "series_peak_donor_chimerism_pbmc" in names and "nkae_peak_chimerism" in names
+    t = next(t for t in m.targets if t.name == "series_peak_donor_chimerism_pbmc")
+    frame = m.observed.series_frame()
+    sub = frame[frame.quantity == "donor_chimerism_pbmc"]
+    vals = np.where(sub.below_lod, 0.5 * sub.lod, sub.value)
+    peaks = sub.assign(v=vals).groupby("patient")["v"].max()
+    assert t.value == pytest.approx(float(np.median(peaks)))
+    assert t.log10_sd >= 0.1 and t.window[0] >= 1
+    theta = {f.key: m.base[f.key] for f in cfg.fit}
+    s = m.simulate(theta)
+    assert np.isfinite(m.distance(s)) and t.name in s

@@ -28,6 +28,9 @@ EXPECTED_PNGS = {
                                       "a_swimmer_vs_observed.png", "a_km_dose_groups.png", "a_lattice.png"},
     "b_two_infusion_schedules": {"b_heatmap_pfs.png", "b_heatmap_peak_chimerism.png", "b_km_schedules.png",
                                  "b_time_courses_schedules.png"},
+    "c_calibration_diagnostics": {"c_morris.png", "c_abc_diagnostics.png", "c_prior_posterior.png",
+                                  "c_predictive_check.png", "c_recovery.png", "c_swimmer_calibrated.png",
+                                  "c_time_courses_calibrated.png"},
     "d_python_api_tour": {"d_one_patient.png", "d_trial_figure.png", "d_lattice.png"},
 }
 

@@ -1,6 +1,6 @@
 """Write the example notebooks of this folder (no outputs, deterministic cell ids).
 
-    python experiments/notebooks/_build.py        # rewrites a_*.ipynb, b_*.ipynb, d_*.ipynb
+    python experiments/notebooks/_build.py        # rewrites a_*.ipynb ... d_*.ipynb
 
 Edit the cell sources here, not in the .ipynb files, then run this script; the notebooks are
 executed headless by ``tests/test_notebooks.py`` (small parameters, figures to a temporary
@@ -396,7 +396,111 @@ fig = plot.lattice_snapshot(back, "p07", days=[0, 14, 28])
 save(fig, "d_lattice.png")"""),
 ]
 
-NOTEBOOKS = {A: A_CELLS, B: B_CELLS, D: D_CELLS}
+# --- (c) calibration diagnostics -----------------------------------------------------------------
+C = "c_calibration_diagnostics"
+C_CELLS = [
+    ("md", f"""\
+# (c) Calibration diagnostics: screen, posterior, predictive checks, recovery
+
+How the default model was calibrated to the Ahmadvand 2023 trial (`nksim calibrate
+calibration/ahmadvand2023.toml`): the Morris screen that chose the fitted parameters, the ABC-SMC
+run (epsilon, acceptance, effective sample size per generation), prior vs posterior, the posterior
+predictive checks against the trial's outcome table and the analogue chimerism targets, and the
+parameter-recovery study on synthetic trials. It reads the committed results in
+`calibration/posterior/` (or any `--out` folder of `nksim calibrate` / `nksim screen`), then
+simulates a small virtual trial with the calibrated default model beside the observed outcomes.
+
+{HOW_TO_RUN.format(path=f"experiments/notebooks/{C}.ipynb")}"""),
+    ("code", """\
+POSTERIOR_DIR = "calibration/posterior"   # nksim calibrate --out folder (posterior.nc, ppc_*.nc)
+SCREEN_DIR = "calibration/posterior"      # nksim screen --out folder (morris.nc)
+SIDE = 5                  # lattice side of the check simulation (the calibration resolution)
+VOXEL_SIDE = 3200.0       # um: the same 16 mm region as the default 40 x 0.4 mm
+REPLICATES = 2            # virtual trials of the check simulation
+END_DAY = 270             # follow-up of the check simulation (9 months)
+SEED = 1
+OUT = "outputs/notebooks"  # figures (PNG) go here
+DPI = 100
+USE_EXISTING = True       # (kept for symmetry with the other notebooks; results are always read)""", ["parameters"]),
+    ("code", SETUP),
+    ("md", """\
+## 1. Which parameters to fit: the Morris screen
+
+Elementary effects (SALib) of every parameter with a prior on four outcome summaries: P(PD at
+the first assessment), P(PD by 9 months | SD), log10 peak donor chimerism and the day of the peak.
+Parameters with no effect on any summary (the NK killing parameters: at the trial's doses NK
+killing removes a negligible share of blasts) cannot be learnt from these data and stay at their
+literature values."""),
+    ("code", """\
+import xarray as xr
+from nksim.calibration.screen import screen_figure, screen_table
+
+morris = xr.open_dataset(ROOT / SCREEN_DIR / "morris.nc")
+print(screen_table(morris))
+save(screen_figure(morris), "c_morris.png")"""),
+    ("md", """\
+## 2. The ABC-SMC run
+
+`posterior.nc` holds every generation's weighted particles; `posterior_summary.csv` the weighted
+posterior median and quantiles that `models/default.toml` takes its values from."""),
+    ("code", """\
+import pandas as pd
+
+post = xr.open_dataset(ROOT / POSTERIOR_DIR / "posterior.nc")
+print(f"{post.sizes['generation']} generations, {post.attrs['total_simulations']} simulations, "
+      f"{post.attrs['wall_time_s'] / 60:.1f} min on {post.attrs['workers']} workers")
+summary = pd.read_csv(ROOT / POSTERIOR_DIR / "posterior_summary.csv")
+print(summary[["parameter", "unit", "prior_lo", "prior_hi", "median", "q05", "q95"]].to_string(index=False))
+save(plot.abc_diagnostics(post), "c_abc_diagnostics.png")"""),
+    ("code", """\
+save(plot.prior_posterior(post), "c_prior_posterior.png")"""),
+    ("md", """\
+## 3. Posterior predictive checks
+
+One virtual trial (the trial's nine evaluable patients, their doses and follow-up) per posterior
+draw; grey: the same from the prior. The observed value should fall inside the posterior 90 %
+predictive interval; where it does not, the model (or the analogue target) fails."""),
+    ("code", """\
+from nksim.calibration.ppc import check_table
+
+ppc_post = xr.open_dataset(ROOT / POSTERIOR_DIR / "ppc_posterior.nc")
+ppc_prior = xr.open_dataset(ROOT / POSTERIOR_DIR / "ppc_prior.nc")
+for name, obs, lo, hi, inside in check_table(ppc_post):
+    print(f"{name:28s} observed {obs:<8.4g} 90% predictive interval [{lo:.4g}, {hi:.4g}]"
+          f" {'inside' if inside else 'OUTSIDE'}")
+save(plot.predictive_check(ppc_post, ppc_prior), "c_predictive_check.png")"""),
+    ("md", """\
+## 4. Parameter recovery
+
+Synthetic trials simulated from parameter values drawn from the prior, each calibrated like the
+real one: the true values should fall inside the 90 % (50 %) credible intervals in about 90 %
+(50 %) of cases."""),
+    ("code", """\
+from nksim.calibration.recovery import recovery_figure
+
+rec_path = ROOT / POSTERIOR_DIR / "recovery.nc"
+if rec_path.exists():
+    rec = xr.open_dataset(rec_path)
+    print(rec["coverage_90"].to_series().round(2).to_string())
+    save(recovery_figure(rec), "c_recovery.png")
+else:
+    print("no recovery.nc in", POSTERIOR_DIR, "- run: nksim calibrate CONFIG --recovery --out", POSTERIOR_DIR)"""),
+    ("md", """\
+## 5. The calibrated default model beside the trial
+
+A small virtual trial with `models/default.toml` (whose fitted values are the posterior medians)
+at the calibration resolution, drawn as a swimmer plot next to the observed outcomes."""),
+    ("code", """\
+from nksim.calibration.data import default_observed
+
+params = nksim.load_parameters("default").with_values({"lattice.side": SIDE, "lattice.voxel_side": VOXEL_SIDE})
+print("parameter status:", params.status)
+ds = nksim.simulate_cohort(params, trial_protocol(END_DAY), replicates=REPLICATES, seed=SEED)
+save(plot.swimmer_plot(ds, observed=default_observed()), "c_swimmer_calibrated.png")
+save(plot.time_course(ds, variables=("donor_chimerism_pbmc", "marrow_blast_pct")), "c_time_courses_calibrated.png")"""),
+]
+
+NOTEBOOKS = {A: A_CELLS, B: B_CELLS, C: C_CELLS, D: D_CELLS}
 
 
 def main() -> None:

@@ -1,1 +1,36 @@
-"""Calibration against the Ahmadvand 2023 trial: observed data, summaries, ABC-SMC, screens."""
+"""Calibration against the Ahmadvand 2023 trial (``nksim calibrate``, ``nksim screen``).
+
+Public API::
+
+    load_config, CalibrationConfig        # calibration/<name>.toml
+    load_observed, default_observed       # calibration/data/ (outcomes, analogue targets, series)
+    CalibrationModel                      # theta -> virtual trial -> summaries, distance
+    run_calibration                       # ABC-SMC + posterior + predictive checks + figures
+    run_screen, screen_figure             # Morris elementary effects (SALib)
+    run_recovery, recovery_figure         # parameter recovery on synthetic trials
+    apply_to_model                        # posterior medians -> a model TOML
+
+See docs/architecture.md ("Calibration") and calibration/README.md.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "load_config": ".config", "CalibrationConfig": ".config",
+    "load_observed": ".data", "default_observed": ".data", "ObservedTrial": ".data",
+    "CalibrationModel": ".model",
+    "run_calibration": ".run",
+    "run_screen": ".screen", "screen_figure": ".screen",
+    "run_recovery": ".recovery", "recovery_figure": ".recovery",
+    "apply_to_model": ".posterior",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:  # lazy: pyabc/SALib load only when used
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'nksim.calibration' has no attribute '{name}'")
