@@ -65,12 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                          progress=not args.no_progress)
     elapsed = time.perf_counter() - t0
     write_netcdf(ds, nc, overwrite=args.overwrite)
+    from .fileio import save_figure
     from .plot import trial_figure
 
-    fig = trial_figure(ds)
-    tmp = png.with_name(".trial.png.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(png)
+    save_figure(trial_figure(ds), png, dpi=110)
     print(f"protocol {protocol.name}, parameters {params.name} ({params.status}), seed {args.seed}: "
           f"{ds.sizes['patient'] * ds.sizes['replicate']} simulations in {elapsed:.1f} s")
     print(summary_table(ds))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ._frozen import reduce_frozen
+from .fileio import read_toml
 from .errors import NksimInputError
 from .schema import SCHEMA, SECTIONS, ParamSpec
 from .units import check_unit
@@ -148,14 +148,6 @@ def resolve_model_path(model: str | Path) -> Path:
     return candidate
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise NksimInputError(f"not valid TOML: {exc}", source=path) from None
-
-
 def load_parameters(model: str | Path = "default") -> ParameterSet:
     """Load and validate a parameter set by name (``models/<name>.toml``) or path."""
     path = resolve_model_path(model)
@@ -166,7 +158,7 @@ def _load(path: Path, seen: tuple[Path, ...]) -> ParameterSet:
     path = path.resolve()
     if path in seen:
         raise NksimInputError("circular 'extends' chain", source=path, key="meta.extends")
-    data = _read_toml(path)
+    data = read_toml(path, "parameter file")
     meta = data.pop("meta", {})
     if not isinstance(meta, dict):
         raise NksimInputError("[meta] must be a table", source=path, key="meta")

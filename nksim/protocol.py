@@ -19,7 +19,6 @@ A protocol is just a list of dated events: any number of infusions is allowed.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._frozen import reduce_frozen
+from .fileio import read_toml
 from .errors import NksimInputError
 from .units import check_unit
 
@@ -168,13 +168,7 @@ def _parse_event(e: Any, source: str, key: str) -> Event:
 def load_protocol(protocol: str | Path = "ahmadvand2023") -> Protocol:
     """Load and validate a protocol by name (``experiments/protocols/<name>.toml``) or path."""
     path = resolve_protocol_path(protocol)
-    src = str(path)
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise NksimInputError(f"not valid TOML: {exc}", source=path) from None
-    return protocol_from_dict(data, src)
+    return protocol_from_dict(read_toml(path, "protocol file"), str(path))
 
 
 def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Protocol:

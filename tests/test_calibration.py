@@ -17,7 +17,7 @@ from nksim.calibration.model import CalibrationModel, theta_seed
 from nksim.calibration.summaries import (CATEGORIES, CATEGORY_INDEX, Slot, make_slots, observed_counts,
                                          simulated_category)
 from nksim.engine import layout as L
-from nksim.errors import NksimInputError, OutputExistsError
+from nksim.errors import NksimInputError
 from nksim.observables import pd_threshold, response_thresholds
 from nksim.simulate import run_one
 
@@ -172,7 +172,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     (('    "nk.rejection_rate",', '    "nk.rejection_rate",\n    "nk.speed_typo",'), "fit.parameters", "unknown parameter"),
     (('    "nk.rejection_rate",', '    "nk.rejection_rate",\n    "nk.egress_rate",'), "fit.parameters", "no prior"),
     (("[fit.scale]", '[fit.prior]\n"blasts.baseline_pct" = [-5.0, 90.0]\n\n[fit.scale]'), "fit.prior.blasts.baseline_pct", "lo < hi"),
-    (('"il15.max_fold" = "log"', '"il15.max_fold" = "cubic"'), "fit.scale.il15.max_fold", "'linear' or 'log'"),
+    (('"nk.rejection_rate" = "log"', '"nk.rejection_rate" = "cubic"'), "fit.scale.nk.rejection_rate", "'linear' or 'log'"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, edit, key, words):
     text = CONFIG.read_text()
@@ -258,7 +258,6 @@ def test_cli_smoke_end_to_end(tmp_path, capsys):
     import xarray as xr
 
     from nksim.cli import main
-    from nksim.output import open_output  # noqa: F401  (netCDF reader used elsewhere)
 
     out = tmp_path / "cal"
     assert main(["calibrate", str(CONFIG), "--smoke", "--out", str(out), "--no-progress"]) == 0

@@ -121,8 +121,6 @@ def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, sched
     t0 = time.perf_counter()
     try:
         if scheduler is None and workers <= 1:
-            from .. import simulate  # noqa: F401  (load the kernel once before timing)
-
             sampler = pyabc.sampler.SingleCoreSampler()
             history = _run(pyabc, model, config, sampler, db_url, obs)
             n_workers = 1

@@ -33,6 +33,7 @@ def add_screen_parser(sub) -> None:
 def cmd_screen(args: argparse.Namespace) -> int:
     from ..errors import NksimInputError, OutputExistsError
     from ..output import write_netcdf
+    from ..fileio import save_figure
     from .config import load_config
     from .screen import run_screen, screen_figure, screen_table
 
@@ -55,10 +56,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     ds = run_screen(config, trajectories=trajectories, levels=args.levels, virtual_trials=args.virtual_trials,
                     workers=args.workers, progress=not args.no_progress)
     write_netcdf(ds, nc, overwrite=args.overwrite)
-    fig = screen_figure(ds)
-    tmp = png.with_name(".morris.png.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(png)
+    save_figure(screen_figure(ds), png)
     print(f"Morris screen of {config.name}: {ds.sizes['parameter']} parameters, {ds.sizes['point']} design points "
           f"x {args.virtual_trials} virtual trials in {ds.attrs['wall_time_s']:.1f} s")
     print("mu* per output (output units per prior range of the parameter on its sampling scale):")

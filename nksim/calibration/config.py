@@ -17,12 +17,12 @@ checked, unknown keys are errors naming the file and the allowed keys::
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import NksimInputError
+from ..fileio import read_toml
 from ..parameters import ParameterSet, load_parameters
 from ..schema import SCHEMA
 
@@ -234,10 +234,7 @@ def load_config(path: str | Path) -> CalibrationConfig:
         else:
             raise NksimInputError("calibration config not found", source=path)
     src = str(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise NksimInputError(f"not valid TOML: {exc}", source=src) from None
+    raw = read_toml(path, "calibration config")
     _check_keys(raw, set(_TABLES), src, "<top level>")
     for name in raw:
         if not isinstance(raw[name], dict):

@@ -21,13 +21,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-import tomllib
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..fileio import read_toml
 from ..errors import NksimInputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -430,13 +430,7 @@ def load_targets(path: str | Path, *, start_day: float | None = None) -> tuple[C
     """Load and validate a targets TOML: ``[meta]`` and one or more ``[[target]]`` tables."""
     path = Path(path)
     src = str(path)
-    if not path.is_file():
-        raise NksimInputError("file not found", source=src)
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise NksimInputError(f"not valid TOML: {exc}", source=src) from None
+    data = read_toml(path, "targets file")
     for k in data:
         if k not in _TARGETS_TOP_KEYS:
             raise NksimInputError(f"unknown key '{k}'; allowed top-level keys: {sorted(_TARGETS_TOP_KEYS)}",

@@ -195,12 +195,8 @@ def recovery_figure(ds: xr.Dataset):
 def write_recovery(config: CalibrationConfig, out: str | Path, settings, *, workers: int = 1, overwrite: bool = False,
                    progress: bool = True) -> xr.Dataset:
     """Run :func:`run_recovery` with ``settings`` and write ``recovery.nc`` / ``recovery.png`` into ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..errors import OutputExistsError
+    from ..fileio import save_figure
     from ..output import write_netcdf
 
     out = Path(out)
@@ -214,11 +210,7 @@ def write_recovery(config: CalibrationConfig, out: str | Path, settings, *, work
     ds.attrs["wall_time_s"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     write_netcdf(ds, out / "recovery.nc", overwrite=overwrite)
-    fig = recovery_figure(ds)
-    tmp = out / ".recovery.png.tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out / "recovery.png")
+    save_figure(recovery_figure(ds), out / "recovery.png")
     print(f"parameter recovery: {settings.datasets} synthetic trials, mean coverage of the 90% interval "
           f"{ds.attrs['mean_coverage_90']:.0%}, of the 50% interval {ds.attrs['mean_coverage_50']:.0%} "
           f"({ds.attrs['wall_time_s'] / 60:.1f} min); wrote {out}/recovery.nc, recovery.png")

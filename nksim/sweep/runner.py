@@ -19,7 +19,6 @@ process without Dask (debugging, tests).
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..fileio import read_toml
 from ..errors import NksimInputError
 from ..parameters import resolve_model_path
 from .factors import SCHEDULE_FACTORS, SPLIT_FACTORS, check_factor_value, is_parameter, numeric_range, unknown_factor
@@ -164,15 +165,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], src: str) -> 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """Read and validate a sweep spec TOML file (``overrides``: ``TABLE.KEY=VALUE`` strings)."""
     p = Path(path)
-    if not p.is_file():
-        raise NksimInputError("sweep spec file not found", source=p)
-    try:
-        with open(p, "rb") as fh:
-            raw = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise NksimInputError(f"not valid TOML: {exc}", source=p) from None
-    except OSError as exc:
-        raise NksimInputError(f"cannot read: {exc}", source=p) from None
+    raw = read_toml(p, "sweep spec file")
     raw = apply_overrides(raw, overrides, str(p))
     return spec_from_dict(raw, str(p), base_dir=p.resolve().parent)
 
