@@ -316,3 +316,34 @@ def test_user_series_become_targets(tmp_path):
     theta = {f.key: m.base[f.key] for f in cfg.fit}
     s = m.simulate(theta)
     assert np.isfinite(m.distance(s)) and t.name in s
+
+
+def test_default_model_takes_the_committed_posterior_medians():
+    """models/default.toml's fitted values are the committed posterior's medians, with provenance."""
+    from nksim.calibration.posterior import read_summary_csv
+
+    rows = read_summary_csv(CALIBRATION_DIR / "posterior" / "posterior_summary.csv")
+    params = load_parameters("default")
+    assert set(rows) == {f.key for f in load_config(CONFIG).fit}
+    for key, r in rows.items():
+        assert params[key] == pytest.approx(float(r["median"]), rel=1e-3), key
+        assert float(r["q05"]) <= params[key] <= float(r["q95"])
+        assert "posterior_summary.csv" in params.parameters[key].source and "90% CrI" in params.parameters[key].source
+    assert params.status.startswith("calibrated")
+
+
+def test_committed_posterior_is_consistent():
+    import xarray as xr
+
+    from nksim.calibration.posterior import summary_rows
+
+    post = xr.open_dataset(CALIBRATION_DIR / "posterior" / "posterior.nc", engine="h5netcdf")
+    rows = {r["parameter"]: r for r in summary_rows(post)}
+    committed = (CALIBRATION_DIR / "posterior" / "posterior_summary.csv").read_text()
+    for k, r in rows.items():
+        assert f"{k},{r['unit']},{r['prior_lo']},{r['prior_hi']},{r['scale']},{r['median']}" in committed
+    assert post.attrs["total_simulations"] > 1000 and float(post["epsilon"][-1]) < float(post["epsilon"][0])
+    ppc = xr.open_dataset(CALIBRATION_DIR / "posterior" / "ppc_posterior.nc", engine="h5netcdf")
+    # the trial's outcome table lies inside the posterior predictive 90% intervals
+    for name in ("n_pd_first", "n_progressed", "n_followed_sd", "n_response_first"):
+        assert ppc[name].attrs["observed_inside_90"] == 1, name

@@ -22,8 +22,10 @@ interactively with `python -m pip install jupyterlab` and `jupyter lab {path}`, 
 The first code cell holds the parameters (tag `parameters`): raise `SIDE`, `REPLICATES`, `END_DAY`
 for real results. Figures are saved as PNG under `OUT` (default `outputs/notebooks/`, git-ignored).
 
-> The default parameters are literature values and assumptions, **not yet calibrated** to the trial
-> (see each output's `parameter_status`): figures show what the model implies, not a fitted model."""
+> The default model is calibrated to the trial (ABC-SMC posterior medians for 11 parameters, the rest
+> literature values; see notebook (c) and `calibration/README.md`); every output records it in its
+> `parameter_status` attribute. The trial's data are nine patients: read the figures with the
+> posterior's width in mind."""
 
 SETUP = """\
 import tomllib

@@ -36,7 +36,7 @@ _TABLES = {
     "fit": {"parameters", "prior", "scale"},
     "distance": {"virtual_trials", "chimerism_weight"},
     "abc": {"population_size", "max_generations", "min_epsilon", "max_simulations", "min_acceptance_rate",
-            "epsilon_quantile", "posterior_draws"},
+            "epsilon_quantile", "posterior_draws", "transition_scaling"},
     "recovery": {"datasets", "population_size", "max_generations", "max_simulations"},
     "smoke": set(),  # checked against simulator/distance/abc keys
 }
@@ -82,6 +82,11 @@ class AbcSettings:
     min_acceptance_rate: float = 0.01
     epsilon_quantile: float = 0.5
     posterior_draws: int = 200
+    #: factor on the covariance of pyabc's multivariate-normal proposal (Silverman bandwidth). With
+    #: 11 parameters the default (1) gives importance weights so uneven that the effective sample
+    #: size falls to 2-20 % of the population; 2 keeps it near 50 % at the same acceptance rate
+    #: (measured: docs/architecture.md, calibration section).
+    transition_scaling: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,8 @@ def _abc_value(k: str, v: Any, src: str, key: str) -> Any:
         return _float(v, src, key, 0.0, 1.0)
     if k == "epsilon_quantile":
         return _float(v, src, key, 0.01, 1.0)
+    if k == "transition_scaling":
+        return _float(v, src, key, 0.01, 100.0)
     raise AssertionError(k)
 
 

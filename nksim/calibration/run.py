@@ -55,17 +55,14 @@ def _check_out(out: Path, overwrite: bool) -> None:
 def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int = 1, scheduler: str | None = None,
                     overwrite: bool = False, progress: bool = True, stream=None) -> CalibrationResult:
     """Run the whole calibration (see module docstring) and return its results."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..output import write_netcdf
+    from ..fileio import save_figure
+    from ..output import tool_attrs, write_netcdf
     from .abc import run_abc
     from .model import CalibrationModel
     from .posterior import final_population, history_dataset, summary_rows, write_summary_csv
     from .ppc import check_table, posterior_thetas, predictive_check, prior_thetas
     from .report import diagnostics_figure, predictive_check_figure, prior_posterior_figure
+    from .summaries import CATEGORIES
 
     stream = stream or sys.stdout
     out = Path(out)
@@ -76,7 +73,7 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     fit = ", ".join(f"{f.key} [{f.lo:g}, {f.hi:g}]{' log' if f.scale == 'log' else ''}" for f in config.fit)
     print(f"calibrating '{config.name}'{' (smoke)' if config.is_smoke else ''}: {len(model.slots)} evaluable "
           f"patients x {config.virtual_trials} virtual trial(s) per particle; fitting {fit}", file=stream, flush=True)
-    print(f"observed categories {dict(zip(__import__('nksim.calibration.summaries', fromlist=['x']).CATEGORIES, model.obs_counts.tolist()))}; "
+    print(f"observed categories {dict(zip(CATEGORIES, model.obs_counts.tolist()))}; "
           f"targets {[(t.name, t.value, t.unit) for t in model.targets]}", file=stream, flush=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
@@ -94,16 +91,13 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
         ppc_prior = predictive_check(model, prior_thetas(model, n, config.seed), seed=config.seed + 1,
                                      label="prior", workers=threads, progress=progress)
         for ds, name in ((ppc_post, "ppc_posterior.nc"), (ppc_prior, "ppc_prior.nc")):
-            from ..output import tool_attrs
-
             ds.attrs.update(tool_attrs())
             ds.attrs["calibration"] = config.name
             write_netcdf(ds, stage / name)
         for fig, name in ((prior_posterior_figure(post), "report.png"),
                           (predictive_check_figure(ppc_post, ppc_prior), "ppc.png"),
                           (diagnostics_figure(post), "diagnostics.png")):
-            fig.savefig(stage / name, dpi=120)
-            plt.close(fig)
+            save_figure(fig, stage / name)
         out.mkdir(parents=True, exist_ok=True)
         _check_out(out, overwrite)
         for f in RESULT_FILES:
