@@ -85,7 +85,7 @@ class AbcSettings:
     #: factor on the covariance of pyabc's multivariate-normal proposal (Silverman bandwidth). With
     #: 11 parameters the default (1) gives importance weights so uneven that the effective sample
     #: size falls to 2-20 % of the population; 2 keeps it near 50 % at the same acceptance rate
-    #: (measured: docs/architecture.md, calibration section).
+    #: (measured: benchmarks/README.md, Calibration).
     transition_scaling: float = 2.0
 
 
