@@ -150,7 +150,7 @@ def test_fast_blast_growth_drives_pd(model, smoke):
                                    seed=2, virtual_trials=3)
     slow = model.simulate_patients({**theta, "blasts.net_growth_rate": 0.0005, "random_effects.blast_growth_log_sd": 0.1,
                                     "blasts.baseline_pct": 20.0}, seed=2, virtual_trials=3)
-    assert np.mean(fast["category"] == CATEGORY_INDEX["pd_first"]) >= 0.8
+    assert np.mean(fast["category"] == CATEGORY_INDEX["pd_first"]) >= 0.6
     assert np.mean(slow["category"] == CATEGORY_INDEX["pd_first"]) == 0.0
     assert np.all(np.isin(slow["category"], [CATEGORY_INDEX[c] for c in ("stable", "censored", "response_first")]))
 
@@ -347,3 +347,72 @@ def test_committed_posterior_is_consistent():
     # the trial's outcome table lies inside the posterior predictive 90% intervals
     for name in ("n_pd_first", "n_progressed", "n_followed_sd", "n_response_first"):
         assert ppc[name].attrs["observed_inside_90"] == 1, name
+
+
+def test_observed_and_simulated_categories_use_one_rule():
+    """A lost patient seen again in SD at day 90/180 is 'stable' (not 'censored'), like its twin."""
+    from nksim.calibration.data import PatientOutcome
+    from nksim.calibration.summaries import observed_category
+
+    th = response_thresholds(load_parameters("default"))
+    base = dict(patient="p03", evaluable=True, dose_group="g1", first_response="SD", first_assessment_day=28.0,
+                progression_day_lo=None, progression_day_hi=None, source="s", confidence="assumption", note="")
+    lost_late = PatientOutcome(progressed=None, last_followup_day=180.0, lost_to_follow_up=True, **base)
+    lost_early = PatientOutcome(progressed=None, last_followup_day=60.0, lost_to_follow_up=True, **base)
+    short_sd = PatientOutcome(progressed=False, last_followup_day=28.0, lost_to_follow_up=False, **base)
+    for o, expected in ((lost_late, "stable"), (lost_early, "censored"), (short_sd, "censored")):
+        assert observed_category(o, ASSESS) == expected
+        (slot,) = make_slots([o], ASSESS)
+        assert slot.category == expected
+        # a twin that stays SD gets the same category
+        assert simulated_category(_rec({28: 45.0, 90: 46.0, 180: 47.0, 270: 48.0}), -9.0, slot, ASSESS, th) == expected
+
+
+def test_simulated_category_refuses_a_missing_first_assessment():
+    th = response_thresholds(load_parameters("default"))
+    with pytest.raises(ValueError, match="first assessment"):
+        simulated_category(_rec({90: 45.0}), -9.0, Slot("p04", 28.0, 270.0, "stable"), ASSESS, th)
+
+
+def test_kernel_stop_rule_gives_cr_and_pr_precedence_over_pd():
+    """Early stopping follows classify_response: no stop on a day that is called CR or PR."""
+    from nksim.engine.kernel import is_pd, pd_threshold_pct
+    from nksim.observables import RESPONSE_CODES
+
+    # overlapping thresholds the schema allows: PD at any rise (0 %, +0 points)
+    params = load_parameters("default").with_values({"response.pd_relative_rise": 0.0,
+                                                      "response.pd_absolute_rise": 0.0,
+                                                      "response.pr_min_fall": 0.0})
+    th = response_thresholds(params)
+    kp = np.zeros(L.N_P)
+    kp[L.P_PD_REL], kp[L.P_PD_ABS], kp[L.P_PD_BELOW] = 0.0, 0.0, th["pd_absolute_below"]
+    kp[L.P_CR_PCT], kp[L.P_PR_PCT], kp[L.P_PR_FALL] = th["cr_blast_pct"], th["pr_blast_pct"], 0.0
+    for b0, b in ((3.0, 4.0), (3.0, 6.0), (20.0, 20.0), (20.0, 30.0), (40.0, 60.0), (40.0, np.nan)):
+        thr = pd_threshold_pct(kp, b0)
+        assert thr == pytest.approx(float(pd_threshold(b0, th)))
+        code = classify_response_one(b, b0, th)
+        assert is_pd(kp, b, b0, thr) == (code == RESPONSE_CODES["PD"]), (b0, b, code)
+
+
+def classify_response_one(b, b0, th):
+    from nksim.observables import classify_response
+
+    return int(classify_response(np.array([b]), np.array([b0]), th)[0])
+
+
+@pytest.mark.parametrize("edit, field", [
+    # SD at day 28 cannot 'progress' on or before day 28
+    (("p04,true,g1,SD,28,true,28,270", "p04,true,g1,SD,28,true,0,28"), "progression_day"),
+    # lost to follow-up and seen to progress contradict each other
+    (("p04,true,g1,SD,28,true,28,270,,false", "p04,true,g1,SD,28,true,28,270,,true"), "lost_to_follow_up"),
+])
+def test_outcome_contradictions_are_errors(tmp_path, edit, field):
+    from nksim.calibration.data import load_observed
+
+    src = (CALIBRATION_DIR / "data" / "ahmadvand2023_outcomes.csv").read_text()
+    assert edit[0] in src, edit[0]
+    p = tmp_path / "o.csv"
+    p.write_text(src.replace(edit[0], edit[1]))
+    with pytest.raises(NksimInputError) as e:
+        load_observed(p)
+    assert str(p) in str(e.value) and field in str(e.value) and "row" in str(e.value)

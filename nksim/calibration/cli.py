@@ -43,7 +43,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         config = config.smoke_version()
     out = args.out or Path("outputs/calibration") / config.name
     if args.recovery:
+        from ..errors import NksimInputError
         from .recovery import write_recovery
+
+        for flag, value in (("--apply-to", args.apply_to), ("--scheduler", args.scheduler)):
+            if value is not None:
+                raise NksimInputError(f"{flag} cannot be combined with --recovery (recovery runs on a local "
+                                      "cluster and changes no model file)", key=flag)
 
         rec = config.recovery
         if args.smoke:

@@ -314,7 +314,8 @@ def load_config(path: str | Path) -> CalibrationConfig:
 
     rec_t = raw.get("recovery", {})
     _check_keys(rec_t, _TABLES["recovery"], src, "recovery")
-    rec = RecoverySettings(**{k: _int(v, src, f"recovery.{k}", 1, 10**9) for k, v in rec_t.items()})
+    rec = RecoverySettings(**{k: _int(v, src, f"recovery.{k}", 2 if k == "population_size" else 1, 10**9)
+                              for k, v in rec_t.items()})
 
     smoke_t = raw.get("smoke", {})
     smoke: dict[str, Any] = {}

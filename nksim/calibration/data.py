@@ -384,6 +384,14 @@ def load_outcomes(
             if resp == "PD" and hi > first_day:
                 raise row.fail("progression_day_hi", f"PD at the first assessment (day {first_day:g}) but "
                                                      f"progression_day_hi is {hi:g}; allowed: <= first_assessment_day")
+            if resp != "PD" and hi <= first_day:
+                raise row.fail("progression_day_hi", f"first_response is {resp} on day {first_day:g}, so progression "
+                                                     f"must be observed later, but progression_day_hi is {hi:g}; "
+                                                     "allowed: > first_assessment_day")
+            if resp != "PD" and lost:
+                raise row.fail("lost_to_follow_up", "progressed=true and lost_to_follow_up=true contradict each "
+                                                    "other (a patient seen to progress was followed up to then); "
+                                                    "allowed: lost_to_follow_up=false")
             if resp != "PD" and lo is not None and lo < first_day:
                 raise row.fail("progression_day_lo", f"first_response is {resp} (not progressed on day {first_day:g}) but "
                                                      f"progression_day_lo is {lo:g}; allowed: >= first_assessment_day")
@@ -583,8 +591,9 @@ def load_observed(
 
     ``protocol`` (a :class:`nksim.Protocol`, shipped name or path; default ``"ahmadvand2023"``)
     gives the allowed patient ids, dose groups and the earliest allowed day (``start_day``).
-    A dose group or evaluable flag that differs from the protocol's warns (the protocol decides
-    what is simulated).
+    A dose group or evaluable flag that differs from the protocol's warns: the protocol's dose
+    group decides the simulated doses, the outcomes file's evaluable flag decides which patients
+    are compared.
     """
     from ..protocol import Protocol, load_protocol
 
@@ -597,7 +606,8 @@ def load_observed(
             warnings.warn(
                 f"{outcomes}: patient '{o.patient}' is dose_group={o.dose_group}, evaluable={o.evaluable} in the "
                 f"outcomes but group={p.group}, evaluable={p.evaluable} in protocol '{proto.name}' ({proto.origin}); "
-                "the protocol decides what is simulated", UserWarning, stacklevel=2)
+                "the protocol's group sets the simulated doses, the outcomes' evaluable flag decides which "
+                "patients are compared", UserWarning, stacklevel=2)
     files = [str(Path(outcomes))]
     tgts: tuple[ChimerismTarget, ...] = ()
     if targets is not None:

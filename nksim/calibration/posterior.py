@@ -54,14 +54,17 @@ def history_dataset(history, config: CalibrationConfig, *, seconds: float, worke
     dist = np.full((n_gen, n_part), np.nan)
     ess = np.zeros(n_gen)
     for g, t in enumerate(pops["t"]):
-        df, w = history.get_distribution(m=0, t=int(t))
-        n = len(w)
+        # one query gives each particle's parameters, weight and distance together (row order of
+        # get_distribution and get_weighted_distances is not guaranteed to agree)
+        particles = history.get_population(t=int(t)).particles
+        w = np.array([p.weight for p in particles], dtype=float)
+        w = w / w.sum()
+        n = len(particles)
         for f in config.fit:
-            data[f.key][g, :n] = [f.from_unit(float(x)) for x in df[f.safe_name].to_numpy()]
+            data[f.key][g, :n] = [f.from_unit(float(p.parameter[f.safe_name])) for p in particles]
         weight[g, :n] = w
-        dd = history.get_weighted_distances(t=int(t))
-        dist[g, :n] = dd["distance"].to_numpy()[:n]
-        ess[g] = 1.0 / np.sum(np.asarray(w) ** 2)
+        dist[g, :n] = [float(p.distance) for p in particles]
+        ess[g] = 1.0 / np.sum(w ** 2)
     variables = {}
     for f in config.fit:
         variables[var_name(f.key)] = xr.DataArray(data[f.key], dims=("generation", "particle"), attrs={

@@ -68,7 +68,7 @@ def synthetic_observed(model: CalibrationModel, theta: dict[str, float], seed: i
     for t in model.targets:
         v = float(summary[t.name])
         if not np.isfinite(v) or (t.quantity != "peak_day" and v <= 0):
-            v = float(t.value)
+            continue  # undefined at theta_true (no donor cells): this synthetic trial has no such target
         targets.append(replace(t, value=v, source="synthetic", confidence="synthetic"))
     return ObservedTrial(outcomes=tuple(outcomes), targets=tuple(targets), series=(), files=("<synthetic>",))
 

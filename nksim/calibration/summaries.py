@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import layout as L
-from ..observables import RESPONSE_CODES, classify_response
+from ..observables import RESPONSE_CODES, RESPONSE_FILL, classify_response
 
 CATEGORIES: tuple[str, ...] = ("pd_first", "response_first", "progressed", "stable", "censored")
 CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
@@ -48,16 +48,25 @@ class Slot:
     category: str  # the observed category
 
 
-def observed_category(outcome) -> str:
-    """Category of an observed :class:`~nksim.calibration.data.PatientOutcome`."""
+def observed_category(outcome, assessment_days: Sequence[float] | None = None) -> str:
+    """Category of an observed :class:`~nksim.calibration.data.PatientOutcome`.
+
+    An SD patient without progression is ``stable`` when at least one assessment day of the
+    protocol falls after the first one and within its follow-up (it was seen in SD again), else
+    ``censored`` -- the same rule :func:`simulated_category` applies to its twin.
+    """
     r = outcome.first_response
     if r == "PD":
         return "pd_first"
     if r in ("CR", "PR"):
         return "response_first"
-    if outcome.lost_to_follow_up or (outcome.progressed is None):
-        return "censored"
-    return "progressed" if outcome.progressed else "stable"
+    if outcome.progressed:
+        return "progressed"
+    first = float(outcome.first_assessment_day)
+    last = float(outcome.last_followup_day) if outcome.last_followup_day is not None else first
+    if assessment_days is None:
+        return "censored" if (outcome.lost_to_follow_up or outcome.progressed is None) else "stable"
+    return "stable" if any(first < d <= last for d in assessment_days) else "censored"
 
 
 def make_slots(outcomes: Sequence, assessment_days: Sequence[float], source: str = "<outcomes>") -> tuple[Slot, ...]:
@@ -83,7 +92,7 @@ def make_slots(outcomes: Sequence, assessment_days: Sequence[float], source: str
                 f"patient {o.patient}: first assessment day {first:g} is not an assessment day of the protocol "
                 f"{list(days)}", source=source, key="first_assessment_day")
         horizon = max(ends + [first])
-        cat = observed_category(o)
+        cat = observed_category(o, days)
         if cat in ("censored", "stable"):
             follow = float(o.last_followup_day) if o.last_followup_day is not None else first
         else:
@@ -109,6 +118,9 @@ def simulated_category(rec: np.ndarray, start_day: float, slot: Slot, assessment
     idx = [int(round(d - start_day)) for d in days]
     codes = classify_response(np.array([blast[i] if i < blast.shape[0] else np.nan for i in idx]), base, thresholds)
     first = int(codes[0])
+    if first == RESPONSE_FILL:
+        raise ValueError(f"patient {slot.patient}: no marrow blast value on the first assessment day "
+                         f"{slot.first_day:g} (simulation ended or stopped before it)")
     if first == RESPONSE_CODES["PD"]:
         return "pd_first"
     if first in (RESPONSE_CODES["CR"], RESPONSE_CODES["PR"]):
@@ -132,7 +144,9 @@ def chimerism_peaks(rec: np.ndarray, start_day: float, window: tuple[float, floa
     if pbmc.size == 0 or not np.isfinite(pbmc).any():
         return float("nan"), float("nan"), float("nan")
     k = int(np.nanargmax(pbmc))
-    return float(np.nanmax(pbmc)), float(np.nanmax(nk)), float(start_day + i0 + k)
+    peak = float(np.nanmax(pbmc))
+    # no donor cells at all: there is no peak, and no day of it
+    return peak, float(np.nanmax(nk)), (float(start_day + i0 + k) if peak > 0 else float("nan"))
 
 
 def cohort_statistic(values: np.ndarray, statistic: str) -> float:

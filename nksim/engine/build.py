@@ -119,6 +119,9 @@ def kernel_parameters(params: ParameterSet, eff: PatientEffects, start_day: floa
     kp[L.P_PD_REL] = params["response.pd_relative_rise"] / 100.0
     kp[L.P_PD_ABS] = params["response.pd_absolute_rise"]
     kp[L.P_PD_BELOW] = params["response.pd_absolute_below"]
+    kp[L.P_CR_PCT] = params["response.cr_blast_pct"]
+    kp[L.P_PR_PCT] = params["response.pr_blast_pct"]
+    kp[L.P_PR_FALL] = params["response.pr_min_fall"] / 100.0
     return kp
 
 

@@ -41,12 +41,12 @@ from .layout import (
     C_N_DRUG, C_NK_AGENTS, C_NK_BORN, C_NK_DIED, C_NK_EGRESSED, C_NK_HOMED, C_NOR, C_RES, C_SUS,
     EV_CY, EV_FLU, EV_NK, N_C, N_R, N_S,
     P_B_BIRTH, P_B_DRUG, P_B_NET, P_B_SPREAD, P_B_SWITCH, P_BLAST_FRAC0, P_BLOOD_UL,
-    P_CELLULARITY, P_CY_EC50, P_CY_EMAX, P_CY_K, P_CY_V, P_DT, P_FLU_EC50, P_FLU_EMAX, P_FLU_K,
+    P_CELLULARITY, P_CR_PCT, P_CY_EC50, P_CY_EMAX, P_CY_K, P_CY_V, P_DT, P_FLU_EC50, P_FLU_EMAX, P_FLU_K,
     P_FLU_V, P_HNK0, P_HREC, P_HT0, P_IL_MAXFOLD, P_IL_NKW, P_IL_TURNOVER, P_K, P_MARROW_EVERY,
     P_N_BIRTH, P_N_DRUG, P_N_NET, P_N_SPREAD, P_N_STEPS, P_N_TARGET, P_NK_COMPETENT,
     P_NK_CONTACT, P_NK_DEATH, P_NK_EGRESS, P_NK_HOME, P_NK_HOP, P_NK_IL15EC50, P_NK_IL15MAX,
     P_NK_MAXKILLS, P_NK_PKILL, P_NK_PROLIF, P_NK_REFRACT, P_NK_REJECT, P_NK_TISSUE_IN,
-    P_NK_TISSUE_OUT, P_PD_ABS, P_PD_BELOW, P_PD_REL, P_SCALE, P_SIDE, P_START_DAY, P_STEPS_PER_DAY,
+    P_NK_TISSUE_OUT, P_PD_ABS, P_PD_BELOW, P_PD_REL, P_PR_FALL, P_PR_PCT, P_SCALE, P_SIDE, P_START_DAY, P_STEPS_PER_DAY,
     P_STOP_ENABLED, P_SUS_FRAC0,
     R_BLAST_PCT, R_BLASTS, R_CY, R_DONOR_NK_AGENTS, R_DONOR_NK_BLOOD, R_DONOR_NK_MARROW,
     R_DONOR_NK_TISSUE, R_DRUG_HAZARD, R_EXHAUSTED, R_FLU, R_HOST_NK, R_HOST_T, R_IL15, R_KILLS,
@@ -592,9 +592,21 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
                 stop_i += 1
             if stop_i < stop_days.shape[0] and stop_days[stop_i] == r:
                 stop_i += 1
-                if kp[P_STOP_ENABLED] == 1.0 and rec[r, R_BLAST_PCT] >= stop_pct:
+                if kp[P_STOP_ENABLED] == 1.0 and is_pd(kp, rec[r, R_BLAST_PCT], rec[0, R_BLAST_PCT], stop_pct):
                     break
     return rec, cnt, snaps
+
+
+@njit(cache=True)
+def is_pd(kp, b, b0, pd_pct):
+    """The response call is PD: at the PD threshold and neither CR nor PR (which take precedence)."""
+    if not b >= pd_pct:  # also False for NaN
+        return False
+    if b < kp[P_CR_PCT]:
+        return False
+    if b <= kp[P_PR_PCT] and b <= b0 * (1.0 - kp[P_PR_FALL]):
+        return False
+    return True
 
 
 @njit(cache=True)

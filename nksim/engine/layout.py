@@ -64,7 +64,10 @@ P_STOP_ENABLED = 51  # 1.0: check at the stop days; 0.0: never stop early
 P_PD_REL = 52  # pd_relative_rise / 100
 P_PD_ABS = 53  # pd_absolute_rise (percentage points)
 P_PD_BELOW = 54  # pd_absolute_below (percent)
-N_P = 55
+P_CR_PCT = 55  # cr_blast_pct: a CR call takes precedence over PD (no stop)
+P_PR_PCT = 56  # pr_blast_pct
+P_PR_FALL = 57  # pr_min_fall / 100
+N_P = 58
 
 # ---- event kinds (see nksim.protocol.EVENT_CODES) --------------------------------
 EV_FLU = 0  # amount in mg
