@@ -527,7 +527,8 @@ def test_normal_cells_regrow_logistically_after_drugs():
     params = nksim.load_parameters().with_values({
         "lattice.side": 8, "lattice.voxel_side": 2000.0, "lattice.marrow_cellularity": 100 * c,
         "normal.division_rate": 0.3, "normal.recovery_rate": r_n, "normal.spread_fraction": 0.0,
-        "normal.drug_sensitivity": 0.4, "nk.homing_rate": 0.0, "numerics.marrow_step": 1.0})
+        "normal.drug_sensitivity": 0.4, "nk.homing_rate": 0.0, "numerics.marrow_step": 1.0,
+        "drugs.flu_emax": 1.0, "drugs.cy_emax": 3.0})  # deep enough depletion to test the regrowth
     proto = build_protocol(DRUG_EVENTS + [(0, "nk_infusion", 1.0)], start_day=-40, end_day=30,
                            patients=[fixed_blast_patient(pct=0.0)])
     ds = nksim.simulate_cohort(params, proto, replicates=2, seed=17)

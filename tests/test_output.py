@@ -80,7 +80,7 @@ def test_global_attributes(ds, small_params):
     assert a["Conventions"] == "CF-1.8"
     assert a["nksim_version"] == nksim.__version__
     assert a["parameter_digest"] == small_params.digest()
-    assert "uncalibrated" in a["parameter_status"]
+    assert a["parameter_status"] == nksim.load_parameters("default").status and a["parameter_status"]
     assert a["protocol"] == "ahmadvand2023"
     assert a["seed"] == 20240611 and a["replicates"] == 2
     params = json.loads(a["parameters"])

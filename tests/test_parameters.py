@@ -100,7 +100,8 @@ def test_default_loads_every_schema_key_in_schema_units(default_params):
         assert math.isfinite(v) and spec.lo <= v <= spec.hi, key
         if spec.integer:
             assert v == int(v), key
-    assert "uncalibrated" in default_params.status
+    # the default model is the calibrated one (models/default.toml [meta] status)
+    assert default_params.status.startswith("calibrated")
 
 
 def test_default_by_name_and_by_path_agree(default_params):

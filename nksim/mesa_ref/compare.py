@@ -61,7 +61,8 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
     Flu on day -2, Cy on day -1 (drug hazard on blood, marrow blasts and normal cells),
     one NK infusion on day 0 large enough to give tens of NK agents and kills on a tiny
     lattice (``nk_dose`` kg-1; the region scale is huge on a small lattice), a marrow at 80 %
-    cellularity (voxels fill up, so daughters are lost), susceptibility switching at
+    cellularity (voxels fill up, so daughters are lost), NK tissue uptake / return pinned at
+    4 / 0.4 day-1 (so the infused cells reach the marrow), susceptibility switching at
     division (5 %), exhaustion after 2 kills and a 2 h refractory period. ``K =
     (voxel_side / 10 um)^2`` (16 by default). Without ``random_effects`` every seed is the
     same virtual patient (population medians), which removes between-patient variance.
@@ -73,6 +74,10 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "blasts.switch_probability": 0.05,
         "nk.max_kills": 2,
         "nk.refractory_time": 2.0,
+        # trafficking pinned (not the calibrated values, which send most infused cells to other
+        # tissues) so that tens of NK agents reach the region and kill
+        "nk.tissue_uptake_rate": 4.0,
+        "nk.tissue_return_rate": 0.4,
     }
     if not random_effects:
         overrides.update({
