@@ -1,7 +1,8 @@
 """The example notebooks (experiments/notebooks/*.ipynb) run headless and write their figures.
 
 Each notebook is executed with nbclient in a fresh ``python3`` kernel, with a cell injected after
-its ``parameters``-tagged cell that sends the figures to a temporary folder, lowers the figure
+its ``parameters``-tagged cell that sends the figures to ``outputs/notebooks/ci/<notebook>/``
+(git-ignored; emptied before each run), lowers the figure
 resolution, switches matplotlib to Agg (figures are saved, not also rendered inline) and ignores
 results already in ``outputs/`` (so the run is the same on every machine).
 The committed notebooks must carry no outputs and no execution counts.
@@ -71,11 +72,17 @@ def test_committed_notebook_is_clean(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_headless(path, tmp_path):
+def test_notebook_runs_headless(path):
+    import shutil
+
+    # the figures of the CI run go under outputs/ (git-ignored), one scratch folder per notebook,
+    # emptied first so that only this run's files count
+    figures = ROOT / "outputs" / "notebooks" / "ci" / path.stem
+    shutil.rmtree(figures, ignore_errors=True)
     nb = nbformat.read(path, as_version=4)
     i = parameters_cell(nb)
     names = defined_names(nb.cells[i].source)
-    values = {"OUT": str(tmp_path / "figures"), **{k: v for k, v in OVERRIDES.items() if k in names}}
+    values = {"OUT": str(figures), **{k: v for k, v in OVERRIDES.items() if k in names}}
     injected = nbformat.v4.new_code_cell(
         "# injected by tests/test_notebooks.py (figures are only saved: no inline rendering)\n"
         "import matplotlib.pyplot as plt\nplt.switch_backend('agg')\n"
@@ -87,12 +94,12 @@ def test_notebook_runs_headless(path, tmp_path):
     t0 = time.perf_counter()
     client.execute()  # raises CellExecutionError (with the traceback) on any error
     elapsed = time.perf_counter() - t0
-    written = {p.name for p in (tmp_path / "figures").glob("*.png")}
+    written = {p.name for p in figures.glob("*.png")}
     expected = EXPECTED_PNGS.get(path.stem)
     if expected is None:
         assert written, f"{path.name} wrote no figure"
     else:
         assert expected <= written, f"{path.name}: missing {sorted(expected - written)}"
     for name in written:
-        assert (tmp_path / "figures" / name).stat().st_size > 5_000, f"{name} is (nearly) empty"
+        assert (figures / name).stat().st_size > 5_000, f"{name} is (nearly) empty"
     print(f"{path.name}: {elapsed:.1f} s")

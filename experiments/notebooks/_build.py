@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 HOW_TO_RUN = """\
 **Run it** from the repository root after `python -m pip install -e ".[dev]"`:
 interactively with `python -m pip install jupyterlab` and `jupyter lab {path}`, or headless
-(small parameters, figures to a temporary folder) with `python -m pytest tests/test_notebooks.py`.
+(small parameters, figures to `outputs/notebooks/ci/`) with `python -m pytest tests/test_notebooks.py`.
 The first code cell holds the parameters (tag `parameters`): raise `SIDE`, `REPLICATES`, `END_DAY`
 for real results. Figures are saved as PNG under `OUT` (default `outputs/notebooks/`, git-ignored).
 
