@@ -26,16 +26,6 @@ from ..observables import RESPONSE_CODES, RESPONSE_FILL, classify_response
 
 CATEGORIES: tuple[str, ...] = ("pd_first", "response_first", "progressed", "stable", "censored")
 CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
-CATEGORY_LONG_NAMES = {
-    "pd_first": "PD at the first assessment",
-    "response_first": "CR or PR at the first assessment",
-    "progressed": "SD at the first assessment, PD by the end of follow-up",
-    "stable": "SD at the first assessment and at the end of follow-up",
-    "censored": "SD at the first assessment, then lost to follow-up",
-}
-
-#: Chimerism quantities a target may name, with the daily-record way to compute them.
-QUANTITIES = ("peak_donor_chimerism_pbmc", "peak_donor_chimerism_nk", "peak_day")
 
 
 @dataclass(frozen=True)
