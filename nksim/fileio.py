@@ -35,3 +35,11 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
         tmp.unlink(missing_ok=True)
         plt.close(fig)
     return path
+
+
+def check_keys(table: Any, allowed: Any, *, source: str | Path, prefix: str = "", what: str = "keys") -> None:
+    """Refuse a key of a TOML table that is not in ``allowed``, naming the file, the key and the allowed ones."""
+    for k in table:
+        if k not in allowed:
+            raise NksimInputError(f"unknown key '{k}'; allowed {what}: {sorted(allowed)}", source=source,
+                                  key=f"{prefix}.{k}" if prefix else k)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ._frozen import reduce_frozen
-from .fileio import read_toml
+from .fileio import check_keys, read_toml
 from .errors import NksimInputError
 from .schema import SCHEMA, SECTIONS, ParamSpec
 from .units import check_unit
@@ -162,9 +162,7 @@ def _load(path: Path, seen: tuple[Path, ...]) -> ParameterSet:
     meta = data.pop("meta", {})
     if not isinstance(meta, dict):
         raise NksimInputError("[meta] must be a table", source=path, key="meta")
-    for k in meta:
-        if k not in _META_FIELDS:
-            raise NksimInputError(f"unknown field; allowed: {sorted(_META_FIELDS)}", source=path, key=f"meta.{k}")
+    check_keys(meta, _META_FIELDS, source=path, prefix="meta")
     base: dict[str, Parameter] = {}
     if "extends" in meta:
         ext = meta["extends"]

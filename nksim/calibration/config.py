@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import NksimInputError
-from ..fileio import read_toml
+from ..fileio import check_keys, read_toml
 from ..parameters import ParameterSet, load_parameters
 from ..schema import SCHEMA
 
@@ -161,9 +161,7 @@ def _err(msg: str, src: str, key: str) -> NksimInputError:
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], src: str, name: str) -> None:
-    for k in table:
-        if k not in allowed:
-            raise _err(f"unknown key; allowed keys in [{name}]: {sorted(allowed)}", src, f"{name}.{k}")
+    check_keys(table, allowed, source=src, prefix=name, what=f"keys in [{name}]")
 
 
 def _int(v: Any, src: str, key: str, lo: int, hi: int) -> int:

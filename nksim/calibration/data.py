@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..fileio import read_toml
+from ..fileio import check_keys, read_toml
 from ..errors import NksimInputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -439,16 +439,11 @@ def load_targets(path: str | Path, *, start_day: float | None = None) -> tuple[C
     path = Path(path)
     src = str(path)
     data = read_toml(path, "targets file")
-    for k in data:
-        if k not in _TARGETS_TOP_KEYS:
-            raise NksimInputError(f"unknown key '{k}'; allowed top-level keys: {sorted(_TARGETS_TOP_KEYS)}",
-                                  source=src, key=k)
+    check_keys(data, _TARGETS_TOP_KEYS, source=src, what="top-level keys")
     meta = data.get("meta", {})
     if not isinstance(meta, Mapping):
         raise NksimInputError("must be a table", source=src, key="meta")
-    for k in meta:
-        if k not in _META_KEYS:
-            raise NksimInputError(f"unknown key '{k}'; allowed keys: {sorted(_META_KEYS)}", source=src, key=f"meta.{k}")
+    check_keys(meta, _META_KEYS, source=src, prefix="meta")
     raw = data.get("target")
     if not isinstance(raw, list) or not raw or not all(isinstance(t, Mapping) for t in raw):
         raise NksimInputError("at least one [[target]] table is required", source=src, key="target")
