@@ -19,3 +19,7 @@ def int_at_least(lo: int, what: str = "integer") -> Callable[[str], int]:
 
     convert.__name__ = f"int_at_least_{lo}"
     return convert
+
+
+#: ``type=`` for counts that must be at least 1 (workers, replicates, trials).
+positive_int = int_at_least(1, "positive integer")

@@ -6,11 +6,10 @@ import sys
 import time
 from pathlib import Path
 
-from .argtypes import int_at_least
-from .errors import NksimInputError, OutputExistsError
+from .argtypes import int_at_least, positive_int
+from .errors import NksimInputError
 
 
-_positive_int = int_at_least(1, "positive integer")
 _seed = int_at_least(0, "non-negative integer seed")
 
 
@@ -24,10 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="default", help="parameter set name in models/ or a TOML path (default: default)")
     run.add_argument("--protocol", default="ahmadvand2023",
                      help="protocol name in experiments/protocols/ or a TOML path (default: ahmadvand2023)")
-    run.add_argument("--replicates", type=_positive_int, default=1, help="virtual trials per patient (default 1)")
+    run.add_argument("--replicates", type=positive_int, default=1, help="virtual trials per patient (default 1)")
     run.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     run.add_argument("--out", type=Path, default=Path("outputs/trial"), help="output folder (default outputs/trial)")
-    run.add_argument("--workers", type=_positive_int, default=1, help="threads running simulations (default 1)")
+    run.add_argument("--workers", type=positive_int, default=1, help="threads running simulations (default 1)")
     run.add_argument("--overwrite", action="store_true", help="replace trial.nc/trial.png already in --out")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     from .sweep.cli import add_summarize_parser, add_sweep_parser
@@ -44,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .fileio import check_output_folder
     from .output import write_netcdf
     from .parameters import load_parameters
     from .protocol import load_protocol
@@ -52,14 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     params = load_parameters(args.model)
     protocol = load_protocol(args.protocol)
-    if args.out.exists() and not args.out.is_dir():
-        raise NksimInputError("--out must be a folder (it names an existing file)", source=args.out)
     nc, png = args.out / "trial.nc", args.out / "trial.png"
-    existing = [p for p in (nc, png) if p.exists()]
-    if existing and not args.overwrite:
-        raise OutputExistsError(
-            f"output folder already holds results ({', '.join(p.name for p in existing)}); "
-            "choose another --out or pass --overwrite", source=args.out)
+    check_output_folder(args.out, (nc.name, png.name), args.overwrite)
     t0 = time.perf_counter()
     ds = simulate_cohort(params, protocol, replicates=args.replicates, seed=args.seed, workers=args.workers,
                          progress=not args.no_progress)

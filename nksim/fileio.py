@@ -43,3 +43,16 @@ def check_keys(table: Any, allowed: Any, *, source: str | Path, prefix: str = ""
         if k not in allowed:
             raise NksimInputError(f"unknown key '{k}'; allowed {what}: {sorted(allowed)}", source=source,
                                   key=f"{prefix}.{k}" if prefix else k)
+
+
+def check_output_folder(out: str | Path, names: Any, overwrite: bool) -> None:
+    """Refuse an output folder that is a file, or that already holds any of ``names`` unless ``overwrite``."""
+    from .errors import OutputExistsError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NksimInputError("--out must be a folder (it names an existing file)", source=out)
+    existing = [n for n in names if (out / n).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"output folder already holds results ({', '.join(existing)}); "
+                                "choose another --out or pass --overwrite", source=out)

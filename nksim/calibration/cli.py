@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..argtypes import int_at_least
-
-_positive_int = int_at_least(1, "positive integer")
+from ..argtypes import positive_int
 
 
 def add_calibrate_parser(sub) -> None:
@@ -18,7 +16,7 @@ def add_calibrate_parser(sub) -> None:
     p.add_argument("config", help="calibration config TOML (or the name of one in calibration/)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default outputs/calibration/<name>)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--workers", type=_positive_int, default=1,
+    g.add_argument("--workers", type=positive_int, default=1,
                    help="1 (default): in-process single-core sampler, bit-reproducible for a seed; N > 1: a local "
                    "Dask cluster of N worker processes (statistically equivalent, not bit-reproducible)")
     g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (e.g. tcp://host:8786)")

@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..argtypes import int_at_least
+from ..argtypes import positive_int
 
-_positive_int = int_at_least(1, "positive integer")
 _at_least_two = int_at_least(2, "integer >= 2")
 
 
@@ -22,18 +22,18 @@ def add_screen_parser(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default outputs/screen/<name>)")
     p.add_argument("--trajectories", type=_at_least_two, default=10, help="Morris trajectories (default 10)")
     p.add_argument("--levels", type=_at_least_two, default=4, help="Morris grid levels, even (default 4)")
-    p.add_argument("--virtual-trials", type=_positive_int, default=4,
+    p.add_argument("--virtual-trials", type=positive_int, default=4,
                    help="virtual trials per design point (default 4)")
-    p.add_argument("--workers", type=_positive_int, default=1, help="threads evaluating design points (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1, help="threads evaluating design points (default 1)")
     p.add_argument("--smoke", action="store_true", help="the config's [smoke] version with 2 trajectories")
     p.add_argument("--overwrite", action="store_true", help="replace morris.nc/morris.png already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
-    from ..errors import NksimInputError, OutputExistsError
+    from ..errors import NksimInputError
+    from ..fileio import check_output_folder, save_figure
     from ..output import write_netcdf
-    from ..fileio import save_figure
     from .config import load_config
     from .screen import run_screen, screen_figure, screen_table
 
@@ -45,14 +45,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
         config = config.smoke_version()
         trajectories = 2
     out = args.out or Path("outputs/screen") / config.name
-    if out.exists() and not out.is_dir():
-        raise NksimInputError("--out must be a folder (it names an existing file)", source=out)
     nc, png = out / "morris.nc", out / "morris.png"
-    existing = [p for p in (nc, png) if p.exists()]
-    if existing and not args.overwrite:
-        raise OutputExistsError(
-            f"output folder already holds results ({', '.join(p.name for p in existing)}); "
-            "choose another --out or pass --overwrite", source=out)
+    check_output_folder(out, (nc.name, png.name), args.overwrite)
     ds = run_screen(config, trajectories=trajectories, levels=args.levels, virtual_trials=args.virtual_trials,
                     workers=args.workers, progress=not args.no_progress)
     write_netcdf(ds, nc, overwrite=args.overwrite)

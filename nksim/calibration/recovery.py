@@ -195,14 +195,11 @@ def recovery_figure(ds: xr.Dataset):
 def write_recovery(config: CalibrationConfig, out: str | Path, settings, *, workers: int = 1, overwrite: bool = False,
                    progress: bool = True) -> xr.Dataset:
     """Run :func:`run_recovery` with ``settings`` and write ``recovery.nc`` / ``recovery.png`` into ``out``."""
-    from ..errors import OutputExistsError
-    from ..fileio import save_figure
+    from ..fileio import check_output_folder, save_figure
     from ..output import write_netcdf
 
     out = Path(out)
-    for f in ("recovery.nc", "recovery.png"):
-        if (out / f).exists() and not overwrite:
-            raise OutputExistsError(f"already holds {f}; pass --overwrite to replace it", source=out)
+    check_output_folder(out, ("recovery.nc", "recovery.png"), overwrite)
     t0 = time.perf_counter()
     ds = run_recovery(config, datasets=settings.datasets, population_size=settings.population_size,
                       max_generations=settings.max_generations, max_simulations=settings.max_simulations,

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import xarray as xr
 
-from ..errors import OutputExistsError
 from .config import CalibrationConfig
 
 RESULT_FILES = ("abc.db", "posterior.nc", "posterior_summary.csv", "ppc_posterior.nc", "ppc_prior.nc",
@@ -45,17 +44,10 @@ class CalibrationResult:
     workers: int
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    existing = [f for f in RESULT_FILES if (out / f).exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"already holds calibration results ({', '.join(existing)}); "
-                                "pass --overwrite to replace them", source=out)
-
-
 def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int = 1, scheduler: str | None = None,
                     overwrite: bool = False, progress: bool = True, stream=None) -> CalibrationResult:
     """Run the whole calibration (see module docstring) and return its results."""
-    from ..fileio import save_figure
+    from ..fileio import check_output_folder, save_figure
     from ..output import tool_attrs, write_netcdf
     from .abc import run_abc
     from .model import CalibrationModel
@@ -66,7 +58,7 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
 
     stream = stream or sys.stdout
     out = Path(out)
-    _check_out(out, overwrite)
+    check_output_folder(out, RESULT_FILES, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model = CalibrationModel(config)
@@ -99,7 +91,7 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
                           (diagnostics_figure(post), "diagnostics.png")):
             save_figure(fig, stage / name)
         out.mkdir(parents=True, exist_ok=True)
-        _check_out(out, overwrite)
+        check_output_folder(out, RESULT_FILES, overwrite)  # again: another run may have finished meanwhile
         for f in RESULT_FILES:
             shutil.move(str(stage / f), str(out / f))
     finally:
