@@ -403,7 +403,7 @@ def print_report(r: dict) -> None:
         print(f"{res['label'][:21]:21} " + " ".join(
             f"{res['compare'][k]['z']:+9.2f} [{res['compare'][k]['paired_z']:+7.2f}]    " for k in keys))
     print("\n* = more than 3 combined SE from the reference; p = only the paired test exceeds 3 SE")
-    print("low-dose group g1, peak agents in region (MODEL.md: >= ~100): " + "; ".join(
+    print("low-dose group g1, peak agents in region (docs/model.md: >= ~100): " + "; ".join(
         f"{res['label'].split(' (')[0]}: min {res['low_dose_g1_peak_agents_min']:.0f}, "
         f"median {res['low_dose_g1_peak_agents_median']:.0f}" for res in r["settings"]))
     print("\nverdict: " + ("no setting differs from the reference beyond 3 combined SE"

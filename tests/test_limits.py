@@ -1,4 +1,4 @@
-"""Analytic limits of the model (MODEL.md section 8).
+"""Analytic limits of the model (docs/model.md section 8).
 
 a. no NK, no drugs, blasts only, no spread: mean blasts per voxel follow the logistic solution;
 b. blood: no drugs -> host lymphocytes at baseline and IL-15 at 1; with drugs the daily record

@@ -1,7 +1,7 @@
 """The Mesa reference model of one virtual patient (same rules as the numba engine).
 
 Read this side by side with ``docs/architecture.md`` ("What one simulation is", "Step
-order") and ``/shared/MODEL.md`` section 3. What is re-implemented here, for clarity rather
+order") and ``docs/model.md`` section 3. What is re-implemented here, for clarity rather
 than speed, is the spatial/agent part: the marrow lattice (a periodic Mesa
 :class:`~mesa.discrete_space.OrthogonalVonNeumannGrid` of voxels holding up to ``K`` cell
 agents), donor NK agents and their interactions, and homing/egress. The rest is shared with
