@@ -16,7 +16,7 @@ predictive checks: ``run_calibration``, ``run_screen``, ``run_recovery``), ``nks
 prior vs posterior, predictive checks).
 """
 from ._version import __version__
-from .errors import NksimInputError, OutputExistsError
+from .errors import NksimInputError, NksimWarning, OutputExistsError
 from .observables import RESPONSE_CODES, classify_response, time_to_progression
 from .output import open_output, write_netcdf
 from .parameters import ParameterSet, load_parameters
@@ -26,6 +26,7 @@ from .simulate import simulate, simulate_cohort
 __all__ = [
     "__version__",
     "NksimInputError",
+    "NksimWarning",
     "OutputExistsError",
     "RESPONSE_CODES",
     "classify_response",

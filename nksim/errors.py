@@ -1,4 +1,4 @@
-"""Error types raised on bad input.
+"""Error types raised on bad input, and the category of nksim's warnings.
 
 Every error about user input names the file, the key and what is allowed, so
 that a user can fix a TOML file without reading the source.
@@ -35,3 +35,13 @@ class NksimInputError(ValueError):
 
 class OutputExistsError(NksimInputError, FileExistsError):
     """The output location already holds results and overwriting was not requested."""
+
+
+class NksimWarning(UserWarning):
+    """The category of every warning nksim emits.
+
+    Filter nksim's own warnings by this class, e.g.
+    ``warnings.simplefilter("error", nksim.NksimWarning)`` (the test suite does so through
+    ``filterwarnings`` in ``pyproject.toml``). A subclass of :class:`UserWarning`, so
+    existing ``UserWarning`` filters still apply.
+    """

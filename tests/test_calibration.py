@@ -17,7 +17,7 @@ from nksim.calibration.model import CalibrationModel, theta_seed
 from nksim.calibration.summaries import (CATEGORIES, CATEGORY_INDEX, Slot, make_slots, observed_counts,
                                          simulated_category)
 from nksim.engine import layout as L
-from nksim.errors import NksimInputError
+from nksim.errors import NksimInputError, NksimWarning
 from nksim.observables import pd_threshold, response_thresholds
 from nksim.simulate import run_one
 
@@ -303,7 +303,8 @@ def test_user_series_become_targets(tmp_path):
     assert 'series = "data/examples/synthetic_series.csv"' in text
     p = _write(tmp_path, text)
     cfg = load_config(p).smoke_version()
-    m = CalibrationModel(cfg)
+    with pytest.warns(NksimWarning, match="marrow_blast_pct"):  # the example also has blast series
+        m = CalibrationModel(cfg)
     names = [t.name for t in m.targets]
     assert "series_peak_donor_chimerism_pbmc" in names and "nkae_peak_chimerism" in names
     t = next(t for t in m.targets if t.name == "series_peak_donor_chimerism_pbmc")

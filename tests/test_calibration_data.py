@@ -26,7 +26,7 @@ from nksim.calibration.data import (
     load_series,
     load_targets,
 )
-from nksim.errors import NksimInputError
+from nksim.errors import NksimInputError, NksimWarning
 
 OUTCOMES = DATA_DIR / "ahmadvand2023_outcomes.csv"
 TARGETS = DATA_DIR / "analogue_chimerism.toml"
@@ -272,7 +272,7 @@ def test_group_mismatch_with_protocol_warns(tmp_path):
     header, rows = _outcome_rows()
     rows[_row_index(rows, "p02")]["dose_group"] = "g2"
     f = _write_outcomes(tmp_path / "swap.csv", header, rows)
-    with pytest.warns(UserWarning, match="p02"):
+    with pytest.warns(NksimWarning, match="p02"):
         obs = load_observed(f)
     assert obs.outcome("p02").dose_group == "g2"
     with warnings.catch_warnings():

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..fileio import check_keys, read_toml
-from ..errors import NksimInputError
+from ..errors import NksimInputError, NksimWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -602,7 +602,7 @@ def load_observed(
                 f"{outcomes}: patient '{o.patient}' is dose_group={o.dose_group}, evaluable={o.evaluable} in the "
                 f"outcomes but group={p.group}, evaluable={p.evaluable} in protocol '{proto.name}' ({proto.origin}); "
                 "the protocol's group sets the simulated doses, the outcomes' evaluable flag decides which "
-                "patients are compared", UserWarning, stacklevel=2)
+                "patients are compared", NksimWarning, stacklevel=2)
     files = [str(Path(outcomes))]
     tgts: tuple[ChimerismTarget, ...] = ()
     if targets is not None:

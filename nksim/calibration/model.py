@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..errors import NksimInputError
+from ..errors import NksimInputError, NksimWarning
 from ..observables import response_thresholds
 from ..parameters import ParameterSet
 from ..protocol import Protocol, load_protocol
@@ -156,7 +156,7 @@ def _series_targets(observed) -> list:
     unused = sorted(set(frame["quantity"]) - {"donor_chimerism_pbmc", "donor_chimerism_nk"})
     if unused:
         warnings.warn(f"series quantities {unused} are validated but not yet used by the calibration distance "
-                      "(only donor chimerism series become targets)", UserWarning, stacklevel=3)
+                      "(only donor chimerism series become targets)", NksimWarning, stacklevel=3)
     rng = np.random.default_rng(0)
     for q in ("donor_chimerism_pbmc", "donor_chimerism_nk"):
         sub = frame[frame["quantity"] == q]
