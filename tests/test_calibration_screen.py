@@ -17,8 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from nksim.calibration.config import FitParameter, load_config  # noqa: E402
 from nksim.calibration.model import CalibrationModel  # noqa: E402
 from nksim.calibration.screen import (SCREEN_OUTPUTS, cohort_outputs, morris_indices, run_screen,  # noqa: E402
-                                      screen_figure, screen_parameters, screen_table)
+                                      screen_parameters, screen_table)
 from nksim.errors import OutputExistsError  # noqa: E402
+from nksim.plot import screen_figure  # noqa: E402
 from nksim.schema import SCHEMA  # noqa: E402
 
 SMALL_KEYS = ("blasts.net_growth_rate", "nk.rejection_rate", "il15.max_fold")

@@ -435,11 +435,11 @@ killing removes a negligible share of blasts) cannot be learnt from these data a
 literature values."""),
     ("code", """\
 import xarray as xr
-from nksim.calibration.screen import screen_figure, screen_table
+from nksim.calibration.screen import screen_table
 
 morris = xr.open_dataset(ROOT / SCREEN_DIR / "morris.nc")
 print(screen_table(morris))
-save(screen_figure(morris), "c_morris.png")"""),
+save(plot.screen_figure(morris), "c_morris.png")"""),
     ("md", """\
 ## 2. The ABC-SMC run
 
@@ -478,13 +478,11 @@ Synthetic trials simulated from parameter values drawn from the prior, each cali
 real one: the true values should fall inside the 90 % (50 %) credible intervals in about 90 %
 (50 %) of cases."""),
     ("code", """\
-from nksim.calibration.recovery import recovery_figure
-
 rec_path = ROOT / POSTERIOR_DIR / "recovery.nc"
 if rec_path.exists():
     rec = xr.open_dataset(rec_path)
     print(rec["coverage_90"].to_series().round(2).to_string())
-    save(recovery_figure(rec), "c_recovery.png")
+    save(plot.recovery_figure(rec), "c_recovery.png")
 else:
     print("no recovery.nc in", POSTERIOR_DIR, "- run: nksim calibrate CONFIG --recovery --out", POSTERIOR_DIR)"""),
     ("md", """\

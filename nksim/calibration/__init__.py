@@ -6,8 +6,8 @@ Public API::
     load_observed, default_observed       # calibration/data/ (outcomes, analogue targets, series)
     CalibrationModel                      # theta -> virtual trial -> summaries, distance
     run_calibration                       # ABC-SMC + posterior + predictive checks + figures
-    run_screen, screen_figure             # Morris elementary effects (SALib)
-    run_recovery, recovery_figure         # parameter recovery on synthetic trials
+    run_screen, screen_figure             # Morris elementary effects (SALib); figure from nksim.plot
+    run_recovery, recovery_figure         # parameter recovery on synthetic trials; figure from nksim.plot
     apply_to_model                        # posterior medians -> a model TOML
 
 See docs/architecture.md ("Calibration") and calibration/README.md.
@@ -22,8 +22,8 @@ _EXPORTS = {
     "load_observed": ".data", "default_observed": ".data", "ObservedTrial": ".data",
     "CalibrationModel": ".model",
     "run_calibration": ".run",
-    "run_screen": ".screen", "screen_figure": ".screen",
-    "run_recovery": ".recovery", "recovery_figure": ".recovery",
+    "run_screen": ".screen", "screen_figure": "..plot.calibration",
+    "run_recovery": ".recovery", "recovery_figure": "..plot.calibration",
     "apply_to_model": ".posterior",
 }
 

@@ -34,8 +34,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from ..errors import NksimInputError
     from ..fileio import check_output_folder, save_figure
     from ..output import write_netcdf
+    from ..plot.calibration import screen_figure
     from .config import load_config
-    from .screen import run_screen, screen_figure, screen_table
+    from .screen import run_screen, screen_table
 
     if args.levels % 2:
         raise NksimInputError(f"--levels must be even, got {args.levels}", key="--levels")

@@ -154,49 +154,12 @@ def run_recovery(config: CalibrationConfig, *, datasets: int = 10, population_si
     return ds
 
 
-def recovery_figure(ds: xr.Dataset):
-    """True value vs posterior median with 50/90 % intervals, one panel per parameter."""
-    import math
-
-    import matplotlib.pyplot as plt
-
-    keys = list(ds["parameter"].to_numpy())
-    ncol = min(4, len(keys))
-    nrow = math.ceil(len(keys) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.0 * nrow), squeeze=False)
-    for ax, k, unit in zip(axes.ravel(), keys, ds["parameter_unit"].to_numpy()):
-        t = ds["true_value"].sel(parameter=k).to_numpy()
-        q = ds["posterior_quantile"].sel(parameter=k).to_numpy()
-        ins = ds["inside_90"].sel(parameter=k).to_numpy().astype(bool)
-        ax.vlines(t, q[:, 0], q[:, 4], color="0.6", lw=1, label="90% interval")
-        ax.vlines(t, q[:, 1], q[:, 3], color="C0", lw=3, label="50% interval")
-        ax.plot(t[ins], q[ins, 2], "o", color="C0", ms=4, label="median (truth inside 90%)")
-        ax.plot(t[~ins], q[~ins, 2], "x", color="C3", ms=6, label="median (truth outside)")
-        lo, hi = np.nanmin([t.min(), q.min()]), np.nanmax([t.max(), q.max()])
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="identity")
-        if lo > 0 and hi / lo > 20:
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-        ax.set_title(f"{k}\ncoverage 90%: {float(ds['coverage_90'].sel(parameter=k)):.0%}, "
-                     f"50%: {float(ds['coverage_50'].sel(parameter=k)):.0%}", fontsize=7)
-        ax.set_xlabel(f"true value [{unit}]", fontsize=7)
-        ax.set_ylabel(f"posterior [{unit}]", fontsize=7)
-        ax.tick_params(labelsize=6)
-    axes.ravel()[0].legend(fontsize=5)
-    for ax in axes.ravel()[len(keys):]:
-        ax.set_visible(False)
-    fig.suptitle(f"Parameter recovery: {ds.sizes['dataset']} synthetic trials (truth drawn from the prior); "
-                 f"mean coverage 90%: {ds.attrs['mean_coverage_90']:.0%}, 50%: {ds.attrs['mean_coverage_50']:.0%}",
-                 fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
 def write_recovery(config: CalibrationConfig, out: str | Path, settings, *, workers: int = 1, overwrite: bool = False,
                    progress: bool = True) -> xr.Dataset:
     """Run :func:`run_recovery` with ``settings`` and write ``recovery.nc`` / ``recovery.png`` into ``out``."""
     from ..fileio import check_output_folder, save_figure
     from ..output import write_netcdf
+    from ..plot.calibration import recovery_figure
 
     out = Path(out)
     check_output_folder(out, ("recovery.nc", "recovery.png"), overwrite)

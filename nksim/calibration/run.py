@@ -49,11 +49,12 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     """Run the whole calibration (see module docstring) and return its results."""
     from ..fileio import check_output_folder, save_figure
     from ..output import tool_attrs, write_netcdf
+    from ..plot.calibration import abc_diagnostics, prior_posterior
+    from ..plot.calibration import predictive_check as predictive_check_figure
     from .abc import run_abc
     from .model import CalibrationModel
     from .posterior import final_population, history_dataset, summary_rows, write_summary_csv
     from .ppc import check_table, posterior_thetas, predictive_check, prior_thetas
-    from .report import diagnostics_figure, predictive_check_figure, prior_posterior_figure
     from .summaries import CATEGORIES
 
     stream = stream or sys.stdout
@@ -86,9 +87,9 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
             ds.attrs.update(tool_attrs())
             ds.attrs["calibration"] = config.name
             write_netcdf(ds, stage / name)
-        for fig, name in ((prior_posterior_figure(post), "report.png"),
+        for fig, name in ((prior_posterior(post), "report.png"),
                           (predictive_check_figure(ppc_post, ppc_prior), "ppc.png"),
-                          (diagnostics_figure(post), "diagnostics.png")):
+                          (abc_diagnostics(post), "diagnostics.png")):
             save_figure(fig, stage / name)
         out.mkdir(parents=True, exist_ok=True)
         check_output_folder(out, RESULT_FILES, overwrite)  # again: another run may have finished meanwhile

@@ -343,62 +343,6 @@ def run_screen(config: CalibrationConfig, *, trajectories: int = 10, levels: int
     return ds
 
 
-# ---------------------------------------------------------------------------------- figure
-def screen_figure(ds: xr.Dataset):
-    """One panel per output: mu*/max mu* per parameter (sorted bars, 95% CI), selected ones highlighted."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    outputs = [str(o) for o in ds["output"].to_numpy()]
-    keys = np.array([str(p) for p in ds["parameter"].to_numpy()])
-    sel = ds["selected"].to_numpy().astype(bool)
-    ncol = 2 if len(outputs) > 1 else 1
-    nrow = math.ceil(len(outputs) / ncol)
-    h = max(3.0, 0.22 * len(keys) + 1.2)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(6.6 * ncol, h * nrow), squeeze=False)
-    thr = float(ds.attrs.get("selection_threshold", SELECTION_THRESHOLD))
-    for ax, o in zip(axes.ravel(), outputs):
-        ms = ds["mu_star"].sel(output=o).to_numpy()
-        conf = ds["mu_star_conf"].sel(output=o).to_numpy()
-        rel = ds["mu_star_rel"].sel(output=o).to_numpy()
-        unit = str(ds["output_units"].sel(output=o).item())
-        mx = np.nanmax(ms) if np.isfinite(ms).any() else np.nan
-        order = np.argsort(np.nan_to_num(rel, nan=-1.0))
-        y = np.arange(len(keys))
-        err = np.where(mx > 0, conf / mx, 0.0) if np.isfinite(mx) else np.zeros_like(conf)
-        colors = ["C3" if sel[i] and rel[i] >= thr else ("C1" if sel[i] else "0.6") for i in order]
-        ax.barh(y, np.nan_to_num(rel[order]), xerr=np.nan_to_num(err[order]), color=colors,
-                error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.2"})
-        ax.axvline(thr, color="k", ls="--", lw=0.8)
-        ax.set_yticks(y)
-        ax.set_yticklabels(keys[order], fontsize=6.5)
-        ax.set_xlim(0, min(1.6, max(1.05, float(np.nanmax(np.nan_to_num(rel + err, nan=0.0))) + 0.05)))
-        ax.set_xlabel("relative mu* (mu* / max mu* of the output) [1]", fontsize=8)
-        ax.set_ylabel("parameter [prior range on its sampling scale]", fontsize=8)
-        nund = int(ds["n_undefined"].sel(output=o)) if "n_undefined" in ds else 0
-        extra = f"; undefined at {nund} points" if nund else ""
-        ax.set_title(f"{o}\nmax mu* = {mx:.3g} {unit if unit != '1' else ''} per prior range{extra}".replace("  ", " "),
-                     fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-    for ax in axes.ravel()[len(outputs):]:
-        ax.set_visible(False)
-    handles = [Patch(color="C3", label=f"selected, mu*/max >= {thr:g} for this output"),
-               Patch(color="C1", label="selected through another output"),
-               Patch(color="0.6", label="not selected (fix)"),
-               plt.Line2D([], [], color="k", ls="--", lw=0.8, label=f"selection threshold {thr:g}"),
-               plt.Line2D([], [], color="0.2", marker="|", ls="", label="95% bootstrap CI of mu*")]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    vt = ds.attrs.get("virtual_trials")
-    npat = ds.attrs.get("patients_per_trial")
-    per = f"{int(vt) * int(npat)} virtual patients per point ({vt} virtual trials x {npat} patients)" \
-        if vt is not None and npat is not None else "synthetic function"
-    fig.suptitle(f"Morris screen{(': ' + ds.attrs['config_name']) if 'config_name' in ds.attrs else ''} -- "
-                 f"{ds.attrs.get('trajectories')} trajectories, {ds.attrs.get('levels')} levels, {per}; "
-                 f"{int(sel.sum())} of {len(keys)} parameters selected", fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    return fig
-
-
 def screen_table(ds: xr.Dataset) -> str:
     """Plain-text table: parameter, mu* per output (units per prior range), selected."""
     outputs = [str(o) for o in ds["output"].to_numpy()]
