@@ -109,7 +109,7 @@ def kernel_loop(params, protocol, patients, replicates=1, seed=0):
 def agent_updates(runs, params) -> float:
     """Sum over days of donor NK agents x steps per day (agent-steps actually processed)."""
     spd = resolution(params).steps_per_day
-    return float(sum(r.rec[:-1, L.R_DONOR_NK_AGENTS].sum() for r in runs) * spd)
+    return float(sum(r.rec[:-1, L.R.donor_nk_agents].sum() for r in runs) * spd)
 
 
 def marrow_counts(params, protocol, n_sims: int) -> tuple[float, float]:
@@ -314,10 +314,10 @@ def bench_decomposition(params, protocol, patients, repeats: int, stress_factor:
         "nk_stress": {**strip(t_str), "dose_factor": stress_factor, "agent_updates": au_str,
                       "agent_time_s": t_agents_str, "agent_updates_per_s": agent_rate,
                       "ns_per_agent_update": 1e9 / agent_rate if agent_rate == agent_rate else None,
-                      "peak_agents_max": float(max(r.rec[:, L.R_DONOR_NK_AGENTS].max() for r in t_str["result"]))},
+                      "peak_agents_max": float(max(r.rec[:, L.R.donor_nk_agents].max() for r in t_str["result"]))},
         "default_agent_time_estimate_s": t_agents_def_est,
         "default_agent_fraction_estimate": t_agents_def_est / t_def["cpu_min_s"],
-        "default_peak_agents_max": float(max(r.rec[:, L.R_DONOR_NK_AGENTS].max() for r in t_def["result"])),
+        "default_peak_agents_max": float(max(r.rec[:, L.R.donor_nk_agents].max() for r in t_def["result"])),
         "load_avg": loadavg(),
     }
 
@@ -348,8 +348,8 @@ def bench_marrow_update(params, protocol, n_calls: int) -> dict:
         return (time.thread_time() - t0) / n_calls
 
     kp0 = kp.copy()
-    kp0[L.P_B_SPREAD] = 0.0
-    kp0[L.P_N_SPREAD] = 0.0
+    kp0[L.KP.blasts_spread_fraction] = 0.0
+    kp0[L.KP.normal_spread_fraction] = 0.0
     t_full = min(run(kp, 0.0) for _ in range(3))
     t_nospread = min(run(kp0, 0.0) for _ in range(3))
     t_drug = min(run(kp, 0.05) for _ in range(3))
@@ -433,7 +433,7 @@ def bench_scaling(params, protocol, patients, configs) -> list[dict]:
             "cell_equiv_updates_per_s": cells / t[STAT],
             "ns_per_voxel_update": t[STAT] / vox * 1e9,
             "ns_per_voxel_update_cpu": t["cpu_min_s"] / vox * 1e9,
-            "peak_agents_mean": float(np.mean([r.rec[:, L.R_DONOR_NK_AGENTS].max() for r in t["result"]])),
+            "peak_agents_mean": float(np.mean([r.rec[:, L.R.donor_nk_agents].max() for r in t["result"]])),
         })
     base = next((r for r in rows if r["side"] == 40 and r["voxel_side_um"] == 400.0), None)
     for r in rows:

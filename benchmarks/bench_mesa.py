@@ -73,7 +73,7 @@ def time_engine(params, protocol, repeats: int) -> dict:
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return {"min_s": min(walls), "median_s": float(np.median(walls)), "all_s": walls, "cpu_s": cpus,
-            "nk_agents_final": int(raw.cnt[-1, nksim.engine.layout.C_NK_AGENTS]),
+            "nk_agents_final": int(raw.cnt[-1, nksim.engine.layout.C.nk_agents]),
             "cells_final": int(raw.cnt[-1, :3].sum())}
 
 
@@ -91,7 +91,7 @@ def time_mesa(params, protocol, repeats: int) -> dict:
         n_agents = len(model.agents)
         del model
     return {"min_s": min(walls), "median_s": float(np.median(walls)), "all_s": walls, "init_s": inits, "cpu_s": cpus,
-            "agents_final": n_agents, "nk_agents_final": int(raw.cnt[-1, nksim.engine.layout.C_NK_AGENTS]),
+            "agents_final": n_agents, "nk_agents_final": int(raw.cnt[-1, nksim.engine.layout.C.nk_agents]),
             "cells_final": int(raw.cnt[-1, :3].sum())}
 
 

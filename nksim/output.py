@@ -15,14 +15,14 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from ._version import __version__
+from . import quantities as Q
 from .engine import layout as L
-from .engine import resolution
+from .engine import RawRun, resolution
 from .errors import NksimInputError, OutputExistsError
 from .observables import (RESPONSE_CODES, classify_response, pd_threshold, response_thresholds,
                           time_to_progression)
@@ -30,44 +30,13 @@ from .parameters import ParameterSet
 from .patients import EFFECT_META
 from .protocol import Protocol
 
-if TYPE_CHECKING:
-    from .simulate import RawRun
 
-#: Daily record variables: name -> (record index, units, long_name).
+#: Daily record variables: name -> (record index, units, long_name), from :data:`nksim.quantities.RECORD`.
 TIME_VARIABLES: dict[str, tuple[int, str, str]] = {
-    "donor_nk_blood": (L.R_DONOR_NK_BLOOD, "uL-1", "donor NK cells per uL blood"),
-    "host_nk_blood": (L.R_HOST_NK, "uL-1", "host NK cells per uL blood"),
-    "host_t_blood": (L.R_HOST_T, "uL-1", "host T cells per uL blood"),
-    "il15": (L.R_IL15, "1", "plasma IL-15 relative to pre-treatment baseline"),
-    "flu_conc": (L.R_FLU, "mg L-1", "plasma fludarabine (2-F-ara-A) concentration"),
-    "cy_conc": (L.R_CY, "mg L-1", "plasma cyclophosphamide concentration"),
-    "donor_nk_marrow": (L.R_DONOR_NK_MARROW, "1", "donor NK cells in the whole marrow (region agents x scale)"),
-    "donor_nk_tissue": (L.R_DONOR_NK_TISSUE, "1", "donor NK cells in other tissues (lung, liver, spleen)"),
-    "donor_nk_agents": (L.R_DONOR_NK_AGENTS, "1", "donor NK agents in the simulated marrow region"),
-    "marrow_blast_pct": (L.R_BLAST_PCT, "percent", "marrow blasts as percentage of nucleated marrow cells"),
-    "blasts_total": (L.R_BLASTS, "1", "AML blasts in the whole marrow"),
-    "normal_total": (L.R_NORMAL, "1", "normal haematopoietic cells in the whole marrow"),
-    "blast_susceptible_fraction": (L.R_SUS_FRAC, "1", "fraction of marrow blasts susceptible to NK killing"),
-    "nk_kills": (L.R_KILLS, "1", "cumulative blasts killed by donor NK, whole-marrow estimate"),
-    "nk_exhausted_fraction": (L.R_EXHAUSTED, "1", "fraction of killer-competent marrow NK agents that are exhausted"),
-    "drug_kill_hazard": (L.R_DRUG_HAZARD, "day-1", "Flu/Cy kill hazard on blood lymphocytes"),
-}
+    v.name: (getattr(L.R, v.name), v.units, v.long_name) for v in Q.RECORD}
 
-#: Region event counter labels, in layout order.
-COUNTERS: tuple[str, ...] = (
-    "susceptible_blasts", "resistant_blasts", "normal_cells", "blast_births", "blast_deaths",
-    "blast_drug_deaths", "blasts_killed_by_nk", "blast_daughters_lost", "normal_births",
-    "normal_deaths", "normal_drug_deaths", "normal_daughters_lost", "nk_agents", "nk_homed",
-    "nk_egressed", "nk_born", "nk_died",
-)
-assert len(COUNTERS) == L.N_C
-
-SNAPSHOT_LAYERS: dict[str, tuple[int, str]] = {
-    "lattice_susceptible_blasts": (L.S_SUS, "NK-susceptible blasts per voxel"),
-    "lattice_resistant_blasts": (L.S_RES, "NK-resistant blasts per voxel"),
-    "lattice_normal": (L.S_NOR, "normal haematopoietic cells per voxel"),
-    "lattice_nk": (L.S_NK, "donor NK agents per voxel"),
-}
+#: Region event counter labels, in layout order (:data:`nksim.quantities.COUNTERS`).
+COUNTERS: tuple[str, ...] = L.C._fields
 
 RESPONSE_ATTRS = {
     "units": "1",
@@ -88,7 +57,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def build_dataset(runs: Sequence["RawRun"], params: ParameterSet, protocol: Protocol, patient_ids: Sequence[str],
+def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protocol, patient_ids: Sequence[str],
                   replicates: int, seed: int, replicate_ids: Sequence[int] | None = None) -> xr.Dataset:
     """Assemble kernel outputs of a (patient x replicate) grid into the output Dataset."""
     reps = list(replicate_ids) if replicate_ids is not None else list(range(replicates))
@@ -113,19 +82,12 @@ def build_dataset(runs: Sequence["RawRun"], params: ParameterSet, protocol: Prot
     data: dict[str, xr.DataArray] = {}
     for name, (idx, units, long_name) in TIME_VARIABLES.items():
         data[name] = xr.DataArray(rec[..., idx], dims=dims3, attrs={"units": units, "long_name": long_name})
-    donor = rec[..., L.R_DONOR_NK_BLOOD]
-    host_nk = rec[..., L.R_HOST_NK]
-    host_t = rec[..., L.R_HOST_T]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        chim_nk = np.where(donor + host_nk > 0, 100.0 * donor / (donor + host_nk), 0.0)
-        chim_pbmc = np.where(donor + host_nk + host_t > 0, 100.0 * donor / (donor + host_nk + host_t), 0.0)
-    data["donor_chimerism_nk"] = xr.DataArray(chim_nk, dims=dims3, attrs={
-        "units": "percent", "long_name": "donor chimerism of blood NK cells (donor NK / all blood NK)"})
-    data["donor_chimerism_pbmc"] = xr.DataArray(chim_pbmc, dims=dims3, attrs={
-        "units": "percent", "long_name": "donor chimerism of blood lymphocytes (donor NK / (NK + T))"})
+    for obs in Q.OBSERVABLES:
+        v = obs.variable
+        data[v.name] = xr.DataArray(Q.observe(v.name, rec), dims=dims3, attrs={"units": v.units, "long_name": v.long_name})
 
     th = response_thresholds(params)
-    blast = rec[..., L.R_BLAST_PCT]
+    blast = rec[..., L.R.marrow_blast_pct]
     baseline = blast[..., 0]
     a_idx = np.array([int(d - protocol.start_day) for d in protocol.assessment_days])
     resp = classify_response(blast[..., a_idx], baseline[..., None], th)
@@ -146,8 +108,8 @@ def build_dataset(runs: Sequence["RawRun"], params: ParameterSet, protocol: Prot
         cnt, dims=("patient", "replicate", "time", "counter"),
         attrs={"units": "1", "long_name": "cell counts and cumulative event counts in the simulated marrow region"})
     sdims = ("patient", "replicate", "snapshot_time", "y", "x")
-    for name, (layer, long_name) in SNAPSHOT_LAYERS.items():
-        data[name] = xr.DataArray(snaps[:, :, :, layer], dims=sdims, attrs={"units": "1", "long_name": long_name})
+    for layer, v in enumerate(Q.SNAPSHOT_LAYERS):
+        data[v.name] = xr.DataArray(snaps[:, :, :, layer], dims=sdims, attrs={"units": v.units, "long_name": v.long_name})
 
     res = resolution(params)
     centres = (np.arange(res.side) + 0.5) * params["lattice.voxel_side"]

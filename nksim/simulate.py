@@ -3,30 +3,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from .engine import event_arrays, kernel_parameters, resolution, run_patient
-from .engine.layout import P_STOP_ENABLED as L_STOP_ENABLED
+from .engine import RawRun, event_arrays, kernel_parameters, resolution, run_patient
+from .engine.layout import KP
 from .parameters import ParameterSet, load_parameters
-from .patients import PatientEffects, draw_effects
+from .patients import draw_effects
 from .protocol import Patient, Protocol, load_protocol
+from .output import build_dataset
 from .streams import generators
-
-
-@dataclass(frozen=True)
-class RawRun:
-    """Kernel output of one (patient, replicate) simulation."""
-
-    patient: str
-    replicate: int
-    effects: PatientEffects
-    rec: np.ndarray  # (day, R_*)
-    cnt: np.ndarray  # (day, C_*)
-    snaps: np.ndarray  # (snapshot, layer, y, x)
 
 
 def _as_params(params: ParameterSet | str | Path) -> ParameterSet:
@@ -55,7 +43,7 @@ def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: in
     if stop_days is None:
         stop = np.zeros(0, dtype=np.int64)
     else:
-        kp[L_STOP_ENABLED] = 1.0
+        kp[KP.stop_enabled] = 1.0
         stop = np.array(sorted(int(round(d - protocol.start_day)) for d in stop_days), dtype=np.int64)
     rec, cnt, snaps = run_patient(kp, *ev, snap, stop, rngs["init"], rngs["move"], rngs["kill"], rngs["fate"],
                                   rngs["traffic"], rngs["marrow"])
@@ -92,8 +80,6 @@ def simulate_cohort(
     xarray.Dataset with dims ``patient``, ``replicate``, ``time`` (days since first
     infusion), ``assessment``, ``snapshot_time``, ``y``, ``x`` (see docs/architecture.md).
     """
-    from .output import build_dataset
-
     params = _as_params(params)
     protocol = _as_protocol(protocol)
     if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 1:
@@ -143,8 +129,6 @@ def simulate(
     The result equals ``simulate_cohort(...).sel(patient=patient, replicate=replicate)``:
     the same seed gives the same trajectory whether run alone or in a cohort.
     """
-    from .output import build_dataset
-
     params = _as_params(params)
     protocol = _as_protocol(protocol)
     if not protocol.patients:

@@ -45,18 +45,18 @@ def test_early_stop_is_the_full_run_truncated_after_a_pd_assessment():
     for pat in proto.patients[:6]:
         full = run_one(params, proto, pat, 3, 0)
         stop = run_one(params, proto, pat, 3, 0, stop_days=[28, 90, 180, 270])
-        n = int(np.isfinite(stop.rec[:, L.R_BLAST_PCT]).sum())
+        n = int(np.isfinite(stop.rec[:, L.R.marrow_blast_pct]).sum())
         assert np.array_equal(full.rec[:n], stop.rec[:n], equal_nan=True)
         assert np.array_equal(full.cnt[:n], stop.cnt[:n])
-        thr = pd_threshold(full.rec[0, L.R_BLAST_PCT], th)
+        thr = pd_threshold(full.rec[0, L.R.marrow_blast_pct], th)
         checks = [int(d - proto.start_day) for d in (28, 90, 180, 270)]
-        first_pd = next((i for i in checks if full.rec[i, L.R_BLAST_PCT] >= thr), None)
+        first_pd = next((i for i in checks if full.rec[i, L.R.marrow_blast_pct] >= thr), None)
         if first_pd is None:
             assert n == full.rec.shape[0]  # never stopped
         else:
             stopped_any = True
             assert n == first_pd + 1  # stopped right after the assessment that established PD
-            assert np.all(np.isnan(stop.rec[n:, L.R_BLAST_PCT]))
+            assert np.all(np.isnan(stop.rec[n:, L.R.marrow_blast_pct]))
     assert stopped_any
 
 
@@ -75,9 +75,9 @@ def test_shipped_outcomes_give_the_trial_table():
 
 def _rec(blasts_at: dict[float, float], base: float = 40.0) -> np.ndarray:
     rec = np.full((380, L.N_R), np.nan)
-    rec[0, L.R_BLAST_PCT] = base
+    rec[0, L.R.marrow_blast_pct] = base
     for d, b in blasts_at.items():
-        rec[int(d + 9), L.R_BLAST_PCT] = b
+        rec[int(d + 9), L.R.marrow_blast_pct] = b
     return rec
 
 
@@ -386,8 +386,8 @@ def test_kernel_stop_rule_gives_cr_and_pr_precedence_over_pd():
                                                       "response.pr_min_fall": 0.0})
     th = response_thresholds(params)
     kp = np.zeros(L.N_P)
-    kp[L.P_PD_REL], kp[L.P_PD_ABS], kp[L.P_PD_BELOW] = 0.0, 0.0, th["pd_absolute_below"]
-    kp[L.P_CR_PCT], kp[L.P_PR_PCT], kp[L.P_PR_FALL] = th["cr_blast_pct"], th["pr_blast_pct"], 0.0
+    kp[L.KP.pd_relative_rise_fraction], kp[L.KP.response_pd_absolute_rise], kp[L.KP.response_pd_absolute_below] = 0.0, 0.0, th["pd_absolute_below"]
+    kp[L.KP.response_cr_blast_pct], kp[L.KP.response_pr_blast_pct], kp[L.KP.pr_min_fall_fraction] = th["cr_blast_pct"], th["pr_blast_pct"], 0.0
     for b0, b in ((3.0, 4.0), (3.0, 6.0), (20.0, 20.0), (20.0, 30.0), (40.0, 60.0), (40.0, np.nan)):
         thr = pd_threshold_pct(kp, b0)
         assert thr == pytest.approx(float(pd_threshold(b0, th)))

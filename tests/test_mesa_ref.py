@@ -63,14 +63,14 @@ def test_same_patient_and_same_blood_compartment(scenario):
     model = PatientModel(scenario.params, scenario.protocol, pat.id, seed=3).run()
     ref = model.raw_run()
     assert model.effects == eng.effects
-    for r in (L.R_FLU, L.R_CY, L.R_DRUG_HAZARD):  # analytic PK
+    for r in (L.R.flu_conc, L.R.cy_conc, L.R.drug_kill_hazard):  # analytic PK
         np.testing.assert_array_equal(ref.rec[:, r], eng.rec[:, r])
     # before the infusion (record days 0..2) the whole blood record is identical
-    for r in (L.R_HOST_NK, L.R_HOST_T, L.R_IL15, L.R_DONOR_NK_BLOOD):
+    for r in (L.R.host_nk_blood, L.R.host_t_blood, L.R.il15, L.R.donor_nk_blood):
         np.testing.assert_array_equal(ref.rec[:3, r], eng.rec[:3, r])
     # afterwards host NK and T differ only numerically: the number of RK4 sub-steps depends on
     # the (stochastic) donor NK in blood
-    for r in (L.R_HOST_NK, L.R_HOST_T):
+    for r in (L.R.host_nk_blood, L.R.host_t_blood):
         np.testing.assert_allclose(ref.rec[:, r], eng.rec[:, r], rtol=1e-7)
     assert ref.rec.shape == eng.rec.shape and ref.cnt.shape == eng.cnt.shape and ref.snaps.shape == eng.snaps.shape
 
@@ -89,23 +89,23 @@ def test_dataset_has_the_engine_schema(scenario):
 def test_reference_accounting_and_capacity(scenario):
     """Every cell and NK agent is accounted for by the counters; no voxel exceeds K."""
     model = PatientModel(scenario.params, scenario.protocol, seed=5)
-    K = model.rules.capacity
+    K = model.rules.voxel_capacity
     while model.running:
         model.step()
         if model.step_index % model.rules.steps_per_day == 0:
             counts = model.lattice_counts()
             assert counts[:3].sum(axis=0).max() <= K
-            assert counts[L.S_NK].sum() == len(model.agents_of(nksim.mesa_ref.NKCell))
+            assert counts[L.S.lattice_nk].sum() == len(model.agents_of(nksim.mesa_ref.NKCell))
     c = model.raw_run().cnt
-    blasts0 = c[0, L.C_SUS] + c[0, L.C_RES]
-    blasts = (blasts0 + c[:, L.C_B_BIRTH] - c[:, L.C_B_CROWD] - c[:, L.C_B_DEATH] - c[:, L.C_B_DRUG]
-              - c[:, L.C_B_KILLED])
-    np.testing.assert_array_equal(blasts, c[:, L.C_SUS] + c[:, L.C_RES])
-    normal = c[0, L.C_NOR] + c[:, L.C_N_BIRTH] - c[:, L.C_N_CROWD] - c[:, L.C_N_DEATH] - c[:, L.C_N_DRUG]
-    np.testing.assert_array_equal(normal, c[:, L.C_NOR])
-    nk = c[:, L.C_NK_HOMED] + c[:, L.C_NK_BORN] - c[:, L.C_NK_DIED] - c[:, L.C_NK_EGRESSED]
-    np.testing.assert_array_equal(nk, c[:, L.C_NK_AGENTS])
-    assert c[-1, L.C_B_KILLED] > 0 and c[-1, L.C_NK_HOMED] > 0  # the scenario exercises the NK rules
+    blasts0 = c[0, L.C.susceptible_blasts] + c[0, L.C.resistant_blasts]
+    blasts = (blasts0 + c[:, L.C.blast_births] - c[:, L.C.blast_daughters_lost] - c[:, L.C.blast_deaths] - c[:, L.C.blast_drug_deaths]
+              - c[:, L.C.blasts_killed_by_nk])
+    np.testing.assert_array_equal(blasts, c[:, L.C.susceptible_blasts] + c[:, L.C.resistant_blasts])
+    normal = c[0, L.C.normal_cells] + c[:, L.C.normal_births] - c[:, L.C.normal_daughters_lost] - c[:, L.C.normal_deaths] - c[:, L.C.normal_drug_deaths]
+    np.testing.assert_array_equal(normal, c[:, L.C.normal_cells])
+    nk = c[:, L.C.nk_homed] + c[:, L.C.nk_born] - c[:, L.C.nk_died] - c[:, L.C.nk_egressed]
+    np.testing.assert_array_equal(nk, c[:, L.C.nk_agents])
+    assert c[-1, L.C.blasts_killed_by_nk] > 0 and c[-1, L.C.nk_homed] > 0  # the scenario exercises the NK rules
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine import layout as L
 from ..observables import RESPONSE_CODES, RESPONSE_FILL, classify_response
+from ..quantities import observe
 
 CATEGORIES: tuple[str, ...] = ("pd_first", "response_first", "progressed", "stable", "censored")
 CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
@@ -102,7 +102,7 @@ def observed_counts(slots: Sequence[Slot]) -> np.ndarray:
 def simulated_category(rec: np.ndarray, start_day: float, slot: Slot, assessment_days: Sequence[float],
                        thresholds: Mapping[str, float]) -> str:
     """Category of a simulated patient (daily record ``rec`` from the kernel) followed like ``slot``."""
-    blast = rec[:, L.R_BLAST_PCT]
+    blast = observe("marrow_blast_pct", rec)
     base = blast[0]
     days = [d for d in assessment_days if slot.first_day <= d <= slot.followup_day]
     idx = [int(round(d - start_day)) for d in days]
@@ -125,12 +125,9 @@ def chimerism_peaks(rec: np.ndarray, start_day: float, window: tuple[float, floa
     n = rec.shape[0]
     i0 = max(int(round(window[0] - start_day)), 0)
     i1 = min(int(round(window[1] - start_day)), n - 1)
-    donor = rec[i0:i1 + 1, L.R_DONOR_NK_BLOOD]
-    hnk = rec[i0:i1 + 1, L.R_HOST_NK]
-    ht = rec[i0:i1 + 1, L.R_HOST_T]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pbmc = np.where(donor + hnk + ht > 0, 100.0 * donor / (donor + hnk + ht), 0.0)
-        nk = np.where(donor + hnk > 0, 100.0 * donor / (donor + hnk), 0.0)
+    window_rec = rec[i0:i1 + 1]
+    pbmc = observe("donor_chimerism_pbmc", window_rec)
+    nk = observe("donor_chimerism_nk", window_rec)
     if pbmc.size == 0 or not np.isfinite(pbmc).any():
         return float("nan"), float("nan"), float("nan")
     k = int(np.nanargmax(pbmc))

@@ -1,5 +1,11 @@
-"""The numba engine: kernel (``kernel``), array layout (``layout``), input building (``build``)."""
+"""The numba engine: kernel (``kernel``), array layout (``layout``), input building (``build``),
+raw results (``raw``)."""
 from .build import Resolution, event_arrays, kernel_parameters, resolution
+from . import cache_guard as _cache_guard
 from .kernel import run_patient
+from .layout import LAYOUT_DIGEST as _LAYOUT_DIGEST
+from .raw import RawRun
 
-__all__ = ["Resolution", "event_arrays", "kernel_parameters", "resolution", "run_patient"]
+_cache_guard.check(run_patient, "kernel", _LAYOUT_DIGEST)
+
+__all__ = ["RawRun", "Resolution", "event_arrays", "kernel_parameters", "resolution", "run_patient"]

@@ -4,7 +4,6 @@ All unit conversions happen here, once: the kernel works in days, um and cells.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,10 +12,9 @@ from ..errors import NksimInputError
 from ..parameters import ParameterSet
 from ..patients import PatientEffects
 from ..protocol import EVENT_CODES, Event
+from ..quantities import DERIVED_INPUTS, HOURS_PER_DAY, PARAMETERS, KernelContext
 from . import layout as L
 
-HOURS_PER_DAY = 24.0
-MIN_PER_DAY = 1440.0
 
 
 @dataclass(frozen=True)
@@ -57,71 +55,18 @@ def resolution(params: ParameterSet) -> Resolution:
 
 
 def kernel_parameters(params: ParameterSet, eff: PatientEffects, start_day: float, end_day: float) -> np.ndarray:
-    """The kernel parameter vector (layout in :mod:`nksim.engine.layout`)."""
-    res = resolution(params)
+    """The kernel parameter vector ``kp``, one slot per name of :data:`~nksim.engine.layout.KP`.
+
+    Slots come from :mod:`nksim.quantities`: derived inputs are computed by their declared
+    ``derive`` function; ``kernel=True`` parameters are copied unchanged.
+    """
+    ctx = KernelContext(params, eff, resolution(params), start_day, end_day)
     kp = np.zeros(L.N_P)
-    kp[L.P_SIDE] = res.side
-    kp[L.P_K] = res.capacity
-    kp[L.P_DT] = 1.0 / res.steps_per_day
-    kp[L.P_MARROW_EVERY] = res.marrow_every
-    kp[L.P_STEPS_PER_DAY] = res.steps_per_day
-    kp[L.P_N_STEPS] = int(round((end_day - start_day) * res.steps_per_day))
-    kp[L.P_START_DAY] = start_day
-    marrow_capacity = params["anatomy.marrow_cells_per_kg"] * eff.body_weight / (params["anatomy.reference_cellularity"] / 100.0)
-    kp[L.P_SCALE] = marrow_capacity / (res.n_voxels * res.capacity)
-    kp[L.P_BLOOD_UL] = params["anatomy.blood_volume"] * eff.body_weight * 1000.0
-    kp[L.P_CELLULARITY] = params["lattice.marrow_cellularity"] / 100.0
-    kp[L.P_BLAST_FRAC0] = eff.baseline_blast_pct / 100.0
-    kp[L.P_SUS_FRAC0] = eff.susceptible_fraction
-    birth = params["blasts.growth_fraction"] * math.log(2.0) / (params["blasts.cycle_time"] / HOURS_PER_DAY)
-    # Division rate is at least the net growth rate so that the death rate is never negative.
-    kp[L.P_B_BIRTH] = max(birth, eff.blast_net_growth_rate)
-    kp[L.P_B_NET] = eff.blast_net_growth_rate
-    kp[L.P_B_SPREAD] = params["blasts.spread_fraction"]
-    kp[L.P_B_SWITCH] = params["blasts.switch_probability"]
-    kp[L.P_B_DRUG] = params["blasts.drug_sensitivity"]
-    kp[L.P_N_BIRTH] = max(params["normal.division_rate"], params["normal.recovery_rate"])
-    kp[L.P_N_NET] = params["normal.recovery_rate"]
-    kp[L.P_N_TARGET] = params["lattice.marrow_cellularity"] / 100.0
-    kp[L.P_N_SPREAD] = params["normal.spread_fraction"]
-    kp[L.P_N_DRUG] = params["normal.drug_sensitivity"]
-    diffusivity = params["nk.speed"] ** 2 * params["nk.persistence_time"] / 2.0 * MIN_PER_DAY  # um2 day-1
-    kp[L.P_NK_HOP] = 4.0 * diffusivity / params["lattice.voxel_side"] ** 2
-    kp[L.P_NK_CONTACT] = HOURS_PER_DAY / params["nk.engagement_interval"]
-    kp[L.P_NK_PKILL] = params["nk.kill_probability"]
-    kp[L.P_NK_REFRACT] = params["nk.refractory_time"] / HOURS_PER_DAY
-    kp[L.P_NK_MAXKILLS] = params["nk.max_kills"]
-    kp[L.P_NK_COMPETENT] = params["nk.competent_fraction"]
-    kp[L.P_NK_PROLIF] = params["nk.proliferation_rate"]
-    kp[L.P_NK_IL15MAX] = params["nk.il15_proliferation_max"]
-    kp[L.P_NK_IL15EC50] = params["nk.il15_ec50"]
-    kp[L.P_NK_DEATH] = params["nk.death_rate"]
-    kp[L.P_NK_REJECT] = params["nk.rejection_rate"]
-    kp[L.P_NK_HOME] = params["nk.homing_rate"]
-    kp[L.P_NK_EGRESS] = params["nk.egress_rate"]
-    kp[L.P_NK_TISSUE_IN] = params["nk.tissue_uptake_rate"]
-    kp[L.P_NK_TISSUE_OUT] = params["nk.tissue_return_rate"]
-    kp[L.P_HNK0] = params["host.nk_baseline"]
-    kp[L.P_HT0] = params["host.t_baseline"]
-    kp[L.P_HREC] = eff.host_recovery_rate
-    kp[L.P_IL_MAXFOLD] = params["il15.max_fold"]
-    kp[L.P_IL_TURNOVER] = params["il15.turnover_rate"]
-    kp[L.P_IL_NKW] = params["il15.donor_nk_weight"]
-    kp[L.P_FLU_K] = math.log(2.0) / (params["drugs.flu_half_life"] / HOURS_PER_DAY)
-    kp[L.P_FLU_V] = params["drugs.flu_volume"]
-    kp[L.P_FLU_EC50] = params["drugs.flu_ec50"]
-    kp[L.P_FLU_EMAX] = params["drugs.flu_emax"]
-    kp[L.P_CY_K] = math.log(2.0) / (params["drugs.cy_half_life"] / HOURS_PER_DAY)
-    kp[L.P_CY_V] = params["drugs.cy_volume"]
-    kp[L.P_CY_EC50] = params["drugs.cy_ec50"]
-    kp[L.P_CY_EMAX] = params["drugs.cy_emax"]
-    kp[L.P_STOP_ENABLED] = 0.0
-    kp[L.P_PD_REL] = params["response.pd_relative_rise"] / 100.0
-    kp[L.P_PD_ABS] = params["response.pd_absolute_rise"]
-    kp[L.P_PD_BELOW] = params["response.pd_absolute_below"]
-    kp[L.P_CR_PCT] = params["response.cr_blast_pct"]
-    kp[L.P_PR_PCT] = params["response.pr_blast_pct"]
-    kp[L.P_PR_FALL] = params["response.pr_min_fall"] / 100.0
+    for d in DERIVED_INPUTS:
+        kp[getattr(L.KP, d.slot)] = d.derive(ctx)
+    for spec in PARAMETERS.values():
+        if spec.kernel:
+            kp[getattr(L.KP, spec.slot)] = params[spec.key]
     return kp
 
 

@@ -8,8 +8,12 @@ State is struct-of-arrays NumPy data:
 * donor NK agents in the lattice region: ``a_pos`` (voxel), ``a_comp`` (killer
   competent), ``a_kills`` (serial kills so far), ``a_ready`` (first step at which the refractory period
   ends); the first ``n_agents`` entries are alive (swap-remove on death);
-* blood, well mixed: ``y = [host NK uL-1, host T uL-1, IL-15 relative, donor NK in blood
-  (cells), donor NK in other tissues (cells)]`` and drug amounts ``flu``, ``cy`` (mg).
+* blood, well mixed: ``y`` indexed by ``Y`` (``y[Y.host_nk]``, ``y[Y.host_t]`` per uL,
+  ``y[Y.il15]`` relative, ``y[Y.donor_nk_blood]``, ``y[Y.donor_nk_tissue]`` whole-body cells;
+  declared in :data:`nksim.quantities.BLOOD_STATE`) and drug amounts ``flu``, ``cy`` (mg).
+
+Every array index is a named field of :mod:`nksim.engine.layout` (``kp[KP.nk_kill_probability]``,
+``rec[r, R.marrow_blast_pct]``, ``cnt_now[C.nk_homed]``), derived from :mod:`nksim.quantities`.
 
 Step order (one step of ``dt``; documented in docs/architecture.md and kept stable):
 
@@ -36,31 +40,16 @@ import math
 import numpy as np
 from numba import njit
 
-from .layout import (
-    C_B_BIRTH, C_B_CROWD, C_B_DEATH, C_B_DRUG, C_B_KILLED, C_N_BIRTH, C_N_CROWD, C_N_DEATH,
-    C_N_DRUG, C_NK_AGENTS, C_NK_BORN, C_NK_DIED, C_NK_EGRESSED, C_NK_HOMED, C_NOR, C_RES, C_SUS,
-    EV_CY, EV_FLU, EV_NK, N_C, N_R, N_S,
-    P_B_BIRTH, P_B_DRUG, P_B_NET, P_B_SPREAD, P_B_SWITCH, P_BLAST_FRAC0, P_BLOOD_UL,
-    P_CELLULARITY, P_CR_PCT, P_CY_EC50, P_CY_EMAX, P_CY_K, P_CY_V, P_DT, P_FLU_EC50, P_FLU_EMAX, P_FLU_K,
-    P_FLU_V, P_HNK0, P_HREC, P_HT0, P_IL_MAXFOLD, P_IL_NKW, P_IL_TURNOVER, P_K, P_MARROW_EVERY,
-    P_N_BIRTH, P_N_DRUG, P_N_NET, P_N_SPREAD, P_N_STEPS, P_N_TARGET, P_NK_COMPETENT,
-    P_NK_CONTACT, P_NK_DEATH, P_NK_EGRESS, P_NK_HOME, P_NK_HOP, P_NK_IL15EC50, P_NK_IL15MAX,
-    P_NK_MAXKILLS, P_NK_PKILL, P_NK_PROLIF, P_NK_REFRACT, P_NK_REJECT, P_NK_TISSUE_IN,
-    P_NK_TISSUE_OUT, P_PD_ABS, P_PD_BELOW, P_PD_REL, P_PR_FALL, P_PR_PCT, P_SCALE, P_SIDE, P_START_DAY, P_STEPS_PER_DAY,
-    P_STOP_ENABLED, P_SUS_FRAC0,
-    R_BLAST_PCT, R_BLASTS, R_CY, R_DONOR_NK_AGENTS, R_DONOR_NK_BLOOD, R_DONOR_NK_MARROW,
-    R_DONOR_NK_TISSUE, R_DRUG_HAZARD, R_EXHAUSTED, R_FLU, R_HOST_NK, R_HOST_T, R_IL15, R_KILLS,
-    R_NORMAL, R_SUS_FRAC, S_NK, S_NOR, S_RES, S_SUS,
-)
+from .layout import C, EV, KP, N_C, N_R, N_S, N_Y, R, S, Y
 
 
 # --------------------------------------------------------------------------- helpers
 @njit(cache=True)
 def drug_hazard(kp, flu_amt, cy_amt):
     """Kill hazard (day-1) on blood lymphocytes for drug amounts (mg): sum of two Emax terms."""
-    cf = flu_amt / kp[P_FLU_V]
-    cc = cy_amt / kp[P_CY_V]
-    return kp[P_FLU_EMAX] * cf / (cf + kp[P_FLU_EC50]) + kp[P_CY_EMAX] * cc / (cc + kp[P_CY_EC50])
+    cf = flu_amt / kp[KP.drugs_flu_volume]
+    cc = cy_amt / kp[KP.drugs_cy_volume]
+    return kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50]) + kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50])
 
 
 @njit(cache=True)
@@ -69,34 +58,34 @@ def nk_proliferation(kp, il15):
     x = il15 - 1.0
     if x < 0.0:
         x = 0.0
-    return kp[P_NK_PROLIF] + kp[P_NK_IL15MAX] * x / (x + kp[P_NK_IL15EC50])
+    return kp[KP.nk_proliferation_rate] + kp[KP.nk_il15_proliferation_max] * x / (x + kp[KP.nk_il15_ec50])
 
 
 @njit(cache=True)
 def blood_rhs(kp, y, hazard, out):
     """Right-hand side of the blood ODEs (per day); ``hazard`` is the drug kill hazard.
 
-    y = [host NK uL-1, host T uL-1, IL-15 relative, donor NK blood cells, donor NK tissue cells]
+    ``y`` and ``out`` are indexed by ``Y`` (:data:`nksim.quantities.BLOOD_STATE`).
     """
-    hnk = max(y[0], 1e-12)
-    ht = max(y[1], 1e-12)
-    il = y[2]
-    rec = kp[P_HREC]
-    out[0] = rec * hnk * math.log(kp[P_HNK0] / hnk) - hazard * hnk if kp[P_HNK0] > 0 else -hazard * hnk
-    out[1] = rec * ht * math.log(kp[P_HT0] / ht) - hazard * ht if kp[P_HT0] > 0 else -hazard * ht
+    hnk = max(y[Y.host_nk], 1e-12)
+    ht = max(y[Y.host_t], 1e-12)
+    il = y[Y.il15]
+    rec = kp[KP.host_recovery_rate]
+    out[Y.host_nk] = rec * hnk * math.log(kp[KP.host_nk_baseline] / hnk) - hazard * hnk if kp[KP.host_nk_baseline] > 0 else -hazard * hnk
+    out[Y.host_t] = rec * ht * math.log(kp[KP.host_t_baseline] / ht) - hazard * ht if kp[KP.host_t_baseline] > 0 else -hazard * ht
     # IL-15: production balances removal at baseline (il = 1); removal = clearance + consumption
-    tau = kp[P_IL_TURNOVER]
-    k_clear = tau / kp[P_IL_MAXFOLD]
+    tau = kp[KP.il15_turnover_rate]
+    k_clear = tau / kp[KP.il15_max_fold]
     k_cons = tau - k_clear
-    base = kp[P_HNK0] + kp[P_HT0]
-    donor_ul = y[3] / kp[P_BLOOD_UL]
-    lrel = (y[0] + y[1] + kp[P_IL_NKW] * donor_ul) / base if base > 0 else 0.0
-    out[2] = tau - (k_clear + k_cons * lrel) * il
+    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
+    donor_ul = y[Y.donor_nk_blood] / kp[KP.blood_volume_ul]
+    lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.il15_donor_nk_weight] * donor_ul) / base if base > 0 else 0.0
+    out[Y.il15] = tau - (k_clear + k_cons * lrel) * il
     # donor NK outside the marrow: net growth (division - death - rejection - drug), tissue exchange
-    rej = kp[P_NK_REJECT] * (y[1] / kp[P_HT0] if kp[P_HT0] > 0 else 0.0)
-    net = nk_proliferation(kp, il) - kp[P_NK_DEATH] - rej - hazard
-    out[3] = net * y[3] - kp[P_NK_TISSUE_IN] * y[3] + kp[P_NK_TISSUE_OUT] * y[4]
-    out[4] = net * y[4] + kp[P_NK_TISSUE_IN] * y[3] - kp[P_NK_TISSUE_OUT] * y[4]
+    rej = kp[KP.nk_rejection_rate] * (y[Y.host_t] / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0)
+    net = nk_proliferation(kp, il) - kp[KP.nk_death_rate] - rej - hazard
+    out[Y.donor_nk_blood] = net * y[Y.donor_nk_blood] - kp[KP.nk_tissue_uptake_rate] * y[Y.donor_nk_blood] + kp[KP.nk_tissue_return_rate] * y[Y.donor_nk_tissue]
+    out[Y.donor_nk_tissue] = net * y[Y.donor_nk_tissue] + kp[KP.nk_tissue_uptake_rate] * y[Y.donor_nk_blood] - kp[KP.nk_tissue_return_rate] * y[Y.donor_nk_tissue]
 
 
 @njit(cache=True)
@@ -121,20 +110,20 @@ def _rk4_substep(kp, y, dt, h0, hmid, h1, k1, k2, k3, k4, tmp):
 @njit(cache=True)
 def blood_stiffness(kp, y, hazard):
     """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y``."""
-    tau = kp[P_IL_TURNOVER]
-    base = kp[P_HNK0] + kp[P_HT0]
-    donor_ul = y[3] / kp[P_BLOOD_UL]
-    lrel = (y[0] + y[1] + kp[P_IL_NKW] * donor_ul) / base if base > 0 else 0.0
-    lam = tau * (1.0 / kp[P_IL_MAXFOLD] + (1.0 - 1.0 / kp[P_IL_MAXFOLD]) * lrel)
-    rec = kp[P_HREC]
-    for j in range(2):
-        l0 = kp[P_HNK0] if j == 0 else kp[P_HT0]
+    tau = kp[KP.il15_turnover_rate]
+    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
+    donor_ul = y[Y.donor_nk_blood] / kp[KP.blood_volume_ul]
+    lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.il15_donor_nk_weight] * donor_ul) / base if base > 0 else 0.0
+    lam = tau * (1.0 / kp[KP.il15_max_fold] + (1.0 - 1.0 / kp[KP.il15_max_fold]) * lrel)
+    rec = kp[KP.host_recovery_rate]
+    for j in (Y.host_nk, Y.host_t):
+        l0 = kp[KP.host_nk_baseline] if j == Y.host_nk else kp[KP.host_t_baseline]
         if l0 > 0.0 and y[j] > 0.0:
             g = rec * (abs(math.log(l0 / y[j])) + 1.0) + hazard
             if g > lam:
                 lam = g
-    nk = (nk_proliferation(kp, y[2]) + kp[P_NK_DEATH] + kp[P_NK_REJECT] + hazard
-          + kp[P_NK_TISSUE_IN] + kp[P_NK_TISSUE_OUT])
+    nk = (nk_proliferation(kp, y[Y.il15]) + kp[KP.nk_death_rate] + kp[KP.nk_rejection_rate] + hazard
+          + kp[KP.nk_tissue_uptake_rate] + kp[KP.nk_tissue_return_rate])
     if nk > lam:
         lam = nk
     return lam
@@ -191,11 +180,11 @@ def neighbour(v, direction, side):
 @njit(cache=True)
 def init_lattice(kp, rng_init, sus, res, nor):
     """Fill the lattice: cells ~ Bin(K, cellularity), blasts ~ Bin(cells, f_blast), susceptible ~ Bin(blasts, f_sus)."""
-    K = int(kp[P_K])
+    K = int(kp[KP.voxel_capacity])
     for v in range(sus.shape[0]):
-        tot = rng_init.binomial(K, kp[P_CELLULARITY])
-        b = rng_init.binomial(tot, kp[P_BLAST_FRAC0])
-        s = rng_init.binomial(b, kp[P_SUS_FRAC0])
+        tot = rng_init.binomial(K, kp[KP.cellularity])
+        b = rng_init.binomial(tot, kp[KP.blast_fraction0])
+        s = rng_init.binomial(b, kp[KP.susceptible_fraction0])
         sus[v] = s
         res[v] = b - s
         nor[v] = tot - b
@@ -220,16 +209,16 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     hazard on lymphocytes, scaled by each population's drug sensitivity.
     """
     nv = sus.shape[0]
-    side = int(kp[P_SIDE])
-    K = int(kp[P_K])
-    b_b = kp[P_B_BIRTH]
-    r_b = kp[P_B_NET]
-    b_n = kp[P_N_BIRTH]
-    r_n = kp[P_N_NET]
-    c_n = kp[P_N_TARGET]
-    hb = kp[P_B_DRUG] * hazard_integral
-    hn = kp[P_N_DRUG] * hazard_integral
-    p_switch = kp[P_B_SWITCH]
+    side = int(kp[KP.lattice_side])
+    K = int(kp[KP.voxel_capacity])
+    b_b = kp[KP.blast_division_rate]
+    r_b = kp[KP.blast_net_growth_rate]
+    b_n = kp[KP.normal_division_rate]
+    r_n = kp[KP.normal_recovery_rate]
+    c_n = kp[KP.normal_target]
+    hb = kp[KP.blasts_drug_sensitivity] * hazard_integral
+    hn = kp[KP.normal_drug_sensitivity] * hazard_integral
+    p_switch = kp[KP.blasts_switch_probability]
     # pass 1: deaths (in place) and number of daughters per voxel
     for v in range(nv):
         s = sus[v]
@@ -266,10 +255,10 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
         bn = rng.binomial(n, p_birth_n) if n > 0 else 0
         drug_b = _split_drug(rng, ds + dr, db * delta, hb)
         drug_n = _split_drug(rng, dnn, dn * delta, hn)
-        cnt_now[C_B_DEATH] += ds + dr - drug_b
-        cnt_now[C_B_DRUG] += drug_b
-        cnt_now[C_N_DEATH] += dnn - drug_n
-        cnt_now[C_N_DRUG] += drug_n
+        cnt_now[C.blast_deaths] += ds + dr - drug_b
+        cnt_now[C.blast_drug_deaths] += drug_b
+        cnt_now[C.normal_deaths] += dnn - drug_n
+        cnt_now[C.normal_drug_deaths] += drug_n
         sus[v] = s - ds
         res[v] = rr - dr
         nor[v] = n - dnn
@@ -282,8 +271,8 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
         bres[v] = br
         bnor[v] = bn
     # pass 2: place daughters in the mother's voxel or, with the spread fraction, a neighbour
-    sp_b = kp[P_B_SPREAD]
-    sp_n = kp[P_N_SPREAD]
+    sp_b = kp[KP.blasts_spread_fraction]
+    sp_n = kp[KP.normal_spread_fraction]
     for v in range(nv):
         for kind in range(3):
             if kind == 0:
@@ -331,11 +320,11 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
                 else:
                     nor[w] += put
             if kind == 2:
-                cnt_now[C_N_BIRTH] += placed + lost
-                cnt_now[C_N_CROWD] += lost
+                cnt_now[C.normal_births] += placed + lost
+                cnt_now[C.normal_daughters_lost] += lost
             else:
-                cnt_now[C_B_BIRTH] += placed + lost
-                cnt_now[C_B_CROWD] += lost
+                cnt_now[C.blast_births] += placed + lost
+                cnt_now[C.blast_daughters_lost] += lost
 
 
 @njit(cache=True)
@@ -349,7 +338,7 @@ def _grow(arr, n):
 def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_comp, a_kills,
                cnt_now):
     """Fill day ``r`` of the record from the current state."""
-    scale = kp[P_SCALE]
+    scale = kp[KP.scale]
     ss = 0
     rs = 0
     ns = 0
@@ -357,35 +346,35 @@ def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_c
         ss += sus[v]
         rs += res[v]
         ns += nor[v]
-    cnt_now[C_SUS] = ss
-    cnt_now[C_RES] = rs
-    cnt_now[C_NOR] = ns
-    cnt_now[C_NK_AGENTS] = n_agents
+    cnt_now[C.susceptible_blasts] = ss
+    cnt_now[C.resistant_blasts] = rs
+    cnt_now[C.normal_cells] = ns
+    cnt_now[C.nk_agents] = n_agents
     comp = 0
     exh = 0
-    maxk = int(kp[P_NK_MAXKILLS])
+    maxk = int(kp[KP.nk_max_kills])
     for i in range(n_agents):
         if a_comp[i]:
             comp += 1
             if a_kills[i] >= maxk:
                 exh += 1
-    rec[r, R_DONOR_NK_BLOOD] = y[3] / kp[P_BLOOD_UL]
-    rec[r, R_HOST_NK] = y[0]
-    rec[r, R_HOST_T] = y[1]
-    rec[r, R_IL15] = y[2]
-    rec[r, R_FLU] = flu / kp[P_FLU_V]
-    rec[r, R_CY] = cy / kp[P_CY_V]
-    rec[r, R_DONOR_NK_MARROW] = n_agents * scale
-    rec[r, R_DONOR_NK_TISSUE] = y[4]
-    rec[r, R_DONOR_NK_AGENTS] = n_agents
+    rec[r, R.donor_nk_blood] = y[Y.donor_nk_blood] / kp[KP.blood_volume_ul]
+    rec[r, R.host_nk_blood] = y[Y.host_nk]
+    rec[r, R.host_t_blood] = y[Y.host_t]
+    rec[r, R.il15] = y[Y.il15]
+    rec[r, R.flu_conc] = flu / kp[KP.drugs_flu_volume]
+    rec[r, R.cy_conc] = cy / kp[KP.drugs_cy_volume]
+    rec[r, R.donor_nk_marrow] = n_agents * scale
+    rec[r, R.donor_nk_tissue] = y[Y.donor_nk_tissue]
+    rec[r, R.donor_nk_agents] = n_agents
     b = ss + rs
-    rec[r, R_BLASTS] = b * scale
-    rec[r, R_NORMAL] = ns * scale
-    rec[r, R_BLAST_PCT] = 100.0 * b / (b + ns) if b + ns > 0 else 0.0
-    rec[r, R_SUS_FRAC] = ss / b if b > 0 else np.nan
-    rec[r, R_KILLS] = cnt_now[C_B_KILLED] * scale
-    rec[r, R_EXHAUSTED] = exh / comp if comp > 0 else np.nan
-    rec[r, R_DRUG_HAZARD] = hazard
+    rec[r, R.blasts_total] = b * scale
+    rec[r, R.normal_total] = ns * scale
+    rec[r, R.marrow_blast_pct] = 100.0 * b / (b + ns) if b + ns > 0 else 0.0
+    rec[r, R.blast_susceptible_fraction] = ss / b if b > 0 else np.nan
+    rec[r, R.nk_kills] = cnt_now[C.blasts_killed_by_nk] * scale
+    rec[r, R.nk_exhausted_fraction] = exh / comp if comp > 0 else np.nan
+    rec[r, R.drug_kill_hazard] = hazard
     for j in range(cnt.shape[1]):
         cnt[r, j] = cnt_now[j]
 
@@ -395,7 +384,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
                 rng_fate, rng_traffic, rng_marrow):
     """Simulate one patient. Returns ``(rec, cnt, snaps)``.
 
-    Early stopping: when ``kp[P_STOP_ENABLED]`` is 1, the run ends after the first record
+    Early stopping: when ``kp[KP.stop_enabled]`` is 1, the run ends after the first record
     index in ``stop_days`` (sorted) at which the marrow blast percentage reaches the PD
     threshold computed from the baseline exactly as :func:`nksim.observables.pd_threshold`
     does; the remaining rows of ``rec`` stay NaN (and of ``cnt`` zero). Everything up to
@@ -405,16 +394,16 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
     events sorted by step (amount in mg for drugs, whole-body cells for NK);
     ``snap_days``: record indices (days since start) at which the lattice is copied.
     """
-    side = int(kp[P_SIDE])
+    side = int(kp[KP.lattice_side])
     nv = side * side
-    K = int(kp[P_K])
-    dt = kp[P_DT]
-    n_steps = int(kp[P_N_STEPS])
-    spd = int(kp[P_STEPS_PER_DAY])
-    m_every = int(kp[P_MARROW_EVERY])
+    K = int(kp[KP.voxel_capacity])
+    dt = kp[KP.dt]
+    n_steps = int(kp[KP.n_steps])
+    spd = int(kp[KP.steps_per_day])
+    m_every = int(kp[KP.marrow_every])
     n_days = n_steps // spd
-    scale = kp[P_SCALE]
-    maxk = int(kp[P_NK_MAXKILLS])
+    scale = kp[KP.scale]
+    maxk = int(kp[KP.nk_max_kills])
 
     rec = np.full((n_days + 1, N_R), np.nan)
     cnt = np.zeros((n_days + 1, N_C), dtype=np.int64)
@@ -437,32 +426,35 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
     a_ready = np.zeros(cap, dtype=np.int64)  # first step at which the agent may kill again
     n_agents = 0
 
-    y = np.array([kp[P_HNK0], kp[P_HT0], 1.0, 0.0, 0.0])
-    k1 = np.empty(5)
-    k2 = np.empty(5)
-    k3 = np.empty(5)
-    k4 = np.empty(5)
-    tmp = np.empty(5)
+    y = np.zeros(N_Y)  # blood state, named by Y
+    y[Y.host_nk] = kp[KP.host_nk_baseline]
+    y[Y.host_t] = kp[KP.host_t_baseline]
+    y[Y.il15] = 1.0
+    k1 = np.empty(N_Y)
+    k2 = np.empty(N_Y)
+    k3 = np.empty(N_Y)
+    k4 = np.empty(N_Y)
+    tmp = np.empty(N_Y)
     flu = 0.0
     cy = 0.0
-    kflu = kp[P_FLU_K]
-    kcy = kp[P_CY_K]
+    kflu = kp[KP.flu_elimination_rate]
+    kcy = kp[KP.cy_elimination_rate]
     h_marrow = 0.0  # integrated drug hazard since the last marrow update
 
-    p_hop_mean = kp[P_NK_HOP] * dt
+    p_hop_mean = kp[KP.nk_hop_rate] * dt
     p_zero_hops = math.exp(-p_hop_mean)
-    contact = kp[P_NK_CONTACT]
-    p_kill = kp[P_NK_PKILL]
+    contact = kp[KP.nk_contact_rate]
+    p_kill = kp[KP.nk_kill_probability]
     # refractory period in whole steps after the kill step (ceil, so never shorter than asked)
-    refract_steps = int(math.ceil(kp[P_NK_REFRACT] / dt - 1e-9))
-    p_egress_rate = kp[P_NK_EGRESS]
+    refract_steps = int(math.ceil(kp[KP.nk_refractory_days] / dt - 1e-9))
+    p_egress_rate = kp[KP.nk_egress_rate]
 
     ev_i = 0
     n_ev = ev_step.shape[0]
     snap_i = 0
     hazard_now = drug_hazard(kp, flu, cy)
     record_day(kp, rec, cnt, 0, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now)
-    stop_pct = pd_threshold_pct(kp, rec[0, R_BLAST_PCT])
+    stop_pct = pd_threshold_pct(kp, rec[0, R.marrow_blast_pct])
     stop_i = 0
     if snap_i < snap_days.shape[0] and snap_days[snap_i] == 0:
         _snapshot(snaps, snap_i, sus, res, nor, nk_grid, a_pos, n_agents, side)
@@ -472,12 +464,12 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
         # 2. events
         while ev_i < n_ev and ev_step[ev_i] == step:
             kind = ev_kind[ev_i]
-            if kind == EV_FLU:
+            if kind == EV.fludarabine:
                 flu += ev_amount[ev_i]
-            elif kind == EV_CY:
+            elif kind == EV.cyclophosphamide:
                 cy += ev_amount[ev_i]
-            elif kind == EV_NK:
-                y[3] += ev_amount[ev_i]
+            elif kind == EV.nk_infusion:
+                y[Y.donor_nk_blood] += ev_amount[ev_i]
             ev_i += 1
         # 3. PK and hazard over [t, t + dt]
         h0 = drug_hazard(kp, flu, cy)
@@ -489,7 +481,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
         h_marrow += h_step
         # 4. blood and IL-15
         rk4_blood(kp, y, dt, h0, hmid, h1, k1, k2, k3, k4, tmp)
-        il15 = y[2]
+        il15 = y[Y.il15]
         # 5. NK motility and killing
         for i in range(n_agents):
             if p_hop_mean > 0.0:
@@ -518,10 +510,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
                             sus[v] -= 1
                             a_kills[i] += 1
                             a_ready[i] = step + 1 + refract_steps
-                            cnt_now[C_B_KILLED] += 1
+                            cnt_now[C.blasts_killed_by_nk] += 1
         # 6. NK fate: divide / die / egress (competing risks over dt)
         rate_div = nk_proliferation(kp, il15)
-        rate_die = kp[P_NK_DEATH] + kp[P_NK_REJECT] * (y[1] / kp[P_HT0] if kp[P_HT0] > 0 else 0.0) + h_step / dt
+        rate_die = kp[KP.nk_death_rate] + kp[KP.nk_rejection_rate] * (y[Y.host_t] / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0) + h_step / dt
         rate_tot = rate_div + rate_die + p_egress_rate
         p_any = 1.0 - math.exp(-rate_tot * dt)
         # Iterate downwards over the agents alive at the start of the step: a removed agent's
@@ -544,13 +536,13 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
                 a_kills[n_agents] = 0
                 a_ready[n_agents] = step + 1
                 n_agents += 1
-                cnt_now[C_NK_BORN] += 1
+                cnt_now[C.nk_born] += 1
             else:
                 if w < rate_div + rate_die:
-                    cnt_now[C_NK_DIED] += 1
+                    cnt_now[C.nk_died] += 1
                 else:
-                    cnt_now[C_NK_EGRESSED] += 1
-                    y[3] += scale
+                    cnt_now[C.nk_egressed] += 1
+                    y[Y.donor_nk_blood] += scale
                 last = n_agents - 1
                 a_pos[i] = a_pos[last]
                 a_comp[i] = a_comp[last]
@@ -558,10 +550,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
                 a_ready[i] = a_ready[last]
                 n_agents -= 1
         # 7. homing from blood into the region
-        if kp[P_NK_HOME] > 0.0 and y[3] >= scale:
+        if kp[KP.nk_homing_rate] > 0.0 and y[Y.donor_nk_blood] >= scale:
             # the blood pool holds floor(blood / scale) whole region-equivalent agents; each homes
             # with probability 1 - exp(-homing_rate dt) during the step
-            n_in = rng_traffic.binomial(int(y[3] / scale), -math.expm1(-kp[P_NK_HOME] * dt))
+            n_in = rng_traffic.binomial(int(y[Y.donor_nk_blood] / scale), -math.expm1(-kp[KP.nk_homing_rate] * dt))
             for _ in range(n_in):
                 if n_agents == a_pos.shape[0]:
                     cap = 2 * cap
@@ -570,12 +562,12 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
                     a_kills = _grow(a_kills, cap)
                     a_ready = _grow(a_ready, cap)
                 a_pos[n_agents] = rng_traffic.integers(0, nv)
-                a_comp[n_agents] = rng_traffic.random() < kp[P_NK_COMPETENT]
+                a_comp[n_agents] = rng_traffic.random() < kp[KP.nk_competent_fraction]
                 a_kills[n_agents] = 0
                 a_ready[n_agents] = step + 1
                 n_agents += 1
-            y[3] -= n_in * scale
-            cnt_now[C_NK_HOMED] += n_in
+            y[Y.donor_nk_blood] -= n_in * scale
+            cnt_now[C.nk_homed] += n_in
         # 8. marrow cells
         if (step + 1) % m_every == 0:
             marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_every * dt)
@@ -592,7 +584,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
                 stop_i += 1
             if stop_i < stop_days.shape[0] and stop_days[stop_i] == r:
                 stop_i += 1
-                if kp[P_STOP_ENABLED] == 1.0 and is_pd(kp, rec[r, R_BLAST_PCT], rec[0, R_BLAST_PCT], stop_pct):
+                if kp[KP.stop_enabled] == 1.0 and is_pd(kp, rec[r, R.marrow_blast_pct], rec[0, R.marrow_blast_pct], stop_pct):
                     break
     return rec, cnt, snaps
 
@@ -602,9 +594,9 @@ def is_pd(kp, b, b0, pd_pct):
     """The response call is PD: at the PD threshold and neither CR nor PR (which take precedence)."""
     if not b >= pd_pct:  # also False for NaN
         return False
-    if b < kp[P_CR_PCT]:
+    if b < kp[KP.response_cr_blast_pct]:
         return False
-    if b <= kp[P_PR_PCT] and b <= b0 * (1.0 - kp[P_PR_FALL]):
+    if b <= kp[KP.response_pr_blast_pct] and b <= b0 * (1.0 - kp[KP.pr_min_fall_fraction]):
         return False
     return True
 
@@ -612,9 +604,9 @@ def is_pd(kp, b, b0, pd_pct):
 @njit(cache=True)
 def pd_threshold_pct(kp, b0):
     """PD threshold (percent) for baseline blasts ``b0`` (percent); mirrors observables.pd_threshold."""
-    rel = b0 * (1.0 + kp[P_PD_REL])
-    if b0 < kp[P_PD_BELOW]:
-        absolute = b0 + kp[P_PD_ABS]
+    rel = b0 * (1.0 + kp[KP.pd_relative_rise_fraction])
+    if b0 < kp[KP.response_pd_absolute_below]:
+        absolute = b0 + kp[KP.response_pd_absolute_rise]
         return max(rel, absolute)
     return rel
 
@@ -627,7 +619,7 @@ def _snapshot(snaps, k, sus, res, nor, nk_grid, a_pos, n_agents, side):
     for v in range(sus.shape[0]):
         r = v // side
         c = v - r * side
-        snaps[k, S_SUS, r, c] = sus[v]
-        snaps[k, S_RES, r, c] = res[v]
-        snaps[k, S_NOR, r, c] = nor[v]
-        snaps[k, S_NK, r, c] = nk_grid[v]
+        snaps[k, S.lattice_susceptible_blasts, r, c] = sus[v]
+        snaps[k, S.lattice_resistant_blasts, r, c] = res[v]
+        snaps[k, S.lattice_normal, r, c] = nor[v]
+        snaps[k, S.lattice_nk, r, c] = nk_grid[v]

@@ -14,8 +14,12 @@ a second engine: it is about two orders of magnitude slower (``benchmarks/bench_
 
 The interactive browser view (``pip install -e .[viz]``) is :mod:`nksim.mesa_ref.viz`.
 """
-from .agents import Blast, MarrowCell, NKCell, NormalCell
-from .model import PatientModel, Rules, run_reference, simulate_reference
+from .._optional import require
+
+require("mesa.discrete_space", "mesa", "nksim.mesa_ref", package="mesa>=3.2")
+
+from .agents import Blast, MarrowCell, NKCell, NormalCell  # noqa: E402
+from .model import PatientModel, Rules, run_reference, simulate_reference  # noqa: E402
 
 __all__ = ["Blast", "MarrowCell", "NKCell", "NormalCell", "PatientModel", "Rules", "run_reference",
            "simulate_reference"]

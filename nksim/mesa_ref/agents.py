@@ -95,11 +95,11 @@ class Blast(MarrowCell):
 
     @staticmethod
     def drug_sensitivity(rules) -> float:
-        return rules.blast_drug_sensitivity
+        return rules.blasts_drug_sensitivity
 
     def daughter_kind(self) -> str:
         """A daughter inherits susceptibility, switching class with ``switch_probability``."""
-        p = self.model.rules.blast_switch_probability
+        p = self.model.rules.blasts_switch_probability
         switch = p > 0.0 and self.model.random.random() < p
         return "susceptible" if self.susceptible != switch else "resistant"
 
@@ -190,7 +190,7 @@ class NKCell(CellAgent):
         blasts = [a for a in self.cell.agents if isinstance(a, Blast)]
         if not blasts:
             return None
-        if rnd.random() >= 1.0 - math.exp(-rules.nk_contact_rate * (len(blasts) / rules.capacity) * rules.dt):
+        if rnd.random() >= 1.0 - math.exp(-rules.nk_contact_rate * (len(blasts) / rules.voxel_capacity) * rules.dt):
             return None
         target = rnd.choice(blasts)
         if not (target.susceptible and rnd.random() < rules.nk_kill_probability):

@@ -28,20 +28,21 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from ..engine import layout as L
+from ..engine.layout import C
 from ..output import COUNTERS
 from ..parameters import ParameterSet, load_parameters
 from ..protocol import EVENT_UNITS, Protocol, protocol_from_dict
-from ..simulate import RawRun, run_one
+from ..engine import RawRun
+from ..simulate import run_one
 from .model import run_reference
 
 #: Region counters compared at the end of the horizon.
 FINAL_QUANTITIES: tuple[str, ...] = tuple(COUNTERS)
 #: Daily time courses compared day by day: name -> counter columns summed.
 TIME_COURSES: dict[str, tuple[int, ...]] = {
-    "blasts": (L.C_SUS, L.C_RES),
-    "nk_agents": (L.C_NK_AGENTS,),
-    "nk_kills": (L.C_B_KILLED,),
+    "blasts": (C.susceptible_blasts, C.resistant_blasts),
+    "nk_agents": (C.nk_agents,),
+    "nk_kills": (C.blasts_killed_by_nk,),
 }
 
 

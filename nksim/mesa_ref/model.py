@@ -25,7 +25,6 @@ cross-validation lives in ``tests/test_mesa_ref.py`` (helpers in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
@@ -36,14 +35,15 @@ from mesa.datacollection import DataCollector
 from mesa.discrete_space import OrthogonalVonNeumannGrid
 
 from .._version import __version__
-from ..engine import layout as L
+from ..engine.layout import EV, KP, N_S, N_Y, R, S, Y
+from ..engine import RawRun
 from ..engine.build import event_arrays, kernel_parameters
 from ..engine.kernel import drug_hazard, nk_proliferation, rk4_blood
 from ..output import COUNTERS, TIME_VARIABLES, build_dataset
 from ..parameters import ParameterSet, load_parameters
 from ..patients import draw_effects
+from ..quantities import INTEGER_SLOTS
 from ..protocol import Protocol, load_protocol
-from ..simulate import RawRun
 from ..streams import STREAMS, seed_sequence
 from .agents import DIRECTIONS, Blast, NKCell, NormalCell, free_places, marrow_cells
 
@@ -51,70 +51,33 @@ from .agents import DIRECTIONS, Blast, NKCell, NormalCell, free_places, marrow_c
 DAUGHTER_ORDER: tuple[str, ...] = ("susceptible", "resistant", "normal")
 
 
-@dataclass(frozen=True)
 class Rules:
-    """The rule constants, with names, read from the engine's parameter vector ``kp``.
+    """The rule constants, read by name from the engine's parameter vector ``kp``.
 
-    Units: days, cells; rates in day-1. See :mod:`nksim.engine.build` for how each one is
-    derived from the parameter set.
+    Every kernel slot of :data:`nksim.engine.layout.KP` is an attribute with the same name
+    (``rules.nk_kill_probability``, ``rules.voxel_capacity``), in the kernel's units (days,
+    cells, rates in day-1; see :mod:`nksim.quantities`); whole-number slots are ints. Two
+    per-step values this model needs are added: :attr:`nk_hops_per_step` and
+    :attr:`nk_refractory_steps`. Instances are read-only.
     """
 
-    side: int  # lattice side (voxels)
-    capacity: int  # K, cell places per voxel
-    dt: float  # time step (day)
-    steps: int  # number of steps from start_day to end_day
-    steps_per_day: int
-    marrow_every: int  # steps per marrow update
-    start_day: float
-    scale: float  # whole-marrow cells per region cell
-    blood_volume_ul: float
-    cellularity: float  # baseline occupancy
-    blast_fraction0: float  # baseline blast fraction of cells (this patient)
-    susceptible_fraction0: float  # baseline susceptible fraction of blasts (this patient)
-    blast_division_rate: float
-    blast_net_growth_rate: float
-    blast_spread_fraction: float
-    blast_switch_probability: float
-    blast_drug_sensitivity: float
-    normal_division_rate: float
-    normal_recovery_rate: float
-    normal_target: float  # occupancy toward which normal cells regrow
-    normal_spread_fraction: float
-    normal_drug_sensitivity: float
-    nk_hops_per_step: float  # mean voxel hops per step, 4 D dt / voxel_side^2
-    nk_contact_rate: float  # engagements per day in a voxel packed with blasts
-    nk_kill_probability: float
-    nk_refractory_steps: int  # refractory period in whole steps (rounded up), after the kill step
-    nk_max_kills: int
-    nk_competent_fraction: float
-    nk_death_rate: float
-    nk_rejection_rate: float  # extra death rate at baseline host T
-    nk_homing_rate: float
-    nk_egress_rate: float
-    host_t_baseline: float
+    __slots__ = (*KP._fields, "nk_hops_per_step", "nk_refractory_steps")
+
+    def __init__(self, kp: np.ndarray):
+        for name, index in zip(KP._fields, KP):
+            value = int(kp[index]) if name in INTEGER_SLOTS else float(kp[index])
+            object.__setattr__(self, name, value)
+        #: mean voxel hops per step, 4 D dt / voxel_side^2
+        object.__setattr__(self, "nk_hops_per_step", float(kp[KP.nk_hop_rate] * kp[KP.dt]))
+        #: refractory period in whole steps (rounded up), after the kill step
+        object.__setattr__(self, "nk_refractory_steps", int(math.ceil(kp[KP.nk_refractory_days] / kp[KP.dt] - 1e-9)))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Rules are read-only")
 
     @classmethod
     def from_kernel_parameters(cls, kp: np.ndarray) -> "Rules":
-        return cls(
-            side=int(kp[L.P_SIDE]), capacity=int(kp[L.P_K]), dt=float(kp[L.P_DT]),
-            steps=int(kp[L.P_N_STEPS]), steps_per_day=int(kp[L.P_STEPS_PER_DAY]),
-            marrow_every=int(kp[L.P_MARROW_EVERY]), start_day=float(kp[L.P_START_DAY]),
-            scale=float(kp[L.P_SCALE]), blood_volume_ul=float(kp[L.P_BLOOD_UL]),
-            cellularity=float(kp[L.P_CELLULARITY]), blast_fraction0=float(kp[L.P_BLAST_FRAC0]),
-            susceptible_fraction0=float(kp[L.P_SUS_FRAC0]),
-            blast_division_rate=float(kp[L.P_B_BIRTH]), blast_net_growth_rate=float(kp[L.P_B_NET]),
-            blast_spread_fraction=float(kp[L.P_B_SPREAD]), blast_switch_probability=float(kp[L.P_B_SWITCH]),
-            blast_drug_sensitivity=float(kp[L.P_B_DRUG]),
-            normal_division_rate=float(kp[L.P_N_BIRTH]), normal_recovery_rate=float(kp[L.P_N_NET]),
-            normal_target=float(kp[L.P_N_TARGET]), normal_spread_fraction=float(kp[L.P_N_SPREAD]),
-            normal_drug_sensitivity=float(kp[L.P_N_DRUG]),
-            nk_hops_per_step=float(kp[L.P_NK_HOP] * kp[L.P_DT]), nk_contact_rate=float(kp[L.P_NK_CONTACT]),
-            nk_kill_probability=float(kp[L.P_NK_PKILL]), nk_refractory_steps=int(math.ceil(kp[L.P_NK_REFRACT] / kp[L.P_DT] - 1e-9)),
-            nk_max_kills=int(kp[L.P_NK_MAXKILLS]), nk_competent_fraction=float(kp[L.P_NK_COMPETENT]),
-            nk_death_rate=float(kp[L.P_NK_DEATH]), nk_rejection_rate=float(kp[L.P_NK_REJECT]),
-            nk_homing_rate=float(kp[L.P_NK_HOME]), nk_egress_rate=float(kp[L.P_NK_EGRESS]),
-            host_t_baseline=float(kp[L.P_HT0]),
-        )
+        return cls(kp)
 
 
 def _as_params(params: ParameterSet | str | Path) -> ParameterSet:
@@ -162,8 +125,9 @@ class PatientModel(mesa.Model):
 
         # Blood compartment (shared with the engine): [host NK uL-1, host T uL-1,
         # IL-15 relative, donor NK in blood (cells), donor NK in other tissues (cells)].
-        self.blood = np.array([self.kp[L.P_HNK0], self.kp[L.P_HT0], 1.0, 0.0, 0.0])
-        self._rk4_work = tuple(np.empty(5) for _ in range(5))
+        self.blood = np.zeros(N_Y)
+        self.blood[Y.host_nk], self.blood[Y.host_t], self.blood[Y.il15] = self.kp[KP.host_nk_baseline], self.kp[KP.host_t_baseline], 1.0
+        self._rk4_work = tuple(np.empty(N_Y) for _ in range(5))
         self.flu = 0.0  # drug amounts (mg)
         self.cy = 0.0
         self.marrow_hazard = 0.0  # drug hazard integrated since the last marrow update
@@ -172,9 +136,9 @@ class PatientModel(mesa.Model):
 
         # The marrow region: side x side voxels on a periodic von Neumann lattice; each
         # voxel has K cell places (capacity enforced by the rules: NK agents take none).
-        self.grid = OrthogonalVonNeumannGrid((rules.side, rules.side), torus=True, random=self.random)
+        self.grid = OrthogonalVonNeumannGrid((rules.lattice_side, rules.lattice_side), torus=True, random=self.random)
         #: voxels in the engine's flat (row-major) order; coordinate = (row, column)
-        self.voxels = [self.grid[(r, c)] for r, c in product(range(rules.side), repeat=2)]
+        self.voxels = [self.grid[(r, c)] for r, c in product(range(rules.lattice_side), repeat=2)]
         self._seed_marrow()
 
         self.datacollector = DataCollector(
@@ -194,7 +158,7 @@ class PatientModel(mesa.Model):
         patient's susceptible fraction (per-place version of the kernel's binomial draws)."""
         rules, rnd = self.rules, self.random
         for voxel in self.voxels:
-            for _ in range(rules.capacity):
+            for _ in range(rules.voxel_capacity):
                 if rnd.random() >= rules.cellularity:
                     continue
                 if rnd.random() < rules.blast_fraction0:
@@ -210,7 +174,7 @@ class PatientModel(mesa.Model):
     def advance(self) -> None:
         """One step ``dt`` in the engine's order (docs/architecture.md, "Step order")."""
         rules = self.rules
-        if self.step_index >= rules.steps:
+        if self.step_index >= rules.n_steps:
             self.running = False
             return
         step = self.step_index
@@ -228,7 +192,7 @@ class PatientModel(mesa.Model):
         self.step_index += 1
         if self.step_index % rules.steps_per_day == 0:  # 1. record at day boundaries
             self._record()
-        if self.step_index >= rules.steps:
+        if self.step_index >= rules.n_steps:
             self.running = False
 
     def run(self) -> "PatientModel":
@@ -240,19 +204,19 @@ class PatientModel(mesa.Model):
     def _apply_events(self) -> None:
         while self._next_event < self.ev_step.shape[0] and self.ev_step[self._next_event] == self.step_index:
             kind, amount = int(self.ev_kind[self._next_event]), float(self.ev_amount[self._next_event])
-            if kind == L.EV_FLU:
+            if kind == EV.fludarabine:
                 self.flu += amount
-            elif kind == L.EV_CY:
+            elif kind == EV.cyclophosphamide:
                 self.cy += amount
-            elif kind == L.EV_NK:
-                self.blood[3] += amount
+            elif kind == EV.nk_infusion:
+                self.blood[Y.donor_nk_blood] += amount
             self._next_event += 1
 
     def _pharmacokinetics(self) -> tuple[float, float, float]:
         """Drug amounts decay first-order over the step; returns the lymphocyte kill hazard
         at its start, middle and end (the engine's expressions, for identical values)."""
         kp, dt = self.kp, self.rules.dt
-        kflu, kcy = kp[L.P_FLU_K], kp[L.P_CY_K]
+        kflu, kcy = kp[KP.flu_elimination_rate], kp[KP.cy_elimination_rate]
         h0 = drug_hazard(kp, self.flu, self.cy)
         hmid = drug_hazard(kp, self.flu * math.exp(-kflu * 0.5 * dt), self.cy * math.exp(-kcy * 0.5 * dt))
         self.flu *= math.exp(-kflu * dt)
@@ -273,8 +237,8 @@ class PatientModel(mesa.Model):
         ``death + rejection * hostT/hostT0 + drug hazard``; egress returns ``scale`` cells to
         blood."""
         rules, y = self.rules, self.blood
-        rate_divide = nk_proliferation(self.kp, y[2])
-        host_t = y[1] / rules.host_t_baseline if rules.host_t_baseline > 0 else 0.0
+        rate_divide = nk_proliferation(self.kp, y[Y.il15])
+        host_t = y[Y.host_t] / rules.host_t_baseline if rules.host_t_baseline > 0 else 0.0
         rate_die = rules.nk_death_rate + rules.nk_rejection_rate * host_t + h_step / rules.dt
         rate_total = rate_divide + rate_die + rules.nk_egress_rate
         p_any = 1.0 - math.exp(-rate_total * rules.dt)
@@ -289,7 +253,7 @@ class PatientModel(mesa.Model):
             elif fate == "egress":
                 nk.remove()
                 self.counts["nk_egressed"] += 1
-                y[3] += rules.scale
+                y[Y.donor_nk_blood] += rules.scale
 
     def _homing(self, step: int) -> None:
         """Blood donor NK enter the region: the blood pool holds ``floor(blood_NK / scale)``
@@ -297,13 +261,13 @@ class PatientModel(mesa.Model):
         ``1 - exp(-homing_rate dt)`` during the step (a binomial count); each newcomer lands
         on a uniformly chosen voxel and takes ``scale`` cells from blood."""
         rules, y = self.rules, self.blood
-        if rules.nk_homing_rate <= 0.0 or y[3] < rules.scale:
+        if rules.nk_homing_rate <= 0.0 or y[Y.donor_nk_blood] < rules.scale:
             return
-        n_in = int(self.rng.binomial(int(y[3] / rules.scale), -math.expm1(-rules.nk_homing_rate * rules.dt)))
+        n_in = int(self.rng.binomial(int(y[Y.donor_nk_blood] / rules.scale), -math.expm1(-rules.nk_homing_rate * rules.dt)))
         for _ in range(n_in):
             voxel = self.voxels[self.random.randrange(len(self.voxels))]
             NKCell(self, voxel, competent=self.random.random() < rules.nk_competent_fraction, ready_step=step + 1)
-        y[3] -= n_in * rules.scale
+        y[Y.donor_nk_blood] -= n_in * rules.scale
         self.counts["nk_homed"] += n_in
 
     def _marrow_update(self, delta: float) -> None:
@@ -322,7 +286,7 @@ class PatientModel(mesa.Model):
             cells = marrow_cells(voxel)
             if not cells:
                 continue
-            occ = len(cells) / rules.capacity
+            occ = len(cells) / rules.voxel_capacity
             probabilities = {kind: kind.update_probabilities(rules, occ, hazard, delta) for kind in (Blast, NormalCell)}
             born = dict.fromkeys(DAUGHTER_ORDER, 0)
             for cell in cells:
@@ -340,13 +304,13 @@ class PatientModel(mesa.Model):
                 continue
             for kind in DAUGHTER_ORDER:
                 label = "normal" if kind == "normal" else "blast"
-                spread = rules.normal_spread_fraction if kind == "normal" else rules.blast_spread_fraction
+                spread = rules.normal_spread_fraction if kind == "normal" else rules.blasts_spread_fraction
                 for _ in range(born[kind]):
                     counts[f"{label}_births"] += 1
                     target = voxel
                     if spread > 0.0 and rnd.random() < spread:
                         target = voxel.connections[rnd.choice(DIRECTIONS)]
-                    if free_places(target, rules.capacity) <= 0:
+                    if free_places(target, rules.voxel_capacity) <= 0:
                         counts[f"{label}_daughters_lost"] += 1
                     elif kind == "normal":
                         NormalCell(self, target)
@@ -357,16 +321,16 @@ class PatientModel(mesa.Model):
     def lattice_counts(self) -> np.ndarray:
         """Per-voxel counts, shape (4, side, side): susceptible blasts, resistant blasts,
         normal cells, NK agents (the engine's snapshot layers)."""
-        out = np.zeros((L.N_S, self.rules.side, self.rules.side), dtype=np.int32)
+        out = np.zeros((N_S, self.rules.lattice_side, self.rules.lattice_side), dtype=np.int32)
         for voxel in self.voxels:
             r, c = voxel.coordinate
             for a in voxel.agents:
                 if isinstance(a, Blast):
-                    out[L.S_SUS if a.susceptible else L.S_RES, r, c] += 1
+                    out[S.lattice_susceptible_blasts if a.susceptible else S.lattice_resistant_blasts, r, c] += 1
                 elif isinstance(a, NormalCell):
-                    out[L.S_NOR, r, c] += 1
+                    out[S.lattice_normal, r, c] += 1
                 elif isinstance(a, NKCell):
-                    out[L.S_NK, r, c] += 1
+                    out[S.lattice_nk, r, c] += 1
         return out
 
     def observe(self) -> dict[str, float]:
@@ -381,14 +345,14 @@ class PatientModel(mesa.Model):
         n_exhausted = sum(1 for a in competent if a.exhausted)
         obs: dict[str, float] = {
             "time": rules.start_day + self.step_index // rules.steps_per_day,
-            "donor_nk_blood": y[3] / rules.blood_volume_ul,
-            "host_nk_blood": y[0],
-            "host_t_blood": y[1],
-            "il15": y[2],
-            "flu_conc": self.flu / kp[L.P_FLU_V],
-            "cy_conc": self.cy / kp[L.P_CY_V],
+            "donor_nk_blood": y[Y.donor_nk_blood] / rules.blood_volume_ul,
+            "host_nk_blood": y[Y.host_nk],
+            "host_t_blood": y[Y.host_t],
+            "il15": y[Y.il15],
+            "flu_conc": self.flu / kp[KP.drugs_flu_volume],
+            "cy_conc": self.cy / kp[KP.drugs_cy_volume],
             "donor_nk_marrow": len(nks) * rules.scale,
-            "donor_nk_tissue": y[4],
+            "donor_nk_tissue": y[Y.donor_nk_tissue],
             "donor_nk_agents": len(nks),
             "marrow_blast_pct": 100.0 * n_blast / (n_blast + n_normal) if n_blast + n_normal > 0 else 0.0,
             "blasts_total": n_blast * rules.scale,
@@ -413,15 +377,15 @@ class PatientModel(mesa.Model):
     # ------------------------------------------------------------------ outputs
     def raw_run(self) -> RawRun:
         """The run in the engine's raw layout (daily record, counters, snapshots)."""
-        if self.step_index < self.rules.steps:
-            raise RuntimeError(f"the model has run {self.step_index} of {self.rules.steps} steps; call run() first")
+        if self.step_index < self.rules.n_steps:
+            raise RuntimeError(f"the model has run {self.step_index} of {self.rules.n_steps} steps; call run() first")
         df = self.datacollector.get_model_vars_dataframe()
-        rec = np.full((len(df), L.N_R), np.nan)
+        rec = np.full((len(df), len(R)), np.nan)
         for name, (index, _, _) in TIME_VARIABLES.items():
             rec[:, index] = df[name].to_numpy(dtype=float)
         cnt = np.stack([df[label].to_numpy(dtype=np.int64) for label in COUNTERS], axis=1)
-        side = self.rules.side
-        snaps = np.zeros((len(self.snapshot_days), L.N_S, side, side), dtype=np.int32)
+        side = self.rules.lattice_side
+        snaps = np.zeros((len(self.snapshot_days), N_S, side, side), dtype=np.int32)
         for k, day in enumerate(self.snapshot_days):
             if day in self.snapshots:
                 snaps[k] = self.snapshots[day]

@@ -22,11 +22,15 @@ import os
 import sys
 
 import numpy as np
-import solara
 from matplotlib.figure import Figure
-from mesa.visualization import Slider, SolaraViz
 
-from nksim.engine import layout as L
+from nksim._optional import require
+
+solara = require("solara", "viz", "nksim.mesa_ref.viz")
+_mesa_viz = require("mesa.visualization", "viz", "nksim.mesa_ref.viz", package="mesa[viz]")
+Slider, SolaraViz = _mesa_viz.Slider, _mesa_viz.SolaraViz
+
+from nksim.engine.layout import S
 from nksim.mesa_ref.agents import NKCell
 from nksim.mesa_ref.model import PatientModel
 from nksim.parameters import load_parameters
@@ -106,10 +110,10 @@ def lattice_figure(model: PatientModel) -> Figure:
     """The marrow lattice: colour = blast share of cells (blue normal .. red blast), brightness
     grows with occupancy (black = empty); NK agents as dots (yellow competent, grey not)."""
     counts = model.lattice_counts()
-    blasts = counts[L.S_SUS] + counts[L.S_RES]
-    cells = blasts + counts[L.S_NOR]
+    blasts = counts[S.lattice_susceptible_blasts] + counts[S.lattice_resistant_blasts]
+    cells = blasts + counts[S.lattice_normal]
     share = np.divide(blasts, cells, out=np.zeros(blasts.shape), where=cells > 0)
-    occupancy = cells / model.rules.capacity
+    occupancy = cells / model.rules.voxel_capacity
     brightness = np.where(cells > 0, 0.35 + 0.65 * occupancy, 0.0)
     rgb = np.stack([share, 0.15 * np.ones_like(share), 1.0 - share], axis=-1) * brightness[..., None]
     fig = Figure(figsize=(5.2, 5.2))
@@ -124,7 +128,7 @@ def lattice_figure(model: PatientModel) -> Figure:
     obs = model.observe()
     day = model.rules.start_day + model.step_index // model.rules.steps_per_day
     ax.set_title(f"day {day:+.0f}: blasts {obs['marrow_blast_pct']:.1f} %, NK agents {len(nks)}\n"
-                 f"{model.rules.side}x{model.rules.side} voxels, K = {model.rules.capacity}, "
+                 f"{model.rules.lattice_side}x{model.rules.lattice_side} voxels, K = {model.rules.voxel_capacity}, "
                  f"1 cell = {model.rules.scale:.2g} cells", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])

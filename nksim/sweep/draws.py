@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import NksimInputError
 from ..parameters import ParameterSet
-from ..schema import SCHEMA
+from ..quantities import PARAMETERS
 
 #: spawn_key of the draws' random stream (patient streams use 2-element keys).
 DRAW_STREAM_KEY = 2**32 + 1
@@ -44,7 +44,7 @@ def prior_draws(params: ParameterSet, n: int, seed: int, source: str = "<sweep>"
         d = {}
         for j, k in enumerate(keys):
             lo, hi = priors[k]
-            if SCHEMA[k].integer:
+            if PARAMETERS[k].integer:
                 d[k] = float(min(hi, math.floor(math.ceil(lo) + row[j] * (math.floor(hi) - math.ceil(lo) + 1))))
             else:
                 d[k] = float(lo + row[j] * (hi - lo))
@@ -66,8 +66,8 @@ def file_draws(params: ParameterSet, path: str | Path, n: int) -> list[dict[str,
         raise NksimInputError("empty draws file; expected a header of parameter keys and one row per draw", source=p)
     header = [h.strip() for h in rows[0]]
     for h in header:
-        if h not in SCHEMA:
-            raise NksimInputError("unknown parameter in header; allowed keys are listed in nksim/schema.py",
+        if h not in PARAMETERS:
+            raise NksimInputError("unknown parameter in header; allowed keys are listed in nksim/quantities.py",
                                   source=p, key=h)
     if len(set(header)) != len(header):
         raise NksimInputError("duplicate column in header", source=p)

@@ -4,7 +4,7 @@ A *factor* is anything a sweep may vary. Two kinds:
 
 * **schedule factors** (:data:`SCHEDULE_FACTORS`): the shape of the treatment, turned into
   dated protocol events by :mod:`nksim.sweep.scenario`;
-* **model parameters**: any dotted key of :data:`nksim.schema.SCHEMA` (``"nk.kill_probability"``),
+* **model parameters**: any dotted key of :data:`nksim.quantities.PARAMETERS` (``"nk.kill_probability"``),
   in the unit and within the range declared there.
 
 Schedule factors (day 0 = first NK infusion):
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NksimInputError
-from ..schema import SCHEMA
+from ..quantities import PARAMETERS
 
 #: Regimen name -> shipped protocol whose lymphodepleting events it uses (None: no lymphodepletion).
 REGIMENS: dict[str, str | None] = {"trial": "ahmadvand2023", "hi_cy_flu": "hi_cy_flu", "none": None}
@@ -82,16 +82,16 @@ SCHEDULE_FACTORS: dict[str, str] = {
 
 def is_parameter(name: str) -> bool:
     """Whether ``name`` is a model parameter key (as opposed to a schedule factor)."""
-    return name in SCHEMA
+    return name in PARAMETERS
 
 
 def unknown_factor(name: str, source: str, key: str) -> NksimInputError:
     """The error for a factor that is neither a schedule factor nor a model parameter."""
-    close = difflib.get_close_matches(name, list(SCHEDULE_FACTORS) + list(SCHEMA), n=1)
+    close = difflib.get_close_matches(name, list(SCHEDULE_FACTORS) + list(PARAMETERS), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return NksimInputError(
         f"unknown factor '{name}'{hint}; allowed: schedule factors {sorted(SCHEDULE_FACTORS)} or a model "
-        "parameter key from nksim/schema.py (e.g. 'nk.kill_probability')", source=source, key=key)
+        "parameter key from nksim/quantities.py (e.g. 'nk.kill_probability')", source=source, key=key)
 
 
 def numeric_range(name: str) -> tuple[float, float, bool, str]:
@@ -99,8 +99,8 @@ def numeric_range(name: str) -> tuple[float, float, bool, str]:
     if name in NUMERIC_FACTORS:
         f = NUMERIC_FACTORS[name]
         return f.lo, f.hi, f.integer, f.unit
-    if name in SCHEMA:
-        s = SCHEMA[name]
+    if name in PARAMETERS:
+        s = PARAMETERS[name]
         return s.lo, s.hi, s.integer, s.unit
     raise KeyError(name)
 

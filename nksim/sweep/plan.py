@@ -43,7 +43,7 @@ TIME_SERIES: tuple[str, ...] = ("donor_chimerism_nk", "donor_chimerism_pbmc", "d
 
 #: Modules whose code determines the stored numbers (hashed into the code digest).
 _RESULT_MODULES = ("engine/build.py", "engine/kernel.py", "engine/layout.py", "simulate.py", "patients.py",
-                   "streams.py", "observables.py", "output.py", "protocol.py", "parameters.py", "schema.py",
+                   "streams.py", "observables.py", "output.py", "protocol.py", "parameters.py", "quantities.py",
                    "sweep/scenario.py", "sweep/execute.py", "sweep/plan.py")
 
 

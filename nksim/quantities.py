@@ -1,0 +1,438 @@
+"""Every quantity of the model, declared once.
+
+This module is the single table that the rest of nksim reads:
+
+* :data:`PARAMETERS` -- every key of a model file (``models/*.toml``): its unit, allowed
+  range and whether it is an integer. ``kernel=True`` passes the value to the numba kernel
+  unchanged, in a slot named after the key (``nk.kill_probability`` ->
+  ``kp[KP.nk_kill_probability]``).
+* :data:`DERIVED_INPUTS` -- kernel inputs computed from several parameters, the patient's
+  random effects or the numerical resolution (unit conversions happen here, once).
+* :data:`RECORD` -- the kernel's daily record (one column per variable), with the units,
+  long name, short label, plot scale and what a dimensionless value counts.
+* :data:`OBSERVABLES` -- variables computed from the record after the run (chimerism), by
+  functions that the output Dataset and the calibration summaries both call.
+* :data:`COUNTERS`, :data:`SNAPSHOT_LAYERS`, :data:`EVENT_KINDS`, :data:`BLOOD_STATE` --
+  region event counters, lattice snapshot layers, protocol event kinds and the blood ODE
+  state vector, each in kernel order.
+
+:mod:`nksim.engine.layout` turns these tables into the named index tuples the kernel uses
+(``KP``, ``R``, ``C``, ``S``, ``EV``, ``Y``); :mod:`nksim.output`, :mod:`nksim.plot`, the
+Mesa reference (:mod:`nksim.mesa_ref`) and the calibration summaries take names, units and
+labels from here. ``docs/architecture.md`` ("Adding a parameter") walks through an example.
+
+Model units: time in days (``day``), lengths in micrometres (``um``), cell counts
+dimensionless (``1``), blood concentrations per microlitre (``uL-1``); units are UDUNITS-2
+strings. Allowed ranges are physical/numerical bounds, not priors: priors live in the
+parameter files.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .parameters import ParameterSet
+    from .patients import PatientEffects
+
+HOURS_PER_DAY = 24.0
+MIN_PER_DAY = 1440.0
+INF = float("inf")
+
+
+# ================================================================================ parameters
+@dataclass(frozen=True)
+class ParamSpec:
+    """One key of a model file: canonical unit, inclusive bounds, integer flag, kernel use.
+
+    ``kernel=True``: the kernel reads the value unchanged from slot :attr:`slot`.
+    """
+
+    key: str
+    unit: str
+    lo: float
+    hi: float
+    integer: bool = False
+    kernel: bool = False
+
+    @property
+    def slot(self) -> str:
+        """The kernel slot name of this key (``"nk.kill_probability"`` -> ``"nk_kill_probability"``)."""
+        return self.key.replace(".", "_")
+
+
+def _p(key: str, unit: str, lo: float, hi: float, *, integer: bool = False, kernel: bool = False) -> ParamSpec:
+    return ParamSpec(key, unit, float(lo), float(hi), integer, kernel)
+
+
+#: All model parameters (keys of a model file), grouped by TOML section.
+PARAMETERS: dict[str, ParamSpec] = {
+    s.key: s
+    for s in [
+        # --- patient anatomy -------------------------------------------------
+        _p("anatomy.body_weight", "kg", 1, 300),
+        _p("anatomy.body_surface_area", "m2", 0.2, 3.5),
+        _p("anatomy.blood_volume", "mL kg-1", 30, 150),
+        _p("anatomy.marrow_cells_per_kg", "kg-1", 1e8, 1e12),
+        _p("anatomy.reference_cellularity", "percent", 1, 100),
+        # --- marrow lattice and resolution -----------------------------------
+        _p("lattice.side", "1", 2, 4096, integer=True),
+        _p("lattice.voxel_side", "um", 10, 5000),
+        _p("lattice.cell_diameter", "um", 2, 50),
+        _p("lattice.marrow_cellularity", "percent", 1, 100),
+        # --- AML blasts -------------------------------------------------------
+        _p("blasts.baseline_pct", "percent", 0, 100),
+        _p("blasts.cycle_time", "h", 1, 2000),
+        _p("blasts.growth_fraction", "1", 0, 1),
+        _p("blasts.net_growth_rate", "day-1", -2, 2),
+        _p("blasts.spread_fraction", "1", 0, 1, kernel=True),
+        _p("blasts.susceptible_fraction", "1", 0, 1),
+        _p("blasts.switch_probability", "1", 0, 1, kernel=True),
+        _p("blasts.drug_sensitivity", "1", 0, 100, kernel=True),
+        # --- normal haematopoiesis -------------------------------------------
+        _p("normal.division_rate", "day-1", 0, 10),
+        _p("normal.recovery_rate", "day-1", 0, 10, kernel=True),
+        _p("normal.spread_fraction", "1", 0, 1, kernel=True),
+        _p("normal.drug_sensitivity", "1", 0, 100, kernel=True),
+        # --- donor NK cells ---------------------------------------------------
+        _p("nk.speed", "um min-1", 0, 100),
+        _p("nk.persistence_time", "min", 0.01, 600),
+        _p("nk.engagement_interval", "h", 0.01, 1000),
+        _p("nk.kill_probability", "1", 0, 1, kernel=True),
+        _p("nk.refractory_time", "h", 0, 1000),
+        _p("nk.max_kills", "1", 0, 1000, integer=True, kernel=True),
+        _p("nk.competent_fraction", "1", 0, 1, kernel=True),
+        _p("nk.proliferation_rate", "day-1", 0, 10, kernel=True),
+        _p("nk.il15_proliferation_max", "day-1", 0, 20, kernel=True),
+        _p("nk.il15_ec50", "1", 1e-6, 1e6, kernel=True),
+        _p("nk.death_rate", "day-1", 0, 20, kernel=True),
+        _p("nk.rejection_rate", "day-1", 0, 50, kernel=True),
+        _p("nk.homing_rate", "day-1", 0, 1000, kernel=True),
+        _p("nk.egress_rate", "day-1", 0, 1000, kernel=True),
+        _p("nk.tissue_uptake_rate", "day-1", 0, 1000, kernel=True),
+        _p("nk.tissue_return_rate", "day-1", 0, 1000, kernel=True),
+        # --- host lymphocytes (blood) ----------------------------------------
+        _p("host.nk_baseline", "uL-1", 0, 1e5, kernel=True),
+        _p("host.t_baseline", "uL-1", 0, 1e5, kernel=True),
+        _p("host.recovery_rate", "day-1", 0, 10),
+        # --- IL-15 ------------------------------------------------------------
+        _p("il15.max_fold", "1", 1, 1e5, kernel=True),
+        _p("il15.turnover_rate", "day-1", 1e-3, 1e4, kernel=True),
+        _p("il15.donor_nk_weight", "1", 0, 1e4, kernel=True),
+        # --- lymphodepleting drugs -------------------------------------------
+        _p("drugs.flu_half_life", "h", 0.1, 1000),
+        _p("drugs.flu_volume", "L", 0.1, 1e5, kernel=True),
+        _p("drugs.flu_ec50", "mg L-1", 1e-9, 1e6, kernel=True),
+        _p("drugs.flu_emax", "day-1", 0, 1000, kernel=True),
+        _p("drugs.cy_half_life", "h", 0.1, 1000),
+        _p("drugs.cy_volume", "L", 0.1, 1e5, kernel=True),
+        _p("drugs.cy_ec50", "mg L-1", 1e-9, 1e6, kernel=True),
+        _p("drugs.cy_emax", "day-1", 0, 1000, kernel=True),
+        # --- per-patient random effects (population spread) ------------------
+        _p("random_effects.baseline_blast_logit_sd", "1", 0, 10),
+        _p("random_effects.blast_growth_log_sd", "1", 0, 10),
+        _p("random_effects.susceptible_logit_sd", "1", 0, 10),
+        _p("random_effects.host_recovery_log_sd", "1", 0, 10),
+        # --- response classification (ELN-style) -----------------------------
+        _p("response.cr_blast_pct", "percent", 0, 100, kernel=True),
+        _p("response.pr_blast_pct", "percent", 0, 100, kernel=True),
+        _p("response.pr_min_fall", "percent", 0, 100),
+        _p("response.pd_relative_rise", "percent", 0, 1000),
+        _p("response.pd_absolute_rise", "percent", 0, 100, kernel=True),
+        _p("response.pd_absolute_below", "percent", 0, 100, kernel=True),
+        # --- numerics ----------------------------------------------------------
+        _p("numerics.dt", "h", 0.01, 24),
+        _p("numerics.marrow_step", "h", 0.01, 168),
+    ]
+}
+
+#: Model-file sections, in declaration order.
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(k.split(".")[0] for k in PARAMETERS))
+
+
+# ============================================================================= kernel inputs
+@dataclass(frozen=True)
+class KernelContext:
+    """What a derived kernel input may be computed from (see :func:`nksim.engine.build.kernel_parameters`).
+
+    ``resolution`` is a :class:`nksim.engine.build.Resolution`; days are since the first infusion.
+    """
+
+    params: ParameterSet
+    effects: PatientEffects
+    resolution: Any
+    start_day: float
+    end_day: float
+
+
+@dataclass(frozen=True)
+class DerivedInput:
+    """A kernel input computed from parameters, patient effects or resolution.
+
+    ``derive(ctx)`` returns the value in ``unit`` (the kernel's unit); ``uses`` lists the
+    model-file keys it reads, for documentation and traceability.
+    """
+
+    slot: str
+    unit: str
+    doc: str
+    derive: Callable[[KernelContext], float]
+    uses: tuple[str, ...] = ()
+    integer: bool = False
+
+
+def _blast_division(c: KernelContext) -> float:
+    birth = c.params["blasts.growth_fraction"] * math.log(2.0) / (c.params["blasts.cycle_time"] / HOURS_PER_DAY)
+    # at least the net growth rate, so that the death rate is never negative
+    return max(birth, c.effects.blast_net_growth_rate)
+
+
+def _marrow_scale(c: KernelContext) -> float:
+    marrow_capacity = (c.params["anatomy.marrow_cells_per_kg"] * c.effects.body_weight
+                       / (c.params["anatomy.reference_cellularity"] / 100.0))
+    return marrow_capacity / (c.resolution.n_voxels * c.resolution.capacity)
+
+
+def _nk_hop_rate(c: KernelContext) -> float:
+    diffusivity = c.params["nk.speed"] ** 2 * c.params["nk.persistence_time"] / 2.0 * MIN_PER_DAY  # um2 day-1
+    return 4.0 * diffusivity / c.params["lattice.voxel_side"] ** 2
+
+
+def _elimination(key: str) -> Callable[[KernelContext], float]:
+    return lambda c: math.log(2.0) / (c.params[key] / HOURS_PER_DAY)
+
+
+#: Kernel inputs that are not a model-file value passed unchanged.
+DERIVED_INPUTS: tuple[DerivedInput, ...] = (
+    # resolution and clock
+    DerivedInput("lattice_side", "1", "lattice side (voxels)", lambda c: c.resolution.side, ("lattice.side",),
+                 integer=True),
+    DerivedInput("voxel_capacity", "1", "cells per voxel, K = (voxel_side / cell_diameter)^2",
+                 lambda c: c.resolution.capacity, ("lattice.voxel_side", "lattice.cell_diameter"), integer=True),
+    DerivedInput("dt", "day", "time step", lambda c: 1.0 / c.resolution.steps_per_day, ("numerics.dt",)),
+    DerivedInput("marrow_every", "1", "marrow update every this many steps", lambda c: c.resolution.marrow_every,
+                 ("numerics.marrow_step",), integer=True),
+    DerivedInput("steps_per_day", "1", "time steps per day", lambda c: c.resolution.steps_per_day, ("numerics.dt",),
+                 integer=True),
+    DerivedInput("n_steps", "1", "time steps from start to end of the simulation",
+                 lambda c: int(round((c.end_day - c.start_day) * c.resolution.steps_per_day)), integer=True),
+    DerivedInput("start_day", "day", "first simulated day (since the first NK infusion)", lambda c: c.start_day),
+    # anatomy
+    DerivedInput("scale", "1", "whole-marrow cells per region cell place", _marrow_scale,
+                 ("anatomy.marrow_cells_per_kg", "anatomy.reference_cellularity", "anatomy.body_weight")),
+    DerivedInput("blood_volume_ul", "uL", "blood volume",
+                 lambda c: c.params["anatomy.blood_volume"] * c.effects.body_weight * 1000.0, ("anatomy.blood_volume",)),
+    DerivedInput("cellularity", "1", "baseline occupancy fraction of cell places",
+                 lambda c: c.params["lattice.marrow_cellularity"] / 100.0, ("lattice.marrow_cellularity",)),
+    # blasts (patient effects)
+    DerivedInput("blast_fraction0", "1", "baseline blast fraction of nucleated cells (this patient)",
+                 lambda c: c.effects.baseline_blast_pct / 100.0, ("blasts.baseline_pct",)),
+    DerivedInput("susceptible_fraction0", "1", "baseline NK-susceptible fraction of blasts (this patient)",
+                 lambda c: c.effects.susceptible_fraction, ("blasts.susceptible_fraction",)),
+    DerivedInput("blast_division_rate", "day-1", "blast division rate (at least the net growth rate)",
+                 _blast_division, ("blasts.growth_fraction", "blasts.cycle_time")),
+    DerivedInput("blast_net_growth_rate", "day-1", "blast net growth rate at zero occupancy (this patient)",
+                 lambda c: c.effects.blast_net_growth_rate, ("blasts.net_growth_rate",)),
+    # normal haematopoiesis
+    DerivedInput("normal_division_rate", "day-1", "normal-cell division rate (at least the recovery rate)",
+                 lambda c: max(c.params["normal.division_rate"], c.params["normal.recovery_rate"]),
+                 ("normal.division_rate", "normal.recovery_rate")),
+    DerivedInput("normal_target", "1", "occupancy fraction toward which normal cells regrow",
+                 lambda c: c.params["lattice.marrow_cellularity"] / 100.0, ("lattice.marrow_cellularity",)),
+    # donor NK
+    DerivedInput("nk_hop_rate", "day-1", "voxel hops per day (all directions), 4 D / voxel_side^2 with "
+                 "D = speed^2 persistence / 2", _nk_hop_rate, ("nk.speed", "nk.persistence_time", "lattice.voxel_side")),
+    DerivedInput("nk_contact_rate", "day-1", "engagements per day in a blast-packed voxel",
+                 lambda c: HOURS_PER_DAY / c.params["nk.engagement_interval"], ("nk.engagement_interval",)),
+    DerivedInput("nk_refractory_days", "day", "refractory period after a kill",
+                 lambda c: c.params["nk.refractory_time"] / HOURS_PER_DAY, ("nk.refractory_time",)),
+    # host
+    DerivedInput("host_recovery_rate", "day-1", "host lymphocyte Gompertz regrowth rate (this patient)",
+                 lambda c: c.effects.host_recovery_rate, ("host.recovery_rate",)),
+    # drugs
+    DerivedInput("flu_elimination_rate", "day-1", "fludarabine elimination rate, ln 2 / half-life",
+                 _elimination("drugs.flu_half_life"), ("drugs.flu_half_life",)),
+    DerivedInput("cy_elimination_rate", "day-1", "cyclophosphamide elimination rate, ln 2 / half-life",
+                 _elimination("drugs.cy_half_life"), ("drugs.cy_half_life",)),
+    # early stopping (calibration): stop after a check day at which blasts reach the PD threshold
+    DerivedInput("stop_enabled", "1", "1: stop at the first PD call on a stop day; 0: never stop early",
+                 lambda c: 0.0),
+    DerivedInput("pd_relative_rise_fraction", "1", "response.pd_relative_rise / 100",
+                 lambda c: c.params["response.pd_relative_rise"] / 100.0, ("response.pd_relative_rise",)),
+    DerivedInput("pr_min_fall_fraction", "1", "response.pr_min_fall / 100",
+                 lambda c: c.params["response.pr_min_fall"] / 100.0, ("response.pr_min_fall",)),
+)
+
+#: Kernel slot names in kernel order: derived inputs first, then the ``kernel=True`` parameters.
+KERNEL_SLOTS: tuple[str, ...] = (tuple(d.slot for d in DERIVED_INPUTS)
+                                 + tuple(s.slot for s in PARAMETERS.values() if s.kernel))
+
+#: Kernel slots that hold whole numbers (the kernel converts them with ``int()``).
+INTEGER_SLOTS: frozenset[str] = frozenset(
+    [d.slot for d in DERIVED_INPUTS if d.integer] + [s.slot for s in PARAMETERS.values() if s.kernel and s.integer])
+
+
+# ================================================================================== outputs
+@dataclass(frozen=True)
+class Variable:
+    """An output variable: CF ``units`` and ``long_name``, and how figures show it.
+
+    ``short``: axis label; ``log``: drawn on a log scale by default; ``counts``: what a
+    dimensionless value counts (``"cells"``), for axis labels; ``whole_body``: a
+    region count scaled to the whole marrow (times ``scale``).
+    """
+
+    name: str
+    units: str
+    long_name: str
+    short: str
+    log: bool = False
+    counts: str | None = None
+    whole_body: bool = False
+
+
+#: The kernel's daily record, in column order (state at the start of each day).
+RECORD: tuple[Variable, ...] = (
+    Variable("donor_nk_blood", "uL-1", "donor NK cells per uL blood", "donor NK in blood", log=True),
+    Variable("host_nk_blood", "uL-1", "host NK cells per uL blood", "host NK in blood", log=True),
+    Variable("host_t_blood", "uL-1", "host T cells per uL blood", "host T cells in blood", log=True),
+    Variable("il15", "1", "plasma IL-15 relative to pre-treatment baseline", "plasma IL-15", counts="fold of baseline"),
+    Variable("flu_conc", "mg L-1", "plasma fludarabine (2-F-ara-A) concentration", "plasma fludarabine"),
+    Variable("cy_conc", "mg L-1", "plasma cyclophosphamide concentration", "plasma cyclophosphamide"),
+    Variable("donor_nk_marrow", "1", "donor NK cells in the whole marrow (region agents x scale)",
+             "donor NK in marrow", log=True, counts="cells", whole_body=True),
+    Variable("donor_nk_tissue", "1", "donor NK cells in other tissues (lung, liver, spleen)",
+             "donor NK in other tissues", log=True, counts="cells"),
+    Variable("donor_nk_agents", "1", "donor NK agents in the simulated marrow region", "donor NK agents (region)",
+             log=True, counts="agents"),
+    Variable("marrow_blast_pct", "percent", "marrow blasts as percentage of nucleated marrow cells", "marrow blasts"),
+    Variable("blasts_total", "1", "AML blasts in the whole marrow", "marrow blasts", log=True, counts="cells",
+             whole_body=True),
+    Variable("normal_total", "1", "normal haematopoietic cells in the whole marrow", "normal marrow cells", log=True,
+             counts="cells", whole_body=True),
+    Variable("blast_susceptible_fraction", "1", "fraction of marrow blasts susceptible to NK killing",
+             "NK-susceptible fraction of blasts"),
+    Variable("nk_kills", "1", "cumulative blasts killed by donor NK, whole-marrow estimate",
+             "blasts killed by NK (cumulative)", log=True, counts="cells", whole_body=True),
+    Variable("nk_exhausted_fraction", "1", "fraction of killer-competent marrow NK agents that are exhausted",
+             "exhausted fraction of marrow NK"),
+    Variable("drug_kill_hazard", "day-1", "Flu/Cy kill hazard on blood lymphocytes", "Flu/Cy kill hazard"),
+)
+
+
+def chimerism(donor: np.ndarray, *hosts: np.ndarray) -> np.ndarray:
+    """Donor share (percent) of ``donor + sum(hosts)``; 0 where there are no cells at all."""
+    total = donor
+    for host in hosts:  # left to right, as written: donor + host_nk + host_t
+        total = total + host
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 100.0 * donor / total, 0.0)
+
+
+@dataclass(frozen=True)
+class Observable:
+    """An output variable computed from record columns after the run."""
+
+    variable: Variable
+    compute: Callable[[Mapping[str, np.ndarray]], np.ndarray] = field(repr=False)
+
+
+#: Variables computed from the daily record (the calibration summaries use the same functions).
+OBSERVABLES: tuple[Observable, ...] = (
+    Observable(Variable("donor_chimerism_nk", "percent", "donor chimerism of blood NK cells (donor NK / all blood NK)",
+                        "donor chimerism, blood NK", log=True),
+               lambda r: chimerism(r["donor_nk_blood"], r["host_nk_blood"])),
+    Observable(Variable("donor_chimerism_pbmc", "percent",
+                        "donor chimerism of blood lymphocytes (donor NK / (NK + T))",
+                        "donor chimerism, blood lymphocytes", log=True),
+               lambda r: chimerism(r["donor_nk_blood"], r["host_nk_blood"], r["host_t_blood"])),
+)
+
+
+def observe(name: str, record: np.ndarray) -> np.ndarray:
+    """An observable (or record column) from a record array ``(..., len(RECORD))``."""
+    columns = _RecordColumns(record)
+    if name in RECORD_INDEX:
+        return columns[name]
+    for o in OBSERVABLES:
+        if o.variable.name == name:
+            return o.compute(columns)
+    raise KeyError(f"unknown observable {name!r}; known: {sorted(RECORD_INDEX) + [o.variable.name for o in OBSERVABLES]}")
+
+
+class _RecordColumns(Mapping[str, np.ndarray]):
+    """Named read-only view of the last axis of a record array."""
+
+    def __init__(self, record: np.ndarray):
+        self._record = record
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._record[..., RECORD_INDEX[name]]
+
+    def __iter__(self):
+        return iter(RECORD_INDEX)
+
+    def __len__(self) -> int:
+        return len(RECORD_INDEX)
+
+
+RECORD_INDEX: dict[str, int] = {v.name: i for i, v in enumerate(RECORD)}
+
+#: Region counters (current cells and cumulative events since the start), in kernel order.
+COUNTERS: tuple[tuple[str, str], ...] = (
+    ("susceptible_blasts", "NK-susceptible blasts now"),
+    ("resistant_blasts", "NK-resistant blasts now"),
+    ("normal_cells", "normal cells now"),
+    ("blast_births", "blast divisions"),
+    ("blast_deaths", "blast natural deaths (including crowding-dependent)"),
+    ("blast_drug_deaths", "blast deaths by Flu/Cy"),
+    ("blasts_killed_by_nk", "blasts killed by donor NK"),
+    ("blast_daughters_lost", "blast daughters lost for lack of space"),
+    ("normal_births", "normal-cell divisions"),
+    ("normal_deaths", "normal-cell natural deaths"),
+    ("normal_drug_deaths", "normal-cell deaths by Flu/Cy"),
+    ("normal_daughters_lost", "normal daughters lost for lack of space"),
+    ("nk_agents", "donor NK agents now"),
+    ("nk_homed", "donor NK agents that entered from blood"),
+    ("nk_egressed", "donor NK agents that left to blood"),
+    ("nk_born", "donor NK agents born by division"),
+    ("nk_died", "donor NK agents that died"),
+)
+
+#: Lattice snapshot layers, in kernel order: (output variable, short label, long name).
+SNAPSHOT_LAYERS: tuple[Variable, ...] = (
+    Variable("lattice_susceptible_blasts", "1", "NK-susceptible blasts per voxel", "NK-susceptible blasts",
+             counts="cells per voxel"),
+    Variable("lattice_resistant_blasts", "1", "NK-resistant blasts per voxel", "NK-resistant blasts",
+             counts="cells per voxel"),
+    Variable("lattice_normal", "1", "normal haematopoietic cells per voxel", "normal cells", counts="cells per voxel"),
+    Variable("lattice_nk", "1", "donor NK agents per voxel", "donor NK agents", counts="agents per voxel"),
+)
+
+#: Protocol event kinds, in kernel code order, with the unit of the amount the kernel receives.
+EVENT_KINDS: tuple[tuple[str, str], ...] = (
+    ("fludarabine", "mg"),
+    ("cyclophosphamide", "mg"),
+    ("nk_infusion", "1"),  # whole-body cells
+)
+
+#: The blood ODE state vector ``y``, in order: (name, unit, meaning).
+BLOOD_STATE: tuple[tuple[str, str, str], ...] = (
+    ("host_nk", "uL-1", "host NK cells per uL blood"),
+    ("host_t", "uL-1", "host T cells per uL blood"),
+    ("il15", "1", "plasma IL-15 relative to baseline"),
+    ("donor_nk_blood", "1", "donor NK cells in blood (whole body)"),
+    ("donor_nk_tissue", "1", "donor NK cells in other tissues (whole body)"),
+)
+
+
+def all_variables() -> dict[str, Variable]:
+    """Every declared output variable by name (record, observables, snapshot layers)."""
+    out = {v.name: v for v in RECORD}
+    out.update({o.variable.name: o.variable for o in OBSERVABLES})
+    out.update({v.name: v for v in SNAPSHOT_LAYERS})
+    return out
