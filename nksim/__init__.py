@@ -18,7 +18,7 @@ prior vs posterior, predictive checks).
 from ._version import __version__
 from .errors import NksimInputError, NksimWarning, OutputExistsError
 from .observables import RESPONSE_CODES, classify_response, time_to_progression
-from .output import open_output, write_netcdf
+from .io import open_output, write_netcdf
 from .parameters import ParameterSet, load_parameters
 from .protocol import Event, Patient, Protocol, load_protocol
 from .simulate import simulate, simulate_cohort

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .fileio import check_output_folder
-    from .output import write_netcdf
+    from .io import write_netcdf
     from .parameters import load_parameters
     from .protocol import load_protocol
     from .simulate import simulate_cohort

@@ -157,7 +157,7 @@ def test_results_do_not_depend_on_workers(small_config, small_screen):
 
 
 def test_dataset_is_cf_annotated_and_round_trips(small_screen, tmp_path):
-    from nksim.output import open_output, write_netcdf
+    from nksim.io import open_output, write_netcdf
 
     ds = small_screen
     for name, var in ds.variables.items():
@@ -222,7 +222,7 @@ def test_cli_refuses_to_overwrite(tmp_path):
 def test_cli_writes_results(tmp_path, capsys, monkeypatch):
     from nksim.calibration import screen
     from nksim.calibration.cli_screen import cmd_screen
-    from nksim.output import open_output
+    from nksim.io import open_output
 
     full = screen.screen_parameters
     monkeypatch.setattr(screen, "screen_parameters",

@@ -33,7 +33,7 @@ def add_screen_parser(sub) -> None:
 def cmd_screen(args: argparse.Namespace) -> int:
     from ..errors import NksimInputError
     from ..fileio import check_output_folder, save_figure
-    from ..output import write_netcdf
+    from ..io import write_netcdf
     from ..plot.calibration import screen_figure
     from .config import load_config
     from .screen import run_screen, screen_table

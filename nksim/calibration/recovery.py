@@ -158,7 +158,7 @@ def write_recovery(config: CalibrationConfig, out: str | Path, settings, *, work
                    progress: bool = True) -> xr.Dataset:
     """Run :func:`run_recovery` with ``settings`` and write ``recovery.nc`` / ``recovery.png`` into ``out``."""
     from ..fileio import check_output_folder, save_figure
-    from ..output import write_netcdf
+    from ..io import write_netcdf
     from ..plot.calibration import recovery_figure
 
     out = Path(out)

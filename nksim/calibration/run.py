@@ -48,7 +48,8 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
                     overwrite: bool = False, progress: bool = True, stream=None) -> CalibrationResult:
     """Run the whole calibration (see module docstring) and return its results."""
     from ..fileio import check_output_folder, save_figure
-    from ..output import tool_attrs, write_netcdf
+    from ..io import write_netcdf
+    from ..output import tool_attrs
     from ..plot.calibration import abc_diagnostics, prior_posterior
     from ..plot.calibration import predictive_check as predictive_check_figure
     from .abc import run_abc

@@ -81,7 +81,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from ..output import write_netcdf
+    from ..io import write_netcdf
     from .store import SweepStore
     from .summaries import export_netcdf, ranking_table, summarize
 

@@ -36,11 +36,7 @@ whatever the number of workers, the order of completion or interruptions.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +46,7 @@ from zarr.codecs import ZstdCodec
 
 from .._version import __version__
 from ..errors import NksimInputError, OutputExistsError
+from ..io import zarr as zio
 from ..observables import RESPONSE_CODES, RESPONSE_FILL
 from ..output import TIME_VARIABLES
 from ..patients import EFFECT_META
@@ -94,18 +91,7 @@ class SweepStore:
     # --- opening ------------------------------------------------------------------------
     @staticmethod
     def _read_group(path: Path, mode: str) -> zarr.Group:
-        if path.exists() and not path.is_dir():
-            raise NksimInputError("exists and is not a directory, so it is not a Zarr store; refusing to touch it",
-                                  source=path)
-        if not (path / "zarr.json").is_file():
-            raise NksimInputError("is not a Zarr v3 store (no zarr.json); refusing to touch it", source=path)
-        try:
-            node = zarr.open(store=str(path), mode=mode)
-        except Exception as exc:  # zarr raises many types for corrupt metadata
-            raise NksimInputError(f"cannot read the Zarr metadata ({type(exc).__name__}: {exc}); the store is corrupt "
-                                  "or foreign", source=path) from None
-        if not isinstance(node, zarr.Group):
-            raise NksimInputError("is a Zarr array, not an nksim sweep store", source=path)
+        node = zio.open_group(path, mode, what="nksim sweep store")
         attrs = dict(node.attrs)
         if "nksim_sweep_format" not in attrs or "plan" not in attrs:
             raise NksimInputError("is a Zarr store but not an nksim sweep store (no 'nksim_sweep_format' attribute); "
@@ -165,18 +151,8 @@ class SweepStore:
     @classmethod
     def create(cls, path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) -> "SweepStore":
         """Create a new, empty store for ``plan`` (built aside, then renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
-        try:
-            _initialise(tmp, plan, spec_raw)
-            if path.exists():  # an empty directory
-                path.rmdir()
-            os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return cls(path, zarr.open_group(store=str(path), mode="r+"))
+        path = zio.build_aside(path, lambda tmp: _initialise(tmp, plan, spec_raw))
+        return cls(path, zio.open_group(path, "r+", what="nksim sweep store"))
 
     # --- contents -----------------------------------------------------------------------
     def result_names(self) -> list[str]:
@@ -228,7 +204,7 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
     A = len(c["assessment_days"])
     pb, rb = plan.batch_shape
     swept_params = [k for k in c["swept"] if "." in k]
-    g = zarr.open_group(store=str(path), mode="w-", zarr_format=3)
+    g = zio.create_group(path)
     scen_coords = ["label", "regimen", "gap", "interval", "dose_split", "n_infusions", "first_dose_pct",
                    "total_dose", "start_day", *swept_params]
     g.attrs.update({
@@ -252,11 +228,8 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
     })
 
     def arr(name, shape, dtype, dims, chunks=None, fill=None, attrs=None, values=None):
-        a = g.create_array(name, shape=shape, dtype=dtype, chunks=chunks or shape, fill_value=fill,
-                           compressors=_COMPRESSORS, dimension_names=dims, attributes=attrs or {}, config=_CONFIG)
-        if values is not None:
-            a[...] = values
-        return a
+        return zio.create_array(g, name, shape, dtype, dims, chunks=chunks, fill=fill, attrs=attrs, values=values,
+                                compressors=_COMPRESSORS, config=_CONFIG)
 
     sched = [sc["schedule"] for sc in c["scenarios"]]
     arr("scenario", (S,), "int64", ("scenario",), values=np.arange(S), attrs={"long_name": "scenario index"})
@@ -321,14 +294,3 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
     arr("batch_done", (plan.n_batches,), "uint8", ("batch",), chunks=(1,), fill=0,
         attrs={"long_name": "1 when every result chunk of the batch is written", "units": "1"})
 
-
-def store_digest(path: str | Path) -> str:
-    """SHA-256 of every file (relative path and bytes) in a store: equal digests = identical stores."""
-    root = Path(path)
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(b"\0")
-        h.update(p.read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()

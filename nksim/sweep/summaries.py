@@ -248,23 +248,22 @@ def ranking_table(ds: xr.Dataset, rank_by: str = "pfs_landmark", top: int | None
 
 def open_sweep(path: str | Path) -> xr.Dataset:
     """The whole store as a lazy xarray Dataset (checked to be an nksim sweep store first)."""
+    from ..io import zarr as zio
+
     SweepStore.open_existing(path)
-    return xr.open_zarr(path, consolidated=False, zarr_format=3, mask_and_scale=False)
+    return zio.open_dataset(path)
 
 
 def export_netcdf(path: str | Path, out: str | Path, *, what: str = "summary", overwrite: bool = False,
                   rank_by: str = "pfs_landmark") -> Path:
     """Write the summary (``what="summary"``) or the whole store (``"all"``) to netCDF, atomically."""
-    from ..output import write_netcdf
+    from ..io import write_netcdf
+    from ..io import zarr as zio
 
     if what == "summary":
         ds = summarize(path, rank_by=rank_by)
     elif what == "all":
-        ds = open_sweep(path)
-        ds.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, (str, int, float))}
-        for name in list(ds.variables):
-            if ds[name].dtype.kind in "TU":  # StringDType -> object strings (netCDF char arrays)
-                ds[name] = ds[name].compute().astype(object)
+        ds = zio.netcdf_ready(open_sweep(path))
     else:
         raise ValueError(f"what must be 'summary' or 'all', got {what!r}")
     return write_netcdf(ds, out, overwrite=overwrite)
