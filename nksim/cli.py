@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from ._optional import MissingOptionalDependency
 from .argtypes import int_at_least, positive_int
 from .errors import NksimInputError
 
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_screen(args)
     except NksimInputError as exc:
+        print(f"nksim: error: {exc}", file=sys.stderr)
+        return 2
+    except MissingOptionalDependency as exc:  # an extra is not installed: one line, no traceback
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 2
     return 1

@@ -29,12 +29,13 @@ import numpy as np
 
 from ._frozen import reduce_frozen
 from .fileio import check_keys, read_toml
+from .resources import data_path
 from .errors import NksimInputError
 from .schema import SCHEMA, SECTIONS, ParamSpec
 from .units import check_unit
 
-#: Folder of the shipped parameter sets (``models/`` at the repository root).
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+#: Folder of the shipped parameter sets (``models/`` at the repository root; package data in a wheel).
+MODELS_DIR = data_path("models")
 
 _PARAM_FIELDS = {"value", "unit", "description", "source", "prior"}
 _META_FIELDS = {"name", "status", "description", "extends", "provenance"}

@@ -27,11 +27,12 @@ from typing import Any
 
 from ._frozen import reduce_frozen
 from .fileio import read_toml
+from .resources import data_path
 from .errors import NksimInputError
 from .units import check_unit
 
-#: Folder of the shipped protocols.
-PROTOCOLS_DIR = Path(__file__).resolve().parents[1] / "experiments" / "protocols"
+#: Folder of the shipped protocols (``experiments/protocols/`` at the repository root; package data in a wheel).
+PROTOCOLS_DIR = data_path("protocols")
 
 #: Event kind -> unit its dose must be given in.
 EVENT_UNITS: dict[str, str] = {

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from .config import CalibrationConfig
 
 log = logging.getLogger("nksim.calibrate")
@@ -78,7 +79,7 @@ class AbcRun:
 
 
 def prior_distribution(config: CalibrationConfig):
-    import pyabc
+    pyabc = require("pyabc", "calibrate", "nksim.calibration")
 
     return pyabc.Distribution(**{f.safe_name: pyabc.RV("uniform", f.bounds[0], f.bounds[1] - f.bounds[0])
                                  for f in config.fit})
@@ -103,7 +104,7 @@ def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, sched
     """Run ABC-SMC; the pyabc history goes to the SQLite file ``db_path``."""
     import sys
 
-    import pyabc
+    pyabc = require("pyabc", "calibrate", "nksim.calibration")
 
     model = AbcModel(config, observed)
     obs = model.model.observed_summary()
@@ -128,6 +129,7 @@ def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, sched
             history = _run(pyabc, model, config, sampler, db_url, obs)
             n_workers = 1
         else:
+            require("distributed", "calibrate", "calibration on Dask workers")
             from ..sweep.cluster import dask_client
 
             with dask_client(workers=workers, scheduler=scheduler, model=config.base_parameters()) as client:

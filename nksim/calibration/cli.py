@@ -32,6 +32,9 @@ def add_calibrate_parser(sub) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .._optional import require
+
+    require("pyabc", "calibrate", "nksim calibrate")  # fail before any work
     from .config import load_config
     from .posterior import apply_to_model
     from .run import run_calibration

@@ -31,6 +31,9 @@ def add_screen_parser(sub) -> None:
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
+    from .._optional import require
+
+    require("SALib", "calibrate", "nksim screen")  # fail before any work
     from ..errors import NksimInputError
     from ..fileio import check_output_folder, save_figure
     from ..io import write_netcdf

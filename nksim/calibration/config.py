@@ -23,11 +23,13 @@ from typing import Any, Mapping
 
 from ..errors import NksimInputError
 from ..fileio import check_keys, read_toml
+from ..resources import data_path
 from ..parameters import ParameterSet, load_parameters
 from ..schema import SCHEMA
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CALIBRATION_DIR = REPO_ROOT / "calibration"
+#: Folder of the shipped calibration configs, data and results (``calibration/`` at the repository
+#: root; package data in a wheel).
+CALIBRATION_DIR = data_path("calibration")
 
 _TABLES = {
     "calibration": {"name", "description", "model", "protocol", "seed"},

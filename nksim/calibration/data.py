@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._optional import require
 from ..fileio import check_keys, read_toml
+from ..resources import data_path
 from ..errors import NksimInputError, NksimWarning
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,8 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..protocol import Protocol
 
-#: Folder of the shipped observed data (``calibration/data/`` at the repository root).
-DATA_DIR = Path(__file__).resolve().parents[2] / "calibration" / "data"
+#: Folder of the shipped observed data (``calibration/data/`` at the repository root; package data in a wheel).
+DATA_DIR = data_path("calibration") / "data"
 #: Shipped outcome and target files.
 OUTCOMES_FILE = DATA_DIR / "ahmadvand2023_outcomes.csv"
 TARGETS_FILE = DATA_DIR / "analogue_chimerism.toml"
@@ -159,7 +161,7 @@ class ObservedTrial:
 
     def series_frame(self) -> "pandas.DataFrame":
         """The series as a DataFrame with :data:`SERIES_FRAME_COLUMNS` (empty when no series)."""
-        import pandas as pd
+        pd = require("pandas", "calibrate", "ObservedTrial.series_frame")
 
         rows = [[getattr(s, c) for c in SERIES_FRAME_COLUMNS] for s in self.series]
         frame = pd.DataFrame(rows, columns=list(SERIES_FRAME_COLUMNS))

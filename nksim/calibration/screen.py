@@ -37,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from ..schema import SCHEMA
+from .._optional import require
 from .config import CalibrationConfig, FitParameter
 from .model import CalibrationModel
 from .summaries import CATEGORY_INDEX
@@ -162,7 +163,7 @@ def morris_indices(params: Sequence[FitParameter], func: Callable[[dict[str, flo
     returns a mapping with every name in ``outputs``; NaN outputs are replaced by that output's
     mean over the finite points before the analysis (counted in ``n_undefined``).
     """
-    from SALib.sample import morris as morris_sample
+    morris_sample = require("SALib.sample.morris", "calibrate", "the Morris screen (nksim screen)")
 
     params = list(params)
     outputs = list(outputs)
@@ -181,7 +182,7 @@ def indices_dataset(params: Sequence[FitParameter], X: np.ndarray, Y: np.ndarray
                     levels: int, seed: int, output_units: Mapping[str, str] | None = None,
                     threshold: float = SELECTION_THRESHOLD) -> xr.Dataset:
     """Analyse a Morris design ``X`` (sampling scale) with outputs ``Y`` (point, output) into a Dataset."""
-    from SALib.analyze import morris as morris_analyze
+    morris_analyze = require("SALib.analyze.morris", "calibrate", "the Morris screen (nksim screen)")
 
     params = list(params)
     outputs = list(outputs)

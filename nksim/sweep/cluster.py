@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from distributed import WorkerPlugin
-
+from .._optional import require
 from ..errors import NksimInputError
 from .execute import warm_up
+
+WorkerPlugin = require("distributed", "sweep", "nksim.sweep (Dask workers)").WorkerPlugin
 
 
 class WarmPlugin(WorkerPlugin):

@@ -144,9 +144,9 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
 
 def _run_dask(plan: Plan, store: SweepStore, pending: list[int], workers: int | None, scheduler: str | None,
               bar) -> tuple[int, int, float, float]:
-    from distributed import as_completed
+    from .cluster import dask_client  # first: a missing dask.distributed gives the message naming the extra
 
-    from .cluster import dask_client
+    from distributed import as_completed
 
     written = 0
     with dask_client(workers=workers, scheduler=scheduler, model_json=canonical_json(plan["model"])) as client:

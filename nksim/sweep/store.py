@@ -41,9 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
-from zarr.codecs import ZstdCodec
 
+from .._optional import require
 from .._version import __version__
 from ..errors import NksimInputError, OutputExistsError
 from ..io import zarr as zio
@@ -52,6 +51,9 @@ from ..output import TIME_VARIABLES
 from ..patients import EFFECT_META
 from .execute import SCALARS
 from .plan import STORE_FORMAT, Plan, code_digest
+
+zarr = require("zarr", "sweep", "nksim.sweep")
+ZstdCodec = require("zarr.codecs", "sweep", "nksim.sweep").ZstdCodec
 
 SIM_DIMS = ("scenario", "draw", "patient", "replicate")
 _COMPRESSORS = (ZstdCodec(level=3),)

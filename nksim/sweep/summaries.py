@@ -35,12 +35,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from ..observables import RESPONSE_CODES, km_median, km_survival  # noqa: F401  (re-exported by nksim.sweep)
-from .store import SweepStore
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import SweepStore  # imported where used: METRICS etc. load without zarr
 
 #: metric -> (units, long_name, higher_is_better)
 METRICS: dict[str, tuple[str, str, bool]] = {
@@ -118,6 +120,8 @@ def summarize(store: SweepStore | str | Path, reference: int | None = None, rank
     ``rank_by``). Scenarios whose batches are not all written are left out (see
     ``attrs['scenarios_incomplete']``).
     """
+    from .store import SweepStore
+
     if not isinstance(store, SweepStore):
         store = SweepStore.open_existing(store)
     if rank_by not in METRICS:
@@ -249,6 +253,8 @@ def ranking_table(ds: xr.Dataset, rank_by: str = "pfs_landmark", top: int | None
 def open_sweep(path: str | Path) -> xr.Dataset:
     """The whole store as a lazy xarray Dataset (checked to be an nksim sweep store first)."""
     from ..io import zarr as zio
+
+    from .store import SweepStore
 
     SweepStore.open_existing(path)
     return zio.open_dataset(path)
