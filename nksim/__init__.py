@@ -5,7 +5,7 @@ Public API::
     load_parameters, ParameterSet     # models/*.toml
     load_protocol, Protocol, Event    # experiments/protocols/*.toml
     simulate, simulate_cohort         # -> xarray.Dataset
-    write_netcdf, open_output         # safe netCDF I/O
+    write_netcdf, open_output         # safe netCDF I/O (nksim.io)
     classify_response, time_to_progression
 
 Subpackages: ``nksim.sweep`` (schedule sweeps on Dask into Zarr: ``run_sweep``, ``summarize``,
@@ -13,7 +13,8 @@ Subpackages: ``nksim.sweep`` (schedule sweeps on Dask into Zarr: ``run_sweep``, 
 predictive checks: ``run_calibration``, ``run_screen``, ``run_recovery``), ``nksim.mesa_ref``
 (Mesa reference model: ``simulate_reference``), ``nksim.engine`` (the numba kernel),
 ``nksim.plot`` (figures: time courses, swimmer, Kaplan-Meier, heatmaps, lattice snapshots,
-prior vs posterior, predictive checks).
+prior vs posterior, predictive checks, Morris screen, parameter recovery), ``nksim.io`` (file I/O:
+atomic netCDF writing and safe reading, the low-level Zarr I/O of sweep stores).
 """
 from ._version import __version__
 from .errors import NksimInputError, NksimWarning, OutputExistsError
