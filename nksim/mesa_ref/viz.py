@@ -25,16 +25,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from nksim._optional import require
-
-solara = require("solara", "viz", "nksim.mesa_ref.viz")
-_mesa_viz = require("mesa.visualization", "viz", "nksim.mesa_ref.viz", package="mesa[viz]")
-Slider, SolaraViz = _mesa_viz.Slider, _mesa_viz.SolaraViz
-
 from nksim.engine.layout import S
 from nksim.mesa_ref.agents import NKCell
 from nksim.mesa_ref.model import PatientModel
 from nksim.parameters import load_parameters
 from nksim.protocol import EVENT_UNITS, Protocol, protocol_from_dict
+
+solara = require("solara", "viz", "nksim.mesa_ref.viz")
+_mesa_viz = require("mesa.visualization", "viz", "nksim.mesa_ref.viz", package="mesa[viz]")
+Slider, SolaraViz = _mesa_viz.Slider, _mesa_viz.SolaraViz
 
 
 def view_protocol(*, flu_dose: float = 20.0, cy_dose: float = 20.0, days_before_infusion: int = 7,
