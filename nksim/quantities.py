@@ -80,7 +80,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("anatomy.marrow_cells_per_kg", "kg-1", 1e8, 1e12),
         _p("anatomy.reference_cellularity", "percent", 1, 100),
         # --- marrow lattice and resolution -----------------------------------
-        _p("lattice.side", "1", 2, 4096, integer=True),
+        _p("lattice.side", "1", 2, 4096, integer=True, kernel=True),
         _p("lattice.voxel_side", "um", 10, 5000),
         _p("lattice.cell_diameter", "um", 2, 50),
         _p("lattice.marrow_cellularity", "percent", 1, 100),
@@ -209,8 +209,6 @@ def _elimination(key: str) -> Callable[[KernelContext], float]:
 #: Kernel inputs that are not a model-file value passed unchanged.
 DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     # resolution and clock
-    DerivedInput("lattice_side", "1", "lattice side (voxels)", lambda c: c.resolution.side, ("lattice.side",),
-                 integer=True),
     DerivedInput("voxel_capacity", "1", "cells per voxel, K = (voxel_side / cell_diameter)^2",
                  lambda c: c.resolution.capacity, ("lattice.voxel_side", "lattice.cell_diameter"), integer=True),
     DerivedInput("dt", "day", "time step", lambda c: 1.0 / c.resolution.steps_per_day, ("numerics.dt",)),
@@ -233,12 +231,12 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
                  lambda c: c.effects.baseline_blast_pct / 100.0, ("blasts.baseline_pct",)),
     DerivedInput("susceptible_fraction0", "1", "baseline NK-susceptible fraction of blasts (this patient)",
                  lambda c: c.effects.susceptible_fraction, ("blasts.susceptible_fraction",)),
-    DerivedInput("blast_division_rate", "day-1", "blast division rate (at least the net growth rate)",
+    DerivedInput("blast_birth_rate", "day-1", "blast division rate (at least the net growth rate)",
                  _blast_division, ("blasts.growth_fraction", "blasts.cycle_time")),
     DerivedInput("blast_net_growth_rate", "day-1", "blast net growth rate at zero occupancy (this patient)",
                  lambda c: c.effects.blast_net_growth_rate, ("blasts.net_growth_rate",)),
     # normal haematopoiesis
-    DerivedInput("normal_division_rate", "day-1", "normal-cell division rate (at least the recovery rate)",
+    DerivedInput("normal_birth_rate", "day-1", "normal-cell division rate (at least the recovery rate)",
                  lambda c: max(c.params["normal.division_rate"], c.params["normal.recovery_rate"]),
                  ("normal.division_rate", "normal.recovery_rate")),
     DerivedInput("normal_target", "1", "occupancy fraction toward which normal cells regrow",
@@ -251,7 +249,7 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     DerivedInput("nk_refractory_days", "day", "refractory period after a kill",
                  lambda c: c.params["nk.refractory_time"] / HOURS_PER_DAY, ("nk.refractory_time",)),
     # host
-    DerivedInput("host_recovery_rate", "day-1", "host lymphocyte Gompertz regrowth rate (this patient)",
+    DerivedInput("patient_host_recovery_rate", "day-1", "host lymphocyte Gompertz regrowth rate (this patient)",
                  lambda c: c.effects.host_recovery_rate, ("host.recovery_rate",)),
     # drugs
     DerivedInput("flu_elimination_rate", "day-1", "fludarabine elimination rate, ln 2 / half-life",
@@ -270,6 +268,9 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
 #: Kernel slot names in kernel order: derived inputs first, then the ``kernel=True`` parameters.
 KERNEL_SLOTS: tuple[str, ...] = (tuple(d.slot for d in DERIVED_INPUTS)
                                  + tuple(s.slot for s in PARAMETERS.values() if s.kernel))
+
+_clash = {d.slot for d in DERIVED_INPUTS} & {s.slot for s in PARAMETERS.values()}
+assert not _clash, f"derived kernel inputs named like model-file keys: {sorted(_clash)}"
 
 #: Kernel slots that hold whole numbers (the kernel converts them with ``int()``).
 INTEGER_SLOTS: frozenset[str] = frozenset(

@@ -70,7 +70,7 @@ def blood_rhs(kp, y, hazard, out):
     hnk = max(y[Y.host_nk], 1e-12)
     ht = max(y[Y.host_t], 1e-12)
     il = y[Y.il15]
-    rec = kp[KP.host_recovery_rate]
+    rec = kp[KP.patient_host_recovery_rate]
     out[Y.host_nk] = rec * hnk * math.log(kp[KP.host_nk_baseline] / hnk) - hazard * hnk if kp[KP.host_nk_baseline] > 0 else -hazard * hnk
     out[Y.host_t] = rec * ht * math.log(kp[KP.host_t_baseline] / ht) - hazard * ht if kp[KP.host_t_baseline] > 0 else -hazard * ht
     # IL-15: production balances removal at baseline (il = 1); removal = clearance + consumption
@@ -115,7 +115,7 @@ def blood_stiffness(kp, y, hazard):
     donor_ul = y[Y.donor_nk_blood] / kp[KP.blood_volume_ul]
     lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.il15_donor_nk_weight] * donor_ul) / base if base > 0 else 0.0
     lam = tau * (1.0 / kp[KP.il15_max_fold] + (1.0 - 1.0 / kp[KP.il15_max_fold]) * lrel)
-    rec = kp[KP.host_recovery_rate]
+    rec = kp[KP.patient_host_recovery_rate]
     for j in (Y.host_nk, Y.host_t):
         l0 = kp[KP.host_nk_baseline] if j == Y.host_nk else kp[KP.host_t_baseline]
         if l0 > 0.0 and y[j] > 0.0:
@@ -211,9 +211,9 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     nv = sus.shape[0]
     side = int(kp[KP.lattice_side])
     K = int(kp[KP.voxel_capacity])
-    b_b = kp[KP.blast_division_rate]
+    b_b = kp[KP.blast_birth_rate]
     r_b = kp[KP.blast_net_growth_rate]
-    b_n = kp[KP.normal_division_rate]
+    b_n = kp[KP.normal_birth_rate]
     r_n = kp[KP.normal_recovery_rate]
     c_n = kp[KP.normal_target]
     hb = kp[KP.blasts_drug_sensitivity] * hazard_integral

@@ -87,11 +87,11 @@ class Blast(MarrowCell):
 
     @staticmethod
     def division_rate(rules) -> float:
-        return rules.blast_division_rate
+        return rules.blast_birth_rate
 
     @staticmethod
     def death_rate(rules, occ: float) -> float:
-        return max(rules.blast_division_rate - rules.blast_net_growth_rate * (1.0 - occ), 0.0)
+        return max(rules.blast_birth_rate - rules.blast_net_growth_rate * (1.0 - occ), 0.0)
 
     @staticmethod
     def drug_sensitivity(rules) -> float:
@@ -113,11 +113,11 @@ class NormalCell(MarrowCell):
 
     @staticmethod
     def division_rate(rules) -> float:
-        return rules.normal_division_rate
+        return rules.normal_birth_rate
 
     @staticmethod
     def death_rate(rules, occ: float) -> float:
-        return max(rules.normal_division_rate - rules.normal_recovery_rate * (1.0 - occ / rules.normal_target), 0.0)
+        return max(rules.normal_birth_rate - rules.normal_recovery_rate * (1.0 - occ / rules.normal_target), 0.0)
 
     @staticmethod
     def drug_sensitivity(rules) -> float:
