@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import xarray as xr
 
-from ..schema import SCHEMA
+from ..quantities import PARAMETERS
 from .._optional import require
 from .config import CalibrationConfig, FitParameter
 from .model import CalibrationModel
@@ -64,7 +64,7 @@ def screen_parameters(config: CalibrationConfig, model: CalibrationModel | None 
 
     Base-model priors are sampled on a log scale when ``hi / lo >= 10`` and ``lo > 0``, else
     linearly; parameters listed in ``config.fit`` keep the config's prior and scale. Integer
-    parameters (``SCHEMA[key].integer``) are rounded by :meth:`FitParameter.from_unit`.
+    parameters (``PARAMETERS[key].integer``) are rounded by :meth:`FitParameter.from_unit`.
     """
     base = model.base if model is not None else config.base_parameters()
     fit = {f.key: f for f in config.fit}
@@ -73,7 +73,7 @@ def screen_parameters(config: CalibrationConfig, model: CalibrationModel | None 
         if key in fit:
             out.append(fit[key])
             continue
-        spec = SCHEMA[key]
+        spec = PARAMETERS[key]
         lo, hi = float(lo), float(hi)
         scale = "log" if lo > 0 and hi / lo >= 10 else "linear"
         out.append(FitParameter(key, lo, hi, scale, spec.unit, spec.integer))
@@ -250,7 +250,7 @@ def indices_dataset(params: Sequence[FitParameter], X: np.ndarray, Y: np.ndarray
     }
     coords = {
         "parameter": ("parameter", np.array([p.key for p in params], dtype=object),
-                      {"long_name": "model parameter key (nksim/schema.py)"}),
+                      {"long_name": "model parameter key (nksim/quantities.py)"}),
         "output": ("output", np.array(outputs, dtype=object), {"long_name": "screen output"}),
         "point": ("point", np.arange(X.shape[0], dtype=np.int64), {"units": "1", "long_name": "design point"}),
         "output_units": ("output", out_units, {"long_name": "UDUNITS-2 units of the output (and of its effects)"}),

@@ -47,8 +47,8 @@ from .._version import __version__
 from ..errors import NksimInputError, OutputExistsError
 from ..io import zarr as zio
 from ..observables import RESPONSE_CODES, RESPONSE_FILL
-from ..output import TIME_VARIABLES
 from ..patients import EFFECT_META
+from ..quantities import all_variables
 from .execute import SCALARS
 from .plan import STORE_FORMAT, Plan, code_digest
 
@@ -59,17 +59,12 @@ SIM_DIMS = ("scenario", "draw", "patient", "replicate")
 _COMPRESSORS = (ZstdCodec(level=3),)
 _CONFIG = {"write_empty_chunks": True}
 
-_LONG = {
-    "donor_chimerism_nk": ("percent", "donor chimerism of blood NK cells (donor NK / all blood NK)"),
-    "donor_chimerism_pbmc": ("percent", "donor chimerism of blood lymphocytes (donor NK / (NK + T))"),
-}
+_VARIABLES = all_variables()
 
 
 def _var_meta(name: str) -> tuple[str, str]:
-    if name in _LONG:
-        return _LONG[name]
-    if name in TIME_VARIABLES:
-        return TIME_VARIABLES[name][1], TIME_VARIABLES[name][2]
+    if name in _VARIABLES:
+        return _VARIABLES[name].units, _VARIABLES[name].long_name
     if name in EFFECT_META:
         return EFFECT_META[name]
     if name == "time_to_progression":
