@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..checks import check_number
 from ..errors import NksimInputError
 from ..quantities import PARAMETERS
 
@@ -107,15 +108,7 @@ def numeric_range(name: str) -> tuple[float, float, bool, str]:
 
 def _number(value: Any, name: str, source: str, key: str) -> float:
     lo, hi, integer, unit = numeric_range(name)
-    rng = f"allowed range [{lo:g}, {hi:g}] {unit}" + (" (whole numbers)" if integer else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise NksimInputError(f"value {value!r} is not a finite number; {rng}", source=source, key=key)
-    v = float(value)
-    if not lo <= v <= hi:
-        raise NksimInputError(f"value {v:g} is outside the {rng}", source=source, key=key)
-    if integer and v != int(v):
-        raise NksimInputError(f"value {v:g} must be a whole number; {rng}", source=source, key=key)
-    return v
+    return check_number(value, source=source, key=key, lo=lo, hi=hi, unit=unit, integer=integer)
 
 
 def check_dose_split(value: Any, source: str, key: str) -> tuple[float, ...]:
