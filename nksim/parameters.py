@@ -12,13 +12,12 @@ parameter::
 
 and a ``[meta]`` table (``name``, ``status``, ``description``, optional
 ``extends = "default"`` to inherit every parameter of another set and override
-some). Keys, units and allowed ranges are declared in :mod:`nksim.schema`.
+some). Keys, units and allowed ranges are declared in :mod:`nksim.quantities`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,8 +29,9 @@ import numpy as np
 from ._frozen import reduce_frozen
 from .fileio import check_keys, read_toml
 from .resources import data_path
+from .checks import check_number
 from .errors import NksimInputError
-from .schema import SCHEMA, SECTIONS, ParamSpec
+from .quantities import PARAMETERS, SECTIONS, ParamSpec
 from .units import check_unit
 
 #: Folder of the shipped parameter sets (``models/`` at the repository root; package data in a wheel).
@@ -58,7 +58,7 @@ class ParameterSet:
     """An immutable, validated set of model parameters.
 
     Index it with dotted keys: ``params["nk.speed"]`` gives the value in the
-    unit declared in :data:`nksim.schema.SCHEMA` (``params.unit("nk.speed")``).
+    unit declared in :data:`nksim.quantities.PARAMETERS` (``params.unit("nk.speed")``).
     """
 
     __reduce__ = reduce_frozen
@@ -95,9 +95,9 @@ class ParameterSet:
         """A new set with some values replaced (validated like file input)."""
         params = dict(self.parameters)
         for key, value in overrides.items():
-            if key not in SCHEMA:
+            if key not in PARAMETERS:
                 raise NksimInputError(_unknown_msg(key), source=origin, key=key)
-            spec = SCHEMA[key]
+            spec = PARAMETERS[key]
             params[key] = replace(params[key], value=_check_value(value, spec, origin, key))
         return replace(self, parameters=MappingProxyType(params), origin=f"{self.origin} + {origin}")
 
@@ -116,23 +116,14 @@ class ParameterSet:
 def _unknown_msg(key: str) -> str:
     import difflib
 
-    close = difflib.get_close_matches(key, SCHEMA.keys(), n=1)
+    close = difflib.get_close_matches(key, PARAMETERS.keys(), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown parameter{hint}; allowed keys are listed in nksim/schema.py"
+    return f"unknown parameter{hint}; allowed keys are listed in nksim/quantities.py"
 
 
 def _check_value(value: Any, spec: ParamSpec, source: str, key: str) -> float:
-    rng = f"allowed range [{spec.lo:g}, {spec.hi:g}] {spec.unit}"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise NksimInputError(f"value {value!r} is not a number; {rng}", source=source, key=key)
-    v = float(value)
-    if not math.isfinite(v):
-        raise NksimInputError(f"value {value!r} is not finite; {rng}", source=source, key=key)
-    if not (spec.lo <= v <= spec.hi):
-        raise NksimInputError(f"value {v:g} is outside the {rng}", source=source, key=key)
-    if spec.integer and v != int(v):
-        raise NksimInputError(f"value {v:g} must be an integer; {rng}", source=source, key=key)
-    return v
+    return check_number(value, source=source, key=key, lo=spec.lo, hi=spec.hi, unit=spec.unit,
+                        integer=spec.integer, types=(int, float, np.integer, np.floating))
 
 
 def resolve_model_path(model: str | Path) -> Path:
@@ -182,11 +173,11 @@ def _load(path: Path, seen: tuple[Path, ...]) -> ParameterSet:
             raise NksimInputError("must be a table of parameters", source=path, key=section)
         for name, entry in table.items():
             key = f"{section}.{name}"
-            if key not in SCHEMA:
+            if key not in PARAMETERS:
                 raise NksimInputError(_unknown_msg(key), source=path, key=key)
-            params[key] = _parse_entry(entry, SCHEMA[key], path, key)
+            params[key] = _parse_entry(entry, PARAMETERS[key], path, key)
 
-    missing = [k for k in SCHEMA if k not in params]
+    missing = [k for k in PARAMETERS if k not in params]
     if missing:
         raise NksimInputError(
             f"missing parameters (every parameter must be declared, or use [meta] extends): {missing}",
@@ -196,7 +187,7 @@ def _load(path: Path, seen: tuple[Path, ...]) -> ParameterSet:
         name=str(meta.get("name", path.stem)),
         status=str(meta.get("status", "unspecified")),
         origin=str(path),
-        parameters=MappingProxyType({k: params[k] for k in SCHEMA}),
+        parameters=MappingProxyType({k: params[k] for k in PARAMETERS}),
     )
 
 

@@ -28,6 +28,8 @@ from typing import Any
 from ._frozen import reduce_frozen
 from .fileio import read_toml
 from .resources import data_path
+from .quantities import EVENT_KINDS
+from .checks import check_number
 from .errors import NksimInputError
 from .units import check_unit
 
@@ -41,7 +43,7 @@ EVENT_UNITS: dict[str, str] = {
     "nk_infusion": "kg-1",
 }
 #: Integer codes of event kinds used by the engine.
-EVENT_CODES: dict[str, int] = {"fludarabine": 0, "cyclophosphamide": 1, "nk_infusion": 2}
+EVENT_CODES: dict[str, int] = {name: code for code, (name, _) in enumerate(EVENT_KINDS)}
 LYMPHODEPLETING = ("fludarabine", "cyclophosphamide")
 
 #: Patient covariates a protocol may fix, with their units and allowed ranges.
@@ -135,12 +137,7 @@ def resolve_protocol_path(protocol: str | Path) -> Path:
 
 
 def _num(v: Any, source: str, key: str, lo: float = -math.inf, hi: float = math.inf, what: str = "") -> float:
-    rng = f"allowed range [{lo:g}, {hi:g}]{(' ' + what) if what else ''}"
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-        raise NksimInputError(f"value {v!r} is not a finite number; {rng}", source=source, key=key)
-    if not lo <= float(v) <= hi:
-        raise NksimInputError(f"value {v!r} is outside the {rng}", source=source, key=key)
-    return float(v)
+    return check_number(v, source=source, key=key, lo=lo, hi=hi, unit=what)
 
 
 def _check_fields(table: Mapping[str, Any], allowed: set[str], required: set[str], source: str, key: str) -> None:

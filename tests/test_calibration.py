@@ -166,7 +166,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("edit, key, words", [
     (("[abc]", "[abc]\nbogus = 1"), "abc.bogus", "allowed keys"),
     (("virtual_trials = 1", "virtual_trials = 0"), "distance.virtual_trials", "[1, 1000]"),
-    (('"lattice.side" = 5', '"lattice.side" = -5'), "simulator.lattice.side", "must be a number in"),
+    (('"lattice.side" = 5', '"lattice.side" = -5'), "simulator.lattice.side", "outside the allowed range [2, "),
     (('"lattice.side" = 5', '"lattice.sidee" = 5'), "simulator.lattice.sidee", "unknown key"),
     (('outcomes = "data/ahmadvand2023_outcomes.csv"', 'outcomes = "data/nothere.csv"'), "data.outcomes", "not found"),
     (('    "nk.rejection_rate",', '    "nk.rejection_rate",\n    "nk.speed_typo",'), "fit.parameters", "unknown parameter"),

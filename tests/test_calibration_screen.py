@@ -20,7 +20,7 @@ from nksim.calibration.screen import (SCREEN_OUTPUTS, cohort_outputs, morris_ind
                                       screen_parameters, screen_table)
 from nksim.errors import OutputExistsError  # noqa: E402
 from nksim.plot import screen_figure  # noqa: E402
-from nksim.schema import SCHEMA  # noqa: E402
+from nksim.quantities import PARAMETERS  # noqa: E402
 
 SMALL_KEYS = ("blasts.net_growth_rate", "nk.rejection_rate", "il15.max_fold")
 
@@ -113,7 +113,7 @@ def test_screen_parameters_cover_priors_and_fit(smoke):
     assert by["nk.il15_proliferation_max"].scale == "linear"  # lo = 0
     assert by["nk.speed"].scale == "linear"  # 2-10
     assert by["random_effects.blast_growth_log_sd"].scale == "linear"  # config says linear although hi/lo = 20
-    assert by["nk.max_kills"].integer and SCHEMA["nk.max_kills"].integer
+    assert by["nk.max_kills"].integer and PARAMETERS["nk.max_kills"].integer
     assert by["nk.max_kills"].from_unit(5.4) == 5.0
 
 

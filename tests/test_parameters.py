@@ -11,7 +11,7 @@ import pytest
 
 import nksim
 from nksim.parameters import MODELS_DIR
-from nksim.schema import SCHEMA, SECTIONS
+from nksim.quantities import PARAMETERS, SECTIONS
 
 DEFAULT_TOML = MODELS_DIR / "default.toml"
 
@@ -75,7 +75,7 @@ def child(tmp_path: Path, entries: dict, name: str = "child.toml") -> Path:
 
 
 def entry(key: str, value, unit: str | None = None, **extra) -> dict:
-    e = {"value": value, "unit": unit if unit is not None else SCHEMA[key].unit,
+    e = {"value": value, "unit": unit if unit is not None else PARAMETERS[key].unit,
          "description": "test entry", "source": "test"}
     e.update(extra)
     return e
@@ -93,8 +93,8 @@ def expect_error(path: Path, *fragments: str) -> nksim.NksimInputError:
 
 # ----------------------------------------------------------------------------- loading
 def test_default_loads_every_schema_key_in_schema_units(default_params):
-    assert set(default_params.keys()) == set(SCHEMA)
-    for key, spec in SCHEMA.items():
+    assert set(default_params.keys()) == set(PARAMETERS)
+    for key, spec in PARAMETERS.items():
         v = default_params[key]
         assert default_params.unit(key) == spec.unit
         assert math.isfinite(v) and spec.lo <= v <= spec.hi, key
@@ -114,7 +114,7 @@ def test_default_priors_are_inside_schema_range_and_contain_value(default_params
     priors = default_params.priors()
     assert priors, "the default set declares calibrated parameters"
     for key, (lo, hi) in priors.items():
-        spec = SCHEMA[key]
+        spec = PARAMETERS[key]
         assert spec.lo <= lo < hi <= spec.hi
         assert lo <= default_params[key] <= hi, key
 
@@ -205,7 +205,7 @@ def test_entry_must_be_a_table(tmp_path):
 )
 def test_wrong_unit_rejected_even_when_convertible(tmp_path, key, value, unit):
     p = child(tmp_path, {key: entry(key, value, unit=unit)})
-    expect_error(p, f"{key}.unit", f"'{unit}'", SCHEMA[key].unit)
+    expect_error(p, f"{key}.unit", f"'{unit}'", PARAMETERS[key].unit)
 
 
 @pytest.mark.parametrize(
@@ -237,7 +237,7 @@ def test_invalid_unit_string(tmp_path, unit):
 )
 def test_value_out_of_range_or_not_finite(tmp_path, key, value):
     p = child(tmp_path, {key: entry(key, value)})
-    spec = SCHEMA[key]
+    spec = PARAMETERS[key]
     expect_error(p, f"{key}.value", f"[{spec.lo:g}, {spec.hi:g}]")
 
 
@@ -334,10 +334,10 @@ def test_digest_identifies_values(default_params):
 
 def test_as_json_round_trips_values_and_units(default_params):
     blob = json.loads(default_params.as_json())
-    assert set(blob) == set(SCHEMA)
+    assert set(blob) == set(PARAMETERS)
     for key, item in blob.items():
         assert item["value"] == default_params[key]
-        assert item["unit"] == SCHEMA[key].unit
+        assert item["unit"] == PARAMETERS[key].unit
 
 
 def test_unknown_parameter_lookup_is_a_key_error(default_params):
@@ -346,7 +346,7 @@ def test_unknown_parameter_lookup_is_a_key_error(default_params):
 
 
 def test_sections_cover_schema():
-    assert set(SECTIONS) == {k.split(".")[0] for k in SCHEMA}
+    assert set(SECTIONS) == {k.split(".")[0] for k in PARAMETERS}
 
 
 # ----------------------------------------------------------------------------- derived resolution

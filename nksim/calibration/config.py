@@ -21,11 +21,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..checks import check_number
 from ..errors import NksimInputError
 from ..fileio import check_keys, read_toml
 from ..resources import data_path
 from ..parameters import ParameterSet, load_parameters
-from ..schema import SCHEMA
+from ..quantities import PARAMETERS
 
 #: Folder of the shipped calibration configs, data and results (``calibration/`` at the repository
 #: root; package data in a wheel).
@@ -167,15 +168,12 @@ def _check_keys(table: Mapping[str, Any], allowed: set[str], src: str, name: str
 
 
 def _int(v: Any, src: str, key: str, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise _err(f"must be an integer in [{lo}, {hi}], got {v!r}", src, key)
-    return int(v)
+    check_number(v, source=src, key=key, lo=lo, hi=hi, integer=True, types=(int,))
+    return int(v)  # the original int: exact even beyond float precision (seeds)
 
 
 def _float(v: Any, src: str, key: str, lo: float, hi: float) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-        raise _err(f"must be a number in [{lo:g}, {hi:g}], got {v!r}", src, key)
-    return float(v)
+    return check_number(v, source=src, key=key, lo=lo, hi=hi)
 
 
 def _abc_value(k: str, v: Any, src: str, key: str) -> Any:
@@ -221,12 +219,12 @@ def _simulator(table: Mapping[str, Any], src: str, section: str) -> tuple[dict[s
             if not isinstance(v, bool):
                 raise _err(f"must be true or false, got {v!r}", src, key)
             other[k] = v
-        elif k in SCHEMA:
-            spec = SCHEMA[k]
+        elif k in PARAMETERS:
+            spec = PARAMETERS[k]
             over[k] = _float(v, src, key, spec.lo, spec.hi)
         else:
             raise _err("unknown key: [simulator] takes end_day, early_stop and model parameter keys "
-                       "(nksim/schema.py), e.g. \"lattice.side\"", src, key)
+                       "(nksim/quantities.py), e.g. \"lattice.side\"", src, key)
     return over, other
 
 
@@ -280,9 +278,9 @@ def load_config(path: str | Path) -> CalibrationConfig:
     model_priors = base.priors()
     fit: list[FitParameter] = []
     for n in names:
-        if n not in SCHEMA:
-            raise _err(f"unknown parameter '{n}' (see nksim/schema.py)", src, "fit.parameters")
-        spec = SCHEMA[n]
+        if n not in PARAMETERS:
+            raise _err(f"unknown parameter '{n}' (see nksim/quantities.py)", src, "fit.parameters")
+        spec = PARAMETERS[n]
         if n in prior_t:
             pr = prior_t[n]
             if (not isinstance(pr, list) or len(pr) != 2

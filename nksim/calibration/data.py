@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .._optional import require
 from ..fileio import check_keys, read_toml
 from ..resources import data_path
+from ..checks import check_number, number_problem, range_text
 from ..errors import NksimInputError, NksimWarning
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -212,15 +213,13 @@ class _Row:
         v = self.cells[field]
         if not v:
             return None
-        rng = f"allowed range [{lo:g}, {hi:g}]{(' ' + what) if what else ''}"
         try:
             x = float(v)
         except ValueError:
-            raise self.fail(field, f"'{v}' is not a number; {rng}") from None
-        if not math.isfinite(x):
-            raise self.fail(field, f"'{v}' is not a finite number; {rng}")
-        if not lo <= x <= hi:
-            raise self.fail(field, f"{v} is outside the {rng}")
+            raise self.fail(field, f"value '{v}' is not a number; {range_text(lo, hi, what)}") from None
+        problem = number_problem(x, lo=lo, hi=hi, unit=what, shown=v)
+        if problem is not None:
+            raise self.fail(field, problem)
         return x
 
     def day(self, field: str, start_day: float | None) -> float | None:
@@ -417,13 +416,7 @@ def load_outcomes(
 # ----------------------------------------------------------------------------- targets
 def _tnum(v: Any, source: str, key: str, lo: float = -math.inf, hi: float = math.inf, what: str = "",
           lo_open: bool = False) -> float:
-    rng = f"allowed range {'(' if lo_open else '['}{lo:g}, {hi:g}]{(' ' + what) if what else ''}"
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-        raise NksimInputError(f"value {v!r} is not a finite number; {rng}", source=source, key=key)
-    x = float(v)
-    if not (lo < x if lo_open else lo <= x) or not x <= hi:
-        raise NksimInputError(f"value {v!r} is outside the {rng}", source=source, key=key)
-    return x
+    return check_number(v, source=source, key=key, lo=lo, hi=hi, unit=what, lo_open=lo_open)
 
 
 def _tstr(t: Mapping[str, Any], f: str, source: str, key: str, *, required: bool) -> str:
