@@ -6,7 +6,8 @@ Each simulation draws, from its own ``patient`` stream, four standard normal dev
 * baseline marrow blast fraction: logit-normal around ``blasts.baseline_pct``;
 * net blast growth rate: log-normal around ``blasts.net_growth_rate`` (sign kept);
 * NK-susceptible blast fraction: logit-normal around ``blasts.susceptible_fraction``;
-* host lymphocyte recovery rate: log-normal around ``host.recovery_rate``.
+* host lymphocyte recovery: one log-normal factor scaling both ``host.nk_recovery_rate`` and
+  ``host.t_recovery_rate`` (a patient whose NK recover fast also recovers T cells fast).
 
 A protocol may fix a patient's ``baseline_blast_pct``, ``body_weight`` and
 ``body_surface_area``; fixed covariates replace the draw.
@@ -31,7 +32,8 @@ class PatientEffects:
     baseline_blast_pct: float  # percent of nucleated marrow cells
     blast_net_growth_rate: float  # day-1
     susceptible_fraction: float  # 1
-    host_recovery_rate: float  # day-1
+    host_nk_recovery_rate: float  # day-1
+    host_t_recovery_rate: float  # day-1
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -44,7 +46,8 @@ EFFECT_META: dict[str, tuple[str, str]] = {
     "baseline_blast_pct": ("percent", "marrow blasts before lymphodepletion (individual value)"),
     "blast_net_growth_rate": ("day-1", "net blast growth rate at low marrow occupancy (individual value)"),
     "susceptible_fraction": ("1", "NK-susceptible fraction of blasts at baseline (individual value)"),
-    "host_recovery_rate": ("day-1", "host lymphocyte Gompertz regrowth rate (individual value)"),
+    "host_nk_recovery_rate": ("day-1", "host NK cell Gompertz regrowth rate (individual value)"),
+    "host_t_recovery_rate": ("day-1", "host T cell Gompertz regrowth rate (individual value)"),
 }
 
 
@@ -80,5 +83,6 @@ def draw_effects(params: ParameterSet, rng: np.random.Generator, covariates: Map
         baseline_blast_pct=blast_pct,
         blast_net_growth_rate=params["blasts.net_growth_rate"] * math.exp(sd_g * z[1]),
         susceptible_fraction=sus_i,
-        host_recovery_rate=params["host.recovery_rate"] * math.exp(sd_h * z[3]),
+        host_nk_recovery_rate=params["host.nk_recovery_rate"] * math.exp(sd_h * z[3]),
+        host_t_recovery_rate=params["host.t_recovery_rate"] * math.exp(sd_h * z[3]),
     )

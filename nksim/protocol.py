@@ -37,13 +37,11 @@ from .units import check_unit
 PROTOCOLS_DIR = data_path("protocols")
 
 #: Event kind -> unit its dose must be given in.
-EVENT_UNITS: dict[str, str] = {
-    "fludarabine": "mg m-2",
-    "cyclophosphamide": "mg kg-1",
-    "nk_infusion": "kg-1",
-}
+EVENT_UNITS: dict[str, str] = {k.name: k.dose_unit for k in EVENT_KINDS}
 #: Integer codes of event kinds used by the engine.
-EVENT_CODES: dict[str, int] = {name: code for code, (name, _) in enumerate(EVENT_KINDS)}
+EVENT_CODES: dict[str, int] = {k.name: code for code, k in enumerate(EVENT_KINDS)}
+#: Donor label of NK infusions that name none (the trial's assumption: one donor per patient).
+DEFAULT_DONOR = "donor1"
 LYMPHODEPLETING = ("fludarabine", "cyclophosphamide")
 
 #: Patient covariates a protocol may fix, with their units and allowed ranges.
@@ -62,6 +60,9 @@ class Event:
     kind: str
     dose: float
     source: str = field(default="", compare=False)
+    #: donor of an ``nk_infusion`` (a label; infusions with the same label share a donor, so a later
+    #: one meets the host's primed response); ``""`` for other kinds
+    donor: str = ""
 
     @property
     def unit(self) -> str:
@@ -152,7 +153,7 @@ def _check_fields(table: Mapping[str, Any], allowed: set[str], required: set[str
 
 
 def _parse_event(e: Any, source: str, key: str) -> Event:
-    _check_fields(e, {"day", "kind", "dose", "unit", "source"}, {"day", "kind", "dose", "unit"}, source, key)
+    _check_fields(e, {"day", "kind", "dose", "unit", "source", "donor"}, {"day", "kind", "dose", "unit"}, source, key)
     if e["kind"] not in EVENT_UNITS:
         raise NksimInputError(f"unknown event kind '{e['kind']}'; allowed: {sorted(EVENT_UNITS)}", source=source, key=f"{key}.kind")
     check_unit(e["unit"], EVENT_UNITS[e["kind"]], source=source, key=f"{key}.unit")
@@ -160,7 +161,15 @@ def _parse_event(e: Any, source: str, key: str) -> Event:
     dose = _num(e["dose"], source, f"{key}.dose", 0.0, math.inf, EVENT_UNITS[e["kind"]])
     if dose <= 0:
         raise NksimInputError(f"dose must be > 0 {EVENT_UNITS[e['kind']]}", source=source, key=f"{key}.dose")
-    return Event(day, e["kind"], dose, str(e.get("source", "")))
+    donor = ""
+    if e["kind"] == "nk_infusion":
+        donor = e.get("donor", DEFAULT_DONOR)
+        if not isinstance(donor, str) or not donor.strip():
+            raise NksimInputError(f"donor must be a non-empty label, got {donor!r}", source=source, key=f"{key}.donor")
+        donor = donor.strip()
+    elif "donor" in e:
+        raise NksimInputError("only nk_infusion events have a donor", source=source, key=f"{key}.donor")
+    return Event(day, e["kind"], dose, str(e.get("source", "")), donor)
 
 
 def load_protocol(protocol: str | Path = "ahmadvand2023") -> Protocol:

@@ -115,14 +115,34 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("nk.egress_rate", "day-1", 0, 1000, kernel=True),
         _p("nk.tissue_uptake_rate", "day-1", 0, 1000, kernel=True),
         _p("nk.tissue_return_rate", "day-1", 0, 1000, kernel=True),
+        _p("nk.function_recovery_rate", "day-1", 0, 100, kernel=True),
+        _p("nk.cytokine_recovery_boost", "1", 0, 100, kernel=True),
         # --- host lymphocytes (blood) ----------------------------------------
         _p("host.nk_baseline", "uL-1", 0, 1e5, kernel=True),
         _p("host.t_baseline", "uL-1", 0, 1e5, kernel=True),
-        _p("host.recovery_rate", "day-1", 0, 10),
+        _p("host.nk_recovery_rate", "day-1", 0, 10),
+        _p("host.t_recovery_rate", "day-1", 0, 10),
+        _p("host.nk_drug_sensitivity", "1", 0, 100, kernel=True),
+        _p("host.t_drug_sensitivity", "1", 0, 100, kernel=True),
+        # --- allo-rejection: priming and memory -------------------------------
+        _p("allo.priming_delay", "day", 0.5, 100),
+        _p("allo.priming_stages", "1", 1, 50, integer=True, kernel=True),
+        _p("allo.primed_rejection_fold", "1", 0, 1000, kernel=True),
         # --- IL-15 ------------------------------------------------------------
         _p("il15.max_fold", "1", 1, 1e5, kernel=True),
         _p("il15.turnover_rate", "day-1", 1e-3, 1e4, kernel=True),
         _p("il15.donor_nk_weight", "1", 0, 1e4, kernel=True),
+        # --- cytokine support (protocol events il2, il15_agonist) --------------
+        _p("il2.absorption_half_life", "h", 0.05, 500),
+        _p("il2.elimination_half_life", "h", 0.05, 500),
+        _p("il2.ec50", "1e6", 1e-6, 1e4, kernel=True),
+        _p("il2.proliferation_max", "day-1", 0, 10, kernel=True),
+        _p("il2.survival_effect", "1", 0, 1, kernel=True),
+        _p("il15_agonist.absorption_half_life", "h", 0.05, 500),
+        _p("il15_agonist.elimination_half_life", "h", 0.05, 500),
+        _p("il15_agonist.ec50", "ug", 1e-6, 1e6, kernel=True),
+        _p("il15_agonist.proliferation_max", "day-1", 0, 10, kernel=True),
+        _p("il15_agonist.survival_effect", "1", 0, 1, kernel=True),
         # --- lymphodepleting drugs -------------------------------------------
         _p("drugs.flu_half_life", "h", 0.1, 1000),
         _p("drugs.flu_volume", "L", 0.1, 1e5, kernel=True),
@@ -249,8 +269,25 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     DerivedInput("nk_refractory_days", "day", "refractory period after a kill",
                  lambda c: c.params["nk.refractory_time"] / HOURS_PER_DAY, ("nk.refractory_time",)),
     # host
-    DerivedInput("patient_host_recovery_rate", "day-1", "host lymphocyte Gompertz regrowth rate (this patient)",
-                 lambda c: c.effects.host_recovery_rate, ("host.recovery_rate",)),
+    DerivedInput("patient_host_nk_recovery_rate", "day-1", "host NK Gompertz regrowth rate (this patient)",
+                 lambda c: c.effects.host_nk_recovery_rate, ("host.nk_recovery_rate",)),
+    DerivedInput("patient_host_t_recovery_rate", "day-1", "host T Gompertz regrowth rate (this patient)",
+                 lambda c: c.effects.host_t_recovery_rate, ("host.t_recovery_rate",)),
+    # allo-priming
+    DerivedInput("allo_stage_rate", "day-1", "transit rate of each priming stage, stages / delay",
+                 lambda c: c.params["allo.priming_stages"] / c.params["allo.priming_delay"],
+                 ("allo.priming_stages", "allo.priming_delay")),
+    DerivedInput("n_donors", "1", "number of NK donors of this patient's protocol (set by the event arrays)",
+                 lambda c: 1, integer=True),
+    # cytokines (s.c. depot -> central, first order)
+    DerivedInput("il2_absorption_rate", "day-1", "IL-2 absorption rate, ln 2 / half-life",
+                 _elimination("il2.absorption_half_life"), ("il2.absorption_half_life",)),
+    DerivedInput("il2_elimination_rate", "day-1", "IL-2 elimination rate, ln 2 / half-life",
+                 _elimination("il2.elimination_half_life"), ("il2.elimination_half_life",)),
+    DerivedInput("il15_agonist_absorption_rate", "day-1", "IL-15 agonist absorption rate, ln 2 / half-life",
+                 _elimination("il15_agonist.absorption_half_life"), ("il15_agonist.absorption_half_life",)),
+    DerivedInput("il15_agonist_elimination_rate", "day-1", "IL-15 agonist elimination rate, ln 2 / half-life",
+                 _elimination("il15_agonist.elimination_half_life"), ("il15_agonist.elimination_half_life",)),
     # drugs
     DerivedInput("flu_elimination_rate", "day-1", "fludarabine elimination rate, ln 2 / half-life",
                  _elimination("drugs.flu_half_life"), ("drugs.flu_half_life",)),
@@ -321,7 +358,17 @@ RECORD: tuple[Variable, ...] = (
              "blasts killed by NK (cumulative)", log=True, counts="cells", whole_body=True),
     Variable("nk_exhausted_fraction", "1", "fraction of killer-competent marrow NK agents that are exhausted",
              "exhausted fraction of marrow NK"),
-    Variable("drug_kill_hazard", "day-1", "Flu/Cy kill hazard on blood lymphocytes", "Flu/Cy kill hazard"),
+    Variable("drug_kill_hazard", "day-1", "Flu/Cy kill hazard on blood lymphocytes (before lineage sensitivity)",
+             "Flu/Cy kill hazard"),
+    Variable("donor_nk_total", "1", "donor NK cells in the whole body (blood, other tissues and marrow)",
+             "donor NK, whole body", log=True, counts="cells", whole_body=True),
+    Variable("allo_priming", "1", "host anti-donor priming: fraction of the primed rejection response reached "
+             "(largest over this patient's donors)", "anti-donor priming"),
+    Variable("il2_central", "1e6", "IL-2 in the central compartment (million international units)",
+             "IL-2 (central)"),
+    Variable("il15_agonist_central", "ug", "IL-15 agonist in the central compartment", "IL-15 agonist (central)"),
+    Variable("cytokine_support", "1", "combined support of donor NK by IL-2 and IL-15 agonist (0 none, 1 saturating)",
+             "cytokine support"),
 )
 
 
@@ -414,21 +461,45 @@ SNAPSHOT_LAYERS: tuple[Variable, ...] = (
     Variable("lattice_nk", "1", "donor NK agents per voxel", "donor NK agents", counts="agents per voxel"),
 )
 
-#: Protocol event kinds, in kernel code order, with the unit of the amount the kernel receives.
-EVENT_KINDS: tuple[tuple[str, str], ...] = (
-    ("fludarabine", "mg"),
-    ("cyclophosphamide", "mg"),
-    ("nk_infusion", "1"),  # whole-body cells
+@dataclass(frozen=True)
+class EventKind:
+    """A kind of protocol event: the unit its dose is given in and how the kernel receives it.
+
+    ``per``: the dose is per m2 of body surface (``"m2"``), per kg of body weight (``"kg"``) or
+    flat (``""``); the kernel receives ``dose`` times that, in ``amount_unit``.
+    """
+
+    name: str
+    dose_unit: str
+    per: str
+    amount_unit: str
+    doc: str
+
+
+#: Protocol event kinds, in kernel code order.
+EVENT_KINDS: tuple[EventKind, ...] = (
+    EventKind("fludarabine", "mg m-2", "m2", "mg", "fludarabine dose (i.v.), into the plasma compartment"),
+    EventKind("cyclophosphamide", "mg kg-1", "kg", "mg", "cyclophosphamide dose (i.v.), into the plasma compartment"),
+    EventKind("nk_infusion", "kg-1", "kg", "1", "donor NK cells infused into blood (optional field donor)"),
+    EventKind("il2", "1e6", "", "1e6", "IL-2 (aldesleukin) s.c. dose in million international units (MIU), "
+              "into the subcutaneous depot"),
+    EventKind("il15_agonist", "ug kg-1", "kg", "ug", "IL-15 superagonist (N-803) s.c. dose, into the subcutaneous "
+              "depot"),
 )
 
-#: The blood ODE state vector ``y``, in order: (name, unit, meaning).
+#: The blood ODE state vector ``y``, in order: (name, unit, meaning). The last
+#: :data:`DONOR_STRIDE` entries are those of the first donor; donor ``d`` (0, 1, ...) has its own
+#: copies at ``Y.<name> + DONOR_STRIDE * d``, so ``y`` holds ``len(BLOOD_STATE) + DONOR_STRIDE *
+#: (n_donors - 1)`` values.
 BLOOD_STATE: tuple[tuple[str, str, str], ...] = (
     ("host_nk", "uL-1", "host NK cells per uL blood"),
     ("host_t", "uL-1", "host T cells per uL blood"),
     ("il15", "1", "plasma IL-15 relative to baseline"),
-    ("donor_nk_blood", "1", "donor NK cells in blood (whole body)"),
-    ("donor_nk_tissue", "1", "donor NK cells in other tissues (whole body)"),
+    ("donor_nk_blood", "1", "donor NK cells in blood (whole body), first donor"),
+    ("donor_nk_tissue", "1", "donor NK cells in other tissues (whole body), first donor"),
 )
+#: Entries of :data:`BLOOD_STATE` repeated for each donor.
+DONOR_STRIDE = 2
 
 
 def all_variables() -> dict[str, Variable]:

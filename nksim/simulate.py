@@ -39,6 +39,7 @@ def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: in
     res = resolution(params)
     kp = kernel_parameters(params, eff, protocol.start_day, protocol.end_day)
     ev = event_arrays(protocol.events_for(patient), eff, protocol.start_day, res.steps_per_day, protocol.origin)
+    kp[KP.n_donors] = max(int(ev[3].max(initial=0)) + 1, 1)
     snap = np.array([int(d - protocol.start_day) for d in protocol.snapshot_days], dtype=np.int64)
     if stop_days is None:
         stop = np.zeros(0, dtype=np.int64)

@@ -14,10 +14,16 @@ import cf_units
 from .errors import NksimInputError
 
 
+#: Names nksim accepts for units UDUNITS-2 cannot spell, and the UDUNITS-2 unit they mean.
+#: International units measure bioactivity, not an amount: "MIU" (million IU of IL-2) is a
+#: dimensionless count scaled by 10^6.
+UNIT_ALIASES: dict[str, str] = {"MIU": "1e6"}
+
+
 @lru_cache(maxsize=None)
 def parse_unit(text: str) -> cf_units.Unit:
-    """Parse a UDUNITS-2 unit string; raises ``ValueError`` if it is not one."""
-    return cf_units.Unit(text)
+    """Parse a UDUNITS-2 unit string (or an alias of :data:`UNIT_ALIASES`); ``ValueError`` if it is neither."""
+    return cf_units.Unit(UNIT_ALIASES.get(text.strip(), text))
 
 
 def check_unit(given: object, expected: str, *, source: str, key: str) -> None:

@@ -141,13 +141,13 @@ DRUG_EVENTS = [
 ]
 
 
-def _reference_blood(params, weight, bsa, rec, events, days):
+def _reference_blood(params, weight, bsa, rec_nk, rec_t, events, days):
     """Independent solution of the documented blood equations (before any NK infusion).
 
     PK: one compartment, first-order elimination k = ln2 / half-life, bolus amounts dose * BSA
     (Flu, mg m-2) and dose * weight (Cy, mg kg-1); C = amount / V (analytic).
     Hazard h = Emax_F C_F/(C_F + EC50_F) + Emax_C C_C/(C_C + EC50_C) (day-1).
-    Host L in {NK, T}: dL/dt = rec L ln(L0/L) - h L.
+    Host L in {NK, T}: dL/dt = rec_L L ln(L0/L) - s_L h L (own rate and drug sensitivity per lineage).
     IL-15: dI/dt = tau - (tau/M + (tau - tau/M) L_rel) I, L_rel = (NK + T)/(NK0 + T0).
     Returns arrays at the integer days ``days`` (left limits, i.e. before that day's doses).
     """
@@ -168,13 +168,14 @@ def _reference_blood(params, weight, bsa, rec, events, days):
                 + v["drugs.cy_emax"] * cc / (cc + v["drugs.cy_ec50"]))
 
     n0, t0 = v["host.nk_baseline"], v["host.t_baseline"]
+    s_nk, s_t = v["host.nk_drug_sensitivity"], v["host.t_drug_sensitivity"]
     tau, m = v["il15.turnover_rate"], v["il15.max_fold"]
 
     def rhs(t, y):
         h = hazard(t)
         nk, tc, il = y
         lrel = (nk + tc) / (n0 + t0)
-        return [rec * nk * math.log(n0 / nk) - h * nk, rec * tc * math.log(t0 / tc) - h * tc,
+        return [rec_nk * nk * math.log(n0 / nk) - s_nk * h * nk, rec_t * tc * math.log(t0 / tc) - s_t * h * tc,
                 tau - (tau / m + (tau - tau / m) * lrel) * il]
 
     y = np.array([n0, t0, 1.0])
@@ -192,18 +193,21 @@ def _reference_blood(params, weight, bsa, rec, events, days):
 
 @pytest.mark.parametrize("weight, bsa", [(None, None), (55.0, 1.5)])
 def test_blood_ode_with_drugs_matches_scipy(default_params, weight, bsa):
-    params = default_params.with_values({"lattice.side": 4})
+    # lineages with their own recovery rates and drug sensitivities
+    params = default_params.with_values({"lattice.side": 4, "host.t_drug_sensitivity": 1.6,
+                                         "host.nk_drug_sensitivity": 1.2, "host.t_recovery_rate": 0.01})
     patient = {"id": "p1", "group": "a"}
     if weight is not None:
         patient["body_weight"] = {"value": weight, "unit": "kg"}
         patient["body_surface_area"] = {"value": bsa, "unit": "m2"}
     proto = build_protocol(DRUG_EVENTS + [(0, "nk_infusion", 1e7)], start_day=-40, end_day=3, patients=[patient])
     ds = nksim.simulate(params, proto, seed=3)
-    w, a, rec = float(ds.body_weight), float(ds.body_surface_area), float(ds.host_recovery_rate)
+    w, a = float(ds.body_weight), float(ds.body_surface_area)
+    rec_nk, rec_t = float(ds.host_nk_recovery_rate), float(ds.host_t_recovery_rate)
     if weight is not None:
         assert (w, a) == (weight, bsa)
     days = np.arange(-40, 1)  # up to the record of day 0 = before the first infusion
-    nk, tc, il, flu, cy = _reference_blood(params, w, a, rec, DRUG_EVENTS, days)
+    nk, tc, il, flu, cy = _reference_blood(params, w, a, rec_nk, rec_t, DRUG_EVENTS, days)
     sim = ds.sel(time=days)
     # PK is analytic in the kernel: agreement to rounding (relative 1e-9; absolute floor for
     # concentrations that have decayed to ~0)
@@ -243,7 +247,16 @@ def test_blood_stays_physical_for_every_allowed_time_step(default_params, ahmadv
     assert np.all(np.isfinite(il)) and np.all(il > 0)
     assert np.all(il <= params["il15.max_fold"] * (1 + 1e-6)), f"IL-15 max {il.max():.3g}"
     assert np.all(ds.host_t_blood.values <= params["host.t_baseline"] * (1 + 1e-6))
-    assert abs(ds.il15.sel(time=120).item() - 1.0) < 0.1
+    # IL-15 turns over within hours, so by day 120 it sits at the quasi-steady state of its
+    # production and consumption by the lymphocytes present then (host NK and T, donor NK)
+    v = params.values()
+    d = ds.sel(time=120)
+    blood_ul = v["anatomy.blood_volume"] * float(ds.body_weight) * 1000.0
+    lrel = ((d.host_nk_blood + d.host_t_blood + v["il15.donor_nk_weight"] * d.donor_nk_total / blood_ul)
+            / (v["host.nk_baseline"] + v["host.t_baseline"])).item()
+    m = v["il15.max_fold"]
+    steady = 1.0 / (1.0 / m + (1.0 - 1.0 / m) * lrel)
+    assert abs(d.il15.item() / steady - 1.0) < 0.05
 
 
 # =============================================================================== NK agent rules
@@ -262,6 +275,8 @@ FROZEN_MARROW = {
     "nk.homing_rate": 1000.0,  # all infused agents enter in the first step (Poisson mean >> cap)
     "nk.competent_fraction": 1.0,
     "nk.max_kills": 1000,
+    "nk.function_recovery_rate": 0.0,  # lytic units are not restored (the permanent-cap limit)
+    "allo.primed_rejection_fold": 0.0,
 }
 
 
@@ -306,6 +321,23 @@ def test_max_kills_exhausts_agents():
     assert kills[1] == kills[-1] == 6 * 5
     np.testing.assert_allclose(ds.nk_exhausted_fraction.values[0, 0, 1:], 1.0)
     assert np.all(ds.nk_kills.values[0, 0] == kills * region_scale(params, 70.0))
+
+
+def test_lytic_units_recover_at_their_rate():
+    # Exhausted agents (5 units used within the first hours) restore one unit at a time at rate r
+    # and spend it at once (engagement certain, kill probability 1, no refractory period), so
+    # kills after exhaustion form a Poisson process of rate r per agent: E[kills(t)] = n (5 + r t)
+    # (t from the exhaustion, about 5 h after homing), Var = n r t.
+    r, n, days, reps = 2.0, 6, 5, 12
+    params, ds = _kill_setup({"nk.engagement_interval": 0.01, "nk.kill_probability": 1.0, "nk.speed": 0.0,
+                              "nk.refractory_time": 0.0, "nk.max_kills": 5, "lattice.voxel_side": 200.0,
+                              "nk.function_recovery_rate": r},
+                             n_agents=n, days=days, reps=reps, seed=5)
+    kills = counter(ds, "blasts_killed_by_nk")[0][:, -1].astype(float)
+    t = days - 6.0 / 24.0
+    mean, sd = n * (5 + r * t), math.sqrt(n * r * t)
+    assert abs(kills.mean() - mean) < 4 * sd / math.sqrt(reps), (kills.mean(), mean)
+    assert 0.4 < kills.var(ddof=1) / sd**2 < 2.2  # chi-square(11) 99.8 % band for a Poisson variance
 
 
 @pytest.mark.parametrize("override", [{"nk.competent_fraction": 0.0}, {"nk.kill_probability": 0.0}])
@@ -575,7 +607,8 @@ def test_donor_nk_outside_marrow_follow_linear_odes(default_params):
     p_, mu, rho, u, r = 0.3, 0.069, 0.2, 4.0, 0.4
     params = default_params.with_values({
         "lattice.side": 4, "nk.homing_rate": 0.0, "nk.il15_proliferation_max": 0.0, "nk.proliferation_rate": p_,
-        "nk.death_rate": mu, "nk.rejection_rate": rho, "nk.tissue_uptake_rate": u, "nk.tissue_return_rate": r})
+        "nk.death_rate": mu, "nk.rejection_rate": rho, "nk.tissue_uptake_rate": u, "nk.tissue_return_rate": r,
+        "allo.primed_rejection_fold": 0.0})
     dose = 5e6
     proto = build_protocol([(0, "nk_infusion", dose)], start_day=-2, end_day=12)
     ds = nksim.simulate(params, proto, seed=2)
@@ -590,3 +623,84 @@ def test_donor_nk_outside_marrow_follow_linear_odes(default_params):
     np.testing.assert_allclose(sim.donor_nk_blood.values * blood_ul, blood, rtol=1e-4)
     np.testing.assert_allclose(sim.donor_nk_tissue.values, total - blood, rtol=1e-4)
     assert np.all(ds.donor_nk_agents.values == 0)
+
+
+def test_primed_rejection_follows_the_erlang_delay(default_params):
+    # No homing, no IL-15 boost, host T at baseline: all donor NK outside the marrow (B + T) obey
+    #   (B + T)' = g(t) (B + T),  g(t) = p - mu - rho (1 + fold P(t)),
+    # with P the Erlang(k, k / delay) CDF of the time since the first infusion, so
+    # B + T = D exp(int_0^t g). A second donor infused later starts its own clock.
+    from scipy.stats import gamma
+
+    p_, mu, rho, fold, delay, k = 0.3, 0.069, 0.05, 6.0, 5.0, 3
+    params = default_params.with_values({
+        "lattice.side": 4, "nk.homing_rate": 0.0, "nk.il15_proliferation_max": 0.0, "nk.proliferation_rate": p_,
+        "nk.death_rate": mu, "nk.rejection_rate": rho, "allo.primed_rejection_fold": fold,
+        "allo.priming_delay": delay, "allo.priming_stages": k})
+    dose = 5e6
+    proto = build_protocol([(0, "nk_infusion", dose)], start_day=-2, end_day=14)
+    ds = nksim.simulate(params, proto, seed=2)
+    w = float(ds.body_weight)
+    days = np.arange(1, 15)
+    cdf_integral = np.array([np.trapezoid(gamma.cdf(np.linspace(0, t, 4001), k, scale=delay / k),
+                                          np.linspace(0, t, 4001)) for t in days])
+    log_total = np.log(dose * w) + (p_ - mu - rho) * days - rho * fold * cdf_integral
+    sim = ds.sel(time=days)
+    np.testing.assert_allclose(np.log(sim.donor_nk_total.values), log_total, atol=2e-4)
+    np.testing.assert_allclose(sim.allo_priming.values, gamma.cdf(days, k, scale=delay / k), atol=0.02)
+
+
+def test_second_infusion_meets_the_primed_response_of_its_donor(default_params):
+    """Same donor on day 14: that infusion is rejected at the primed rate; a new donor is not."""
+    params = default_params.with_values({"lattice.side": 4, "nk.homing_rate": 0.0, "allo.primed_rejection_fold": 20.0,
+                                         "allo.priming_delay": 5.0, "nk.il15_proliferation_max": 0.0})
+    from nksim.protocol import protocol_from_dict
+
+    def run(second_donor):
+        events = [{"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1", "donor": "A"},
+                  {"day": 14, "kind": "nk_infusion", "dose": 1e7, "unit": "kg-1", "donor": second_donor}]
+        proto = protocol_from_dict({"protocol": {"name": "t", "start_day": -1, "end_day": 21,
+                                                 "assessment_days": [21]},
+                                    "events": events, "patients": [{"id": "p1", "group": "a"}]})
+        return nksim.simulate(params, proto, seed=1)
+
+    same, other = run("A"), run("B")
+    # identical until the second infusion; then the primed host clears the same donor faster
+    np.testing.assert_array_equal(same.donor_nk_total.sel(time=slice(-1, 14)).values,
+                                  other.donor_nk_total.sel(time=slice(-1, 14)).values)
+    assert same.donor_nk_total.sel(time=21).item() < 0.2 * other.donor_nk_total.sel(time=21).item()
+    assert same.allo_priming.sel(time=15).item() > 0.95
+
+
+def test_cytokine_pk_and_support_match_their_equations(default_params):
+    # IL-2 (MIU, flat dose) and IL-15 agonist (ug kg-1) go into s.c. depots: D' = -ka D,
+    # C' = ka D - ke C, solved independently with LSODA; the recorded support is
+    # 1 - (1 - f2)(1 - f15) with f = C / (C + EC50).
+    params = default_params.with_values({"lattice.side": 4})
+    v = params.values()
+    il2_doses = [(0, 10.0), (2, 10.0), (4, 10.0)]
+    il15_doses = [(1, 10.0)]
+    events = [(d, "il2", x) for d, x in il2_doses] + [(d, "il15_agonist", x) for d, x in il15_doses] + [
+        (0, "nk_infusion", 1e6)]
+    proto = build_protocol(events, start_day=0, end_day=8)
+    ds = nksim.simulate(params, proto, seed=1)
+    w = float(ds.body_weight)
+
+    def central(doses, ka_h, ke_h, per):
+        ka, ke = math.log(2) / (ka_h / HOURS), math.log(2) / (ke_h / HOURS)
+        y, out = np.zeros(2), [0.0]
+        for day in range(8):
+            for d, x in doses:
+                if d == day:
+                    y[0] += x * per
+            sol = solve_ivp(lambda t, z: [-ka * z[0], ka * z[0] - ke * z[1]], (0, 1), y, method="LSODA",
+                            rtol=1e-11, atol=1e-12)
+            y = sol.y[:, -1]
+            out.append(y[1])
+        return np.array(out)
+
+    c2 = central(il2_doses, v["il2.absorption_half_life"], v["il2.elimination_half_life"], 1.0)
+    c15 = central(il15_doses, v["il15_agonist.absorption_half_life"], v["il15_agonist.elimination_half_life"], w)
+    np.testing.assert_allclose(ds.il2_central.values, c2, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(ds.il15_agonist_central.values, c15, rtol=1e-6, atol=1e-12)
+    assert c15.max() > v["il15_agonist.ec50"] and c2[1:].max() > 1e-3  # the doses are pharmacologically active

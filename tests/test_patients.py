@@ -22,7 +22,8 @@ def test_zero_spread_gives_population_values(default_params):
     assert eff.baseline_blast_pct == pytest.approx(ps["blasts.baseline_pct"], rel=1e-12)
     assert eff.blast_net_growth_rate == ps["blasts.net_growth_rate"]
     assert eff.susceptible_fraction == pytest.approx(ps["blasts.susceptible_fraction"], rel=1e-12)
-    assert eff.host_recovery_rate == ps["host.recovery_rate"]
+    assert eff.host_nk_recovery_rate == ps["host.nk_recovery_rate"]
+    assert eff.host_t_recovery_rate == ps["host.t_recovery_rate"]
     assert eff.body_weight == ps["anatomy.body_weight"]
     assert eff.body_surface_area == ps["anatomy.body_surface_area"]
 
@@ -36,7 +37,7 @@ def test_covariates_replace_the_draw_and_keep_streams_aligned(default_params):
     # the other effects use the same deviates whether or not a covariate is fixed
     assert a.blast_net_growth_rate == b.blast_net_growth_rate
     assert a.susceptible_fraction == b.susceptible_fraction
-    assert a.host_recovery_rate == b.host_recovery_rate
+    assert a.host_nk_recovery_rate == b.host_nk_recovery_rate
 
 
 def test_effect_metadata_covers_fields():
@@ -62,12 +63,15 @@ def test_population_distributions(default_params):
                  p["random_effects.blast_growth_log_sd"], "growth rate (log-normal)")
     check_normal(logit([e.susceptible_fraction for e in effs]), logit(p["blasts.susceptible_fraction"]),
                  p["random_effects.susceptible_logit_sd"], "susceptible fraction (logit-normal)")
-    check_normal(np.log([e.host_recovery_rate for e in effs]), math.log(p["host.recovery_rate"]),
-                 p["random_effects.host_recovery_log_sd"], "host recovery (log-normal)")
+    check_normal(np.log([e.host_nk_recovery_rate for e in effs]), math.log(p["host.nk_recovery_rate"]),
+                 p["random_effects.host_recovery_log_sd"], "host NK recovery (log-normal)")
+    # one factor scales both lineages: T recovery is NK recovery times the population ratio
+    np.testing.assert_allclose([e.host_t_recovery_rate / e.host_nk_recovery_rate for e in effs],
+                               p["host.t_recovery_rate"] / p["host.nk_recovery_rate"], rtol=1e-12)
     # the four effects are independent: |correlation| < 4 / sqrt(n)
     z = np.column_stack([
         logit(np.array([e.baseline_blast_pct for e in effs]) / 100), np.log([e.blast_net_growth_rate for e in effs]),
-        logit([e.susceptible_fraction for e in effs]), np.log([e.host_recovery_rate for e in effs])])
+        logit([e.susceptible_fraction for e in effs]), np.log([e.host_nk_recovery_rate for e in effs])])
     corr = np.corrcoef(z.T)
     assert np.all(np.abs(corr[np.triu_indices(4, 1)]) < 4 / math.sqrt(n))
 

@@ -36,7 +36,7 @@ def test_every_declared_unit_is_udunits(unit):
 
 def test_event_codes_are_the_layout_codes():
     assert EVENT_CODES == {name: getattr(L.EV, name) for name in L.EV._fields}
-    assert [name for name, _ in Q.EVENT_KINDS] == list(EVENT_CODES)
+    assert [k.name for k in Q.EVENT_KINDS] == list(EVENT_CODES)
 
 
 def test_output_tables_follow_the_declarations():

@@ -45,7 +45,7 @@ def test_batch_outputs_share_prefix_on_common_axis(plan):
     for name in plan["time_series"]:
         np.testing.assert_array_equal(ra["arrays"][name][..., early], rb["arrays"][name][..., early])
     assert not np.array_equal(ra["arrays"]["donor_nk_blood"][..., ~early], rb["arrays"]["donor_nk_blood"][..., ~early])
-    for name in ("baseline_blast_pct", "blast_net_growth_rate", "susceptible_fraction", "host_recovery_rate"):
+    for name in ("baseline_blast_pct", "blast_net_growth_rate", "susceptible_fraction", "host_nk_recovery_rate", "host_t_recovery_rate"):
         np.testing.assert_array_equal(ra["arrays"][name], rb["arrays"][name])
 
 

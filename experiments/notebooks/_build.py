@@ -329,7 +329,7 @@ range. Index the set with dotted keys."""),
 params = nksim.load_parameters("default")
 print(params.name, "|", params.status, "|", params.origin)
 print(len(params.keys()), "parameters,", len(params.priors()), "with a prior")
-for key in ["nk.kill_probability", "nk.speed", "blasts.cycle_time", "host.recovery_rate", "lattice.voxel_side"]:
+for key in ["nk.kill_probability", "nk.speed", "blasts.cycle_time", "host.nk_recovery_rate", "lattice.voxel_side"]:
     p = params.parameters[key]
     print(f"{key:22s} {p.value:>10g} {p.unit:10s} prior {p.prior}  -- {p.description} [{p.source}]")"""),
     ("md", """\

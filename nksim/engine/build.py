@@ -12,7 +12,7 @@ from ..errors import NksimInputError
 from ..parameters import ParameterSet
 from ..patients import PatientEffects
 from ..protocol import EVENT_CODES, Event
-from ..quantities import DERIVED_INPUTS, HOURS_PER_DAY, PARAMETERS, KernelContext
+from ..quantities import DERIVED_INPUTS, EVENT_KINDS, HOURS_PER_DAY, PARAMETERS, KernelContext
 from . import layout as L
 
 
@@ -71,20 +71,26 @@ def kernel_parameters(params: ParameterSet, eff: PatientEffects, start_day: floa
 
 
 def event_arrays(events: tuple[Event, ...], eff: PatientEffects, start_day: float, steps_per_day: int,
-                 source: str = "<protocol>") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Events as (step index, kind code, amount) arrays; amounts in mg (drugs) or cells (NK)."""
-    steps, kinds, amounts = [], [], []
+                 source: str = "<protocol>") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Events as (step index, kind code, amount, donor index) arrays, sorted by step.
+
+    Amounts are in the kind's ``amount_unit`` (:data:`nksim.quantities.EVENT_KINDS`): the dose
+    times the body surface area or weight where the dose is per m2 or per kg. Donor indices
+    number the donors of NK infusions in order of first infusion (0, 1, ...); other kinds get 0.
+    """
+    steps, kinds, amounts, donors = [], [], [], []
+    donor_index: dict[str, int] = {}
     for e in sorted(events):
         s = (e.day - start_day) * steps_per_day
         if abs(s - round(s)) > 1e-6:
             raise NksimInputError(
                 f"{e.kind} on day {e.day:g} does not fall on a time step (dt = {24 / steps_per_day:g} h)",
                 source=source, key="events")
-        if e.kind == "fludarabine":
-            amount = e.dose * eff.body_surface_area  # mg m-2 * m2
-        else:  # cyclophosphamide mg kg-1, nk_infusion kg-1
-            amount = e.dose * eff.body_weight
+        kind = EVENT_KINDS[EVENT_CODES[e.kind]]
+        per = {"m2": eff.body_surface_area, "kg": eff.body_weight, "": 1.0}[kind.per]
         steps.append(int(round(s)))
         kinds.append(EVENT_CODES[e.kind])
-        amounts.append(amount)
-    return np.array(steps, dtype=np.int64), np.array(kinds, dtype=np.int64), np.array(amounts, dtype=np.float64)
+        amounts.append(e.dose * per if kind.per else e.dose)
+        donors.append(donor_index.setdefault(e.donor, len(donor_index)) if e.kind == "nk_infusion" else 0)
+    return (np.array(steps, dtype=np.int64), np.array(kinds, dtype=np.int64), np.array(amounts, dtype=np.float64),
+            np.array(donors, dtype=np.int64))

@@ -6,8 +6,9 @@ State is struct-of-arrays NumPy data:
   NK-susceptible blasts, NK-resistant blasts and normal haematopoietic cells in a voxel
   of capacity ``K``; a 2-D periodic lattice flattened row-major;
 * donor NK agents in the lattice region: ``a_pos`` (voxel), ``a_comp`` (killer
-  competent), ``a_kills`` (serial kills so far), ``a_ready`` (first step at which the refractory period
-  ends); the first ``n_agents`` entries are alive (swap-remove on death);
+  competent), ``a_kills`` (lytic units used and not yet restored), ``a_ready`` (first step at
+  which the refractory period ends), ``a_donor`` (donor index); the first ``n_agents`` entries
+  are alive (swap-remove on death);
 * blood, well mixed: ``y`` indexed by ``Y`` (``y[Y.host_nk]``, ``y[Y.host_t]`` per uL,
   ``y[Y.il15]`` relative, ``y[Y.donor_nk_blood]``, ``y[Y.donor_nk_tissue]`` whole-body cells;
   declared in :data:`nksim.quantities.BLOOD_STATE`) and drug amounts ``flu``, ``cy`` (mg).
@@ -18,14 +19,22 @@ Every array index is a named field of :mod:`nksim.engine.layout` (``kp[KP.nk_kil
 Step order (one step of ``dt``; documented in docs/architecture.md and kept stable):
 
 1. record the day (state *before* that day's events) when a day boundary is reached;
-2. apply the events scheduled for this step (drug doses, NK infusions into blood);
-3. PK: drug concentrations decay analytically; the lymphocyte kill hazard is integrated
-   over the step (Simpson) and accumulated for the marrow update;
-4. blood and IL-15: RK4 over the step (host Gompertz regrowth minus drug kill, IL-15
-   production/consumption, donor NK proliferation/death/rejection, tissue exchange);
-5. NK agents: motility (Poisson number of voxel hops), then contact killing;
-6. NK agents: fate (divide / die / egress to blood), competing risks;
-7. homing: binomial number of whole blood donor NK (pool / scale) entering the region;
+2. apply the events scheduled for this step (drug doses; NK infusions into their donor's blood
+   pool, starting that donor's priming clock at its first infusion; IL-2 / IL-15 agonist into
+   their s.c. depots);
+3. PK: drug concentrations decay analytically and the lymphocyte kill hazard is integrated
+   over the step (Simpson) and accumulated for the marrow update; cytokine depots and central
+   amounts advance analytically, their effects (extra division, death multiplier, support) are
+   taken at mid-step; each donor's primed fraction is taken at mid-step;
+4. blood and IL-15: RK4 over the step (host NK and host T Gompertz regrowth minus drug kill,
+   each with its own rate and sensitivity; IL-15 production and consumption by every
+   lymphocyte, donor NK included; donor NK division, death, primed rejection, tissue exchange);
+5. NK agents: motility (Poisson number of voxel hops), recovery of one lytic unit (with
+   probability ``1 - exp(-recovery_rate (1 + boost support) dt)`` for an agent with used units),
+   then contact killing while fewer than ``max_kills`` units are used;
+6. NK agents: fate (divide / die / egress to their donor's blood pool), competing risks, the
+   death rate depending on the agent's donor (primed rejection);
+7. homing: per donor, a binomial number of whole blood donor NK (pool / scale) entering the region;
 8. marrow cells (every ``marrow_every`` steps): deaths then divisions per voxel, daughters
    placed locally or in a random neighbour when there is room.
 
@@ -40,7 +49,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .layout import C, EV, KP, N_C, N_R, N_S, N_Y, R, S, Y
+from .layout import DONOR_STRIDE, C, EV, KP, N_C, N_R, N_S, N_Y, R, S, Y
 
 
 # --------------------------------------------------------------------------- helpers
@@ -62,45 +71,122 @@ def nk_proliferation(kp, il15):
 
 
 @njit(cache=True)
-def blood_rhs(kp, y, hazard, out):
+def primed_fraction(kp, since):
+    """Fraction of the primed anti-donor response reached ``since`` days after first exposure.
+
+    The response matures through ``allo.priming_stages`` stages of equal mean length (an Erlang
+    delay with mean ``allo.priming_delay``); it never wanes (memory). 0 before exposure
+    (``since`` < 0 or infinite).
+    """
+    if not since > 0.0 or since == np.inf:
+        return 0.0
+    x = kp[KP.allo_stage_rate] * since
+    k = int(kp[KP.allo_priming_stages])
+    term = 1.0
+    acc = 1.0
+    for i in range(1, k):
+        term *= x / i
+        acc += term
+    out = 1.0 - math.exp(-x) * acc
+    return out if out > 0.0 else 0.0
+
+
+@njit(cache=True)
+def depot_step(depot, central, ka, ke, dt):
+    """Advance a first-order s.c. depot -> central -> elimination model by ``dt`` (exact).
+
+    Returns ``(depot, central)`` after the step (amounts in the dose unit).
+    """
+    ea = math.exp(-ka * dt)
+    ee = math.exp(-ke * dt)
+    if abs(ka - ke) > 1e-9 * (ka + ke):
+        c = central * ee + depot * ka / (ke - ka) * (ea - ee)
+    else:
+        c = central * ee + depot * ka * dt * ee
+    return depot * ea, c
+
+
+@njit(cache=True)
+def cytokine_support(kp, il2, il15a):
+    """Effects of exogenous cytokines on donor NK, from central amounts ``il2`` (MIU), ``il15a`` (ug).
+
+    Returns ``(extra division rate day-1, death-rate multiplier, combined support 0..1)``: each
+    cytokine acts through its occupancy ``f = A / (A + EC50)``; division rises by
+    ``proliferation_max * f``, homeostatic death falls by the factor ``1 - survival_effect * f``.
+    """
+    f2 = il2 / (il2 + kp[KP.il2_ec50]) if il2 > 0.0 else 0.0
+    f15 = il15a / (il15a + kp[KP.il15_agonist_ec50]) if il15a > 0.0 else 0.0
+    prolif = kp[KP.il2_proliferation_max] * f2 + kp[KP.il15_agonist_proliferation_max] * f15
+    death = (1.0 - kp[KP.il2_survival_effect] * f2) * (1.0 - kp[KP.il15_agonist_survival_effect] * f15)
+    support = 1.0 - (1.0 - f2) * (1.0 - f15)
+    return prolif, death, support
+
+
+@njit(cache=True)
+def donor_nk_rejection(kp, host_t, primed):
+    """Rejection rate (day-1) of one donor's NK: ``rejection_rate * (T / T0) * (1 + fold * primed)``."""
+    t_rel = host_t / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0
+    return kp[KP.nk_rejection_rate] * t_rel * (1.0 + kp[KP.allo_primed_rejection_fold] * primed)
+
+
+@njit(cache=True)
+def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
     """Right-hand side of the blood ODEs (per day); ``hazard`` is the drug kill hazard.
 
-    ``y`` and ``out`` are indexed by ``Y`` (:data:`nksim.quantities.BLOOD_STATE`).
+    ``y`` and ``out`` are indexed by ``Y`` (:data:`nksim.quantities.BLOOD_STATE`), donor ``d`` at
+    ``+ DONOR_STRIDE * d``. ``marrow_donor``: donor NK in the marrow (whole body, held fixed over
+    the step); ``primed[d]``: the host's primed response to donor ``d``; ``sup_prolif``,
+    ``sup_death``: cytokine effects (:func:`cytokine_support`).
     """
     hnk = max(y[Y.host_nk], 1e-12)
     ht = max(y[Y.host_t], 1e-12)
     il = y[Y.il15]
-    rec = kp[KP.patient_host_recovery_rate]
-    out[Y.host_nk] = rec * hnk * math.log(kp[KP.host_nk_baseline] / hnk) - hazard * hnk if kp[KP.host_nk_baseline] > 0 else -hazard * hnk
-    out[Y.host_t] = rec * ht * math.log(kp[KP.host_t_baseline] / ht) - hazard * ht if kp[KP.host_t_baseline] > 0 else -hazard * ht
-    # IL-15: production balances removal at baseline (il = 1); removal = clearance + consumption
+    h_nk = kp[KP.host_nk_drug_sensitivity] * hazard
+    h_t = kp[KP.host_t_drug_sensitivity] * hazard
+    r_nk = kp[KP.patient_host_nk_recovery_rate]
+    r_t = kp[KP.patient_host_t_recovery_rate]
+    nk0 = kp[KP.host_nk_baseline]
+    t0 = kp[KP.host_t_baseline]
+    out[Y.host_nk] = r_nk * hnk * math.log(nk0 / hnk) - h_nk * hnk if nk0 > 0 else -h_nk * hnk
+    out[Y.host_t] = r_t * ht * math.log(t0 / ht) - h_t * ht if t0 > 0 else -h_t * ht
+    # IL-15: production balances removal at baseline (il = 1); removal = clearance + consumption by
+    # every lymphocyte: host NK and T and all donor NK (blood, other tissues, marrow), per uL blood
+    n_donors = int(kp[KP.n_donors])
+    donor = marrow_donor
+    for d in range(n_donors):
+        donor += y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d]
     tau = kp[KP.il15_turnover_rate]
     k_clear = tau / kp[KP.il15_max_fold]
     k_cons = tau - k_clear
-    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
-    donor_ul = y[Y.donor_nk_blood] / kp[KP.blood_volume_ul]
+    base = nk0 + t0
+    donor_ul = donor / kp[KP.blood_volume_ul]
     lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.il15_donor_nk_weight] * donor_ul) / base if base > 0 else 0.0
     out[Y.il15] = tau - (k_clear + k_cons * lrel) * il
-    # donor NK outside the marrow: net growth (division - death - rejection - drug), tissue exchange
-    rej = kp[KP.nk_rejection_rate] * (y[Y.host_t] / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0)
-    net = nk_proliferation(kp, il) - kp[KP.nk_death_rate] - rej - hazard
-    out[Y.donor_nk_blood] = net * y[Y.donor_nk_blood] - kp[KP.nk_tissue_uptake_rate] * y[Y.donor_nk_blood] + kp[KP.nk_tissue_return_rate] * y[Y.donor_nk_tissue]
-    out[Y.donor_nk_tissue] = net * y[Y.donor_nk_tissue] + kp[KP.nk_tissue_uptake_rate] * y[Y.donor_nk_blood] - kp[KP.nk_tissue_return_rate] * y[Y.donor_nk_tissue]
+    # donor NK outside the marrow: division - death - rejection - drug, and tissue exchange
+    grow = nk_proliferation(kp, il) + sup_prolif - kp[KP.nk_death_rate] * sup_death - hazard
+    up = kp[KP.nk_tissue_uptake_rate]
+    back = kp[KP.nk_tissue_return_rate]
+    for d in range(n_donors):
+        ib = Y.donor_nk_blood + DONOR_STRIDE * d
+        it = Y.donor_nk_tissue + DONOR_STRIDE * d
+        net = grow - donor_nk_rejection(kp, y[Y.host_t], primed[d])
+        out[ib] = net * y[ib] - up * y[ib] + back * y[it]
+        out[it] = net * y[it] + up * y[ib] - back * y[it]
 
 
 @njit(cache=True)
-def _rk4_substep(kp, y, dt, h0, hmid, h1, k1, k2, k3, k4, tmp):
+def _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp):
     n = y.shape[0]
-    blood_rhs(kp, y, h0, k1)
+    blood_rhs(kp, y, h0, marrow_donor, primed, sup_prolif, sup_death, k1)
     for i in range(n):
         tmp[i] = y[i] + 0.5 * dt * k1[i]
-    blood_rhs(kp, tmp, hmid, k2)
+    blood_rhs(kp, tmp, hmid, marrow_donor, primed, sup_prolif, sup_death, k2)
     for i in range(n):
         tmp[i] = y[i] + 0.5 * dt * k2[i]
-    blood_rhs(kp, tmp, hmid, k3)
+    blood_rhs(kp, tmp, hmid, marrow_donor, primed, sup_prolif, sup_death, k3)
     for i in range(n):
         tmp[i] = y[i] + dt * k3[i]
-    blood_rhs(kp, tmp, h1, k4)
+    blood_rhs(kp, tmp, h1, marrow_donor, primed, sup_prolif, sup_death, k4)
     for i in range(n):
         y[i] = y[i] + dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
         if y[i] < 0.0:
@@ -108,21 +194,36 @@ def _rk4_substep(kp, y, dt, h0, hmid, h1, k1, k2, k3, k4, tmp):
 
 
 @njit(cache=True)
-def blood_stiffness(kp, y, hazard):
+def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
     """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y``."""
+    n_donors = int(kp[KP.n_donors])
+    donor = marrow_donor
+    for d in range(n_donors):
+        donor += y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d]
     tau = kp[KP.il15_turnover_rate]
     base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
-    donor_ul = y[Y.donor_nk_blood] / kp[KP.blood_volume_ul]
+    donor_ul = donor / kp[KP.blood_volume_ul]
     lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.il15_donor_nk_weight] * donor_ul) / base if base > 0 else 0.0
     lam = tau * (1.0 / kp[KP.il15_max_fold] + (1.0 - 1.0 / kp[KP.il15_max_fold]) * lrel)
-    rec = kp[KP.patient_host_recovery_rate]
     for j in (Y.host_nk, Y.host_t):
-        l0 = kp[KP.host_nk_baseline] if j == Y.host_nk else kp[KP.host_t_baseline]
+        if j == Y.host_nk:
+            l0 = kp[KP.host_nk_baseline]
+            g = kp[KP.patient_host_nk_recovery_rate]
+            h = kp[KP.host_nk_drug_sensitivity] * hazard
+        else:
+            l0 = kp[KP.host_t_baseline]
+            g = kp[KP.patient_host_t_recovery_rate]
+            h = kp[KP.host_t_drug_sensitivity] * hazard
         if l0 > 0.0 and y[j] > 0.0:
-            g = rec * (abs(math.log(l0 / y[j])) + 1.0) + hazard
-            if g > lam:
-                lam = g
-    nk = (nk_proliferation(kp, y[Y.il15]) + kp[KP.nk_death_rate] + kp[KP.nk_rejection_rate] + hazard
+            rate = g * (abs(math.log(l0 / y[j])) + 1.0) + h
+            if rate > lam:
+                lam = rate
+    rej = 0.0
+    for d in range(n_donors):
+        r = donor_nk_rejection(kp, y[Y.host_t], primed[d])
+        if r > rej:
+            rej = r
+    nk = (nk_proliferation(kp, y[Y.il15]) + sup_prolif + kp[KP.nk_death_rate] + rej + hazard
           + kp[KP.nk_tissue_uptake_rate] + kp[KP.nk_tissue_return_rate])
     if nk > lam:
         lam = nk
@@ -130,20 +231,21 @@ def blood_stiffness(kp, y, hazard):
 
 
 @njit(cache=True)
-def rk4_blood(kp, y, dt, h0, hmid, h1, k1, k2, k3, k4, tmp):
+def rk4_blood(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp):
     """Advance the blood ODEs by ``dt`` days with RK4; drug hazard given at start, middle, end.
 
     The step is split into ``n`` equal RK4 sub-steps with ``n * (fastest rate) * sub-step <= 1``
     (RK4 is stable up to about 2.8), so any ``numerics.dt`` the schema allows is stable; the
-    hazard inside the step is the quadratic through ``h0, hmid, h1``. With the default
-    dt = 1 h, n = 1.
+    hazard inside the step is the quadratic through ``h0, hmid, h1``; marrow donor NK, priming
+    and cytokine effects are held at their values for the step. With the default dt = 1 h,
+    n = 1.
     """
-    lam = blood_stiffness(kp, y, max(h0, max(hmid, h1)))
+    lam = blood_stiffness(kp, y, max(h0, max(hmid, h1)), marrow_donor, primed, sup_prolif)
     n_sub = int(math.ceil(lam * dt))
     if n_sub < 1:
         n_sub = 1
     if n_sub == 1:
-        _rk4_substep(kp, y, dt, h0, hmid, h1, k1, k2, k3, k4, tmp)
+        _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
         return
     hs = dt / n_sub
     for k in range(n_sub):
@@ -151,7 +253,7 @@ def rk4_blood(kp, y, dt, h0, hmid, h1, k1, k2, k3, k4, tmp):
         a = _hazard_at(k / n_sub, h0, hmid, h1)
         m = _hazard_at((k + 0.5) / n_sub, h0, hmid, h1)
         e = _hazard_at((k + 1.0) / n_sub, h0, hmid, h1)
-        _rk4_substep(kp, y, hs, a, m, e, k1, k2, k3, k4, tmp)
+        _rk4_substep(kp, y, hs, a, m, e, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
 
 
 @njit(cache=True)
@@ -335,8 +437,8 @@ def _grow(arr, n):
 
 
 @njit(cache=True)
-def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_comp, a_kills,
-               cnt_now):
+def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_comp, a_kills, cnt_now, primed,
+               il2, il15a, support):
     """Fill day ``r`` of the record from the current state."""
     scale = kp[KP.scale]
     ss = 0
@@ -358,14 +460,22 @@ def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_c
             comp += 1
             if a_kills[i] >= maxk:
                 exh += 1
-    rec[r, R.donor_nk_blood] = y[Y.donor_nk_blood] / kp[KP.blood_volume_ul]
+    blood = 0.0
+    tissue = 0.0
+    prim = 0.0
+    for d in range(int(kp[KP.n_donors])):
+        blood += y[Y.donor_nk_blood + DONOR_STRIDE * d]
+        tissue += y[Y.donor_nk_tissue + DONOR_STRIDE * d]
+        if primed[d] > prim:
+            prim = primed[d]
+    rec[r, R.donor_nk_blood] = blood / kp[KP.blood_volume_ul]
     rec[r, R.host_nk_blood] = y[Y.host_nk]
     rec[r, R.host_t_blood] = y[Y.host_t]
     rec[r, R.il15] = y[Y.il15]
     rec[r, R.flu_conc] = flu / kp[KP.drugs_flu_volume]
     rec[r, R.cy_conc] = cy / kp[KP.drugs_cy_volume]
     rec[r, R.donor_nk_marrow] = n_agents * scale
-    rec[r, R.donor_nk_tissue] = y[Y.donor_nk_tissue]
+    rec[r, R.donor_nk_tissue] = tissue
     rec[r, R.donor_nk_agents] = n_agents
     b = ss + rs
     rec[r, R.blasts_total] = b * scale
@@ -375,12 +485,35 @@ def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_c
     rec[r, R.nk_kills] = cnt_now[C.blasts_killed_by_nk] * scale
     rec[r, R.nk_exhausted_fraction] = exh / comp if comp > 0 else np.nan
     rec[r, R.drug_kill_hazard] = hazard
+    rec[r, R.donor_nk_total] = blood + tissue + n_agents * scale
+    rec[r, R.allo_priming] = prim
+    rec[r, R.il2_central] = il2
+    rec[r, R.il15_agonist_central] = il15a
+    rec[r, R.cytokine_support] = support
     for j in range(cnt.shape[1]):
         cnt[r, j] = cnt_now[j]
 
 
+@njit(cache=True)
+def _add_agent(a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, pos, comp, ready, donor):
+    """Append an agent, growing the arrays when full; returns the (possibly new) arrays."""
+    if n_agents == a_pos.shape[0]:
+        cap = 2 * a_pos.shape[0]
+        a_pos = _grow(a_pos, cap)
+        a_comp = _grow(a_comp, cap)
+        a_kills = _grow(a_kills, cap)
+        a_ready = _grow(a_ready, cap)
+        a_donor = _grow(a_donor, cap)
+    a_pos[n_agents] = pos
+    a_comp[n_agents] = comp
+    a_kills[n_agents] = 0
+    a_ready[n_agents] = ready
+    a_donor[n_agents] = donor
+    return a_pos, a_comp, a_kills, a_ready, a_donor
+
+
 @njit(cache=True, nogil=True)
-def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init, rng_move, rng_kill,
+def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days, rng_init, rng_move, rng_kill,
                 rng_fate, rng_traffic, rng_marrow):
     """Simulate one patient. Returns ``(rec, cnt, snaps)``.
 
@@ -390,8 +523,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
     does; the remaining rows of ``rec`` stay NaN (and of ``cnt`` zero). Everything up to
     and including that day is identical to a run without early stopping.
 
-    ``kp``: parameter vector (see :mod:`nksim.engine.layout`); ``ev_step/kind/amount``:
-    events sorted by step (amount in mg for drugs, whole-body cells for NK);
+    ``kp``: parameter vector (see :mod:`nksim.engine.layout`); ``ev_step/kind/amount/donor``:
+    events sorted by step (amount in the kind's amount unit, donor index for NK infusions);
     ``snap_days``: record indices (days since start) at which the lattice is copied.
     """
     side = int(kp[KP.lattice_side])
@@ -404,6 +537,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
     n_days = n_steps // spd
     scale = kp[KP.scale]
     maxk = int(kp[KP.nk_max_kills])
+    n_donors = int(kp[KP.n_donors])
 
     rec = np.full((n_days + 1, N_R), np.nan)
     cnt = np.zeros((n_days + 1, N_C), dtype=np.int64)
@@ -422,23 +556,39 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
     cap = 1024
     a_pos = np.zeros(cap, dtype=np.int32)
     a_comp = np.zeros(cap, dtype=np.bool_)
-    a_kills = np.zeros(cap, dtype=np.int32)
+    a_kills = np.zeros(cap, dtype=np.int32)  # lytic units used and not yet restored
     a_ready = np.zeros(cap, dtype=np.int64)  # first step at which the agent may kill again
+    a_donor = np.zeros(cap, dtype=np.int32)
     n_agents = 0
 
-    y = np.zeros(N_Y)  # blood state, named by Y
+    n_y = N_Y + DONOR_STRIDE * (n_donors - 1)
+    y = np.zeros(n_y)  # blood state, named by Y (donor d at + DONOR_STRIDE * d)
     y[Y.host_nk] = kp[KP.host_nk_baseline]
     y[Y.host_t] = kp[KP.host_t_baseline]
     y[Y.il15] = 1.0
-    k1 = np.empty(N_Y)
-    k2 = np.empty(N_Y)
-    k3 = np.empty(N_Y)
-    k4 = np.empty(N_Y)
-    tmp = np.empty(N_Y)
+    k1 = np.empty(n_y)
+    k2 = np.empty(n_y)
+    k3 = np.empty(n_y)
+    k4 = np.empty(n_y)
+    tmp = np.empty(n_y)
+    first_exposure = np.full(n_donors, np.inf)  # day (since start) of each donor's first infusion
+    primed = np.zeros(n_donors)
+    rate_die = np.zeros(n_donors)
+    p_any = np.zeros(n_donors)
+    rate_tot = np.zeros(n_donors)
     flu = 0.0
     cy = 0.0
     kflu = kp[KP.flu_elimination_rate]
     kcy = kp[KP.cy_elimination_rate]
+    il2_depot = 0.0
+    il2 = 0.0
+    il15a_depot = 0.0
+    il15a = 0.0
+    ka2 = kp[KP.il2_absorption_rate]
+    ke2 = kp[KP.il2_elimination_rate]
+    ka15 = kp[KP.il15_agonist_absorption_rate]
+    ke15 = kp[KP.il15_agonist_elimination_rate]
+    support = 0.0
     h_marrow = 0.0  # integrated drug hazard since the last marrow update
 
     p_hop_mean = kp[KP.nk_hop_rate] * dt
@@ -448,12 +598,14 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
     # refractory period in whole steps after the kill step (ceil, so never shorter than asked)
     refract_steps = int(math.ceil(kp[KP.nk_refractory_days] / dt - 1e-9))
     p_egress_rate = kp[KP.nk_egress_rate]
+    recover_rate = kp[KP.nk_function_recovery_rate]
 
     ev_i = 0
     n_ev = ev_step.shape[0]
     snap_i = 0
     hazard_now = drug_hazard(kp, flu, cy)
-    record_day(kp, rec, cnt, 0, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now)
+    record_day(kp, rec, cnt, 0, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now, primed,
+               il2, il15a, support)
     stop_pct = pd_threshold_pct(kp, rec[0, R.marrow_blast_pct])
     stop_i = 0
     if snap_i < snap_days.shape[0] and snap_days[snap_i] == 0:
@@ -461,6 +613,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
         snap_i += 1
 
     for step in range(n_steps):
+        t = step * dt
         # 2. events
         while ev_i < n_ev and ev_step[ev_i] == step:
             kind = ev_kind[ev_i]
@@ -469,9 +622,16 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
             elif kind == EV.cyclophosphamide:
                 cy += ev_amount[ev_i]
             elif kind == EV.nk_infusion:
-                y[Y.donor_nk_blood] += ev_amount[ev_i]
+                d = ev_donor[ev_i]
+                y[Y.donor_nk_blood + DONOR_STRIDE * d] += ev_amount[ev_i]
+                if first_exposure[d] == np.inf:
+                    first_exposure[d] = t
+            elif kind == EV.il2:
+                il2_depot += ev_amount[ev_i]
+            elif kind == EV.il15_agonist:
+                il15a_depot += ev_amount[ev_i]
             ev_i += 1
-        # 3. PK and hazard over [t, t + dt]
+        # 3. PK and hazard over [t, t + dt]; cytokine effects and priming at mid-step
         h0 = drug_hazard(kp, flu, cy)
         hmid = drug_hazard(kp, flu * math.exp(-kflu * 0.5 * dt), cy * math.exp(-kcy * 0.5 * dt))
         flu *= math.exp(-kflu * dt)
@@ -479,10 +639,22 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
         h1 = drug_hazard(kp, flu, cy)
         h_step = dt / 6.0 * (h0 + 4.0 * hmid + h1)
         h_marrow += h_step
+        sup_prolif = 0.0
+        sup_death = 1.0
+        support = 0.0
+        if il2_depot + il2 + il15a_depot + il15a > 0.0:
+            il2_mid = depot_step(il2_depot, il2, ka2, ke2, 0.5 * dt)[1]
+            il15a_mid = depot_step(il15a_depot, il15a, ka15, ke15, 0.5 * dt)[1]
+            sup_prolif, sup_death, support = cytokine_support(kp, il2_mid, il15a_mid)
+            il2_depot, il2 = depot_step(il2_depot, il2, ka2, ke2, dt)
+            il15a_depot, il15a = depot_step(il15a_depot, il15a, ka15, ke15, dt)
+        for d in range(n_donors):  # at mid-step: second-order accurate over the step
+            primed[d] = primed_fraction(kp, t + 0.5 * dt - first_exposure[d])
         # 4. blood and IL-15
-        rk4_blood(kp, y, dt, h0, hmid, h1, k1, k2, k3, k4, tmp)
+        rk4_blood(kp, y, dt, h0, hmid, h1, n_agents * scale, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
         il15 = y[Y.il15]
-        # 5. NK motility and killing
+        # 5. NK motility, recovery of lytic function, killing
+        p_recover = -math.expm1(-recover_rate * (1.0 + kp[KP.nk_cytokine_recovery_boost] * support) * dt)
         for i in range(n_agents):
             if p_hop_mean > 0.0:
                 # Poisson number of hops by inversion of its CDF with one uniform (usually 0 hops)
@@ -499,6 +671,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
                     for _ in range(nh):
                         pos = neighbour(pos, rng_move.integers(0, 4), side)
                     a_pos[i] = pos
+            if a_kills[i] > 0 and p_recover > 0.0 and rng_kill.random() < p_recover:
+                a_kills[i] -= 1  # one lytic unit restored (granule stores refill)
             if a_comp[i] and a_kills[i] < maxk and step >= a_ready[i]:
                 v = a_pos[i]
                 b = sus[v] + res[v]
@@ -511,63 +685,58 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
                             a_kills[i] += 1
                             a_ready[i] = step + 1 + refract_steps
                             cnt_now[C.blasts_killed_by_nk] += 1
-        # 6. NK fate: divide / die / egress (competing risks over dt)
-        rate_div = nk_proliferation(kp, il15)
-        rate_die = kp[KP.nk_death_rate] + kp[KP.nk_rejection_rate] * (y[Y.host_t] / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0) + h_step / dt
-        rate_tot = rate_div + rate_die + p_egress_rate
-        p_any = 1.0 - math.exp(-rate_tot * dt)
+        # 6. NK fate: divide / die / egress (competing risks over dt); death depends on the donor
+        rate_div = nk_proliferation(kp, il15) + sup_prolif
+        for d in range(n_donors):
+            rate_die[d] = (kp[KP.nk_death_rate] * sup_death + donor_nk_rejection(kp, y[Y.host_t], primed[d])
+                           + h_step / dt)
+            rate_tot[d] = rate_div + rate_die[d] + p_egress_rate
+            p_any[d] = 1.0 - math.exp(-rate_tot[d] * dt)
         # Iterate downwards over the agents alive at the start of the step: a removed agent's
         # slot is filled by the last agent, which is either a newborn of this step or an agent
         # already processed, so every agent is decided exactly once and newborns not at all.
         for i in range(n_agents - 1, -1, -1):
+            d = a_donor[i]
             u = rng_fate.random()
-            if u >= p_any:
+            if u >= p_any[d]:
                 continue
-            w = u / p_any * rate_tot
+            w = u / p_any[d] * rate_tot[d]
             if w < rate_div:
-                if n_agents == a_pos.shape[0]:
-                    cap = 2 * cap
-                    a_pos = _grow(a_pos, cap)
-                    a_comp = _grow(a_comp, cap)
-                    a_kills = _grow(a_kills, cap)
-                    a_ready = _grow(a_ready, cap)
-                a_pos[n_agents] = a_pos[i]
-                a_comp[n_agents] = a_comp[i]
-                a_kills[n_agents] = 0
-                a_ready[n_agents] = step + 1
+                a_pos, a_comp, a_kills, a_ready, a_donor = _add_agent(
+                    a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, a_pos[i], a_comp[i], step + 1, d)
                 n_agents += 1
                 cnt_now[C.nk_born] += 1
             else:
-                if w < rate_div + rate_die:
+                if w < rate_div + rate_die[d]:
                     cnt_now[C.nk_died] += 1
                 else:
                     cnt_now[C.nk_egressed] += 1
-                    y[Y.donor_nk_blood] += scale
+                    y[Y.donor_nk_blood + DONOR_STRIDE * d] += scale
                 last = n_agents - 1
                 a_pos[i] = a_pos[last]
                 a_comp[i] = a_comp[last]
                 a_kills[i] = a_kills[last]
                 a_ready[i] = a_ready[last]
+                a_donor[i] = a_donor[last]
                 n_agents -= 1
-        # 7. homing from blood into the region
-        if kp[KP.nk_homing_rate] > 0.0 and y[Y.donor_nk_blood] >= scale:
-            # the blood pool holds floor(blood / scale) whole region-equivalent agents; each homes
-            # with probability 1 - exp(-homing_rate dt) during the step
-            n_in = rng_traffic.binomial(int(y[Y.donor_nk_blood] / scale), -math.expm1(-kp[KP.nk_homing_rate] * dt))
-            for _ in range(n_in):
-                if n_agents == a_pos.shape[0]:
-                    cap = 2 * cap
-                    a_pos = _grow(a_pos, cap)
-                    a_comp = _grow(a_comp, cap)
-                    a_kills = _grow(a_kills, cap)
-                    a_ready = _grow(a_ready, cap)
-                a_pos[n_agents] = rng_traffic.integers(0, nv)
-                a_comp[n_agents] = rng_traffic.random() < kp[KP.nk_competent_fraction]
-                a_kills[n_agents] = 0
-                a_ready[n_agents] = step + 1
-                n_agents += 1
-            y[Y.donor_nk_blood] -= n_in * scale
-            cnt_now[C.nk_homed] += n_in
+        # 7. homing from blood into the region, donor by donor
+        if kp[KP.nk_homing_rate] > 0.0:
+            p_home = -math.expm1(-kp[KP.nk_homing_rate] * dt)
+            for d in range(n_donors):
+                ib = Y.donor_nk_blood + DONOR_STRIDE * d
+                if y[ib] < scale:
+                    continue
+                # the blood pool holds floor(blood / scale) whole region-equivalent agents; each
+                # homes with probability 1 - exp(-homing_rate dt) during the step
+                n_in = rng_traffic.binomial(int(y[ib] / scale), p_home)
+                for _ in range(n_in):
+                    pos = rng_traffic.integers(0, nv)
+                    comp = rng_traffic.random() < kp[KP.nk_competent_fraction]
+                    a_pos, a_comp, a_kills, a_ready, a_donor = _add_agent(
+                        a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, pos, comp, step + 1, d)
+                    n_agents += 1
+                y[ib] -= n_in * scale
+                cnt_now[C.nk_homed] += n_in
         # 8. marrow cells
         if (step + 1) % m_every == 0:
             marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_every * dt)
@@ -576,7 +745,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
         if (step + 1) % spd == 0:
             r = (step + 1) // spd
             hazard_now = drug_hazard(kp, flu, cy)
-            record_day(kp, rec, cnt, r, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now)
+            for d in range(n_donors):  # priming at the day boundary, for the record
+                primed[d] = primed_fraction(kp, (step + 1) * dt - first_exposure[d])
+            record_day(kp, rec, cnt, r, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now,
+                       primed, il2, il15a, support)
             if snap_i < snap_days.shape[0] and snap_days[snap_i] == r:
                 _snapshot(snaps, snap_i, sus, res, nor, nk_grid, a_pos, n_agents, side)
                 snap_i += 1
@@ -584,7 +756,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, snap_days, stop_days, rng_init,
                 stop_i += 1
             if stop_i < stop_days.shape[0] and stop_days[stop_i] == r:
                 stop_i += 1
-                if kp[KP.stop_enabled] == 1.0 and is_pd(kp, rec[r, R.marrow_blast_pct], rec[0, R.marrow_blast_pct], stop_pct):
+                if kp[KP.stop_enabled] == 1.0 and is_pd(kp, rec[r, R.marrow_blast_pct], rec[0, R.marrow_blast_pct],
+                                                        stop_pct):
                     break
     return rec, cnt, snaps
 

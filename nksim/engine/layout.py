@@ -31,14 +31,15 @@ KP = _index("KP", Q.KERNEL_SLOTS)
 R = _index("R", tuple(v.name for v in Q.RECORD))
 C = _index("C", tuple(name for name, _ in Q.COUNTERS))
 S = _index("S", tuple(v.name for v in Q.SNAPSHOT_LAYERS))
-EV = _index("EV", tuple(name for name, _ in Q.EVENT_KINDS))
+EV = _index("EV", tuple(k.name for k in Q.EVENT_KINDS))
 Y = _index("Y", tuple(name for name, _, _ in Q.BLOOD_STATE))
 
 N_P = len(KP)
 N_R = len(R)
 N_C = len(C)
 N_S = len(S)
-N_Y = len(Y)
+N_Y = len(Y)  # with one donor
+DONOR_STRIDE = Q.DONOR_STRIDE
 
 #: Digest of every index above: a change means compiled kernels must be rebuilt.
 LAYOUT_DIGEST: str = hashlib.sha256(
