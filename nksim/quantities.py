@@ -127,7 +127,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         # --- allo-rejection: priming and memory -------------------------------
         _p("allo.priming_delay", "day", 0.5, 100),
         _p("allo.priming_stages", "1", 1, 50, integer=True, kernel=True),
-        _p("allo.primed_rejection_fold", "1", 0, 1000, kernel=True),
+        _p("allo.primed_rejection_rate", "day-1", 0, 100, kernel=True),
         # --- IL-15 ------------------------------------------------------------
         _p("il15.max_fold", "1", 1, 1e5, kernel=True),
         _p("il15.turnover_rate", "day-1", 1e-3, 1e4, kernel=True),

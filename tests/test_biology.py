@@ -66,3 +66,53 @@ def test_serial_killing_matches_single_cell_assays(default_params):
     assert kills.max() <= capacity + 6, kills.max()
     # non-killers are mostly the non-competent fraction: competent cells nearly always kill in a day
     assert non_killers == pytest.approx(1 - default_params["nk.competent_fraction"], abs=0.12)
+
+
+# ------------------------------------------------------------------------- schedule levers
+_TRIAL_LD = [(-9, "fludarabine", 20.0), (-8, "fludarabine", 20.0), (-7, "fludarabine", 20.0),
+             (-8, "cyclophosphamide", 20.0), (-7, "cyclophosphamide", 20.0)]
+
+
+def _two_infusions(interval: float, first_share: float, donors=("A", "A"), total: float = 6e6, n: int = 6):
+    """The trial's Flu/Cy, then ``total`` NK/kg split over two infusions ``interval`` days apart."""
+    from nksim.protocol import EVENT_UNITS, protocol_from_dict
+
+    events = [{"day": d, "kind": k, "dose": x, "unit": EVENT_UNITS[k]} for d, k, x in _TRIAL_LD]
+    events += [{"day": 0, "kind": "nk_infusion", "dose": total * first_share, "unit": "kg-1", "donor": donors[0]},
+               {"day": interval, "kind": "nk_infusion", "dose": total * (1 - first_share), "unit": "kg-1",
+                "donor": donors[1]}]
+    return protocol_from_dict({"protocol": {"name": "levers", "start_day": -9, "end_day": 60,
+                                            "assessment_days": [28]},
+                               "events": events, "patients": [{"id": f"v{i}", "group": "a"} for i in range(n)]})
+
+
+def _exposure(params, protocol):
+    """Whole-body donor-NK exposure (cell-days, days 0-60) per virtual patient, common random numbers."""
+    ds = nksim.simulate_cohort(params, protocol, replicates=1, seed=17)
+    return ds.donor_nk_total.sel(time=slice(0, 60)).sum("time").values.ravel()
+
+
+@pytest.fixture(scope="module")
+def lever_params():
+    return nksim.load_parameters("default").with_values({"lattice.side": 6})
+
+
+def test_longer_interval_meets_the_primed_host(lever_params):
+    """Same donor, same total dose: a second infusion after the priming delay meets primed rejection
+    and a closing IL-15 window, so exposure falls with the interval, in every paired patient."""
+    auc = {i: _exposure(lever_params, _two_infusions(i, 0.5)) for i in (3, 7, 21)}
+    assert np.all(auc[3] > auc[7]) and np.all(auc[7] > auc[21])
+
+
+def test_a_new_donor_escapes_the_primed_response(lever_params):
+    """A second infusion from another donor is not met by the response primed against the first."""
+    same = _exposure(lever_params, _two_infusions(21, 0.5, ("A", "A")))
+    other = _exposure(lever_params, _two_infusions(21, 0.5, ("A", "B")))
+    assert np.all(other > same)
+
+
+def test_front_loading_uses_the_early_window(lever_params):
+    """More of the dose before priming and while IL-15 is high gives more exposure than back-loading."""
+    front = _exposure(lever_params, _two_infusions(7, 0.75))
+    back = _exposure(lever_params, _two_infusions(7, 0.25))
+    assert np.all(front > back)

@@ -276,7 +276,7 @@ FROZEN_MARROW = {
     "nk.competent_fraction": 1.0,
     "nk.max_kills": 1000,
     "nk.function_recovery_rate": 0.0,  # lytic units are not restored (the permanent-cap limit)
-    "allo.primed_rejection_fold": 0.0,
+    "allo.primed_rejection_rate": 0.0,
 }
 
 
@@ -608,7 +608,7 @@ def test_donor_nk_outside_marrow_follow_linear_odes(default_params):
     params = default_params.with_values({
         "lattice.side": 4, "nk.homing_rate": 0.0, "nk.il15_proliferation_max": 0.0, "nk.proliferation_rate": p_,
         "nk.death_rate": mu, "nk.rejection_rate": rho, "nk.tissue_uptake_rate": u, "nk.tissue_return_rate": r,
-        "allo.primed_rejection_fold": 0.0})
+        "allo.primed_rejection_rate": 0.0})
     dose = 5e6
     proto = build_protocol([(0, "nk_infusion", dose)], start_day=-2, end_day=12)
     ds = nksim.simulate(params, proto, seed=2)
@@ -627,15 +627,15 @@ def test_donor_nk_outside_marrow_follow_linear_odes(default_params):
 
 def test_primed_rejection_follows_the_erlang_delay(default_params):
     # No homing, no IL-15 boost, host T at baseline: all donor NK outside the marrow (B + T) obey
-    #   (B + T)' = g(t) (B + T),  g(t) = p - mu - rho (1 + fold P(t)),
+    #   (B + T)' = g(t) (B + T),  g(t) = p - mu - rho - rho_p P(t),
     # with P the Erlang(k, k / delay) CDF of the time since the first infusion, so
-    # B + T = D exp(int_0^t g). A second donor infused later starts its own clock.
+    # B + T = D exp(int_0^t g).
     from scipy.stats import gamma
 
-    p_, mu, rho, fold, delay, k = 0.3, 0.069, 0.05, 6.0, 5.0, 3
+    p_, mu, rho, rho_p, delay, k = 0.3, 0.069, 0.05, 0.3, 5.0, 3
     params = default_params.with_values({
         "lattice.side": 4, "nk.homing_rate": 0.0, "nk.il15_proliferation_max": 0.0, "nk.proliferation_rate": p_,
-        "nk.death_rate": mu, "nk.rejection_rate": rho, "allo.primed_rejection_fold": fold,
+        "nk.death_rate": mu, "nk.rejection_rate": rho, "allo.primed_rejection_rate": rho_p,
         "allo.priming_delay": delay, "allo.priming_stages": k})
     dose = 5e6
     proto = build_protocol([(0, "nk_infusion", dose)], start_day=-2, end_day=14)
@@ -644,7 +644,7 @@ def test_primed_rejection_follows_the_erlang_delay(default_params):
     days = np.arange(1, 15)
     cdf_integral = np.array([np.trapezoid(gamma.cdf(np.linspace(0, t, 4001), k, scale=delay / k),
                                           np.linspace(0, t, 4001)) for t in days])
-    log_total = np.log(dose * w) + (p_ - mu - rho) * days - rho * fold * cdf_integral
+    log_total = np.log(dose * w) + (p_ - mu - rho) * days - rho_p * cdf_integral
     sim = ds.sel(time=days)
     np.testing.assert_allclose(np.log(sim.donor_nk_total.values), log_total, atol=2e-4)
     np.testing.assert_allclose(sim.allo_priming.values, gamma.cdf(days, k, scale=delay / k), atol=0.02)
@@ -652,7 +652,7 @@ def test_primed_rejection_follows_the_erlang_delay(default_params):
 
 def test_second_infusion_meets_the_primed_response_of_its_donor(default_params):
     """Same donor on day 14: that infusion is rejected at the primed rate; a new donor is not."""
-    params = default_params.with_values({"lattice.side": 4, "nk.homing_rate": 0.0, "allo.primed_rejection_fold": 20.0,
+    params = default_params.with_values({"lattice.side": 4, "nk.homing_rate": 0.0, "allo.primed_rejection_rate": 2.0,
                                          "allo.priming_delay": 5.0, "nk.il15_proliferation_max": 0.0})
     from nksim.protocol import protocol_from_dict
 

@@ -28,7 +28,7 @@ Step order (one step of ``dt``; documented in docs/architecture.md and kept stab
    taken at mid-step; each donor's primed fraction is taken at mid-step;
 4. blood and IL-15: RK4 over the step (host NK and host T Gompertz regrowth minus drug kill,
    each with its own rate and sensitivity; IL-15 production and consumption by every
-   lymphocyte, donor NK included; donor NK division, death, primed rejection, tissue exchange);
+   lymphocyte, donor NK included; donor NK division, death, unprimed and primed rejection, tissue exchange);
 5. NK agents: motility (Poisson number of voxel hops), recovery of one lytic unit (with
    probability ``1 - exp(-recovery_rate (1 + boost support) dt)`` for an agent with used units),
    then contact killing while fewer than ``max_kills`` units are used;
@@ -124,9 +124,14 @@ def cytokine_support(kp, il2, il15a):
 
 @njit(cache=True)
 def donor_nk_rejection(kp, host_t, primed):
-    """Rejection rate (day-1) of one donor's NK: ``rejection_rate * (T / T0) * (1 + fold * primed)``."""
+    """Rejection rate (day-1) of one donor's NK: ``rejection_rate * T / T0 + primed_rejection_rate * primed``.
+
+    The first term is the unprimed (innate and naive T-cell) rejection, proportional to the host
+    T count; the second is the primed anti-donor response, which expands clonally from memory
+    and so does not scale with the total T count.
+    """
     t_rel = host_t / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0
-    return kp[KP.nk_rejection_rate] * t_rel * (1.0 + kp[KP.allo_primed_rejection_fold] * primed)
+    return kp[KP.nk_rejection_rate] * t_rel + kp[KP.allo_primed_rejection_rate] * primed
 
 
 @njit(cache=True)
