@@ -12,7 +12,7 @@ from .engine import RawRun, event_arrays, kernel_parameters, resolution, run_pat
 from .engine.layout import KP
 from .parameters import ParameterSet, load_parameters
 from .patients import draw_effects
-from .protocol import Patient, Protocol, load_protocol
+from .protocol import Patient, Protocol, load_protocol, protocol_from_dict
 from .output import build_dataset
 from .streams import generators
 
@@ -140,3 +140,18 @@ def simulate(
     run = run_one(params, protocol, pat, int(seed), int(replicate))
     ds = build_dataset([run], params, protocol, [pat.id], 1, int(seed), replicate_ids=[int(replicate)])
     return ds.isel(patient=0, replicate=0)
+
+
+def warm_up(params: ParameterSet | None = None) -> None:
+    """Load (or compile, the first time) the numba kernel with a one-voxel, three-day simulation.
+
+    ``params`` defaults to the shipped default model. Used by Dask workers before their first task.
+    """
+    base = params if params is not None else load_parameters("default")
+    small = base.with_values({"lattice.side": 2}, origin="warm-up")
+    proto = protocol_from_dict({
+        "protocol": {"name": "warm-up", "start_day": -1, "end_day": 2, "assessment_days": [1]},
+        "events": [{"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"}],
+        "patients": [{"id": "warm", "group": "all"}],
+    }, "<warm-up>")
+    run_one(small, proto, proto.patients[0], 0, 0)

@@ -12,7 +12,7 @@
 * Samplers: in-process single-core (``workers=1``; reproducible: the global NumPy generator
   that pyabc draws proposals from is seeded with the config seed, and every simulation seed is
   a function of (config seed, theta)), or Dask -- the same LocalCluster/``--scheduler`` runner
-  as sweeps (:func:`nksim.sweep.cluster.dask_client`) -- with pyabc's
+  as sweeps (:func:`nksim.cluster.dask_client`) -- with pyabc's
   ``DaskDistributedSampler``; Dask runs are statistically equivalent but not bit-reproducible
   (pyabc draws proposals on the workers).
 """
@@ -130,9 +130,9 @@ def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, sched
             n_workers = 1
         else:
             require("distributed", "calibrate", "calibration on Dask workers")
-            from ..sweep.cluster import dask_client
+            from ..cluster import dask_client
 
-            with dask_client(workers=workers, scheduler=scheduler, model=config.base_parameters()) as client:
+            with dask_client(workers=workers, scheduler=scheduler, params=config.base_parameters()) as client:
                 n_workers = max(1, sum(client.nthreads().values()))
                 sampler = pyabc.sampler.DaskDistributedSampler(dask_client=client, batch_size=4)
                 history = _run(pyabc, model, config, sampler, db_url, obs)

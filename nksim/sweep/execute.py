@@ -103,22 +103,7 @@ def run_batch(plan: Plan, b: int) -> dict[str, Any]:
 
 
 def warm_up(model: dict[str, Any] | None = None) -> None:
-    """Load (or compile, the first time) the numba kernel with a one-voxel, three-day simulation.
+    """Load (or compile) the numba kernel for a plan's ``"model"`` entry (no file access; None: default)."""
+    from ..simulate import warm_up as _warm_up
 
-    ``model`` is a plan's ``"model"`` entry (no file access); None uses the shipped default model.
-    """
-    from ..protocol import protocol_from_dict
-
-    if model is not None:
-        base = Plan({"name": "warm-up", "model": model}).base_parameters()
-    else:
-        from ..parameters import load_parameters
-
-        base = load_parameters("default")
-    params = base.with_values({"lattice.side": 2}, origin="warm-up")
-    proto = protocol_from_dict({
-        "protocol": {"name": "warm-up", "start_day": -1, "end_day": 2, "assessment_days": [1]},
-        "events": [{"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"}],
-        "patients": [{"id": "warm", "group": "all"}],
-    }, "<warm-up>")
-    run_one(params, proto, proto.patients[0], 0, 0)
+    _warm_up(Plan({"name": "warm-up", "model": model}).base_parameters() if model is not None else None)

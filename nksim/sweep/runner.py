@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import NksimInputError
 from .execute import run_batch, warm_up
-from .plan import Plan, build_plan, canonical_json
+from .plan import Plan, build_plan
 from .spec import SweepSpec, load_spec
 from .store import SweepStore
 
@@ -144,12 +144,12 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
 
 def _run_dask(plan: Plan, store: SweepStore, pending: list[int], workers: int | None, scheduler: str | None,
               bar) -> tuple[int, int, float, float]:
-    from .cluster import dask_client  # first: a missing dask.distributed gives the message naming the extra
+    from ..cluster import dask_client  # first: a missing dask.distributed gives the message naming the extra
 
     from distributed import as_completed
 
     written = 0
-    with dask_client(workers=workers, scheduler=scheduler, model_json=canonical_json(plan["model"])) as client:
+    with dask_client(workers=workers, scheduler=scheduler, params=plan.base_parameters()) as client:
         plan_f = client.scatter(plan, broadcast=True, hash=False)
         todo = iter(pending)
         ac = as_completed()

@@ -1,7 +1,8 @@
-"""The Dask side of the runner: a LocalCluster of single-threaded worker processes, or an
-existing scheduler, with every worker's numba kernel warmed once (also late joiners).
+"""Dask runner: a LocalCluster of single-threaded worker processes, or an existing scheduler,
+with every worker's numba kernel warmed once (also late joiners).
 
-Shared by sweeps (:mod:`nksim.sweep.runner`) and calibration (:mod:`nksim.calibration.abc`).
+Neutral ground shared by sweeps (:mod:`nksim.sweep.runner`) and calibration
+(:mod:`nksim.calibration.abc`); needs the ``[sweep]`` (or ``[calibrate]``) extra.
 """
 from __future__ import annotations
 
@@ -11,27 +12,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .._optional import require
-from ..errors import NksimInputError
-from .execute import warm_up
+from ._optional import require
+from .errors import NksimInputError
+from .parameters import ParameterSet
+from .simulate import warm_up
 
-WorkerPlugin = require("distributed", "sweep", "nksim.sweep (Dask workers)").WorkerPlugin
+WorkerPlugin = require("distributed", "sweep", "nksim.cluster (Dask workers)").WorkerPlugin
 
 
 class WarmPlugin(WorkerPlugin):
     """Dask worker plugin: load the numba kernel once per worker (also late joiners) before its tasks.
 
-    Carries only the model parameters (JSON), so workers need no access to the model files.
+    Carries the model parameters (a picklable ParameterSet), so workers need no access to the
+    model files.
     """
 
     name = "nksim-warm-up"
 
-    def __init__(self, model_json: str, ignore_sigint: bool = False):
-        self.model_json = model_json
+    def __init__(self, params: ParameterSet | None, ignore_sigint: bool = False):
+        self.params = params
         self.ignore_sigint = ignore_sigint
 
     def setup(self, worker=None) -> None:
-        import json
+        """Ignore SIGINT on local workers (the client stops them), then warm the kernel."""
         import signal
         import threading
 
@@ -39,23 +42,19 @@ class WarmPlugin(WorkerPlugin):
             # local cluster: Ctrl-C reaches the whole process group; let the client stop the
             # workers cleanly instead of each worker dying with a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        warm_up(json.loads(self.model_json))
+        warm_up(self.params)
 
 
 @contextmanager
-def dask_client(*, workers: int | None = None, scheduler: str | None = None, model: Any = None,
-                model_json: str | None = None) -> Iterator[Any]:
+def dask_client(*, workers: int | None = None, scheduler: str | None = None,
+                params: ParameterSet | None = None) -> Iterator[Any]:
     """A ``distributed.Client``: a new LocalCluster of ``workers`` processes, or ``scheduler``'s.
 
-    ``model`` (a ParameterSet) or ``model_json`` (a plan's model entry as JSON) is what the
-    warm-up plugin compiles/loads on each worker. Closes what it opened.
+    ``params`` is the model the warm-up plugin compiles/loads on each worker (None: the shipped
+    default). Closes what it opened.
     """
     from distributed import Client, LocalCluster
 
-    from .plan import canonical_json, model_entry
-
-    if model_json is None:
-        model_json = canonical_json(model_entry(model)) if model is not None else "null"
     cluster = None
     if scheduler is None:
         n = workers if workers is not None else (os.cpu_count() or 1)
@@ -69,7 +68,7 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None, mod
             raise NksimInputError(f"cannot connect to the Dask scheduler: {exc}", source=scheduler,
                                   key="--scheduler") from None
     try:
-        client.register_plugin(WarmPlugin(model_json, ignore_sigint=cluster is not None), name=WarmPlugin.name)
+        client.register_plugin(WarmPlugin(params, ignore_sigint=cluster is not None), name=WarmPlugin.name)
         if not client.nthreads():  # e.g. a dask-jobqueue cluster still waiting for its jobs
             print("waiting for Dask workers to join the scheduler ...", flush=True)
             client.wait_for_workers(1)
