@@ -65,7 +65,8 @@ def test_shipped_outcomes_give_the_trial_table():
     obs = default_observed()
     slots = make_slots(obs.outcomes, ASSESS)
     counts = dict(zip(CATEGORIES, observed_counts(slots).tolist()))
-    assert counts == {"pd_first": 3, "response_first": 0, "progressed": 3, "stable": 2, "censored": 1}
+    assert counts == {"pd_first": 3, "response_first": 0, "progressed_by_180": 0, "progressed_after_180": 3,
+                      "stable": 2, "censored": 1}
     by = {s.patient: s for s in slots}
     # event patients are followed to the study horizon; censored ones only as long as observed
     assert by["p02"].followup_day == 270 and by["p04"].followup_day == 270 and by["p08"].followup_day == 270
@@ -84,10 +85,11 @@ def _rec(blasts_at: dict[float, float], base: float = 40.0) -> np.ndarray:
 @pytest.mark.parametrize("blasts, follow, expected", [
     ({28: 60.0}, 270, "pd_first"),  # 60 >= 1.5 x 40
     ({28: 4.0}, 270, "response_first"),  # CR
-    ({28: 45.0, 90: 50, 180: 61.0, 270: 70.0}, 270, "progressed"),
+    ({28: 45.0, 90: 50, 180: 61.0, 270: 70.0}, 270, "progressed_by_180"),  # PD first called on day 180
+    ({28: 45.0, 90: 50, 180: 59.0, 270: 70.0}, 270, "progressed_after_180"),  # ... on day 270
     ({28: 45.0, 90: 50, 180: 55.0, 270: 59.0, 365: 80.0}, 270, "stable"),  # PD only after follow-up
     ({28: 45.0, 90: 80.0}, 28, "censored"),  # lost after the first assessment: later PD unseen
-    ({28: 45.0, 90: 70.0}, 270, "progressed"),  # after early stop later rows are NaN
+    ({28: 45.0, 90: 70.0}, 270, "progressed_by_180"),  # after early stop later rows are NaN
 ])
 def test_simulated_category(blasts, follow, expected):
     th = response_thresholds(load_parameters("default"))
@@ -173,6 +175,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     (('    "nk.rejection_rate",', '    "nk.rejection_rate",\n    "nk.egress_rate",'), "fit.parameters", "no prior"),
     (("[fit.scale]", '[fit.prior]\n"blasts.baseline_pct" = [-5.0, 90.0]\n\n[fit.scale]'), "fit.prior.blasts.baseline_pct", "lo < hi"),
     (('"nk.rejection_rate" = "log"', '"nk.rejection_rate" = "cubic"'), "fit.scale.nk.rejection_rate", "'linear' or 'log'"),
+    (('progression_timing = "interval"', 'progression_timing = "exact"'), "distance.progression_timing", "'any'"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, edit, key, words):
     text = CONFIG.read_text()
@@ -273,6 +276,14 @@ def test_cli_smoke_end_to_end(tmp_path, capsys):
     ppc = xr.open_dataset(out / "ppc_posterior.nc", engine="h5netcdf")
     n = len(CalibrationModel(load_config(CONFIG).smoke_version()).slots)
     assert np.all(ppc["n_pd_first"] + ppc["n_response_first"] + ppc["n_followed_sd"] <= n)
+    assert np.all(ppc["n_progressed_by_180"] + ppc["n_converted_after_180"] == ppc["n_progressed"])
+    assert ppc["n_converted_after_180"].attrs["observed"] == 3 and ppc["n_followed_sd"].attrs["observed"] == 5
+    assert ppc["median_conversion_day"].attrs["observed"] == 270
+    assert ppc["conversion_call_day"].dims == ("draw", "patient") and ppc.sizes["patient"] == n
+    for name in ("nkae_peak_chimerism", "cart_ld_lymphocyte_count"):
+        assert name in ppc.attrs["statistics"].split()
+    assert "conversion_call_day" not in ppc.attrs["statistics"].split()
+    assert "median PD call day" in text or "simulated conversions" not in text
     # refuses to overwrite results unless asked; the earlier files survive
     mtime = (out / "posterior.nc").stat().st_mtime_ns
     assert main(["calibrate", str(CONFIG), "--smoke", "--out", str(out), "--no-progress"]) == 2
@@ -403,9 +414,9 @@ def classify_response_one(b, b0, th):
 
 @pytest.mark.parametrize("edit, field", [
     # SD at day 28 cannot 'progress' on or before day 28
-    (("p04,true,g1,SD,28,true,28,270", "p04,true,g1,SD,28,true,0,28"), "progression_day"),
+    (("p04,true,g1,SD,28,true,180,270", "p04,true,g1,SD,28,true,0,28"), "progression_day"),
     # lost to follow-up and seen to progress contradict each other
-    (("p04,true,g1,SD,28,true,28,270,,false", "p04,true,g1,SD,28,true,28,270,,true"), "lost_to_follow_up"),
+    (("p04,true,g1,SD,28,true,180,270,,false", "p04,true,g1,SD,28,true,180,270,,true"), "lost_to_follow_up"),
 ])
 def test_outcome_contradictions_are_errors(tmp_path, edit, field):
     from nksim.calibration.data import load_observed
@@ -417,3 +428,173 @@ def test_outcome_contradictions_are_errors(tmp_path, edit, field):
     with pytest.raises(NksimInputError) as e:
         load_observed(p)
     assert str(p) in str(e.value) and field in str(e.value) and "row" in str(e.value)
+
+
+# ----------------------------------------------------------------------------- time to conversion
+def _sd_outcome(pid: str, lo: float | None, hi: float | None, **kw):
+    from nksim.calibration.data import PatientOutcome
+
+    base = dict(patient=pid, evaluable=True, dose_group="g1", first_response="SD", first_assessment_day=28.0,
+                progressed=hi is not None, progression_day_lo=lo, progression_day_hi=hi,
+                last_followup_day=None if hi is not None else 270.0, lost_to_follow_up=False, source="s",
+                confidence="assumption", note="")
+    base.update(kw)
+    return PatientOutcome(**base)
+
+
+def test_observed_progression_intervals_fall_in_one_bin():
+    from nksim.calibration.summaries import COARSE_CATEGORIES, observed_category
+
+    assert observed_category(_sd_outcome("p04", 28.0, 180.0), ASSESS) == "progressed_by_180"
+    assert observed_category(_sd_outcome("p04", 90.0, 180.0), ASSESS) == "progressed_by_180"
+    assert observed_category(_sd_outcome("p04", None, 90.0), ASSESS) == "progressed_by_180"  # lo = first assessment
+    assert observed_category(_sd_outcome("p04", 180.0, 270.0), ASSESS) == "progressed_after_180"
+    assert observed_category(_sd_outcome("p04", 28.0, 270.0), ASSESS, "any") == "progressed"
+    outs = [_sd_outcome("p04", 180.0, 270.0), _sd_outcome("p05", 28.0, 270.0)]
+    # a straddling interval is an error that names the file, the data row and the patient ...
+    with pytest.raises(NksimInputError) as e:
+        make_slots(outs, ASSESS, "my_outcomes.csv")
+    msg = str(e.value)
+    assert "my_outcomes.csv" in msg and "data row 2" in msg and "p05" in msg and "(28, 270]" in msg
+    assert 'progression_timing = "any"' in msg
+    # ... unless the progression bins are merged ("any"): every progression is then one category
+    slots = make_slots(outs, ASSESS, "my_outcomes.csv", timing="any")
+    assert [s.category for s in slots] == ["progressed", "progressed"]
+    assert dict(zip(COARSE_CATEGORIES, observed_counts(slots, "any").tolist()))["progressed"] == 2
+
+
+def test_looser_reading_needs_the_merged_table(tmp_path):
+    from nksim.calibration.summaries import COARSE_CATEGORIES
+
+    text = CONFIG.read_text().replace('outcomes = "data/ahmadvand2023_outcomes.csv"',
+                                      'outcomes = "data/ahmadvand2023_outcomes_any_time.csv"')
+    p = _write(tmp_path, text)
+    with pytest.raises(NksimInputError) as e:
+        CalibrationModel(load_config(p).smoke_version())
+    assert "ahmadvand2023_outcomes_any_time.csv" in str(e.value) and "data row 4" in str(e.value)
+    assert "p04" in str(e.value)
+    p = _write(tmp_path / "any", text.replace('progression_timing = "interval"', 'progression_timing = "any"'))
+    m = CalibrationModel(load_config(p).smoke_version())
+    assert m.categories == COARSE_CATEGORIES
+    assert dict(zip(m.categories, m.obs_counts.tolist())) == {"pd_first": 3, "response_first": 0, "progressed": 3,
+                                                              "stable": 2, "censored": 1}
+    # simulated per-patient categories stay fine; the table merges the two progression bins
+    cat = np.array([[CATEGORY_INDEX["progressed_by_180"], CATEGORY_INDEX["progressed_after_180"],
+                     CATEGORY_INDEX["stable"]]])
+    assert m.table_counts(cat).tolist() == [0, 0, 2, 1, 0]
+
+
+def test_simulated_conversion_day_is_the_first_pd_call():
+    from nksim.calibration.summaries import simulated_outcome
+
+    th = response_thresholds(load_parameters("default"))
+    rec = np.full((380, L.N_R), np.nan)
+    days = np.arange(-9, 371)
+    rec[:, L.R.marrow_blast_pct] = np.where(days < 28, 40.0, 40.0 + 0.1 * (days - 28))  # crosses 60 on day 228
+    slot = Slot("p04", 28.0, 270.0, "progressed_after_180")
+    assert simulated_outcome(rec, -9.0, slot, ASSESS, th) == ("progressed_after_180", 270.0, 228.0)
+    rec[:, L.R.marrow_blast_pct] = np.where(days < 28, 40.0, 40.0 + 0.5 * (days - 28))  # crosses 60 on day 68
+    assert simulated_outcome(rec, -9.0, slot, ASSESS, th) == ("progressed_by_180", 90.0, 68.0)
+    # followed only to day 180: a crossing on day 228 is not seen -> stable, no conversion day
+    rec[:, L.R.marrow_blast_pct] = np.where(days < 28, 40.0, 40.0 + 0.1 * (days - 28))
+    cat, call, cross = simulated_outcome(rec, -9.0, replace(slot, followup_day=180.0), ASSESS, th)
+    assert cat == "stable" and np.isnan(call) and np.isnan(cross)
+
+
+def test_ppc_statistics_on_synthetic_inputs():
+    from types import SimpleNamespace
+
+    from nksim.calibration.ppc import count_statistics, trial_statistics
+    from nksim.calibration.summaries import COARSE_CATEGORIES
+
+    outs = [_sd_outcome("p04", 180.0, 270.0), _sd_outcome("p05", 180.0, 270.0), _sd_outcome("p07", 90.0, 180.0),
+            _sd_outcome("p08", None, None, progressed=False)]
+    slots = make_slots(outs, ASSESS)
+    fake = SimpleNamespace(categories=CATEGORIES, slots=slots, observed=SimpleNamespace(outcomes=outs), targets=())
+    obs = trial_statistics(fake, {"counts": observed_counts(slots)})
+    assert obs["n_converted_after_180"] == 2 and obs["n_progressed_by_180"] == 1 and obs["n_progressed"] == 3
+    assert obs["n_followed_sd"] == 4 and obs["median_conversion_day"] == 270.0  # median of 270, 270, 180
+    # simulated: two twins called PD on day 90 and 270, the others stable
+    counts = np.array([0, 0, 1, 1, 2, 0])
+    sim = trial_statistics(fake, {"counts": counts}, {"pd_call_day": np.array([[90.0, np.nan, 270.0, np.nan]])})
+    assert sim["n_converted_after_180"] == 1 and sim["n_progressed"] == 2 and sim["median_conversion_day"] == 180.0
+    none = trial_statistics(fake, {"counts": np.array([0, 0, 0, 0, 4, 0])}, {"pd_call_day": np.full((1, 4), np.nan)})
+    assert np.isnan(none["median_conversion_day"]) and none["n_converted_after_180"] == 0
+    # the merged table has no split statistics
+    assert "n_converted_after_180" not in count_statistics(COARSE_CATEGORIES)
+    assert {"n_progressed", "n_followed_sd"} <= set(count_statistics(COARSE_CATEGORIES))
+
+
+# ----------------------------------------------------------------------------- analogue protocols
+ANALOGUE_TARGETS = '''
+[[target]]
+name = "hcf_peak"
+quantity = "peak_donor_chimerism_pbmc"
+statistic = "median"
+value = 1.0
+unit = "percent"
+log10_sd = 0.5
+window = [1, 40]
+protocol = "hi_cy_flu"
+source = "test"
+confidence = "synthetic"
+
+[[target]]
+name = "hcf_lymphocytes"
+quantity = "lymphocyte_count"
+statistic = "median"
+value = 100.0
+unit = "uL-1"
+log10_sd = 0.4
+window = [0, 0]
+protocol = "hi_cy_flu"
+source = "test"
+confidence = "synthetic"
+
+[[target]]
+name = "trial_peak"
+quantity = "peak_donor_chimerism_pbmc"
+statistic = "median"
+value = 0.1
+unit = "percent"
+log10_sd = 0.5
+window = [1, 28]
+protocol = "ahmadvand2023"
+source = "test"
+confidence = "synthetic"
+'''
+
+
+def test_analogue_targets_are_simulated_with_their_own_protocol(tmp_path, smoke):
+    from nksim.calibration.summaries import lymphocyte_count
+
+    p = _write(tmp_path, CONFIG.read_text())
+    (tmp_path / "data" / "analogue_chimerism.toml").write_text(ANALOGUE_TARGETS)
+    cfg = load_config(p).smoke_version()
+    m = CalibrationModel(cfg)
+    assert m.target_protocol == {"hcf_peak": "hi_cy_flu", "hcf_lymphocytes": "hi_cy_flu", "trial_peak": None}
+    hcf = m.analogue_protocols["hi_cy_flu"]
+    assert hcf.end_day == 40 and len(hcf.patients) == 10  # to the end of the longest window only
+    assert m.window_end == 28  # the analogue window does not delay early stopping of the trial's twins
+    theta = {f.key: m.base[f.key] for f in cfg.fit}
+    pts = m.simulate_patients(theta, seed=5, virtual_trials=2)
+    assert pts["target:hcf_peak"].shape == (2, 10) and pts["target:trial_peak"].shape == (2, len(m.slots))
+    # every patient of the protocol, once per virtual trial, with the trial's seed derivation
+    params = m.parameters(theta)
+    for r in range(2):
+        for k, pat in enumerate(hcf.patients[:3]):
+            rec = run_one(params, hcf, pat, 5, r).rec
+            assert pts["target:hcf_lymphocytes"][r, k] == lymphocyte_count(rec, hcf.start_day, 0.0)
+            assert pts["target:hcf_lymphocytes"][r, k] == pytest.approx(
+                rec[6, L.R.host_nk_blood] + rec[6, L.R.host_t_blood] + rec[6, L.R.donor_nk_blood])
+    s1, s2 = m.simulate(theta), m.simulate(dict(reversed(list(theta.items()))))
+    assert s1["hcf_peak"] == s2["hcf_peak"] and s1["hcf_lymphocytes"] == s2["hcf_lymphocytes"]
+    assert s1["hcf_lymphocytes"] > 0 and np.isfinite(m.distance(s1))
+
+
+def test_shipped_analogue_targets_use_the_analogue_protocols(model):
+    assert model.target_protocol == {"nkae_peak_chimerism": "nkae_consolidation",
+                                     "cart_ld_lymphocyte_count": "cart_flucy_ld"}
+    assert model.trial_targets == ()
+    assert model.analogue_protocols["nkae_consolidation"].end_day == 28
+    assert model.analogue_protocols["cart_flucy_ld"].end_day == 1  # the window is day 0 (run to day 1)

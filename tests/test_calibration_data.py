@@ -65,7 +65,9 @@ def test_shipped_outcomes_match_the_abstract():
     assert sorted(o.patient for o in followed if o.progressed) == ["p04", "p05", "p07"]
     for p in ("p04", "p05", "p07"):
         o = obs.outcome(p)
-        assert (o.progression_day_lo, o.progression_day_hi) == (28, 270)
+        # converted "at 9 months": bracketed by the assessments at day 180 (SD, assumption) and 270
+        assert (o.progression_day_lo, o.progression_day_hi) == (180, 270)
+        assert o.confidence == "assumption" and "assessments at 90 and 180 days were SD" in o.note
     for p in ("p08", "p09"):
         o = obs.outcome(p)
         assert o.progressed is False and o.last_followup_day == 270
@@ -80,6 +82,22 @@ def test_shipped_outcomes_match_the_abstract():
         assert o.evaluable == proto.patient(o.patient).evaluable
     with pytest.raises(KeyError):
         obs.outcome("p99")
+
+
+def test_looser_reading_is_a_documented_alternative_file():
+    """(28, 270]: only the first assessment is known SD; everything else as in the default file."""
+    alt = load_observed(DATA_DIR / "ahmadvand2023_outcomes_any_time.csv")
+    default = default_observed()
+    for o, d in zip(alt.outcomes, default.outcomes):
+        if o.patient in ("p04", "p05", "p07"):
+            assert (o.progression_day_lo, o.progression_day_hi) == (28, 270) and "looser reading" in o.note
+            assert (d.progression_day_lo, d.progression_day_hi) == (180, 270)
+        else:
+            assert (o.progressed, o.progression_day_lo, o.progression_day_hi, o.last_followup_day,
+                    o.first_response) == (d.progressed, d.progression_day_lo, d.progression_day_hi,
+                                          d.last_followup_day, d.first_response)
+    text = (DATA_DIR / "ahmadvand2023_outcomes_any_time.csv").read_text()
+    assert 'progression_timing = "any"' in text  # the header comment says how to use it
 
 
 def test_shipped_rows_have_provenance():
@@ -101,15 +119,48 @@ def test_shipped_rows_have_provenance():
 
 
 def test_shipped_targets():
-    targets = load_targets(TARGETS)
+    targets = load_targets(TARGETS, protocol="ahmadvand2023")
     assert all(isinstance(t, ChimerismTarget) for t in targets)
     by = {t.quantity: t for t in targets}
+    assert set(by) == {"peak_donor_chimerism_pbmc", "lymphocyte_count"}  # haplo_nk_peak_day removed
+    assert "haplo_nk_peak_day" not in {t.name for t in targets}
+    assert "independent validation" in " ".join(TARGETS.read_text().replace("#", " ").lower().split())
     chim = by["peak_donor_chimerism_pbmc"]
     assert chim.value == pytest.approx(0.065) and chim.unit == "percent" and chim.statistic == "median"
     assert chim.log10_sd == pytest.approx(0.5) and chim.sd is None and chim.window == (1.0, 28.0)
-    day = by["peak_day"]
-    assert day.value == 10.0 and day.unit == "day" and day.sd == 4.0 and day.log10_sd is None
-    assert day.weight < chim.weight
+    assert chim.protocol == "nkae_consolidation" and chim.weight == 0.5 and "weak analogue" in chim.note
+    lym = by["lymphocyte_count"]
+    assert lym.value == 100.0 and lym.unit == "uL-1" and lym.window == (0.0, 0.0) and lym.weight == 1.0
+    assert lym.protocol == "cart_flucy_ld" and lym.sd is None
+    # 50-300 per uL is about +-1 sd around 100 on the log10 scale
+    assert math.log10(100 / 50) <= lym.log10_sd + 0.1 and math.log10(300 / 100) >= lym.log10_sd - 0.1
+    for t in targets:
+        nksim.load_protocol(t.protocol)  # every named protocol loads
+
+
+def test_target_protocol_defaults_to_the_trial(tmp_path):
+    f = tmp_path / "t.toml"
+    f.write_text(_targets_text(**{'protocol = "nkae_consolidation"\n': ''}))
+    t = load_targets(f)[0]
+    assert t.protocol is None  # the calibrated trial's protocol (its twins)
+    # its window is checked against the trial's start_day, an analogue target's against its own protocol's
+    f.write_text(_targets_text(**{'protocol = "nkae_consolidation"\n': '', 'window = [1, 28]': 'window = [-8, 28]'}))
+    assert load_targets(f, start_day=-9)[0].window == (-8.0, 28.0)
+    f.write_text(_targets_text(**{'window = [1, 28]': 'window = [-8, 28]'}))
+    with pytest.raises(NksimInputError, match=r"t\.toml.*target\[0\] \('nkae_peak_chimerism'\)\.window\[0\].*"
+                                              r"nkae_consolidation' start_day"):
+        load_targets(f, start_day=-9)
+
+
+def test_peak_day_target_still_allowed(tmp_path):
+    f = tmp_path / "day.toml"
+    f.write_text('[[target]]\nname = "d"\nquantity = "peak_day"\nstatistic = "median"\nvalue = 10.0\nunit = "day"\n'
+                 'sd = 4.0\nwindow = [1, 28]\nprotocol = "hi_cy_flu"\nsource = "s"\nconfidence = "B"\n')
+    (t,) = load_targets(f)
+    assert t.sd == 4.0 and t.protocol == "hi_cy_flu"
+    f.write_text(f.read_text().replace("value = 10.0", "value = 40.0"))
+    with pytest.raises(NksimInputError, match="within the window"):
+        load_targets(f)
 
 
 def test_synthetic_example_loads():
@@ -290,23 +341,29 @@ def _targets_text(**replace: str) -> str:
 
 
 BAD_TARGETS = [
-    ({'weight = 1.0': 'weight = 1.0\ncolour = "red"'}, "target[0].colour", "unknown key 'colour'"),
+    ({'weight = 0.5': 'weight = 0.5\ncolour = "red"'}, "target[0].colour", "unknown key 'colour'"),
     ({'[meta]': '[meta]\nauthor = "x"'}, "meta.author", "allowed keys"),
     ({'[meta]': 'extra = 1\n[meta]'}, "extra", "allowed top-level keys"),
     ({'quantity = "peak_donor_chimerism_pbmc"': 'quantity = "chimerism"'}, "quantity", "peak_donor_chimerism_pbmc"),
     ({'statistic = "median"': 'statistic = "mode"'}, "statistic", "median, mean"),
     ({'unit = "percent"': 'unit = "1"'}, "unit", "'percent'"),
-    ({'unit = "day"': 'unit = "h"'}, "unit", "'day'"),
+    ({'unit = "uL-1"': 'unit = "per uL"'}, "unit", "'uL-1'"),
     ({'value = 0.065': 'value = 150.0'}, "value", "outside"),
-    ({'value = 10.0': 'value = 90.0'}, "value", "within the window"),
+    ({'value = 100.0': 'value = -1.0'}, "value", "uL-1"),
     ({'log10_sd = 0.5': 'sd = 0.5'}, "sd", "not allowed"),
-    ({'sd = 4.0': ''}, "sd", "missing key 'sd'"),
+    ({'log10_sd = 0.4': 'sd = 0.4'}, "cart_ld_lymphocyte_count').sd", "not allowed"),
+    ({'log10_sd = 0.4\n': ''}, "log10_sd", "missing key 'log10_sd'"),
     ({'window = [1, 28]': 'window = [28, 1]'}, "window[1]", "outside"),
+    ({'window = [1, 28]': 'window = [1, 200]'}, "window[1]", "end_day"),
     ({'window = [1, 28]': 'window = [-20, 28]'}, "window[0]", "start_day"),
+    ({'window = [0, 0]': 'window = [0, 3]'}, "cart_ld_lymphocyte_count').window[1]", "one day"),
+    ({'protocol = "cart_flucy_ld"': 'protocol = "no_such_protocol"'}, "cart_ld_lymphocyte_count').protocol",
+     "does not load"),
+    ({'protocol = "cart_flucy_ld"': 'protocol = 3'}, "cart_ld_lymphocyte_count').protocol", "protocol name"),
     ({'confidence = "B"': 'confidence = "likely"'}, "confidence", "A, B, C, assumption, synthetic"),
     ({'confidence = "B"': 'confidence = ""'}, "confidence", "non-empty"),
     ({'source = "Vela': 'sauce = "Vela'}, "sauce", "unknown key"),
-    ({'name = "haplo_nk_peak_day"': 'name = "nkae_peak_chimerism"'}, "name", "duplicate target name"),
+    ({'name = "cart_ld_lymphocyte_count"': 'name = "nkae_peak_chimerism"'}, "name", "duplicate target name"),
 ]
 
 
@@ -322,7 +379,7 @@ def test_bad_targets(tmp_path, replace, key, fragment):
 
 def test_targets_need_source_and_valid_toml(tmp_path):
     f = tmp_path / "nosource.toml"
-    lines = [ln for ln in TARGETS.read_text().splitlines() if not ln.startswith("source = \"Rubnitz")]
+    lines = [ln for ln in TARGETS.read_text().splitlines() if not ln.startswith("source = \"CAR-T")]
     f.write_text("\n".join(lines))
     with pytest.raises(NksimInputError, match=r"nosource\.toml.*target\[1\]\.source.*missing key 'source'"):
         load_targets(f)

@@ -18,6 +18,7 @@ from nksim.calibration.config import FitParameter, load_config  # noqa: E402
 from nksim.calibration.model import CalibrationModel  # noqa: E402
 from nksim.calibration.screen import (SCREEN_OUTPUTS, cohort_outputs, morris_indices, run_screen,  # noqa: E402
                                       screen_parameters, screen_table)
+from nksim.calibration.summaries import CATEGORY_INDEX  # noqa: E402
 from nksim.errors import OutputExistsError  # noqa: E402
 from nksim.plot import screen_figure  # noqa: E402
 from nksim.quantities import PARAMETERS  # noqa: E402
@@ -124,7 +125,8 @@ def test_cohort_outputs_definitions(smoke):
     pts = model.simulate_patients({}, seed=11, virtual_trials=1)
     cat = pts["category"].ravel()
     assert out["p_pd_first"] == pytest.approx(np.mean(cat == 0))
-    prog, stab = np.sum(cat == 2), np.sum(cat == 3)
+    prog = np.sum((cat == CATEGORY_INDEX["progressed_by_180"]) | (cat == CATEGORY_INDEX["progressed_after_180"]))
+    stab = np.sum(cat == CATEGORY_INDEX["stable"])
     if prog + stab:
         assert out["p_progressed_given_sd"] == pytest.approx(prog / (prog + stab))
     else:

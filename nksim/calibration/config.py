@@ -8,7 +8,9 @@ checked, unknown keys are errors naming the file and the allowed keys::
     [simulator]    parameter overrides that set the calibration resolution
                    (e.g. "lattice.side", "lattice.voxel_side"), end_day, early_stop
     [fit]          parameters = [...]; [fit.prior] {key = [lo, hi]}; [fit.scale] {key = "log"|"linear"}
-    [distance]     virtual_trials, chimerism_weight
+    [distance]     virtual_trials, chimerism_weight, progression_timing ("interval" | "any":
+                   progression after SD binned by the assessment interval of the PD call, or
+                   merged into one category -- nksim.calibration.summaries)
     [abc]          population_size, max_generations, min_epsilon, max_simulations,
                    min_acceptance_rate, epsilon_quantile, posterior_draws
     [recovery]     datasets, population_size, max_generations, max_simulations (``--recovery``)
@@ -37,7 +39,7 @@ _TABLES = {
     "data": {"outcomes", "targets", "series"},
     "simulator": {"end_day", "early_stop"},  # plus parameter keys (checked against the schema)
     "fit": {"parameters", "prior", "scale"},
-    "distance": {"virtual_trials", "chimerism_weight"},
+    "distance": {"virtual_trials", "chimerism_weight", "progression_timing"},
     "abc": {"population_size", "max_generations", "min_epsilon", "max_simulations", "min_acceptance_rate",
             "epsilon_quantile", "posterior_draws", "transition_scaling"},
     "recovery": {"datasets", "population_size", "max_generations", "max_simulations"},
@@ -125,6 +127,9 @@ class CalibrationConfig:
     smoke: Mapping[str, Any] = field(default_factory=dict)
     is_smoke: bool = False
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    #: "interval": progression after SD binned by the assessment interval of the PD call (the time to
+    #: conversion, interval-censored); "any": one progression category (nksim.calibration.summaries)
+    progression_timing: str = "interval"
 
     def base_parameters(self) -> ParameterSet:
         """The model at the calibration resolution (before fitted values are applied)."""
@@ -155,7 +160,7 @@ class CalibrationConfig:
             "end_day": self.end_day, "early_stop": self.early_stop,
             "fit": [{"key": f.key, "prior": [f.lo, f.hi], "scale": f.scale, "unit": f.unit} for f in self.fit],
             "virtual_trials": self.virtual_trials, "chimerism_weight": self.chimerism_weight,
-            "abc": self.abc.__dict__, "smoke": self.is_smoke,
+            "progression_timing": self.progression_timing, "abc": self.abc.__dict__, "smoke": self.is_smoke,
         }
 
 
@@ -192,6 +197,15 @@ def _abc_value(k: str, v: Any, src: str, key: str) -> Any:
     if k == "transition_scaling":
         return _float(v, src, key, 0.01, 100.0)
     raise AssertionError(k)
+
+
+def _timing(v: Any, src: str, key: str) -> str:
+    from .summaries import TIMING_MODES
+
+    if v not in TIMING_MODES:
+        raise _err(f"must be one of {', '.join(repr(m) for m in TIMING_MODES)} (progression after SD binned by the "
+                   f"assessment interval of the PD call, or one category), got {v!r}", src, key)
+    return str(v)
 
 
 def _path(v: Any, base: Path, src: str, key: str, required: bool) -> Path | None:
@@ -305,6 +319,7 @@ def load_config(path: str | Path) -> CalibrationConfig:
     _check_keys(dist, _TABLES["distance"], src, "distance")
     vt = _int(dist.get("virtual_trials", 1), src, "distance.virtual_trials", 1, 1000)
     cw = _float(dist.get("chimerism_weight", 1.0), src, "distance.chimerism_weight", 0.0, 1e6)
+    timing = _timing(dist.get("progression_timing", "interval"), src, "distance.progression_timing")
 
     abc_t = raw.get("abc", {})
     _check_keys(abc_t, _TABLES["abc"], src, "abc")
@@ -325,6 +340,8 @@ def load_config(path: str | Path) -> CalibrationConfig:
             smoke[k] = _int(v, src, key, 1, 1000)
         elif k == "chimerism_weight":
             smoke[k] = _float(v, src, key, 0.0, 1e6)
+        elif k == "progression_timing":
+            smoke[k] = _timing(v, src, key)
         else:
             o, x = _simulator({k: v}, src, "smoke")
             smoke.update(o)
@@ -334,4 +351,4 @@ def load_config(path: str | Path) -> CalibrationConfig:
         model=str(model), protocol=str(protocol), seed=seed, outcomes=outcomes, targets=targets, series=series,
         simulator_overrides=over, end_day=float(other.get("end_day", 270.0)),
         early_stop=bool(other.get("early_stop", True)), fit=tuple(fit), virtual_trials=vt, chimerism_weight=cw,
-        abc=abc, smoke=smoke, recovery=rec)
+        abc=abc, smoke=smoke, recovery=rec, progression_timing=timing)

@@ -7,7 +7,9 @@ Three file formats, documented in ``calibration/data/SCHEMA.md``:
   evaluability, dose group, response at the first assessment, progression (interval-censored:
   ``progression_day_lo < t <= progression_day_hi``) or censoring (``last_followup_day``);
 * targets TOML (``calibration/data/analogue_chimerism.toml``): ``[[target]]`` tables of
-  literature-analogue chimerism summaries (none is from the trial itself);
+  literature-analogue summaries (peak donor chimerism, its day, the blood lymphocyte count on a
+  day; none is from the trial itself), each optionally simulated with its own ``protocol`` (the
+  analogue's regimen, cytokine support and doses; default: the calibrated trial's protocol);
 * series CSV (``calibration/data/examples/synthetic_series.csv`` is a model-generated example):
   ``patient, day, quantity, value, unit, lod, method, source, confidence``, one measurement a row.
 
@@ -71,14 +73,25 @@ SERIES_QUANTITIES: dict[str, tuple[str, float, float]] = {
 BELOW_LOD = "<lod"
 
 #: Target quantity -> unit it must be given in.
+#:
+#: * ``peak_donor_chimerism_pbmc`` / ``_nk``: peak over the window of the donor chimerism of blood
+#:   lymphocytes / of blood NK (percent; compared on the log10 scale, ``log10_sd``);
+#: * ``peak_day``: day of the PBMC chimerism peak within the window (linear scale, ``sd``);
+#: * ``lymphocyte_count``: blood lymphocytes per uL (host NK + host T + donor NK) on the single
+#:   day ``window = [d, d]`` (log10 scale, ``log10_sd``).
 TARGET_QUANTITIES: dict[str, str] = {
     "peak_donor_chimerism_pbmc": "percent",
     "peak_donor_chimerism_nk": "percent",
     "peak_day": "day",
+    "lymphocyte_count": "uL-1",
 }
+#: Target quantities compared on the log10 scale (``log10_sd``); the others on the linear scale (``sd``).
+LOG_TARGET_QUANTITIES = ("peak_donor_chimerism_pbmc", "peak_donor_chimerism_nk", "lymphocyte_count")
+#: Target quantities taken on one day (``window = [d, d]``) rather than as a peak over a window.
+DAY_TARGET_QUANTITIES = ("lymphocyte_count",)
 TARGET_STATISTICS = ("median", "mean")
 _TARGET_KEYS = {"name", "quantity", "statistic", "value", "unit", "log10_sd", "sd", "window", "weight",
-                "source", "confidence", "note"}
+                "protocol", "source", "confidence", "note"}
 _TARGET_REQUIRED = {"name", "quantity", "statistic", "value", "unit", "window", "source", "confidence"}
 _TARGETS_TOP_KEYS = {"meta", "target"}
 _META_KEYS = {"description", "source", "note"}
@@ -109,7 +122,11 @@ class PatientOutcome:
 
 @dataclass(frozen=True)
 class ChimerismTarget:
-    """A literature-analogue summary the simulated chimerism should reproduce."""
+    """A literature-analogue summary the simulations should reproduce (chimerism, its day, a lymphocyte count).
+
+    ``protocol``: the protocol (shipped name or path) whose patients are simulated for this target;
+    ``None`` = the calibrated trial's protocol (its evaluable patients, the trial's twins).
+    """
 
     name: str
     quantity: str
@@ -123,6 +140,11 @@ class ChimerismTarget:
     source: str
     confidence: str
     note: str
+    protocol: str | None = None
+
+
+#: Another name for :class:`ChimerismTarget` (targets are no longer only chimerism).
+Target = ChimerismTarget
 
 
 @dataclass(frozen=True)
@@ -149,6 +171,9 @@ class ObservedTrial:
     targets: tuple[ChimerismTarget, ...]
     series: tuple[SeriesPoint, ...]
     files: tuple[str, ...]
+    #: follow-up horizon of patients whose follow-up ended by an event (None: the latest follow-up or
+    #: progression day in the outcomes; synthetic trials keep the real trial's)
+    horizon: float | None = None
 
     def evaluable(self) -> tuple[PatientOutcome, ...]:
         """The outcomes of evaluable patients, in file order."""
@@ -429,10 +454,36 @@ def _tstr(t: Mapping[str, Any], f: str, source: str, key: str, *, required: bool
     return v
 
 
-def load_targets(path: str | Path, *, start_day: float | None = None) -> tuple[ChimerismTarget, ...]:
-    """Load and validate a targets TOML: ``[meta]`` and one or more ``[[target]]`` tables."""
+def _target_protocol(value: Any, src: str, key: str) -> "Protocol":
+    """The protocol a target names, loaded with :func:`nksim.load_protocol` (errors name the key)."""
+    from ..protocol import PROTOCOLS_DIR, load_protocol
+
+    if not isinstance(value, str) or not value.strip():
+        raise NksimInputError(f"must be a protocol name (experiments/protocols/<name>.toml) or path, got {value!r}",
+                              source=src, key=key)
+    try:
+        return load_protocol(value.strip())
+    except NksimInputError as exc:
+        known = sorted(q.stem for q in PROTOCOLS_DIR.glob("*.toml"))
+        raise NksimInputError(f"protocol '{value}' does not load ({exc}); allowed: a protocol that loads with "
+                              f"nksim.load_protocol, e.g. the shipped {known}", source=src, key=key) from None
+
+
+def load_targets(path: str | Path, *, start_day: float | None = None,
+                 protocol: "Protocol | str | Path | None" = None) -> tuple[ChimerismTarget, ...]:
+    """Load and validate a targets TOML: ``[meta]`` and one or more ``[[target]]`` tables.
+
+    ``start_day`` (or, if not given, the ``start_day`` of ``protocol``) bounds the windows of
+    targets without their own ``protocol``; a target with a ``protocol`` key is checked against
+    that protocol (it must load with :func:`nksim.load_protocol`; its window must lie within the
+    protocol's ``start_day .. end_day``).
+    """
     path = Path(path)
     src = str(path)
+    if start_day is None and protocol is not None:
+        from ..protocol import Protocol, load_protocol
+
+        start_day = (protocol if isinstance(protocol, Protocol) else load_protocol(protocol)).start_day
     data = read_toml(path, "targets file")
     check_keys(data, _TARGETS_TOP_KEYS, source=src, what="top-level keys")
     meta = data.get("meta", {})
@@ -473,19 +524,33 @@ def load_targets(path: str | Path, *, start_day: float | None = None) -> tuple[C
             raise NksimInputError(f"unit '{unit}' does not match quantity '{quantity}'; allowed unit: "
                                   f"'{TARGET_QUANTITIES[quantity]}' (values are never rescaled)",
                                   source=src, key=f"{key}.unit")
+        proto_name: str | None = None
+        t_start, t_end, where = start_day, math.inf, "the protocol's start_day"
+        if "protocol" in t:
+            proto = _target_protocol(t["protocol"], src, f"{key}.protocol")
+            proto_name = str(t["protocol"]).strip()
+            t_start, t_end = proto.start_day, proto.end_day
+            where = f"protocol '{proto.name}' start_day"
         w = t["window"]
         if not isinstance(w, list) or len(w) != 2:
             raise NksimInputError(f"window must be [first_day, last_day], got {w!r}", source=src, key=f"{key}.window")
-        lo_day = -math.inf if start_day is None else start_day
-        w0 = _tnum(w[0], src, f"{key}.window[0]", lo_day, math.inf, "day (>= the protocol's start_day)")
-        w1 = _tnum(w[1], src, f"{key}.window[1]", w0, math.inf, "day (>= window[0])", lo_open=True)
+        lo_day = -math.inf if t_start is None else t_start
+        w0 = _tnum(w[0], src, f"{key}.window[0]", lo_day, t_end, f"day (>= {where}, <= its end_day)")
+        if quantity in DAY_TARGET_QUANTITIES:
+            w1 = _tnum(w[1], src, f"{key}.window[1]", w0, w0, f"day (= window[0]: '{quantity}' is the value on "
+                                                             "one day, window = [day, day])")
+        else:
+            w1 = _tnum(w[1], src, f"{key}.window[1]", w0, t_end, "day (> window[0], <= the protocol's end_day)",
+                       lo_open=True)
         if quantity == "peak_day":
             value = _tnum(t["value"], src, f"{key}.value", w0, w1, "day (within the window)")
-            need, forbid = "sd", "log10_sd"
+        elif quantity == "lymphocyte_count":
+            value = _tnum(t["value"], src, f"{key}.value", 0.0, 1e6, "uL-1 (> 0: compared on log10 scale)",
+                          lo_open=True)
         else:
             value = _tnum(t["value"], src, f"{key}.value", 0.0, 100.0, "percent (> 0: compared on log10 scale)",
                           lo_open=True)
-            need, forbid = "log10_sd", "sd"
+        need, forbid = ("log10_sd", "sd") if quantity in LOG_TARGET_QUANTITIES else ("sd", "log10_sd")
         if forbid in t:
             raise NksimInputError(f"'{forbid}' is not allowed for quantity '{quantity}'; give '{need}' instead",
                                   source=src, key=f"{key}.{forbid}")
@@ -503,7 +568,7 @@ def load_targets(path: str | Path, *, start_day: float | None = None) -> tuple[C
             name=name, quantity=quantity, statistic=statistic, value=value, unit=unit,
             log10_sd=spread if need == "log10_sd" else None, sd=spread if need == "sd" else None,
             window=(w0, w1), weight=weight, source=source, confidence=conf,
-            note=_tstr(t, "note", src, key, required=False)))
+            note=_tstr(t, "note", src, key, required=False), protocol=proto_name))
     return tuple(out)
 
 

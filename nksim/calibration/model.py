@@ -7,9 +7,16 @@ own dose group and follow-up) ``virtual_trials`` times at the calibration resolu
 ends after the first assessment at which blasts reach the PD threshold; nothing that the
 summaries use is lost, see :func:`nksim.simulate.run_one`).
 
+Targets with their own ``protocol`` (analogue trials: another regimen, cytokine support, doses)
+are computed from simulations of that protocol, not of the trial's twins: every patient of the
+protocol, once per virtual trial, at the calibration resolution, to the end of the target's
+window (no early stopping). Targets without one use the trial's twins.
+
 Randomness: the simulation seed of a parameter vector is derived from the configuration seed
 and the exact bytes of the parameter values (``SeedSequence``), so a summary is a deterministic
-function of (config seed, theta) wherever it runs -- serial, threaded or on a Dask worker.
+function of (config seed, theta) wherever it runs -- serial, threaded or on a Dask worker. The
+analogue protocols' patients use the same seed (their streams are keyed by patient id and
+virtual trial, :func:`nksim.streams.generators`).
 """
 from __future__ import annotations
 
@@ -26,12 +33,13 @@ from ..protocol import Protocol, load_protocol
 from ..simulate import run_one
 from .config import CalibrationConfig
 from .distance import total_distance
-from .summaries import (CATEGORIES, CATEGORY_INDEX, Slot, chimerism_peaks, cohort_statistic, make_slots,
-                        observed_counts, simulated_category)
+from .summaries import (CATEGORIES, CATEGORY_INDEX, TIMING_MODES, Slot, chimerism_peaks, cohort_statistic,
+                        lymphocyte_count, make_slots, observed_counts, simulated_outcome, table_matrix)
 
 
 #: Day window (after the first infusion) of the generic per-patient chimerism peaks.
 DEFAULT_WINDOW = (1.0, 28.0)
+_PEAK_COLUMN = {"peak_donor_chimerism_pbmc": 0, "peak_donor_chimerism_nk": 1, "peak_day": 2}
 
 
 def theta_seed(config_seed: int, theta: Mapping[str, float]) -> int:
@@ -45,6 +53,13 @@ def theta_seed(config_seed: int, theta: Mapping[str, float]) -> int:
     return int(ss.generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+def target_value(rec: np.ndarray, start_day: float, target) -> float:
+    """One patient's value of a target's quantity from its daily record."""
+    if target.quantity == "lymphocyte_count":
+        return lymphocyte_count(rec, start_day, target.window[0])
+    return chimerism_peaks(rec, start_day, target.window)[_PEAK_COLUMN[target.quantity]]
+
+
 class CalibrationModel:
     """Simulate virtual trials mirroring the observed one and reduce them to summaries."""
 
@@ -56,19 +71,39 @@ class CalibrationModel:
         proto = load_protocol(config.protocol)
         self.observed = observed if observed is not None else load_observed(
             config.outcomes, config.targets, config.series, protocol=proto)
-        self.slots: tuple[Slot, ...] = make_slots(self.observed.outcomes, proto.assessment_days, str(config.outcomes))
+        self.timing = config.progression_timing
+        #: the category table the distance compares (names; :data:`TIMING_MODES`)
+        self.categories: tuple[str, ...] = TIMING_MODES[self.timing]
+        self._table = table_matrix(self.timing)
+        self.slots: tuple[Slot, ...] = make_slots(self.observed.outcomes, proto.assessment_days, str(config.outcomes),
+                                                  self.timing, getattr(self.observed, "horizon", None))
         if not self.slots:
             raise NksimInputError("no evaluable patient in the outcomes file", source=config.outcomes)
         self.targets = tuple(self.observed.targets) + tuple(_series_targets(self.observed))
-        need = max([s.followup_day for s in self.slots] + [t.window[1] for t in self.targets] + [1.0])
+        # targets simulated with the trial's twins vs with another protocol's patients
+        #: target name -> the protocol its patients are simulated with (None: the trial's twins)
+        self.target_protocol: dict[str, str | None] = {t.name: _own_protocol(t, proto) for t in self.targets}
+        self.trial_targets = tuple(t for t in self.targets if self.target_protocol[t.name] is None)
+        self.analogue_protocols: dict[str, Protocol] = {}
+        for t in self.targets:
+            name = self.target_protocol[t.name]
+            if name is None:
+                continue
+            end = max(t.window[1], 1.0)
+            if name in self.analogue_protocols:
+                end = max(end, self.analogue_protocols[name].end_day)
+            p = self.analogue_protocols.get(name) or load_protocol(name)
+            # to the end of the window(s) only; later events are never reached by the kernel
+            self.analogue_protocols[name] = replace(p, end_day=float(end), snapshot_days=())
+        need = max([s.followup_day for s in self.slots] + [t.window[1] for t in self.trial_targets] + [1.0])
         if config.end_day < need:
             raise NksimInputError(
                 f"end_day {config.end_day:g} is shorter than the follow-up / chimerism window ({need:g} days)",
                 source=config.origin, key="simulator.end_day")
         self.protocol: Protocol = replace(proto, end_day=float(config.end_day), snapshot_days=())
-        self.window_end = max([t.window[1] for t in self.targets] + [DEFAULT_WINDOW[1]])
+        self.window_end = max([t.window[1] for t in self.trial_targets] + [DEFAULT_WINDOW[1]])
         self.thresholds = response_thresholds(self.base)
-        self.obs_counts = observed_counts(self.slots)
+        self.obs_counts = observed_counts(self.slots, self.timing)
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -82,21 +117,28 @@ class CalibrationModel:
     # ------------------------------------------------------------------ simulation
     def simulate_patients(self, theta: Mapping[str, float], seed: int | None = None,
                           virtual_trials: int | None = None) -> dict[str, np.ndarray]:
-        """Per-patient results: category index, chimerism peaks and peak day, shape (trial, slot)."""
+        """Per-patient results, shape (trial, slot): category index (:data:`CATEGORIES`), PD call and
+        crossing days, chimerism peaks and peak day, and each target's per-patient value
+        (``target:<name>``; shape (trial, patient of the target's protocol) for analogue targets)."""
         params = self.parameters(theta)
         seed = theta_seed(self.config.seed, theta) if seed is None else int(seed)
         vt = self.config.virtual_trials if virtual_trials is None else int(virtual_trials)
         n = len(self.slots)
         cat = np.zeros((vt, n), dtype=np.int64)
+        call_day = np.full((vt, n), np.nan)
+        cross_day = np.full((vt, n), np.nan)
         peak_pbmc = np.full((vt, n), np.nan)
         peak_nk = np.full((vt, n), np.nan)
         peak_day = np.full((vt, n), np.nan)
         days = self.protocol.assessment_days
         # the default window (days 1-28) feeds the generic per-patient peaks; each target also gets
-        # its own quantity over its own window
-        per_target = {t.name: np.full((vt, n), np.nan) for t in self.targets}
-        windows = {t.name: t.window for t in self.targets}
-        col = {"peak_donor_chimerism_pbmc": 0, "peak_donor_chimerism_nk": 1, "peak_day": 2}
+        # its own quantity over its own window (and, for analogue targets, its own protocol)
+        per_target = {t.name: np.full((vt, n), np.nan) for t in self.trial_targets}
+        by_protocol = {name: [t for t in self.targets if self.target_protocol[t.name] == name]
+                       for name in self.analogue_protocols}
+        for name, proto in self.analogue_protocols.items():
+            for t in by_protocol[name]:
+                per_target[t.name] = np.full((vt, len(proto.patients)), np.nan)
         for r in range(vt):
             for j, slot in enumerate(self.slots):
                 stop = None
@@ -104,21 +146,30 @@ class CalibrationModel:
                     lo = max(self.window_end, slot.first_day)
                     stop = [d for d in days if lo <= d <= slot.followup_day]
                 run = run_one(params, self.protocol, self.protocol.patient(slot.patient), seed, r, stop_days=stop)
-                cat[r, j] = CATEGORY_INDEX[simulated_category(run.rec, self.protocol.start_day, slot, days,
-                                                              self.thresholds)]
+                c, call_day[r, j], cross_day[r, j] = simulated_outcome(run.rec, self.protocol.start_day, slot, days,
+                                                                       self.thresholds)
+                cat[r, j] = CATEGORY_INDEX[c]
                 peak_pbmc[r, j], peak_nk[r, j], peak_day[r, j] = chimerism_peaks(run.rec, self.protocol.start_day,
                                                                                  DEFAULT_WINDOW)
-                for t in self.targets:
-                    per_target[t.name][r, j] = chimerism_peaks(run.rec, self.protocol.start_day,
-                                                               windows[t.name])[col[t.quantity]]
-        return {"category": cat, "peak_donor_chimerism_pbmc": peak_pbmc, "peak_donor_chimerism_nk": peak_nk,
+                for t in self.trial_targets:
+                    per_target[t.name][r, j] = target_value(run.rec, self.protocol.start_day, t)
+            for name, proto in self.analogue_protocols.items():
+                for k, patient in enumerate(proto.patients):
+                    run = run_one(params, proto, patient, seed, r)
+                    for t in by_protocol[name]:
+                        per_target[t.name][r, k] = target_value(run.rec, proto.start_day, t)
+        return {"category": cat, "pd_call_day": call_day, "pd_cross_day": cross_day,
+                "peak_donor_chimerism_pbmc": peak_pbmc, "peak_donor_chimerism_nk": peak_nk,
                 "peak_day": peak_day, **{f"target:{k}": v for k, v in per_target.items()}}
 
+    def table_counts(self, category: np.ndarray) -> np.ndarray:
+        """Counts of per-patient category indices (:data:`CATEGORIES`) in the model's table (:attr:`categories`)."""
+        fine = np.bincount(np.asarray(category).ravel(), minlength=len(CATEGORIES)).astype(np.int64)
+        return self._table @ fine
+
     def summarise(self, patients: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | float]:
-        """Cohort summaries: category counts (order :data:`CATEGORIES`) and each target's statistic."""
-        cat = patients["category"]
-        out: dict[str, np.ndarray | float] = {
-            "counts": np.bincount(cat.ravel(), minlength=len(CATEGORIES)).astype(np.int64)}
+        """Cohort summaries: category counts (order :attr:`categories`) and each target's statistic."""
+        out: dict[str, np.ndarray | float] = {"counts": self.table_counts(patients["category"])}
         for t in self.targets:
             out[t.name] = cohort_statistic(patients[f"target:{t.name}"], t.statistic)
         return out
@@ -136,6 +187,19 @@ class CalibrationModel:
     def distance(self, sim: Mapping, obs: Mapping | None = None) -> float:
         return total_distance(sim, obs if obs is not None else self.observed_summary(), self.targets,
                               self.config.chimerism_weight)
+
+
+def _own_protocol(target, trial: Protocol) -> str | None:
+    """The protocol a target is simulated with, or None for the trial's own (its twins)."""
+    from pathlib import Path
+
+    p = getattr(target, "protocol", None)
+    if p is None:
+        return None
+    other = load_protocol(p)
+    if Path(other.origin).resolve() == Path(trial.origin).resolve():
+        return None  # the trial's protocol named explicitly: its twins
+    return p
 
 
 def _series_targets(observed) -> list:

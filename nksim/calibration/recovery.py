@@ -27,7 +27,7 @@ import xarray as xr
 from .config import CalibrationConfig
 from .model import CalibrationModel
 from .posterior import final_population, history_dataset, weighted_quantile
-from .summaries import CATEGORIES
+from .summaries import CATEGORIES, PROGRESSED
 
 
 def synthetic_observed(model: CalibrationModel, theta: dict[str, float], seed: int):
@@ -36,13 +36,15 @@ def synthetic_observed(model: CalibrationModel, theta: dict[str, float], seed: i
 
     res = model.simulate_patients(theta, seed=seed, virtual_trials=1)
     cats = [CATEGORIES[i] for i in res["category"][0]]
+    calls = [float(d) for d in res["pd_call_day"][0]]
+    days = model.protocol.assessment_days
     outcomes = []
-    slot_by = {s.patient: (s, c) for s, c in zip(model.slots, cats)}
+    slot_by = {s.patient: (s, c, d) for s, c, d in zip(model.slots, cats, calls)}
     for o in model.observed.outcomes:
         if o.patient not in slot_by:
             outcomes.append(o)
             continue
-        s, c = slot_by[o.patient]
+        s, c, call = slot_by[o.patient]
         common = dict(patient=o.patient, evaluable=True, dose_group=o.dose_group,
                       first_assessment_day=s.first_day, lost_to_follow_up=False,
                       source=f"synthetic: simulated at theta_true (seed {seed})", confidence="synthetic", note="")
@@ -56,9 +58,11 @@ def synthetic_observed(model: CalibrationModel, theta: dict[str, float], seed: i
             po = PatientOutcome(first_response="SD", progressed=None, progression_day_lo=None,
                                 progression_day_hi=None, last_followup_day=s.first_day,
                                 **{**common, "lost_to_follow_up": True})
-        elif c == "progressed":
-            po = PatientOutcome(first_response="SD", progressed=True, progression_day_lo=s.first_day,
-                                progression_day_hi=s.followup_day, last_followup_day=None, **common)
+        elif c in PROGRESSED:
+            # interval-censored between the assessment before the PD call and the call
+            prev = max(d for d in days if d < call)
+            po = PatientOutcome(first_response="SD", progressed=True, progression_day_lo=prev,
+                                progression_day_hi=call, last_followup_day=None, **common)
         else:
             po = PatientOutcome(first_response="SD", progressed=False, progression_day_lo=None,
                                 progression_day_hi=None, last_followup_day=s.followup_day, **common)
@@ -70,7 +74,9 @@ def synthetic_observed(model: CalibrationModel, theta: dict[str, float], seed: i
         if not np.isfinite(v) or (t.quantity != "peak_day" and v <= 0):
             continue  # undefined at theta_true (no donor cells): this synthetic trial has no such target
         targets.append(replace(t, value=v, source="synthetic", confidence="synthetic"))
-    return ObservedTrial(outcomes=tuple(outcomes), targets=tuple(targets), series=(), files=("<synthetic>",))
+    horizon = max(s.followup_day for s in model.slots)  # the real trial's: event twins followed as long
+    return ObservedTrial(outcomes=tuple(outcomes), targets=tuple(targets), series=(), files=("<synthetic>",),
+                         horizon=horizon)
 
 
 def run_recovery(config: CalibrationConfig, *, datasets: int = 10, population_size: int = 100,
@@ -90,7 +96,7 @@ def run_recovery(config: CalibrationConfig, *, datasets: int = 10, population_si
     eps = np.zeros(datasets)
     sims = np.zeros(datasets, dtype=np.int64)
     secs = np.zeros(datasets)
-    obs_counts = np.zeros((datasets, len(CATEGORIES)), dtype=np.int64)
+    obs_counts = np.zeros((datasets, len(base_model.categories)), dtype=np.int64)
     for d in range(datasets):
         theta = {f.key: f.from_unit(rng.uniform(*f.bounds)) for f in config.fit}
         truth[d] = [theta[k] for k in keys]
@@ -136,7 +142,7 @@ def run_recovery(config: CalibrationConfig, *, datasets: int = 10, population_si
             "dataset": ("dataset", np.arange(datasets), {"units": "1", "long_name": "synthetic trial"}),
             "parameter": ("parameter", np.array(keys, dtype=object), {"long_name": "fitted parameter key"}),
             "quantile": ("quantile", np.array(q_levels), {"units": "1", "long_name": "posterior quantile level"}),
-            "category": ("category", np.array(CATEGORIES, dtype=object), {"long_name": "outcome category"}),
+            "category": ("category", np.array(base_model.categories, dtype=object), {"long_name": "outcome category"}),
             "parameter_unit": ("parameter", np.array([fit[k].unit for k in keys], dtype=object), {"long_name": "unit of the parameter"}),
         },
     )

@@ -7,8 +7,8 @@ Output folder (default ``outputs/calibration/<config name>``)::
     posterior_summary.csv  per parameter: prior, weighted median and 5/25/75/95 % quantiles
     ppc_posterior.nc       posterior predictive check (one virtual trial per draw)
     ppc_prior.nc           prior predictive check (same statistics)
-    report.png             prior vs posterior
-    ppc.png                predictive checks vs the observed trial
+    report.png             prior vs posterior, and the simulated conversion days beside the trial's
+    ppc.png                predictive checks vs the observed trial (with the conversion-day panel)
     diagnostics.png        epsilon, acceptance rate, ESS per generation
 
 Everything is written into a staging folder next to the output and moved in only when the
@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from .config import CalibrationConfig
@@ -56,7 +57,6 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     from .model import CalibrationModel
     from .posterior import final_population, history_dataset, summary_rows, write_summary_csv
     from .ppc import check_table, posterior_thetas, predictive_check, prior_thetas
-    from .summaries import CATEGORIES
 
     stream = stream or sys.stdout
     out = Path(out)
@@ -67,8 +67,10 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     fit = ", ".join(f"{f.key} [{f.lo:g}, {f.hi:g}]{' log' if f.scale == 'log' else ''}" for f in config.fit)
     print(f"calibrating '{config.name}'{' (smoke)' if config.is_smoke else ''}: {len(model.slots)} evaluable "
           f"patients x {config.virtual_trials} virtual trial(s) per particle; fitting {fit}", file=stream, flush=True)
-    print(f"observed categories {dict(zip(CATEGORIES, model.obs_counts.tolist()))}; "
-          f"targets {[(t.name, t.value, t.unit) for t in model.targets]}", file=stream, flush=True)
+    print(f"observed categories (progression timing '{model.timing}') "
+          f"{dict(zip(model.categories, model.obs_counts.tolist()))}; targets "
+          f"{[(t.name, t.value, t.unit, t.protocol or config.protocol) for t in model.targets]}",
+          file=stream, flush=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         run = run_abc(config, stage / "abc.db", workers=workers, scheduler=scheduler, observed=model.observed,
@@ -88,7 +90,7 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
             ds.attrs.update(tool_attrs())
             ds.attrs["calibration"] = config.name
             write_netcdf(ds, stage / name)
-        for fig, name in ((prior_posterior(post), "report.png"),
+        for fig, name in ((prior_posterior(post, ppc=ppc_post, ppc_prior=ppc_prior), "report.png"),
                           (predictive_check_figure(ppc_post, ppc_prior), "ppc.png"),
                           (abc_diagnostics(post), "diagnostics.png")):
             save_figure(fig, stage / name)
@@ -110,5 +112,13 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     for name, obs, lo, hi, inside in check_table(ppc_post):
         print(f"  {name:30s} observed {obs:<8.4g} 90% PI [{lo:.4g}, {hi:.4g}] {'ok' if inside else 'OUTSIDE'}",
               file=stream)
+    call = ppc_post["conversion_call_day"].to_numpy()
+    call = call[np.isfinite(call)]
+    cross = ppc_post["conversion_cross_day"].to_numpy()
+    cross = cross[np.isfinite(cross)]
+    if call.size:
+        print(f"  simulated conversions (SD then PD within follow-up): {call.size} in {n} virtual trials; median PD "
+              f"call day {np.median(call):g}, median day the blasts met the PD criterion {np.median(cross):g} "
+              f"(trial: median PD call day {ppc_post['median_conversion_day'].attrs['observed']:g})", file=stream)
     print(f"\nwrote {out}/ ({', '.join(RESULT_FILES)}) in {total / 60:.1f} min", file=stream, flush=True)
     return CalibrationResult(out, post, ppc_post, ppc_prior, run.seconds, total, run.n_simulations, run.workers)

@@ -40,7 +40,7 @@ from ..quantities import PARAMETERS
 from .._optional import require
 from .config import CalibrationConfig, FitParameter
 from .model import CalibrationModel
-from .summaries import CATEGORY_INDEX
+from .summaries import CATEGORY_INDEX, PROGRESSED
 
 SCREEN_OUTPUTS: tuple[str, ...] = ("p_pd_first", "p_progressed_given_sd", "log10_peak_chimerism_pbmc", "peak_day")
 
@@ -93,7 +93,7 @@ def cohort_outputs(model: CalibrationModel, theta: Mapping[str, float], seed: in
     pts = model.simulate_patients(theta, seed=seed, virtual_trials=virtual_trials)
     cat = np.asarray(pts["category"]).ravel()
     n = cat.size
-    prog = int(np.sum(cat == CATEGORY_INDEX["progressed"]))
+    prog = int(np.sum(np.isin(cat, [CATEGORY_INDEX[c] for c in PROGRESSED])))
     stable = int(np.sum(cat == CATEGORY_INDEX["stable"]))
     peak = np.asarray(pts["peak_donor_chimerism_pbmc"], dtype=float).ravel()
     peak = peak[np.isfinite(peak)]

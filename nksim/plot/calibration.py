@@ -17,19 +17,76 @@ from matplotlib.patches import Patch
 from ._data import _need
 
 
-def prior_posterior(posterior: xr.Dataset, *, generations: bool = True) -> Figure:
+def conversion_panel(ax, posterior_ppc: xr.Dataset, prior_ppc: xr.Dataset | None = None) -> None:
+    """Simulated conversion days (SD at the first assessment, then PD within follow-up) beside the trial's.
+
+    Bars: the assessment day at which PD was first called (``conversion_call_day``), as a share of
+    all simulated conversions (posterior; prior in grey); line: the first day the daily blasts met
+    the PD criterion (``conversion_cross_day``, 10-day bins). Red brackets: the observed patients'
+    progression intervals ``(lo, hi]`` (``observed_progression_day_lo/hi``) with a mark at the day
+    progression was observed.
+    """
+    call = posterior_ppc["conversion_call_day"].to_numpy().ravel()
+    call = call[np.isfinite(call)]
+    cross = posterior_ppc["conversion_cross_day"].to_numpy().ravel()
+    cross = cross[np.isfinite(cross)]
+    lo = posterior_ppc["observed_progression_day_lo"].to_numpy()
+    hi = posterior_ppc["observed_progression_day_hi"].to_numpy()
+    obs = np.isfinite(hi)
+    days = np.unique(np.concatenate([call, hi[obs]]))
+    width = 12.0
+    if prior_ppc is not None and "conversion_call_day" in prior_ppc:
+        pc = prior_ppc["conversion_call_day"].to_numpy().ravel()
+        pc = pc[np.isfinite(pc)]
+        if pc.size:
+            u, k = np.unique(pc, return_counts=True)
+            ax.bar(u - width / 2, k / pc.size, width=width, color="0.6", alpha=0.6,
+                   label=f"prior predictive: PD call day (n={pc.size})")
+    if call.size:
+        u, k = np.unique(call, return_counts=True)
+        ax.bar(u + (width / 2 if prior_ppc is not None else 0.0), k / call.size, width=width, color="C0", alpha=0.7,
+               label=f"posterior predictive: PD call day (n={call.size}, median {np.median(call):g})")
+    if cross.size:
+        top = max(float(np.nanmax(call)) if call.size else 0.0, float(np.nanmax(cross)), 10.0)
+        bins = np.arange(0.0, top + 10.0, 10.0)
+        h, e = np.histogram(cross, bins=bins)
+        ax.step(e[:-1], h / cross.size, where="post", color="C1", lw=1.2,
+                label=f"posterior predictive: day blasts met PD (10-d bins, median {np.median(cross):g})")
+    ymax = max(ax.get_ylim()[1], 0.1)
+    n_obs = int(obs.sum())
+    for i, (a, b) in enumerate(zip(lo[obs], hi[obs])):
+        y = ymax * (0.92 - 0.06 * i)
+        ax.plot([a, b], [y, y], color="C3", lw=2, label="trial: progression interval (lo, hi]" if i == 0 else None)
+        ax.plot([b], [y], "|", color="C3", ms=10)
+    n_sd = int(posterior_ppc["n_followed_sd"].attrs["observed"]) if "n_followed_sd" in posterior_ppc else None
+    title = f"conversion days: trial {n_obs}" + (f" of {n_sd} followed SD" if n_sd is not None else "")
+    if len(days):
+        ax.set_xticks(days)
+    ax.set_xlabel("day after the first infusion [day]", fontsize=8)
+    ax.set_ylabel("share of simulated conversions [1]", fontsize=8)
+    ax.set_title(title, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=5.5, loc="upper left")
+
+
+def prior_posterior(posterior: xr.Dataset, *, generations: bool = True, ppc: xr.Dataset | None = None,
+                    ppc_prior: xr.Dataset | None = None) -> Figure:
     """Prior vs ABC-SMC posterior of every fitted parameter (``posterior.nc`` of ``nksim calibrate``).
 
     One panel per parameter: the uniform prior density (dashed; log-uniform for log-scale
     parameters), the final generation's weighted histogram, its weighted median, and (grey, right
-    axis) each generation's weighted median and 90 % interval (if ``generations``).
+    axis) each generation's weighted median and 90 % interval (if ``generations``). With a
+    predictive check ``ppc`` (``ppc_posterior.nc``; ``ppc_prior`` optional) that has conversion
+    days, one more panel shows the simulated conversion days beside the trial's
+    (:func:`conversion_panel`).
     """
     from ..calibration.posterior import var_name, weighted_quantile
 
     _need(posterior, ["weight", "epsilon"])
     keys = posterior.attrs["fitted_parameters"].split()
-    ncol = min(4, len(keys))
-    nrow = math.ceil(len(keys) / ncol)
+    extra = ppc is not None and "conversion_call_day" in ppc
+    ncol = min(4, len(keys) + extra)
+    nrow = math.ceil((len(keys) + extra) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.9 * nrow), squeeze=False)
     last = posterior.isel(generation=-1)
     w = last["weight"].to_numpy()
@@ -71,7 +128,9 @@ def prior_posterior(posterior: xr.Dataset, *, generations: bool = True) -> Figur
         ax.set_ylabel("density [1/unit]", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="upper right")
-    for ax in axes.ravel()[len(keys):]:
+    if extra:
+        conversion_panel(axes.ravel()[len(keys)], ppc, ppc_prior)
+    for ax in axes.ravel()[len(keys) + extra:]:
         ax.set_visible(False)
     n_sim = posterior.attrs.get("total_simulations", "?")
     fig.suptitle(f"Prior (dashed) vs ABC-SMC posterior (histogram; grey: generations' 90 % intervals), "
@@ -87,8 +146,9 @@ def predictive_check(posterior_ppc: xr.Dataset, prior_ppc: xr.Dataset | None = N
         raise ValueError("not a predictive-check dataset (no 'statistics' attribute); expected ppc_posterior.nc "
                          "written by nksim calibrate")
     names = posterior_ppc.attrs["statistics"].split()
-    ncol = min(3, len(names))
-    nrow = math.ceil(len(names) / ncol)
+    extra = "conversion_call_day" in posterior_ppc
+    ncol = min(3, len(names) + extra)
+    nrow = math.ceil((len(names) + extra) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.0 * nrow), squeeze=False)
     for ax, name in zip(axes.ravel(), names):
         a = posterior_ppc[name].attrs
@@ -96,7 +156,7 @@ def predictive_check(posterior_ppc: xr.Dataset, prior_ppc: xr.Dataset | None = N
         if prior_ppc is not None and name in prior_ppc:
             sims.insert(0, ("prior", prior_ppc[name].to_numpy(), "0.6"))
         is_count = a["units"] == "1"
-        chim = a["units"] == "percent"
+        chim = a["units"] in ("percent", "uL-1")  # compared on the log10 scale
         for label, x, c in sims:
             x = x[np.isfinite(x)]
             if chim:
@@ -114,14 +174,16 @@ def predictive_check(posterior_ppc: xr.Dataset, prior_ppc: xr.Dataset | None = N
         if np.isfinite(lo):
             ax.axvspan(np.log10(max(lo, 1e-6)) if chim else lo, np.log10(max(hi, 1e-6)) if chim else hi,
                        color="C0", alpha=0.1, label="posterior 90 % interval")
-        unit = "log10 percent" if chim else a["units"]
+        unit = f"log10 {a['units']}" if chim else a["units"]
         ax.set_xlabel(f"{name} [{unit}]", fontsize=8)
         ax.set_ylabel("probability density [1/unit]", fontsize=8)
         inside = "inside" if a["observed_inside_90"] else "OUTSIDE"
         ax.set_title(f"observed {inside} 90 % PI", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
-    for ax in axes.ravel()[len(names):]:
+    if extra:
+        conversion_panel(axes.ravel()[len(names)], posterior_ppc, prior_ppc)
+    for ax in axes.ravel()[len(names) + extra:]:
         ax.set_visible(False)
     fig.suptitle(f"Predictive checks: {posterior_ppc.attrs.get('n_draws', '?')} virtual trials of the observed "
                  "patients (doses, follow-up) vs the trial", fontsize=10)
