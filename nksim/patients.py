@@ -1,13 +1,15 @@
 """Per-patient random effects: a virtual patient drawn from the population distributions.
 
-Each simulation draws, from its own ``patient`` stream, four standard normal deviates
-(always four, so the stream stays aligned whatever is fixed) and maps them to
+Each simulation draws, from its own ``patient`` stream, five standard normal deviates
+(always five, so the stream stays aligned whatever is fixed) and maps them to
 
 * baseline marrow blast fraction: logit-normal around ``blasts.baseline_pct``;
 * net blast growth rate: log-normal around ``blasts.net_growth_rate`` (sign kept);
 * NK-susceptible blast fraction: logit-normal around ``blasts.susceptible_fraction``;
 * host lymphocyte recovery: one log-normal factor scaling both ``host.nk_recovery_rate`` and
-  ``host.t_recovery_rate`` (a patient whose NK recover fast also recovers T cells fast).
+  ``host.t_recovery_rate`` (a patient whose NK recover fast also recovers T cells fast);
+* donor-NK expansion: log-normal around ``nk.il15_proliferation_max`` (the donor and product
+  vary between patients; in vivo expansion is seen in a minority, Bachanova 2014).
 
 A protocol may fix a patient's ``baseline_blast_pct``, ``body_weight`` and
 ``body_surface_area``; fixed covariates replace the draw.
@@ -34,8 +36,10 @@ class PatientEffects:
     susceptible_fraction: float  # 1
     host_nk_recovery_rate: float  # day-1
     host_t_recovery_rate: float  # day-1
+    nk_il15_proliferation_max: float  # day-1
 
     def as_dict(self) -> dict[str, float]:
+        """The individual values as a ``{field: value}`` dict (units: :data:`EFFECT_META`)."""
         return asdict(self)
 
 
@@ -48,6 +52,7 @@ EFFECT_META: dict[str, tuple[str, str]] = {
     "susceptible_fraction": ("1", "NK-susceptible fraction of blasts at baseline (individual value)"),
     "host_nk_recovery_rate": ("day-1", "host NK cell Gompertz regrowth rate (individual value)"),
     "host_t_recovery_rate": ("day-1", "host T cell Gompertz regrowth rate (individual value)"),
+    "nk_il15_proliferation_max": ("day-1", "extra donor-NK division at saturating IL-15 (individual value)"),
 }
 
 
@@ -60,10 +65,11 @@ def _expit(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def draw_effects(params: ParameterSet, rng: np.random.Generator, covariates: Mapping[str, float] | None = None) -> PatientEffects:
+def draw_effects(params: ParameterSet, rng: np.random.Generator,
+                 covariates: Mapping[str, float] | None = None) -> PatientEffects:
     """Draw one virtual patient's individual values from the population distributions."""
     cov = dict(covariates or {})
-    z = rng.standard_normal(4)
+    z = rng.standard_normal(5)
     sd_b = params["random_effects.baseline_blast_logit_sd"]
     sd_g = params["random_effects.blast_growth_log_sd"]
     sd_s = params["random_effects.susceptible_logit_sd"]
@@ -85,4 +91,6 @@ def draw_effects(params: ParameterSet, rng: np.random.Generator, covariates: Map
         susceptible_fraction=sus_i,
         host_nk_recovery_rate=params["host.nk_recovery_rate"] * math.exp(sd_h * z[3]),
         host_t_recovery_rate=params["host.t_recovery_rate"] * math.exp(sd_h * z[3]),
+        nk_il15_proliferation_max=params["nk.il15_proliferation_max"]
+        * math.exp(params["random_effects.nk_expansion_log_sd"] * z[4]),
     )

@@ -79,6 +79,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("anatomy.blood_volume", "mL kg-1", 30, 150),
         _p("anatomy.marrow_cells_per_kg", "kg-1", 1e8, 1e12),
         _p("anatomy.reference_cellularity", "percent", 1, 100),
+        _p("anatomy.lymphocyte_body_to_blood_ratio", "1", 1, 1000),
         # --- marrow lattice and resolution -----------------------------------
         _p("lattice.side", "1", 2, 4096, integer=True, kernel=True),
         _p("lattice.voxel_side", "um", 10, 5000),
@@ -107,7 +108,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("nk.max_kills", "1", 0, 1000, integer=True, kernel=True),
         _p("nk.competent_fraction", "1", 0, 1, kernel=True),
         _p("nk.proliferation_rate", "day-1", 0, 10, kernel=True),
-        _p("nk.il15_proliferation_max", "day-1", 0, 20, kernel=True),
+        _p("nk.il15_proliferation_max", "day-1", 0, 20),
         _p("nk.il15_ec50", "1", 1e-6, 1e6, kernel=True),
         _p("nk.death_rate", "day-1", 0, 20, kernel=True),
         _p("nk.rejection_rate", "day-1", 0, 50, kernel=True),
@@ -131,7 +132,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         # --- IL-15 ------------------------------------------------------------
         _p("il15.max_fold", "1", 1, 1e5, kernel=True),
         _p("il15.turnover_rate", "day-1", 1e-3, 1e4, kernel=True),
-        _p("il15.donor_nk_weight", "1", 0, 1e4, kernel=True),
+        _p("il15.donor_nk_weight", "1", 0, 1e4),
         # --- cytokine support (protocol events il2, il15_agonist) --------------
         _p("il2.absorption_half_life", "h", 0.05, 500),
         _p("il2.elimination_half_life", "h", 0.05, 500),
@@ -157,6 +158,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("random_effects.blast_growth_log_sd", "1", 0, 10),
         _p("random_effects.susceptible_logit_sd", "1", 0, 10),
         _p("random_effects.host_recovery_log_sd", "1", 0, 10),
+        _p("random_effects.nk_expansion_log_sd", "1", 0, 10),
         # --- response classification (ELN-style) -----------------------------
         _p("response.cr_blast_pct", "percent", 0, 100, kernel=True),
         _p("response.pr_blast_pct", "percent", 0, 100, kernel=True),
@@ -243,7 +245,16 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     DerivedInput("scale", "1", "whole-marrow cells per region cell place", _marrow_scale,
                  ("anatomy.marrow_cells_per_kg", "anatomy.reference_cellularity", "anatomy.body_weight")),
     DerivedInput("blood_volume_ul", "uL", "blood volume",
-                 lambda c: c.params["anatomy.blood_volume"] * c.effects.body_weight * 1000.0, ("anatomy.blood_volume",)),
+                 lambda c: c.params["anatomy.blood_volume"] * c.effects.body_weight * 1000.0,
+                 ("anatomy.blood_volume",)),
+    DerivedInput("donor_il15_consumption", "uL-1",
+                 "IL-15 consumption of one donor NK cell, as host-lymphocyte equivalents per uL blood: weight / "
+                 "(blood volume x whole-body-to-blood lymphocyte ratio), since the host term counts blood lymphocytes "
+                 "standing for a whole-body pool",
+                 lambda c: c.params["il15.donor_nk_weight"] / (
+                     c.params["anatomy.blood_volume"] * c.effects.body_weight * 1000.0
+                     * c.params["anatomy.lymphocyte_body_to_blood_ratio"]),
+                 ("il15.donor_nk_weight", "anatomy.blood_volume", "anatomy.lymphocyte_body_to_blood_ratio")),
     DerivedInput("cellularity", "1", "baseline occupancy fraction of cell places",
                  lambda c: c.params["lattice.marrow_cellularity"] / 100.0, ("lattice.marrow_cellularity",)),
     # blasts (patient effects)
@@ -263,12 +274,16 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
                  lambda c: c.params["lattice.marrow_cellularity"] / 100.0, ("lattice.marrow_cellularity",)),
     # donor NK
     DerivedInput("nk_hop_rate", "day-1", "voxel hops per day (all directions), 4 D / voxel_side^2 with "
-                 "D = speed^2 persistence / 2", _nk_hop_rate, ("nk.speed", "nk.persistence_time", "lattice.voxel_side")),
+                 "D = speed^2 persistence / 2", _nk_hop_rate,
+                 ("nk.speed", "nk.persistence_time", "lattice.voxel_side")),
     DerivedInput("nk_contact_rate", "day-1", "engagements per day in a blast-packed voxel",
                  lambda c: HOURS_PER_DAY / c.params["nk.engagement_interval"], ("nk.engagement_interval",)),
     DerivedInput("nk_refractory_days", "day", "refractory period after a kill",
                  lambda c: c.params["nk.refractory_time"] / HOURS_PER_DAY, ("nk.refractory_time",)),
     # host
+    DerivedInput("patient_nk_il15_proliferation_max", "day-1",
+                 "extra donor-NK division at saturating IL-15 for this patient (donor/product variability)",
+                 lambda c: c.effects.nk_il15_proliferation_max, ("nk.il15_proliferation_max",)),
     DerivedInput("patient_host_nk_recovery_rate", "day-1", "host NK Gompertz regrowth rate (this patient)",
                  lambda c: c.effects.host_nk_recovery_rate, ("host.nk_recovery_rate",)),
     DerivedInput("patient_host_t_recovery_rate", "day-1", "host T Gompertz regrowth rate (this patient)",
@@ -409,7 +424,8 @@ def observe(name: str, record: np.ndarray) -> np.ndarray:
     for o in OBSERVABLES:
         if o.variable.name == name:
             return o.compute(columns)
-    raise KeyError(f"unknown observable {name!r}; known: {sorted(RECORD_INDEX) + [o.variable.name for o in OBSERVABLES]}")
+    known = sorted(RECORD_INDEX) + [o.variable.name for o in OBSERVABLES]
+    raise KeyError(f"unknown observable {name!r}; known: {known}")
 
 
 class _RecordColumns(Mapping[str, np.ndarray]):

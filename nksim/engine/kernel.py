@@ -49,7 +49,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .layout import DONOR_STRIDE, C, EV, KP, N_C, N_R, N_S, N_Y, R, S, Y
+from .layout import DONOR_STRIDE, EV, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
 
 
 # --------------------------------------------------------------------------- helpers
@@ -58,7 +58,8 @@ def drug_hazard(kp, flu_amt, cy_amt):
     """Kill hazard (day-1) on blood lymphocytes for drug amounts (mg): sum of two Emax terms."""
     cf = flu_amt / kp[KP.drugs_flu_volume]
     cc = cy_amt / kp[KP.drugs_cy_volume]
-    return kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50]) + kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50])
+    return (kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50])
+            + kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50]))
 
 
 @njit(cache=True)
@@ -67,7 +68,7 @@ def nk_proliferation(kp, il15):
     x = il15 - 1.0
     if x < 0.0:
         x = 0.0
-    return kp[KP.nk_proliferation_rate] + kp[KP.nk_il15_proliferation_max] * x / (x + kp[KP.nk_il15_ec50])
+    return kp[KP.nk_proliferation_rate] + kp[KP.patient_nk_il15_proliferation_max] * x / (x + kp[KP.nk_il15_ec50])
 
 
 @njit(cache=True)
@@ -155,7 +156,8 @@ def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
     out[Y.host_nk] = r_nk * hnk * math.log(nk0 / hnk) - h_nk * hnk if nk0 > 0 else -h_nk * hnk
     out[Y.host_t] = r_t * ht * math.log(t0 / ht) - h_t * ht if t0 > 0 else -h_t * ht
     # IL-15: production balances removal at baseline (il = 1); removal = clearance + consumption by
-    # every lymphocyte: host NK and T and all donor NK (blood, other tissues, marrow), per uL blood
+    # every lymphocyte: host NK and T (blood counts standing for their whole-body pools) and all
+    # donor NK (blood, other tissues, marrow) converted to the same blood-count scale
     n_donors = int(kp[KP.n_donors])
     donor = marrow_donor
     for d in range(n_donors):
@@ -164,8 +166,7 @@ def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
     k_clear = tau / kp[KP.il15_max_fold]
     k_cons = tau - k_clear
     base = nk0 + t0
-    donor_ul = donor / kp[KP.blood_volume_ul]
-    lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.il15_donor_nk_weight] * donor_ul) / base if base > 0 else 0.0
+    lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.donor_il15_consumption] * donor) / base if base > 0 else 0.0
     out[Y.il15] = tau - (k_clear + k_cons * lrel) * il
     # donor NK outside the marrow: division - death - rejection - drug, and tissue exchange
     grow = nk_proliferation(kp, il) + sup_prolif - kp[KP.nk_death_rate] * sup_death - hazard
@@ -207,8 +208,7 @@ def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
         donor += y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d]
     tau = kp[KP.il15_turnover_rate]
     base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
-    donor_ul = donor / kp[KP.blood_volume_ul]
-    lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.il15_donor_nk_weight] * donor_ul) / base if base > 0 else 0.0
+    lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.donor_il15_consumption] * donor) / base if base > 0 else 0.0
     lam = tau * (1.0 / kp[KP.il15_max_fold] + (1.0 - 1.0 / kp[KP.il15_max_fold]) * lrel)
     for j in (Y.host_nk, Y.host_t):
         if j == Y.host_nk:
