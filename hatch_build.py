@@ -15,8 +15,11 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 
 class PackageDataHook(BuildHookInterface):
+    """Maps the repository's data folders into regular (``standard``) wheels as ``nksim/_data/<name>``."""
+
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        """Add the configured ``data`` folders to ``force_include`` for standard wheels (not editable ones)."""
         if version == "standard":
             build_data["force_include"].update(self.config["data"])

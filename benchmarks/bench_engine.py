@@ -27,17 +27,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _common import source_digest
 
 import nksim
 from nksim.engine import kernel as K
-from nksim.engine import kernel_parameters
+from nksim.engine import kernel_parameters, resolution
 from nksim.engine import layout as L
-from nksim.engine import resolution
 from nksim.patients import draw_effects
 from nksim.simulate import run_one
 from nksim.streams import generators
-
-from _common import source_digest  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "outputs" / "benchmarks"
@@ -55,7 +53,7 @@ def machine_info() -> dict:
     import numba
 
     return {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "date_utc": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -71,7 +69,8 @@ def timed(fn, repeats: int) -> dict:
     """Run ``fn`` ``repeats`` times; wall times (s): median, min, all; and process CPU times.
 
     For a serial run CPU time ~ wall time on a quiet machine; ``wall_over_cpu`` > 1 means other
-    processes took the core (timings inflated)."""
+    processes took the core (timings inflated).
+    """
     ts, cs = [], []
     out = None
     for _ in range(repeats):
@@ -192,7 +191,8 @@ def bench_compile(cold_repeats: int, cached_repeats: int) -> dict:
         shutil.rmtree(d, ignore_errors=True)
     return {
         "method": "subprocess `import nksim; nksim.simulate(side=4 lattice)` with a fresh NUMBA_CACHE_DIR "
-                  "(cold, median over fresh directories), then again with the last directory (cached, median of repeats); "
+                  "(cold, median over fresh directories), then again with the last directory "
+                  "(cached, median of repeats); "
                   "total_s = import + first simulate; compile_or_load_s = first - second simulate",
         "numba_cache_dirs_removed": dirs,
         "cache_files_nbc": n_files,
@@ -220,15 +220,17 @@ def bench_throughput(params, protocols: dict, replicates: int, repeats: int) -> 
     rows = []
     for name, proto in protocols.items():
         say(f"throughput: {name} ({len(proto.patients)} patients x {replicates} replicates) ...")
-        t = timed(lambda: nksim.simulate_cohort(params, proto, replicates=replicates, workers=1), repeats)
+        t = timed(lambda proto=proto: nksim.simulate_cohort(params, proto, replicates=replicates, workers=1), repeats)
         rows.append(throughput_row(name, proto, replicates, t))
     return rows
 
 
 # ----------------------------------------------------------------------------- 3. the main job
 def bench_job(params, protocol, repeats: int, cli: bool) -> tuple[dict, dict, dict]:
-    """The default job serial / workers=2 / kernel-only; repeats interleaved so that drift in the
-    machine's load hits all three alike. Returns (report, serial timing, kernel-only timing)."""
+    """The default job serial / workers=2 / kernel-only; returns (report, serial timing, kernel-only timing).
+
+    Repeats are interleaved so that drift in the machine's load hits all three alike.
+    """
     ts = {"w1": [], "w2": [], "kern": []}
     cs = {"w1": [], "w2": [], "kern": []}
     res_k = None
@@ -278,11 +280,12 @@ def bench_job(params, protocol, repeats: int, cli: bool) -> tuple[dict, dict, di
 def bench_decomposition(params, protocol, patients, repeats: int, stress_factor: float, t_def=None) -> dict:
     """Marrow vs NK-agent cost: kernel runs with homing 0 (no agents) vs default vs NK-stress doses.
 
-    ``t_def``: an already measured kernel-only timing of ``patients`` under ``params`` (reused)."""
+    ``t_def``: an already measured kernel-only timing of ``patients`` under ``params`` (reused).
+    """
     n = len(patients)
     no_nk = params.with_values({"nk.homing_rate": 0.0}, origin="homing 0")
     stress = scaled_nk(protocol, stress_factor)
-    say("decomposition: kernel runs default / homing 0 / NK dose x%g ..." % stress_factor)
+    say(f"decomposition: kernel runs default / homing 0 / NK dose x{stress_factor:g} ...")
     if t_def is None:
         t_def = timed(lambda: kernel_loop(params, protocol, patients), repeats)
     t_nonk = timed(lambda: kernel_loop(no_nk, protocol, patients), repeats)
@@ -366,7 +369,8 @@ def bench_marrow_update(params, protocol, n_calls: int) -> dict:
         "ns_per_voxel_no_spread": t_nospread / nv * 1e9,
         "pass2_neighbour_fraction": 1.0 - t_nospread / t_full,
         "ns_per_voxel_with_drug_hazard": t_drug / nv * 1e9,
-        "marrow_calls_per_patient": int(round((protocol.end_day - protocol.start_day) * res.steps_per_day)) // res.marrow_every,
+        "marrow_calls_per_patient": (int(round((protocol.end_day - protocol.start_day) * res.steps_per_day))
+                                     // res.marrow_every),
     }
 
 
@@ -421,7 +425,7 @@ def bench_scaling(params, protocol, patients, configs) -> list[dict]:
         res = resolution(p)
         say(f"scaling: {series}: side {side}, voxel {vs:g} um ({len(patients)} patients) ...")
         kernel_loop(p, protocol, patients[:1])  # same compiled code; warms caches
-        t = timed(lambda: kernel_loop(p, protocol, patients), 1)
+        t = timed(lambda p=p: kernel_loop(p, protocol, patients), 1)
         vox, cells = marrow_counts(p, protocol, len(patients))
         days = len(patients) * (protocol.end_day - protocol.start_day)
         rows.append({
@@ -510,13 +514,14 @@ def print_report(r: dict) -> None:
     m = r["machine"]
     print(f"nksim {m['nksim']} engine benchmark  ({m['date_utc']}, {m['cpu_count']} CPUs, {m['platform']}, "
           f"python {m['python']}, numba {m['numba']}){'  [--quick]' if r['quick'] else ''}")
-    print("serial = workers=1 (one core); times are wall-clock, best of the repeats (medians in the JSON), after compilation; "
-          f"load average (1, 5, 15 min) at start {r.get('load_avg_start')}, end {r.get('load_avg_end')}")
+    print("serial = workers=1 (one core); times are wall-clock, best of the repeats (medians in the JSON), "
+          f"after compilation; load average (1, 5, 15 min) at start {r.get('load_avg_start')}, "
+          f"end {r.get('load_avg_end')}")
     ratios = [t["wall_over_cpu"] for t in r["throughput"]] + [x["wall_over_cpu"] for x in r["scaling"]]
     worst = max((x for x in ratios if x), default=1.0)
-    print(("WARNING: serial wall/CPU time up to %.2f: other processes shared the cores, wall-clock rates are "
-           "inflated; rerun on a quiet machine (--wait-quiet)\n" % worst) if worst > 1.15 else
-          "serial wall/CPU time <= %.2f: the machine was quiet enough\n" % worst)
+    print(f"WARNING: serial wall/CPU time up to {worst:.2f}: other processes shared the cores, wall-clock rates are "
+          "inflated; rerun on a quiet machine (--wait-quiet)\n" if worst > 1.15 else
+          f"serial wall/CPU time <= {worst:.2f}: the machine was quiet enough\n")
 
     if "compile" in r:
         c = r["compile"]
@@ -545,11 +550,14 @@ def print_report(r: dict) -> None:
           f"wall/CPU {j['workers1']['wall_over_cpu']:.2f}) "
           f"(target < {j['target_serial_s']:g} s: {yesno(j['serial_target_met'])}; "
           f"aim < {j['aim_serial_s']:g} s: {yesno(j['serial_aim_met'])})")
-    print(f"   threads (workers=2): {j['workers2'][STAT]:.2f} s (median {j['workers2']['median_s']:.2f} s) -> speed-up {j['speedup_workers2']:.2f}x, "
-          f"parallel efficiency {100 * j['parallel_efficiency_workers2']:.0f} % (ideal {j['ideal_speedup_workers2']:.2f}x: "
+    print(f"   threads (workers=2): {j['workers2'][STAT]:.2f} s (median {j['workers2']['median_s']:.2f} s) "
+          f"-> speed-up {j['speedup_workers2']:.2f}x, "
+          f"parallel efficiency {100 * j['parallel_efficiency_workers2']:.0f} % "
+          f"(ideal {j['ideal_speedup_workers2']:.2f}x: "
           "simulate_cohort runs 1 simulation alone before the pool)")
     print(f"   kernel calls only:   {j['kernel_only_serial'][STAT]:.2f} s -> Python overhead "
-          f"(effects, events, build_dataset) {j['python_overhead_s']:.2f} s = {100 * j['python_overhead_fraction']:.0f} %")
+          f"(effects, events, build_dataset) {j['python_overhead_s']:.2f} s = "
+          f"{100 * j['python_overhead_fraction']:.0f} %")
     if j.get("cli_end_to_end_s"):
         print(f"   end-to-end `nksim run` (new process: import, cache load, simulate, netCDF, PNG): "
               f"{j['cli_end_to_end_s']:.2f} s")
@@ -559,10 +567,12 @@ def print_report(r: dict) -> None:
     print("   " + d["method"])
     nn, st = d["no_nk"], d["nk_stress"]
     print(f"   homing 0 (marrow + blood, no agents): {nn[STAT]:.2f} s (CPU {nn['cpu_min_s']:.2f} s -> "
-          f"{nn['voxel_updates_per_cpu_s'] / 1e6:.2f} M voxel updates per CPU-s) -> {nn['voxel_updates_per_s'] / 1e6:.2f} M "
+          f"{nn['voxel_updates_per_cpu_s'] / 1e6:.2f} M voxel updates per CPU-s) -> "
+          f"{nn['voxel_updates_per_s'] / 1e6:.2f} M "
           f"voxel updates/s = {nn['cell_equiv_updates_per_s'] / 1e9:.2f} G cell-equivalent updates/s "
           f"({nn['ns_per_voxel_update']:.0f} ns/voxel update)")
-    print(f"   default:            {d['default'][STAT]:.2f} s, {d['default']['agent_updates'] / 1e6:.2f} M agent-steps "
+    print(f"   default:            {d['default'][STAT]:.2f} s, "
+          f"{d['default']['agent_updates'] / 1e6:.2f} M agent-steps "
           f"(CPU time default - homing 0 = {d['default']['cpu_diff_vs_no_nk_s']:+.3f} s, noise level)")
     print(f"   NK dose x{st['dose_factor']:g}:        {st[STAT]:.2f} s, {st['agent_updates'] / 1e6:.1f} M agent-steps "
           f"(peak {st['peak_agents_max']:.0f} agents) -> {st['agent_updates_per_s'] / 1e6:.1f} M agent-updates/s "
@@ -572,7 +582,8 @@ def print_report(r: dict) -> None:
     mu = r["marrow_update"]
     print(f"   marrow_update alone (side {mu['side']}, K {mu['capacity']}, occupancy {mu['mean_occupancy']:.2f}): "
           f"{mu['ms_per_call']:.2f} ms/call = {mu['ns_per_voxel']:.0f} ns/voxel "
-          f"({mu['voxel_updates_per_s'] / 1e6:.2f} M voxel updates/s); x{mu['marrow_calls_per_patient']} calls/patient = "
+          f"({mu['voxel_updates_per_s'] / 1e6:.2f} M voxel updates/s); "
+          f"x{mu['marrow_calls_per_patient']} calls/patient = "
           f"{mu['ms_per_call'] * mu['marrow_calls_per_patient'] / 1e3:.2f} s/patient")
     print(f"     pass 2 (daughter placement / neighbour split) = {100 * mu['pass2_neighbour_fraction']:.0f} % of it; "
           f"with a drug hazard {mu['ns_per_voxel_with_drug_hazard']:.0f} ns/voxel")
@@ -581,7 +592,8 @@ def print_report(r: dict) -> None:
     print(f"\n5. lattice scaling (kernel only, serial, patients {', '.join(r['scaling_patients'])}; "
           "cost/40 (CPU time), vox/40: relative to the default 40 x 40 voxels of 400 um)")
     print(f"   {'series':20} {'side':>4} {'voxel um':>8} {'K':>5} {'voxels':>6} {'s/sim':>6} {'pat-d/s':>7} "
-          f"{'Mvox/s':>7} {'ns/vox':>6} {'cost/40':>7} {'vox/40':>6} {'peak agents':>11} {'wall/CPU':>8} {'CPU ns/vox':>10}")
+          f"{'Mvox/s':>7} {'ns/vox':>6} {'cost/40':>7} {'vox/40':>6} {'peak agents':>11} {'wall/CPU':>8} "
+          f"{'CPU ns/vox':>10}")
     for s in r["scaling"]:
         print(f"   {s['series']:20} {s['side']:4d} {s['voxel_side_um']:8.0f} {s['capacity']:5d} {s['n_voxels']:6d} "
               f"{s['s_per_simulation']:6.3f} {s['patient_days_per_s']:7.0f} {s['voxel_updates_per_s'] / 1e6:7.2f} "

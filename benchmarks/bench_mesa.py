@@ -11,7 +11,8 @@ the same virtual patient), in the same process, one after the other, on one core
 * same lattice (``side`` x ``side`` voxels), same voxel capacity ``K`` = 4, 16 or 64 (voxel_side
   20, 40 or 80 um, cell_diameter 10 um; the engine's default is K = 1600, but the reference
   keeps one agent per cell, so K is kept small, which favours the reference: the engine's
-  cost per voxel grows slowly with K, the reference's in proportion), same rules and time steps (dt 1 h, marrow step 24 h), same horizon: day -1 to day 1 (48 steps,
+  cost per voxel grows slowly with K, the reference's in proportion), same rules and time steps
+  (dt 1 h, marrow step 24 h), same horizon: day -1 to day 1 (48 steps,
   2 marrow updates) with Flu 25 mg m-2 and Cy 30 mg kg-1 on day -1 and 1e7 NK kg-1 on day 0;
 * timed: one whole simulation from the parameter set to the raw daily arrays
   (``nksim.simulate.run_one`` vs ``nksim.mesa_ref.run_reference``), lattice set-up included;
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
     else:
         cases = [(50, 2), (200, 2), (500, 2), (50, 4), (200, 4), (50, 8), (200, 8)]
     info = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "date_utc": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         "platform": platform.platform(), "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg(),
         "python": platform.python_version(), "numpy": np.__version__, "mesa": mesa.__version__,
         "nksim": nksim.__version__,

@@ -1,4 +1,4 @@
-"""Is the calibration simulator's coarse resolution good enough for the calibration summaries?
+"""Whether the calibration simulator's coarse resolution is good enough for the calibration summaries.
 
 Run from the repository root::
 
@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, source_digest  # noqa: E402
+from _common import ROOT, source_digest
 
-from nksim.calibration.config import load_config  # noqa: E402
-from nksim.calibration.model import CalibrationModel  # noqa: E402
-from nksim.calibration.summaries import CATEGORY_INDEX  # noqa: E402
+from nksim.calibration.config import load_config
+from nksim.calibration.model import CalibrationModel
+from nksim.calibration.summaries import CATEGORY_INDEX
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Resolution convergence study: do trial outcomes depend on the numerical resolution?
+"""Resolution convergence study: whether trial outcomes depend on the numerical resolution.
 
 Run from the repository root::
 
@@ -47,11 +47,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import source_digest
 
 import nksim
 from nksim.engine import resolution
-
-from _common import source_digest  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "outputs" / "benchmarks"
@@ -105,7 +104,8 @@ def per_simulation(ds) -> dict[str, np.ndarray]:
         "peak_agents": ds.donor_nk_agents.max("time").values.ravel(),
         "final_blast_pct": ds.marrow_blast_pct.isel(time=-1).values.ravel(),
         "nk_kills_d28": ds.nk_kills.sel(time=28.0).values.ravel() / 1e6,
-        "group": np.broadcast_to(ds.group.values[:, None], (ds.sizes["patient"], ds.sizes["replicate"])).ravel().astype(str),
+        "group": np.broadcast_to(ds.group.values[:, None],
+                                 (ds.sizes["patient"], ds.sizes["replicate"])).ravel().astype(str),
     }
 
 
@@ -343,7 +343,7 @@ def main(argv=None) -> int:
     pflagged = [r["label"] for r in results[1:] if any(c["paired_flag"] for c in r["compare"].values())]
 
     report = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "date_utc": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "nksim": nksim.__version__, "engine_sources": source_digest()},
         "model": base.name, "parameter_status": base.status, "parameter_overrides": args.set,
@@ -375,7 +375,8 @@ def main(argv=None) -> int:
 
 def print_report(r: dict) -> None:
     extra = f" with {', '.join(r['parameter_overrides'])}" if r.get("parameter_overrides") else ""
-    print(f"resolution convergence: {r['protocol']} x model '{r['model']}'{extra}, {r['replicates']} replicates/patient, "
+    print(f"resolution convergence: {r['protocol']} x model '{r['model']}'{extra}, "
+          f"{r['replicates']} replicates/patient, "
           f"seed {r['seed']}, workers {r['workers']} ({r['date_utc']}, {r['total_wall_s']:.0f} s)")
     print(f"flag: {r['flag_rule']}")
     print("reference (default) = 40 x 40 voxels of 400 um, dt 1 h, marrow step 24 h; summaries +/- 1 SE\n")
@@ -407,7 +408,8 @@ def print_report(r: dict) -> None:
         f"{res['label'].split(' (')[0]}: min {res['low_dose_g1_peak_agents_min']:.0f}, "
         f"median {res['low_dose_g1_peak_agents_median']:.0f}" for res in r["settings"]))
     print("\nverdict: " + ("no setting differs from the reference beyond 3 combined SE"
-                           if not r["flagged_combined"] else "differ beyond 3 combined SE: " + ", ".join(r["flagged_combined"])))
+                           if not r["flagged_combined"]
+                           else "differ beyond 3 combined SE: " + ", ".join(r["flagged_combined"])))
     print("paired (common random numbers) test: " + ("no setting flagged" if not r["flagged_paired"]
                                                     else "flagged: " + ", ".join(r["flagged_paired"])))
 

@@ -88,6 +88,7 @@ class Page:
         self.next_id = 0
 
     def call(self, method: str, **params):
+        """Send one DevTools command and wait (60 s per message) for its reply; returns its ``result``."""
         self.next_id += 1
         self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
         while True:
@@ -98,6 +99,7 @@ class Page:
                 return msg.get("result", {})
 
     def js(self, expression: str):
+        """Evaluate a JavaScript expression in the page; returns its value (by value)."""
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
 
@@ -117,8 +119,8 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="nksim_viz_"))
     log = tmp / "server.log"
     with open(log, "w") as fh:  # `python -m nksim.mesa_ref.viz` execs the Solara server in this process
-        server = subprocess.Popen([sys.executable, "-m", "nksim.mesa_ref.viz", "--host", "127.0.0.1", "--port", str(port)],
-                                  cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        server = subprocess.Popen([sys.executable, "-m", "nksim.mesa_ref.viz", "--host", "127.0.0.1",
+                                   "--port", str(port)], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
     browser = None
     try:
         wait_http(url, server, 180, log)
@@ -152,7 +154,7 @@ def shoot(page: Page, url: str, out: Path, log: Path, args) -> None:
     page.call("Page.enable")
     page.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
     ready = "document.body && document.body.innerText.includes('Model Parameters') && document.images.length >= 3"
-    for attempt in range(5):
+    for _ in range(5):
         page.call("Page.navigate", url=url)
         t0 = time.time()
         while time.time() - t0 < args.timeout and not page.js(ready):

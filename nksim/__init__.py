@@ -18,8 +18,8 @@ atomic netCDF writing and safe reading, the low-level Zarr I/O of sweep stores).
 """
 from ._version import __version__
 from .errors import NksimInputError, NksimWarning, OutputExistsError
-from .observables import RESPONSE_CODES, classify_response, time_to_progression
 from .io import open_output, write_netcdf
+from .observables import RESPONSE_CODES, classify_response, time_to_progression
 from .parameters import ParameterSet, load_parameters
 from .protocol import Event, Patient, Protocol, load_protocol
 from .simulate import simulate, simulate_cohort

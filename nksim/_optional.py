@@ -33,10 +33,10 @@ class MissingOptionalDependency(ImportError):
 
 
 def require(module: str, extra: str, feature: str, package: str | None = None) -> ModuleType:
-    """Import ``module`` (e.g. ``"zarr"`` or ``"zarr.codecs"``) for ``feature``; if it cannot be
-    imported raise :class:`MissingOptionalDependency` telling to install ``nksim[extra]``.
+    """Import ``module`` (e.g. ``"zarr"`` or ``"zarr.codecs"``) for ``feature``, or say which extra to install.
 
-    ``package`` is the distribution name shown in the message (default: the top-level module).
+    If it cannot be imported, raise :class:`MissingOptionalDependency` telling to install
+    ``nksim[extra]``. ``package`` is the distribution name shown in the message (default: the top-level module).
     """
     if extra not in EXTRAS:
         raise ValueError(f"unknown extra {extra!r}; known: {sorted(EXTRAS)}")

@@ -10,18 +10,19 @@ from ._optional import MissingOptionalDependency
 from .argtypes import int_at_least, positive_int
 from .errors import NksimInputError
 
-
 _seed = int_at_least(0, "non-negative integer seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nksim`` argument parser with its subcommands (run, sweep, summarize, calibrate, screen)."""
     parser = argparse.ArgumentParser(prog="nksim", description="Spatial agent-based model of NK-cell therapy of AML.")
     from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"nksim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="simulate a protocol's cohort; write DIR/trial.nc and DIR/trial.png")
-    run.add_argument("--model", default="default", help="parameter set name in models/ or a TOML path (default: default)")
+    run.add_argument("--model", default="default",
+                     help="parameter set name in models/ or a TOML path (default: default)")
     run.add_argument("--protocol", default="ahmadvand2023",
                      help="protocol name in experiments/protocols/ or a TOML path (default: ahmadvand2023)")
     run.add_argument("--replicates", type=positive_int, default=1, help="virtual trials per patient (default 1)")
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``nksim run``: simulate the protocol's cohort, write trial.nc and trial.png, print a summary; returns 0."""
     from .fileio import check_output_folder
     from .io import write_netcdf
     from .parameters import load_parameters
@@ -72,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nksim`` command; returns the exit status (2 for input errors and missing extras)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,5 +1,6 @@
-"""Dask runner: a LocalCluster of single-threaded worker processes, or an existing scheduler,
-with every worker's numba kernel warmed once (also late joiners).
+"""Dask runner: a LocalCluster of single-threaded worker processes, or an existing scheduler.
+
+Every worker's numba kernel is warmed once (also late joiners).
 
 Neutral ground shared by sweeps (:mod:`nksim.sweep.runner`) and calibration
 (:mod:`nksim.calibration.abc`); needs the ``[sweep]`` (or ``[calibrate]``) extra.

@@ -1,6 +1,7 @@
-"""Observables derived from simulated trajectories: response categories, progression and
-Kaplan-Meier progression-free estimates (``km_survival``, ``km_median``, the whole curve
-``km_curve``; NaN = censored).
+"""Observables derived from simulated trajectories: response categories, progression, Kaplan-Meier PFS.
+
+Kaplan-Meier progression-free estimates: ``km_survival``, ``km_median``, the whole curve
+``km_curve`` (NaN = censored).
 
 Response at an assessment (ELN-style, thresholds from the ``response.*`` parameters), from
 the marrow blast percentage ``b`` at the assessment and ``b0`` at baseline (start of

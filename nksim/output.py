@@ -17,16 +17,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ._version import __version__
 from . import quantities as Q
-from .engine import layout as L
+from ._version import __version__
 from .engine import RawRun, resolution
-from .observables import (RESPONSE_CODES, classify_response, pd_threshold, response_thresholds,
-                          time_to_progression)
+from .engine import layout as L
+from .observables import RESPONSE_CODES, classify_response, pd_threshold, response_thresholds, time_to_progression
 from .parameters import ParameterSet
 from .patients import EFFECT_META
 from .protocol import Protocol
-
 
 #: Daily record variables: name -> (record index, units, long_name), from :data:`nksim.quantities.RECORD`.
 TIME_VARIABLES: dict[str, tuple[int, str, str]] = {
@@ -81,7 +79,8 @@ def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protoc
         data[name] = xr.DataArray(rec[..., idx], dims=dims3, attrs={"units": units, "long_name": long_name})
     for obs in Q.OBSERVABLES:
         v = obs.variable
-        data[v.name] = xr.DataArray(Q.observe(v.name, rec), dims=dims3, attrs={"units": v.units, "long_name": v.long_name})
+        data[v.name] = xr.DataArray(Q.observe(v.name, rec), dims=dims3,
+                                    attrs={"units": v.units, "long_name": v.long_name})
 
     th = response_thresholds(params)
     blast = rec[..., L.R.marrow_blast_pct]
@@ -90,7 +89,8 @@ def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protoc
     resp = classify_response(blast[..., a_idx], baseline[..., None], th)
     data["response"] = xr.DataArray(resp, dims=("patient", "replicate", "assessment"), attrs=dict(RESPONSE_ATTRS))
     data["time_to_progression"] = xr.DataArray(
-        time_to_progression(time, blast, baseline, th, from_day=protocol.assessment_days[0]), dims=("patient", "replicate"),
+        time_to_progression(time, blast, baseline, th, from_day=protocol.assessment_days[0]),
+        dims=("patient", "replicate"),
         attrs={"units": "day", "long_name": "first day, on or after the first response assessment, with marrow "
                "blasts at the PD threshold (NaN: no progression within follow-up, censored at end of simulation)",
                "comment": "blast percentages during post-chemotherapy aplasia (before the first assessment) are not "
@@ -100,13 +100,15 @@ def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protoc
         dims=("patient", "replicate"),
         attrs={"units": "percent", "long_name": "marrow blast percentage defining progression for this patient"})
     for k, (units, long_name) in EFFECT_META.items():
-        data[k] = xr.DataArray(effects[k], dims=("patient", "replicate"), attrs={"units": units, "long_name": long_name})
+        data[k] = xr.DataArray(effects[k], dims=("patient", "replicate"),
+                               attrs={"units": units, "long_name": long_name})
     data["region_counts"] = xr.DataArray(
         cnt, dims=("patient", "replicate", "time", "counter"),
         attrs={"units": "1", "long_name": "cell counts and cumulative event counts in the simulated marrow region"})
     sdims = ("patient", "replicate", "snapshot_time", "y", "x")
     for layer, v in enumerate(Q.SNAPSHOT_LAYERS):
-        data[v.name] = xr.DataArray(snaps[:, :, :, layer], dims=sdims, attrs={"units": v.units, "long_name": v.long_name})
+        data[v.name] = xr.DataArray(snaps[:, :, :, layer], dims=sdims,
+                                    attrs={"units": v.units, "long_name": v.long_name})
 
     res = resolution(params)
     centres = (np.arange(res.side) + 0.5) * params["lattice.voxel_side"]
@@ -114,7 +116,8 @@ def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protoc
     evaluable = [int(protocol.patient(p).evaluable) for p in patient_ids]
     coords = {
         "patient": ("patient", np.array(patient_ids, dtype=object), {"long_name": "patient id"}),
-        "replicate": ("replicate", np.array(reps, dtype=np.int64), {"long_name": "replicate (independent virtual trial)", "units": "1"}),
+        "replicate": ("replicate", np.array(reps, dtype=np.int64),
+                      {"long_name": "replicate (independent virtual trial)", "units": "1"}),
         "time": ("time", time, {"units": "day", "long_name": "time since the first NK infusion"}),
         "assessment": ("assessment", np.array(protocol.assessment_days, dtype=float),
                        {"units": "day", "long_name": "response assessment day (since first NK infusion)"}),
@@ -125,8 +128,8 @@ def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protoc
         "counter": ("counter", np.array(COUNTERS, dtype=object), {"long_name": "region counter"}),
         "group": ("patient", np.array(group, dtype=object), {"long_name": "dose group"}),
         "evaluable": ("patient", np.array(evaluable, dtype=np.int8),
-                      {"units": "1", "long_name": "patient evaluable in the trial", "flag_values": np.array([0, 1], dtype=np.int8),
-                       "flag_meanings": "not_evaluable evaluable"}),
+                      {"units": "1", "long_name": "patient evaluable in the trial",
+                       "flag_values": np.array([0, 1], dtype=np.int8), "flag_meanings": "not_evaluable evaluable"}),
     }
     ds = xr.Dataset(data, coords={k: xr.Variable(v[0], v[1], v[2]) for k, v in coords.items()})
     ds.attrs.update(provenance_attrs(params, protocol, seed, replicates))
@@ -135,7 +138,7 @@ def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protoc
 
 def tool_attrs() -> dict[str, object]:
     """Global attributes every nksim file carries: CF conventions, tool version, git commit, time."""
-    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     return {
         "Conventions": "CF-1.8",
         "institution": "nksim",

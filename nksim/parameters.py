@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from ._frozen import reduce_frozen
-from .fileio import check_keys, read_toml
-from .resources import data_path
 from .checks import check_number
 from .errors import NksimInputError
+from .fileio import check_keys, read_toml
 from .quantities import PARAMETERS, SECTIONS, ParamSpec
+from .resources import data_path
 from .units import check_unit
 
 #: Folder of the shipped parameter sets (``models/`` at the repository root; package data in a wheel).
@@ -78,9 +78,11 @@ class ParameterSet:
         return key in self.parameters
 
     def keys(self):
+        """The parameter keys (``section.name``)."""
         return self.parameters.keys()
 
     def unit(self, key: str) -> str:
+        """The unit of parameter ``key`` (e.g. ``"day-1"``)."""
         return self.parameters[key].unit
 
     def values(self) -> dict[str, float]:
@@ -91,7 +93,7 @@ class ParameterSet:
         """Prior ranges of the calibrated parameters."""
         return {k: p.prior for k, p in self.parameters.items() if p.prior is not None}
 
-    def with_values(self, overrides: Mapping[str, float], *, origin: str = "<override>") -> "ParameterSet":
+    def with_values(self, overrides: Mapping[str, float], *, origin: str = "<override>") -> ParameterSet:
         """A new set with some values replaced (validated like file input)."""
         params = dict(self.parameters)
         for key, value in overrides.items():

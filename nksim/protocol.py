@@ -26,11 +26,11 @@ from types import MappingProxyType
 from typing import Any
 
 from ._frozen import reduce_frozen
-from .fileio import read_toml
-from .resources import data_path
-from .quantities import EVENT_KINDS
 from .checks import check_number
 from .errors import NksimInputError
+from .fileio import read_toml
+from .quantities import EVENT_KINDS
+from .resources import data_path
 from .units import check_unit
 
 #: Folder of the shipped protocols (``experiments/protocols/`` at the repository root; package data in a wheel).
@@ -66,6 +66,7 @@ class Event:
 
     @property
     def unit(self) -> str:
+        """The unit of ``dose`` for this event's kind (``EVENT_UNITS[kind]``)."""
         return EVENT_UNITS[self.kind]
 
 
@@ -102,6 +103,7 @@ class Protocol:
     patients: tuple[Patient, ...]
 
     def patient(self, patient_id: str) -> Patient:
+        """The patient with id ``patient_id`` (KeyError if the protocol has none)."""
         for p in self.patients:
             if p.id == patient_id:
                 return p
@@ -112,12 +114,13 @@ class Protocol:
         p = patient if isinstance(patient, Patient) else self.patient(patient)
         return tuple(sorted(self.events + self.groups.get(p.group, ())))
 
-    def with_events(self, events: Sequence[Event], groups: Mapping[str, Sequence[Event]] | None = None) -> "Protocol":
+    def with_events(self, events: Sequence[Event], groups: Mapping[str, Sequence[Event]] | None = None) -> Protocol:
         """A copy with other events (e.g. a new schedule), validated like file input."""
         new = replace(
             self,
             events=tuple(sorted(events)),
-            groups=MappingProxyType({g: tuple(sorted(ev)) for g, ev in (groups if groups is not None else self.groups).items()}),
+            groups=MappingProxyType({g: tuple(sorted(ev))
+                                     for g, ev in (groups if groups is not None else self.groups).items()}),
             origin=f"{self.origin} (modified)",
         )
         _validate_schedule(new, new.origin)
@@ -125,6 +128,7 @@ class Protocol:
 
 
 def resolve_protocol_path(protocol: str | Path) -> Path:
+    """The TOML file of a protocol given as a path or as a name in ``experiments/protocols/``."""
     p = Path(protocol)
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
@@ -155,7 +159,8 @@ def _check_fields(table: Mapping[str, Any], allowed: set[str], required: set[str
 def _parse_event(e: Any, source: str, key: str) -> Event:
     _check_fields(e, {"day", "kind", "dose", "unit", "source", "donor"}, {"day", "kind", "dose", "unit"}, source, key)
     if e["kind"] not in EVENT_UNITS:
-        raise NksimInputError(f"unknown event kind '{e['kind']}'; allowed: {sorted(EVENT_UNITS)}", source=source, key=f"{key}.kind")
+        raise NksimInputError(f"unknown event kind '{e['kind']}'; allowed: {sorted(EVENT_UNITS)}", source=source,
+                              key=f"{key}.kind")
     check_unit(e["unit"], EVENT_UNITS[e["kind"]], source=source, key=f"{key}.unit")
     day = _num(e["day"], source, f"{key}.day", what="day")
     dose = _num(e["dose"], source, f"{key}.dose", 0.0, math.inf, EVENT_UNITS[e["kind"]])
@@ -199,7 +204,8 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
         raw = head.get(name, [])
         if not isinstance(raw, list):
             raise NksimInputError("must be a list of days", source=source, key=f"protocol.{name}")
-        days = tuple(_num(d, source, f"protocol.{name}[{i}]", start, end, "day (within start_day..end_day)") for i, d in enumerate(raw))
+        days = tuple(_num(d, source, f"protocol.{name}[{i}]", start, end, "day (within start_day..end_day)")
+                     for i, d in enumerate(raw))
         if any(d != int(d) for d in days):
             raise NksimInputError("days must be whole days", source=source, key=f"protocol.{name}")
         if len(set(days)) != len(days) or list(days) != sorted(days):
@@ -214,7 +220,8 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
     groups: dict[str, tuple[Event, ...]] = {}
     for gid, g in data.get("groups", {}).items():
         _check_fields(g, {"description", "source", "events"}, {"events"}, source, f"groups.{gid}")
-        groups[gid] = tuple(sorted(_parse_event(e, source, f"groups.{gid}.events[{i}]") for i, e in enumerate(g["events"])))
+        groups[gid] = tuple(sorted(_parse_event(e, source, f"groups.{gid}.events[{i}]")
+                                   for i, e in enumerate(g["events"])))
     patients = []
     seen: set[str] = set()
     for i, p in enumerate(data.get("patients", [])):
@@ -225,7 +232,8 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
             raise NksimInputError(f"duplicate patient id '{pid}'", source=source, key=f"{key}.id")
         seen.add(pid)
         if groups and p["group"] not in groups:
-            raise NksimInputError(f"unknown group '{p['group']}'; defined groups: {sorted(groups)}", source=source, key=f"{key}.group")
+            raise NksimInputError(f"unknown group '{p['group']}'; defined groups: {sorted(groups)}", source=source,
+                                  key=f"{key}.group")
         if "evaluable" in p and not isinstance(p["evaluable"], bool):
             raise NksimInputError("evaluable must be true or false", source=source, key=f"{key}.evaluable")
         cov = {}
@@ -235,7 +243,8 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
                 _check_fields(p[c], {"value", "unit", "source"}, {"value", "unit"}, source, ck)
                 check_unit(p[c]["unit"], unit, source=source, key=f"{ck}.unit")
                 cov[c] = _num(p[c]["value"], source, f"{ck}.value", lo, hi, unit)
-        patients.append(Patient(pid, str(p["group"]), bool(p.get("evaluable", True)), MappingProxyType(cov), str(p.get("note", ""))))
+        patients.append(Patient(pid, str(p["group"]), bool(p.get("evaluable", True)), MappingProxyType(cov),
+                                str(p.get("note", ""))))
     proto = Protocol(
         name=str(head["name"]),
         title=str(head.get("title", "")),
@@ -262,7 +271,8 @@ def _validate_schedule(proto: Protocol, source: str) -> None:
         for e in evs:
             if not proto.start_day <= e.day < proto.end_day:
                 raise NksimInputError(
-                    f"{e.kind} on day {e.day:g} is outside the simulated window [{proto.start_day:g}, {proto.end_day:g})",
+                    f"{e.kind} on day {e.day:g} is outside the simulated window "
+                    f"[{proto.start_day:g}, {proto.end_day:g})",
                     source=source, key=where)
         infusions = [e for e in evs if e.kind == "nk_infusion"]
         if not infusions:

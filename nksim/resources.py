@@ -23,8 +23,10 @@ DATA_FOLDERS: dict[str, str] = {
 
 
 def data_path(name: str) -> Path:
-    """Folder of the shipped data ``name`` (a key of :data:`DATA_FOLDERS`): the installed package
-    data when present, otherwise the folder in the source tree."""
+    """Folder of the shipped data ``name`` (a key of :data:`DATA_FOLDERS`).
+
+    The installed package data when present, otherwise the folder in the source tree.
+    """
     if name not in DATA_FOLDERS:
         raise KeyError(f"unknown data folder {name!r}; known: {sorted(DATA_FOLDERS)}")
     packaged = resources.files(__package__).joinpath("_data", name)

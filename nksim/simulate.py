@@ -10,10 +10,10 @@ import xarray as xr
 
 from .engine import RawRun, event_arrays, kernel_parameters, resolution, run_patient
 from .engine.layout import KP
+from .output import build_dataset
 from .parameters import ParameterSet, load_parameters
 from .patients import draw_effects
 from .protocol import Patient, Protocol, load_protocol, protocol_from_dict
-from .output import build_dataset
 from .streams import generators
 
 

@@ -16,7 +16,8 @@ def summary_table(ds: xr.Dataset) -> str:
     lines.append(header)
     for a in ev.assessment.values:
         r = ev.response.sel(assessment=a).values
-        lines.append(f"{'day ' + str(int(a)):>12} " + " ".join(f"{int(np.sum(r == c)):>5}" for c in RESPONSE_CODES.values()))
+        lines.append(f"{'day ' + str(int(a)):>12} "
+                     + " ".join(f"{int(np.sum(r == c)):>5}" for c in RESPONSE_CODES.values()))
     peak_nk = ev.donor_chimerism_nk.max("time").values.ravel()
     peak_pbmc = ev.donor_chimerism_pbmc.max("time").values.ravel()
     peak_day = ev.donor_chimerism_nk.idxmax("time").values.ravel()
@@ -24,7 +25,8 @@ def summary_table(ds: xr.Dataset) -> str:
     n_pd = int(np.isfinite(ttp).sum())
     lines += [
         "",
-        f"median peak donor chimerism: {np.median(peak_nk):.3g} % of blood NK, {np.median(peak_pbmc):.3g} % of lymphocytes"
+        f"median peak donor chimerism: {np.median(peak_nk):.3g} % of blood NK, "
+        f"{np.median(peak_pbmc):.3g} % of lymphocytes"
         f" (median peak day {np.median(peak_day):.0f})",
         f"progressed within follow-up: {n_pd}/{n}; median time to PD among them: "
         + (f"{np.median(ttp[np.isfinite(ttp)]):.0f} days" if n_pd else "n/a"),

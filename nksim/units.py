@@ -7,12 +7,11 @@ convertible one -- is an error, never a silent rescaling.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import cf_units
 
 from .errors import NksimInputError
-
 
 #: Names nksim accepts for units UDUNITS-2 cannot spell, and the UDUNITS-2 unit they mean.
 #: International units measure bioactivity, not an amount: "MIU" (million IU of IL-2) is a
@@ -20,7 +19,7 @@ from .errors import NksimInputError
 UNIT_ALIASES: dict[str, str] = {"MIU": "1e6"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def parse_unit(text: str) -> cf_units.Unit:
     """Parse a UDUNITS-2 unit string (or an alias of :data:`UNIT_ALIASES`); ``ValueError`` if it is neither."""
     return cf_units.Unit(UNIT_ALIASES.get(text.strip(), text))

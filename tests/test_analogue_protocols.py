@@ -1,7 +1,9 @@
-"""The shipped protocols, the analogue-trial protocols in particular (Miller 2005, Bachanova 2014,
-NKAE consolidation, CAR-T lymphodepletion): every file loads, every event has a source, and the
-cytokine support is there where the trial gave it (docs/model.md s3b: analogue targets are compared
-with a simulation of the analogue's own protocol)."""
+"""The shipped protocols, the analogue-trial protocols in particular.
+
+Miller 2005, Bachanova 2014, NKAE consolidation, CAR-T lymphodepletion: every file loads, every
+event has a source, and the cytokine support is there where the trial gave it (docs/model.md s3b:
+analogue targets are compared with a simulation of the analogue's own protocol).
+"""
 from __future__ import annotations
 
 import tomllib

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import build_protocol, fixed_blast_patient, region_scale
 
 import nksim
-from conftest import build_protocol, fixed_blast_patient, region_scale
 
 
 def test_normal_haematopoiesis_recovers_so_day28_blasts_reflect_disease(default_params):
-    """After the trial's Flu/Cy, normal marrow cells return within weeks (docs/model.md section 3b:
-    counts recover 2-4 weeks after lymphodepleting doses), so with blasts that do not grow the
-    first assessment is not a PD call produced by aplasia."""
+    """After the trial's Flu/Cy, normal marrow cells return within weeks.
+
+    docs/model.md section 3b: counts recover 2-4 weeks after lymphodepleting doses, so with blasts
+    that do not grow the first assessment is not a PD call produced by aplasia.
+    """
     params = default_params.with_values({"lattice.side": 12, "blasts.net_growth_rate": 0.0,
                                          "random_effects.blast_growth_log_sd": 0.0})
     ds = nksim.simulate_cohort(params, "ahmadvand2023", replicates=1, seed=3)
@@ -29,8 +31,10 @@ def test_normal_haematopoiesis_recovers_so_day28_blasts_reflect_disease(default_
 
 
 def _microwell_assay(params, n_wells: int, seed: int):
-    """One NK agent in a voxel full of susceptible targets (a microwell), nothing else happening,
-    for one day; returns kills per NK cell (n_wells independent wells)."""
+    """Kills per NK cell in one day, one NK agent in a voxel full of susceptible targets (a microwell).
+
+    Nothing else happens; ``n_wells`` independent wells.
+    """
     frozen = {
         "lattice.marrow_cellularity": 100.0, "blasts.net_growth_rate": 0.0, "blasts.growth_fraction": 0.0,
         "blasts.susceptible_fraction": 1.0, "random_effects.blast_growth_log_sd": 0.0,
@@ -56,7 +60,8 @@ def test_serial_killing_matches_single_cell_assays(default_params):
     is dominated by a minority of serial killers. Expanded, activated products are more
     cytotoxic than resting NK, so over one day the simulated non-killing fraction must lie in
     [0.25, 0.8], serial killers (>= 3 kills) must exist but be a minority, and no cell may kill
-    more than its lytic capacity plus what it restores in a day (a Poisson tail)."""
+    more than its lytic capacity plus what it restores in a day (a Poisson tail).
+    """
     kills = _microwell_assay(default_params, n_wells=400, seed=11)
     non_killers = np.mean(kills == 0)
     serial = np.mean(kills >= 3)
@@ -98,8 +103,10 @@ def lever_params():
 
 
 def test_longer_interval_meets_the_primed_host(lever_params):
-    """Same donor, same total dose: a second infusion after the priming delay meets primed rejection
-    and a closing IL-15 window, so exposure falls with the interval, in every paired patient."""
+    """Same donor, same total dose: exposure falls with the interval, in every paired patient.
+
+    A second infusion after the priming delay meets primed rejection and a closing IL-15 window.
+    """
     auc = {i: _exposure(lever_params, _two_infusions(i, 0.5)) for i in (3, 7, 21)}
     assert np.all(auc[3] > auc[7]) and np.all(auc[7] > auc[21])
 

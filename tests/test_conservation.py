@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import region_scale, voxel_capacity
 
 import nksim
 from nksim.output import COUNTERS
-from conftest import region_scale, voxel_capacity
 
 
 def c(ds, name):
@@ -99,7 +99,8 @@ def test_whole_marrow_variables_are_region_counts_times_scale(small_cohort, smal
 def test_region_never_exceeds_capacity(small_cohort, small_params):
     K = voxel_capacity(small_params)
     nv = int(small_params["lattice.side"]) ** 2
-    cells = c(small_cohort, "susceptible_blasts") + c(small_cohort, "resistant_blasts") + c(small_cohort, "normal_cells")
+    cells = (c(small_cohort, "susceptible_blasts") + c(small_cohort, "resistant_blasts")
+             + c(small_cohort, "normal_cells"))
     assert np.all(cells <= nv * K)
     layers = sum(small_cohort[v].values for v in ("lattice_susceptible_blasts", "lattice_resistant_blasts",
                                                   "lattice_normal"))

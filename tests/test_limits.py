@@ -16,10 +16,10 @@ import math
 
 import numpy as np
 import pytest
+from conftest import build_protocol, fixed_blast_patient, region_scale, voxel_capacity
 from scipy.integrate import solve_ivp
 
 import nksim
-from conftest import build_protocol, fixed_blast_patient, region_scale, voxel_capacity
 
 HOURS = 24.0
 

@@ -125,7 +125,7 @@ def test_failed_write_keeps_previous_file(ds, tmp_path):
     path.write_bytes(b"previous results")
     bad = ds.copy()
     bad.attrs["unserialisable"] = {"a": 1}  # netCDF attributes cannot be dicts
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError, match="unserialisable"):  # xarray refuses dict attributes
         write_netcdf(bad, path, overwrite=True)
     assert path.read_bytes() == b"previous results"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trial.nc"]

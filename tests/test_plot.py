@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-import nksim  # noqa: E402
-from nksim import plot  # noqa: E402
-from nksim.observables import RESPONSE_CODES, km_curve, km_survival  # noqa: E402
-from nksim.protocol import protocol_from_dict, resolve_protocol_path  # noqa: E402
+import nksim
+from nksim import plot
+from nksim.observables import RESPONSE_CODES, km_curve, km_survival
+from nksim.protocol import protocol_from_dict, resolve_protocol_path
 
 UNITS = re.compile(r"[\(\[][^\)\]]+[\)\]]")
 END_DAY = 120
@@ -35,7 +35,7 @@ def _close_figures():
 
 
 @pytest.fixture(scope="module")
-def cohort() -> "nksim.xr.Dataset":
+def cohort() -> nksim.xr.Dataset:
     params = nksim.load_parameters("default").with_values({"lattice.side": 10, "lattice.voxel_side": 1600.0})
     raw = tomllib.loads(resolve_protocol_path("ahmadvand2023").read_text())
     raw["protocol"].update(end_day=END_DAY, assessment_days=[28, 90], snapshot_days=[-9, 0, 14, 90])

@@ -1,5 +1,7 @@
-"""Reproducibility: same seed -> identical output whatever the worker count, order or subset;
-common random numbers across protocols that differ only later in time."""
+"""Reproducibility: same seed -> identical output whatever the worker count, order or subset.
+
+Common random numbers across protocols that differ only later in time.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -115,7 +117,8 @@ def test_common_random_numbers_until_schedules_differ(params, ahmadvand):
     a = nksim.simulate_cohort(params, ahmadvand, seed=7, patients=["p02", "p08"])
     b = nksim.simulate_cohort(params, late, seed=7, patients=["p02", "p08"])
     # same virtual patients
-    for v in ("baseline_blast_pct", "blast_net_growth_rate", "susceptible_fraction", "host_nk_recovery_rate", "host_t_recovery_rate"):
+    for v in ("baseline_blast_pct", "blast_net_growth_rate", "susceptible_fraction", "host_nk_recovery_rate",
+              "host_t_recovery_rate"):
         np.testing.assert_array_equal(a[v].values, b[v].values)
     # the record at day 7 is the state before day-7 events: identical up to and including it
     early = dict(time=slice(None, 7))
@@ -134,7 +137,8 @@ def test_lymphodepletion_regimens_share_the_virtual_patient(params, ahmadvand):
     hi = nksim.load_protocol("hi_cy_flu")
     a = nksim.simulate_cohort(params, ahmadvand, seed=3, patients=["p05"])
     b = nksim.simulate_cohort(params, hi, seed=3, patients=["p05"])
-    for v in ("baseline_blast_pct", "blast_net_growth_rate", "susceptible_fraction", "host_nk_recovery_rate", "host_t_recovery_rate"):
+    for v in ("baseline_blast_pct", "blast_net_growth_rate", "susceptible_fraction", "host_nk_recovery_rate",
+              "host_t_recovery_rate"):
         np.testing.assert_array_equal(a[v].values, b[v].values)
     # same initial marrow (the init stream does not depend on the schedule)
     np.testing.assert_array_equal(a.region_counts.isel(time=0).values, b.region_counts.isel(time=0).values)

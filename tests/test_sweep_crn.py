@@ -24,8 +24,10 @@ def _kernel(plan, s, patient, rep):
 
 @pytest.mark.parametrize("other, first_difference", [(1, 7.0), (2, 0.0)])
 def test_identical_until_first_differing_event(plan, other, first_difference):
-    """Records (state at the start of each day, before its events) agree up to and including the
-    first day whose events differ, and differ after it."""
+    """Records agree up to and including the first day whose events differ, and differ after it.
+
+    A record is the state at the start of each day, before its events.
+    """
     for patient in plan.patients[:2]:
         for rep in range(2):
             a, b = _kernel(plan, 0, patient, rep), _kernel(plan, other, patient, rep)
@@ -45,7 +47,8 @@ def test_batch_outputs_share_prefix_on_common_axis(plan):
     for name in plan["time_series"]:
         np.testing.assert_array_equal(ra["arrays"][name][..., early], rb["arrays"][name][..., early])
     assert not np.array_equal(ra["arrays"]["donor_nk_blood"][..., ~early], rb["arrays"]["donor_nk_blood"][..., ~early])
-    for name in ("baseline_blast_pct", "blast_net_growth_rate", "susceptible_fraction", "host_nk_recovery_rate", "host_t_recovery_rate"):
+    for name in ("baseline_blast_pct", "blast_net_growth_rate", "susceptible_fraction", "host_nk_recovery_rate",
+                 "host_t_recovery_rate"):
         np.testing.assert_array_equal(ra["arrays"][name], rb["arrays"][name])
 
 

@@ -77,8 +77,10 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_store(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path):
-    """SIGINT to the whole process group (what Ctrl-C does): exit code 130, a resume hint, and the
-    same command then completes the store identically to an uninterrupted run."""
+    """SIGINT to the whole process group (what Ctrl-C does): exit code 130 and a resume hint.
+
+    The same command then completes the store identically to an uninterrupted run.
+    """
     spec_file, ref, out, cmd = _interrupt_setup(tmp_path, "int.zarr")
 
     def default_sigint():

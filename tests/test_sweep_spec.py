@@ -26,7 +26,8 @@ def err(data, match: str, key: str | None = None, build: bool = False) -> NksimI
 
 
 def test_unknown_factor_names_key_and_suggests():
-    e = err(tiny(factors={"intervall": [7]}), "unknown factor 'intervall'.*did you mean 'interval'", "factors.intervall")
+    e = err(tiny(factors={"intervall": [7]}), "unknown factor 'intervall'.*did you mean 'interval'",
+            "factors.intervall")
     assert "schedule factors" in str(e)
     err(tiny(factors={"nk.kill_prob": [0.5]}), "did you mean 'nk.kill_probability'", "factors.nk.kill_prob")
 
@@ -120,7 +121,8 @@ def test_factorial_and_explicit_scenarios():
 
 
 def test_qmc_designs_are_reproducible_and_in_range():
-    d = tiny(sweep={"design": "sobol"}, factors={"interval": {"min": 0, "max": 28}, "first_dose_pct": {"min": 20, "max": 100},
+    d = tiny(sweep={"design": "sobol"}, factors={"interval": {"min": 0, "max": 28},
+                                                 "first_dose_pct": {"min": 20, "max": 100},
                                                  "nk.kill_probability": {"min": 0.2, "max": 0.7},
                                                  "total_dose": {"min": 1e6, "max": 1e8, "scale": "log"}},
              sampling={"n": 16})

@@ -1,7 +1,9 @@
-"""The numba engine: kernel (``kernel``), array layout (``layout``), input building (``build``),
-raw results (``raw``)."""
-from .build import Resolution, event_arrays, kernel_parameters, resolution
+"""The numba engine.
+
+Kernel (``kernel``), array layout (``layout``), input building (``build``), raw results (``raw``).
+"""
 from . import cache_guard as _cache_guard
+from .build import Resolution, event_arrays, kernel_parameters, resolution
 from .kernel import run_patient
 from .layout import LAYOUT_DIGEST as _LAYOUT_DIGEST
 from .raw import RawRun

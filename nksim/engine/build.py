@@ -16,7 +16,6 @@ from ..quantities import DERIVED_INPUTS, EVENT_KINDS, HOURS_PER_DAY, PARAMETERS,
 from . import layout as L
 
 
-
 @dataclass(frozen=True)
 class Resolution:
     """Numerical resolution derived from the parameters."""
@@ -28,6 +27,7 @@ class Resolution:
 
     @property
     def n_voxels(self) -> int:
+        """Number of voxels in the lattice (``side`` x ``side``)."""
         return self.side * self.side
 
 
@@ -49,7 +49,8 @@ def resolution(params: ParameterSet) -> Resolution:
     every = params["numerics.marrow_step"] / params["numerics.dt"]
     if abs(every - round(every)) > 1e-9 or round(every) < 1:
         raise NksimInputError(
-            f"marrow_step = {params['numerics.marrow_step']:g} h must be a positive multiple of dt = {params['numerics.dt']:g} h",
+            f"marrow_step = {params['numerics.marrow_step']:g} h must be a positive multiple of "
+            f"dt = {params['numerics.dt']:g} h",
             source=src, key="numerics.marrow_step")
     return Resolution(side, capacity, int(round(spd)), int(round(every)))
 

@@ -66,8 +66,10 @@ def create_group(path: str | Path) -> zarr.Group:
 def create_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any, dims: Sequence[str], *,
                  chunks: tuple[int, ...] | None = None, fill: Any = None, attrs: Mapping[str, Any] | None = None,
                  values: Any = None, compressors: Any = "auto", config: Mapping[str, Any] | None = None) -> Any:
-    """Create array ``name`` in ``group`` with ``dimension_names`` ``dims`` (one chunk unless
-    ``chunks``), fill value ``fill`` and attributes ``attrs``; write ``values`` if given."""
+    """Create array ``name`` in ``group`` with ``dimension_names`` ``dims``; write ``values`` if given.
+
+    One chunk unless ``chunks``; fill value ``fill`` and attributes ``attrs``.
+    """
     a = group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or shape, fill_value=fill,
                            compressors=compressors, dimension_names=dims, attributes=dict(attrs or {}),
                            config=dict(config) if config is not None else None)
@@ -77,10 +79,10 @@ def create_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: An
 
 
 def build_aside(path: str | Path, initialise: Callable[[Path], None]) -> Path:
-    """Create a store at ``path`` by calling ``initialise(tmp)`` on a temporary folder next to it,
-    then renaming that folder into place (an empty directory at ``path`` is replaced).
+    """Create a store at ``path`` by building it in a temporary folder next to it, then renaming it into place.
 
-    An error or interruption removes the temporary folder and leaves ``path`` as it was.
+    ``initialise(tmp)`` is called on the temporary folder; an empty directory at ``path`` is
+    replaced. An error or interruption removes the temporary folder and leaves ``path`` as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +104,11 @@ def open_dataset(path: str | Path) -> xr.Dataset:
 
 
 def netcdf_ready(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` (read from Zarr) made writable as netCDF: only scalar global attributes are kept
-    and numpy ``StringDType``/unicode variables become object strings (netCDF char arrays)."""
+    """``ds`` (read from Zarr) made writable as netCDF.
+
+    Only scalar global attributes are kept and numpy ``StringDType``/unicode variables become
+    object strings (netCDF char arrays).
+    """
     ds.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, (str, int, float))}
     for name in list(ds.variables):
         if ds[name].dtype.kind in "TU":  # StringDType -> object strings (netCDF char arrays)

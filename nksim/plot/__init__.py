@@ -37,8 +37,7 @@ dimensionless variables) in :mod:`~nksim.plot.labels`; colours and the headless 
 choice in :mod:`~nksim.plot._style`.
 """
 from ._protocol import protocol_schedule
-from ._style import (FOLLOW_UP_COLOUR, GROUP_COLOURS, LD_COLOUR, NOT_ASSESSED_COLOUR,  # noqa: F401
-                     RESPONSE_COLOURS, TIME_LABEL)
+from ._style import FOLLOW_UP_COLOUR, GROUP_COLOURS, LD_COLOUR, NOT_ASSESSED_COLOUR, RESPONSE_COLOURS, TIME_LABEL  # noqa: F401
 from .calibration import abc_diagnostics, predictive_check, prior_posterior, recovery_figure, screen_figure
 from .heatmaps import heatmap
 from .km import km_plot

@@ -19,8 +19,11 @@ def _parse_events(text: Any) -> list[tuple[float, str, float]]:
 
 
 def protocol_schedule(ds: xr.Dataset) -> dict[str, list[tuple[float, str, float]]]:
-    """Dated events ``(day, kind, dose)`` per dose group (cohort output: ``protocol_events``
-    attribute) or per scenario (sweep store: ``events`` variable); ``{}`` if neither is there."""
+    """Dated events ``(day, kind, dose)`` per dose group or per scenario; ``{}`` if neither is there.
+
+    Per dose group from a cohort output (``protocol_events`` attribute), per scenario from a
+    sweep store (``events`` variable).
+    """
     if "events" in ds.variables:
         ev = ds["events"]
         if ev.ndim == 0:

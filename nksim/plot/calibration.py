@@ -140,8 +140,11 @@ def prior_posterior(posterior: xr.Dataset, *, generations: bool = True, ppc: xr.
 
 
 def predictive_check(posterior_ppc: xr.Dataset, prior_ppc: xr.Dataset | None = None) -> Figure:
-    """Posterior (and prior) predictive distributions of the trial statistics with the observed
-    values and the posterior 90 % predictive intervals (``ppc_posterior.nc``/``ppc_prior.nc``)."""
+    """Posterior (and prior) predictive distributions of the trial statistics.
+
+    With the observed values and the posterior 90 % predictive intervals
+    (``ppc_posterior.nc``/``ppc_prior.nc``).
+    """
     if "statistics" not in posterior_ppc.attrs:
         raise ValueError("not a predictive-check dataset (no 'statistics' attribute); expected ppc_posterior.nc "
                          "written by nksim calibrate")

@@ -102,7 +102,7 @@ def km_plot(data: xr.Dataset, by: str | None = "auto", *, select: Sequence[Any] 
         ax.tick_params(labelbottom=True)
         tab.set_label("<at-risk>")
         tab.set_ylim(len(curves) - 0.5, -0.5)
-        for i, (label, c, ttp) in enumerate(curves):
+        for i, (_, c, ttp) in enumerate(curves):
             for d in risk_days:
                 tab.text(d, i, str(_at_risk(ttp, end, d)), ha="center", va="center", fontsize=7, color=c)
         tab.set_yticks(range(len(curves)), [lab for lab, _, _ in curves], fontsize=7)

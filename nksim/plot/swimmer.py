@@ -14,12 +14,20 @@ from matplotlib.patches import Patch
 
 from ..observables import RESPONSE_CODES, RESPONSE_FILL
 from ._data import _need, _pick
-from ._style import (FOLLOW_UP_COLOUR, NOT_ASSESSED_COLOUR, RESPONSE_COLOURS, TIME_LABEL, _as_str, _finish,
-                     _given_axes, _provenance)
+from ._style import (
+    FOLLOW_UP_COLOUR,
+    NOT_ASSESSED_COLOUR,
+    RESPONSE_COLOURS,
+    TIME_LABEL,
+    _as_str,
+    _finish,
+    _given_axes,
+    _provenance,
+)
 
 
 def _response_codes(da: xr.DataArray) -> dict[int, str]:
-    """code -> name from the ``flag_values``/``flag_meanings`` attributes (else RESPONSE_CODES)."""
+    """Code -> name from the ``flag_values``/``flag_meanings`` attributes (else RESPONSE_CODES)."""
     fv, fm = da.attrs.get("flag_values"), da.attrs.get("flag_meanings")
     if fv is not None and fm:
         names = str(fm).split()

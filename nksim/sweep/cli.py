@@ -8,7 +8,6 @@ from pathlib import Path
 from ..argtypes import int_at_least
 from ..errors import NksimInputError
 
-
 _nonneg_int = int_at_least(0, "non-negative integer")
 
 
@@ -51,6 +50,7 @@ def add_summarize_parser(sub) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """``nksim sweep``: run (or resume) a sweep spec into a Zarr store; returns 0, or 130 if interrupted."""
     from .plan import build_plan
     from .runner import SweepInterrupted, run_sweep
     from .spec import load_spec
@@ -81,6 +81,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
+    """``nksim summarize``: print the scenario ranking of a sweep store; returns 0.
+
+    ``--netcdf`` also writes the per-scenario summary, ``--export`` the whole store, as netCDF.
+    """
     from ..io import write_netcdf
     from .store import SweepStore
     from .summaries import export_netcdf, ranking_table, summarize

@@ -47,6 +47,7 @@ class PlanRuntime:
         self.code_digest = code_digest()
 
     def parameters(self, s: int, d: int) -> ParameterSet:
+        """The ParameterSet of scenario ``s``, draw ``d`` (cached, least recently built dropped first)."""
         key = (s, d)
         if key not in self._params:
             self._params[key] = self.plan.parameters(s, d, self.base)
@@ -55,6 +56,7 @@ class PlanRuntime:
         return self._params[key]
 
     def protocol(self, s: int) -> Protocol:
+        """The Protocol of scenario ``s`` (cached, least recently built dropped first)."""
         if s not in self._protocols:
             self._protocols[s] = self.plan.protocol(s)
             if len(self._protocols) > self._cache:

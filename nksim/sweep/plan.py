@@ -49,8 +49,10 @@ _RESULT_MODULES = ("engine/build.py", "engine/kernel.py", "engine/layout.py", "s
 
 @lru_cache(maxsize=1)
 def code_digest() -> str:
-    """SHA-256 (16 hex digits) of nksim's version and of the modules that determine results
-    (computed once per process)."""
+    """SHA-256 (16 hex digits) of nksim's version and of the modules that determine results.
+
+    Computed once per process.
+    """
     h = hashlib.sha256(__version__.encode())
     root = Path(__file__).resolve().parents[1]
     for rel in _RESULT_MODULES:
@@ -81,30 +83,37 @@ class Plan:
     # --- dimensions --------------------------------------------------------------------
     @property
     def n_scenarios(self) -> int:
+        """Number of scenarios."""
         return len(self.content["scenarios"])
 
     @property
     def n_draws(self) -> int:
+        """Number of parameter draws per scenario."""
         return len(self.content["draws"])
 
     @property
     def patients(self) -> list[str]:
+        """Patient ids simulated in every scenario and draw."""
         return self.content["patients"]
 
     @property
     def replicates(self) -> int:
+        """Replicates (virtual trials) per patient."""
         return self.content["replicates"]
 
     @property
     def n_time(self) -> int:
+        """Number of stored daily time points."""
         return self.content["n_time"]
 
     @property
     def time_start(self) -> float:
+        """Day of the first stored time point (days from the first infusion)."""
         return self.content["time_start"]
 
     @property
     def n_simulations(self) -> int:
+        """Total simulations: scenarios x draws x patients x replicates."""
         return self.n_scenarios * self.n_draws * len(self.patients) * self.replicates
 
     # --- batches -----------------------------------------------------------------------
@@ -122,11 +131,13 @@ class Plan:
 
     @property
     def batches_per_scenario(self) -> int:
+        """Batches per scenario: draws x patient blocks x replicate blocks."""
         npb, nrb = self.blocks
         return self.n_draws * npb * nrb
 
     @property
     def n_batches(self) -> int:
+        """Total number of batches in the plan."""
         return self.n_scenarios * self.batches_per_scenario
 
     def batch(self, b: int) -> tuple[int, int, slice, slice]:
@@ -142,6 +153,7 @@ class Plan:
                 slice(ir * rb, min((ir + 1) * rb, self.replicates)))
 
     def batch_size(self, b: int) -> int:
+        """Number of simulations (patients x replicates) in batch ``b``."""
         _, _, ps, rs = self.batch(b)
         return (ps.stop - ps.start) * (rs.stop - rs.start)
 
@@ -168,10 +180,12 @@ class Plan:
         return build_protocol(sc["protocol"], self.patients, f"sweep '{self.content['name']}' scenario {scenario}")
 
     def to_json(self) -> str:
+        """The plan as canonical JSON (sorted keys, no whitespace)."""
         return canonical_json(self.content)
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str) -> Plan:
+        """The plan stored as JSON by :meth:`to_json`."""
         return cls(json.loads(text))
 
 

@@ -49,10 +49,12 @@ class SweepReport:
 
     @property
     def complete(self) -> bool:
+        """Whether every batch of the plan is now in the store."""
         return self.batches_before + self.batches_run == self.n_batches
 
     @property
     def simulations_run(self) -> float:
+        """Simulations written by this call (batches run x mean simulations per batch)."""
         return self.batches_run * (self.n_simulations / max(self.n_batches, 1))
 
     @property
@@ -82,8 +84,9 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
     return tqdm(total=total, initial=initial, unit="sim", desc=desc, smoothing=0.1, dynamic_ncols=True)
 
 
-def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | None = None, scheduler: str | None = None,
-              overrides: Sequence[str] = (), progress: bool = False, max_batches: int | None = None) -> SweepReport:
+def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | None = None,
+              scheduler: str | None = None, overrides: Sequence[str] = (), progress: bool = False,
+              max_batches: int | None = None) -> SweepReport:
     """Run (or resume) a sweep into the Zarr store ``out``; see the module docstring.
 
     Parameters
@@ -144,9 +147,9 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
 
 def _run_dask(plan: Plan, store: SweepStore, pending: list[int], workers: int | None, scheduler: str | None,
               bar) -> tuple[int, int, float, float]:
-    from ..cluster import dask_client  # first: a missing dask.distributed gives the message naming the extra
-
     from distributed import as_completed
+
+    from ..cluster import dask_client  # first: a missing dask.distributed gives the message naming the extra
 
     written = 0
     with dask_client(workers=workers, scheduler=scheduler, params=plan.base_parameters()) as client:

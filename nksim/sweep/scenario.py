@@ -17,7 +17,7 @@ scenario on a common time axis (days since the first infusion) and pads with NaN
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from ..errors import NksimInputError
@@ -33,7 +33,7 @@ DEFAULT_SCHEDULE: dict[str, Any] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def regimen_events(regimen: str) -> tuple[tuple[float, str, float], ...]:
     """Lymphodepleting doses of a regimen as ``(day relative to the last dose, kind, dose)``.
 
@@ -49,8 +49,10 @@ def regimen_events(regimen: str) -> tuple[tuple[float, str, float], ...]:
 
 
 def native_gap(regimen: str) -> float:
-    """Days from the regimen's last lymphodepleting dose to the first infusion in its own protocol
-    (7 for the trial, 2 for Hi-Cy/Flu; 1 for ``"none"``)."""
+    """Days from the regimen's last lymphodepleting dose to the first infusion in its own protocol.
+
+    7 for the trial, 2 for Hi-Cy/Flu; 1 for ``"none"``.
+    """
     name = REGIMENS[regimen]
     if name is None:
         return 1.0

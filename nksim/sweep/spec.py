@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..fileio import read_toml
 from ..errors import NksimInputError
+from ..fileio import read_toml
 from ..parameters import resolve_model_path
 from .factors import SCHEDULE_FACTORS, SPLIT_FACTORS, check_factor_value, is_parameter, numeric_range, unknown_factor
 
@@ -109,7 +109,8 @@ def _err(msg: str, src: str, key: str) -> NksimInputError:
     return NksimInputError(msg, source=src, key=key)
 
 
-def _table(data: Mapping[str, Any], name: str, allowed: set[str] | None, src: str, required: bool = False) -> dict[str, Any]:
+def _table(data: Mapping[str, Any], name: str, allowed: set[str] | None, src: str,
+           required: bool = False) -> dict[str, Any]:
     if name not in data:
         if required:
             raise _err("missing table", src, name)
@@ -269,7 +270,8 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
             raise _err("empty patient list: the sweep would be empty", src, "cohort.patients")
         for i, pid in enumerate(pts):
             if not isinstance(pid, str) or not _PATIENT.match(pid):
-                raise _err(f"patient id {pid!r} must be 1-32 letters, digits, '_', '.' or '-'", src, f"cohort.patients[{i}]")
+                raise _err(f"patient id {pid!r} must be 1-32 letters, digits, '_', '.' or '-'", src,
+                           f"cohort.patients[{i}]")
         if len(set(pts)) != len(pts):
             raise _err("duplicate patient ids", src, "cohort.patients")
         patients = tuple(pts)

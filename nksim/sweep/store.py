@@ -94,12 +94,12 @@ class SweepStore:
             raise NksimInputError("is a Zarr store but not an nksim sweep store (no 'nksim_sweep_format' attribute); "
                                   "refusing to touch it", source=path)
         if attrs["nksim_sweep_format"] != STORE_FORMAT:
-            raise NksimInputError(f"sweep store format {attrs['nksim_sweep_format']!r} is not the format {STORE_FORMAT} "
-                                  f"of nksim {__version__}", source=path)
+            raise NksimInputError(f"sweep store format {attrs['nksim_sweep_format']!r} is not the format "
+                                  f"{STORE_FORMAT} of nksim {__version__}", source=path)
         return node
 
     @classmethod
-    def open_existing(cls, path: str | Path, *, writable: bool = False) -> "SweepStore":
+    def open_existing(cls, path: str | Path, *, writable: bool = False) -> SweepStore:
         """Open an existing sweep store (read-only by default) after checking it is one."""
         path = Path(path)
         if not path.exists():
@@ -112,7 +112,7 @@ class SweepStore:
         return store
 
     @classmethod
-    def open_for_run(cls, path: str | Path, plan: Plan, spec_raw: dict[str, Any] | None = None) -> "SweepStore":
+    def open_for_run(cls, path: str | Path, plan: Plan, spec_raw: dict[str, Any] | None = None) -> SweepStore:
         """Create the store for ``plan``, or reopen it to resume if it was written by the same plan.
 
         Refuses (NksimInputError / OutputExistsError), without modifying anything, a path that
@@ -146,16 +146,18 @@ class SweepStore:
                 source=self.path)
 
     @classmethod
-    def create(cls, path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) -> "SweepStore":
+    def create(cls, path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) -> SweepStore:
         """Create a new, empty store for ``plan`` (built aside, then renamed into place)."""
         path = zio.build_aside(path, lambda tmp: _initialise(tmp, plan, spec_raw))
         return cls(path, zio.open_group(path, "r+", what="nksim sweep store"))
 
     # --- contents -----------------------------------------------------------------------
     def result_names(self) -> list[str]:
+        """Names of the result arrays: the stored time series, ``response`` and the per-simulation scalars."""
         return list(self.plan["time_series"]) + ["response", *SCALARS]
 
     def array(self, name: str):
+        """The Zarr array ``name`` of the store (opened once, then cached)."""
         if name not in self._arrays:
             self._arrays[name] = self.group[name]
         return self._arrays[name]
@@ -175,11 +177,12 @@ class SweepStore:
     def write_batch(self, result: dict[str, Any]) -> None:
         """Write a :func:`~nksim.sweep.execute.run_batch` result, then flag the batch as done."""
         if result["plan"] != self.plan.digest:
-            raise RuntimeError(f"batch result for plan {result['plan']} cannot go into store of plan {self.plan.digest}")
+            raise RuntimeError(f"batch result for plan {result['plan']} cannot go into store of plan "
+                               f"{self.plan.digest}")
         if result["code"] != self.attrs["code_digest"]:
             raise RuntimeError(
-                f"a worker runs different nksim code (code digest {result['code']}, store {self.attrs['code_digest']}); "
-                "install the same nksim version on every worker")
+                f"a worker runs different nksim code (code digest {result['code']}, "
+                f"store {self.attrs['code_digest']}); install the same nksim version on every worker")
         b = result["batch"]
         s, d, ps, rs = self.plan.batch(b)
         for name, data in result["arrays"].items():
@@ -191,6 +194,7 @@ class SweepStore:
         return self.array(name)[scenario]
 
     def coord(self, name: str) -> np.ndarray:
+        """All values of the coordinate array ``name``."""
         return self.array(name)[:]
 
 

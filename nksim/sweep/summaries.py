@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
-from ..observables import RESPONSE_CODES, km_median, km_survival  # noqa: F401  (re-exported by nksim.sweep)
+from ..observables import RESPONSE_CODES, km_median, km_survival
+
 if TYPE_CHECKING:  # pragma: no cover
     from .store import SweepStore  # imported where used: METRICS etc. load without zarr
 
@@ -69,7 +70,7 @@ def per_simulation(store: SweepStore, s: int) -> dict[str, np.ndarray]:
         out["peak_pbmc"] = np.nanmax(store.read("donor_chimerism_pbmc", s).astype(float), axis=-1)
     after = time >= 0
     nk = store.read("donor_nk_blood", s)[..., after].astype(float)
-    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201  numpy < 2 (still supported) has only trapz
     out["auc"] = trapezoid(nk, time[after], axis=-1)
     return out
 
@@ -113,7 +114,8 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(np.mean(diff)), se
 
 
-def summarize(store: SweepStore | str | Path, reference: int | None = None, rank_by: str = "pfs_landmark") -> xr.Dataset:
+def summarize(store: SweepStore | str | Path, reference: int | None = None,
+              rank_by: str = "pfs_landmark") -> xr.Dataset:
     """Per-scenario metrics of a store (complete scenarios only) as an xarray Dataset.
 
     ``reference``: scenario index for the paired differences (default: the best scenario by
@@ -253,7 +255,6 @@ def ranking_table(ds: xr.Dataset, rank_by: str = "pfs_landmark", top: int | None
 def open_sweep(path: str | Path) -> xr.Dataset:
     """The whole store as a lazy xarray Dataset (checked to be an nksim sweep store first)."""
     from ..io import zarr as zio
-
     from .store import SweepStore
 
     SweepStore.open_existing(path)
