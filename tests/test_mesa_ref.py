@@ -3,25 +3,36 @@
 Statistical cross-validation (helpers and the list of compared quantities in
 ``nksim/mesa_ref/compare.py``): both implementations simulate the same scenario once per
 seed; final values of every region counter (cells by kind, kills, births, deaths, drug
-deaths, daughters lost, NK agents homed/egressed/born/died/present) are compared with a
-Welch t-test and a two-sample Kolmogorov-Smirnov test, and the daily time courses of
-blasts, NK agents and cumulative kills with a Welch t-test per day.
+deaths, daughters lost, NK agents homed/egressed/born/died/present) and of donor NK in blood,
+in other tissues and the exhausted fraction of marrow NK are compared with a Welch t-test and
+a two-sample Kolmogorov-Smirnov test, and the daily time courses of blasts, NK agents and
+cumulative kills with a Welch t-test per day.
 
-* False-alarm rate: Bonferroni over all m tests of a comparison (m is about 55 here), family-
+The scenario (:func:`~nksim.mesa_ref.compare.crossval_scenario`) exercises every rule: Flu/Cy,
+two donors (donor A on day 0 and again on day 3, when the host's response to A is partly
+primed; donor B on day 3, unprimed), IL-2 and IL-15 agonist s.c. doses, one lytic unit per NK
+cell restored at 1 day-1 (faster under cytokines), host NK and T recovering at their own rates.
+
+* False-alarm rate: Bonferroni over all m tests of a comparison (m is about 60 here), family-
   wise ALPHA = 0.01: if the two implementations are equivalent in distribution, a comparison
   fails with probability <= 1 % over the choice of seeds. The seeds are fixed, so a given
   version of the code passes or fails deterministically.
-* Tolerance: a quantity fails when p < ALPHA / m (about 1.8e-4), i.e. for the Welch tests when
-  the two means differ by more than about 3.7 standard errors of their difference (with 150
-  seeds per side in the fast test: about 10 % of the mean for NK kills and NK agents, 5-6 %
+* Tolerance: a quantity fails when p < ALPHA / m (about 1.6e-4), i.e. for the Welch tests when
+  the two means differ by more than about 3.8 standard errors of their difference (with 150
+  seeds per side in the fast test: about 6-8 % of the mean for NK kills and NK agents, 5-6 %
   for blasts, 3 % for normal cells).
-* Power (the tests can fail): the same comparison is run against the reference with a
-  deliberately mutated parameter and must reject: ``nk.kill_probability`` 0.5 -> 0.35 here
-  (rejected at about 10 SE), and in the slow tests 0.5 -> 0.42 and a marrow rule
-  (``blasts.spread_fraction`` 0.05 -> 0.5).
+* Power (the tests can fail): the same comparison is run against a deliberately broken
+  reference and must reject. Here: ``nk.kill_probability`` 0.5 -> 0.35 (rejected at about
+  11 SE), and a port bug in the per-donor rule (every marrow NK agent rejected at donor A's
+  primed rate: about 7 SE on NK agents with 80 reference runs). In the slow tests: ``nk.kill_probability`` 0.5 -> 0.42,
+  a marrow rule (``blasts.spread_fraction`` 0.05 -> 0.5), function recovery
+  (``nk.function_recovery_rate`` 1 -> 0.5 day-1: about 12 SE on the exhausted fraction), and
+  port bugs in the agent rules only (the shared blood code left intact): marrow NK agents
+  that ignore priming, and marrow NK agents that ignore the cytokine effects on division and
+  death.
 
-The fast tests take about 15-30 s on 2 cores (the reference takes ~30 ms per run on the 8 x 8
-lattice); the slow ones about 2-3 min.
+The fast tests take about 30 s on 2 cores (the reference takes ~60 ms per run on the 8 x 8
+lattice); the slow ones about 5 min.
 """
 from __future__ import annotations
 
@@ -30,6 +41,7 @@ import pytest
 
 import nksim
 from nksim.engine import layout as L
+from nksim.engine.kernel import donor_nk_rejection
 from nksim.mesa_ref import PatientModel, simulate_reference
 from nksim.mesa_ref.compare import compare_samples, crossval_scenario, sample
 from nksim.simulate import run_one
@@ -56,15 +68,23 @@ def mesa_sample(scenario):
 
 # ----------------------------------------------------------------------------- exact checks
 def test_same_patient_and_same_blood_compartment(scenario):
-    """Shared code gives identical values: the virtual patient and the parts of the blood
-    compartment that do not depend on the stochastic NK agents."""
+    """Shared code gives identical values.
+
+    The virtual patient and the parts of the blood compartment that do not depend on the stochastic NK agents.
+    """
     pat = scenario.protocol.patients[0]
     eng = run_one(scenario.params, scenario.protocol, pat, 3, 0)
     model = PatientModel(scenario.params, scenario.protocol, pat.id, seed=3).run()
     ref = model.raw_run()
     assert model.effects == eng.effects
-    for r in (L.R.flu_conc, L.R.cy_conc, L.R.drug_kill_hazard):  # analytic PK
+    assert model.rules.n_donors == 2 and model.blood.shape == (L.N_Y + L.DONOR_STRIDE,)
+    # analytic PK of drugs and cytokines, cytokine support and allo-priming (deterministic)
+    for r in (L.R.flu_conc, L.R.cy_conc, L.R.drug_kill_hazard, L.R.il2_central, L.R.il15_agonist_central,
+              L.R.cytokine_support, L.R.allo_priming):
         np.testing.assert_array_equal(ref.rec[:, r], eng.rec[:, r])
+    assert ref.rec[:, L.R.il2_central].max() > 0 and ref.rec[:, L.R.il15_agonist_central].max() > 0
+    assert 0 < ref.rec[-1, L.R.allo_priming] < 1
+    assert not np.isnan(ref.rec).all(axis=0).any()  # every record variable is observed
     # before the infusion (record days 0..2) the whole blood record is identical
     for r in (L.R.host_nk_blood, L.R.host_t_blood, L.R.il15, L.R.donor_nk_blood):
         np.testing.assert_array_equal(ref.rec[:3, r], eng.rec[:3, r])
@@ -98,14 +118,31 @@ def test_reference_accounting_and_capacity(scenario):
             assert counts[L.S.lattice_nk].sum() == len(model.agents_of(nksim.mesa_ref.NKCell))
     c = model.raw_run().cnt
     blasts0 = c[0, L.C.susceptible_blasts] + c[0, L.C.resistant_blasts]
-    blasts = (blasts0 + c[:, L.C.blast_births] - c[:, L.C.blast_daughters_lost] - c[:, L.C.blast_deaths] - c[:, L.C.blast_drug_deaths]
-              - c[:, L.C.blasts_killed_by_nk])
+    blasts = (blasts0 + c[:, L.C.blast_births] - c[:, L.C.blast_daughters_lost] - c[:, L.C.blast_deaths]
+              - c[:, L.C.blast_drug_deaths] - c[:, L.C.blasts_killed_by_nk])
     np.testing.assert_array_equal(blasts, c[:, L.C.susceptible_blasts] + c[:, L.C.resistant_blasts])
-    normal = c[0, L.C.normal_cells] + c[:, L.C.normal_births] - c[:, L.C.normal_daughters_lost] - c[:, L.C.normal_deaths] - c[:, L.C.normal_drug_deaths]
+    normal = (c[0, L.C.normal_cells] + c[:, L.C.normal_births] - c[:, L.C.normal_daughters_lost]
+              - c[:, L.C.normal_deaths] - c[:, L.C.normal_drug_deaths])
     np.testing.assert_array_equal(normal, c[:, L.C.normal_cells])
     nk = c[:, L.C.nk_homed] + c[:, L.C.nk_born] - c[:, L.C.nk_died] - c[:, L.C.nk_egressed]
     np.testing.assert_array_equal(nk, c[:, L.C.nk_agents])
     assert c[-1, L.C.blasts_killed_by_nk] > 0 and c[-1, L.C.nk_homed] > 0  # the scenario exercises the NK rules
+    donors = [a.donor for a in model.agents_of(nksim.mesa_ref.NKCell)]
+    assert set(donors) == {0, 1}  # agents of both donors in the marrow at the end
+    assert all(0 <= a.kills <= model.rules.nk_max_kills for a in model.agents_of(nksim.mesa_ref.NKCell))
+
+
+def test_function_recovery_restores_lytic_units(scenario):
+    """An exhausted NK agent restores one lytic unit per successful recovery draw."""
+    model = PatientModel(scenario.params, scenario.protocol, seed=1)
+    voxel = model.voxels[0]
+    nk = nksim.mesa_ref.NKCell(model, voxel, competent=True, ready_step=0, donor=1)
+    nk.kills = model.rules.nk_max_kills
+    assert nk.exhausted and not nk.can_kill(0)
+    assert not nk.recover(0.0) and nk.exhausted
+    assert nk.recover(1.0) and nk.kills == model.rules.nk_max_kills - 1 and nk.can_kill(0)
+    nk.kills = 0
+    assert not nk.recover(1.0) and nk.kills == 0  # nothing to restore
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -122,10 +159,45 @@ def test_mutated_kill_probability_is_detected(scenario, engine_sample):
     assert any("blasts_killed_by_nk" in t.quantity for t in cmp.rejected), cmp.report()
 
 
+# Port bugs: the reference's agent rules broken on purpose (shared blood code intact).
+def _rejected_as_first_donor(self, donor):
+    """Bug: every marrow NK agent is rejected at donor 0's (A's) rate, whatever its donor."""
+    return donor_nk_rejection(self.kp, self.blood[L.Y.host_t], self.primed[0])
+
+
+def _rejected_unprimed(self, donor):
+    """Bug: marrow NK agents ignore the host's priming (the blood pools do not)."""
+    return donor_nk_rejection(self.kp, self.blood[L.Y.host_t], 0.0)
+
+
+_NK_FATE = PatientModel._nk_fate
+
+
+def _fate_without_cytokines(self, step, h_step):
+    """Bug: marrow NK agents divide and die as if no cytokine had been given."""
+    saved = self.support_prolif, self.support_death
+    self.support_prolif, self.support_death = 0.0, 1.0
+    try:
+        _NK_FATE(self, step, h_step)
+    finally:
+        self.support_prolif, self.support_death = saved
+
+
+def test_donor_mixup_is_detected(scenario, engine_sample, monkeypatch):
+    """A reference that rejects every marrow NK agent at donor A's rate (80 seeds suffice: about 7 SE)."""
+    monkeypatch.setattr(PatientModel, "rejection_rate", _rejected_as_first_donor)
+    cmp = compare_samples(engine_sample, sample("mesa", scenario, range(80)), alpha=ALPHA)
+    assert not cmp.agree, cmp.report()
+    assert any("nk_agents" in t.quantity for t in cmp.rejected), cmp.report()
+
+
 @pytest.mark.slow
 def test_reference_agrees_with_engine_long():
-    """Larger lattice (12 x 12), 22 days, between-patient random effects on (each seed is the
-    same virtual patient in both samples), 400 seeds per side."""
+    """The long comparison agrees.
+
+    Larger lattice (12 x 12), 22 days, between-patient random effects on (each seed is the same
+    virtual patient in both samples), 400 seeds per side.
+    """
     sc = crossval_scenario(side=12, end_day=20, random_effects=True, name="crossval_long")
     eng = sample("engine", sc, SLOW_SEEDS)
     ref = sample("mesa", sc, SLOW_SEEDS)
@@ -140,13 +212,31 @@ def engine_sample_400(scenario):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key, value", [("nk.kill_probability", 0.42), ("blasts.spread_fraction", 0.5)])
+@pytest.mark.parametrize("key, value", [("nk.kill_probability", 0.42), ("blasts.spread_fraction", 0.5),
+                                        ("nk.function_recovery_rate", 0.5)])
 def test_subtle_mutations_are_detected(scenario, engine_sample_400, key, value):
-    """Smaller mutations on the fast scenario with 400 seeds: a 16 % lower kill probability
-    (rejected at about 7-8 SE on NK kills), and a marrow rule: blast daughters spread 10x more, so more
-    are lost in crowded voxels (rejected at about 6 SE on daughters lost)."""
+    """Smaller mutations on the fast scenario are detected with 400 seeds.
+
+    A 16 % lower kill probability
+    (rejected at about 10 SE on NK kills), a marrow rule (blast daughters spread 10x more, so more
+    are lost in crowded voxels: about 8 SE on daughters lost), and slower recovery of NK function
+    (about 12 SE on the exhausted fraction).
+    """
     mutated = scenario.params.with_values({key: value}, origin="<mutation>")
     cmp = compare_samples(engine_sample_400, sample("mesa", scenario, SLOW_SEEDS, params=mutated), alpha=ALPHA)
+    assert not cmp.agree, cmp.report()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, bug", [("rejection_rate", _rejected_unprimed),
+                                         ("_nk_fate", _fate_without_cytokines)])
+def test_agent_rule_bugs_are_detected(scenario, engine_sample_400, monkeypatch, method, bug):
+    """Port bugs in the reference's agent rules are detected (the shared blood code intact).
+
+    Marrow NK agents that ignore the host's priming, or the cytokine effects on division and death.
+    """
+    monkeypatch.setattr(PatientModel, method, bug)
+    cmp = compare_samples(engine_sample_400, sample("mesa", scenario, SLOW_SEEDS), alpha=ALPHA)
     assert not cmp.agree, cmp.report()
 
 

@@ -4,9 +4,11 @@
   ``K`` cell places of its voxel (a grid cell of the Mesa lattice); where the numba engine
   keeps three counts per voxel, the reference keeps one agent per cell. Blasts carry the
   heritable trait ``susceptible`` (NK cells can lyse them or not).
-* :class:`NKCell` is a donor NK agent: it walks on the lattice, engages and kills blasts,
-  becomes refractory after a kill and exhausted after ``max_kills`` kills, and divides,
-  dies or leaves to the blood.
+* :class:`NKCell` is a donor NK agent from one of the patient's donors: it walks on the
+  lattice, engages and kills blasts, becomes refractory after a kill and exhausted when it
+  has used all ``max_kills`` lytic units, restores used units one at a time (function
+  recovery), and divides, dies (at its donor's rejection rate) or leaves to its donor's
+  pool in blood.
 
 The rates are those of ``docs/architecture.md`` ("What one simulation is") and of
 ``nksim/engine/kernel.py``; every per-cell probability here is the per-capita version of
@@ -50,18 +52,22 @@ class MarrowCell(CellAgent):
     # Per-kind rules, overridden below -------------------------------------------------
     @staticmethod
     def division_rate(rules) -> float:  # pragma: no cover - abstract
+        """Division rate (day-1) of a cell of this kind."""
         raise NotImplementedError
 
     @staticmethod
     def death_rate(rules, occ: float) -> float:  # pragma: no cover - abstract
+        """Death rate (day-1) of a cell of this kind in a voxel at occupancy ``occ`` (drug apart)."""
         raise NotImplementedError
 
     @staticmethod
     def drug_sensitivity(rules) -> float:  # pragma: no cover - abstract
+        """Drug kill hazard on this kind relative to the lymphocyte hazard."""
         raise NotImplementedError
 
     @classmethod
-    def update_probabilities(cls, rules, occ: float, hazard_integral: float, delta: float) -> tuple[float, float, float]:
+    def update_probabilities(cls, rules, occ: float, hazard_integral: float,
+                             delta: float) -> tuple[float, float, float]:
         """``(p_die, p_divide, p_drug | death)`` for a cell of this kind in a voxel at occupancy ``occ``."""
         d = cls.death_rate(rules, occ)
         h = cls.drug_sensitivity(rules) * hazard_integral
@@ -72,12 +78,16 @@ class MarrowCell(CellAgent):
         return p_die, p_divide, p_drug
 
     def daughter_kind(self) -> str:  # pragma: no cover - abstract
+        """Kind of a daughter: ``"susceptible"``, ``"resistant"`` or ``"normal"``."""
         raise NotImplementedError
 
 
 class Blast(MarrowCell):
-    """An AML blast. Divides at ``b``, dies at ``max(b - r (1 - occ), 0)`` (+ drug):
-    net growth ``r (1 - occ)``, logistic in the voxel occupancy."""
+    """An AML blast.
+
+    Divides at ``b``, dies at ``max(b - r (1 - occ), 0)`` (+ drug):
+    net growth ``r (1 - occ)``, logistic in the voxel occupancy.
+    """
 
     kind = "blast"
 
@@ -87,14 +97,17 @@ class Blast(MarrowCell):
 
     @staticmethod
     def division_rate(rules) -> float:
+        """``b``: ``blasts.birth_rate``."""
         return rules.blast_birth_rate
 
     @staticmethod
     def death_rate(rules, occ: float) -> float:
+        """``max(b - r (1 - occ), 0)``."""
         return max(rules.blast_birth_rate - rules.blast_net_growth_rate * (1.0 - occ), 0.0)
 
     @staticmethod
     def drug_sensitivity(rules) -> float:
+        """``blasts.drug_sensitivity``."""
         return rules.blasts_drug_sensitivity
 
     def daughter_kind(self) -> str:
@@ -105,25 +118,32 @@ class Blast(MarrowCell):
 
 
 class NormalCell(MarrowCell):
-    """A normal haematopoietic cell. Divides at ``b_n``, dies at ``max(b_n - r_n (1 - occ/c), 0)``
+    """A normal haematopoietic cell.
+
+    Divides at ``b_n``, dies at ``max(b_n - r_n (1 - occ/c), 0)``
     (+ drug): regrowth ``r_n (1 - occ/c)`` toward the target occupancy ``c``, so blasts
-    above ``c`` crowd normal cells out."""
+    above ``c`` crowd normal cells out.
+    """
 
     kind = "normal"
 
     @staticmethod
     def division_rate(rules) -> float:
+        """``b_n``: ``normal.birth_rate``."""
         return rules.normal_birth_rate
 
     @staticmethod
     def death_rate(rules, occ: float) -> float:
+        """``max(b_n - r_n (1 - occ / c), 0)``."""
         return max(rules.normal_birth_rate - rules.normal_recovery_rate * (1.0 - occ / rules.normal_target), 0.0)
 
     @staticmethod
     def drug_sensitivity(rules) -> float:
+        """``normal.drug_sensitivity``."""
         return rules.normal_drug_sensitivity
 
     def daughter_kind(self) -> str:
+        """Always ``"normal"``."""
         return "normal"
 
 
@@ -141,25 +161,31 @@ def free_places(voxel, capacity: int) -> int:
 class NKCell(CellAgent):
     """A donor NK cell in the marrow region.
 
-    Attributes: ``competent`` (can kill at all), ``kills`` (serial kills so far; exhausted
-    at ``max_kills``), ``ready_step`` (first time step at which it may kill: the step after
-    it appears, or ``refractory_steps`` steps after the step following a kill).
+    Attributes: ``donor`` (index of the donor it came from, 0, 1, ... in order of first
+    infusion; daughters inherit it), ``competent`` (can kill at all), ``kills`` (lytic units
+    used and not yet restored: +1 per kill, -1 per recovery; exhausted at ``max_kills``),
+    ``ready_step`` (first time step at which it may kill: the step after it appears, or
+    ``refractory_steps`` steps after the step following a kill).
     """
 
-    def __init__(self, model, voxel, competent: bool, ready_step: int):
+    def __init__(self, model, voxel, competent: bool, ready_step: int, donor: int = 0):
         super().__init__(model)
         self.cell = voxel
+        self.donor = int(donor)
         self.competent = bool(competent)
         self.kills = 0
         self.ready_step = ready_step
 
     @property
     def exhausted(self) -> bool:
+        """All ``max_kills`` lytic units are in use: the agent cannot kill until one is restored."""
         return self.kills >= self.model.rules.nk_max_kills
 
     def move(self) -> None:
-        """Random walk: a Poisson number of hops (mean ``4 D dt / voxel_side^2``) to uniformly
-        chosen von Neumann neighbours."""
+        """Random walk: a Poisson number of hops to uniformly chosen von Neumann neighbours.
+
+        The mean number of hops per step is ``4 D dt / voxel_side^2``.
+        """
         rules = self.model.rules
         if rules.nk_hops_per_step <= 0.0:
             return
@@ -169,6 +195,17 @@ class NKCell(CellAgent):
             voxel = voxel.connections[self.model.random.choice(DIRECTIONS)]
         if voxel is not self.cell:
             self.move_to(voxel)
+
+    def recover(self, p_recover: float) -> bool:
+        """Function recovery: restore one used lytic unit with probability ``p_recover``.
+
+        Only an agent with used units can restore one (granule stores refill); returns whether
+        it did.
+        """
+        if self.kills > 0 and p_recover > 0.0 and self.model.random.random() < p_recover:
+            self.kills -= 1
+            return True
+        return False
 
     def can_kill(self, step: int) -> bool:
         """Competent, not exhausted and not refractory at time step ``step``."""

@@ -7,6 +7,9 @@ implementation once per seed and collects, from the region counters:
 
 * final values of every region counter (blasts, susceptible blasts, normal cells, NK
   agents, kills, births, deaths, drug deaths, daughters lost, NK homed/egressed/born/died);
+* final values of a few daily record variables that depend on the agents: donor NK in blood
+  and in other tissues (all donors; homing and egress move cells between them and the
+  region) and the exhausted fraction of competent marrow NK (function recovery);
 * daily time courses of blasts, NK agents and cumulative kills.
 
 :func:`compare_samples` tests each quantity with a two-sample Welch t-test (means) and, for
@@ -28,16 +31,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from ..engine.layout import C
+from ..engine import RawRun
+from ..engine.layout import C, R
 from ..output import COUNTERS
 from ..parameters import ParameterSet, load_parameters
 from ..protocol import EVENT_UNITS, Protocol, protocol_from_dict
-from ..engine import RawRun
+from ..quantities import PARAMETERS
 from ..simulate import run_one
 from .model import run_reference
 
 #: Region counters compared at the end of the horizon.
 FINAL_QUANTITIES: tuple[str, ...] = tuple(COUNTERS)
+#: Daily record variables compared at the end of the horizon (NaN, e.g. no competent NK, counts as 0).
+FINAL_RECORD: tuple[str, ...] = ("donor_nk_blood", "donor_nk_tissue", "nk_exhausted_fraction")
 #: Daily time courses compared day by day: name -> counter columns summed.
 TIME_COURSES: dict[str, tuple[int, ...]] = {
     "blasts": (C.susceptible_blasts, C.resistant_blasts),
@@ -59,52 +65,96 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
                       random_effects: bool = False, name: str = "crossval") -> Scenario:
     """A small scenario that exercises every rule in a few simulated days.
 
-    Flu on day -2, Cy on day -1 (drug hazard on blood, marrow blasts and normal cells),
-    one NK infusion on day 0 large enough to give tens of NK agents and kills on a tiny
-    lattice (``nk_dose`` kg-1; the region scale is huge on a small lattice), a marrow at 80 %
-    cellularity (voxels fill up, so daughters are lost), NK tissue uptake / return pinned at
-    4 / 0.4 day-1 (so the infused cells reach the marrow), susceptibility switching at
-    division (5 %), exhaustion after 2 kills and a 2 h refractory period. ``K =
-    (voxel_side / 10 um)^2`` (16 by default). Without ``random_effects`` every seed is the
-    same virtual patient (population medians), which removes between-patient variance.
+    * Lymphodepletion: Flu on day -2, Cy on day -1 (drug hazard on blood, marrow blasts and
+      normal cells).
+    * Two donors and allo-priming: an NK infusion from donor ``A`` on day 0 large enough to give
+      tens of NK agents and kills on a tiny lattice (``nk_dose`` kg-1; the region scale is huge
+      on a small lattice), then on day 3 half that dose from donor ``A`` again (it meets the
+      host's partly primed response) and half from a new donor ``B`` (unprimed). Pinned:
+      priming delay 3 days in 2 stages, primed rejection 0.5 day-1, unprimed rejection 0.5 day-1
+      at baseline host T, host T regrowth 0.1 day-1 (host NK 0.2 day-1), so that rejection and
+      priming matter within a few days.
+    * Cytokines: IL-2 10 MIU s.c. on days 0, 2 and 4 and an IL-15 agonist 10 ug kg-1 on day 1
+      (s.c. depots; extra division, lower death, faster function recovery); their PK and
+      effect parameters are pinned.
+    * NK function: one lytic unit (``nk.max_kills`` 1), restored at 1 day-1 (3x faster at full
+      cytokine support), and a 2 h refractory period, so serial killing relies on recovery.
+    * Marrow at 80 % cellularity (voxels fill up, so daughters are lost), susceptibility
+      switching at division (5 %); NK tissue uptake / return pinned at 4 / 0.4 day-1 (so the
+      infused cells reach the marrow).
+
+    ``K = (voxel_side / 10 um)^2`` (16 by default). Without ``random_effects`` every seed is the
+    same virtual patient (population medians), which removes between-patient variance. The
+    parameters of the mechanisms the scenario is built to exercise (NK trafficking and killing,
+    function recovery, rejection and priming, host recovery, cytokine PK and effects) are pinned
+    here, so recalibrating ``models/default.toml`` does not weaken it; the others (marrow
+    growth, drugs, IL-15, NK proliferation and death) come from the defaults.
     """
     overrides = {
         "lattice.side": side,
         "lattice.voxel_side": voxel_side,
         "lattice.marrow_cellularity": 80.0,
         "blasts.switch_probability": 0.05,
-        "nk.max_kills": 2,
+        "nk.kill_probability": 0.5,
+        "nk.competent_fraction": 0.5,
+        "nk.max_kills": 1,
         "nk.refractory_time": 2.0,
+        "nk.function_recovery_rate": 1.0,
+        "nk.cytokine_recovery_boost": 2.0,
         # trafficking pinned (not the calibrated values, which send most infused cells to other
         # tissues) so that tens of NK agents reach the region and kill
+        "nk.homing_rate": 2.0,
+        "nk.egress_rate": 0.4,
         "nk.tissue_uptake_rate": 4.0,
         "nk.tissue_return_rate": 0.4,
+        # rejection and allo-priming: a second infusion from donor A meets the primed response
+        "nk.rejection_rate": 0.5,
+        "host.nk_recovery_rate": 0.2,
+        "host.t_recovery_rate": 0.1,
+        "host.nk_drug_sensitivity": 1.0,
+        "host.t_drug_sensitivity": 1.0,
+        "allo.priming_delay": 3.0,
+        "allo.priming_stages": 2,
+        "allo.primed_rejection_rate": 0.5,
+        # cytokines
+        "il2.absorption_half_life": 4.0,
+        "il2.elimination_half_life": 1.4,
+        "il2.ec50": 0.5,
+        "il2.proliferation_max": 0.5,
+        "il2.survival_effect": 0.5,
+        "il15_agonist.absorption_half_life": 20.0,
+        "il15_agonist.elimination_half_life": 8.0,
+        "il15_agonist.ec50": 100.0,
+        "il15_agonist.proliferation_max": 0.7,
+        "il15_agonist.survival_effect": 0.5,
     }
-    if not random_effects:
-        overrides.update({
-            "random_effects.baseline_blast_logit_sd": 0.0,
-            "random_effects.blast_growth_log_sd": 0.0,
-            "random_effects.susceptible_logit_sd": 0.0,
-            "random_effects.host_recovery_log_sd": 0.0,
-        })
+    if not random_effects:  # every between-patient standard deviation set to 0
+        overrides.update({key: 0.0 for key in PARAMETERS if key.startswith("random_effects.")})
     params = load_parameters("default").with_values(overrides, origin=f"<{name}>")
 
-    def ev(day: float, kind: str, dose: float) -> dict:
-        return {"day": day, "kind": kind, "dose": dose, "unit": EVENT_UNITS[kind]}
+    def ev(day: float, kind: str, dose: float, **extra) -> dict:
+        return {"day": day, "kind": kind, "dose": dose, "unit": EVENT_UNITS[kind], **extra}
 
+    events = [ev(-2, "fludarabine", 25.0), ev(-1, "cyclophosphamide", 30.0),
+              ev(0, "nk_infusion", nk_dose, donor="A"),
+              ev(3, "nk_infusion", 0.5 * nk_dose, donor="A"), ev(3, "nk_infusion", 0.5 * nk_dose, donor="B"),
+              ev(1, "il15_agonist", 10.0)]
+    events += [ev(day, "il2", 10.0) for day in (0, 2, 4)]
     protocol = protocol_from_dict({
         "protocol": {"name": name, "start_day": -2, "end_day": end_day, "assessment_days": [end_day],
                      "snapshot_days": [0, end_day]},
-        "events": [ev(-2, "fludarabine", 25.0), ev(-1, "cyclophosphamide", 30.0), ev(0, "nk_infusion", nk_dose)],
+        "events": [e for e in events if e["day"] < end_day],
         "patients": [{"id": "p1", "group": "a"}],
     }, f"<{name}>")
     return Scenario(name, params, protocol)
 
 
 def summarise(run: RawRun) -> dict[str, np.ndarray]:
-    """Final region counters and daily time courses of one run."""
+    """Final region counters and record variables, and daily time courses of one run."""
     out: dict[str, np.ndarray] = {f"final {label}": np.asarray(run.cnt[-1, j], dtype=float)
                                   for j, label in enumerate(COUNTERS)}
+    for name in FINAL_RECORD:
+        out[f"final {name}"] = np.nan_to_num(np.asarray(run.rec[-1, getattr(R, name)], dtype=float), nan=0.0)
     for name, cols in TIME_COURSES.items():
         out[f"daily {name}"] = run.cnt[:, list(cols)].sum(axis=1).astype(float)
     return out
@@ -132,6 +182,8 @@ def sample(implementation: str, scenario: Scenario, seeds: Iterable[int],
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One two-sample test of one quantity."""
+
     quantity: str
     test: str  # "welch" or "ks"
     p_value: float
@@ -149,17 +201,21 @@ class Comparison:
 
     @property
     def threshold(self) -> float:
+        """Per-test significance threshold, ``alpha / number of tests`` (Bonferroni)."""
         return self.alpha / max(len(self.tests), 1)
 
     @property
     def rejected(self) -> list[CheckResult]:
+        """The tests with a p-value below the threshold."""
         return [t for t in self.tests if t.p_value < self.threshold]
 
     @property
     def agree(self) -> bool:
+        """No test rejected: the implementations agree at family-wise level ``alpha``."""
         return not self.rejected
 
     def report(self, top: int = 8) -> str:
+        """A summary line and the ``top`` smallest p-values, one line each."""
         lines = [f"{len(self.tests)} tests, family-wise alpha {self.alpha:g}, per-test threshold "
                  f"{self.threshold:.2e}: {'AGREE' if self.agree else f'{len(self.rejected)} REJECTED'}"]
         for t in sorted(self.tests, key=lambda t: t.p_value)[:top]:

@@ -11,9 +11,13 @@ the engine and not re-implemented:
   the protocol's event arrays (:func:`nksim.engine.build.event_arrays`) and the virtual
   patient (:func:`nksim.patients.draw_effects`, drawn from the same ``patient`` stream, so a
   given ``(seed, patient, replicate)`` is the same virtual patient in both implementations);
-* PK, the drug kill hazard, the blood/IL-15 ODEs and NK proliferation: the kernel's own
-  numba functions :func:`~nksim.engine.kernel.drug_hazard`,
-  :func:`~nksim.engine.kernel.rk4_blood`, :func:`~nksim.engine.kernel.nk_proliferation`;
+* PK, the drug kill hazard, the blood/IL-15 ODEs (host NK and T recovery, every donor's
+  blood and tissue pools), NK proliferation, allo-priming, the s.c. cytokine depots and their
+  effects, and the rejection rate: the kernel's own numba functions
+  :func:`~nksim.engine.kernel.drug_hazard`, :func:`~nksim.engine.kernel.rk4_blood`,
+  :func:`~nksim.engine.kernel.nk_proliferation`, :func:`~nksim.engine.kernel.primed_fraction`,
+  :func:`~nksim.engine.kernel.depot_step`, :func:`~nksim.engine.kernel.cytokine_support`,
+  :func:`~nksim.engine.kernel.donor_nk_rejection`;
 * the output Dataset (:func:`nksim.output.build_dataset`), so variable names, units and the
   response classification are those of the engine.
 
@@ -35,15 +39,23 @@ from mesa.datacollection import DataCollector
 from mesa.discrete_space import OrthogonalVonNeumannGrid
 
 from .._version import __version__
-from ..engine.layout import EV, KP, N_S, N_Y, R, S, Y
 from ..engine import RawRun
 from ..engine.build import event_arrays, kernel_parameters
-from ..engine.kernel import drug_hazard, nk_proliferation, rk4_blood
+from ..engine.kernel import (
+    cytokine_support,
+    depot_step,
+    donor_nk_rejection,
+    drug_hazard,
+    nk_proliferation,
+    primed_fraction,
+    rk4_blood,
+)
+from ..engine.layout import DONOR_STRIDE, EV, KP, N_S, N_Y, R, S, Y
 from ..output import COUNTERS, TIME_VARIABLES, build_dataset
 from ..parameters import ParameterSet, load_parameters
 from ..patients import draw_effects
-from ..quantities import INTEGER_SLOTS
 from ..protocol import Protocol, load_protocol
+from ..quantities import INTEGER_SLOTS
 from ..streams import STREAMS, seed_sequence
 from .agents import DIRECTIONS, Blast, NKCell, NormalCell, free_places, marrow_cells
 
@@ -76,7 +88,8 @@ class Rules:
         raise AttributeError("Rules are read-only")
 
     @classmethod
-    def from_kernel_parameters(cls, kp: np.ndarray) -> "Rules":
+    def from_kernel_parameters(cls, kp: np.ndarray) -> Rules:
+        """The rules of the kernel parameter vector ``kp``."""
         return cls(kp)
 
 
@@ -116,20 +129,37 @@ class PatientModel(mesa.Model):
         patient_rng = np.random.Generator(np.random.PCG64(children[STREAMS.index("patient")]))
         self.effects = draw_effects(params, patient_rng, pat.covariates)
         self.kp = kernel_parameters(params, self.effects, protocol.start_day, protocol.end_day)
+        # Events (step, kind, amount, donor index); donors are numbered 0, 1, ... in order of
+        # first infusion, and the number of donors completes the parameter vector (as in run_one).
+        self.ev_step, self.ev_kind, self.ev_amount, self.ev_donor = event_arrays(
+            protocol.events_for(pat), self.effects, protocol.start_day, int(self.kp[KP.steps_per_day]),
+            protocol.origin)
+        self.kp[KP.n_donors] = max(int(self.ev_donor.max(initial=0)) + 1, 1)
         self.rules = rules = Rules.from_kernel_parameters(self.kp)
-        self.ev_step, self.ev_kind, self.ev_amount = event_arrays(
-            protocol.events_for(pat), self.effects, protocol.start_day, rules.steps_per_day, protocol.origin)
         self._next_event = 0
         self.snapshot_days = [int(d - protocol.start_day) for d in protocol.snapshot_days]
         self.snapshots: dict[int, np.ndarray] = {}
 
         # Blood compartment (shared with the engine): [host NK uL-1, host T uL-1,
-        # IL-15 relative, donor NK in blood (cells), donor NK in other tissues (cells)].
-        self.blood = np.zeros(N_Y)
-        self.blood[Y.host_nk], self.blood[Y.host_t], self.blood[Y.il15] = self.kp[KP.host_nk_baseline], self.kp[KP.host_t_baseline], 1.0
-        self._rk4_work = tuple(np.empty(N_Y) for _ in range(5))
+        # IL-15 relative, then per donor d: donor NK in blood (cells), donor NK in other
+        # tissues (cells)], donor d's pools at Y.donor_nk_blood / Y.donor_nk_tissue + DONOR_STRIDE * d.
+        n_y = N_Y + DONOR_STRIDE * (rules.n_donors - 1)
+        self.blood = np.zeros(n_y)
+        self.blood[Y.host_nk] = self.kp[KP.host_nk_baseline]
+        self.blood[Y.host_t] = self.kp[KP.host_t_baseline]
+        self.blood[Y.il15] = 1.0
+        self._rk4_work = tuple(np.empty(n_y) for _ in range(5))
         self.flu = 0.0  # drug amounts (mg)
         self.cy = 0.0
+        # Allo-priming: time (days since start) of each donor's first infusion, and the host's
+        # primed fraction against each donor (evaluated at the middle of every step).
+        self.first_exposure = np.full(rules.n_donors, np.inf)
+        self.primed = np.zeros(rules.n_donors)
+        # Exogenous cytokines: s.c. depot and central amounts (IL-2 in MIU, IL-15 agonist in ug)
+        # and their effects on donor NK during the current step (cytokine_support at mid-step).
+        self.il2_depot = self.il2 = 0.0
+        self.il15a_depot = self.il15a = 0.0
+        self.support_prolif, self.support_death, self.support = 0.0, 1.0, 0.0
         self.marrow_hazard = 0.0  # drug hazard integrated since the last marrow update
         self.counts = {label: 0 for label in COUNTERS}  # cumulative region events
         self.step_index = 0  # steps done
@@ -153,9 +183,12 @@ class PatientModel(mesa.Model):
         return list(found) if found is not None else []
 
     def _seed_marrow(self) -> None:
-        """Each of the K places of a voxel holds a cell with probability ``cellularity``; a cell
+        """Fill the lattice with marrow cells, place by place.
+
+        Each of the K places of a voxel holds a cell with probability ``cellularity``; a cell
         is a blast with the patient's baseline blast fraction, a blast susceptible with the
-        patient's susceptible fraction (per-place version of the kernel's binomial draws)."""
+        patient's susceptible fraction (per-place version of the kernel's binomial draws).
+        """
         rules, rnd = self.rules, self.random
         for voxel in self.voxels:
             for _ in range(rules.voxel_capacity):
@@ -178,11 +211,15 @@ class PatientModel(mesa.Model):
             self.running = False
             return
         step = self.step_index
-        self._apply_events()  # 2. drug doses, NK infusions into blood
+        self._apply_events()  # 2. drug doses, NK infusions into blood, cytokines into depots
         h0, hmid, h1 = self._pharmacokinetics()  # 3. PK, hazard integrated over the step
         h_step = rules.dt / 6.0 * (h0 + 4.0 * hmid + h1)
         self.marrow_hazard += h_step
-        rk4_blood(self.kp, self.blood, rules.dt, h0, hmid, h1, *self._rk4_work)  # 4. blood, IL-15
+        self._cytokines()  # 3. cytokine effects at mid-step; depots advance by dt
+        self._priming(step * rules.dt + 0.5 * rules.dt)  # 3. primed fraction per donor at mid-step
+        marrow_donor = len(self.agents_of(NKCell)) * rules.scale
+        rk4_blood(self.kp, self.blood, rules.dt, h0, hmid, h1, marrow_donor, self.primed,  # 4. blood, IL-15
+                  self.support_prolif, self.support_death, *self._rk4_work)
         self._nk_motility_and_killing(step)  # 5.
         self._nk_fate(step, h_step)  # 6.
         self._homing(step)  # 7.
@@ -195,26 +232,48 @@ class PatientModel(mesa.Model):
         if self.step_index >= rules.n_steps:
             self.running = False
 
-    def run(self) -> "PatientModel":
+    def run(self) -> PatientModel:
         """Run to ``protocol.end_day``."""
         while self.running:
             self.step()
         return self
 
+    # ------------------------------------------------------------------ donors
+    @staticmethod
+    def blood_slot(donor: int) -> int:
+        """Index in ``blood`` of donor ``donor``'s NK in blood (whole-body cells)."""
+        return Y.donor_nk_blood + DONOR_STRIDE * donor
+
+    @staticmethod
+    def tissue_slot(donor: int) -> int:
+        """Index in ``blood`` of donor ``donor``'s NK in other tissues (whole-body cells)."""
+        return Y.donor_nk_tissue + DONOR_STRIDE * donor
+
     def _apply_events(self) -> None:
+        t = self.step_index * self.rules.dt
         while self._next_event < self.ev_step.shape[0] and self.ev_step[self._next_event] == self.step_index:
             kind, amount = int(self.ev_kind[self._next_event]), float(self.ev_amount[self._next_event])
             if kind == EV.fludarabine:
                 self.flu += amount
             elif kind == EV.cyclophosphamide:
                 self.cy += amount
-            elif kind == EV.nk_infusion:
-                self.blood[Y.donor_nk_blood] += amount
+            elif kind == EV.nk_infusion:  # into the donor's blood pool; first exposure starts priming
+                donor = int(self.ev_donor[self._next_event])
+                self.blood[self.blood_slot(donor)] += amount
+                if self.first_exposure[donor] == np.inf:
+                    self.first_exposure[donor] = t
+            elif kind == EV.il2:
+                self.il2_depot += amount
+            elif kind == EV.il15_agonist:
+                self.il15a_depot += amount
             self._next_event += 1
 
     def _pharmacokinetics(self) -> tuple[float, float, float]:
-        """Drug amounts decay first-order over the step; returns the lymphocyte kill hazard
-        at its start, middle and end (the engine's expressions, for identical values)."""
+        """Drug amounts decay first-order over the step.
+
+        Returns the lymphocyte kill hazard
+        at its start, middle and end (the engine's expressions, for identical values).
+        """
         kp, dt = self.kp, self.rules.dt
         kflu, kcy = kp[KP.flu_elimination_rate], kp[KP.cy_elimination_rate]
         h0 = drug_hazard(kp, self.flu, self.cy)
@@ -224,28 +283,80 @@ class PatientModel(mesa.Model):
         h1 = drug_hazard(kp, self.flu, self.cy)
         return h0, hmid, h1
 
+    def _cytokines(self) -> None:
+        """IL-2 and IL-15 agonist: their effects on donor NK during this step.
+
+        The effects come from the central
+        amounts at mid-step (:func:`~nksim.engine.kernel.cytokine_support`); then depot and
+        central amounts advance by ``dt`` (exact first-order absorption and elimination). No
+        effect while no cytokine was ever given (or all has gone).
+        """
+        kp, dt = self.kp, self.rules.dt
+        self.support_prolif, self.support_death, self.support = 0.0, 1.0, 0.0
+        if self.il2_depot + self.il2 + self.il15a_depot + self.il15a <= 0.0:
+            return
+        ka2, ke2 = kp[KP.il2_absorption_rate], kp[KP.il2_elimination_rate]
+        ka15, ke15 = kp[KP.il15_agonist_absorption_rate], kp[KP.il15_agonist_elimination_rate]
+        il2_mid = depot_step(self.il2_depot, self.il2, ka2, ke2, 0.5 * dt)[1]
+        il15a_mid = depot_step(self.il15a_depot, self.il15a, ka15, ke15, 0.5 * dt)[1]
+        self.support_prolif, self.support_death, self.support = cytokine_support(kp, il2_mid, il15a_mid)
+        self.il2_depot, self.il2 = depot_step(self.il2_depot, self.il2, ka2, ke2, dt)
+        self.il15a_depot, self.il15a = depot_step(self.il15a_depot, self.il15a, ka15, ke15, dt)
+
+    def primed_at(self, t: float) -> list[float]:
+        """The host's primed response to each donor at time ``t`` (days since start).
+
+        An Erlang delay from the donor's first infusion (:func:`~nksim.engine.kernel.primed_fraction`);
+        0 for a donor not yet infused.
+        """
+        return [primed_fraction(self.kp, t - self.first_exposure[d]) for d in range(self.rules.n_donors)]
+
+    def _priming(self, t: float) -> None:
+        """Set the primed fractions used during this step (``t``: the step's middle)."""
+        self.primed[:] = self.primed_at(t)
+
+    def rejection_rate(self, donor: int) -> float:
+        """Rejection rate (day-1) of donor ``donor``'s NK now.
+
+        An unprimed part proportional to host T plus the host's primed response to that donor
+        (:func:`~nksim.engine.kernel.donor_nk_rejection`).
+        """
+        return donor_nk_rejection(self.kp, self.blood[Y.host_t], self.primed[donor])
+
     def _nk_motility_and_killing(self, step: int) -> None:
-        """Each agent (in order) moves, then may kill a blast of the voxel it reached."""
+        """Each agent (in order) moves, may restore one lytic unit, then may kill a blast.
+
+        The blast is one of the voxel the agent reached. A unit is restored with
+        ``p_recover = 1 - exp(-rate (1 + boost * support) dt)`` (function recovery, faster under cytokine support).
+        """
+        rules = self.rules
+        rate = rules.nk_function_recovery_rate * (1.0 + rules.nk_cytokine_recovery_boost * self.support)
+        p_recover = -math.expm1(-rate * rules.dt)
         for nk in self.agents_of(NKCell):
             nk.move()
+            nk.recover(p_recover)
             if nk.try_kill(step) is not None:
                 self.counts["blasts_killed_by_nk"] += 1
 
     def _nk_fate(self, step: int, h_step: float) -> None:
-        """Divide / die / egress, competing risks, for the agents alive at the start of the
-        fate pass (newborns wait a step). Division at ``proliferation + IL-15 Emax``; death at
-        ``death + rejection * hostT/hostT0 + drug hazard``; egress returns ``scale`` cells to
-        blood."""
+        """Divide / die / egress, competing risks, for the agents alive at the start of the pass.
+
+        Newborns wait a step. Division at ``proliferation + IL-15 Emax + cytokine
+        extra``; death at ``death * cytokine factor + rejection(donor) + drug hazard`` (the
+        rejection of each donor's cells depends on the host's priming against that donor);
+        egress returns ``scale`` cells to the agent's donor pool in blood.
+        """
         rules, y = self.rules, self.blood
-        rate_divide = nk_proliferation(self.kp, y[Y.il15])
-        host_t = y[Y.host_t] / rules.host_t_baseline if rules.host_t_baseline > 0 else 0.0
-        rate_die = rules.nk_death_rate + rules.nk_rejection_rate * host_t + h_step / rules.dt
-        rate_total = rate_divide + rate_die + rules.nk_egress_rate
-        p_any = 1.0 - math.exp(-rate_total * rules.dt)
+        rate_divide = nk_proliferation(self.kp, y[Y.il15]) + self.support_prolif
+        rate_die = [rules.nk_death_rate * self.support_death + self.rejection_rate(d) + h_step / rules.dt
+                    for d in range(rules.n_donors)]
+        rate_total = [rate_divide + die + rules.nk_egress_rate for die in rate_die]
+        p_any = [1.0 - math.exp(-total * rules.dt) for total in rate_total]
         for nk in reversed(self.agents_of(NKCell)):
-            fate = nk.fate(p_any, rate_divide, rate_die, rate_total)
-            if fate == "divide":  # the daughter inherits competence; kill count reset
-                NKCell(self, nk.cell, competent=nk.competent, ready_step=step + 1)
+            d = nk.donor
+            fate = nk.fate(p_any[d], rate_divide, rate_die[d], rate_total[d])
+            if fate == "divide":  # the daughter inherits donor and competence; kill count reset
+                NKCell(self, nk.cell, competent=nk.competent, ready_step=step + 1, donor=d)
                 self.counts["nk_born"] += 1
             elif fate == "die":
                 nk.remove()
@@ -253,22 +364,31 @@ class PatientModel(mesa.Model):
             elif fate == "egress":
                 nk.remove()
                 self.counts["nk_egressed"] += 1
-                y[Y.donor_nk_blood] += rules.scale
+                y[self.blood_slot(d)] += rules.scale
 
     def _homing(self, step: int) -> None:
-        """Blood donor NK enter the region: the blood pool holds ``floor(blood_NK / scale)``
-        whole region-equivalent agents, each of which homes with probability
-        ``1 - exp(-homing_rate dt)`` during the step (a binomial count); each newcomer lands
-        on a uniformly chosen voxel and takes ``scale`` cells from blood."""
+        """Blood donor NK enter the region, donor by donor.
+
+        Donor ``d``'s blood pool holds
+        ``floor(blood_NK_d / scale)`` whole region-equivalent agents, each of which homes with
+        probability ``1 - exp(-homing_rate dt)`` during the step (a binomial count); each
+        newcomer lands on a uniformly chosen voxel and takes ``scale`` cells from its donor's pool.
+        """
         rules, y = self.rules, self.blood
-        if rules.nk_homing_rate <= 0.0 or y[Y.donor_nk_blood] < rules.scale:
+        if rules.nk_homing_rate <= 0.0:
             return
-        n_in = int(self.rng.binomial(int(y[Y.donor_nk_blood] / rules.scale), -math.expm1(-rules.nk_homing_rate * rules.dt)))
-        for _ in range(n_in):
-            voxel = self.voxels[self.random.randrange(len(self.voxels))]
-            NKCell(self, voxel, competent=self.random.random() < rules.nk_competent_fraction, ready_step=step + 1)
-        y[Y.donor_nk_blood] -= n_in * rules.scale
-        self.counts["nk_homed"] += n_in
+        p_home = -math.expm1(-rules.nk_homing_rate * rules.dt)
+        for d in range(rules.n_donors):
+            slot = self.blood_slot(d)
+            if y[slot] < rules.scale:
+                continue
+            n_in = int(self.rng.binomial(int(y[slot] / rules.scale), p_home))
+            for _ in range(n_in):
+                voxel = self.voxels[self.random.randrange(len(self.voxels))]
+                NKCell(self, voxel, competent=self.random.random() < rules.nk_competent_fraction,
+                       ready_step=step + 1, donor=d)
+            y[slot] -= n_in * rules.scale
+            self.counts["nk_homed"] += n_in
 
     def _marrow_update(self, delta: float) -> None:
         """Deaths and divisions of marrow cells over ``delta`` days.
@@ -319,8 +439,10 @@ class PatientModel(mesa.Model):
 
     # ------------------------------------------------------------------ observing
     def lattice_counts(self) -> np.ndarray:
-        """Per-voxel counts, shape (4, side, side): susceptible blasts, resistant blasts,
-        normal cells, NK agents (the engine's snapshot layers)."""
+        """Per-voxel counts, shape (4, side, side).
+
+        Layers: susceptible blasts, resistant blasts, normal cells, NK agents (the engine's snapshot layers).
+        """
         out = np.zeros((N_S, self.rules.lattice_side, self.rules.lattice_side), dtype=np.int32)
         for voxel in self.voxels:
             r, c = voxel.coordinate
@@ -343,16 +465,19 @@ class PatientModel(mesa.Model):
         nks = self.agents_of(NKCell)
         competent = [a for a in nks if a.competent]
         n_exhausted = sum(1 for a in competent if a.exhausted)
+        donors = range(rules.n_donors)
+        blood = sum(y[self.blood_slot(d)] for d in donors)  # all donors together
+        tissue = sum(y[self.tissue_slot(d)] for d in donors)
         obs: dict[str, float] = {
             "time": rules.start_day + self.step_index // rules.steps_per_day,
-            "donor_nk_blood": y[Y.donor_nk_blood] / rules.blood_volume_ul,
+            "donor_nk_blood": blood / rules.blood_volume_ul,
             "host_nk_blood": y[Y.host_nk],
             "host_t_blood": y[Y.host_t],
             "il15": y[Y.il15],
             "flu_conc": self.flu / kp[KP.drugs_flu_volume],
             "cy_conc": self.cy / kp[KP.drugs_cy_volume],
             "donor_nk_marrow": len(nks) * rules.scale,
-            "donor_nk_tissue": y[Y.donor_nk_tissue],
+            "donor_nk_tissue": tissue,
             "donor_nk_agents": len(nks),
             "marrow_blast_pct": 100.0 * n_blast / (n_blast + n_normal) if n_blast + n_normal > 0 else 0.0,
             "blasts_total": n_blast * rules.scale,
@@ -361,7 +486,16 @@ class PatientModel(mesa.Model):
             "nk_kills": self.counts["blasts_killed_by_nk"] * rules.scale,
             "nk_exhausted_fraction": n_exhausted / len(competent) if competent else math.nan,
             "drug_kill_hazard": drug_hazard(kp, self.flu, self.cy),
+            "donor_nk_total": blood + tissue + len(nks) * rules.scale,
+            # priming now, at the day boundary (largest over the donors)
+            "allo_priming": float(max(0.0, *self.primed_at(self.step_index * rules.dt))),
+            "il2_central": self.il2,
+            "il15_agonist_central": self.il15a,
+            "cytokine_support": self.support,  # during the last step
         }
+        missing = set(TIME_VARIABLES) - set(obs)
+        if missing:  # every record variable of nksim.quantities.RECORD must be observed
+            raise RuntimeError(f"observe() lacks record variables {sorted(missing)}")
         self.counts.update(susceptible_blasts=n_sus, resistant_blasts=n_blast - n_sus, normal_cells=n_normal,
                            nk_agents=len(nks))
         obs.update(self.counts)

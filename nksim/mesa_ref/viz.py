@@ -30,6 +30,7 @@ from nksim.mesa_ref.agents import NKCell
 from nksim.mesa_ref.model import PatientModel
 from nksim.parameters import load_parameters
 from nksim.protocol import EVENT_UNITS, Protocol, protocol_from_dict
+from nksim.quantities import PARAMETERS
 
 solara = require("solara", "viz", "nksim.mesa_ref.viz")
 _mesa_viz = require("mesa.visualization", "viz", "nksim.mesa_ref.viz", package="mesa[viz]")
@@ -38,9 +39,12 @@ Slider, SolaraViz = _mesa_viz.Slider, _mesa_viz.SolaraViz
 
 def view_protocol(*, flu_dose: float = 20.0, cy_dose: float = 20.0, days_before_infusion: int = 7,
                   dose_1: float = 5e6, dose_2: float = 10e6, interval: int = 7, end_day: int = 60) -> Protocol:
-    """The Ahmadvand 2023 schedule shape: Flu on 3 days and Cy on the last 2 of them, the last
+    """The Ahmadvand 2023 schedule shape.
+
+    Flu on 3 days and Cy on the last 2 of them, the last
     lymphodepleting dose ``days_before_infusion`` days before the first of two NK infusions
-    ``interval`` days apart (doses in kg-1; a dose of 0 means no infusion)."""
+    ``interval`` days apart (doses in kg-1; a dose of 0 means no infusion).
+    """
     last = -int(days_before_infusion)
 
     def ev(day: float, kind: str, dose: float) -> dict:
@@ -81,10 +85,7 @@ class PatientView(PatientModel):
             "nk.competent_fraction": competent_fraction,
             "nk.il15_proliferation_max": il15_proliferation_max,
             "nk.rejection_rate": rejection_rate,
-            "random_effects.baseline_blast_logit_sd": 0.0,
-            "random_effects.blast_growth_log_sd": 0.0,
-            "random_effects.susceptible_logit_sd": 0.0,
-            "random_effects.host_recovery_log_sd": 0.0,
+            **{key: 0.0 for key in PARAMETERS if key.startswith("random_effects.")},  # the median patient
         }, origin="<viz sliders>")
         protocol = view_protocol(flu_dose=flu_dose, cy_dose=cy_dose, days_before_infusion=days_before_infusion,
                                  dose_1=dose_1 * 1e6, dose_2=dose_2 * 1e6, interval=interval, end_day=end_day)
@@ -106,8 +107,11 @@ class PatientView(PatientModel):
 
 # --------------------------------------------------------------------------- components
 def lattice_figure(model: PatientModel) -> Figure:
-    """The marrow lattice: colour = blast share of cells (blue normal .. red blast), brightness
-    grows with occupancy (black = empty); NK agents as dots (yellow competent, grey not)."""
+    """The marrow lattice as a figure.
+
+    Colour = blast share of cells (blue normal .. red blast), brightness
+    grows with occupancy (black = empty); NK agents as dots (yellow competent, grey not).
+    """
     counts = model.lattice_counts()
     blasts = counts[S.lattice_susceptible_blasts] + counts[S.lattice_resistant_blasts]
     cells = blasts + counts[S.lattice_normal]
@@ -135,6 +139,7 @@ def lattice_figure(model: PatientModel) -> Figure:
 
 
 def LatticeView(model: PatientModel):
+    """Solara component: the lattice figure."""
     return solara.FigureMatplotlib(lattice_figure(model), format="png", bbox_inches="tight")
 
 
@@ -157,11 +162,13 @@ def _time_plot(model: PatientView, columns: dict[str, str], ylabel: str, log: bo
 
 
 def ChimerismPlot(model: PatientView):
+    """Solara component: donor chimerism of blood NK and lymphocytes over time."""
     return _time_plot(model, {"chimerism_nk": "of blood NK", "chimerism_pbmc": "of blood lymphocytes"},
                       "donor chimerism (%)", log=True)
 
 
 def BlastPlot(model: PatientView):
+    """Solara component: marrow blast percentage over time."""
     return _time_plot(model, {"marrow_blast_pct": "marrow blasts"}, "blasts (% of nucleated cells)")
 
 
