@@ -11,11 +11,19 @@
   probabilities and with separate ones; ``G = 0`` exactly when the simulated proportions equal
   the observed ones, so with one virtual trial per particle and ``epsilon -> 0`` ABC accepts
   exactly the simulations that reproduce the observed counts (rejection ABC on the full
-  category table, i.e. the exact posterior of that table). Censoring enters through the
-  categories (each simulated twin is followed as long as its observed patient).
-* ``z_t`` -- standardised misfit of a chimerism summary: ``(log10 sim - log10 target) / log10_sd``
-  for chimerism levels, ``(sim - target) / sd`` for the day of the peak (Gaussian -2 log L up to
-  a constant). A simulation whose statistic is undefined (no donor cells) gets ``z = 10``.
+  category table, i.e. the exact posterior of that table). The table
+  (:mod:`nksim.calibration.summaries`) is ``pd_first, response_first, progressed_by_180,
+  progressed_after_180, stable, censored``: splitting progression after SD by the assessment
+  interval in which PD is first called makes the *time* to conversion enter the distance,
+  interval-censored as observed (the trial: 0 in (28, 180], 3 in (180, 270]), not only its
+  count. Censoring enters through the categories (each simulated twin is followed as long as
+  its observed patient). With ``progression_timing = "any"`` the two progression cells are one
+  (the former 5-cell table), for observed intervals that do not resolve the timing.
+* ``z_t`` -- standardised misfit of a target summary: ``(log10 sim - log10 target) / log10_sd``
+  for chimerism levels and lymphocyte counts, ``(sim - target) / sd`` for the day of the peak
+  (Gaussian -2 log L up to a constant). A simulation whose statistic is undefined (no donor
+  cells) gets ``z = 10``. Analogue targets are computed from simulations of their own protocol
+  (:mod:`nksim.calibration.model`).
 """
 from __future__ import annotations
 

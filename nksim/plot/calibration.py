@@ -55,18 +55,20 @@ def conversion_panel(ax, posterior_ppc: xr.Dataset, prior_ppc: xr.Dataset | None
     ymax = max(ax.get_ylim()[1], 0.1)
     n_obs = int(obs.sum())
     for i, (a, b) in enumerate(zip(lo[obs], hi[obs])):
-        y = ymax * (0.92 - 0.06 * i)
+        y = ymax * (1.08 + 0.08 * i)
         ax.plot([a, b], [y, y], color="C3", lw=2, label="trial: progression interval (lo, hi]" if i == 0 else None)
-        ax.plot([b], [y], "|", color="C3", ms=10)
+        ax.plot([b], [y], "|", color="C3", ms=8)
+    ax.set_ylim(0, ymax * (1.15 + 0.08 * max(n_obs, 1)))
     n_sd = int(posterior_ppc["n_followed_sd"].attrs["observed"]) if "n_followed_sd" in posterior_ppc else None
     title = f"conversion days: trial {n_obs}" + (f" of {n_sd} followed SD" if n_sd is not None else "")
     if len(days):
         ax.set_xticks(days)
+    ax.set_xlim(0, max([280.0, *(days + 10.0)]))
     ax.set_xlabel("day after the first infusion [day]", fontsize=8)
     ax.set_ylabel("share of simulated conversions [1]", fontsize=8)
     ax.set_title(title, fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=5.5, loc="upper left")
+    ax.legend(fontsize=5.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
 
 def prior_posterior(posterior: xr.Dataset, *, generations: bool = True, ppc: xr.Dataset | None = None,
