@@ -598,3 +598,17 @@ def test_shipped_analogue_targets_use_the_analogue_protocols(model):
     assert model.trial_targets == ()
     assert model.analogue_protocols["nkae_consolidation"].end_day == 28
     assert model.analogue_protocols["cart_flucy_ld"].end_day == 1  # the window is day 0 (run to day 1)
+
+
+def test_observed_and_simulated_twins_share_the_progression_bins():
+    """A twin whose blasts cross in the same assessment interval as its patient's progression gets its category."""
+    from nksim.calibration.summaries import simulated_outcome
+
+    th = response_thresholds(load_parameters("default"))
+    days = np.arange(-9, 371)
+    for (lo, hi), slope in (((28.0, 90.0), 0.5), ((90.0, 180.0), 0.2), ((180.0, 270.0), 0.1)):
+        (slot,) = make_slots([_sd_outcome("p04", lo, hi)], ASSESS)
+        rec = np.full((380, L.N_R), np.nan)
+        rec[:, L.R.marrow_blast_pct] = np.where(days < 28, 40.0, 40.0 + slope * (days - 28))  # crosses 60
+        cat, call, cross = simulated_outcome(rec, -9.0, slot, ASSESS, th)
+        assert cat == slot.category and call == hi and lo < cross <= hi
