@@ -109,6 +109,18 @@ class Protocol:
                 return p
         raise KeyError(f"protocol '{self.name}' has no patient '{patient_id}'")
 
+    def with_nk_dose_factor(self, factor: float) -> Protocol:
+        """The same protocol with every NK infusion dose multiplied by ``factor`` (> 0)."""
+        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+            raise ValueError(f"NK dose factor must be a finite number > 0, got {factor!r}")
+
+        def scale(evs: tuple[Event, ...]) -> tuple[Event, ...]:
+            return tuple(replace(e, dose=e.dose * factor) if e.kind == "nk_infusion" else e for e in evs)
+
+        return replace(self, events=scale(self.events),
+                       groups=MappingProxyType({g: scale(evs) for g, evs in self.groups.items()}),
+                       title=f"{self.title} (NK doses x {factor:g})")
+
     def events_for(self, patient: str | Patient) -> tuple[Event, ...]:
         """All events of a patient (common + its group's), sorted by day."""
         p = patient if isinstance(patient, Patient) else self.patient(patient)

@@ -171,7 +171,7 @@ def test_dataset_is_cf_annotated_and_round_trips(small_screen, tmp_path):
     for key in ("nksim_version", "git_commit", "method", "trajectories", "levels", "virtual_trials", "seed",
                 "config_name"):
         assert key in ds.attrs, key
-    assert list(ds["output_units"].to_numpy()) == ["1", "1", "1", "day"]
+    assert list(ds["output_units"].to_numpy()) == ["1", "1", "1", "day", "1"]
     assert list(ds["selected"].attrs["flag_values"]) == [0, 1]
     path = write_netcdf(ds, tmp_path / "morris.nc")
     back = open_output(path)
@@ -248,3 +248,17 @@ def test_cli_options_parse():
     assert (a.trajectories, a.levels, a.virtual_trials, a.workers, a.smoke, a.overwrite) == (3, 6, 2, 2, True, True)
     with pytest.raises(SystemExit):
         _parser().parse_args(["screen", "cfg.toml", "--trajectories", "1"])
+
+
+def test_dose_factor_scales_only_nk_doses():
+    """Screens at higher NK doses scale the trial's NK infusions and nothing else."""
+    from nksim.protocol import load_protocol
+
+    proto = load_protocol("ahmadvand2023")
+    big = proto.with_nk_dose_factor(10.0)
+    for p in proto.patients:
+        for a, b in zip(proto.events_for(p), big.events_for(p)):
+            assert (a.day, a.kind) == (b.day, b.kind)
+            assert b.dose == (a.dose * 10.0 if a.kind == "nk_infusion" else a.dose)
+    with pytest.raises(ValueError, match="dose factor"):
+        proto.with_nk_dose_factor(0.0)

@@ -25,6 +25,8 @@ def add_screen_parser(sub) -> None:
     p.add_argument("--virtual-trials", type=positive_int, default=4,
                    help="virtual trials per design point (default 4)")
     p.add_argument("--workers", type=positive_int, default=1, help="threads evaluating design points (default 1)")
+    p.add_argument("--dose-factor", type=float, default=1.0,
+                   help="multiply every NK dose of the trial protocol by this factor (default 1)")
     p.add_argument("--smoke", action="store_true", help="the config's [smoke] version with 2 trajectories")
     p.add_argument("--overwrite", action="store_true", help="replace morris.nc/morris.png already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -41,6 +43,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from .config import load_config
     from .screen import run_screen, screen_table
 
+    if not (args.dose_factor > 0 and args.dose_factor < 1e4):
+        raise NksimInputError(f"--dose-factor must be in (0, 10000), got {args.dose_factor:g}", key="--dose-factor")
     if args.levels % 2:
         raise NksimInputError(f"--levels must be even, got {args.levels}", key="--levels")
     config = load_config(args.config)
@@ -52,7 +56,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     nc, png = out / "morris.nc", out / "morris.png"
     check_output_folder(out, (nc.name, png.name), args.overwrite)
     ds = run_screen(config, trajectories=trajectories, levels=args.levels, virtual_trials=args.virtual_trials,
-                    workers=args.workers, progress=not args.no_progress)
+                    workers=args.workers, progress=not args.no_progress, dose_factor=args.dose_factor)
     write_netcdf(ds, nc, overwrite=args.overwrite)
     save_figure(screen_figure(ds), png)
     print(f"Morris screen of {config.name}: {ds.sizes['parameter']} parameters, {ds.sizes['point']} design points "

@@ -30,6 +30,7 @@ from ..errors import NksimInputError, NksimWarning
 from ..observables import response_thresholds
 from ..parameters import ParameterSet
 from ..protocol import Protocol, load_protocol
+from ..quantities import observe
 from ..simulate import run_one
 from .config import CalibrationConfig
 from .distance import total_distance
@@ -118,7 +119,8 @@ class CalibrationModel:
     def simulate_patients(self, theta: Mapping[str, float], seed: int | None = None,
                           virtual_trials: int | None = None) -> dict[str, np.ndarray]:
         """Per-patient results, shape (trial, slot): category index (:data:`CATEGORIES`), PD call and
-        crossing days, chimerism peaks and peak day, and each target's per-patient value
+        crossing days, chimerism peaks and peak day, the fraction of baseline blasts killed by NK by
+        day 28 (``nk_kill_fraction``), and each target's per-patient value
         (``target:<name>``; shape (trial, patient of the target's protocol) for analogue targets)."""
         params = self.parameters(theta)
         seed = theta_seed(self.config.seed, theta) if seed is None else int(seed)
@@ -130,6 +132,8 @@ class CalibrationModel:
         peak_pbmc = np.full((vt, n), np.nan)
         peak_nk = np.full((vt, n), np.nan)
         peak_day = np.full((vt, n), np.nan)
+        kill_fraction = np.full((vt, n), np.nan)
+        i_kill = int(round(DEFAULT_WINDOW[1] - self.protocol.start_day))
         days = self.protocol.assessment_days
         # the default window (days 1-28) feeds the generic per-patient peaks; each target also gets
         # its own quantity over its own window (and, for analogue targets, its own protocol)
@@ -151,6 +155,8 @@ class CalibrationModel:
                 cat[r, j] = CATEGORY_INDEX[c]
                 peak_pbmc[r, j], peak_nk[r, j], peak_day[r, j] = chimerism_peaks(run.rec, self.protocol.start_day,
                                                                                  DEFAULT_WINDOW)
+                kill_fraction[r, j] = (observe("nk_kills", run.rec)[i_kill]
+                                       / max(observe("blasts_total", run.rec)[0], 1.0))
                 for t in self.trial_targets:
                     per_target[t.name][r, j] = target_value(run.rec, self.protocol.start_day, t)
             for name, proto in self.analogue_protocols.items():
@@ -160,7 +166,8 @@ class CalibrationModel:
                         per_target[t.name][r, k] = target_value(run.rec, proto.start_day, t)
         return {"category": cat, "pd_call_day": call_day, "pd_cross_day": cross_day,
                 "peak_donor_chimerism_pbmc": peak_pbmc, "peak_donor_chimerism_nk": peak_nk,
-                "peak_day": peak_day, **{f"target:{k}": v for k, v in per_target.items()}}
+                "peak_day": peak_day, "nk_kill_fraction": kill_fraction,
+                **{f"target:{k}": v for k, v in per_target.items()}}
 
     def table_counts(self, category: np.ndarray) -> np.ndarray:
         """Counts of per-patient category indices (:data:`CATEGORIES`) in the model's table (:attr:`categories`)."""

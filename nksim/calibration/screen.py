@@ -11,7 +11,13 @@ outputs (:data:`SCREEN_OUTPUTS`):
   (9 months) among patients with SD at the first assessment;
 * ``log10_peak_chimerism_pbmc`` -- log10 of the median over patients of the peak donor
   chimerism of blood lymphocytes (percent) over the chimerism-target window;
-* ``peak_day`` -- median over patients of the day of that peak (days after the first infusion).
+* ``peak_day`` -- median over patients of the day of that peak (days after the first infusion);
+* ``log10_nk_kill_fraction`` -- log10 of the median over patients of the fraction of baseline
+  marrow blasts killed by donor NK by day 28 (what NK killing could do at this dose).
+
+``dose_factor`` scales every NK dose of the trial protocol, so the screen can be repeated at
+doses above the trial's: the NK-killing parameters have no effect on the trial's outcomes at
+its doses, and the question is whether they would at higher ones.
 
 Common random numbers: every design point is simulated with the same simulation seed, so an
 elementary effect (difference between two neighbouring points of a trajectory) measures the
@@ -42,7 +48,8 @@ from .config import CalibrationConfig, FitParameter
 from .model import CalibrationModel
 from .summaries import CATEGORY_INDEX, PROGRESSED
 
-SCREEN_OUTPUTS: tuple[str, ...] = ("p_pd_first", "p_progressed_given_sd", "log10_peak_chimerism_pbmc", "peak_day")
+SCREEN_OUTPUTS: tuple[str, ...] = ("p_pd_first", "p_progressed_given_sd", "log10_peak_chimerism_pbmc", "peak_day",
+                                   "log10_nk_kill_fraction")
 
 #: Output -> (units, long_name).
 OUTPUT_META: dict[str, tuple[str, str]] = {
@@ -52,6 +59,8 @@ OUTPUT_META: dict[str, tuple[str, str]] = {
     "log10_peak_chimerism_pbmc": ("1", "log10 of the median over patients of the peak donor chimerism of blood "
                                        "lymphocytes (percent)"),
     "peak_day": ("day", "median over patients of the day of the peak donor chimerism of blood lymphocytes"),
+    "log10_nk_kill_fraction": ("1", "log10 of the median over patients of the fraction of baseline marrow blasts "
+                                    "killed by donor NK by day 28 (floor 1e-9)"),
 }
 
 #: Relative effect (mu* / max mu* of the output) from which a parameter counts as influential.
@@ -100,11 +109,14 @@ def cohort_outputs(model: CalibrationModel, theta: Mapping[str, float], seed: in
     med = float(np.median(peak)) if peak.size else math.nan
     day = np.asarray(pts["peak_day"], dtype=float).ravel()
     day = day[np.isfinite(day)]
+    kills = np.asarray(pts["nk_kill_fraction"], dtype=float).ravel()
+    kills = kills[np.isfinite(kills)]
     return {
         "p_pd_first": float(np.sum(cat == CATEGORY_INDEX["pd_first"])) / n if n else math.nan,
         "p_progressed_given_sd": prog / (prog + stable) if prog + stable > 0 else math.nan,
         "log10_peak_chimerism_pbmc": math.log10(med) if med > 0 else math.nan,
         "peak_day": float(np.median(day)) if day.size else math.nan,
+        "log10_nk_kill_fraction": math.log10(max(float(np.median(kills)), 1e-9)) if kills.size else math.nan,
     }
 
 
@@ -281,7 +293,7 @@ def indices_dataset(params: Sequence[FitParameter], X: np.ndarray, Y: np.ndarray
 # ---------------------------------------------------------------------------------- the screen
 def run_screen(config: CalibrationConfig, *, trajectories: int = 10, levels: int = 4, virtual_trials: int = 4,
                seed: int | None = None, workers: int = 1, progress: bool = True,
-               params: Sequence[FitParameter] | None = None) -> xr.Dataset:
+               params: Sequence[FitParameter] | None = None, dose_factor: float = 1.0) -> xr.Dataset:
     """Morris screen of the config's model over the prior ranges on :data:`SCREEN_OUTPUTS`.
 
     Parameters
@@ -300,6 +312,9 @@ def run_screen(config: CalibrationConfig, *, trajectories: int = 10, levels: int
         Threads evaluating design points; results do not depend on it.
     params:
         The screened parameters (default :func:`screen_parameters`).
+    dose_factor:
+        Multiplies every NK infusion dose of the trial protocol: screens at doses other than the
+        trial's show which NK parameters would matter if more cells were given.
 
     Returns
     -------
@@ -313,6 +328,8 @@ def run_screen(config: CalibrationConfig, *, trajectories: int = 10, levels: int
 
     seed = int(config.seed if seed is None else seed)
     model = CalibrationModel(config)
+    if dose_factor != 1.0:
+        model.protocol = model.protocol.with_nk_dose_factor(dose_factor)
     params = list(params) if params is not None else screen_parameters(config, model)
     sim_seed = int(config.seed)
 
@@ -339,6 +356,7 @@ def run_screen(config: CalibrationConfig, *, trajectories: int = 10, levels: int
         "calibration_config": json.dumps(config.as_dict(), sort_keys=True),
         "wall_time_s": float(seconds),
         "workers": int(workers),
+        "nk_dose_factor": float(dose_factor),
     })
     ds.attrs = attrs
     return ds

@@ -543,6 +543,9 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     scale = kp[KP.scale]
     maxk = int(kp[KP.nk_max_kills])
     n_donors = int(kp[KP.n_donors])
+    for i in range(ev_donor.shape[0]):
+        if ev_donor[i] < 0 or ev_donor[i] >= n_donors:
+            raise ValueError("an event's donor index is outside 0 .. kp[KP.n_donors] - 1")
 
     rec = np.full((n_days + 1, N_R), np.nan)
     cnt = np.zeros((n_days + 1, N_C), dtype=np.int64)
@@ -750,10 +753,11 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
         if (step + 1) % spd == 0:
             r = (step + 1) // spd
             hazard_now = drug_hazard(kp, flu, cy)
-            for d in range(n_donors):  # priming at the day boundary, for the record
+            for d in range(n_donors):  # priming and cytokine support at the day boundary, for the record
                 primed[d] = primed_fraction(kp, (step + 1) * dt - first_exposure[d])
+            support_now = cytokine_support(kp, il2, il15a)[2]
             record_day(kp, rec, cnt, r, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now,
-                       primed, il2, il15a, support)
+                       primed, il2, il15a, support_now)
             if snap_i < snap_days.shape[0] and snap_days[snap_i] == r:
                 _snapshot(snaps, snap_i, sus, res, nor, nk_grid, a_pos, n_agents, side)
                 snap_i += 1

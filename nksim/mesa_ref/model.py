@@ -491,7 +491,7 @@ class PatientModel(mesa.Model):
             "allo_priming": float(max(0.0, *self.primed_at(self.step_index * rules.dt))),
             "il2_central": self.il2,
             "il15_agonist_central": self.il15a,
-            "cytokine_support": self.support,  # during the last step
+            "cytokine_support": cytokine_support(kp, self.il2, self.il15a)[2],  # at the day boundary
         }
         missing = set(TIME_VARIABLES) - set(obs)
         if missing:  # every record variable of nksim.quantities.RECORD must be observed
