@@ -32,7 +32,7 @@ from _common import ROOT, source_digest
 
 from nksim.calibration.config import load_config
 from nksim.calibration.model import CalibrationModel
-from nksim.calibration.summaries import CATEGORY_INDEX
+from nksim.calibration.summaries import CATEGORY_INDEX, PROGRESSED
 
 
 def main() -> int:
@@ -61,7 +61,7 @@ def main() -> int:
 
     def props(cat):
         pd = np.mean(cat == CATEGORY_INDEX["pd_first"])
-        prog = np.sum(cat == CATEGORY_INDEX["progressed"])
+        prog = np.sum(np.isin(cat, [CATEGORY_INDEX[k] for k in PROGRESSED]))
         fol = prog + np.sum(cat == CATEGORY_INDEX["stable"])
         return pd, prog / max(fol, 1), np.sqrt(pd * (1 - pd) / n)
 
