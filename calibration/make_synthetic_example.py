@@ -1,5 +1,7 @@
-"""Generate ``calibration/data/examples/synthetic_series.csv``: a per-patient measurement series
-in the series schema (``calibration/data/SCHEMA.md``), produced by the nksim default model.
+"""Generate ``calibration/data/examples/synthetic_series.csv``, an example measurement series.
+
+A per-patient measurement series in the series schema (``calibration/data/SCHEMA.md``),
+produced by the nksim default model.
 
 It is an example of the file format (and a synthetic data set for parameter-recovery checks),
 NOT trial data. It simulates the ahmadvand2023 protocol once per patient on a small lattice

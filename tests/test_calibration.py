@@ -14,8 +14,14 @@ from nksim.calibration.config import CALIBRATION_DIR, load_config
 from nksim.calibration.data import default_observed
 from nksim.calibration.distance import g_statistic, target_z, total_distance
 from nksim.calibration.model import CalibrationModel, theta_seed
-from nksim.calibration.summaries import (CATEGORIES, CATEGORY_INDEX, Slot, make_slots, observed_counts,
-                                         simulated_category)
+from nksim.calibration.summaries import (
+    CATEGORIES,
+    CATEGORY_INDEX,
+    Slot,
+    make_slots,
+    observed_counts,
+    simulated_category,
+)
 from nksim.engine import layout as L
 from nksim.errors import NksimInputError, NksimWarning
 from nksim.observables import pd_threshold, response_thresholds
@@ -150,8 +156,9 @@ def test_fast_blast_growth_drives_pd(model, smoke):
     fast = model.simulate_patients({**theta, "blasts.net_growth_rate": 0.05, "random_effects.blast_growth_log_sd": 0.1,
                                     "blasts.baseline_pct": 20.0, "blasts.drug_sensitivity": 0.01},
                                    seed=2, virtual_trials=3)
-    slow = model.simulate_patients({**theta, "blasts.net_growth_rate": 0.0005, "random_effects.blast_growth_log_sd": 0.1,
-                                    "blasts.baseline_pct": 20.0}, seed=2, virtual_trials=3)
+    slow = model.simulate_patients({**theta, "blasts.net_growth_rate": 0.0005,
+                                    "random_effects.blast_growth_log_sd": 0.1, "blasts.baseline_pct": 20.0},
+                                   seed=2, virtual_trials=3)
     assert np.mean(fast["category"] == CATEGORY_INDEX["pd_first"]) >= 0.6
     assert np.mean(slow["category"] == CATEGORY_INDEX["pd_first"]) == 0.0
     assert np.all(np.isin(slow["category"], [CATEGORY_INDEX[c] for c in ("stable", "censored", "response_first")]))
@@ -171,10 +178,13 @@ def _write(tmp_path: Path, text: str) -> Path:
     (('"lattice.side" = 5', '"lattice.side" = -5'), "simulator.lattice.side", "outside the allowed range [2, "),
     (('"lattice.side" = 5', '"lattice.sidee" = 5'), "simulator.lattice.sidee", "unknown key"),
     (('outcomes = "data/ahmadvand2023_outcomes.csv"', 'outcomes = "data/nothere.csv"'), "data.outcomes", "not found"),
-    (('    "nk.rejection_rate",', '    "nk.rejection_rate",\n    "nk.speed_typo",'), "fit.parameters", "unknown parameter"),
+    (('    "nk.rejection_rate",', '    "nk.rejection_rate",\n    "nk.speed_typo",'), "fit.parameters",
+     "unknown parameter"),
     (('    "nk.rejection_rate",', '    "nk.rejection_rate",\n    "nk.egress_rate",'), "fit.parameters", "no prior"),
-    (("[fit.scale]", '[fit.prior]\n"blasts.baseline_pct" = [-5.0, 90.0]\n\n[fit.scale]'), "fit.prior.blasts.baseline_pct", "lo < hi"),
-    (('"nk.rejection_rate" = "log"', '"nk.rejection_rate" = "cubic"'), "fit.scale.nk.rejection_rate", "'linear' or 'log'"),
+    (("[fit.scale]", '[fit.prior]\n"blasts.baseline_pct" = [-5.0, 90.0]\n\n[fit.scale]'),
+     "fit.prior.blasts.baseline_pct", "lo < hi"),
+    (('"nk.rejection_rate" = "log"', '"nk.rejection_rate" = "cubic"'), "fit.scale.nk.rejection_rate",
+     "'linear' or 'log'"),
     (('progression_timing = "interval"', 'progression_timing = "exact"'), "distance.progression_timing", "'any'"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, edit, key, words):
@@ -397,8 +407,12 @@ def test_kernel_stop_rule_gives_cr_and_pr_precedence_over_pd():
                                                       "response.pr_min_fall": 0.0})
     th = response_thresholds(params)
     kp = np.zeros(L.N_P)
-    kp[L.KP.pd_relative_rise_fraction], kp[L.KP.response_pd_absolute_rise], kp[L.KP.response_pd_absolute_below] = 0.0, 0.0, th["pd_absolute_below"]
-    kp[L.KP.response_cr_blast_pct], kp[L.KP.response_pr_blast_pct], kp[L.KP.pr_min_fall_fraction] = th["cr_blast_pct"], th["pr_blast_pct"], 0.0
+    kp[L.KP.pd_relative_rise_fraction] = 0.0
+    kp[L.KP.response_pd_absolute_rise] = 0.0
+    kp[L.KP.response_pd_absolute_below] = th["pd_absolute_below"]
+    kp[L.KP.response_cr_blast_pct] = th["cr_blast_pct"]
+    kp[L.KP.response_pr_blast_pct] = th["pr_blast_pct"]
+    kp[L.KP.pr_min_fall_fraction] = 0.0
     for b0, b in ((3.0, 4.0), (3.0, 6.0), (20.0, 20.0), (20.0, 30.0), (40.0, 60.0), (40.0, np.nan)):
         thr = pd_threshold_pct(kp, b0)
         assert thr == pytest.approx(float(pd_threshold(b0, th)))

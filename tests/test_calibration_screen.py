@@ -12,16 +12,22 @@ import pytest
 import xarray as xr
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from nksim.calibration.config import FitParameter, load_config  # noqa: E402
-from nksim.calibration.model import CalibrationModel  # noqa: E402
-from nksim.calibration.screen import (SCREEN_OUTPUTS, cohort_outputs, morris_indices, run_screen,  # noqa: E402
-                                      screen_parameters, screen_table)
-from nksim.calibration.summaries import CATEGORY_INDEX  # noqa: E402
-from nksim.errors import OutputExistsError  # noqa: E402
-from nksim.plot import screen_figure  # noqa: E402
-from nksim.quantities import PARAMETERS  # noqa: E402
+from nksim.calibration.config import FitParameter, load_config
+from nksim.calibration.model import CalibrationModel
+from nksim.calibration.screen import (
+    SCREEN_OUTPUTS,
+    cohort_outputs,
+    morris_indices,
+    run_screen,
+    screen_parameters,
+    screen_table,
+)
+from nksim.calibration.summaries import CATEGORY_INDEX
+from nksim.errors import OutputExistsError
+from nksim.plot import screen_figure
+from nksim.quantities import PARAMETERS
 
 SMALL_KEYS = ("blasts.net_growth_rate", "nk.rejection_rate", "il15.max_fold")
 

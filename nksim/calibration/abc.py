@@ -41,10 +41,12 @@ class AbcModel:
         self._model = None
 
     def __getstate__(self):
+        """Pickle state without the built model (workers rebuild it lazily)."""
         return {"config": self.config, "observed": self.observed, "_model": None}
 
     @property
     def model(self):
+        """The :class:`~nksim.calibration.model.CalibrationModel`, built on first use."""
         if self._model is None:
             from .model import CalibrationModel
 
@@ -52,10 +54,11 @@ class AbcModel:
         return self._model
 
     def theta(self, pars: Mapping[str, float]) -> dict[str, float]:
-        """pyabc parameters (safe names, sampling scale) -> model keys and values."""
+        """Map pyabc parameters (safe names, sampling scale) -> model keys and values."""
         return {f.key: f.from_unit(float(pars[f.safe_name])) for f in self.config.fit}
 
     def __call__(self, pars: Mapping[str, float]) -> dict:
+        """Simulate the summary dict for one pyabc parameter set."""
         return self.model.simulate(self.theta(pars))
 
 
@@ -66,11 +69,14 @@ class AbcDistance:
         self.abc_model = model
 
     def __call__(self, x: Mapping, x0: Mapping) -> float:
+        """Distance of the simulated summaries ``x`` from the observed ``x0``."""
         return self.abc_model.model.distance(x, x0)
 
 
 @dataclass
 class AbcRun:
+    """Result of :func:`run_abc`: the pyabc history, its database URL, wall time (s), simulations, workers."""
+
     history: object  # pyabc.History
     db_url: str
     seconds: float
@@ -79,6 +85,7 @@ class AbcRun:
 
 
 def prior_distribution(config: CalibrationConfig):
+    """The pyabc prior: independent uniforms on each fitted parameter's bounds (sampling scale)."""
     pyabc = require("pyabc", "calibrate", "nksim.calibration")
 
     return pyabc.Distribution(**{f.safe_name: pyabc.RV("uniform", f.bounds[0], f.bounds[1] - f.bounds[0])
@@ -121,7 +128,7 @@ def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, sched
         lg.setLevel(logging.INFO if handler is not None else logging.WARNING)
         if handler is not None:
             lg.addHandler(handler)
-    np.random.seed(config.seed % 2**32)  # pyabc draws proposals from the global NumPy generator
+    np.random.seed(config.seed % 2**32)  # noqa: NPY002  pyabc samples from numpy's global RNG
     t0 = time.perf_counter()
     try:
         if scheduler is None and workers <= 1:

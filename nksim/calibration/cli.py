@@ -8,6 +8,7 @@ from ..argtypes import positive_int
 
 
 def add_calibrate_parser(sub) -> None:
+    """Add the ``calibrate`` subcommand and its options to the ``sub`` subparsers."""
     p = sub.add_parser(
         "calibrate", help="ABC-SMC calibration against the trial; posterior, predictive checks, report figures",
         description="Calibrate the model to observed trial data (calibration config TOML, e.g. "
@@ -32,6 +33,7 @@ def add_calibrate_parser(sub) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Run ``nksim calibrate`` (calibration or recovery study) for parsed ``args``; returns the exit code."""
     from .._optional import require
 
     require("pyabc", "calibrate", "nksim calibrate")  # fail before any work

@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..argtypes import int_at_least
-from ..argtypes import positive_int
+from ..argtypes import int_at_least, positive_int
 
 _at_least_two = int_at_least(2, "integer >= 2")
 
 
 def add_screen_parser(sub) -> None:
+    """Add the ``screen`` subcommand and its options to the ``sub`` subparsers."""
     p = sub.add_parser(
         "screen", help="Morris sensitivity screen of the prior ranges on the outcome summaries (DIR/morris.nc, .png)",
         description="Morris elementary-effects screen (SALib) of every prior-carrying model parameter (plus the "
@@ -33,6 +33,7 @@ def add_screen_parser(sub) -> None:
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
+    """Run ``nksim screen`` (Morris screen, writes morris.nc/.png) for parsed ``args``; returns the exit code."""
     from .._optional import require
 
     require("SALib", "calibrate", "nksim screen")  # fail before any work

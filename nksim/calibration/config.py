@@ -19,16 +19,17 @@ checked, unknown keys are errors naming the file and the allowed keys::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..checks import check_number
 from ..errors import NksimInputError
 from ..fileio import check_keys, read_toml
-from ..resources import data_path
 from ..parameters import ParameterSet, load_parameters
 from ..quantities import PARAMETERS
+from ..resources import data_path
 
 #: Folder of the shipped calibration configs, data and results (``calibration/`` at the repository
 #: root; package data in a wheel).
@@ -80,6 +81,8 @@ class FitParameter:
 
 @dataclass(frozen=True)
 class AbcSettings:
+    """ABC-SMC settings of a calibration config (the ``[abc]`` table): population, stopping rules, draws."""
+
     population_size: int = 200
     max_generations: int = 8
     min_epsilon: float = 0.0
@@ -136,7 +139,7 @@ class CalibrationConfig:
         p = load_parameters(self.model)
         return p.with_values(dict(self.simulator_overrides), origin=f"{self.origin} [simulator]")
 
-    def smoke_version(self) -> "CalibrationConfig":
+    def smoke_version(self) -> CalibrationConfig:
         """The tiny ``--smoke`` configuration (the [smoke] table applied)."""
         sim = dict(self.simulator_overrides)
         abc = {}

@@ -1,5 +1,7 @@
-"""Observed trial data for calibration: per-patient outcomes, analogue chimerism targets and
-(optional) per-patient measurement time series, each value with its provenance.
+"""Observed trial data for calibration, each value with its provenance.
+
+Per-patient outcomes, analogue chimerism targets and (optional) per-patient measurement time
+series.
 
 Three file formats, documented in ``calibration/data/SCHEMA.md``:
 
@@ -30,10 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._optional import require
-from ..fileio import check_keys, read_toml
-from ..resources import data_path
 from ..checks import check_number, number_problem, range_text
 from ..errors import NksimInputError, NksimWarning
+from ..fileio import check_keys, read_toml
+from ..resources import data_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -180,12 +182,13 @@ class ObservedTrial:
         return tuple(o for o in self.outcomes if o.evaluable)
 
     def outcome(self, patient: str) -> PatientOutcome:
+        """The outcome of ``patient`` (KeyError if there is none)."""
         for o in self.outcomes:
             if o.patient == patient:
                 return o
         raise KeyError(f"no outcome for patient '{patient}'; known: {[o.patient for o in self.outcomes]}")
 
-    def series_frame(self) -> "pandas.DataFrame":
+    def series_frame(self) -> pandas.DataFrame:
         """The series as a DataFrame with :data:`SERIES_FRAME_COLUMNS` (empty when no series)."""
         pd = require("pandas", "calibrate", "ObservedTrial.series_frame")
 
@@ -399,17 +402,21 @@ def load_outcomes(
         hi = row.day("progression_day_hi", start_day)
         last = row.day("last_followup_day", start_day)
         if resp == "PD" and progressed is not True:
-            raise row.fail("progressed", f"first_response is PD, so progressed must be true (got '{row.raw('progressed')}')")
+            raise row.fail("progressed",
+                           f"first_response is PD, so progressed must be true (got '{row.raw('progressed')}')")
         if progressed is True:
             if hi is None:
-                raise row.fail("progression_day_hi", "progressed=true needs progression_day_hi (the first day progression "
-                                                     "was observed; progression_day_lo = last day known not progressed)")
+                raise row.fail("progression_day_hi",
+                               "progressed=true needs progression_day_hi (the first day progression "
+                               "was observed; progression_day_lo = last day known not progressed)")
             if lo is not None and lo > hi:
-                raise row.fail("progression_day_lo", f"progression_day_lo ({lo:g}) is after progression_day_hi ({hi:g}); "
-                                                     "allowed: progression_day_lo <= progression_day_hi")
+                raise row.fail("progression_day_lo",
+                               f"progression_day_lo ({lo:g}) is after progression_day_hi ({hi:g}); "
+                               "allowed: progression_day_lo <= progression_day_hi")
             if resp == "PD" and hi > first_day:
-                raise row.fail("progression_day_hi", f"PD at the first assessment (day {first_day:g}) but "
-                                                     f"progression_day_hi is {hi:g}; allowed: <= first_assessment_day")
+                raise row.fail("progression_day_hi",
+                               f"PD at the first assessment (day {first_day:g}) but "
+                               f"progression_day_hi is {hi:g}; allowed: <= first_assessment_day")
             if resp != "PD" and hi <= first_day:
                 raise row.fail("progression_day_hi", f"first_response is {resp} on day {first_day:g}, so progression "
                                                      f"must be observed later, but progression_day_hi is {hi:g}; "
@@ -419,8 +426,9 @@ def load_outcomes(
                                                     "other (a patient seen to progress was followed up to then); "
                                                     "allowed: lost_to_follow_up=false")
             if resp != "PD" and lo is not None and lo < first_day:
-                raise row.fail("progression_day_lo", f"first_response is {resp} (not progressed on day {first_day:g}) but "
-                                                     f"progression_day_lo is {lo:g}; allowed: >= first_assessment_day")
+                raise row.fail("progression_day_lo",
+                               f"first_response is {resp} (not progressed on day {first_day:g}) but "
+                               f"progression_day_lo is {lo:g}; allowed: >= first_assessment_day")
         else:
             for f, v in (("progression_day_lo", lo), ("progression_day_hi", hi)):
                 if v is not None:
@@ -454,7 +462,7 @@ def _tstr(t: Mapping[str, Any], f: str, source: str, key: str, *, required: bool
     return v
 
 
-def _target_protocol(value: Any, src: str, key: str) -> "Protocol":
+def _target_protocol(value: Any, src: str, key: str) -> Protocol:
     """The protocol a target names, loaded with :func:`nksim.load_protocol` (errors name the key)."""
     from ..protocol import PROTOCOLS_DIR, load_protocol
 
@@ -470,7 +478,7 @@ def _target_protocol(value: Any, src: str, key: str) -> "Protocol":
 
 
 def load_targets(path: str | Path, *, start_day: float | None = None,
-                 protocol: "Protocol | str | Path | None" = None) -> tuple[ChimerismTarget, ...]:
+                 protocol: Protocol | str | Path | None = None) -> tuple[ChimerismTarget, ...]:
     """Load and validate a targets TOML: ``[meta]`` and one or more ``[[target]]`` tables.
 
     ``start_day`` (or, if not given, the ``start_day`` of ``protocol``) bounds the windows of
@@ -640,7 +648,7 @@ def load_observed(
     targets: str | Path | None = None,
     series: str | Path | None = None,
     *,
-    protocol: "Protocol | str | Path | None" = None,
+    protocol: Protocol | str | Path | None = None,
 ) -> ObservedTrial:
     """Load outcomes (+ optional targets and series), validated against a protocol.
 
@@ -652,7 +660,8 @@ def load_observed(
     """
     from ..protocol import Protocol, load_protocol
 
-    proto = protocol if isinstance(protocol, Protocol) else load_protocol("ahmadvand2023" if protocol is None else protocol)
+    proto = (protocol if isinstance(protocol, Protocol)
+             else load_protocol("ahmadvand2023" if protocol is None else protocol))
     ids = [p.id for p in proto.patients]
     outs = load_outcomes(outcomes, patients=ids, start_day=proto.start_day, groups=list(proto.groups) or None)
     for o in outs:

@@ -34,9 +34,19 @@ from ..quantities import observe
 from ..simulate import run_one
 from .config import CalibrationConfig
 from .distance import total_distance
-from .summaries import (CATEGORIES, CATEGORY_INDEX, TIMING_MODES, Slot, chimerism_peaks, cohort_statistic,
-                        lymphocyte_count, make_slots, observed_counts, simulated_outcome, table_matrix)
-
+from .summaries import (
+    CATEGORIES,
+    CATEGORY_INDEX,
+    TIMING_MODES,
+    Slot,
+    chimerism_peaks,
+    cohort_statistic,
+    lymphocyte_count,
+    make_slots,
+    observed_counts,
+    simulated_outcome,
+    table_matrix,
+)
 
 #: Day window (after the first infusion) of the generic per-patient chimerism peaks.
 DEFAULT_WINDOW = (1.0, 28.0)
@@ -109,6 +119,7 @@ class CalibrationModel:
     # ------------------------------------------------------------------ parameters
     @property
     def fit_keys(self) -> tuple[str, ...]:
+        """Model keys of the fitted parameters, in config order."""
         return tuple(f.key for f in self.config.fit)
 
     def parameters(self, theta: Mapping[str, float]) -> ParameterSet:
@@ -118,10 +129,13 @@ class CalibrationModel:
     # ------------------------------------------------------------------ simulation
     def simulate_patients(self, theta: Mapping[str, float], seed: int | None = None,
                           virtual_trials: int | None = None) -> dict[str, np.ndarray]:
-        """Per-patient results, shape (trial, slot): category index (:data:`CATEGORIES`), PD call and
-        crossing days, chimerism peaks and peak day, the fraction of baseline blasts killed by NK by
-        day 28 (``nk_kill_fraction``), and each target's per-patient value
-        (``target:<name>``; shape (trial, patient of the target's protocol) for analogue targets)."""
+        """Per-patient results of ``virtual_trials`` simulated trials at ``theta``, shape (trial, slot).
+
+        Category index (:data:`CATEGORIES`), PD call and crossing days, chimerism peaks and peak
+        day, the fraction of baseline blasts killed by NK by day 28 (``nk_kill_fraction``), and each
+        target's per-patient value (``target:<name>``; shape (trial, patient of the target's
+        protocol) for analogue targets).
+        """
         params = self.parameters(theta)
         seed = theta_seed(self.config.seed, theta) if seed is None else int(seed)
         vt = self.config.virtual_trials if virtual_trials is None else int(virtual_trials)
@@ -186,12 +200,14 @@ class CalibrationModel:
         return self.summarise(self.simulate_patients(theta, seed))
 
     def observed_summary(self) -> dict[str, np.ndarray | float]:
+        """Summaries of the observed trial: outcome-category counts and each target's value."""
         out: dict[str, np.ndarray | float] = {"counts": self.obs_counts.copy()}
         for t in self.targets:
             out[t.name] = float(t.value)
         return out
 
     def distance(self, sim: Mapping, obs: Mapping | None = None) -> float:
+        """Total distance of simulated summaries ``sim`` from ``obs`` (default: the observed trial)."""
         return total_distance(sim, obs if obs is not None else self.observed_summary(), self.targets,
                               self.config.chimerism_weight)
 
@@ -216,9 +232,9 @@ def _series_targets(observed) -> list:
     count as half the LOD); the target is the median over patients, with the log10 standard
     deviation of that median estimated by bootstrap over patients (floored at 0.1).
     """
-    from .data import ChimerismTarget
-
     import warnings
+
+    from .data import ChimerismTarget
 
     out = []
     if not getattr(observed, "series", ()):

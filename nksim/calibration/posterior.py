@@ -27,6 +27,7 @@ SUMMARY_COLUMNS = ("parameter", "unit", "prior_lo", "prior_hi", "scale", "median
 
 
 def var_name(key: str) -> str:
+    """Dataset variable name of a parameter key (dots become ``__``)."""
     return key.replace(".", "__")
 
 
@@ -130,6 +131,7 @@ def summary_rows(ds: xr.Dataset) -> list[dict[str, str]]:
 
 
 def write_summary_csv(rows: Sequence[Mapping[str, str]], path: Path) -> None:
+    """Write posterior summary rows (:data:`SUMMARY_COLUMNS`) as CSV to ``path``."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -139,6 +141,7 @@ def write_summary_csv(rows: Sequence[Mapping[str, str]], path: Path) -> None:
 
 
 def read_summary_csv(path: str | Path) -> dict[str, dict[str, str]]:
+    """Read a posterior summary CSV, checking its columns; rows keyed by parameter."""
     path = Path(path)
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -175,6 +175,7 @@ def predictive_check(model: CalibrationModel, thetas: list[dict[str, float]], *,
 
 
 def prior_thetas(model: CalibrationModel, n: int, seed: int) -> list[dict[str, float]]:
+    """``n`` parameter sets drawn from the uniform prior (sampling scale), in model units."""
     rng = np.random.default_rng([int(seed), 0x9D])
     out = []
     for _ in range(n):
@@ -183,6 +184,7 @@ def prior_thetas(model: CalibrationModel, n: int, seed: int) -> list[dict[str, f
 
 
 def posterior_thetas(values: dict[str, np.ndarray], weights: np.ndarray, n: int, seed: int) -> list[dict[str, float]]:
+    """``n`` parameter sets resampled (with replacement) from weighted posterior particles."""
     rng = np.random.default_rng([int(seed), 0x9E])
     idx = rng.choice(weights.size, size=n, replace=True, p=weights)
     return [{k: float(v[i]) for k, v in values.items()} for i in idx]

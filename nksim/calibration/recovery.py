@@ -1,4 +1,4 @@
-"""Parameter recovery: does the calibration find parameters it generated the data from?
+"""Parameter recovery: checks that the calibration finds the parameters it generated the data from.
 
 For each of ``datasets`` synthetic trials:
 
@@ -122,28 +122,35 @@ def run_recovery(config: CalibrationConfig, *, datasets: int = 10, population_si
     fit = {f.key: f for f in config.fit}
     ds = xr.Dataset(
         {
-            "true_value": (("dataset", "parameter"), truth, {"units": "1", "long_name": "parameter value generating the synthetic trial (model units of each parameter)"}),
+            "true_value": (("dataset", "parameter"), truth,
+                           {"units": "1", "long_name": "parameter value generating the synthetic trial "
+                            "(model units of each parameter)"}),
             "posterior_quantile": (("dataset", "parameter", "quantile"), quant,
-                                   {"units": "1", "long_name": "weighted posterior quantile (model units of each parameter)"}),
+                                   {"units": "1",
+                                    "long_name": "weighted posterior quantile (model units of each parameter)"}),
             "inside_90": (("dataset", "parameter"), inside90.astype(np.int8),
                           {"units": "1", "long_name": "true value inside the central 90% credible interval",
                            "flag_values": np.array([0, 1], dtype=np.int8), "flag_meanings": "outside inside"}),
             "inside_50": (("dataset", "parameter"), inside50.astype(np.int8),
                           {"units": "1", "long_name": "true value inside the central 50% credible interval",
                            "flag_values": np.array([0, 1], dtype=np.int8), "flag_meanings": "outside inside"}),
-            "coverage_90": (("parameter",), inside90.mean(axis=0), {"units": "1", "long_name": "fraction of datasets with the truth inside the 90% interval"}),
-            "coverage_50": (("parameter",), inside50.mean(axis=0), {"units": "1", "long_name": "fraction of datasets with the truth inside the 50% interval"}),
+            "coverage_90": (("parameter",), inside90.mean(axis=0),
+                            {"units": "1", "long_name": "fraction of datasets with the truth inside the 90% interval"}),
+            "coverage_50": (("parameter",), inside50.mean(axis=0),
+                            {"units": "1", "long_name": "fraction of datasets with the truth inside the 50% interval"}),
             "final_epsilon": (("dataset",), eps, {"units": "1", "long_name": "final ABC epsilon"}),
             "n_simulations": (("dataset",), sims, {"units": "1", "long_name": "simulations used"}),
             "wall_time": (("dataset",), secs, {"units": "s", "long_name": "wall time of the calibration"}),
-            "observed_counts": (("dataset", "category"), obs_counts, {"units": "1", "long_name": "synthetic trial's outcome-category counts"}),
+            "observed_counts": (("dataset", "category"), obs_counts,
+                                {"units": "1", "long_name": "synthetic trial's outcome-category counts"}),
         },
         coords={
             "dataset": ("dataset", np.arange(datasets), {"units": "1", "long_name": "synthetic trial"}),
             "parameter": ("parameter", np.array(keys, dtype=object), {"long_name": "fitted parameter key"}),
             "quantile": ("quantile", np.array(q_levels), {"units": "1", "long_name": "posterior quantile level"}),
             "category": ("category", np.array(base_model.categories, dtype=object), {"long_name": "outcome category"}),
-            "parameter_unit": ("parameter", np.array([fit[k].unit for k in keys], dtype=object), {"long_name": "unit of the parameter"}),
+            "parameter_unit": ("parameter", np.array([fit[k].unit for k in keys], dtype=object),
+                               {"long_name": "unit of the parameter"}),
         },
     )
     from ..output import tool_attrs

@@ -35,6 +35,8 @@ RESULT_FILES = ("abc.db", "posterior.nc", "posterior_summary.csv", "ppc_posterio
 
 @dataclass
 class CalibrationResult:
+    """Results of :func:`run_calibration`: output folder, posterior and predictive checks, timings (s), counts."""
+
     out: Path
     posterior: xr.Dataset
     ppc_posterior: xr.Dataset

@@ -42,8 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import xarray as xr
 
-from ..quantities import PARAMETERS
 from .._optional import require
+from ..quantities import PARAMETERS
 from .config import CalibrationConfig, FitParameter
 from .model import CalibrationModel
 from .summaries import CATEGORY_INDEX, PROGRESSED

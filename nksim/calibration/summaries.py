@@ -249,6 +249,7 @@ def chimerism_peaks(rec: np.ndarray, start_day: float, window: tuple[float, floa
 
 
 def cohort_statistic(values: np.ndarray, statistic: str) -> float:
+    """Median (``statistic="median"``) or else mean of the finite values; NaN if there are none."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if v.size == 0:
