@@ -140,14 +140,14 @@ def test_qmc_designs_are_reproducible_and_in_range():
 
 
 def test_prior_draws_and_csv_draws(tmp_path):
-    plan = build_plan(tiny_spec(cohort={"draws": 3}))
+    plan = build_plan(tiny_spec(cohort={"draws": 3, "draws_from": "prior"}))
     assert plan.n_draws == 3 and plan.n_batches == 4 * 3 * 2
     base = plan.base_parameters()
     for d in plan["draws"]:
         for k, v in d.items():
             lo, hi = base.priors()[k]
             assert lo <= v <= hi
-    assert build_plan(tiny_spec(cohort={"draws": 3})).digest == plan.digest
+    assert build_plan(tiny_spec(cohort={"draws": 3, "draws_from": "prior"})).digest == plan.digest
     # fixed parameters override the drawn ones
     p = plan.parameters(0, 1)
     assert p["lattice.side"] == 6 and p["nk.kill_probability"] == plan["draws"][1]["nk.kill_probability"]
@@ -180,3 +180,13 @@ def test_flagship_spec_is_valid():
     regs = {s["schedule"]["regimen"] for s in plan["scenarios"]}
     assert regs == {"trial", "hi_cy_flu"}
     assert {s["schedule"]["n_infusions"] for s in plan["scenarios"]} == {1, 2, 3}
+
+
+def test_posterior_draws_are_the_default_and_record_the_file_digest():
+    """A sweep with draws draws from the shipped calibrated posterior and records which file it was."""
+    from nksim.sweep.draws import file_digest, posterior_file
+
+    plan = build_plan(tiny_spec(cohort={"draws": 2}))
+    src = plan["draws_from"]
+    assert src == {"posterior": "posterior.nc", "sha256": file_digest(posterior_file("posterior"))}
+    assert set(plan["draws"][0]) <= set(plan.base_parameters().priors())

@@ -1,14 +1,19 @@
-"""Parameter draws of a virtual cohort ("posterior draws").
+"""Parameter draws of a virtual cohort.
 
-There is no calibrated posterior yet, so a sweep may use
+A sweep's cohort may use
 
 * ``draws = 0``: one draw, the model's own parameter values;
+* ``draws = n, draws_from = "posterior"`` (the default): ``n`` draws resampled, by their
+  importance weights, from the final ABC-SMC population of the calibrated posterior
+  (``calibration/posterior/posterior.nc``, shipped with the package), with a stream seeded by
+  the sweep seed; ``"posterior:path/to/posterior.nc"`` uses another calibration's posterior;
+  the plan records the file's SHA-256 digest;
 * ``draws = n, draws_from = "prior"``: ``n`` independent draws, each parameter that has a
-  ``prior = [lo, hi]`` in the model file uniform on that range (whole-number parameters
-  uniform over the integers of the range), from a stream seeded by the sweep seed;
+  ``prior = [lo, hi]`` in the model file on its own prior scale (log-uniform when
+  ``lo > 0`` and ``hi / lo >= 10``, as in the calibration's Morris screen; uniform otherwise;
+  whole-number parameters uniform over the integers of the range);
 * ``draws = n, draws_from = "file.csv"``: the first ``n`` rows of a CSV file whose header
-  names model parameter keys (values in the schema units), e.g. a posterior sample saved by
-  calibration.
+  names model parameter keys (values in the model units).
 
 Values fixed in ``[parameters]`` or swept as factors override the drawn ones. Random streams
 of the simulations do not depend on the draw: the same patient and replicate see the same
@@ -30,13 +35,22 @@ from ..quantities import PARAMETERS
 DRAW_STREAM_KEY = 2**32 + 1
 
 
+def prior_scale(lo: float, hi: float) -> str:
+    """``"log"`` for a prior range spanning a decade or more above zero, else ``"linear"``."""
+    return "log" if lo > 0 and hi / lo >= 10 else "linear"
+
+
+def _draw_stream(seed: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(DRAW_STREAM_KEY,))))
+
+
 def prior_draws(params: ParameterSet, n: int, seed: int, source: str = "<sweep>") -> list[dict[str, float]]:
-    """``n`` draws from the uniform priors of ``params`` (keys in sorted order)."""
+    """``n`` draws from the priors of ``params``, each on its own scale (keys in sorted order)."""
     priors = params.priors()
     if not priors:
         raise NksimInputError(f"model '{params.name}' declares no prior ranges to draw from", source=source,
                               key="cohort.draws_from")
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(DRAW_STREAM_KEY,))))
+    rng = _draw_stream(seed)
     keys = sorted(priors)
     u = rng.random((n, len(keys)))
     out = []
@@ -46,6 +60,8 @@ def prior_draws(params: ParameterSet, n: int, seed: int, source: str = "<sweep>"
             lo, hi = priors[k]
             if PARAMETERS[k].integer:
                 d[k] = float(min(hi, math.floor(math.ceil(lo) + row[j] * (math.floor(hi) - math.ceil(lo) + 1))))
+            elif prior_scale(lo, hi) == "log":
+                d[k] = float(math.exp(math.log(lo) + row[j] * (math.log(hi) - math.log(lo))))
             else:
                 d[k] = float(lo + row[j] * (hi - lo))
         out.append(d)
@@ -89,10 +105,58 @@ def file_draws(params: ParameterSet, path: str | Path, n: int) -> list[dict[str,
     return out
 
 
+def posterior_file(draws_from: str) -> Path:
+    """The posterior file named by ``draws_from`` (``"posterior"``: the shipped calibration)."""
+    from ..resources import data_path
+
+    if draws_from == "posterior":
+        return data_path("calibration") / "posterior" / "posterior.nc"
+    return Path(draws_from.split(":", 1)[1])
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 (16 hex digits) of a file's bytes."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def posterior_draws(params: ParameterSet, path: str | Path, n: int, seed: int,
+                    source: str = "<sweep>") -> list[dict[str, float]]:
+    """``n`` draws resampled with replacement, by weight, from the final ABC-SMC population in ``path``.
+
+    Multinomial resampling with the sweep's draw stream; each draw is validated against the model.
+    """
+    import xarray as xr
+
+    from ..calibration.posterior import final_population
+
+    p = Path(path)
+    if not p.is_file():
+        raise NksimInputError("no such posterior file (written by nksim calibrate as posterior.nc)", source=p,
+                              key="cohort.draws_from")
+    try:
+        ds = xr.load_dataset(p, engine="h5netcdf")
+        values, weights = final_population(ds)
+    except Exception as exc:  # noqa: BLE001  h5py/xarray raise many types for foreign or broken files
+        raise NksimInputError(f"cannot read a calibrated posterior from it ({type(exc).__name__}: {exc})",
+                              source=p, key="cohort.draws_from") from None
+    for k in values:
+        if k not in PARAMETERS:
+            raise NksimInputError(f"posterior parameter '{k}' is not a model parameter", source=p)
+    idx = _draw_stream(seed).choice(weights.size, size=n, replace=True, p=weights)
+    out = [{k: float(v[i]) for k, v in values.items()} for i in idx]
+    for i, d in enumerate(out):
+        params.with_values(d, origin=f"{source} posterior draw {i}")  # validates
+    return out
+
+
 def parameter_draws(params: ParameterSet, n: int, draws_from: str, seed: int, source: str) -> list[dict[str, float]]:
     """The sweep's draws: ``[{}]`` (model values) when ``n == 0``."""
     if n == 0:
         return [{}]
     if draws_from == "prior":
         return prior_draws(params, n, seed, source)
+    if draws_from == "posterior" or draws_from.startswith("posterior:"):
+        return posterior_draws(params, posterior_file(draws_from), n, seed, source)
     return file_draws(params, draws_from, n)

@@ -202,6 +202,21 @@ def model_entry(params: ParameterSet) -> dict[str, Any]:
                            for k, p in params.parameters.items()}}
 
 
+def _draws_source(spec: SweepSpec) -> str | dict[str, str]:
+    """What the draws came from, as recorded in the plan (a posterior with its file digest)."""
+    from .draws import file_digest, posterior_file
+
+    src = spec.cohort.draws_from
+    if spec.cohort.draws == 0:
+        return "model"
+    if src == "prior":
+        return "prior"
+    if src == "posterior" or src.startswith("posterior:"):
+        path = posterior_file(src)
+        return {"posterior": path.name, "sha256": file_digest(path)}
+    return Path(src).name
+
+
 def build_plan(spec: SweepSpec) -> Plan:
     """Resolve and validate a spec into a :class:`Plan` (raises NksimInputError on bad input)."""
     base = load_parameters(spec.model_path)
@@ -240,8 +255,7 @@ def build_plan(spec: SweepSpec) -> Plan:
         "n_time": int(spec.end_day - t0) + 1,
         "model": model_entry(base),
         "fixed_parameters": dict(spec.parameters),
-        "draws_from": "model" if spec.cohort.draws == 0 else
-                      ("prior" if spec.cohort.draws_from == "prior" else Path(spec.cohort.draws_from).name),
+        "draws_from": _draws_source(spec),
         "draws": draws,
         "swept": swept,
         "scenarios": scenarios,

@@ -18,7 +18,7 @@ A sweep spec (``experiments/*.toml``) has these tables (see
     patients = 20                 # number of virtual patients (ids vp0000, ...) or a list of ids
     replicates = 2                # stochastic replicates per patient
     draws = 0                     # parameter draws; 0 = the model's own values only
-    draws_from = "prior"          # "prior" (uniform on the model's prior ranges) or a CSV path
+    draws_from = "posterior"      # "posterior" (calibrated; default), "posterior:FILE.nc", "prior" or a CSV path
 
     [baseline]                    # schedule of every scenario unless a factor changes it
     regimen = "trial"
@@ -78,7 +78,7 @@ class Cohort:
     patients: tuple[str, ...]
     replicates: int
     draws: int
-    draws_from: str  # "prior" or a CSV path (resolved)
+    draws_from: str  # "posterior", "posterior:<resolved path>", "prior" or a CSV path (resolved)
 
 
 @dataclass(frozen=True)
@@ -280,10 +280,15 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
         patients = tuple(f"vp{i:04d}" for i in range(n))
     replicates = _int(co.get("replicates", 1), src, "cohort.replicates", 1, MAX_REPLICATES)
     draws = _int(co.get("draws", 0), src, "cohort.draws", 0, MAX_DRAWS)
-    draws_from = co.get("draws_from", "prior")
+    draws_from = co.get("draws_from", "posterior")
     if not isinstance(draws_from, str) or not draws_from.strip():
-        raise _err("must be 'prior' or a CSV file path", src, "cohort.draws_from")
-    if draws_from != "prior":
+        raise _err("must be 'posterior', 'posterior:FILE.nc', 'prior' or a CSV file path", src, "cohort.draws_from")
+    if draws_from.startswith("posterior:"):
+        nc = (base_dir / draws_from.split(":", 1)[1]).resolve()
+        if not nc.is_file():
+            raise _err(f"posterior file '{nc}' does not exist", src, "cohort.draws_from")
+        draws_from = f"posterior:{nc}"
+    elif draws_from not in ("prior", "posterior"):
         csv = (base_dir / draws_from).resolve()
         if csv.suffix.lower() != ".csv" or not csv.is_file():
             raise _err(f"'{draws_from}' is neither 'prior' nor an existing .csv file", src, "cohort.draws_from")

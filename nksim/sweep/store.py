@@ -75,6 +75,13 @@ def _var_meta(name: str) -> tuple[str, str]:
     raise KeyError(name)
 
 
+def _draws_text(source: str | dict) -> str:
+    """The plan's draw source as text: a posterior is named with its file digest."""
+    if isinstance(source, dict):
+        return f"posterior {source['posterior']} (sha256 {source['sha256']})"
+    return str(source)
+
+
 class SweepStore:
     """An open nksim sweep store (use :meth:`open_for_run` or :meth:`open_existing`)."""
 
@@ -222,7 +229,7 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
         "seed": c["seed"],
         "parameter_set": c["model"]["name"],
         "parameter_status": c["model"]["status"],
-        "draws_from": c["draws_from"],
+        "draws_from": _draws_text(c["draws_from"]),
         "landmark_day": c["landmark_day"],
         "spec": json.dumps(spec_raw if spec_raw is not None else {}, sort_keys=True, default=str),
         "plan": plan.to_json(),
@@ -235,7 +242,7 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
     sched = [sc["schedule"] for sc in c["scenarios"]]
     arr("scenario", (S,), "int64", ("scenario",), values=np.arange(S), attrs={"long_name": "scenario index"})
     arr("draw", (D,), "int64", ("draw",), values=np.arange(D),
-        attrs={"long_name": f"parameter draw ({c['draws_from']})"})
+        attrs={"long_name": f"parameter draw ({_draws_text(c['draws_from'])})"})
     arr("patient", (P,), str, ("patient",), values=np.array(plan.patients), attrs={"long_name": "virtual patient id"})
     arr("replicate", (R,), "int64", ("replicate",), values=np.arange(R),
         attrs={"long_name": "replicate (independent stochastic history)", "units": "1"})
