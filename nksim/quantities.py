@@ -110,6 +110,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("nk.proliferation_rate", "day-1", 0, 10, kernel=True),
         _p("nk.il15_proliferation_max", "day-1", 0, 20),
         _p("nk.il15_ec50", "1", 1e-6, 1e6, kernel=True),
+        _p("nk.max_division_rate", "day-1", 0.01, 10, kernel=True),
         _p("nk.death_rate", "day-1", 0, 20, kernel=True),
         _p("nk.rejection_rate", "day-1", 0, 50, kernel=True),
         _p("nk.homing_rate", "day-1", 0, 1000, kernel=True),

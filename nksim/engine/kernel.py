@@ -72,6 +72,14 @@ def nk_proliferation(kp, il15):
 
 
 @njit(cache=True)
+def nk_division_rate(kp, il15, sup_prolif):
+    """Donor NK division rate (day-1): IL-15-driven plus cytokine support, at most ``nk.max_division_rate``."""
+    rate = nk_proliferation(kp, il15) + sup_prolif
+    cap = kp[KP.nk_max_division_rate]
+    return rate if rate < cap else cap
+
+
+@njit(cache=True)
 def primed_fraction(kp, since):
     """Fraction of the primed anti-donor response reached ``since`` days after first exposure.
 
@@ -169,7 +177,7 @@ def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
     lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.donor_il15_consumption] * donor) / base if base > 0 else 0.0
     out[Y.il15] = tau - (k_clear + k_cons * lrel) * il
     # donor NK outside the marrow: division - death - rejection - drug, and tissue exchange
-    grow = nk_proliferation(kp, il) + sup_prolif - kp[KP.nk_death_rate] * sup_death - hazard
+    grow = nk_division_rate(kp, il, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
     up = kp[KP.nk_tissue_uptake_rate]
     back = kp[KP.nk_tissue_return_rate]
     for d in range(n_donors):
@@ -228,7 +236,7 @@ def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
         r = donor_nk_rejection(kp, y[Y.host_t], primed[d])
         if r > rej:
             rej = r
-    nk = (nk_proliferation(kp, y[Y.il15]) + sup_prolif + kp[KP.nk_death_rate] + rej + hazard
+    nk = (nk_division_rate(kp, y[Y.il15], sup_prolif) + kp[KP.nk_death_rate] + rej + hazard
           + kp[KP.nk_tissue_uptake_rate] + kp[KP.nk_tissue_return_rate])
     if nk > lam:
         lam = nk
@@ -694,7 +702,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                             a_ready[i] = step + 1 + refract_steps
                             cnt_now[C.blasts_killed_by_nk] += 1
         # 6. NK fate: divide / die / egress (competing risks over dt); death depends on the donor
-        rate_div = nk_proliferation(kp, il15) + sup_prolif
+        rate_div = nk_division_rate(kp, il15, sup_prolif)
         for d in range(n_donors):
             rate_die[d] = (kp[KP.nk_death_rate] * sup_death + donor_nk_rejection(kp, y[Y.host_t], primed[d])
                            + h_step / dt)

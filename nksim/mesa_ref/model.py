@@ -15,7 +15,7 @@ the engine and not re-implemented:
   blood and tissue pools), NK proliferation, allo-priming, the s.c. cytokine depots and their
   effects, and the rejection rate: the kernel's own numba functions
   :func:`~nksim.engine.kernel.drug_hazard`, :func:`~nksim.engine.kernel.rk4_blood`,
-  :func:`~nksim.engine.kernel.nk_proliferation`, :func:`~nksim.engine.kernel.primed_fraction`,
+  :func:`~nksim.engine.kernel.nk_division_rate`, :func:`~nksim.engine.kernel.primed_fraction`,
   :func:`~nksim.engine.kernel.depot_step`, :func:`~nksim.engine.kernel.cytokine_support`,
   :func:`~nksim.engine.kernel.donor_nk_rejection`;
 * the output Dataset (:func:`nksim.output.build_dataset`), so variable names, units and the
@@ -46,7 +46,7 @@ from ..engine.kernel import (
     depot_step,
     donor_nk_rejection,
     drug_hazard,
-    nk_proliferation,
+    nk_division_rate,
     primed_fraction,
     rk4_blood,
 )
@@ -347,7 +347,7 @@ class PatientModel(mesa.Model):
         egress returns ``scale`` cells to the agent's donor pool in blood.
         """
         rules, y = self.rules, self.blood
-        rate_divide = nk_proliferation(self.kp, y[Y.il15]) + self.support_prolif
+        rate_divide = nk_division_rate(self.kp, y[Y.il15], self.support_prolif)
         rate_die = [rules.nk_death_rate * self.support_death + self.rejection_rate(d) + h_step / rules.dt
                     for d in range(rules.n_donors)]
         rate_total = [rate_divide + die + rules.nk_egress_rate for die in rate_die]
