@@ -78,7 +78,7 @@ _TRIAL_LD = [(-9, "fludarabine", 20.0), (-8, "fludarabine", 20.0), (-7, "fludara
              (-8, "cyclophosphamide", 20.0), (-7, "cyclophosphamide", 20.0)]
 
 
-def _two_infusions(interval: float, first_share: float, donors=("A", "A"), total: float = 6e6, n: int = 6):
+def _two_infusions(interval: float, first_share: float, donors=("A", "A"), total: float = 6e6, n: int = 10):
     """The trial's Flu/Cy, then ``total`` NK/kg split over two infusions ``interval`` days apart."""
     from nksim.protocol import EVENT_UNITS, protocol_from_dict
 
@@ -102,24 +102,36 @@ def lever_params():
     return nksim.load_parameters("default").with_values({"lattice.side": 6})
 
 
+def _better(a: np.ndarray, b: np.ndarray) -> None:
+    """Assert ``a`` exceeds ``b`` in paired patients: mean log ratio > 0 beyond 3 standard errors.
+
+    A patient whose donor NK expand to the division cap may show no difference, so not every pair
+    has to move.
+    """
+    d = np.log(a) - np.log(b)
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    assert d.mean() > 3 * se and np.median(d) > 0, (d.mean(), se, d)
+
+
 def test_longer_interval_meets_the_primed_host(lever_params):
-    """Same donor, same total dose: exposure falls with the interval, in every paired patient.
+    """Same donor, same total dose: exposure falls with the interval.
 
     A second infusion after the priming delay meets primed rejection and a closing IL-15 window.
     """
     auc = {i: _exposure(lever_params, _two_infusions(i, 0.5)) for i in (3, 7, 21)}
-    assert np.all(auc[3] > auc[7]) and np.all(auc[7] > auc[21])
+    _better(auc[3], auc[7])
+    _better(auc[7], auc[21])
 
 
 def test_a_new_donor_escapes_the_primed_response(lever_params):
     """A second infusion from another donor is not met by the response primed against the first."""
     same = _exposure(lever_params, _two_infusions(21, 0.5, ("A", "A")))
     other = _exposure(lever_params, _two_infusions(21, 0.5, ("A", "B")))
-    assert np.all(other > same)
+    _better(other, same)
 
 
 def test_front_loading_uses_the_early_window(lever_params):
     """More of the dose before priming and while IL-15 is high gives more exposure than back-loading."""
     front = _exposure(lever_params, _two_infusions(7, 0.75))
     back = _exposure(lever_params, _two_infusions(7, 0.25))
-    assert np.all(front > back)
+    _better(front, back)
