@@ -45,7 +45,6 @@ Every value is checked here, before any simulation; errors are
 """
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -53,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checks import check_number
 from ..errors import NksimInputError
 from ..fileio import read_toml
 from ..parameters import resolve_model_path
@@ -126,16 +126,14 @@ def _table(data: Mapping[str, Any], name: str, allowed: set[str] | None, src: st
 
 
 def _int(v: Any, src: str, key: str, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise _err(f"value {v!r} must be a whole number in the allowed range [{lo}, {hi}]", src, key)
+    """A whole number (TOML integer) in ``[lo, hi]`` (one range check: :func:`nksim.checks.check_number`)."""
+    check_number(v, source=src, key=key, lo=lo, hi=hi, integer=True, types=(int,))
     return int(v)
 
 
 def _day(v: Any, src: str, key: str, lo: float, hi: float) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) \
-            or float(v) != int(v) or not lo <= float(v) <= hi:
-        raise _err(f"value {v!r} must be a whole day in the allowed range [{lo:g}, {hi:g}] day", src, key)
-    return float(v)
+    """A whole day in ``[lo, hi]``."""
+    return check_number(v, source=src, key=key, lo=lo, hi=hi, unit="day", integer=True)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], src: str) -> dict[str, Any]:
