@@ -337,7 +337,8 @@ class Variable:
 
     ``short``: axis label; ``log``: drawn on a log scale by default; ``counts``: what a
     dimensionless value counts (``"cells"``), for axis labels; ``whole_body``: a
-    region count scaled to the whole marrow (times ``scale``).
+    region count scaled to the whole marrow (times ``scale``); ``sweep``: kept as a daily
+    series in sweep stores (every variable is in a single run's Dataset).
     """
 
     name: str
@@ -347,14 +348,16 @@ class Variable:
     log: bool = False
     counts: str | None = None
     whole_body: bool = False
+    sweep: bool = False
 
 
 #: The kernel's daily record, in column order (state at the start of each day).
 RECORD: tuple[Variable, ...] = (
-    Variable("donor_nk_blood", "uL-1", "donor NK cells per uL blood", "donor NK in blood", log=True),
+    Variable("donor_nk_blood", "uL-1", "donor NK cells per uL blood", "donor NK in blood", log=True, sweep=True),
     Variable("host_nk_blood", "uL-1", "host NK cells per uL blood", "host NK in blood", log=True),
-    Variable("host_t_blood", "uL-1", "host T cells per uL blood", "host T cells in blood", log=True),
-    Variable("il15", "1", "plasma IL-15 relative to pre-treatment baseline", "plasma IL-15", counts="fold of baseline"),
+    Variable("host_t_blood", "uL-1", "host T cells per uL blood", "host T cells in blood", log=True, sweep=True),
+    Variable("il15", "1", "plasma IL-15 relative to pre-treatment baseline", "plasma IL-15", counts="fold of baseline",
+             sweep=True),
     Variable("flu_conc", "mg L-1", "plasma fludarabine (2-F-ara-A) concentration", "plasma fludarabine"),
     Variable("cy_conc", "mg L-1", "plasma cyclophosphamide concentration", "plasma cyclophosphamide"),
     Variable("donor_nk_marrow", "1", "donor NK cells in the whole marrow (region agents x scale)",
@@ -363,7 +366,8 @@ RECORD: tuple[Variable, ...] = (
              "donor NK in other tissues", log=True, counts="cells"),
     Variable("donor_nk_agents", "1", "donor NK agents in the simulated marrow region", "donor NK agents (region)",
              log=True, counts="agents"),
-    Variable("marrow_blast_pct", "percent", "marrow blasts as percentage of nucleated marrow cells", "marrow blasts"),
+    Variable("marrow_blast_pct", "percent", "marrow blasts as percentage of nucleated marrow cells", "marrow blasts",
+             sweep=True),
     Variable("blasts_total", "1", "AML blasts in the whole marrow", "marrow blasts", log=True, counts="cells",
              whole_body=True),
     Variable("normal_total", "1", "normal haematopoietic cells in the whole marrow", "normal marrow cells", log=True,
@@ -408,11 +412,11 @@ class Observable:
 #: Variables computed from the daily record (the calibration summaries use the same functions).
 OBSERVABLES: tuple[Observable, ...] = (
     Observable(Variable("donor_chimerism_nk", "percent", "donor chimerism of blood NK cells (donor NK / all blood NK)",
-                        "donor chimerism, blood NK", log=True),
+                        "donor chimerism, blood NK", log=True, sweep=True),
                lambda r: chimerism(r["donor_nk_blood"], r["host_nk_blood"])),
     Observable(Variable("donor_chimerism_pbmc", "percent",
                         "donor chimerism of blood lymphocytes (donor NK / (NK + T))",
-                        "donor chimerism, blood lymphocytes", log=True),
+                        "donor chimerism, blood lymphocytes", log=True, sweep=True),
                lambda r: chimerism(r["donor_nk_blood"], r["host_nk_blood"], r["host_t_blood"])),
 )
 

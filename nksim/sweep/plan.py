@@ -28,6 +28,7 @@ from typing import Any
 
 from .._version import __version__
 from ..parameters import Parameter, ParameterSet, load_parameters
+from ..quantities import all_variables
 from .design import design_levels
 from .draws import parameter_draws
 from .factors import is_parameter, split_label
@@ -37,9 +38,8 @@ from .spec import SweepSpec
 #: Version of the plan/store layout; bump when the meaning of stored arrays changes.
 STORE_FORMAT = 1
 
-#: Daily variables kept per simulation (names as in nksim.output).
-TIME_SERIES: tuple[str, ...] = ("donor_chimerism_nk", "donor_chimerism_pbmc", "donor_nk_blood", "marrow_blast_pct",
-                                "host_t_blood", "il15")
+#: Daily variables kept per simulation (declared with ``sweep=True`` in nksim.quantities).
+TIME_SERIES: tuple[str, ...] = tuple(name for name, v in all_variables().items() if v.sweep)
 
 #: Modules whose code determines the stored numbers (hashed into the code digest).
 _RESULT_MODULES = ("engine/build.py", "engine/kernel.py", "engine/layout.py", "simulate.py", "patients.py",
