@@ -235,7 +235,7 @@ def screen_figure(ds: xr.Dataset) -> Figure:
         mx = np.nanmax(ms) if np.isfinite(ms).any() else np.nan
         order = np.argsort(np.nan_to_num(rel, nan=-1.0))
         y = np.arange(len(keys))
-        err = np.where(mx > 0, conf / mx, 0.0) if np.isfinite(mx) else np.zeros_like(conf)
+        err = conf / mx if np.isfinite(mx) and mx > 0 else np.zeros_like(conf)  # every mu* is 0: no bar
         colors = ["C3" if sel[i] and rel[i] >= thr else ("C1" if sel[i] else "0.6") for i in order]
         ax.barh(y, np.nan_to_num(rel[order]), xerr=np.nan_to_num(err[order]), color=colors,
                 error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.2"})
