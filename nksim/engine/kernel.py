@@ -144,6 +144,20 @@ def donor_nk_rejection(kp, host_t, primed):
 
 
 @njit(cache=True)
+def il15_consumers(kp, y, marrow_donor):
+    """IL-15 consumers relative to baseline: (host NK + host T + w * all donor NK) / (NK0 + T0).
+
+    Host blood counts stand for their whole-body pools; donor NK (blood, other tissues and
+    ``marrow_donor``, whole body) enter on the same scale through ``donor_il15_consumption``.
+    """
+    donor = marrow_donor
+    for d in range(int(kp[KP.n_donors])):
+        donor += y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d]
+    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
+    return (y[Y.host_nk] + y[Y.host_t] + kp[KP.donor_il15_consumption] * donor) / base if base > 0 else 0.0
+
+
+@njit(cache=True)
 def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
     """Right-hand side of the blood ODEs (per day); ``hazard`` is the drug kill hazard.
 
@@ -167,14 +181,10 @@ def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
     # every lymphocyte: host NK and T (blood counts standing for their whole-body pools) and all
     # donor NK (blood, other tissues, marrow) converted to the same blood-count scale
     n_donors = int(kp[KP.n_donors])
-    donor = marrow_donor
-    for d in range(n_donors):
-        donor += y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d]
     tau = kp[KP.il15_turnover_rate]
     k_clear = tau / kp[KP.il15_max_fold]
     k_cons = tau - k_clear
-    base = nk0 + t0
-    lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.donor_il15_consumption] * donor) / base if base > 0 else 0.0
+    lrel = il15_consumers(kp, y, marrow_donor)
     out[Y.il15] = tau - (k_clear + k_cons * lrel) * il
     # donor NK outside the marrow: division - death - rejection - drug, and tissue exchange
     grow = nk_division_rate(kp, il, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
@@ -211,12 +221,8 @@ def _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_
 def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
     """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y``."""
     n_donors = int(kp[KP.n_donors])
-    donor = marrow_donor
-    for d in range(n_donors):
-        donor += y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d]
     tau = kp[KP.il15_turnover_rate]
-    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
-    lrel = (y[Y.host_nk] + y[Y.host_t] + kp[KP.donor_il15_consumption] * donor) / base if base > 0 else 0.0
+    lrel = il15_consumers(kp, y, marrow_donor)
     lam = tau * (1.0 / kp[KP.il15_max_fold] + (1.0 - 1.0 / kp[KP.il15_max_fold]) * lrel)
     for j in (Y.host_nk, Y.host_t):
         if j == Y.host_nk:
