@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .engine import RawRun, event_arrays, kernel_parameters, resolution, run_patient
+from .engine import RawRun, run_patient
+from .engine.build import patient_inputs
 from .engine.layout import KP
 from .output import build_dataset
 from .parameters import ParameterSet, load_parameters
@@ -36,10 +37,7 @@ def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: in
     """
     rngs = generators(seed, patient.id, replicate)
     eff = draw_effects(params, rngs["patient"], patient.covariates)
-    res = resolution(params)
-    kp = kernel_parameters(params, eff, protocol.start_day, protocol.end_day)
-    ev = event_arrays(protocol.events_for(patient), eff, protocol.start_day, res.steps_per_day, protocol.origin)
-    kp[KP.n_donors] = max(int(ev[3].max(initial=0)) + 1, 1)
+    kp, ev = patient_inputs(params, eff, protocol, patient)
     snap = np.array([int(d - protocol.start_day) for d in protocol.snapshot_days], dtype=np.int64)
     if stop_days is None:
         stop = np.zeros(0, dtype=np.int64)

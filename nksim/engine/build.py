@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import NksimInputError
 from ..parameters import ParameterSet
 from ..patients import PatientEffects
-from ..protocol import EVENT_CODES, Event
+from ..protocol import EVENT_CODES, Event, Patient, Protocol
 from ..quantities import DERIVED_INPUTS, EVENT_KINDS, HOURS_PER_DAY, PARAMETERS, KernelContext
 from . import layout as L
 
@@ -95,3 +95,17 @@ def event_arrays(events: tuple[Event, ...], eff: PatientEffects, start_day: floa
         donors.append(donor_index.setdefault(e.donor, len(donor_index)) if e.kind == "nk_infusion" else 0)
     return (np.array(steps, dtype=np.int64), np.array(kinds, dtype=np.int64), np.array(amounts, dtype=np.float64),
             np.array(donors, dtype=np.int64))
+
+
+def patient_inputs(params: ParameterSet, eff: PatientEffects, protocol: Protocol,
+                   patient: Patient) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The kernel parameter vector and event arrays of one patient of ``protocol``.
+
+    ``kp[KP.n_donors]`` is set from the events (donors numbered 0, 1, ... in order of first
+    infusion; at least one), which :func:`kernel_parameters` alone cannot know.
+    """
+    kp = kernel_parameters(params, eff, protocol.start_day, protocol.end_day)
+    ev = event_arrays(protocol.events_for(patient), eff, protocol.start_day, int(kp[L.KP.steps_per_day]),
+                      protocol.origin)
+    kp[L.KP.n_donors] = max(int(ev[3].max(initial=0)) + 1, 1)
+    return kp, ev

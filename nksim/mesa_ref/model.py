@@ -7,7 +7,7 @@ than speed, is the spatial/agent part: the marrow lattice (a periodic Mesa
 agents), donor NK agents and their interactions, and homing/egress. The rest is shared with
 the engine and not re-implemented:
 
-* the parameter vector and the unit conversions (:func:`nksim.engine.build.kernel_parameters`),
+* the parameter vector and the unit conversions (:func:`nksim.engine.build.patient_inputs`: `kernel_parameters`),
   the protocol's event arrays (:func:`nksim.engine.build.event_arrays`) and the virtual
   patient (:func:`nksim.patients.draw_effects`, drawn from the same ``patient`` stream, so a
   given ``(seed, patient, replicate)`` is the same virtual patient in both implementations);
@@ -40,7 +40,7 @@ from mesa.discrete_space import OrthogonalVonNeumannGrid
 
 from .._version import __version__
 from ..engine import RawRun
-from ..engine.build import event_arrays, kernel_parameters
+from ..engine.build import patient_inputs
 from ..engine.kernel import (
     cytokine_support,
     depot_step,
@@ -128,13 +128,10 @@ class PatientModel(mesa.Model):
         self.seed, self.replicate = int(seed), int(replicate)
         patient_rng = np.random.Generator(np.random.PCG64(children[STREAMS.index("patient")]))
         self.effects = draw_effects(params, patient_rng, pat.covariates)
-        self.kp = kernel_parameters(params, self.effects, protocol.start_day, protocol.end_day)
-        # Events (step, kind, amount, donor index); donors are numbered 0, 1, ... in order of
-        # first infusion, and the number of donors completes the parameter vector (as in run_one).
-        self.ev_step, self.ev_kind, self.ev_amount, self.ev_donor = event_arrays(
-            protocol.events_for(pat), self.effects, protocol.start_day, int(self.kp[KP.steps_per_day]),
-            protocol.origin)
-        self.kp[KP.n_donors] = max(int(self.ev_donor.max(initial=0)) + 1, 1)
+        # Parameter vector and events (step, kind, amount, donor index), as the engine builds them
+        # (donors numbered 0, 1, ... in order of first infusion; kp holds their number).
+        self.kp, (self.ev_step, self.ev_kind, self.ev_amount, self.ev_donor) = patient_inputs(
+            params, self.effects, protocol, pat)
         self.rules = rules = Rules.from_kernel_parameters(self.kp)
         self._next_event = 0
         self.snapshot_days = [int(d - protocol.start_day) for d in protocol.snapshot_days]
