@@ -57,7 +57,7 @@ def scenario(side: int, edge: int):
 
     protocol = protocol_from_dict({
         "protocol": {"name": "bench_mesa", "start_day": -1, "end_day": 1, "assessment_days": [1],
-                     "infusions_after_lymphodepletion": False},
+                     "infusions_after_lymphodepletion": False, "nk_product": "expanded"},
         "events": [ev(-1, "fludarabine", 25.0), ev(-1, "cyclophosphamide", 30.0), ev(0, "nk_infusion", 1e7)],
         "patients": [{"id": "bench", "group": "a"}],
     }, "<bench_mesa>")

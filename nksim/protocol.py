@@ -4,8 +4,11 @@ A protocol file (``experiments/protocols/<name>.toml``) holds
 
 * ``[protocol]``: name, title, source, simulated window (``start_day``,
   ``end_day``; day 0 is the first NK infusion), ``assessment_days``,
-  ``snapshot_days`` and ``infusions_after_lymphodepletion`` (forbid an infusion
-  on or before the last lymphodepleting dose);
+  ``snapshot_days``, ``infusions_after_lymphodepletion`` (forbid an infusion
+  on or before the last lymphodepleting dose) and ``nk_product`` (the kind of NK
+  product infused, one of :data:`NK_PRODUCTS`: it selects the donor-NK trafficking
+  parameters, ``nk.*`` for a fresh product, ``expanded_nk.*`` for an ex vivo
+  expanded one);
 * ``[[events]]``: events every patient gets (``day``, ``kind``, ``dose``, ``unit``,
   ``source``);
 * ``[groups.<id>]`` with ``[[groups.<id>.events]]``: events of a dose group;
@@ -43,6 +46,13 @@ EVENT_CODES: dict[str, int] = {k.name: code for code, k in enumerate(EVENT_KINDS
 #: Donor label of NK infusions that name none (the trial's assumption: one donor per patient).
 DEFAULT_DONOR = "donor1"
 LYMPHODEPLETING = ("fludarabine", "cyclophosphamide")
+#: NK product kinds a protocol may name (``protocol.nk_product``) and what each means.
+NK_PRODUCTS: dict[str, str] = {
+    "fresh": "unexpanded donor NK (apheresis, CD3-depleted / CD56-selected, at most overnight IL-2 activation): "
+             "traffic like recirculating lymphocytes (nk.tissue_uptake_rate, nk.tissue_return_rate)",
+    "expanded": "ex vivo expanded and activated NK (weeks of culture with cytokines / feeders): retained in "
+                "lung, liver and spleen (expanded_nk.tissue_uptake_rate, expanded_nk.tissue_return_rate)",
+}
 
 #: Patient covariates a protocol may fix, with their units and allowed ranges.
 COVARIATES: dict[str, tuple[str, float, float]] = {
@@ -98,6 +108,8 @@ class Protocol:
     assessment_days: tuple[float, ...]
     snapshot_days: tuple[float, ...]
     infusions_after_lymphodepletion: bool
+    #: kind of NK product infused (a key of :data:`NK_PRODUCTS`)
+    nk_product: str
     events: tuple[Event, ...]
     groups: Mapping[str, tuple[Event, ...]]
     patients: tuple[Patient, ...]
@@ -202,8 +214,8 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
     _check_fields(
         head,
         {"name", "title", "source", "start_day", "end_day", "assessment_days", "snapshot_days",
-         "infusions_after_lymphodepletion"},
-        {"name", "start_day", "end_day", "assessment_days"},
+         "infusions_after_lymphodepletion", "nk_product"},
+        {"name", "start_day", "end_day", "assessment_days", "nk_product"},
         source,
         "protocol",
     )
@@ -224,6 +236,11 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
             raise NksimInputError("days must be strictly increasing", source=source, key=f"protocol.{name}")
         return days
 
+    product = head["nk_product"]
+    if product not in NK_PRODUCTS:
+        raise NksimInputError(f"unknown NK product {product!r}; allowed: {sorted(NK_PRODUCTS)} "
+                              "(fresh: unexpanded donor NK; expanded: ex vivo expanded NK)",
+                              source=source, key="protocol.nk_product")
     assessment = day_list("assessment_days")
     if not assessment:
         raise NksimInputError("at least one assessment day is required", source=source, key="protocol.assessment_days")
@@ -267,6 +284,7 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
         assessment_days=assessment,
         snapshot_days=snapshots,
         infusions_after_lymphodepletion=bool(head.get("infusions_after_lymphodepletion", True)),
+        nk_product=str(product),
         events=events,
         groups=MappingProxyType(groups),
         patients=tuple(patients),

@@ -148,7 +148,8 @@ def warm_up(params: ParameterSet | None = None) -> None:
     base = params if params is not None else load_parameters("default")
     small = base.with_values({"lattice.side": 2}, origin="warm-up")
     proto = protocol_from_dict({
-        "protocol": {"name": "warm-up", "start_day": -1, "end_day": 2, "assessment_days": [1]},
+        "protocol": {"name": "warm-up", "start_day": -1, "end_day": 2, "assessment_days": [1],
+                     "nk_product": "expanded"},
         "events": [{"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"}],
         "patients": [{"id": "warm", "group": "all"}],
     }, "<warm-up>")

@@ -26,6 +26,7 @@ def build_protocol(
     patients: Sequence[Mapping] | None = None,
     groups: Mapping[str, Iterable[tuple[float, str, float]]] | None = None,
     infusions_after_lymphodepletion: bool = True,
+    nk_product: str = "expanded",
     name: str = "test",
 ) -> Protocol:
     """A protocol from ``(day, kind, dose)`` tuples (doses in the unit EVENT_UNITS requires).
@@ -44,6 +45,7 @@ def build_protocol(
             "assessment_days": list(assessment_days) if assessment_days is not None else [end_day],
             "snapshot_days": list(snapshot_days),
             "infusions_after_lymphodepletion": infusions_after_lymphodepletion,
+            "nk_product": nk_product,
         },
         "events": ev(events),
         "patients": list(patients) if patients is not None else [{"id": "p1", "group": "a"}],

@@ -660,7 +660,7 @@ def test_second_infusion_meets_the_primed_response_of_its_donor(default_params):
         events = [{"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1", "donor": "A"},
                   {"day": 14, "kind": "nk_infusion", "dose": 1e7, "unit": "kg-1", "donor": second_donor}]
         proto = protocol_from_dict({"protocol": {"name": "t", "start_day": -1, "end_day": 21,
-                                                 "assessment_days": [21]},
+                                                 "assessment_days": [21], "nk_product": "expanded"},
                                     "events": events, "patients": [{"id": "p1", "group": "a"}]})
         return nksim.simulate(params, proto, seed=1)
 

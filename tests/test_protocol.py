@@ -56,7 +56,7 @@ def test_unknown_protocol_name():
 # ----------------------------------------------------------------------------- validation
 BASE = {
     "protocol": {"name": "t", "start_day": -5, "end_day": 30, "assessment_days": [28],
-                 "infusions_after_lymphodepletion": True},
+                 "infusions_after_lymphodepletion": True, "nk_product": "expanded"},
     "events": [
         {"day": -5, "kind": "fludarabine", "dose": 30.0, "unit": "mg m-2"},
         {"day": -4, "kind": "cyclophosphamide", "dose": 60.0, "unit": "mg kg-1"},
@@ -243,7 +243,7 @@ def test_evaluable_must_be_boolean():
 def test_protocol_file_errors_name_the_file(tmp_path):
     p = tmp_path / "bad_protocol.toml"
     p.write_text(
-        '[protocol]\nname = "x"\nstart_day = -2\nend_day = 10\nassessment_days = [5]\n'
+        '[protocol]\nname = "x"\nstart_day = -2\nend_day = 10\nassessment_days = [5]\nnk_product = "fresh"\n'
         '[[events]]\nday = 0\nkind = "fludarabine"\ndose = 25.0\nunit = "mg kg-1"\n'
     )
     with pytest.raises(nksim.NksimInputError) as info:

@@ -56,7 +56,7 @@ def view_protocol(*, flu_dose: float = 20.0, cy_dose: float = 20.0, days_before_
                if dose > 0 and day < end_day]  # an infusion after the follow-up is dropped
     return protocol_from_dict({
         "protocol": {"name": "view", "start_day": last - 2, "end_day": end_day, "assessment_days": [end_day],
-                     "infusions_after_lymphodepletion": False},
+                     "infusions_after_lymphodepletion": False, "nk_product": "expanded"},
         "events": events,
         "patients": [{"id": "view", "group": "a"}],
     }, "<nksim.mesa_ref.viz>")

@@ -129,6 +129,7 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
             "assessment_days": [float(d) for d in assessment_days],
             "snapshot_days": [],
             "infusions_after_lymphodepletion": True,
+            "nk_product": "expanded",  # the trial's product (Ahmadvand 2023: ex vivo expanded PB-NK)
         },
         "events": events,
     }
