@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 
 import nksim
 from nksim import plot
-from nksim.observables import RESPONSE_CODES, km_curve, km_survival
+from nksim.observables import km_curve, km_survival
+from nksim.plot.swimmer import observed_segments, simulated_lanes
 from nksim.protocol import protocol_from_dict, resolve_protocol_path
 
 UNITS = re.compile(r"[\(\[][^\)\]]+[\)\]]")
@@ -197,16 +198,18 @@ def test_swimmer_one_lane_per_patient(cohort):
     lanes = by_gid(fig, "lane:")
     assert sorted(lanes) == sorted(cohort.patient.values.tolist())
     r1 = cohort.sel(replicate=1)
-    colours = {code: matplotlib.colors.to_rgba(plot.RESPONSE_COLOURS[name]) for name, code in RESPONSE_CODES.items()}
+    # each stretch has the colour of the status known at its start (tests/test_trial_figure.py)
+    segs = simulated_lanes(r1[["response", "time_to_progression"]], float(cohort.time.max()))
     for pid, lane in lanes.items():
-        codes = r1.response.sel(patient=pid).values
+        if segs[pid][0][2] == "not evaluable":
+            continue
         faces = [tuple(c) for c in lane.get_facecolors()]
-        # one segment per assessment (coloured by its response) + the follow-up after the last one
-        assert len(faces) == len(codes) + 1
-        assert faces[:len(codes)] == [colours[int(c)] for c in codes]
+        assert faces == [matplotlib.colors.to_rgba(plot.RESPONSE_COLOURS.get(s, plot.NOT_ASSESSED_COLOUR))
+                         for _, _, s in segs[pid]]
+    ev = r1.evaluable.values == 1
     ttp = r1.time_to_progression.values
-    assert len(by_gid(fig, "progression:")) == int(np.isfinite(ttp).sum())
-    assert len(by_gid(fig, "censored:")) == int(np.isnan(ttp).sum())
+    assert len(by_gid(fig, "progression:")) == int((np.isfinite(ttp) & ev).sum())
+    assert len(by_gid(fig, "censored:")) == int((np.isnan(ttp) & ev).sum())
     ax = data_axes(fig)[0]
     assert ax.get_xlim()[1] >= END_DAY
     assert [t.get_text().split()[0] for t in ax.get_yticklabels()] == cohort.patient.values.tolist()
@@ -225,10 +228,14 @@ def test_swimmer_with_observed(cohort):
     # observed lanes follow the simulated patient order
     order = [t.get_text().split()[0] for t in obs_ax.get_yticklabels()]
     assert order == [p for p in cohort.patient.values.tolist() if p in order]
-    first = {o.patient: o.first_response for o in observed.outcomes}
+    by_id = {o.patient: o for o in observed.outcomes}
     for pid, lane in obs_lanes.items():
-        if first[pid]:
-            assert tuple(lane.get_facecolors()[0]) == matplotlib.colors.to_rgba(plot.RESPONSE_COLOURS[first[pid]])
+        segs = observed_segments(by_id[pid])
+        if by_id[pid].evaluable and by_id[pid].first_response and len(segs) > 1:
+            # grey up to the first assessment, then the first response from that day on
+            assert segs[0][2] == "not yet assessed" and segs[1][:1] == (by_id[pid].first_assessment_day,)
+            assert tuple(lane.get_facecolors()[1]) == matplotlib.colors.to_rgba(
+                plot.RESPONSE_COLOURS[by_id[pid].first_response])
 
 
 def test_swimmer_on_a_sweep(sweep):

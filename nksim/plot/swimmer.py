@@ -15,7 +15,6 @@ from matplotlib.patches import Patch
 from ..observables import RESPONSE_CODES, RESPONSE_FILL
 from ._data import _need, _pick
 from ._style import (
-    FOLLOW_UP_COLOUR,
     NOT_ASSESSED_COLOUR,
     RESPONSE_COLOURS,
     TIME_LABEL,
@@ -43,8 +42,64 @@ def _lane_label(pid: str, group: Any, evaluable: Any) -> str:
     return f"{pid}{g}{ne}"
 
 
-def _swimmer_axes(ax: Axes, sub: xr.Dataset, t_end: float | None = None, *, legend: bool = True) -> list[str]:
-    """Draw simulated lanes (one per patient, follow-up to ``t_end``) into ``ax``; returns the patient ids."""
+#: Lane status before the first assessment (nothing known yet).
+BEFORE_ASSESSMENT = "not yet assessed"
+#: Lane status of a patient who was not evaluable in the trial (no response, no progression drawn).
+NOT_EVALUABLE = "not evaluable"
+
+
+def response_segments(assessment_days: Sequence[float], responses: Sequence[str | None], time_to_progression: float,
+                      t_end: float, *, evaluable: bool = True) -> list[tuple[float, float, str]]:
+    """The stretches ``(start, end, status)`` of one swimmer lane from day 0 to ``t_end``.
+
+    Each stretch carries the status known at its start: :data:`BEFORE_ASSESSMENT` up to the
+    first assessment, then the response called at the last assessment before it (``"CR"``,
+    ``"PR"``, ``"SD"``, ``"PD"``); the colour changes on the assessment day. Progression
+    (``time_to_progression``, NaN = none) starts a ``"PD"`` stretch on its own day, between
+    assessments too, and the lane stays ``"PD"`` from then on (progression ends
+    progression-free follow-up, as in the trial). An assessment that was not made (``None``)
+    leaves the status unchanged. After the last assessment the last status runs to ``t_end``.
+    A patient that is not evaluable has one stretch, :data:`NOT_EVALUABLE`.
+    """
+    t_end = float(t_end)
+    if not evaluable:
+        return [(0.0, t_end, NOT_EVALUABLE)]
+    days = [float(d) for d in assessment_days]
+    if len(days) != len(responses):
+        raise ValueError(f"{len(days)} assessment days but {len(responses)} responses")
+    ttp = float(time_to_progression)
+    events: list[tuple[float, int, str | None]] = [(d, 0, r) for d, r in zip(days, responses)]
+    if np.isfinite(ttp):
+        events.append((ttp, 1, "PD"))  # on an assessment day, after the assessment
+    events.sort(key=lambda e: (e[0], e[1]))
+    segs: list[tuple[float, float, str]] = []
+    start, status, progressed = 0.0, BEFORE_ASSESSMENT, False
+    for day, kind, name in events:
+        if day >= t_end:
+            break
+        if progressed or name is None:
+            continue
+        new = name if kind == 0 else "PD"
+        progressed = kind == 1
+        if new == status:
+            continue
+        day = max(day, start)
+        if day > start:
+            segs.append((start, day, status))
+        start, status = day, new
+    if t_end > start or not segs:
+        segs.append((start, max(t_end, start), status))
+    return segs
+
+
+def _status_colour(status: str) -> str:
+    if status == NOT_EVALUABLE:
+        return "white"
+    return RESPONSE_COLOURS.get(status, NOT_ASSESSED_COLOUR)
+
+
+def simulated_lanes(sub: xr.Dataset, t_end: float | None = None) -> dict[str, list[tuple[float, float, str]]]:
+    """:func:`response_segments` of every patient of one simulation (``sub``: dims patient, assessment)."""
     resp = sub["response"]
     if "patient" not in resp.dims:
         sub = sub.expand_dims("patient")
@@ -56,24 +111,39 @@ def _swimmer_axes(ax: Axes, sub: xr.Dataset, t_end: float | None = None, *, lege
     if t_end is None:
         t_end = float(np.nanmax(sub["time"].values)) if "time" in sub.coords else float(assess.max())
     pids = [_as_str(p) for p in np.atleast_1d(sub["patient"].values)]
+    evaluable = np.atleast_1d(sub["evaluable"].values) if "evaluable" in sub.coords else [1] * len(pids)
+    out = {}
+    for i, pid in enumerate(pids):
+        names = [None if int(c) == RESPONSE_FILL else codes.get(int(c)) for c in resp.values[i]]
+        out[pid] = response_segments(assess, names, ttp[i], t_end, evaluable=bool(evaluable[i]))
+    return out
+
+
+def _swimmer_axes(ax: Axes, sub: xr.Dataset, t_end: float | None = None, *, legend: bool = True) -> list[str]:
+    """Draw simulated lanes (one per patient, follow-up to ``t_end``) into ``ax``; returns the patient ids."""
+    if "patient" not in sub["response"].dims:
+        sub = sub.expand_dims("patient")
+    if t_end is None:
+        t_end = float(np.nanmax(sub["time"].values)) if "time" in sub.coords else float(sub["assessment"].max())
+    lanes = simulated_lanes(sub, t_end)
+    ttp = np.atleast_1d(np.asarray(sub["time_to_progression"].values, dtype=float))
+    pids = list(lanes)
     n = len(pids)
     groups = np.atleast_1d(sub["group"].values) if "group" in sub.coords else [None] * n
     evaluable = np.atleast_1d(sub["evaluable"].values) if "evaluable" in sub.coords else [None] * n
     h = 0.7
     for i, pid in enumerate(pids):
-        segs, cols = [], []
-        start = 0.0
-        for j, a in enumerate(assess):
-            c = int(resp.values[i, j])
-            name = codes.get(c)
-            cols.append(RESPONSE_COLOURS.get(name, NOT_ASSESSED_COLOUR) if c != RESPONSE_FILL else NOT_ASSESSED_COLOUR)
-            segs.append((start, max(a - start, 0.0)))
-            start = a
-        if t_end > start:
-            segs.append((start, t_end - start))
-            cols.append(FOLLOW_UP_COLOUR)
-        ax.broken_barh(segs, (i - h / 2, h), facecolors=cols, edgecolors="white", linewidth=0.6, gid=f"lane:{pid}")
-        if np.isfinite(ttp[i]):
+        segs = lanes[pid]
+        if segs[0][2] == NOT_EVALUABLE:
+            ax.broken_barh([(0.0, t_end)], (i - h / 2, h), facecolors="white", edgecolors="0.6", hatch="///",
+                           linewidth=0.6, gid=f"lane:{pid}")
+            ax.text(t_end / 2, i, "not evaluable", ha="center", va="center", fontsize=7, color="0.3",
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+            continue
+        ax.broken_barh([(a, b - a) for a, b, _ in segs], (i - h / 2, h),
+                       facecolors=[_status_colour(s) for _, _, s in segs], edgecolors="white", linewidth=0.6,
+                       gid=f"lane:{pid}")
+        if np.isfinite(ttp[i]) and ttp[i] <= t_end:
             ax.plot(ttp[i], i, marker="X", color="k", ms=7, ls="none", zorder=3, gid=f"progression:{pid}")
         else:
             ax.plot(t_end, i, marker=">", color="k", ms=6, ls="none", zorder=3, gid=f"censored:{pid}")
@@ -88,15 +158,14 @@ def _swimmer_axes(ax: Axes, sub: xr.Dataset, t_end: float | None = None, *, lege
 
 
 def _swimmer_handles(observed: bool) -> list[Any]:
-    h: list[Any] = [Patch(color=c, label=k) for k, c in RESPONSE_COLOURS.items()]
-    h.append(Patch(color=NOT_ASSESSED_COLOUR, label="not assessed"))
-    h.append(Patch(facecolor=FOLLOW_UP_COLOUR, edgecolor="0.6", label="follow-up without assessment"))
-    h.append(Line2D([], [], marker="X", color="k", ls="none", label="progression"))
+    h: list[Any] = [Patch(color=c, label=f"{k} (from this assessment on)") for k, c in RESPONSE_COLOURS.items()]
+    h.append(Patch(color=NOT_ASSESSED_COLOUR, label=BEFORE_ASSESSMENT))
+    h.append(Patch(facecolor="white", edgecolor="0.5", hatch="///", label="not evaluable (no response drawn)"))
+    h.append(Line2D([], [], marker="X", color="k", ls="none", label="progression (lane PD from here)"))
     h.append(Line2D([], [], marker=">", color="k", ls="none", label="censored (no progression)"))
     if observed:
         h.append(Line2D([], [], marker="|", color="k", ls="-", label="progression interval (observed)"))
         h.append(Line2D([], [], marker="o", mfc="white", color="k", ls="none", label="lost to follow-up"))
-        h.append(Patch(facecolor="white", edgecolor="0.5", hatch="///", label="not evaluable"))
     return h
 
 
@@ -113,8 +182,31 @@ def _outcomes(observed: Any) -> list[Any]:
     return items
 
 
+def observed_segments(o: Any) -> list[tuple[float, float, str]]:
+    """The stretches ``(start, end, status)`` of one observed patient, as :func:`response_segments`.
+
+    The trial reports the first response at ``first_assessment_day`` and progression within
+    [``progression_day_lo``, ``progression_day_hi``]: the lane is "not yet assessed" up to the
+    first assessment, then the first response, then PD from the day progression was known
+    (``progression_day_hi``, else ``lo``), to the last day on record.
+    """
+    fa = getattr(o, "first_assessment_day", None)
+    lf = getattr(o, "last_followup_day", None)
+    lo, hi = getattr(o, "progression_day_lo", None), getattr(o, "progression_day_hi", None)
+    end = max([float(x) for x in (fa, lf, lo, hi) if x is not None] or [0.0])
+    evaluable = getattr(o, "evaluable", True)
+    if evaluable is False or evaluable == 0:
+        return [(0.0, max(end, 1.0), NOT_EVALUABLE)]
+    if fa is None:
+        return [(0.0, max(end, 1.0), BEFORE_ASSESSMENT)]
+    first = getattr(o, "first_response", None)
+    known = hi if hi is not None else lo
+    ttp = float(known) if getattr(o, "progressed", None) and known is not None else float("nan")
+    return response_segments([float(fa)], [str(first) if first else None], ttp, max(end, float(fa), 1.0))
+
+
 def _observed_axes(ax: Axes, outcomes: list[Any], order: Sequence[str]) -> list[str]:
-    """Observed lanes: first response up to the first assessment, then follow-up; progression interval."""
+    """Observed lanes (:func:`observed_segments`), progression interval, censoring marks."""
     by_id = {str(o.patient): o for o in outcomes}
     ids = [p for p in order if p in by_id] + [p for p in by_id if p not in order]
     h = 0.7
@@ -127,24 +219,15 @@ def _observed_axes(ax: Axes, outcomes: list[Any], order: Sequence[str]) -> list[
         lo, hi = getattr(o, "progression_day_lo", None), getattr(o, "progression_day_hi", None)
         end = max([float(x) for x in (fa, lf, lo, hi) if x is not None] or [0.0])
         t_max = max(t_max, end)
-        first = getattr(o, "first_response", None)
         evaluable = getattr(o, "evaluable", True)
         if evaluable is False or evaluable == 0:
             not_evaluable.append(i)
             continue
-        segs, cols = [], []
-        if fa is not None:
-            segs.append((0.0, float(fa)))
-            cols.append(RESPONSE_COLOURS.get(str(first), NOT_ASSESSED_COLOUR) if first else NOT_ASSESSED_COLOUR)
-            if end > float(fa):
-                segs.append((float(fa), end - float(fa)))
-                cols.append(FOLLOW_UP_COLOUR)
-        else:
-            segs.append((0.0, max(end, 1.0)))
-            cols.append(FOLLOW_UP_COLOUR)
-        ax.broken_barh(segs, (i - h / 2, h), facecolors=cols, edgecolors="white", linewidth=0.6,
-                       gid=f"observed:{pid}")
         progressed = getattr(o, "progressed", None)
+        segs = observed_segments(o)
+        ax.broken_barh([(a, b - a) for a, b, _ in segs], (i - h / 2, h),
+                       facecolors=[_status_colour(st) for _, _, st in segs], edgecolors="white", linewidth=0.6,
+                       gid=f"observed:{pid}")
         if progressed and (lo is not None or hi is not None):
             a = float(lo if lo is not None else hi)
             b = float(hi if hi is not None else lo)
@@ -172,18 +255,21 @@ def swimmer_plot(ds: xr.Dataset, observed: Any = None, *, replicate: Any = 0, se
                  ax: Axes | Sequence[Axes] | None = None) -> Figure:
     """Swimmer plot: one lane per patient of one simulated replicate, beside the observed trial.
 
-    Each lane runs from the first infusion (day 0) to the end of follow-up; the segment ending
-    at an assessment is coloured by the response called there (CR/PR/SD/PD from the
-    ``response`` variable's ``flag_values``/``flag_meanings``; grey: not assessed), the part
-    after the last assessment is light grey. X: progression (``time_to_progression``); >:
-    censored at the end without progression.
+    Each lane runs from the first infusion (day 0) to the end of follow-up and is cut into
+    stretches (:func:`response_segments`): each stretch carries the status known at its start,
+    grey before the first assessment, then the response called at the last assessment before it
+    (CR/PR/SD/PD from the ``response`` variable's ``flag_values``/``flag_meanings``), PD from
+    the progression day (X, ``time_to_progression``) on; >: censored at the end without
+    progression. Patients that were not evaluable (``evaluable`` coordinate 0) are hatched and
+    labelled "not evaluable", with no response and no progression mark.
 
     ``observed``: an ``nksim.calibration.data.ObservedTrial`` (or any object with
     ``.outcomes``, each with ``patient``, ``evaluable``, ``dose_group``, ``first_response``,
     ``first_assessment_day``, ``progressed``, ``progression_day_lo``/``_hi``,
     ``last_followup_day``, ``lost_to_follow_up``) drawn in a second panel, lanes in the same
-    patient order: first response up to the first assessment, then follow-up; the progression
-    interval [lo, hi] with X at its middle; o: lost to follow-up; hatched: not evaluable.
+    patient order (:func:`observed_segments`): grey up to the first assessment, then the first
+    response, PD from the end of the progression interval [lo, hi] (drawn with X at its
+    middle); o: lost to follow-up; hatched: not evaluable.
 
     ``replicate`` (value of the ``replicate`` coordinate) and ``select`` (other dims, e.g.
     ``{"scenario": 3, "draw": 0}`` for a sweep store; default: their first element) choose the
@@ -217,7 +303,8 @@ def swimmer_plot(ds: xr.Dataset, observed: Any = None, *, replicate: Any = 0, se
             a.set_xlim(0, hi)
         axes[1].legend(handles=_swimmer_handles(observed=True), fontsize=7, loc="upper left",
                        bbox_to_anchor=(1.01, 1.0))
-    caption = ("Swimmer plot: response at each assessment (segment ending at the assessment), progression (X) and "
-               "censoring (>) per patient" + ("; right: observed outcomes" if outcomes is not None else "")
+    caption = ("Swimmer plot: status known at each day (response at the last assessment before it; PD from "
+               "progression, X), censoring (>) per patient"
+               + ("; right: observed outcomes" if outcomes is not None else "")
                + f".\n{_provenance(ds)}")
     return _finish(fig, own, caption)
