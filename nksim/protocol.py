@@ -29,7 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._frozen import reduce_frozen
-from .checks import check_number
+from .checks import check_number, number_problem
 from .errors import NksimInputError
 from .fileio import read_toml
 from .quantities import EVENT_KINDS
@@ -53,6 +53,23 @@ NK_PRODUCTS: dict[str, str] = {
     "expanded": "ex vivo expanded and activated NK (weeks of culture with cytokines / feeders): retained in "
                 "lung, liver and spleen (expanded_nk.tissue_uptake_rate, expanded_nk.tissue_return_rate)",
 }
+
+#: Largest dose of one event of each kind, in :data:`EVENT_UNITS` (every dose must also be > 0), and why.
+#: NK cells: the number of simulated NK agents, and so the run time and memory, grow with the dose, so
+#: the cap is that of a sweep's total dose (``total_dose`` in :mod:`nksim.sweep.factors`), 1e10 kg-1,
+#: about 100 times the largest clinical NK doses (~1e8 kg-1); it also bounds a patient's total over all
+#: infusions. Drugs and cytokines: generous maxima, about 5-10 times the largest clinical single dose,
+#: that still catch a slip of units (mg for ug, IU for MIU) without limiting what-if protocols.
+MAX_DOSE: dict[str, tuple[float, str]] = {
+    "fludarabine": (250.0, "clinical doses are 25-40 mg m-2 a day (the neurotoxic high-dose regimens of the "
+                           "1980s up to 125)"),
+    "cyclophosphamide": (300.0, "clinical doses are at most 60 mg kg-1 a day (Hi-Cy, transplant conditioning)"),
+    "nk_infusion": (1e10, "larger doses make the number of simulated NK cells, and so run time and memory, "
+                          "unbounded; clinical doses are below 1e8 kg-1 and sweeps cap the total dose at 1e10 kg-1"),
+    "il2": (1000.0, "in million IU (MIU): s.c. doses are 1-10 MIU, high-dose i.v. bolus about 50-110 MIU"),
+    "il15_agonist": (100.0, "N-803 s.c. doses are 6-20 ug kg-1"),
+}
+assert set(MAX_DOSE) == set(EVENT_UNITS), "every event kind needs a dose range"
 
 #: Patient covariates a protocol may fix, with their units and allowed ranges.
 COVARIATES: dict[str, tuple[str, float, float]] = {
@@ -180,6 +197,15 @@ def _check_fields(table: Mapping[str, Any], allowed: set[str], required: set[str
             raise NksimInputError(f"missing field '{f}'", source=source, key=key)
 
 
+def _check_dose(dose: Any, kind: str, source: str, key: str) -> float:
+    """A dose in (0, MAX_DOSE[kind]] of EVENT_UNITS[kind], else an NksimInputError with the range and the reason."""
+    hi, why = MAX_DOSE[kind]
+    problem = number_problem(dose, lo=0.0, hi=hi, unit=EVENT_UNITS[kind], lo_open=True)
+    if problem is not None:
+        raise NksimInputError(f"{kind} dose: {problem} ({why})", source=source, key=key)
+    return float(dose)
+
+
 def _parse_event(e: Any, source: str, key: str) -> Event:
     _check_fields(e, {"day", "kind", "dose", "unit", "source", "donor"}, {"day", "kind", "dose", "unit"}, source, key)
     if e["kind"] not in EVENT_UNITS:
@@ -187,9 +213,7 @@ def _parse_event(e: Any, source: str, key: str) -> Event:
                               key=f"{key}.kind")
     check_unit(e["unit"], EVENT_UNITS[e["kind"]], source=source, key=f"{key}.unit")
     day = _num(e["day"], source, f"{key}.day", what="day")
-    dose = _num(e["dose"], source, f"{key}.dose", 0.0, math.inf, EVENT_UNITS[e["kind"]])
-    if dose <= 0:
-        raise NksimInputError(f"dose must be > 0 {EVENT_UNITS[e['kind']]}", source=source, key=f"{key}.dose")
+    dose = _check_dose(e["dose"], e["kind"], source, f"{key}.dose")
     donor = ""
     if e["kind"] == "nk_infusion":
         donor = e.get("donor", DEFAULT_DONOR)
@@ -315,3 +339,39 @@ def _validate_schedule(proto: Protocol, source: str) -> None:
                     f"(day {max(ld):g}); allowed: infusion days > {max(ld):g}, or set "
                     "protocol.infusions_after_lymphodepletion = false",
                     source=source, key=where)
+        if infusions[0].day != 0:
+            raise NksimInputError(
+                f"the first nk_infusion is on day {infusions[0].day:g}; it must be on day 0, because every day "
+                "of a protocol counts from the first NK infusion (the time axis of the outputs is 'days since the "
+                f"first NK infusion'): add {-infusions[0].day:g} to every day of the protocol (events, "
+                "start_day, end_day, assessment_days, snapshot_days)",
+                source=source, key=where)
+        _check_doses_and_duplicates(evs, source, where)
+
+
+def _check_doses_and_duplicates(evs: Sequence[Event], source: str, where: str) -> None:
+    """One patient's events: doses in range, a bounded NK total, no two events of a kind at the same time.
+
+    Two NK infusions at the same time are allowed only from different donors (two products); two
+    events of the same drug or cytokine at the same time are refused (give the day's total once).
+    Events may be listed in any order.
+    """
+    seen: dict[tuple[float, str, str], Event] = {}
+    for e in evs:
+        _check_dose(e.dose, e.kind, source, where)
+        slot = (e.day, e.kind, e.donor)
+        if slot in seen:
+            if e.kind == "nk_infusion":
+                raise NksimInputError(
+                    f"two nk_infusion events of donor '{e.donor}' on day {e.day:g} (doses {seen[slot].dose:g} and "
+                    f"{e.dose:g} kg-1); give one infusion with the summed dose ({seen[slot].dose + e.dose:g} kg-1)",
+                    source=source, key=where)
+            raise NksimInputError(
+                f"two {e.kind} events on day {e.day:g} (doses {seen[slot].dose:g} and {e.dose:g} {e.unit}); a "
+                "duplicate is refused: give one event with the intended dose", source=source, key=where)
+        seen[slot] = e
+    total = sum(e.dose for e in evs if e.kind == "nk_infusion")
+    hi, why = MAX_DOSE["nk_infusion"]
+    if total > hi:
+        raise NksimInputError(f"total NK dose over all infusions {total:g} kg-1 is above the allowed {hi:g} kg-1 "
+                              f"({why})", source=source, key=where)

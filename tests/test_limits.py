@@ -590,13 +590,13 @@ def test_il15_without_host_lymphocytes_relaxes_to_max_fold():
     # host baselines 0: L_rel = 0, so dI/dt = tau - (tau/M) I and I(t) = M - (M - 1) exp(-tau t / M)
     params = nksim.load_parameters().with_values({"lattice.side": 4, "host.nk_baseline": 0.0,
                                                   "host.t_baseline": 0.0})
-    proto = build_protocol([(3, "nk_infusion", 1e6)], start_day=0, end_day=8)
+    proto = build_protocol([(0, "nk_infusion", 1e6)], start_day=-3, end_day=5)  # infusion 3 days after the start
     ds = nksim.simulate(params, proto, seed=1)
     tau, m = params["il15.turnover_rate"], params["il15.max_fold"]
-    t = ds.time.values
+    t = ds.time.values - proto.start_day  # days since the start of the simulation (I = 1 then)
     np.testing.assert_allclose(ds.il15.values, m - (m - 1) * np.exp(-tau * t / m), rtol=1e-6)
     assert np.all(ds.host_nk_blood.values == 0) and np.all(ds.host_t_blood.values == 0)
-    after = t > 3
+    after = ds.time.values > 0
     np.testing.assert_allclose(ds.donor_chimerism_nk.values[after], 100.0)
 
 

@@ -114,18 +114,17 @@ def test_infusion_not_after_lymphodepletion(day):
 
 def test_infusion_on_last_lymphodepletion_day_rejected_but_allowed_when_flag_false():
     d = base()
-    d["events"][2]["day"] = -4  # same day as the last dose (Cy on day -4)
-    expect_error(d, "infusion", "-4")
+    d["events"][1]["day"] = 0  # the last dose (Cy) on the infusion day, day 0
+    expect_error(d, "infusion on day 0", "(day 0)")
     d["protocol"]["infusions_after_lymphodepletion"] = False
     p = protocol_from_dict(d)
     assert not p.infusions_after_lymphodepletion
-    assert _days(p.events_for("p1"), "nk_infusion") == [-4]
+    assert _days(p.events_for("p1"), "cyclophosphamide") == [0]
 
 
 def test_infusion_before_lymphodepletion_allowed_when_flag_false():
     d = base()
-    d["events"][2]["day"] = -5
-    d["events"][0]["day"] = -3
+    d["events"][0]["day"] = 2  # fludarabine after the infusion (day 0)
     expect_error(d, "infusion")
     d["protocol"]["infusions_after_lymphodepletion"] = False
     protocol_from_dict(d)
@@ -266,6 +265,118 @@ def test_with_events_revalidates(ahmadvand):
 
 
 def test_event_not_on_a_time_step_rejected_at_simulation(small_params, make_protocol):
-    proto = make_protocol([(0.1, "nk_infusion", 1e6)], start_day=0, end_day=3)  # 2.4 h, dt = 1 h
+    proto = make_protocol([(0, "nk_infusion", 1e6), (0.1, "il2", 1.0)], start_day=0, end_day=3)  # 2.4 h, dt = 1 h
     with pytest.raises(nksim.NksimInputError, match="time step"):
         nksim.simulate(small_params.with_values({"lattice.side": 4}), proto)
+
+
+# ----------------------------------------------------------------------------- bounded, consistent schedules
+@pytest.mark.parametrize("kind", sorted(EVENT_UNITS))
+def test_each_event_kind_has_a_dose_range(kind):
+    from nksim.protocol import MAX_DOSE
+
+    hi = MAX_DOSE[kind][0]
+    d = base()
+    d["protocol"]["infusions_after_lymphodepletion"] = False  # a drug on day 1 is fine here
+    if kind == "nk_infusion":
+        i = 2
+    else:
+        i = 3
+        d["events"].append({"day": 1, "kind": kind, "dose": 1.0, "unit": EVENT_UNITS[kind]})
+    d["events"][i]["dose"] = hi
+    protocol_from_dict(d)  # the maximum itself is allowed
+    d["events"][i]["dose"] = hi * 1.01
+    err = expect_error(d, f"events[{i}].dose", "allowed range (0, ", EVENT_UNITS[kind])
+    assert err.key == f"events[{i}].dose"
+
+
+def test_huge_nk_dose_rejected_with_range():
+    d = base()
+    d["events"][2]["dose"] = 5e13
+    expect_error(d, "events[2].dose", "5e+13", "(0, 1e+10] kg-1")
+
+
+def test_total_nk_dose_over_infusions_is_bounded():
+    d = base()
+    d["events"][2]["dose"] = 6e9
+    d["events"].append({"day": 7, "kind": "nk_infusion", "dose": 6e9, "unit": "kg-1"})
+    expect_error(d, "total NK dose", "1.2e+10", "1e+10")
+
+
+def test_with_events_checks_doses(ahmadvand):
+    groups = {g: list(ev) + [Event(3.0, "il2", 5e4)] for g, ev in ahmadvand.groups.items()}
+    with pytest.raises(nksim.NksimInputError, match="il2 dose"):
+        ahmadvand.with_events(list(ahmadvand.events), groups)
+
+
+def test_two_infusions_same_day_same_donor_rejected():
+    d = base()
+    d["events"].append({"day": 0, "kind": "nk_infusion", "dose": 2e6, "unit": "kg-1"})
+    expect_error(d, "two nk_infusion events", "day 0", "summed dose", "3e+06")
+
+
+def test_two_infusions_same_day_from_different_donors_allowed():
+    d = base()
+    d["events"][2]["donor"] = "A"
+    d["events"].append({"day": 0, "kind": "nk_infusion", "dose": 2e6, "unit": "kg-1", "donor": "B"})
+    p = protocol_from_dict(d)
+    assert sorted(e.donor for e in p.events_for("p1") if e.kind == "nk_infusion") == ["A", "B"]
+
+
+@pytest.mark.parametrize("kind, dose", [("fludarabine", 30.0), ("cyclophosphamide", 10.0), ("il2", 1.0)])
+def test_duplicate_drug_event_rejected(kind, dose):
+    d = base()
+    day = {"fludarabine": -5, "cyclophosphamide": -4, "il2": 3}[kind]
+    d["events"] += [{"day": day, "kind": kind, "dose": dose, "unit": EVENT_UNITS[kind]}] * (2 if kind == "il2" else 1)
+    expect_error(d, f"two {kind} events", f"day {day}")
+
+
+def test_duplicate_split_between_common_and_group_events_rejected():
+    d = base()
+    d["groups"] = {"a": {"events": [{"day": -5, "kind": "fludarabine", "dose": 30.0, "unit": "mg m-2"}]}}
+    expect_error(d, "groups.a.events", "two fludarabine events", "day -5")
+
+
+def test_same_drug_on_different_days_and_times_allowed():
+    d = base()
+    d["events"] += [{"day": day, "kind": "il2", "dose": 1.0, "unit": "1e6"} for day in (1, 1.5, 2)]
+    assert _days(protocol_from_dict(d).events_for("p1"), "il2") == [1, 1.5, 2]
+
+
+def test_unsorted_events_are_accepted_and_sorted():
+    d = base()
+    d["events"] = list(reversed(d["events"])) + [{"day": 7, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"},
+                                                 {"day": -3, "kind": "fludarabine", "dose": 30.0, "unit": "mg m-2"}]
+    d["events"][0], d["events"][3] = d["events"][3], d["events"][0]
+    evs = protocol_from_dict(d).events_for("p1")
+    assert list(evs) == sorted(evs)
+    assert [e.day for e in evs] == [-5, -4, -3, 0, 7]
+
+
+@pytest.mark.parametrize("day", [2, 0.5, 10])
+def test_first_infusion_must_be_on_day_0(day):
+    d = base()
+    d["events"][2]["day"] = day
+    err = expect_error(d, f"first nk_infusion is on day {day:g}", "must be on day 0", "days since the first NK")
+    assert err.key == "events"
+
+
+def test_first_infusion_day_checked_per_group():
+    d = base()
+    d["events"].pop(2)
+    d["groups"] = {"ok": {"events": [{"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"}]},
+                   "late": {"events": [{"day": 3, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"},
+                                       {"day": 10, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"}]}}
+    d["patients"] = [{"id": "p1", "group": "ok"}]
+    expect_error(d, "groups.late.events", "day 3")
+
+
+def test_shipped_protocols_satisfy_the_schedule_rules():
+    from nksim.protocol import PROTOCOLS_DIR
+
+    names = sorted(p.stem for p in PROTOCOLS_DIR.glob("*.toml"))
+    assert len(names) >= 8
+    for name in names:
+        p = nksim.load_protocol(name)
+        for pt in p.patients:
+            assert min(e.day for e in p.events_for(pt) if e.kind == "nk_infusion") == 0, name
