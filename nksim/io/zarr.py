@@ -13,7 +13,9 @@ sweep-specific: the plan and format checks, the layout of the arrays, which batc
   mask-and-scale: fill values stay as written);
 * :func:`netcdf_ready` -- a Dataset read from Zarr made writable as netCDF (scalar global
   attributes, object strings);
-* :func:`store_digest` -- SHA-256 over every file of a store (equal digests = identical stores).
+* :func:`store_digest` -- SHA-256 over every file of a store (equal digests = identical stores);
+* :func:`chunk_file` / :func:`file_checksum` -- the file holding one chunk of an array, and a
+  64-bit checksum of a file's bytes (the sweep store records one per written chunk).
 
 Needs the optional ``zarr`` package (``pip install "nksim[sweep]"``).
 """
@@ -116,13 +118,30 @@ def netcdf_ready(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+#: Name of a writer's lock file inside a store (not data: left out of :func:`store_digest`).
+LOCK_FILE_NAME = ".nksim-writer.lock"
+
+
 def store_digest(path: str | Path) -> str:
-    """SHA-256 of every file (relative path and bytes) in a store: equal digests = identical stores."""
+    """SHA-256 of every file (relative path and bytes) in a store: equal digests = identical stores.
+
+    Lock files (:data:`LOCK_FILE_NAME`) are not data and are left out.
+    """
     root = Path(path)
     h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+    for p in sorted(q for q in root.rglob("*") if q.is_file() and q.name != LOCK_FILE_NAME):
         h.update(str(p.relative_to(root)).encode())
         h.update(b"\0")
         h.update(p.read_bytes())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def chunk_file(array: Any, root: str | Path, coords: Sequence[int]) -> Path:
+    """Path of the file holding chunk ``coords`` of ``array`` in the local store at ``root``."""
+    return Path(root, *array.path.split("/"), *array.metadata.encode_chunk_key(tuple(coords)).split("/"))
+
+
+def file_checksum(data: bytes) -> int:
+    """64-bit checksum of ``data``: the first 8 bytes of its SHA-256 as an integer, never 0 (0 = none recorded)."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") or 1

@@ -28,6 +28,9 @@ def add_sweep_parser(sub) -> None:
                    "(repeatable; the store records the effective spec)")
     p.add_argument("--max-batches", type=_nonneg_int, default=None,
                    help="stop after this many batches (resume later with the same command)")
+    p.add_argument("--repair", action="store_true",
+                   help="recompute the batches of --out that fail verification (missing, changed or unreadable "
+                   "chunk files) instead of refusing the store")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -62,12 +65,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"in {plan.n_batches} batches", flush=True)
     try:
         rep = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
-                        progress=not args.no_progress, max_batches=args.max_batches)
+                        progress=not args.no_progress, max_batches=args.max_batches, repair=args.repair)
     except (SweepInterrupted, KeyboardInterrupt) as exc:
         done = getattr(exc, "written", "?")
         print(f"\ninterrupted: {done} batches of this run are safely in {args.out}; run the same command again "
               "to resume", file=sys.stderr)
         return 130
+    if rep.batches_repaired:
+        print(f"repair: {rep.batches_repaired} damaged batches flagged as not done, recomputed with the pending ones")
+    elif args.repair:
+        print(f"repair: {args.out} verified, no damaged batch")
     if rep.batches_run == 0 and rep.complete:
         print(f"{args.out} is already complete ({rep.n_batches} batches); nothing to do")
     else:
@@ -95,6 +102,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     store = SweepStore.open_existing(args.store)
     try:
         ds = summarize(store, reference=args.reference, rank_by=args.rank_by)
+    except NksimInputError:  # a damaged store (StoreDamagedError) names itself
+        raise
     except ValueError as exc:
         raise NksimInputError(str(exc), source=args.store, key="--reference") from None
     print(ranking_table(ds, rank_by=args.rank_by, top=args.top))

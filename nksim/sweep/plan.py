@@ -35,8 +35,9 @@ from .factors import is_parameter, split_label
 from .scenario import build_protocol, effective_schedule, regimen_events, scenario_label, schedule_protocol
 from .spec import SweepSpec
 
-#: Version of the plan/store layout; bump when the meaning of stored arrays changes.
-STORE_FORMAT = 1
+#: Version of the plan/store layout; bump when the meaning of stored arrays changes
+#: (2: per-batch chunk checksums ``batch_checksum`` and the static-file checksums).
+STORE_FORMAT = 2
 
 #: Daily variables kept per simulation (declared with ``sweep=True`` in nksim.quantities).
 TIME_SERIES: tuple[str, ...] = tuple(name for name, v in all_variables().items() if v.sweep)

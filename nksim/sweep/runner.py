@@ -3,7 +3,10 @@
 ``run_sweep(spec, out)``:
 
 1. reads and validates the spec and resolves the plan (all input errors happen here);
-2. creates the store, or reopens it to resume (refusing a store of another spec/version);
+2. creates the store, or reopens it to resume (refusing a store of another spec/version), and
+   holds its writer lock until the call ends (a second writer is refused, naming the holder);
+   a reopened store is verified first: damaged batches raise StoreDamagedError, or with
+   ``repair=True`` are flagged as not done and recomputed with the other pending batches;
 3. warms the numba cache in this process (the first run compiles and writes the on-disk cache,
    so workers only load it), then starts a ``distributed.LocalCluster`` of ``workers``
    single-threaded processes -- or attaches to an existing scheduler -- and registers a worker
@@ -46,6 +49,7 @@ class SweepReport:
     seconds: float  # wall time of the call, cluster start-up and warm-up included
     workers: int  # worker threads used (0: in-process)
     compute_seconds: float = float("nan")  # from the first submitted batch to the last written one
+    batches_repaired: int = 0  # damaged batches flagged as not done by repair=True (then recomputed)
 
     @property
     def complete(self) -> bool:
@@ -86,7 +90,7 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 
 def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | None = None,
               scheduler: str | None = None, overrides: Sequence[str] = (), progress: bool = False,
-              max_batches: int | None = None) -> SweepReport:
+              max_batches: int | None = None, repair: bool = False) -> SweepReport:
     """Run (or resume) a sweep into the Zarr store ``out``; see the module docstring.
 
     Parameters
@@ -100,6 +104,9 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
         cluster's ``scheduler_address``); excludes ``workers``.
     max_batches:
         Stop after submitting this many pending batches (tests, benchmarks); resume later.
+    repair:
+        Recompute the batches of a store that fail verification (missing, changed or undecodable
+        chunk files) instead of refusing it; the result equals an undamaged run bit for bit.
     """
     if scheduler is not None and workers is not None:
         raise NksimInputError("give either workers or scheduler, not both", source="sweep", key="--scheduler")
@@ -110,16 +117,33 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
     elif overrides:
         raise ValueError("overrides apply to a spec file; apply them before building a SweepSpec")
     plan = build_plan(spec)
-    store = SweepStore.open_for_run(out, plan, dict(spec.raw))
+    store = SweepStore.open_for_run(out, plan, dict(spec.raw))  # holds the writer lock
+    try:
+        return _run_locked(spec, plan, store, Path(out), workers, scheduler, progress, max_batches, repair)
+    finally:
+        store.unlock()
+
+
+def _run_locked(spec: SweepSpec, plan: Plan, store: SweepStore, out: Path, workers: int | None,
+                scheduler: str | None, progress: bool, max_batches: int | None, repair: bool) -> SweepReport:
+    t0 = time.perf_counter()
+    _, damage = store.verify()
+    repaired = 0
+    if damage:
+        err = store.damage_error(damage)
+        if not repair or not err.batches or any(d.batch is None for d in damage):
+            raise err
+        store.mark_pending(err.batches)
+        repaired = len(err.batches)
     done_before = int(store.done().sum())
     pending = [int(b) for b in store.pending()]
     if max_batches is not None:
         pending = pending[:max_batches]
     total_sims = plan.n_simulations
     sims_done = sum(plan.batch_size(int(b)) for b in np.flatnonzero(store.done()))
-    t0 = time.perf_counter()
     if not pending:
-        return SweepReport(Path(out), plan.digest, plan.n_batches, total_sims, done_before, 0, 0.0, 0)
+        return SweepReport(out, plan.digest, plan.n_batches, total_sims, done_before, 0, 0.0, 0,
+                           batches_repaired=repaired)
     warm_up(plan["model"])
     bar = _progress(total_sims, sims_done, progress, spec.name)
     written = 0
@@ -141,8 +165,8 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
     finally:
         if bar is not None:
             bar.close()
-    return SweepReport(Path(out), plan.digest, plan.n_batches, total_sims, done_before, written,
-                       time.perf_counter() - t0, n_threads, t_end - t_compute)
+    return SweepReport(out, plan.digest, plan.n_batches, total_sims, done_before, written,
+                       time.perf_counter() - t0, n_threads, t_end - t_compute, batches_repaired=repaired)
 
 
 def _run_dask(plan: Plan, store: SweepStore, pending: list[int], workers: int | None, scheduler: str | None,

@@ -13,6 +13,9 @@ Layout (one Zarr array per variable, readable with ``xarray.open_zarr(path)``; Z
     response                        int8    (scenario, draw, patient, replicate, assessment)
     time_to_progression, pd_threshold_pct, <patient effects>   float64 (scenario, draw, patient, replicate)
     batch_done                      uint8   (batch), 1 = batch written
+    batch_checksum                  uint64  (batch, result_variable): checksum of each result chunk file
+                                    of the batch (first 64 bits of its SHA-256; 0 = none recorded)
+    batch_done/.nksim-writer.lock   the writer's lock file (not data; holds pid and host of the writer)
 
 ``time`` is days since the first NK infusion, one axis for all scenarios (``time_start`` =
 earliest first day of any scenario); a scenario that starts later has NaN before its start.
@@ -24,6 +27,17 @@ Safety rules:
   ``batch_done[b]`` is set only after all of batch ``b``'s chunks are written: killing the
   writer at any moment loses at most the batches not yet flagged, and re-running recomputes
   exactly those, giving the same bytes as an uninterrupted run;
+* integrity: ``batch_checksum[b]`` is written after batch ``b``'s chunks (from the files read
+  back) and before ``batch_done[b]``; the group attribute ``static_sha256`` holds the SHA-256 of
+  every file written at creation (array metadata, coordinates). :meth:`SweepStore.verify`
+  checks every file of every done batch (present, same checksum) and every static file;
+  ``summarize``, export and resume call it before reading, and a damaged store raises
+  :class:`StoreDamagedError` naming the store, variable, scenario and batch -- missing chunks are
+  never read as fill values (NaN would mean "censored"). ``nksim sweep --repair`` (``run_sweep(...,
+  repair=True)``) flags the damaged batches as not done, and the run recomputes exactly them;
+* one writer: a sweep holds an exclusive ``flock`` on ``batch_done/.nksim-writer.lock`` while it
+  writes (released by the kernel when the process ends, so never stale); a second writer is
+  refused with the holder's pid and host. Readers take no lock;
 * a new store is built in a temporary folder and renamed into place, so a half-created store
   never exists under the requested name;
 * an existing store is resumed only if it was written by the same plan digest, store format,
@@ -36,7 +50,9 @@ whatever the number of workers, the order of completion or interruptions.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +62,7 @@ from .._optional import require
 from .._version import __version__
 from ..errors import NksimInputError, OutputExistsError
 from ..io import zarr as zio
+from ..io.lock import WriterLock
 from ..observables import RESPONSE_CODES, RESPONSE_FILL
 from ..patients import EFFECT_META
 from ..quantities import all_variables
@@ -60,6 +77,42 @@ _COMPRESSORS = (ZstdCodec(level=3),)
 _CONFIG = {"write_empty_chunks": True}
 
 _VARIABLES = all_variables()
+
+#: Lock file of the writer, relative to the store (inside the ``batch_done`` array folder, where
+#: Zarr does not look for members).
+LOCK_FILE = f"batch_done/{zio.LOCK_FILE_NAME}"
+CHECKSUMS = "batch_checksum"
+_LOCK_HINT = ("only one `nksim sweep` may write a store at a time: wait until it ends (or stop it), "
+              "then run the same command again")
+
+
+class StoreDamagedError(NksimInputError):
+    """A sweep store failed verification; ``damage`` lists what, ``batches`` the batches to recompute."""
+
+    def __init__(self, message: str, *, source: str | Path, damage: list[Damage] | None = None):
+        super().__init__(message, source=source)
+        self.damage = list(damage or [])
+        self.batches = sorted({d.batch for d in self.damage if d.batch is not None})
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged file of a store: ``batch``/``scenario`` None for a file written at creation."""
+
+    variable: str
+    file: str  # relative to the store
+    problem: str
+    batch: int | None = None
+    scenario: int | None = None
+
+    def describe(self) -> str:
+        """'variable 'x' of scenario 3 (batch 6): chunk file x/c/3/0/0/0 is missing'."""
+        where = f" of scenario {self.scenario} (batch {self.batch})" if self.batch is not None else ""
+        return f"variable '{self.variable}'{where}: file {self.file} {self.problem}"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _var_meta(name: str) -> tuple[str, str]:
@@ -91,6 +144,7 @@ class SweepStore:
         self.attrs = dict(group.attrs)
         self.plan = Plan.from_json(self.attrs["plan"])
         self._arrays: dict[str, Any] = {}
+        self._lock: WriterLock | None = None
 
     # --- opening ------------------------------------------------------------------------
     @staticmethod
@@ -113,7 +167,7 @@ class SweepStore:
             raise NksimInputError("no such sweep store", source=path)
         group = cls._read_group(path, "r+" if writable else "r")
         store = cls(path, group)
-        missing = [n for n in store.result_names() + ["batch_done"] if n not in group]
+        missing = [n for n in store.result_names() + ["batch_done", CHECKSUMS] if n not in group]
         if missing:
             raise NksimInputError(f"sweep store is incomplete or corrupt: arrays {missing} are missing", source=path)
         return store
@@ -124,13 +178,43 @@ class SweepStore:
 
         Refuses (NksimInputError / OutputExistsError), without modifying anything, a path that
         holds anything else. ``spec_raw`` (the parsed spec file) is recorded in a new store.
+        The returned store holds the writer lock (:meth:`lock`; release it with :meth:`unlock`):
+        another writer on the same store is refused with :class:`~nksim.io.lock.StoreLockedError`.
+        The store is not verified here (:meth:`verify`).
         """
         path = Path(path)
-        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
-            store = cls.open_existing(path, writable=True)
-            store.check_compatible(plan)
-            return store
-        return cls.create(path, plan, spec_raw)
+        for _ in range(2):
+            if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+                store = cls.open_existing(path, writable=True)
+                store.lock()
+                try:
+                    store.check_compatible(plan)
+                except BaseException:
+                    store.unlock()
+                    raise
+                return store
+            try:
+                return cls.create(path, plan, spec_raw)
+            except OSError:
+                # another writer renamed its new store into place first: open that one (and meet its lock)
+                if not (path.is_dir() and any(path.iterdir())):
+                    raise
+        raise OutputExistsError("appeared and changed while opening it; run again", source=path)  # pragma: no cover
+
+    # --- the writer lock ----------------------------------------------------------------
+    def _writer_lock(self) -> WriterLock:
+        if self._lock is None:
+            self._lock = WriterLock(self.path / LOCK_FILE, what=self.path, hint=_LOCK_HINT)
+        return self._lock
+
+    def lock(self) -> None:
+        """Take the store's exclusive writer lock, or raise StoreLockedError naming the holder."""
+        self._writer_lock().acquire()
+
+    def unlock(self) -> None:
+        """Release the writer lock (if held)."""
+        if self._lock is not None:
+            self._lock.release()
 
     def check_compatible(self, plan: Plan) -> None:
         """Refuse to resume with another nksim version, other result code or another plan."""
@@ -154,9 +238,25 @@ class SweepStore:
 
     @classmethod
     def create(cls, path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) -> SweepStore:
-        """Create a new, empty store for ``plan`` (built aside, then renamed into place)."""
-        path = zio.build_aside(path, lambda tmp: _initialise(tmp, plan, spec_raw))
-        return cls(path, zio.open_group(path, "r+", what="nksim sweep store"))
+        """Create a new, empty store for ``plan`` (built aside, then renamed into place), holding its writer lock."""
+        path = Path(path)
+        lock: list[WriterLock] = []
+
+        def build(tmp: Path) -> None:
+            _initialise(tmp, plan, spec_raw)
+            # taken in the temporary folder: renamed with it, still held
+            lock.append(WriterLock(tmp / LOCK_FILE, what=path, hint=_LOCK_HINT).acquire())
+
+        try:
+            path = zio.build_aside(path, build)
+            store = cls(path, zio.open_group(path, "r+", what="nksim sweep store"))
+        except BaseException:
+            for lk in lock:
+                lk.release()
+            raise
+        lock[0].moved(path / LOCK_FILE, path)
+        store._lock = lock[0]
+        return store
 
     # --- contents -----------------------------------------------------------------------
     def result_names(self) -> list[str]:
@@ -164,9 +264,14 @@ class SweepStore:
         return list(self.plan["time_series"]) + ["response", *SCALARS]
 
     def array(self, name: str):
-        """The Zarr array ``name`` of the store (opened once, then cached)."""
+        """The Zarr array ``name`` of the store (opened once, then cached).
+
+        Opened with ``write_empty_chunks``: Zarr's runtime configuration is not stored, and by
+        default it skips a chunk equal to the fill value (e.g. all NaN = all censored), which
+        could then not be told from a deleted one.
+        """
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            self._arrays[name] = self.group[name].with_config(_CONFIG)
         return self._arrays[name]
 
     def done(self) -> np.ndarray:
@@ -181,8 +286,22 @@ class SweepStore:
         """Boolean mask over scenarios: True where every batch of the scenario is written."""
         return self.done().reshape(self.plan.n_scenarios, self.plan.batches_per_scenario).all(axis=1)
 
+    def chunk_coords(self, name: str, b: int) -> tuple[int, ...]:
+        """Chunk coordinates of batch ``b`` in result array ``name`` (one chunk per batch)."""
+        s, d, ps, rs = self.plan.batch(b)
+        pb, rb = self.plan.batch_shape
+        return (s, d, ps.start // pb, rs.start // rb) + (0,) * (self.array(name).ndim - 4)
+
+    def chunk_file(self, name: str, b: int) -> Path:
+        """The file holding batch ``b``'s chunk of result array ``name``."""
+        return zio.chunk_file(self.array(name), self.path, self.chunk_coords(name, b))
+
+    def checksum_names(self) -> list[str]:
+        """The result variables, in the column order of ``batch_checksum``."""
+        return list(self.array(CHECKSUMS).attrs["variables"])
+
     def write_batch(self, result: dict[str, Any]) -> None:
-        """Write a :func:`~nksim.sweep.execute.run_batch` result, then flag the batch as done."""
+        """Write a :func:`~nksim.sweep.execute.run_batch` result, record its checksums, then flag the batch as done."""
         if result["plan"] != self.plan.digest:
             raise RuntimeError(f"batch result for plan {result['plan']} cannot go into store of plan "
                                f"{self.plan.digest}")
@@ -194,15 +313,138 @@ class SweepStore:
         s, d, ps, rs = self.plan.batch(b)
         for name, data in result["arrays"].items():
             self.array(name)[s, d, ps, rs] = data
+        # checksums of the files as written (read back), then the flag: a kill in between leaves the batch pending
+        sums = np.array([zio.file_checksum(self.chunk_file(name, b).read_bytes()) for name in self.checksum_names()],
+                        dtype=np.uint64)
+        self.array(CHECKSUMS)[b, :] = sums
         self.array("batch_done")[b] = 1
+
+    # --- integrity ----------------------------------------------------------------------
+    def _read_rows(self, name: str) -> tuple[np.ndarray | None, dict[int, str]]:
+        """All of array ``name`` (first axis = batch), or, if a chunk cannot be decoded, the rows that can.
+
+        Returns (values or None, {batch: problem}) -- values is None when a row was unreadable;
+        then only the rows listed as readable are meaningful (unreadable ones are 0).
+        """
+        arr = self.array(name)
+        try:
+            return np.asarray(arr[...]), {}
+        except Exception:  # a damaged chunk: find which, row by row
+            pass
+        values = np.zeros(arr.shape, dtype=arr.dtype)
+        bad: dict[int, str] = {}
+        for b in range(arr.shape[0]):
+            try:
+                values[b] = arr[b]
+            except Exception as exc:
+                bad[b] = f"cannot be decoded ({type(exc).__name__}: {exc})"
+        return values, bad
+
+    def verify(self) -> tuple[np.ndarray, list[Damage]]:
+        """Check the store's files: every static file and every chunk of every done batch.
+
+        Returns (done mask over batches as verified, list of :class:`Damage`; empty = intact).
+        Reads ``batch_done`` before the checksums, so a writer working at the same time is fine.
+        """
+        damage: list[Damage] = []
+        for rel, digest in sorted(dict(self.attrs.get("static_sha256", {})).items()):
+            f = self.path / rel
+            problem = ("is missing" if not f.is_file() else
+                       "does not match its checksum (changed or truncated)" if _sha256(f) != digest else "")
+            if problem:
+                damage.append(Damage(rel.split("/")[0], rel, problem))
+        done_raw, bad_done = self._read_rows("batch_done")
+        done = done_raw.astype(bool)
+        per_scenario = self.plan.batches_per_scenario
+        for b, problem in bad_done.items():
+            f = zio.chunk_file(self.array("batch_done"), self.path, (b,)).relative_to(self.path)
+            damage.append(Damage("batch_done", f.as_posix(), problem, b, b // per_scenario))
+        sums, bad_sums = self._read_rows(CHECKSUMS)
+        names = self.checksum_names()
+        for b in np.flatnonzero(done):
+            b = int(b)
+            scen = b // per_scenario
+            if b in bad_sums:
+                f = zio.chunk_file(self.array(CHECKSUMS), self.path, (b, 0)).relative_to(self.path)
+                damage.append(Damage(CHECKSUMS, f.as_posix(), bad_sums[b], b, scen))
+                continue
+            for j, name in enumerate(names):
+                f = self.chunk_file(name, b)
+                rel = f.relative_to(self.path).as_posix()
+                if not f.is_file():
+                    damage.append(Damage(name, rel, "is missing", b, scen))
+                elif int(sums[b, j]) == 0:
+                    damage.append(Damage(name, rel, "has no recorded checksum", b, scen))
+                elif zio.file_checksum(f.read_bytes()) != int(sums[b, j]):
+                    damage.append(Damage(name, rel, "does not match its checksum (changed or truncated)", b, scen))
+        return done & ~np.isin(np.arange(done.size), list(bad_done)), damage
+
+    def damage_error(self, damage: list[Damage], *, repairable: bool = True) -> StoreDamagedError:
+        """One-line error naming the damage and how to recover."""
+        first = damage[0].describe()
+        batches = sorted({d.batch for d in damage if d.batch is not None})
+        static = [d for d in damage if d.batch is None]
+        more = f" (and {len(damage) - 1} more damaged files)" if len(damage) > 1 else ""
+        if static:
+            how = ("files written when the store was created are damaged and cannot be recomputed in place: "
+                   "run the sweep again into a new --out")
+        else:
+            scen = sorted({d.scenario for d in damage if d.scenario is not None})
+            how = (f"damaged batch{'es' if len(batches) > 1 else ''} {_ranges(batches)} "
+                   f"(scenario{'s' if len(scen) > 1 else ''} {_ranges(scen)}); "
+                   + (f"recompute exactly them with `nksim sweep <spec of '{self.plan['name']}'> --out {self.path} "
+                      "--repair`" if repairable else "they will be recomputed"))
+        return StoreDamagedError(f"damaged sweep store, nothing was read from it: {first}{more}; {how}",
+                                 source=self.path, damage=damage)
+
+    def check(self) -> np.ndarray:
+        """:meth:`verify`, raising :class:`StoreDamagedError` on any damage; returns the verified done mask."""
+        done, damage = self.verify()
+        if damage:
+            raise self.damage_error(damage)
+        return done
+
+    def mark_pending(self, batches) -> None:
+        """Flag ``batches`` as not done (and clear their checksums), so that the next run recomputes them.
+
+        Needs the writer lock.
+        """
+        if self._lock is None or not self._lock.held:
+            raise RuntimeError("mark_pending needs the writer lock (SweepStore.lock())")
+        zeros = np.zeros(len(self.checksum_names()), dtype=np.uint64)
+        for b in sorted({int(b) for b in batches}):
+            self.array("batch_done")[b] = 0  # first: the batch is pending from here on
+            self.array(CHECKSUMS)[b, :] = zeros
+
+    def _read_error(self, name: str, where: str, exc: Exception) -> StoreDamagedError:
+        return StoreDamagedError(
+            f"damaged sweep store: variable '{name}' {where} cannot be read ({type(exc).__name__}: {exc}); "
+            "run `nksim summarize` on it to name the damaged batches", source=self.path)
 
     def read(self, name: str, scenario: int | slice = slice(None)) -> np.ndarray:
         """Raw values of a result array for one scenario (or a slice of scenarios)."""
-        return self.array(name)[scenario]
+        try:
+            return self.array(name)[scenario]
+        except Exception as exc:  # a damaged chunk (codec errors have many types)
+            raise self._read_error(name, f"of scenario {scenario}", exc) from None
 
     def coord(self, name: str) -> np.ndarray:
         """All values of the coordinate array ``name``."""
-        return self.array(name)[:]
+        try:
+            return self.array(name)[:]
+        except Exception as exc:
+            raise self._read_error(name, "(coordinate)", exc) from None
+
+
+def _ranges(values: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    out: list[str] = []
+    for v in values:
+        if out and out[-1].split("-")[-1] == str(v - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ", ".join(out)
 
 
 def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) -> None:
@@ -301,4 +543,11 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
             attrs={"units": units, "long_name": long_name, "coordinates": coords})
     arr("batch_done", (plan.n_batches,), "uint8", ("batch",), chunks=(1,), fill=0,
         attrs={"long_name": "1 when every result chunk of the batch is written", "units": "1"})
+    results = [*plan["time_series"], "response", *SCALARS]
+    arr(CHECKSUMS, (plan.n_batches, len(results)), "uint64", ("batch", "result_variable"), chunks=(1, len(results)),
+        fill=0, attrs={"long_name": "checksum of the batch's chunk file of each result variable (first 64 bits of "
+                       "its SHA-256; 0: none recorded)", "units": "1", "variables": results})
+    # every file written so far (array metadata, coordinates) never changes: record its SHA-256
+    g.attrs["static_sha256"] = {p.relative_to(path).as_posix(): _sha256(p) for p in sorted(Path(path).rglob("*"))
+                                if p.is_file() and p != Path(path) / "zarr.json"}
 

@@ -120,7 +120,8 @@ def summarize(store: SweepStore | str | Path, reference: int | None = None,
 
     ``reference``: scenario index for the paired differences (default: the best scenario by
     ``rank_by``). Scenarios whose batches are not all written are left out (see
-    ``attrs['scenarios_incomplete']``).
+    ``attrs['scenarios_incomplete']``). The store is verified first (:meth:`SweepStore.check`):
+    a damaged store raises :class:`~nksim.sweep.store.StoreDamagedError` rather than give numbers.
     """
     from .store import SweepStore
 
@@ -130,7 +131,8 @@ def summarize(store: SweepStore | str | Path, reference: int | None = None,
         raise ValueError(f"rank_by must be one of {list(METRICS)}, got {rank_by!r}")
     plan = store.plan
     end_day, landmark = float(plan["end_day"]), float(plan["landmark_day"])
-    complete = np.flatnonzero(store.scenarios_complete())
+    done = store.check()  # verified; batches finished later by a running writer are left for the next call
+    complete = np.flatnonzero(done.reshape(plan.n_scenarios, plan.batches_per_scenario).all(axis=1))
     rows: dict[str, list[float]] = {}
     outcomes_pfs: dict[int, np.ndarray] = {}
     outcomes_pd: dict[int, np.ndarray] = {}
@@ -144,7 +146,7 @@ def summarize(store: SweepStore | str | Path, reference: int | None = None,
     for name in ["label", "regimen", "gap", "interval", "dose_split", "n_infusions", "first_dose_pct", "total_dose",
                  "start_day", *[k for k in plan["swept"] if "." in k]]:
         arr = store.array(name)
-        values = np.asarray(arr[:])[complete]
+        values = np.asarray(store.coord(name))[complete]
         if values.dtype.kind in "TU":  # numpy StringDType from zarr -> object strings (netCDF char arrays)
             values = values.astype(object)
         ds.coords[name] = ("scenario", values, dict(arr.attrs))
@@ -253,24 +255,43 @@ def ranking_table(ds: xr.Dataset, rank_by: str = "pfs_landmark", top: int | None
 
 
 def open_sweep(path: str | Path) -> xr.Dataset:
-    """The whole store as a lazy xarray Dataset (checked to be an nksim sweep store first)."""
+    """The whole store as a lazy xarray Dataset (checked to be an nksim sweep store, and verified, first).
+
+    A damaged store raises :class:`~nksim.sweep.store.StoreDamagedError`.
+    """
     from ..io import zarr as zio
     from .store import SweepStore
 
-    SweepStore.open_existing(path)
+    SweepStore.open_existing(path).check()
     return zio.open_dataset(path)
 
 
 def export_netcdf(path: str | Path, out: str | Path, *, what: str = "summary", overwrite: bool = False,
                   rank_by: str = "pfs_landmark") -> Path:
-    """Write the summary (``what="summary"``) or the whole store (``"all"``) to netCDF, atomically."""
+    """Write the summary (``what="summary"``) or the whole store (``"all"``) to netCDF, atomically.
+
+    The store is verified first. The file is written to a temporary file in ``out``'s folder and
+    renamed on success; on any failure the temporary file is removed and an existing ``out`` is
+    left as it was.
+    """
+    from ..errors import NksimInputError
     from ..io import write_netcdf
     from ..io import zarr as zio
+    from .store import CHECKSUMS, StoreDamagedError
 
-    if what == "summary":
-        ds = summarize(path, rank_by=rank_by)
-    elif what == "all":
-        ds = zio.netcdf_ready(open_sweep(path))
-    else:
+    if what not in ("summary", "all"):
         raise ValueError(f"what must be 'summary' or 'all', got {what!r}")
-    return write_netcdf(ds, out, overwrite=overwrite)
+    if Path(out).exists() and not overwrite:  # before reading anything
+        from ..errors import OutputExistsError
+
+        raise OutputExistsError("already exists; pass overwrite=True (CLI: --overwrite) to replace it", source=out)
+    if what == "summary":
+        return write_netcdf(summarize(path, rank_by=rank_by), out, overwrite=overwrite)
+    ds = zio.netcdf_ready(open_sweep(path).drop_vars(CHECKSUMS, errors="ignore"))
+    try:
+        return write_netcdf(ds, out, overwrite=overwrite)  # removes its temporary file on any failure
+    except (RuntimeError, ValueError) as exc:  # e.g. a chunk that cannot be decoded (Zstd: RuntimeError)
+        if isinstance(exc, NksimInputError):
+            raise
+        raise StoreDamagedError(f"export to {out} failed while reading the store ({type(exc).__name__}: {exc}); "
+                                f"{out} was not written or changed", source=path) from None
