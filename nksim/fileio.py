@@ -1,6 +1,10 @@
 """Small file helpers shared by every reader and writer: TOML input with clear errors, atomic figures."""
 from __future__ import annotations
 
+import codecs
+import io
+import os
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -8,18 +12,55 @@ from typing import Any
 from .errors import NksimInputError
 
 
-def read_toml(path: str | Path, what: str = "file") -> dict[str, Any]:
-    """Parse a TOML file; a missing, unreadable or invalid file is an NksimInputError naming it."""
+def _decode_problem(raw: bytes, exc: UnicodeDecodeError, offset: int) -> str:
+    """Where and why ``raw`` is not UTF-8: byte position (from the start of the file), line, column, advice."""
+    pos = exc.start
+    line = raw.count(b"\n", 0, pos) + 1
+    col = pos - (raw.rfind(b"\n", 0, pos) + 1) + 1
+    bad = raw[pos:pos + 1].hex().upper()
+    return (f"not UTF-8 text: byte 0x{bad} at byte position {pos + offset} (line {line}, column {col}) "
+            "cannot be decoded; the file must be UTF-8 (UTF-8 with a byte-order mark is accepted): save it "
+            "as UTF-8 in your editor (e.g. re-encode a Latin-1 / Windows-1252 file)")
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The text of a UTF-8 file (a UTF-8 byte-order mark is dropped); every failure is an NksimInputError.
+
+    The one reader of user text files (TOML, CSV): a missing or unreadable file, a file in
+    another encoding (Latin-1, UTF-16, ...) each give a one-line error naming the file (and
+    for an encoding error the byte position, line and column). Line endings are kept as they
+    are (TOML and :mod:`csv` accept LF and CRLF).
+    """
     p = Path(path)
     if not p.is_file():
         raise NksimInputError(f"{what} not found", source=p)
     try:
-        with open(p, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise NksimInputError(f"not valid TOML: {exc}", source=p) from None
+        raw = p.read_bytes()
     except OSError as exc:
-        raise NksimInputError(f"cannot read: {exc}", source=p) from None
+        raise NksimInputError(f"cannot read: {exc.strerror or exc}", source=p) from None
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise NksimInputError("the file is UTF-16 text (it starts with a UTF-16 byte-order mark); it must be "
+                              "UTF-8: save it as UTF-8 in your editor", source=p)
+    offset = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    body = raw[offset:]
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NksimInputError(_decode_problem(body, exc, offset), source=p) from None
+
+
+def open_text(path: str | Path, what: str = "file") -> io.StringIO:
+    """:func:`read_text` as a file object for :mod:`csv` readers (newlines untranslated, as ``newline=""``)."""
+    return io.StringIO(read_text(path, what), newline="")
+
+
+def read_toml(path: str | Path, what: str = "file") -> dict[str, Any]:
+    """Parse a TOML file; a missing, unreadable, non-UTF-8 or invalid file is an NksimInputError naming it."""
+    text = read_text(path, what)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise NksimInputError(f"not valid TOML: {exc}", source=Path(path)) from None
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
@@ -45,8 +86,12 @@ def check_keys(table: Any, allowed: Any, *, source: str | Path, prefix: str = ""
                                   key=f"{prefix}.{k}" if prefix else k)
 
 
-def check_output_folder(out: str | Path, names: Any, overwrite: bool) -> None:
-    """Refuse an output folder that is a file, or that already holds any of ``names`` unless ``overwrite``."""
+def check_output_folder(out: str | Path, names: Any, overwrite: bool, *, probe: bool = True) -> None:
+    """Refuse an output folder that is a file, holds any of ``names`` (unless ``overwrite``) or cannot be written.
+
+    With ``probe`` (the default) the folder is also checked with :func:`check_writable`:
+    commands call this before any computing, so that a bad ``--out`` never costs a run.
+    """
     from .errors import OutputExistsError
 
     out = Path(out)
@@ -56,3 +101,51 @@ def check_output_folder(out: str | Path, names: Any, overwrite: bool) -> None:
     if existing and not overwrite:
         raise OutputExistsError(f"output folder already holds results ({', '.join(existing)}); "
                                 "choose another --out or pass --overwrite", source=out)
+    if probe:
+        check_writable(out)
+
+
+#: A folder with less free space than this is refused before computing (the disk is full).
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_writable(folder: str | Path) -> None:
+    """Refuse (NksimInputError naming ``folder``) a folder that cannot be created or written.
+
+    Probes the folder itself if it exists, else its nearest existing parent (the folder is
+    created only when the results are written): a probe file is created, written (64 KiB) and
+    deleted, and a disk with less than :data:`MIN_FREE_BYTES` free is refused. Nothing is left
+    behind.
+    """
+    folder = Path(folder)
+    base = folder
+    while not base.exists():
+        if base.parent == base:
+            break
+        base = base.parent
+    if not base.is_dir():
+        if base == folder:
+            raise NksimInputError("--out must be a folder (it names an existing file)", source=folder)
+        raise NksimInputError(f"cannot create the folder: {base} is a file", source=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".nksim-write-probe-", dir=base)
+    except OSError as exc:
+        raise NksimInputError(f"cannot write into {base} ({exc.strerror or exc}); choose another --out",
+                              source=folder) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(bytes(1 << 16))
+    except OSError as exc:
+        raise NksimInputError(f"cannot write into {base} ({exc.strerror or exc}); choose another --out or free "
+                              "some space", source=folder) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    try:
+        import shutil
+
+        free = shutil.disk_usage(base).free
+    except OSError:  # pragma: no cover - a file system without statvfs
+        return
+    if free < MIN_FREE_BYTES:
+        raise NksimInputError(f"the disk holding {base} is full ({free} bytes free); free some space or choose "
+                              "another --out", source=folder)

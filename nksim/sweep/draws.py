@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NksimInputError
+from ..fileio import open_text
 from ..parameters import ParameterSet
 from ..quantities import PARAMETERS
 
@@ -73,11 +74,7 @@ def prior_draws(params: ParameterSet, n: int, seed: int, source: str = "<sweep>"
 def file_draws(params: ParameterSet, path: str | Path, n: int) -> list[dict[str, float]]:
     """The first ``n`` rows of a CSV file of parameter values (header = parameter keys)."""
     p = Path(path)
-    try:
-        with open(p, newline="") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NksimInputError(f"cannot read draws file: {exc}", source=p) from None
+    rows = list(csv.reader(open_text(p, "draws file")))  # UTF-8 (BOM accepted), else NksimInputError
     if not rows or not rows[0]:
         raise NksimInputError("empty draws file; expected a header of parameter keys and one row per draw", source=p)
     header = [h.strip() for h in rows[0]]
