@@ -5,21 +5,31 @@ import argparse
 from collections.abc import Callable
 
 
-def int_at_least(lo: int, what: str = "integer") -> Callable[[str], int]:
-    """An argparse ``type=`` that accepts integers >= ``lo`` with a clear message otherwise."""
+def int_at_least(lo: int, what: str = "integer", below: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=`` that accepts integers >= ``lo`` (and < ``below``) with a clear message otherwise."""
+    allowed = f"integer >= {lo}" if below is None else f"integer in [{lo}, {_power(below)})"
 
     def convert(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {what} (integer >= {lo}), got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected a {what} (integer >= {lo}), got {v}")
+            raise argparse.ArgumentTypeError(f"expected a {what} ({allowed}), got {text!r}") from None
+        if v < lo or (below is not None and v >= below):
+            raise argparse.ArgumentTypeError(f"expected a {what} ({allowed}), got {v}")
         return v
 
     convert.__name__ = f"int_at_least_{lo}"
     return convert
 
+
+def _power(n: int) -> str:
+    """``2**64`` for powers of two above 2**16, else the number."""
+    k = n.bit_length() - 1
+    return f"2**{k}" if k > 16 and n == 1 << k else str(n)
+
+
+#: Seeds are unsigned 64-bit integers (stored as such in every output file).
+SEED_LIMIT = 2**64
 
 #: ``type=`` for counts that must be at least 1 (workers, replicates, trials).
 positive_int = int_at_least(1, "positive integer")

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from ._optional import MissingOptionalDependency
-from .argtypes import int_at_least, positive_int
-from .errors import NksimInputError
+from .argtypes import SEED_LIMIT, int_at_least, positive_int
+from .errors import NksimInputError, NksimWriteError
 
-_seed = int_at_least(0, "non-negative integer seed")
+_seed = int_at_least(0, "non-negative integer seed", below=SEED_LIMIT)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,10 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``nksim run``: simulate the protocol's cohort, write trial.nc and trial.png, print a summary; returns 0."""
-    from .fileio import check_output_folder
+    """``nksim run``: simulate the protocol's cohort, write trial.nc and trial.png, print a summary; returns 0.
+
+    Everything that can be checked is checked before simulating (model, protocol, seed, that
+    ``--out`` can be created and written). A failure to write afterwards (disk full, no
+    permission) raises :class:`NksimWriteError`, after keeping the simulated dataset in a
+    temporary folder when possible; an existing trial.nc/trial.png is never half-replaced.
+    """
+    from .fileio import check_output_folder, save_figure
     from .io import write_netcdf
     from .parameters import load_parameters
+    from .plot import trial_figure
     from .protocol import load_protocol
     from .simulate import simulate_cohort
     from .summary import summary_table
@@ -61,16 +68,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     ds = simulate_cohort(params, protocol, replicates=args.replicates, seed=args.seed, workers=args.workers,
                          progress=not args.no_progress)
     elapsed = time.perf_counter() - t0
-    write_netcdf(ds, nc, overwrite=args.overwrite)
-    from .fileio import save_figure
-    from .plot import trial_figure
-
-    save_figure(trial_figure(ds), png, dpi=110)
+    n_sims = ds.sizes["patient"] * ds.sizes["replicate"]
+    try:
+        write_netcdf(ds, nc, overwrite=args.overwrite)
+    except OSError as exc:
+        raise NksimWriteError(f"cannot write {nc}: {exc.strerror or exc}; {_rescue(ds, nc.name, n_sims)}") from None
+    try:
+        save_figure(trial_figure(ds), png, dpi=110)
+    except OSError as exc:
+        raise NksimWriteError(f"cannot write {png}: {exc.strerror or exc}; the results are complete in {nc} "
+                              "(draw the figure later with nksim.plot.trial_figure(nksim.open_output(...)))") from None
     print(f"protocol {protocol.name}, parameters {params.name} ({params.status}), seed {args.seed}: "
-          f"{ds.sizes['patient'] * ds.sizes['replicate']} simulations in {elapsed:.1f} s")
+          f"{n_sims} simulations in {elapsed:.1f} s")
     print(summary_table(ds))
     print(f"\nwrote {nc}\nwrote {png}")
     return 0
+
+
+def _rescue(ds, name: str, n_sims: int) -> str:
+    """Keep a computed dataset in a new folder of the system's temporary folder; says where (or that it could not)."""
+    import shutil
+    import tempfile
+
+    from .io import write_netcdf
+
+    folder = None
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="nksim-unsaved-"))
+        kept = write_netcdf(ds, folder / name)
+    except OSError as exc:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        return (f"the {n_sims} simulations could not be kept elsewhere either ({exc.strerror or exc}; set TMPDIR "
+                "to a folder with space to keep them next time)")
+    return f"the {n_sims} simulations were kept in {kept}: move it where you want it"
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or was caused by) Ctrl-C: numba kernels report it as a SystemError on return."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     except MissingOptionalDependency as exc:  # an extra is not installed: one line, no traceback
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 2
+    except NksimWriteError as exc:  # computed, but an output could not be written: says what was kept
+        print(f"nksim: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # any other I/O failure (disk full, permissions): one line naming the file
+        print(f"nksim: error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C: commands write their files atomically at the end
+        if not _interrupted(exc):
+            raise
+        print(f"\nnksim {args.command}: interrupted; nothing written", file=sys.stderr)
+        return 130
     return 1
 
 

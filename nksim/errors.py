@@ -37,6 +37,14 @@ class OutputExistsError(NksimInputError, FileExistsError):
     """The output location already holds results and overwriting was not requested."""
 
 
+class NksimWriteError(OSError):
+    """An output could not be written (disk full, no permission, ...) after the results were computed.
+
+    The message names the path, the reason and where the computed results were kept (if they
+    could be); the command line prints it as one line and exits with status 1.
+    """
+
+
 class NksimWarning(UserWarning):
     """The category of every warning nksim emits.
 

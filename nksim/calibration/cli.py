@@ -61,6 +61,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         write_recovery(config, out, rec, workers=args.workers, overwrite=args.overwrite,
                        progress=not args.no_progress)
         return 0
+    if args.apply_to is not None:
+        _check_apply_to(args.apply_to, config)  # before the ABC run, not after it
     res = run_calibration(config, out, workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
                           progress=not args.no_progress)
     if args.apply_to is not None:
@@ -68,3 +70,27 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                  provenance=f"calibrated ({config.name}, {res.out / 'posterior_summary.csv'})")
         print(f"updated {len(changed)} values in {args.apply_to}: {', '.join(changed)}")
     return 0
+
+
+def _check_apply_to(path: Path, config) -> None:
+    """Refuse a bad ``--apply-to`` target before calibrating (NksimInputError naming the file).
+
+    Refused: a missing file, an invalid model file, one without a ``[key]`` table for a fitted
+    parameter (the values are written into existing tables) and one in a folder that cannot be
+    written.
+    """
+    from ..errors import NksimInputError
+    from ..fileio import check_writable, read_text
+    from ..parameters import load_parameters
+
+    if not path.is_file():
+        raise NksimInputError("model file to update not found (--apply-to writes into an existing model TOML)",
+                              source=path, key="--apply-to")
+    load_parameters(path)  # a valid parameter file (errors name the file and key)
+    text = read_text(path, "model file")
+    missing = [f.key for f in config.fit if f"\n[{f.key}]\n" not in text]
+    if missing:
+        raise NksimInputError(f"has no table for the fitted parameter(s) {', '.join(f'[{k}]' for k in missing)}; "
+                              "--apply-to rewrites the value of existing tables: add them (e.g. copy them from "
+                              "models/default.toml)", source=path, key="--apply-to")
+    check_writable(path.parent)
