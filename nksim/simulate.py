@@ -1,6 +1,7 @@
 """Python API: simulate one patient or a protocol's cohort; results as xarray Datasets."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .engine import RawRun, run_patient
+from .engine import RawRun, cache_guard, run_patient
 from .engine.build import patient_inputs
 from .engine.layout import KP
 from .output import build_dataset
@@ -24,6 +25,24 @@ def _as_params(params: ParameterSet | str | Path) -> ParameterSet:
 
 def _as_protocol(protocol: Protocol | str | Path) -> Protocol:
     return protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+
+
+#: Printed to stderr before the first simulation when the numba cache holds no compiled kernel.
+COMPILE_MESSAGE = ("nksim: compiling the simulation kernel (first run on this machine only, about 20-30 s); "
+                   "later runs load it from numba's cache")
+
+
+def announce_compile(stream=None) -> bool:
+    """Print :data:`COMPILE_MESSAGE` (one line, default stderr) if the next simulation will compile the kernel.
+
+    The check (:func:`nksim.engine.cache_guard.kernel_cached`) reads numba's cache index only.
+    Returns True when the line was printed. Called by ``simulate_cohort(progress=True)`` (the
+    CLI) and ``warm_up(announce=True)``; library calls without a progress bar stay silent.
+    """
+    if cache_guard.kernel_cached(run_patient) is not False:
+        return False
+    print(COMPILE_MESSAGE, file=stream if stream is not None else sys.stderr, flush=True)
+    return True
 
 
 def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: int, replicate: int, *,
@@ -72,7 +91,8 @@ def simulate_cohort(
         Threads running simulations concurrently (the kernel releases the GIL). Results do
         not depend on it.
     progress:
-        Show a progress bar (tqdm) over simulations.
+        Show a progress bar (tqdm) over simulations, and one line on stderr before it when the
+        kernel must be compiled first (a cold numba cache, :func:`announce_compile`).
 
     Returns
     -------
@@ -83,15 +103,15 @@ def simulate_cohort(
     protocol = _as_protocol(protocol)
     if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 1:
         raise ValueError(f"replicates must be a positive integer, got {replicates!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        # checked before simulating: outputs store the seed as an unsigned 64-bit integer
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not protocol.patients:
         raise ValueError(f"protocol '{protocol.name}' ({protocol.origin}) lists no patients")
     chosen = list(protocol.patients) if patients is None else [protocol.patient(p) for p in patients]
     jobs = [(p, r) for p in chosen for r in range(replicates)]
     bar = None
     if progress:
+        announce_compile()
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc="simulating", unit="patient")
@@ -106,13 +126,8 @@ def simulate_cohort(
         if workers > 1:
             # load/compile the kernel once (a 2 x 2 lattice costs milliseconds) before threads race
             run_one(params.with_values({"lattice.side": 2}), protocol, jobs[0][0], int(seed), jobs[0][1])
-            pool = ThreadPoolExecutor(max_workers=workers)
-            try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
                 runs = list(pool.map(work, jobs))
-            except BaseException:  # e.g. Ctrl-C: drop the queued simulations, let running ones end
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown()
         else:
             runs = [work(j) for j in jobs]
     finally:
@@ -146,11 +161,14 @@ def simulate(
     return ds.isel(patient=0, replicate=0)
 
 
-def warm_up(params: ParameterSet | None = None) -> None:
+def warm_up(params: ParameterSet | None = None, *, announce: bool = False) -> None:
     """Load (or compile, the first time) the numba kernel with a one-voxel, three-day simulation.
 
     ``params`` defaults to the shipped default model. Used by Dask workers before their first task.
+    ``announce``: print one line on stderr first when this compiles (:func:`announce_compile`).
     """
+    if announce:
+        announce_compile()
     base = params if params is not None else load_parameters("default")
     small = base.with_values({"lattice.side": 2}, origin="warm-up")
     proto = protocol_from_dict({

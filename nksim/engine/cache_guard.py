@@ -1,4 +1,4 @@
-"""Discard numba cache files compiled against another array layout.
+"""Discard numba cache files compiled against another array layout; tell whether the kernel is cached.
 
 numba keys a cached kernel on its own source file (``kernel.py``) and freezes the global
 index tuples of :mod:`nksim.engine.layout` into the machine code. The tuples are derived
@@ -40,3 +40,26 @@ def check(dispatcher, module_stem: str, digest: str) -> bool:
         return removed
     except OSError:
         return False
+
+
+def kernel_cached(dispatcher) -> bool | None:
+    """Whether calling ``dispatcher`` now runs without compiling it first (cheap; nothing is loaded).
+
+    True when the kernel is already compiled or loaded in this process, or numba's JIT is off;
+    True when numba's cache index beside ``kernel.py`` (or under ``NUMBA_CACHE_DIR``) holds an
+    entry for this numba version, source file and CPU; False when it does not (a cold cache: the
+    first call compiles, about 20-30 s) or caching is off; None when it cannot tell.
+    """
+    try:
+        if not hasattr(dispatcher, "signatures"):
+            return True  # NUMBA_DISABLE_JIT: a plain Python function
+        if dispatcher.signatures:
+            return True
+        cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+        if cache_file is None:
+            return False  # caching disabled: every process compiles
+        index = cache_file._load_index()  # {} when missing, stale (source changed) or another numba version
+        magic = dispatcher.targetctx.codegen().magic_tuple()
+        return any(isinstance(k, tuple) and len(k) > 1 and k[1] == magic for k in index)
+    except Exception:  # numba internals changed: do not guess
+        return None
