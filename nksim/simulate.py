@@ -103,8 +103,9 @@ def simulate_cohort(
     protocol = _as_protocol(protocol)
     if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 1:
         raise ValueError(f"replicates must be a positive integer, got {replicates!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        # checked before simulating: outputs store the seed as an unsigned 64-bit integer
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     if not protocol.patients:
         raise ValueError(f"protocol '{protocol.name}' ({protocol.origin}) lists no patients")
     chosen = list(protocol.patients) if patients is None else [protocol.patient(p) for p in patients]
@@ -126,8 +127,13 @@ def simulate_cohort(
         if workers > 1:
             # load/compile the kernel once (a 2 x 2 lattice costs milliseconds) before threads race
             run_one(params.with_values({"lattice.side": 2}), protocol, jobs[0][0], int(seed), jobs[0][1])
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
                 runs = list(pool.map(work, jobs))
+            except BaseException:  # e.g. Ctrl-C: drop the queued simulations, let running ones end
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
         else:
             runs = [work(j) for j in jobs]
     finally:
