@@ -62,7 +62,11 @@ class WriterLock:
             warnings.warn(f"{self.what}: no file locking on this platform; do not run two writers on it at once",
                           NksimWarning, stacklevel=2)
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise NksimInputError(f"cannot open the writer lock file {self.path} ({exc.strerror or exc}); a writer "
+                                  "needs a writable folder", source=self.what) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

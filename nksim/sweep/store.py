@@ -425,6 +425,8 @@ class SweepStore:
         """Raw values of a result array for one scenario (or a slice of scenarios)."""
         try:
             return self.array(name)[scenario]
+        except (IndexError, TypeError, KeyError):  # a wrong index or name: the caller's error, not damage
+            raise
         except Exception as exc:  # a damaged chunk (codec errors have many types)
             raise self._read_error(name, f"of scenario {scenario}", exc) from None
 
@@ -432,7 +434,9 @@ class SweepStore:
         """All values of the coordinate array ``name``."""
         try:
             return self.array(name)[:]
-        except Exception as exc:
+        except KeyError:
+            raise
+        except Exception as exc:  # a damaged chunk
             raise self._read_error(name, "(coordinate)", exc) from None
 
 
