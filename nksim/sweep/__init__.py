@@ -9,8 +9,8 @@ Modules (one job each):
 * :mod:`~nksim.sweep.scenario` -- scenario -> dated protocol events;
 * :mod:`~nksim.sweep.plan` -- the resolved, hashable plan and its batches;
 * :mod:`~nksim.sweep.execute` -- running one batch (the Dask task);
-* :mod:`~nksim.sweep.store` -- the Zarr store (create, resume, validate, append; low-level Zarr I/O
-  in :mod:`nksim.io.zarr`);
+* :mod:`~nksim.sweep.store` -- the Zarr store (create, resume, validate, append, verify and repair,
+  writer lock; low-level Zarr I/O in :mod:`nksim.io.zarr`);
 * :mod:`~nksim.sweep.runner` -- Dask orchestration (``nksim sweep``);
 * :mod:`~nksim.sweep.summaries` -- Kaplan-Meier and other per-scenario metrics (``nksim summarize``).
 
@@ -28,7 +28,7 @@ _EXPORTS = {
     "load_spec": "spec", "spec_from_dict": "spec", "SweepSpec": "spec",
     "build_plan": "plan", "Plan": "plan",
     "run_batch": "execute",
-    "SweepStore": "store", "store_digest": "..io.zarr",
+    "SweepStore": "store", "StoreDamagedError": "store", "store_digest": "..io.zarr",
     "run_sweep": "runner", "SweepReport": "runner", "SweepInterrupted": "runner",
     "summarize": "summaries", "ranking_table": "summaries", "open_sweep": "summaries",
     "export_netcdf": "summaries", "km_median": "summaries", "km_survival": "summaries",
