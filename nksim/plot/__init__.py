@@ -4,8 +4,9 @@
 ``trial_figure(ds)``        multi-panel summary of a cohort run (written by ``nksim run``)
 ``time_course(ds, ...)``    median and central bands of daily variables over patients x
                             replicates (x draws), protocol events marked; per group/scenario
-``swimmer_plot(ds, obs)``   one lane per patient: response at each assessment, progression,
-                            censoring; beside it the trial's observed outcomes
+``swimmer_plot(ds, obs)``   one lane per patient: status known at each day (last response
+                            called, PD from progression), censoring; beside it the trial's
+                            observed outcomes
 ``km_plot(data, by=...)``   Kaplan-Meier progression-free curves per scenario (sweep) or dose
                             group (cohort) with censor ticks and a number-at-risk table
 ``heatmap(summary, ...)``   a sweep-summary outcome over two schedule factors, annotated cells
