@@ -380,3 +380,14 @@ def test_shipped_protocols_satisfy_the_schedule_rules():
         p = nksim.load_protocol(name)
         for pt in p.patients:
             assert min(e.day for e in p.events_for(pt) if e.kind == "nk_infusion") == 0, name
+
+
+def test_sweep_interval_0_gives_one_infusion_of_the_total():
+    """A sweep's interval 0 is the single-infusion schedule: one event, not two on day 0."""
+    from nksim.sweep.scenario import build_protocol, schedule_protocol
+
+    d = schedule_protocol({"gap": 7, "interval": 0, "dose_split": (80.44, 19.56), "total_dose": 7.266e7},
+                          name="t", title="", end_day=30, assessment_days=[28], ld_events=[(0, "fludarabine", 25.0)])
+    p = build_protocol(d, ["p1"], "<sweep>")
+    inf = [e for e in p.events_for("p1") if e.kind == "nk_infusion"]
+    assert [e.day for e in inf] == [0] and inf[0].dose == pytest.approx(7.266e7, rel=1e-12)

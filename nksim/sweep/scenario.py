@@ -115,10 +115,13 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
     gap = float(schedule["gap"])
     events = [{"day": -gap + float(rel), "kind": str(kind), "dose": float(dose),
                "unit": "mg m-2" if kind == "fludarabine" else "mg kg-1"} for rel, kind, dose in ld_events]
+    doses: dict[float, float] = {}
     for i, share in enumerate(schedule["dose_split"]):
         if share > 0:
-            events.append({"day": i * float(schedule["interval"]), "kind": "nk_infusion",
-                           "dose": float(schedule["total_dose"]) * float(share) / 100.0, "unit": "kg-1"})
+            day = i * float(schedule["interval"])
+            doses[day] = doses.get(day, 0.0) + float(schedule["total_dose"]) * float(share) / 100.0
+    # interval 0: the infusions of one day are one infusion of their summed dose (a protocol refuses two)
+    events += [{"day": day, "kind": "nk_infusion", "dose": dose, "unit": "kg-1"} for day, dose in doses.items()]
     start = min([e["day"] for e in events if e["kind"] != "nk_infusion"], default=-gap)
     return {
         "protocol": {
