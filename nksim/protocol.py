@@ -17,7 +17,11 @@ A protocol file (``experiments/protocols/<name>.toml``) holds
   ``{value = ..., unit = ...}``) that replace the population draw.
 
 Event kinds and the unit their dose must be given in are in :data:`EVENT_UNITS`.
-A protocol is just a list of dated events: any number of infusions is allowed.
+A protocol is just a list of dated events: any number of infusions is allowed, listed in
+any order. For each patient (common + group events): every dose is within
+:data:`MAX_DOSE` (NK cells also in total), the first NK infusion is on day 0 (the time
+origin of every output), and no two events of one kind fall at the same time (two NK
+infusions at the same time only from different donors).
 """
 from __future__ import annotations
 
