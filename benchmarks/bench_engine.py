@@ -330,7 +330,7 @@ def bench_marrow_update(params, protocol, n_calls: int) -> dict:
     pat = protocol.patients[5]
     rngs = generators(0, pat.id, 0)
     eff = draw_effects(params, rngs["patient"], pat.covariates)
-    kp = kernel_parameters(params, eff, protocol.start_day, protocol.end_day)
+    kp = kernel_parameters(params, eff, protocol.start_day, protocol.end_day, nk_product=protocol.nk_product)
     res = resolution(params)
     nv = res.n_voxels
     z = lambda: np.zeros(nv, dtype=np.int32)  # noqa: E731

@@ -115,8 +115,11 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("nk.rejection_rate", "day-1", 0, 50, kernel=True),
         _p("nk.homing_rate", "day-1", 0, 1000, kernel=True),
         _p("nk.egress_rate", "day-1", 0, 1000, kernel=True),
-        _p("nk.tissue_uptake_rate", "day-1", 0, 1000, kernel=True),
-        _p("nk.tissue_return_rate", "day-1", 0, 1000, kernel=True),
+        _p("nk.tissue_uptake_rate", "day-1", 0, 1000),
+        _p("nk.tissue_return_rate", "day-1", 0, 1000),
+        # --- donor NK of an ex vivo expanded product (protocol.nk_product = "expanded") ---------------
+        _p("expanded_nk.tissue_uptake_rate", "day-1", 0, 1000),
+        _p("expanded_nk.tissue_return_rate", "day-1", 0, 1000),
         _p("nk.function_recovery_rate", "day-1", 0, 100, kernel=True),
         _p("nk.cytokine_recovery_boost", "1", 0, 100, kernel=True),
         # --- host lymphocytes (blood) ----------------------------------------
@@ -130,6 +133,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("allo.priming_delay", "day", 0.5, 100),
         _p("allo.priming_stages", "1", 1, 50, integer=True, kernel=True),
         _p("allo.primed_rejection_rate", "day-1", 0, 100, kernel=True),
+        _p("allo.primed_t_exponent", "1", 0, 1, kernel=True),
         # --- IL-15 ------------------------------------------------------------
         _p("il15.max_fold", "1", 1, 1e5, kernel=True),
         _p("il15.turnover_rate", "day-1", 1e-3, 1e4, kernel=True),
@@ -182,7 +186,9 @@ SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(k.split(".")[0] for k in PARAMET
 class KernelContext:
     """What a derived kernel input may be computed from (see :func:`nksim.engine.build.kernel_parameters`).
 
-    ``resolution`` is a :class:`nksim.engine.build.Resolution`; days are since the first infusion.
+    ``resolution`` is a :class:`nksim.engine.build.Resolution`; days are since the first infusion;
+    ``nk_product`` is the protocol's NK product (``"fresh"`` or ``"expanded"``,
+    :data:`nksim.protocol.NK_PRODUCTS`).
     """
 
     params: ParameterSet
@@ -190,6 +196,7 @@ class KernelContext:
     resolution: Any
     start_day: float
     end_day: float
+    nk_product: str
 
 
 @dataclass(frozen=True)
@@ -223,6 +230,17 @@ def _marrow_scale(c: KernelContext) -> float:
 def _nk_hop_rate(c: KernelContext) -> float:
     diffusivity = c.params["nk.speed"] ** 2 * c.params["nk.persistence_time"] / 2.0 * MIN_PER_DAY  # um2 day-1
     return 4.0 * diffusivity / c.params["lattice.voxel_side"] ** 2
+
+
+def _product_rate(name: str) -> Callable[[KernelContext], float]:
+    """``nk.<name>`` for a fresh product, ``expanded_nk.<name>`` for an ex vivo expanded one."""
+    def derive(c: KernelContext) -> float:
+        if c.nk_product == "fresh":
+            return c.params[f"nk.{name}"]
+        if c.nk_product == "expanded":
+            return c.params[f"expanded_nk.{name}"]
+        raise ValueError(f"unknown NK product {c.nk_product!r}; allowed: 'fresh', 'expanded'")
+    return derive
 
 
 def _elimination(key: str) -> Callable[[KernelContext], float]:
@@ -277,6 +295,12 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     DerivedInput("nk_hop_rate", "day-1", "voxel hops per day (all directions), 4 D / voxel_side^2 with "
                  "D = speed^2 persistence / 2", _nk_hop_rate,
                  ("nk.speed", "nk.persistence_time", "lattice.voxel_side")),
+    DerivedInput("donor_tissue_uptake_rate", "day-1",
+                 "rate at which blood donor NK enter other tissues, for the protocol's NK product",
+                 _product_rate("tissue_uptake_rate"), ("nk.tissue_uptake_rate", "expanded_nk.tissue_uptake_rate")),
+    DerivedInput("donor_tissue_return_rate", "day-1",
+                 "rate at which donor NK in other tissues return to blood, for the protocol's NK product",
+                 _product_rate("tissue_return_rate"), ("nk.tissue_return_rate", "expanded_nk.tissue_return_rate")),
     DerivedInput("nk_contact_rate", "day-1", "engagements per day in a blast-packed voxel",
                  lambda c: HOURS_PER_DAY / c.params["nk.engagement_interval"], ("nk.engagement_interval",)),
     DerivedInput("nk_refractory_days", "day", "refractory period after a kill",

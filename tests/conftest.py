@@ -26,7 +26,7 @@ def build_protocol(
     patients: Sequence[Mapping] | None = None,
     groups: Mapping[str, Iterable[tuple[float, str, float]]] | None = None,
     infusions_after_lymphodepletion: bool = True,
-    nk_product: str = "expanded",
+    nk_product: str = "fresh",
     name: str = "test",
 ) -> Protocol:
     """A protocol from ``(day, kind, dose)`` tuples (doses in the unit EVENT_UNITS requires).

@@ -87,7 +87,7 @@ def _two_infusions(interval: float, first_share: float, donors=("A", "A"), total
                {"day": interval, "kind": "nk_infusion", "dose": total * (1 - first_share), "unit": "kg-1",
                 "donor": donors[1]}]
     return protocol_from_dict({"protocol": {"name": "levers", "start_day": -9, "end_day": 60,
-                                            "assessment_days": [28], "nk_product": "expanded"},
+                                            "assessment_days": [28], "nk_product": "fresh"},
                                "events": events, "patients": [{"id": f"v{i}", "group": "a"} for i in range(n)]})
 
 

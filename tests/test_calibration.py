@@ -609,10 +609,15 @@ def test_analogue_targets_are_simulated_with_their_own_protocol(tmp_path, smoke)
 
 def test_shipped_analogue_targets_use_the_analogue_protocols(model):
     assert model.target_protocol == {"nkae_peak_chimerism": "nkae_consolidation",
-                                     "cart_ld_lymphocyte_count": "cart_flucy_ld"}
+                                     "cart_ld_lymphocyte_count": "cart_flucy_ld",
+                                     "bachanova_expansion_share": "bachanova2014_hi_cy_flu"}
     assert model.trial_targets == ()
     assert model.analogue_protocols["nkae_consolidation"].end_day == 28
     assert model.analogue_protocols["cart_flucy_ld"].end_day == 1  # the window is day 0 (run to day 1)
+    assert model.analogue_protocols["bachanova2014_hi_cy_flu"].end_day == 14  # the day-14 share: recorded to day 14
+    # each analogue is simulated with its own product
+    assert model.analogue_protocols["bachanova2014_hi_cy_flu"].nk_product == "fresh"
+    assert model.analogue_protocols["nkae_consolidation"].nk_product == "expanded"
 
 
 def test_observed_and_simulated_twins_share_the_progression_bins():

@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import nksim
@@ -122,7 +123,7 @@ def test_shipped_targets():
     targets = load_targets(TARGETS, protocol="ahmadvand2023")
     assert all(isinstance(t, ChimerismTarget) for t in targets)
     by = {t.quantity: t for t in targets}
-    assert set(by) == {"peak_donor_chimerism_pbmc", "lymphocyte_count"}  # haplo_nk_peak_day removed
+    assert set(by) == {"peak_donor_chimerism_pbmc", "lymphocyte_count", "share_donor_nk_above"}
     assert "haplo_nk_peak_day" not in {t.name for t in targets}
     assert "independent validation" in " ".join(TARGETS.read_text().replace("#", " ").lower().split())
     chim = by["peak_donor_chimerism_pbmc"]
@@ -134,6 +135,11 @@ def test_shipped_targets():
     assert lym.protocol == "cart_flucy_ld" and lym.sd is None
     # 50-300 per uL is about +-1 sd around 100 on the log10 scale
     assert math.log10(100 / 50) <= lym.log10_sd + 0.1 and math.log10(300 / 100) >= lym.log10_sd - 0.1
+    share = by["share_donor_nk_above"]
+    assert share.value == 0.10 and share.threshold == 100.0 and share.window == (14.0, 14.0)
+    assert share.statistic == "mean" and share.unit == "1" and share.sd == 0.1 and share.log10_sd is None
+    assert share.protocol == "bachanova2014_hi_cy_flu" and share.confidence == "A"
+    assert nksim.load_protocol(share.protocol).nk_product == "fresh"
     for t in targets:
         nksim.load_protocol(t.protocol)  # every named protocol loads
 
@@ -364,6 +370,12 @@ BAD_TARGETS = [
     ({'confidence = "B"': 'confidence = ""'}, "confidence", "non-empty"),
     ({'source = "Vela': 'sauce = "Vela'}, "sauce", "unknown key"),
     ({'name = "cart_ld_lymphocyte_count"': 'name = "nkae_peak_chimerism"'}, "name", "duplicate target name"),
+    ({'threshold = 100.0\n': ''}, "bachanova_expansion_share').threshold", "missing key 'threshold'"),
+    ({'threshold = 100.0': 'threshold = -5.0'}, "bachanova_expansion_share').threshold", "uL-1"),
+    ({'value = 0.10': 'value = 10.0'}, "bachanova_expansion_share').value", "share of patients"),
+    ({'statistic = "mean"': 'statistic = "median"'}, "bachanova_expansion_share').statistic", "must be 'mean'"),
+    ({'window = [14, 14]': 'window = [7, 14]'}, "bachanova_expansion_share').window[1]", "one day"),
+    ({'weight = 0.5': 'weight = 0.5\nthreshold = 3.0'}, "nkae_peak_chimerism').threshold", "only allowed"),
 ]
 
 
@@ -474,3 +486,27 @@ def test_start_day_follows_the_protocol(tmp_path):
 def test_missing_file():
     with pytest.raises(NksimInputError, match="no_such.csv.*not found"):
         load_outcomes("no_such.csv")
+
+
+def test_share_target_counts_patients_above_the_threshold_on_its_day():
+    """A share target's per-patient value is 1 above the threshold on the window day, 0 at or below, NaN outside."""
+    from nksim.calibration.distance import target_z
+    from nksim.calibration.model import target_value
+    from nksim.calibration.summaries import cohort_statistic
+    from nksim.quantities import RECORD, RECORD_INDEX
+
+    share = {t.name: t for t in load_targets(TARGETS)}["bachanova_expansion_share"]
+    start = -6.0
+    per_patient = []
+    for day14 in (250.0, 100.0, 99.0, 0.0, 1e4):
+        rec = np.zeros((30, len(RECORD)))
+        rec[:, RECORD_INDEX["donor_nk_blood"]] = 5000.0  # other days never count
+        rec[int(14 - start), RECORD_INDEX["donor_nk_blood"]] = day14
+        per_patient.append(target_value(rec, start, share))
+    assert per_patient == [1.0, 0.0, 0.0, 0.0, 1.0]
+    assert cohort_statistic(np.array(per_patient), share.statistic) == pytest.approx(0.4)
+    short = np.zeros((10, len(RECORD)))  # day 14 not simulated
+    assert math.isnan(target_value(short, start, share))
+    # the misfit is linear in the share: (0.4 - 0.1) / 0.1 = 3; zero expansion costs one sd
+    assert target_z(0.4, share) == pytest.approx(3.0)
+    assert target_z(0.0, share) == pytest.approx(-1.0)

@@ -600,17 +600,22 @@ def test_il15_without_host_lymphocytes_relaxes_to_max_fold():
     np.testing.assert_allclose(ds.donor_chimerism_nk.values[after], 100.0)
 
 
-def test_donor_nk_outside_marrow_follow_linear_odes(default_params):
+@pytest.mark.parametrize("product", ["fresh", "expanded"])
+def test_donor_nk_outside_marrow_follow_linear_odes(default_params, product):
     # No homing, no drugs, IL-15 boost off: blood (B) and tissue (T) donor NK obey
     #   B' = g B - u B + r T,  T' = g T + u B - r T,  g = proliferation - death - rejection,
     # (rejection at host T baseline), so B + T = D e^{g t} and B = (B+T)(r + u e^{-(u+r)t})/(u+r).
+    # u and r are the protocol's product's: nk.* (fresh) or expanded_nk.* (expanded); the other
+    # product's pair is set far off, so using it would fail the comparison.
     p_, mu, rho, u, r = 0.3, 0.069, 0.2, 4.0, 0.4
+    group, other = ("nk", "expanded_nk") if product == "fresh" else ("expanded_nk", "nk")
     params = default_params.with_values({
         "lattice.side": 4, "nk.homing_rate": 0.0, "nk.il15_proliferation_max": 0.0, "nk.proliferation_rate": p_,
-        "nk.death_rate": mu, "nk.rejection_rate": rho, "nk.tissue_uptake_rate": u, "nk.tissue_return_rate": r,
+        "nk.death_rate": mu, "nk.rejection_rate": rho, f"{group}.tissue_uptake_rate": u,
+        f"{group}.tissue_return_rate": r, f"{other}.tissue_uptake_rate": 40.0, f"{other}.tissue_return_rate": 0.05,
         "allo.primed_rejection_rate": 0.0})
     dose = 5e6
-    proto = build_protocol([(0, "nk_infusion", dose)], start_day=-2, end_day=12)
+    proto = build_protocol([(0, "nk_infusion", dose)], start_day=-2, end_day=12, nk_product=product)
     ds = nksim.simulate(params, proto, seed=2)
     w = float(ds.body_weight)
     blood_ul = params["anatomy.blood_volume"] * w * 1000.0
@@ -660,7 +665,7 @@ def test_second_infusion_meets_the_primed_response_of_its_donor(default_params):
         events = [{"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1", "donor": "A"},
                   {"day": 14, "kind": "nk_infusion", "dose": 1e7, "unit": "kg-1", "donor": second_donor}]
         proto = protocol_from_dict({"protocol": {"name": "t", "start_day": -1, "end_day": 21,
-                                                 "assessment_days": [21], "nk_product": "expanded"},
+                                                 "assessment_days": [21], "nk_product": "fresh"},
                                     "events": events, "patients": [{"id": "p1", "group": "a"}]})
         return nksim.simulate(params, proto, seed=1)
 
@@ -704,3 +709,30 @@ def test_cytokine_pk_and_support_match_their_equations(default_params):
     np.testing.assert_allclose(ds.il2_central.values, c2, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(ds.il15_agonist_central.values, c15, rtol=1e-6, atol=1e-12)
     assert c15.max() > v["il15_agonist.ec50"] and c2[1:].max() > 1e-3  # the doses are pharmacologically active
+
+
+def test_primed_rejection_scales_with_surviving_t_cells(default_params):
+    """Primed term = primed_rejection_rate x primed x (T/T0)^e: e = 0 ignores lymphodepletion, e = 1 is proportional."""
+    from nksim.engine import layout as L
+    from nksim.engine.build import kernel_parameters
+    from nksim.engine.kernel import donor_nk_rejection
+    from nksim.patients import draw_effects
+
+    eff = draw_effects(default_params, np.random.default_rng(0))
+    t0 = default_params["host.t_baseline"]
+    for e in (0.0, 0.5, 1.0):
+        p = default_params.with_values({"allo.primed_t_exponent": e, "nk.rejection_rate": 0.2,
+                                        "allo.primed_rejection_rate": 1.5})
+        kp = kernel_parameters(p, eff, -9.0, 30.0, nk_product="expanded")
+        assert kp[L.KP.allo_primed_t_exponent] == e
+        for t_rel in (1.0, 0.25, 0.04, 0.0):
+            for primed in (0.0, 0.6, 1.0):
+                expected = 0.2 * t_rel + 1.5 * primed * (1.0 if e == 0.0 else t_rel ** e)
+                assert donor_nk_rejection(kp, t_rel * t0, primed) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    # at the host's baseline T count the exponent changes nothing; after deep depletion it delays rejection
+    kp_half = kernel_parameters(default_params.with_values({"allo.primed_t_exponent": 0.5}), eff, -9.0, 30.0,
+                                nk_product="expanded")
+    kp_zero = kernel_parameters(default_params.with_values({"allo.primed_t_exponent": 0.0}), eff, -9.0, 30.0,
+                                nk_product="expanded")
+    assert donor_nk_rejection(kp_half, t0, 1.0) == donor_nk_rejection(kp_zero, t0, 1.0)
+    assert donor_nk_rejection(kp_half, 0.02 * t0, 1.0) < donor_nk_rejection(kp_zero, 0.02 * t0, 1.0)

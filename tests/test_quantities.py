@@ -49,10 +49,18 @@ def test_kernel_parameters_follow_the_declarations():
     """Every slot is filled from its declaration: kernel=True parameters unchanged, derived ones by derive()."""
     params = nksim.load_parameters("default")
     eff = draw_effects(params, np.random.default_rng(0))
-    kp = kernel_parameters(params, eff, -9.0, 365.0)
+    kp = kernel_parameters(params, eff, -9.0, 365.0, nk_product="expanded")
     for spec in Q.PARAMETERS.values():
         if spec.kernel:
             assert kp[getattr(L.KP, spec.slot)] == params[spec.key], spec.key
+    # the NK product selects the trafficking parameters
+    assert kp[L.KP.donor_tissue_uptake_rate] == params["expanded_nk.tissue_uptake_rate"]
+    assert kp[L.KP.donor_tissue_return_rate] == params["expanded_nk.tissue_return_rate"]
+    fresh = kernel_parameters(params, eff, -9.0, 365.0, nk_product="fresh")
+    assert fresh[L.KP.donor_tissue_uptake_rate] == params["nk.tissue_uptake_rate"]
+    assert fresh[L.KP.donor_tissue_return_rate] == params["nk.tissue_return_rate"]
+    with pytest.raises(ValueError, match="unknown NK product"):
+        kernel_parameters(params, eff, -9.0, 365.0, nk_product="frozen")
     assert kp[L.KP.nk_refractory_days] == params["nk.refractory_time"] / 24.0
     assert kp[L.KP.n_steps] == (365 + 9) * 24 / params["numerics.dt"]
     assert kp[L.KP.blast_net_growth_rate] == eff.blast_net_growth_rate

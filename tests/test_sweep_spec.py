@@ -190,3 +190,19 @@ def test_posterior_draws_are_the_default_and_record_the_file_digest():
     src = plan["draws_from"]
     assert src == {"posterior": "posterior.nc", "sha256": file_digest(posterior_file("posterior"))}
     assert set(plan["draws"][0]) <= set(plan.base_parameters().priors())
+
+
+def test_nk_product_is_a_schedule_factor():
+    """nk_product levels give protocols of that product; default: the trial's expanded product."""
+    plan = build_plan(tiny_spec(factors={"nk_product": ["expanded", "fresh"]}))
+    products = [sc["schedule"]["nk_product"] for sc in plan["scenarios"]]
+    assert products == ["expanded", "fresh"]
+    assert [plan.protocol(i).nk_product for i in range(2)] == ["expanded", "fresh"]
+    assert [sc["label"] for sc in plan["scenarios"]] == ["nk_product=expanded", "nk_product=fresh"]
+    default = build_plan(tiny_spec())
+    assert {plan_sc["schedule"]["nk_product"] for plan_sc in default["scenarios"]} == {"expanded"}
+    with pytest.raises(NksimInputError, match="allowed NK product"):
+        build_plan(tiny_spec(factors={"nk_product": ["frozen"]}))
+    with pytest.raises(NksimInputError, match="categorical"):
+        build_plan(tiny_spec(sweep={"design": "lhs"}, factors={"nk_product": {"min": 0, "max": 1}},
+                             sampling={"n": 4}))

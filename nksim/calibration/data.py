@@ -86,14 +86,18 @@ TARGET_QUANTITIES: dict[str, str] = {
     "peak_donor_chimerism_nk": "percent",
     "peak_day": "day",
     "lymphocyte_count": "uL-1",
+    "share_donor_nk_above": "1",
 }
 #: Target quantities compared on the log10 scale (``log10_sd``); the others on the linear scale (``sd``).
 LOG_TARGET_QUANTITIES = ("peak_donor_chimerism_pbmc", "peak_donor_chimerism_nk", "lymphocyte_count")
 #: Target quantities taken on one day (``window = [d, d]``) rather than as a peak over a window.
-DAY_TARGET_QUANTITIES = ("lymphocyte_count",)
+DAY_TARGET_QUANTITIES = ("lymphocyte_count", "share_donor_nk_above")
+#: Target quantities that are a share of patients (0..1): each patient counts 1 when its donor NK per
+#: uL blood on the window day exceed ``threshold`` (uL-1), else 0; statistic ``mean`` is the share.
+SHARE_TARGET_QUANTITIES = ("share_donor_nk_above",)
 TARGET_STATISTICS = ("median", "mean")
 _TARGET_KEYS = {"name", "quantity", "statistic", "value", "unit", "log10_sd", "sd", "window", "weight",
-                "protocol", "source", "confidence", "note"}
+                "protocol", "source", "confidence", "note", "threshold"}
 _TARGET_REQUIRED = {"name", "quantity", "statistic", "value", "unit", "window", "source", "confidence"}
 _TARGETS_TOP_KEYS = {"meta", "target"}
 _META_KEYS = {"description", "source", "note"}
@@ -143,6 +147,8 @@ class ChimerismTarget:
     confidence: str
     note: str
     protocol: str | None = None
+    #: donor NK per uL blood above which a patient counts, for :data:`SHARE_TARGET_QUANTITIES`
+    threshold: float | None = None
 
 
 #: Another name for :class:`ChimerismTarget` (targets are no longer only chimerism).
@@ -550,6 +556,8 @@ def load_targets(path: str | Path, *, start_day: float | None = None,
                        lo_open=True)
         if quantity == "peak_day":
             value = _tnum(t["value"], src, f"{key}.value", w0, w1, "day (within the window)")
+        elif quantity in SHARE_TARGET_QUANTITIES:
+            value = _tnum(t["value"], src, f"{key}.value", 0.0, 1.0, "1 (a share of patients, 0..1)")
         elif quantity == "lymphocyte_count":
             value = _tnum(t["value"], src, f"{key}.value", 0.0, 1e6, "uL-1 (> 0: compared on log10 scale)",
                           lo_open=True)
@@ -563,6 +571,19 @@ def load_targets(path: str | Path, *, start_day: float | None = None,
         if need not in t:
             raise NksimInputError(f"missing key '{need}' (required for quantity '{quantity}')", source=src,
                                   key=f"{key}.{need}")
+        threshold: float | None = None
+        if quantity in SHARE_TARGET_QUANTITIES:
+            if statistic != "mean":
+                raise NksimInputError(f"statistic must be 'mean' for '{quantity}' (the share of patients)",
+                                      source=src, key=f"{key}.statistic")
+            if "threshold" not in t:
+                raise NksimInputError(f"missing key 'threshold' (donor NK per uL blood, required for '{quantity}')",
+                                      source=src, key=f"{key}.threshold")
+            threshold = _tnum(t["threshold"], src, f"{key}.threshold", 0.0, 1e6, "uL-1 (donor NK per uL blood)",
+                              lo_open=True)
+        elif "threshold" in t:
+            raise NksimInputError(f"'threshold' is only allowed for {', '.join(SHARE_TARGET_QUANTITIES)}",
+                                  source=src, key=f"{key}.threshold")
         spread = _tnum(t[need], src, f"{key}.{need}", 0.0, math.inf, lo_open=True)
         weight = _tnum(t.get("weight", 1.0), src, f"{key}.weight", 0.0, math.inf, lo_open=True)
         source = _tstr(t, "source", src, key, required=True)
@@ -574,7 +595,7 @@ def load_targets(path: str | Path, *, start_day: float | None = None,
             name=name, quantity=quantity, statistic=statistic, value=value, unit=unit,
             log10_sd=spread if need == "log10_sd" else None, sd=spread if need == "sd" else None,
             window=(w0, w1), weight=weight, source=source, confidence=conf,
-            note=_tstr(t, "note", src, key, required=False), protocol=proto_name))
+            note=_tstr(t, "note", src, key, required=False), protocol=proto_name, threshold=threshold))
     return tuple(out)
 
 

@@ -49,7 +49,7 @@ def target_z(value: float, target) -> float:
     """Standardised misfit of one summary against a :class:`ChimerismTarget`-like object."""
     if not np.isfinite(value):
         return Z_UNDEFINED
-    if target.quantity == "peak_day":
+    if target.quantity in ("peak_day", "share_donor_nk_above"):
         return float((value - target.value) / target.sd)
     if value <= 0:
         return Z_UNDEFINED

@@ -41,6 +41,7 @@ from .summaries import (
     Slot,
     chimerism_peaks,
     cohort_statistic,
+    donor_nk_per_ul,
     lymphocyte_count,
     make_slots,
     observed_counts,
@@ -68,6 +69,9 @@ def target_value(rec: np.ndarray, start_day: float, target) -> float:
     """One patient's value of a target's quantity from its daily record."""
     if target.quantity == "lymphocyte_count":
         return lymphocyte_count(rec, start_day, target.window[0])
+    if target.quantity == "share_donor_nk_above":
+        v = donor_nk_per_ul(rec, start_day, target.window[0])
+        return float(v > target.threshold) if np.isfinite(v) else float("nan")
     return chimerism_peaks(rec, start_day, target.window)[_PEAK_COLUMN[target.quantity]]
 
 

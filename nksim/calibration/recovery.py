@@ -71,7 +71,7 @@ def synthetic_observed(model: CalibrationModel, theta: dict[str, float], seed: i
     targets = []
     for t in model.targets:
         v = float(summary[t.name])
-        if not np.isfinite(v) or (t.quantity != "peak_day" and v <= 0):
+        if not np.isfinite(v) or (t.quantity not in ("peak_day", "share_donor_nk_above") and v <= 0):
             continue  # undefined at theta_true (no donor cells): this synthetic trial has no such target
         targets.append(replace(t, value=v, source="synthetic", confidence="synthetic"))
     horizon = max(s.followup_day for s in model.slots)  # the real trial's: event twins followed as long

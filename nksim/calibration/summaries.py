@@ -257,6 +257,14 @@ def cohort_statistic(values: np.ndarray, statistic: str) -> float:
     return float(np.median(v) if statistic == "median" else np.mean(v))
 
 
+def donor_nk_per_ul(rec: np.ndarray, start_day: float, day: float) -> float:
+    """Donor NK per uL blood on ``day`` (NaN if not simulated)."""
+    i = int(round(day - start_day))
+    if i < 0 or i >= rec.shape[0]:
+        return float("nan")
+    return float(observe("donor_nk_blood", rec[i:i + 1])[0])
+
+
 def lymphocyte_count(rec: np.ndarray, start_day: float, day: float) -> float:
     """Blood lymphocytes per uL (host NK + host T + donor NK) on ``day`` (NaN if not simulated)."""
     i = int(round(day - start_day))

@@ -133,14 +133,17 @@ def cytokine_support(kp, il2, il15a):
 
 @njit(cache=True)
 def donor_nk_rejection(kp, host_t, primed):
-    """Rejection rate (day-1) of one donor's NK: ``rejection_rate * T / T0 + primed_rejection_rate * primed``.
+    """Rejection rate (day-1) of one donor's NK: ``rejection_rate * T/T0 + primed_rejection_rate * primed * (T/T0)^e``.
 
     The first term is the unprimed (innate and naive T-cell) rejection, proportional to the host
-    T count; the second is the primed anti-donor response, which expands clonally from memory
-    and so does not scale with the total T count.
+    T count; the second is the primed anti-donor response, which expands clonally from the
+    surviving T-cell pool and so depends on it less than in proportion: ``e`` =
+    ``allo.primed_t_exponent`` (0: independent of the T count; 1: proportional to it).
     """
     t_rel = host_t / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0
-    return kp[KP.nk_rejection_rate] * t_rel + kp[KP.allo_primed_rejection_rate] * primed
+    e = kp[KP.allo_primed_t_exponent]
+    t_fac = 1.0 if e == 0.0 else (t_rel ** e if t_rel > 0.0 else 0.0)
+    return kp[KP.nk_rejection_rate] * t_rel + kp[KP.allo_primed_rejection_rate] * primed * t_fac
 
 
 @njit(cache=True)
@@ -188,8 +191,8 @@ def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
     out[Y.il15] = tau - (k_clear + k_cons * lrel) * il
     # donor NK outside the marrow: division - death - rejection - drug, and tissue exchange
     grow = nk_division_rate(kp, il, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
-    up = kp[KP.nk_tissue_uptake_rate]
-    back = kp[KP.nk_tissue_return_rate]
+    up = kp[KP.donor_tissue_uptake_rate]
+    back = kp[KP.donor_tissue_return_rate]
     for d in range(n_donors):
         ib = Y.donor_nk_blood + DONOR_STRIDE * d
         it = Y.donor_nk_tissue + DONOR_STRIDE * d
@@ -243,7 +246,7 @@ def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
         if r > rej:
             rej = r
     nk = (nk_division_rate(kp, y[Y.il15], sup_prolif) + kp[KP.nk_death_rate] + rej + hazard
-          + kp[KP.nk_tissue_uptake_rate] + kp[KP.nk_tissue_return_rate])
+          + kp[KP.donor_tissue_uptake_rate] + kp[KP.donor_tissue_return_rate])
     if nk > lam:
         lam = nk
     return lam

@@ -142,7 +142,7 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
     events += [ev(day, "il2", 10.0) for day in (0, 2, 4)]
     protocol = protocol_from_dict({
         "protocol": {"name": name, "start_day": -2, "end_day": end_day, "assessment_days": [end_day],
-                     "snapshot_days": [0, end_day], "nk_product": "expanded"},
+                     "snapshot_days": [0, end_day], "nk_product": "fresh"},
         "events": [e for e in events if e["day"] < end_day],
         "patients": [{"id": "p1", "group": "a"}],
     }, f"<{name}>")

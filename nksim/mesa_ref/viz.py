@@ -185,7 +185,7 @@ MODEL_PARAMS = {
     "flu_dose": Slider("fludarabine (mg m-2 day-1, 3 days)", 20.0, 0.0, 40.0, 5.0),
     "cy_dose": Slider("cyclophosphamide (mg kg-1 day-1, 2 days)", 20.0, 0.0, 60.0, 5.0),
     "days_before_infusion": Slider("last Flu/Cy dose to 1st infusion (days)", 7, 1, 14, 1),
-    "dose_1": Slider("1st NK dose (1e6 kg-1)", 5.0, 0.0, 200.0, 1.0),
+    "dose_1": Slider("1st NK dose (1e6 kg-1)", 5.0, 1.0, 200.0, 1.0),  # > 0: day 0 is the first infusion
     "dose_2": Slider("2nd NK dose (1e6 kg-1)", 10.0, 0.0, 200.0, 1.0),
     "interval": Slider("interval between infusions (days)", 7, 1, 28, 1),
     "end_day": Slider("follow-up (days)", 60, 14, 365, 1),

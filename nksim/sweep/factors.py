@@ -14,6 +14,9 @@ factor             unit       meaning
 =================  =========  ==============================================================
 ``regimen``        --         lymphodepletion: ``"trial"`` (Ahmadvand 2023 Flu/Cy),
                               ``"hi_cy_flu"`` (Minnesota Hi-Cy/Flu) or ``"none"``
+``nk_product``     --         NK product infused: ``"expanded"`` (ex vivo expanded, the trial's;
+                              default) or ``"fresh"`` (unexpanded haploidentical, as in
+                              Miller 2005 / Bachanova 2014); see ``nksim.protocol.NK_PRODUCTS``
 ``gap``            day        days from the last lymphodepleting dose to the first infusion
                               (default: the regimen's own gap, 7 for trial, 2 for Hi-Cy/Flu);
                               with ``regimen = "none"``, days simulated before the infusion
@@ -40,6 +43,7 @@ from typing import Any
 
 from ..checks import check_number
 from ..errors import NksimInputError
+from ..protocol import NK_PRODUCTS
 from ..quantities import PARAMETERS
 
 #: Regimen name -> shipped protocol whose lymphodepleting events it uses (None: no lymphodepletion).
@@ -76,6 +80,7 @@ NUMERIC_FACTORS: dict[str, FactorSpec] = {f.name: f for f in [
 #: All schedule factor names, with their units.
 SCHEDULE_FACTORS: dict[str, str] = {
     "regimen": "-",
+    "nk_product": "-",
     **{k: f.unit for k, f in NUMERIC_FACTORS.items()},
     "dose_split": "percent",
 }
@@ -135,6 +140,11 @@ def check_factor_value(name: str, value: Any, source: str, key: str) -> Any:
     if name == "regimen":
         if not isinstance(value, str) or value not in REGIMENS:
             raise NksimInputError(f"value {value!r} is not an allowed regimen; allowed: {sorted(REGIMENS)}",
+                                  source=source, key=key)
+        return value
+    if name == "nk_product":
+        if not isinstance(value, str) or value not in NK_PRODUCTS:
+            raise NksimInputError(f"value {value!r} is not an allowed NK product; allowed: {sorted(NK_PRODUCTS)}",
                                   source=source, key=key)
         return value
     if name == "dose_split":

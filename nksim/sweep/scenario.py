@@ -27,6 +27,7 @@ from .factors import REGIMENS, SPLIT_FACTORS, is_parameter, split_label
 #: Schedule values used when neither the baseline nor the scenario gives them.
 DEFAULT_SCHEDULE: dict[str, Any] = {
     "regimen": "trial",
+    "nk_product": "expanded",
     "interval": 7.0,
     "dose_split": (50.0, 50.0),
     "total_dose": 1.5e7,
@@ -96,6 +97,7 @@ def effective_schedule(baseline: Mapping[str, Any], levels: Mapping[str, Any], s
     regimen = str(merged["regimen"])
     out = {
         "regimen": regimen,
+        "nk_product": str(merged["nk_product"]),
         "gap": float(merged["gap"]) if "gap" in merged else native_gap(regimen),
         "interval": float(merged["interval"]),
         "dose_split": split,
@@ -132,7 +134,7 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
             "assessment_days": [float(d) for d in assessment_days],
             "snapshot_days": [],
             "infusions_after_lymphodepletion": True,
-            "nk_product": "expanded",  # the trial's product (Ahmadvand 2023: ex vivo expanded PB-NK)
+            "nk_product": str(schedule.get("nk_product", DEFAULT_SCHEDULE["nk_product"])),
         },
         "events": events,
     }

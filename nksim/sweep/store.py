@@ -6,7 +6,7 @@ Layout (one Zarr array per variable, readable with ``xarray.open_zarr(path)``; Z
     <store>/zarr.json                 group attributes: CF-1.8, nksim version, code and plan digests,
                                       the spec, the model parameters (JSON)
     scenario, draw, patient, replicate, time, assessment, batch     dimension coordinates
-    label, regimen, gap, interval, dose_split, n_infusions, first_dose_pct, total_dose,
+    label, regimen, nk_product, gap, interval, dose_split, n_infusions, first_dose_pct, total_dose,
     start_day, events, <swept parameter keys>                        (scenario) coordinates
     draw_values (draw, draw_parameter)                               drawn parameter values
     donor_chimerism_nk ... il15     float32 (scenario, draw, patient, replicate, time)
@@ -459,7 +459,7 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
     pb, rb = plan.batch_shape
     swept_params = [k for k in c["swept"] if "." in k]
     g = zio.create_group(path)
-    scen_coords = ["label", "regimen", "gap", "interval", "dose_split", "n_infusions", "first_dose_pct",
+    scen_coords = ["label", "regimen", "nk_product", "gap", "interval", "dose_split", "n_infusions", "first_dose_pct",
                    "total_dose", "start_day", *swept_params]
     g.attrs.update({
         "Conventions": "CF-1.8",
@@ -501,6 +501,8 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
         attrs={"long_name": "scenario label (swept factor values)"})
     arr("regimen", (S,), str, ("scenario",), values=np.array([s["regimen"] for s in sched]),
         attrs={"long_name": "lymphodepleting regimen"})
+    arr("nk_product", (S,), str, ("scenario",), values=np.array([s["nk_product"] for s in sched]),
+        attrs={"long_name": "NK product infused (fresh or ex vivo expanded)"})
     arr("dose_split", (S,), str, ("scenario",), values=np.array([s["dose_split_label"] for s in sched]),
         attrs={"units": "percent", "long_name": "share of the total dose per infusion"})
     for name, units, long_name in [

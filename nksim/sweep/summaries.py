@@ -143,8 +143,8 @@ def summarize(store: SweepStore | str | Path, reference: int | None = None,
         outcomes_pfs[int(s)] = ~(o["ttp"] <= landmark)  # progression-free at landmark (NaN -> True)
         outcomes_pd[int(s)] = o["pd_first"]
     ds = xr.Dataset(coords={"scenario": ("scenario", complete.astype(np.int64), {"long_name": "scenario index"})})
-    for name in ["label", "regimen", "gap", "interval", "dose_split", "n_infusions", "first_dose_pct", "total_dose",
-                 "start_day", *[k for k in plan["swept"] if "." in k]]:
+    for name in ["label", "regimen", "nk_product", "gap", "interval", "dose_split", "n_infusions", "first_dose_pct",
+                 "total_dose", "start_day", *[k for k in plan["swept"] if "." in k]]:
         arr = store.array(name)
         values = np.asarray(store.coord(name))[complete]
         if values.dtype.kind in "TU":  # numpy StringDType from zarr -> object strings (netCDF char arrays)

@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 BASELINE = HERE / "baseline.nc"
 
 #: The pinned configuration (model overrides, protocol, patients, replicates, seed).
-OVERRIDES = {"lattice.side": 6, "nk.homing_rate": 10.0, "nk.max_kills": 10, "nk.tissue_uptake_rate": 2.0}
+OVERRIDES = {"lattice.side": 6, "nk.homing_rate": 10.0, "nk.max_kills": 10, "expanded_nk.tissue_uptake_rate": 2.0}
 PROTOCOL = "ahmadvand2023"
 PATIENTS = ("p02", "p07")
 REPLICATES = 2
