@@ -45,7 +45,7 @@ def test_no_switching_means_no_new_susceptibility_class(small_params, ahmadvand,
     # trafficking pinned so that NK agents reach this small region (the calibrated model sends most
     # infused cells to other tissues)
     params = small_params.with_values({"blasts.susceptible_fraction": fraction, "blasts.switch_probability": 0.0,
-                                       "nk.tissue_uptake_rate": 4.0, "nk.tissue_return_rate": 0.4})
+                                       "expanded_nk.tissue_uptake_rate": 4.0, "expanded_nk.tissue_return_rate": 0.4})
     ds = nksim.simulate_cohort(params, ahmadvand, patients=["p03", "p09"], seed=4)
     assert np.all(c(ds, absent) == 0)
     assert c(ds, "susceptible_blasts" if absent == "resistant_blasts" else "resistant_blasts")[..., 0].min() > 0
