@@ -36,15 +36,21 @@ def add_sweep_parser(sub) -> None:
 
 def add_summarize_parser(sub) -> None:
     """Add the ``summarize`` subcommand to an argparse subparsers object."""
-    from .summaries import METRICS
+    from .summaries import CLOCKS, METRICS
 
     p = sub.add_parser("summarize", help="rank the scenarios of a sweep store; export to netCDF",
                        description="Per-scenario summaries (P(PD) at first assessment, Kaplan-Meier PFS at the "
-                       "landmark and median, peak chimerism, donor NK AUC) with uncertainty; prints the ranking.")
+                       "landmark, restricted mean and median, peak chimerism, donor NK AUC) with uncertainty, paired "
+                       "contrasts with 95% confidence intervals and the probability of being best; prints the "
+                       "ranking.")
     p.add_argument("store", type=Path, help="Zarr store written by `nksim sweep`")
     p.add_argument("--rank-by", choices=list(METRICS), default="pfs_landmark", help="ranking metric")
     p.add_argument("--reference", type=_nonneg_int, default=None,
-                   help="scenario index for paired differences (default: the best-ranked)")
+                   help="scenario index for the paired contrasts of every scenario (default: the trial's schedule, "
+                   "else the spec's baseline, else the best-ranked; per group of swept model-parameter values)")
+    p.add_argument("--clock", choices=list(CLOCKS), default=None,
+                   help="day 0 of time to progression and of the landmark: the start of lymphodepletion or the first "
+                   "infusion (default: the sweep's clock, spec key sweep.clock, default 'infusion')")
     p.add_argument("--top", type=_nonneg_int, default=None, help="print only the best N scenarios")
     p.add_argument("--netcdf", type=Path, default=None, help="write the per-scenario summary to this netCDF file")
     p.add_argument("--export", type=Path, default=None,
@@ -101,7 +107,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
             raise NksimInputError("already exists; pass --overwrite to replace it", source=target)
     store = SweepStore.open_existing(args.store)
     try:
-        ds = summarize(store, reference=args.reference, rank_by=args.rank_by)
+        ds = summarize(store, reference=args.reference, rank_by=args.rank_by, clock=args.clock)
     except NksimInputError:  # a damaged store (StoreDamagedError) names itself
         raise
     except ValueError as exc:

@@ -10,6 +10,11 @@ validates every scenario protocol before anything is simulated. The plan is
   a plan with the same digest, so editing a comment in the spec is harmless while changing a
   level, the model file, the seed or the batch size is refused.
 
+Clock: with the spec's ``clock = "lymphodepletion"`` the plan records ``"clock"`` and each
+scenario's ``"clock_offset"`` (days from its first lymphodepleting dose to its first infusion),
+and each scenario protocol's ``assessment_days`` are the spec's days minus that offset; with the
+default ``"infusion"`` none of this is recorded, so such plans (and their digests) are unchanged.
+
 Batches: the (scenario, draw, patient, replicate) grid is cut into chunks of
 ``patients_per_batch x replicates_per_batch`` simulations of one scenario and one draw; one
 chunk = one Dask task = one Zarr chunk of every result array. Batch ``b`` enumerates scenario,
@@ -32,7 +37,15 @@ from ..quantities import all_variables
 from .design import design_levels
 from .draws import parameter_draws
 from .factors import is_parameter, split_label
-from .scenario import build_protocol, effective_schedule, regimen_events, scenario_label, schedule_protocol
+from .scenario import (
+    assessment_days_on_clock,
+    build_protocol,
+    effective_schedule,
+    lymphodepletion_offset,
+    regimen_events,
+    scenario_label,
+    schedule_protocol,
+)
 from .spec import SweepSpec
 
 #: Version of the plan/store layout; bump when the meaning of stored arrays changes
@@ -86,6 +99,15 @@ class Plan:
     def n_scenarios(self) -> int:
         """Number of scenarios."""
         return len(self.content["scenarios"])
+
+    @property
+    def clock(self) -> str:
+        """Day 0 of the plan's ``assessment_days``/``landmark_day``: ``"infusion"`` or ``"lymphodepletion"``."""
+        return self.content.get("clock", "infusion")
+
+    def clock_offset(self, scenario: int) -> float:
+        """Days from scenario ``scenario``'s first lymphodepleting dose to its first infusion (0: none)."""
+        return lymphodepletion_offset(self.content["scenarios"][scenario]["protocol"]["events"])
 
     @property
     def n_draws(self) -> int:
@@ -233,6 +255,10 @@ def build_plan(spec: SweepSpec) -> Plan:
         label = scenario_label(lv, swept)
         pdict = schedule_protocol(sched, name=f"{spec.name}-{i}", title=label, end_day=spec.end_day,
                                   assessment_days=spec.assessment_days, ld_events=regimen_events(sched["regimen"]))
+        offset = lymphodepletion_offset(pdict["events"])
+        if spec.clock != "infusion":  # the spec's days count from the start of lymphodepletion
+            pdict["protocol"]["assessment_days"] = assessment_days_on_clock(
+                spec.assessment_days, offset, f"{src} [{key}: {label}]", "sweep.assessment_days")
         proto = build_protocol(pdict, (), f"{src} [{key}: {label}]")  # validates the schedule
         pars = {k: float(v) for k, v in lv.items() if is_parameter(k)}
         base.with_values({**spec.parameters, **pars}, origin=f"{src} [{key}: {label}]")
@@ -243,6 +269,7 @@ def build_plan(spec: SweepSpec) -> Plan:
                          "dose_split_label": split_label(sched["dose_split"])},
             "parameters": pars,
             "protocol": pdict,
+            **({"clock_offset": offset} if spec.clock != "infusion" else {}),
         })
     t0 = min(starts)
     content = {
@@ -265,4 +292,6 @@ def build_plan(spec: SweepSpec) -> Plan:
         "batch": _batch_layout(len(spec.cohort.patients), spec.cohort.replicates, spec.batch_size),
         "time_series": list(TIME_SERIES),
     }
+    if spec.clock != "infusion":  # recorded only when used: default plans keep their digest
+        content["clock"] = spec.clock
     return Plan(content)

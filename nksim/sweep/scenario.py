@@ -13,6 +13,12 @@ protocol file):
 
 Different gaps or regimens thus give different start days; the sweep store puts every
 scenario on a common time axis (days since the first infusion) and pads with NaN.
+
+Clocks: protocol days count from the first infusion. With the sweep's ``clock =
+"lymphodepletion"`` the spec's assessment days count from the start of lymphodepletion instead,
+and :func:`assessment_days_on_clock` turns them into each scenario's protocol days (calendar day
+minus :func:`lymphodepletion_offset`), so that every scenario is assessed on the same days after
+Flu/Cy.
 """
 from __future__ import annotations
 
@@ -138,6 +144,34 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
         },
         "events": events,
     }
+
+
+def lymphodepletion_offset(events: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]]) -> float:
+    """Days from the start of lymphodepletion (first lymphodepleting dose) to the first infusion (day 0).
+
+    ``events``: a protocol dictionary's events (``{"day", "kind", ...}``) or ``[day, kind, ...]``
+    rows (the store's ``events`` JSON). 0 without lymphodepletion (regimen ``"none"``: the clock
+    starts at the first infusion).
+    """
+    days = [float(e["day"] if isinstance(e, Mapping) else e[0]) for e in events
+            if (e["kind"] if isinstance(e, Mapping) else e[1]) in LYMPHODEPLETING]
+    return -min(days) if days else 0.0
+
+
+def assessment_days_on_clock(calendar_days: Sequence[float], offset: float, source: str,
+                             key: str) -> list[float]:
+    """Protocol assessment days (since the first infusion) of days since the start of lymphodepletion.
+
+    Raises NksimInputError when a day would not come after the scenario's first infusion.
+    """
+    days = [float(d) - float(offset) for d in calendar_days]
+    if days[0] <= 0:
+        raise NksimInputError(
+            f"with clock = 'lymphodepletion' the first assessment day {float(calendar_days[0]):g} (days since the "
+            f"start of lymphodepletion) is day {days[0]:g} of this scenario, whose lymphodepletion starts "
+            f"{float(offset):g} days before its first infusion; assessments must come after the first infusion: "
+            f"make the first assessment day at least {float(offset) + 1:g}", source=source, key=key)
+    return days
 
 
 def build_protocol(protocol_dict: Mapping[str, Any], patients: Sequence[str], source: str) -> Protocol:

@@ -12,6 +12,9 @@ A sweep spec (``experiments/*.toml``) has these tables (see
     end_day = 365                 # last simulated day (days since first infusion)
     assessment_days = [28, 90, 180, 270, 365]
     landmark_day = 270            # day of P(progression-free) in summaries ("9 months")
+    clock = "infusion"            # day 0 of assessment_days and landmark_day: "infusion" (first NK
+                                  # infusion; default) or "lymphodepletion" (start of lymphodepletion:
+                                  # every scenario assessed on the same days after Flu/Cy)
     batch_size = 8                # simulations per Dask task (and per Zarr chunk)
 
     [cohort]                      # the virtual cohort: patients x replicates x draws
@@ -62,7 +65,9 @@ from .factors import SCHEDULE_FACTORS, SPLIT_FACTORS, check_factor_value, is_par
 DESIGNS = ("factorial", "list", "lhs", "sobol")
 _TOP = {"sweep", "cohort", "baseline", "parameters", "factors", "sampling", "scenarios"}
 _SWEEP_KEYS = {"name", "description", "model", "seed", "design", "end_day", "assessment_days", "landmark_day",
-               "batch_size"}
+               "batch_size", "clock"}
+#: Clocks of ``sweep.clock``: what day 0 of ``assessment_days`` and ``landmark_day`` is.
+CLOCKS = ("infusion", "lymphodepletion")
 _COHORT_KEYS = {"patients", "replicates", "draws", "draws_from"}
 _SAMPLING_KEYS = {"n", "scramble"}
 _RANGE_KEYS = {"min", "max", "scale"}
@@ -104,6 +109,7 @@ class SweepSpec:
     sampling_n: int
     scramble: bool
     scenarios: tuple[Mapping[str, Any], ...]
+    clock: str = "infusion"  # one of CLOCKS
 
 
 def _err(msg: str, src: str, key: str) -> NksimInputError:
@@ -259,6 +265,10 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
         raise _err("days must be strictly increasing", src, "sweep.assessment_days")
     landmark = _day(sw.get("landmark_day", min(270.0, end_day)), src, "sweep.landmark_day", 1, end_day)
     batch_size = _int(sw.get("batch_size", 8), src, "sweep.batch_size", 1, 100_000)
+    clock = sw.get("clock", "infusion")
+    if clock not in CLOCKS:
+        raise _err(f"clock {clock!r} must be one of {list(CLOCKS)} (day 0 of assessment_days and landmark_day: "
+                   "the first NK infusion, or the start of lymphodepletion)", src, "sweep.clock")
 
     co = _table(raw, "cohort", _COHORT_KEYS, src, required=True)
     if "patients" not in co:
@@ -357,4 +367,4 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
         source=src, raw=raw, name=name, description=description, model_path=model_path, seed=seed, design=design,
         end_day=end_day, assessment_days=days, landmark_day=landmark, batch_size=batch_size,
         cohort=Cohort(patients, replicates, draws, draws_from), baseline=baseline, parameters=parameters,
-        factors=factors, sampling_n=n_samples, scramble=scramble, scenarios=scenarios)
+        factors=factors, sampling_n=n_samples, scramble=scramble, scenarios=scenarios, clock=clock)

@@ -496,7 +496,9 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
         attrs={"units": "day", "long_name": "time since the first NK infusion (common axis, NaN before a "
                "scenario's first simulated day)"})
     arr("assessment", (A,), "float64", ("assessment",), values=np.array(c["assessment_days"], dtype=float),
-        attrs={"units": "day", "long_name": "response assessment day (since first NK infusion)"})
+        attrs={"units": "day", "long_name": "response assessment day (since first NK infusion)"
+               if plan.clock == "infusion" else "response assessment day (since the start of lymphodepletion; sweep "
+               "clock 'lymphodepletion': each scenario's protocol day is this minus its clock_offset)"})
     arr("label", (S,), str, ("scenario",), values=np.array([sc["label"] for sc in c["scenarios"]]),
         attrs={"long_name": "scenario label (swept factor values)"})
     arr("regimen", (S,), str, ("scenario",), values=np.array([s["regimen"] for s in sched]),
