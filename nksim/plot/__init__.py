@@ -10,6 +10,8 @@
 ``km_plot(data, by=...)``   Kaplan-Meier progression-free curves per scenario (sweep) or dose
                             group (cohort) with censor ticks and a number-at-risk table
 ``heatmap(summary, ...)``   a sweep-summary outcome over two schedule factors, annotated cells
+``contrast_forest(...)``    forest plot of the paired contrasts of each scenario vs its
+                            reference, with 95 % confidence intervals (one panel per contrast)
 ``lattice_snapshot(ds, p)`` the marrow lattice of one patient at its snapshot days, NK agents
                             as dots, scale bar in mm
 ``prior_posterior(post)``   prior vs ABC-SMC posterior of every fitted parameter
@@ -28,11 +30,12 @@ coordinate missing from the input raises ``ValueError`` naming it and listing wh
 When ``ax`` is given the function draws into it (its figure is returned) and leaves the figure
 title to the caller; otherwise it creates a figure with a caption-like title (``suptitle``).
 Artists carry ``gid`` tags (``median:<var>:<group>``, ``lane:<patient>``,
-``observed:<patient>``, ``km:<group>``, ``heatmap:<outcome>``, ``lattice:<var>:<day>``) so that
+``observed:<patient>``, ``km:<group>``, ``heatmap:<outcome>``, ``lattice:<var>:<day>``,
+``contrast:<contrast>:<scenario>``) so that
 tests and scripts can find the plotted data.
 
 Modules: :mod:`~nksim.plot.trial`, :mod:`~nksim.plot.timecourse`, :mod:`~nksim.plot.swimmer`,
-:mod:`~nksim.plot.km`, :mod:`~nksim.plot.heatmaps`, :mod:`~nksim.plot.lattice`,
+:mod:`~nksim.plot.km`, :mod:`~nksim.plot.heatmaps`, :mod:`~nksim.plot.contrasts`, :mod:`~nksim.plot.lattice`,
 :mod:`~nksim.plot.calibration`; axis-label tables (short names, log-scale variables, units of
 dimensionless variables) in :mod:`~nksim.plot.labels`; colours and the headless (Agg) backend
 choice in :mod:`~nksim.plot._style`.
@@ -40,6 +43,7 @@ choice in :mod:`~nksim.plot._style`.
 from ._protocol import protocol_schedule
 from ._style import FOLLOW_UP_COLOUR, GROUP_COLOURS, LD_COLOUR, NOT_ASSESSED_COLOUR, RESPONSE_COLOURS, TIME_LABEL  # noqa: F401
 from .calibration import abc_diagnostics, predictive_check, prior_posterior, recovery_figure, screen_figure
+from .contrasts import contrast_forest
 from .heatmaps import heatmap
 from .km import km_plot
 from .labels import LOG_VARIABLES, SHORT_NAMES, axis_label, unit_text  # noqa: F401
@@ -48,6 +52,6 @@ from .swimmer import swimmer_plot
 from .timecourse import TIME_COURSE_VARIABLES, time_course
 from .trial import trial_figure
 
-__all__ = ["trial_figure", "time_course", "swimmer_plot", "km_plot", "heatmap", "lattice_snapshot",
+__all__ = ["trial_figure", "time_course", "swimmer_plot", "km_plot", "heatmap", "contrast_forest", "lattice_snapshot",
            "protocol_schedule", "unit_text", "axis_label", "TIME_COURSE_VARIABLES", "RESPONSE_COLOURS",
            "prior_posterior", "predictive_check", "abc_diagnostics", "screen_figure", "recovery_figure"]
