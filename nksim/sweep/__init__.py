@@ -12,7 +12,9 @@ Modules (one job each):
 * :mod:`~nksim.sweep.store` -- the Zarr store (create, resume, validate, append, verify and repair,
   writer lock; low-level Zarr I/O in :mod:`nksim.io.zarr`);
 * :mod:`~nksim.sweep.runner` -- Dask orchestration (``nksim sweep``);
-* :mod:`~nksim.sweep.summaries` -- Kaplan-Meier and other per-scenario metrics (``nksim summarize``).
+* :mod:`~nksim.sweep.summaries` -- Kaplan-Meier and other per-scenario metrics, paired contrasts with
+  confidence intervals, probability of being best, on the infusion or lymphodepletion clock
+  (``nksim summarize``).
 
 Quick use::
 
