@@ -27,6 +27,9 @@ CONTRAST_NAMES = {
     "auc_chimerism_pbmc_d28": "Δ AUC donor chimerism, blood lymphocytes, days 0-28",
 }
 
+#: Colours of contrasts whose CI excludes 0 (neutral: whether higher is better depends on the contrast).
+ABOVE, BELOW = "#1f77b4", "#ff7f0e"
+
 
 def contrast_forest(summary: xr.Dataset, contrasts: str | Sequence[str] = "pfs_landmark", *,
                     select: Sequence[Any] | None = None, order: str | None = "diff",
@@ -39,9 +42,9 @@ def contrast_forest(summary: xr.Dataset, contrasts: str | Sequence[str] = "pfs_l
     ``select``: scenario indices to show (default all). ``order``: ``"diff"`` (by the first
     contrast, largest on top), ``"scenario"`` (index order, first on top) or None (as in the
     summary). One row per scenario: a dot at the mean paired difference and a bar over its
-    95 % CI (mean -/+ 1.96 SE); a reference scenario is drawn as an open square at 0 and
-    labelled "(reference)"; a dashed line marks no difference. Artists carry
-    ``gid = "contrast:<name>:<scenario>"``.
+    95 % CI (mean -/+ 1.96 SE), coloured when the CI excludes 0; a reference scenario is drawn
+    as an open square at 0 and labelled "(reference)"; a dashed line marks no difference.
+    Artists carry ``gid = "contrast:<name>:<scenario>"``.
     """
     names = [contrasts] if isinstance(contrasts, str) else list(contrasts)
     if not names:
@@ -93,20 +96,20 @@ def contrast_forest(summary: xr.Dataset, contrasts: str | Sequence[str] = "pfs_l
             if s == r:
                 a.plot([0.0], [yi], marker="s", mfc="white", mec="k", ls="none", gid=f"contrast:{name}:{s}")
                 continue
-            colour = "0.55" if not np.isfinite(lo_i) or lo_i <= 0.0 <= hi_i else ("#1a9850" if m > 0 else "#d73027")
+            colour = "0.55" if not np.isfinite(lo_i) or lo_i <= 0.0 <= hi_i else (ABOVE if m > 0 else BELOW)
             eb = a.errorbar([m], [yi], xerr=[[m - lo_i if np.isfinite(lo_i) else 0.0],
                                              [hi_i - m if np.isfinite(hi_i) else 0.0]],
                             fmt="o", ms=4, color=colour, ecolor=colour, elinewidth=1.4, capsize=2.5)
             eb.lines[0].set_gid(f"contrast:{name}:{s}")
         units = da.attrs.get("units")
-        a.set_xlabel(f"{CONTRAST_NAMES.get(name, name)} ({unit_text(units, name)})", fontsize=8)
+        a.set_xlabel(f"difference vs reference ({unit_text(units, name)})", fontsize=8)
         a.set_title(CONTRAST_NAMES.get(name, name), fontsize=8)
         a.grid(axis="x", color="0.92", lw=0.6)
     axes[0].set_yticks(y, ticks, fontsize=7)
     axes[0].set_ylabel("scenario (index, label)")
     axes[0].set_ylim(-0.7, n - 0.3)
-    handles = [Line2D([], [], marker="o", color="#1a9850", ls="-", label="higher than reference (CI excludes 0)"),
-               Line2D([], [], marker="o", color="#d73027", ls="-", label="lower than reference (CI excludes 0)"),
+    handles = [Line2D([], [], marker="o", color=ABOVE, ls="-", label="above the reference (CI excludes 0)"),
+               Line2D([], [], marker="o", color=BELOW, ls="-", label="below the reference (CI excludes 0)"),
                Line2D([], [], marker="o", color="0.55", ls="-", label="95% CI includes 0"),
                Line2D([], [], marker="s", mfc="white", mec="k", ls="none", label="reference scenario")]
     if own:
