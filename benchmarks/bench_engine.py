@@ -342,8 +342,8 @@ def bench_marrow_update(params, protocol, n_calls: int) -> dict:
     for _ in range(60):  # evolve towards the near-full steady state of the trial
         K.marrow_update(kp, rng, sus, rs, nor, b1, b2, b3, 0.0, cnt, delta)
 
-    def run(kpx, hz):
-        s, r_, n_ = sus.copy(), rs.copy(), nor.copy()
+    def run(kpx, hz, state=None):
+        s, r_, n_ = (x.copy() for x in (state or (sus, rs, nor)))
         c = cnt.copy()
         t0 = time.thread_time()  # CPU time of this thread: robust to other processes
         for _ in range(n_calls):
@@ -357,6 +357,12 @@ def bench_marrow_update(params, protocol, n_calls: int) -> dict:
     t_nospread = min(run(kp0, 0.0) for _ in range(3))
     t_drug = min(run(kp, 0.05) for _ in range(3))
     occ = (sus + rs + nor).mean() / res.capacity
+    # a late-trial state: the same voxels nearly full (95 %), 90 % blasts (the trial's day-365 mean)
+    tot = np.minimum(np.rint((sus + rs + nor) * 0.95 * res.capacity / max((sus + rs + nor).mean(), 1)),
+                     res.capacity).astype(np.int32)
+    late_b = np.rint(0.9 * tot).astype(np.int32)
+    late = (late_b // 2, late_b - late_b // 2, tot - late_b)
+    t_late = min(run(kp, 0.0, late) for _ in range(3))
     return {
         "method": "kernel.marrow_update called directly on a default lattice evolved 60 marrow steps "
                   f"(patient {pat.id}); thread CPU time, best of 3 x {n_calls} calls",
@@ -369,6 +375,9 @@ def bench_marrow_update(params, protocol, n_calls: int) -> dict:
         "ns_per_voxel_no_spread": t_nospread / nv * 1e9,
         "pass2_neighbour_fraction": 1.0 - t_nospread / t_full,
         "ns_per_voxel_with_drug_hazard": t_drug / nv * 1e9,
+        "late_occupancy": float(tot.mean() / res.capacity),
+        "late_blast_fraction": float(late_b.sum() / max(tot.sum(), 1)),
+        "ns_per_voxel_late": t_late / nv * 1e9,
         "marrow_calls_per_patient": (int(round((protocol.end_day - protocol.start_day) * res.steps_per_day))
                                      // res.marrow_every),
     }
@@ -452,6 +461,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller run (about 1.5 min)")
     ap.add_argument("--skip-compile", action="store_true", help="skip the cold/cached compile subprocesses")
+    ap.add_argument("--marrow-only", action="store_true",
+                    help="only the marrow update (ns per voxel-day), the draw costs and 3 kernel-only simulations "
+                         "(about 30 s; writes bench_engine_marrow.json)")
     ap.add_argument("--out", type=Path, default=None, help="JSON report path")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="first wait up to S seconds for the 1-min load average to drop below 0.5")
@@ -463,6 +475,8 @@ def main(argv=None) -> int:
     params = nksim.load_parameters("default")
     ahm = nksim.load_protocol("ahmadvand2023")
     hcf = nksim.load_protocol("hi_cy_flu")
+    if args.marrow_only:
+        return main_marrow_only(params, ahm, args.out or OUT_DIR / "bench_engine_marrow.json")
     report = {"machine": machine_info(), "quick": q, "model": "default", "workers": 1,
               "note": "serial (workers=1, one core) unless stated; wall-clock seconds after compilation"}
 
@@ -503,6 +517,41 @@ def main(argv=None) -> int:
     out_path.write_text(json.dumps(report, indent=2, default=float))
     print_report(report)
     print(f"\nwrote {out_path}")
+    return 0
+
+
+def main_marrow_only(params, protocol, out_path: Path) -> int:
+    """``--marrow-only``: the marrow update alone, the draw costs, and 3 whole kernel-only simulations."""
+    report = {"machine": machine_info(), "marrow_only": True, "load_avg_start": loadavg()}
+    say("warm-up (load cached kernels in this process) ...")
+    nksim.simulate(params, protocol, seed=0)
+    say("marrow_update alone ...")
+    report["marrow_update"] = bench_marrow_update(params, protocol, n_calls=200)
+    report["rng_ns"] = bench_rng()
+    patients = list(protocol.patients[:3])
+    say("3 kernel-only simulations ...")
+    kernel_loop(params, protocol, patients[:1])
+    t = timed(lambda: kernel_loop(params, protocol, patients), 2)
+    vox, _ = marrow_counts(params, protocol, len(patients))
+    report["kernel_only"] = {**strip(t), "patients": [p.id for p in patients],
+                             "s_per_simulation": t[STAT] / len(patients),
+                             "cpu_s_per_simulation": t["cpu_min_s"] / len(patients),
+                             "cpu_ns_per_voxel_day": t["cpu_min_s"] / vox * 1e9}
+    report["load_avg_end"] = loadavg()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2, default=float))
+    mu, k = report["marrow_update"], report["kernel_only"]
+    print(f"load average start {report['load_avg_start']}, end {report['load_avg_end']}")
+    print(f"marrow_update alone (side {mu['side']}, K {mu['capacity']}, occupancy {mu['mean_occupancy']:.2f}, "
+          f"blast fraction {mu['blast_fraction']:.2f}): {mu['ns_per_voxel']:.0f} ns per voxel-day "
+          f"(no spread {mu['ns_per_voxel_no_spread']:.0f}, with a drug hazard "
+          f"{mu['ns_per_voxel_with_drug_hazard']:.0f}; late state, blast fraction "
+          f"{mu['late_blast_fraction']:.2f}: {mu['ns_per_voxel_late']:.0f})")
+    print(f"kernel only, {len(k['patients'])} simulations: {k['s_per_simulation']:.3f} s per simulation "
+          f"(CPU {k['cpu_s_per_simulation']:.3f} s; {k['cpu_ns_per_voxel_day']:.0f} CPU ns per voxel-day, "
+          f"everything included; wall/CPU {k['wall_over_cpu']:.2f})")
+    print("draw cost (ns): " + ", ".join(f"{k_} {v:.0f}" for k_, v in report["rng_ns"].items()))
+    print(f"wrote {out_path}")
     return 0
 
 

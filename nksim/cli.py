@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replicates", type=positive_int, default=1, help="virtual trials per patient (default 1)")
     run.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     run.add_argument("--out", type=Path, default=Path("outputs/trial"), help="output folder (default outputs/trial)")
-    run.add_argument("--workers", type=positive_int, default=1, help="threads running simulations (default 1)")
+    run.add_argument("--workers", type=positive_int, default=None,
+                     help=f"threads running simulations (default: the available cores, {available_cores()} here); "
+                          "results do not depend on it")
     run.add_argument("--overwrite", action="store_true", help="replace trial.nc/trial.png already in --out")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     from .sweep.cli import add_summarize_parser, add_sweep_parser
@@ -42,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_screen_parser(sub)
     return parser
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -65,7 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     nc, png = args.out / "trial.nc", args.out / "trial.png"
     check_output_folder(args.out, (nc.name, png.name), args.overwrite)
     t0 = time.perf_counter()
-    ds = simulate_cohort(params, protocol, replicates=args.replicates, seed=args.seed, workers=args.workers,
+    workers = args.workers if args.workers is not None else available_cores()
+    ds = simulate_cohort(params, protocol, replicates=args.replicates, seed=args.seed, workers=workers,
                          progress=not args.no_progress)
     elapsed = time.perf_counter() - t0
     n_sims = ds.sizes["patient"] * ds.sizes["replicate"]

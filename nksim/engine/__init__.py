@@ -1,13 +1,18 @@
 """The numba engine.
 
-Kernel (``kernel``), array layout (``layout``), input building (``build``), raw results (``raw``).
+Kernel (``kernel``), its random-variate samplers (``samplers``), array layout (``layout``), input
+building (``build``), raw results (``raw``).
 """
 from . import cache_guard as _cache_guard
+from . import samplers as _samplers
 from .build import Resolution, event_arrays, kernel_parameters, resolution
 from .kernel import run_patient
 from .layout import LAYOUT_DIGEST as _LAYOUT_DIGEST
 from .raw import RawRun
 
-_cache_guard.check(run_patient, "kernel", _LAYOUT_DIGEST)
+#: The kernel's compiled code holds the layout's indices and the samplers' machine code (numba
+#: links called functions into the caller's cache entry but keys it on ``kernel.py`` alone).
+KERNEL_DIGEST: str = _LAYOUT_DIGEST + "-" + _cache_guard.file_digest(_samplers.__file__)
+_cache_guard.check(run_patient, "kernel", KERNEL_DIGEST)
 
 __all__ = ["RawRun", "Resolution", "event_arrays", "kernel_parameters", "resolution", "run_patient"]

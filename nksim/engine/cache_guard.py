@@ -1,17 +1,26 @@
-"""Discard numba cache files compiled against another array layout; tell whether the kernel is cached.
+"""Discard numba cache files compiled against another array layout or other samplers; tell whether the kernel is cached.
 
 numba keys a cached kernel on its own source file (``kernel.py``) and freezes the global
 index tuples of :mod:`nksim.engine.layout` into the machine code. The tuples are derived
 from :mod:`nksim.quantities`, so a new parameter or output changes them without touching
-``kernel.py``; numba would then load a kernel that reads the wrong slots. Before the first
-call, :func:`check` compares :data:`~nksim.engine.layout.LAYOUT_DIGEST` with the digest
-stored beside the cache and removes the kernel's cache files when they differ.
+``kernel.py``; numba would then load a kernel that reads the wrong slots. Likewise the
+functions of :mod:`nksim.engine.samplers` are compiled into the kernel's cache entry, so an
+edit of ``samplers.py`` alone would leave the old draws in the cached kernel. Before the first
+call, :func:`check` compares ``nksim.engine.KERNEL_DIGEST`` (the layout digest and the
+samplers' source digest) with the digest stored beside the cache and removes the kernel's
+cache files when they differ.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 STAMP = "nksim-layout.digest"
+
+
+def file_digest(path) -> str:
+    """SHA-256 (16 hex digits) of a source file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def check(dispatcher, module_stem: str, digest: str) -> bool:

@@ -50,6 +50,7 @@ import numpy as np
 from numba import njit
 
 from .layout import DONOR_STRIDE, EV, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
+from .samplers import binomial, binomial_draw, binomial_setup, split_even4
 
 
 # --------------------------------------------------------------------------- helpers
@@ -304,11 +305,11 @@ def neighbour(v, direction, side):
 @njit(cache=True)
 def init_lattice(kp, rng_init, sus, res, nor):
     """Fill the lattice: cells ~ Bin(K, cellularity), blasts ~ Bin(cells, f_blast), susceptible ~ Bin(blasts, f_sus)."""
-    K = int(kp[KP.voxel_capacity])
+    K = np.int64(kp[KP.voxel_capacity])
     for v in range(sus.shape[0]):
-        tot = rng_init.binomial(K, kp[KP.cellularity])
-        b = rng_init.binomial(tot, kp[KP.blast_fraction0])
-        s = rng_init.binomial(b, kp[KP.susceptible_fraction0])
+        tot = binomial(rng_init, K, kp[KP.cellularity])
+        b = binomial(rng_init, tot, kp[KP.blast_fraction0])
+        s = binomial(rng_init, b, kp[KP.susceptible_fraction0])
         sus[v] = s
         res[v] = b - s
         nor[v] = tot - b
@@ -316,10 +317,19 @@ def init_lattice(kp, rng_init, sus, res, nor):
 
 @njit(cache=True)
 def _split_drug(rng, deaths, nat_rate_dt, drug_h):
-    """How many of ``deaths`` are attributed to the drug (competing hazards)."""
+    """How many of ``deaths`` (int64) are attributed to the drug (competing hazards); no draw without a drug."""
     if drug_h <= 0.0 or deaths == 0:
-        return 0
-    return rng.binomial(deaths, drug_h / (nat_rate_dt + drug_h))
+        return np.int64(0)
+    return binomial(rng, deaths, drug_h / (nat_rate_dt + drug_h))
+
+
+@njit(cache=True)
+def _death_setup(x, q):
+    """:func:`samplers.binomial_setup` of ``p = 1 - q``, ``q = exp(-x)`` (``x >= 0``), reusing ``log q = -x``."""
+    p = 1.0 - q
+    if p <= 0.5:
+        return (p, q, -x, False) if p > 0.0 else (0.0, 1.0, 0.0, False)
+    return binomial_setup(p)
 
 
 @njit(cache=True)
@@ -331,10 +341,15 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     normal cells regrow as ``r_n (1 - occ / c)`` toward the target occupancy ``c`` and are
     crowded out by blasts. ``hazard_integral`` (dimensionless) is the integrated drug kill
     hazard on lymphocytes, scaled by each population's drug sensitivity.
+
+    Draws come from :mod:`nksim.engine.samplers` (exact binomials; counts as int64). Work that
+    cannot change anything costs a branch: empty voxels, empty populations and zero
+    probabilities draw nothing, the drug split is skipped without a drug hazard, the switch
+    draws without a switch probability.
     """
     nv = sus.shape[0]
     side = int(kp[KP.lattice_side])
-    K = int(kp[KP.voxel_capacity])
+    K = np.int64(kp[KP.voxel_capacity])
     b_b = kp[KP.blast_birth_rate]
     r_b = kp[KP.blast_net_growth_rate]
     b_n = kp[KP.normal_birth_rate]
@@ -343,11 +358,13 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     hb = kp[KP.blasts_drug_sensitivity] * hazard_integral
     hn = kp[KP.normal_drug_sensitivity] * hazard_integral
     p_switch = kp[KP.blasts_switch_probability]
+    grow_b = math.expm1(b_b * delta)  # exp(b delta) - 1, the same for every voxel
+    grow_n = math.expm1(b_n * delta)
     # pass 1: deaths (in place) and number of daughters per voxel
     for v in range(nv):
-        s = sus[v]
-        rr = res[v]
-        n = nor[v]
+        s = np.int64(sus[v])
+        rr = np.int64(res[v])
+        n = np.int64(nor[v])
         tot = s + rr + n
         if tot == 0:
             bsus[v] = 0
@@ -355,28 +372,38 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
             bnor[v] = 0
             continue
         occ = tot / K
-        db = b_b - r_b * (1.0 - occ)
-        if db < 0.0:
-            db = 0.0
-        dn = b_n - r_n * (1.0 - occ / c_n)
-        if dn < 0.0:
-            dn = 0.0
         # Deaths and divisions are drawn independently from the cells present at the start
         # of the step with p_die = 1 - exp(-(d delta + h)) and p_div = exp(-(d delta + h))
         # (exp(b delta) - 1), so the expected count after the step is exactly
         # n exp((b - d) delta - h): no tau-leap bias even though b and d nearly cancel.
-        surv_b = math.exp(-(db * delta + hb))
-        surv_n = math.exp(-(dn * delta + hn))
-        p_die_b = 1.0 - surv_b
-        p_die_n = 1.0 - surv_n
-        p_birth_b = min(surv_b * (math.exp(b_b * delta) - 1.0), 1.0)
-        p_birth_n = min(surv_n * (math.exp(b_n * delta) - 1.0), 1.0)
-        ds = rng.binomial(s, p_die_b) if s > 0 else 0
-        dr = rng.binomial(rr, p_die_b) if rr > 0 else 0
-        dnn = rng.binomial(n, p_die_n) if n > 0 else 0
-        bs = rng.binomial(s, p_birth_b) if s > 0 else 0
-        br = rng.binomial(rr, p_birth_b) if rr > 0 else 0
-        bn = rng.binomial(n, p_birth_n) if n > 0 else 0
+        ds = np.int64(0)
+        dr = np.int64(0)
+        bs = np.int64(0)
+        br = np.int64(0)
+        db = 0.0
+        if s + rr > 0:
+            db = b_b - r_b * (1.0 - occ)
+            if db < 0.0:
+                db = 0.0
+            x = db * delta + hb
+            surv = math.exp(-x)
+            die_b = _death_setup(x, surv)
+            birth_b = binomial_setup(min(surv * grow_b, 1.0))
+            ds = binomial_draw(rng, s, die_b)
+            dr = binomial_draw(rng, rr, die_b)
+            bs = binomial_draw(rng, s, birth_b)
+            br = binomial_draw(rng, rr, birth_b)
+        dnn = np.int64(0)
+        bn = np.int64(0)
+        dn = 0.0
+        if n > 0:
+            dn = b_n - r_n * (1.0 - occ / c_n)
+            if dn < 0.0:
+                dn = 0.0
+            x = dn * delta + hn
+            surv = math.exp(-x)
+            dnn = binomial_draw(rng, n, _death_setup(x, surv))
+            bn = binomial_draw(rng, n, binomial_setup(min(surv * grow_n, 1.0)))
         drug_b = _split_drug(rng, ds + dr, db * delta, hb)
         drug_n = _split_drug(rng, dnn, dn * delta, hn)
         cnt_now[C.blast_deaths] += ds + dr - drug_b
@@ -387,30 +414,27 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
         res[v] = rr - dr
         nor[v] = n - dnn
         if p_switch > 0.0:
-            s2r = rng.binomial(bs, p_switch) if bs > 0 else 0
-            r2s = rng.binomial(br, p_switch) if br > 0 else 0
+            s2r = binomial(rng, bs, p_switch)
+            r2s = binomial(rng, br, p_switch)
             bs += r2s - s2r
             br += s2r - r2s
         bsus[v] = bs
         bres[v] = br
         bnor[v] = bn
     # pass 2: place daughters in the mother's voxel or, with the spread fraction, a neighbour
-    sp_b = kp[KP.blasts_spread_fraction]
-    sp_n = kp[KP.normal_spread_fraction]
+    spread_b = binomial_setup(kp[KP.blasts_spread_fraction])
+    spread_n = binomial_setup(kp[KP.normal_spread_fraction])
     for v in range(nv):
         for kind in range(3):
             if kind == 0:
-                nb = bsus[v]
-                sp = sp_b
+                nb = np.int64(bsus[v])
             elif kind == 1:
-                nb = bres[v]
-                sp = sp_b
+                nb = np.int64(bres[v])
             else:
-                nb = bnor[v]
-                sp = sp_n
+                nb = np.int64(bnor[v])
             if nb == 0:
                 continue
-            n_out = rng.binomial(nb, sp) if sp > 0.0 else 0
+            n_out = binomial_draw(rng, nb, spread_n if kind == 2 else spread_b)
             n_loc = nb - n_out
             free = K - sus[v] - res[v] - nor[v]
             placed = n_loc if n_loc <= free else free
@@ -421,28 +445,26 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
                 res[v] += placed
             else:
                 nor[v] += placed
-            # emigrants split evenly over the 4 neighbours (multinomial as 3 binomials)
-            left = n_out
-            for d in range(4):
-                if left == 0:
-                    break
-                m = left if d == 3 else rng.binomial(left, 1.0 / (4 - d))
-                left -= m
-                if m == 0:
-                    continue
-                w = neighbour(v, d, side)
-                room = K - sus[w] - res[w] - nor[w]
-                put = m if m <= room else room
-                if put < 0:
-                    put = 0
-                placed += put
-                lost += m - put
-                if kind == 0:
-                    sus[w] += put
-                elif kind == 1:
-                    res[w] += put
-                else:
-                    nor[w] += put
+            # emigrants split evenly over the 4 neighbours (each picks one at random)
+            if n_out > 0:
+                split = split_even4(rng, n_out)
+                for d in range(4):
+                    m = split[d]
+                    if m == 0:
+                        continue
+                    w = neighbour(v, d, side)
+                    room = K - sus[w] - res[w] - nor[w]
+                    put = m if m <= room else room
+                    if put < 0:
+                        put = 0
+                    placed += put
+                    lost += m - put
+                    if kind == 0:
+                        sus[w] += put
+                    elif kind == 1:
+                        res[w] += put
+                    else:
+                        nor[w] += put
             if kind == 2:
                 cnt_now[C.normal_births] += placed + lost
                 cnt_now[C.normal_daughters_lost] += lost
@@ -753,7 +775,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                     continue
                 # the blood pool holds floor(blood / scale) whole region-equivalent agents; each
                 # homes with probability 1 - exp(-homing_rate dt) during the step
-                n_in = rng_traffic.binomial(int(y[ib] / scale), p_home)
+                n_in = binomial(rng_traffic, np.int64(y[ib] / scale), p_home)
                 for _ in range(n_in):
                     pos = rng_traffic.integers(0, nv)
                     comp = rng_traffic.random() < kp[KP.nk_competent_fraction]
