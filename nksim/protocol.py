@@ -150,9 +150,11 @@ class Protocol:
         def scale(evs: tuple[Event, ...]) -> tuple[Event, ...]:
             return tuple(replace(e, dose=e.dose * factor) if e.kind == "nk_infusion" else e for e in evs)
 
-        return replace(self, events=scale(self.events),
-                       groups=MappingProxyType({g: scale(evs) for g, evs in self.groups.items()}),
-                       title=f"{self.title} (NK doses x {factor:g})")
+        new = replace(self, events=scale(self.events),
+                      groups=MappingProxyType({g: scale(evs) for g, evs in self.groups.items()}),
+                      title=f"{self.title} (NK doses x {factor:g})")
+        _validate_schedule(new, f"{self.origin} (NK doses x {factor:g})")  # the dose caps still hold
+        return new
 
     def events_for(self, patient: str | Patient) -> tuple[Event, ...]:
         """All events of a patient (common + its group's), sorted by day."""

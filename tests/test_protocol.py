@@ -391,3 +391,16 @@ def test_sweep_interval_0_gives_one_infusion_of_the_total():
     p = build_protocol(d, ["p1"], "<sweep>")
     inf = [e for e in p.events_for("p1") if e.kind == "nk_infusion"]
     assert [e.day for e in inf] == [0] and inf[0].dose == pytest.approx(7.266e7, rel=1e-12)
+    from nksim.sweep.scenario import effective_schedule
+
+    sched = effective_schedule({}, {"interval": 0, "dose_split": [75, 25]}, "<spec>", "factors")
+    assert sched["n_infusions"] == 1  # what is given, not the split's length
+    assert effective_schedule({}, {"interval": 7, "dose_split": [75, 25]}, "<spec>", "factors")["n_infusions"] == 2
+
+
+def test_dose_factor_keeps_the_dose_caps():
+    """Scaling NK doses (nksim screen --dose-factor) is validated like a protocol file: the 1e10 kg-1 cap holds."""
+    p = nksim.load_protocol("ahmadvand2023")
+    assert p.with_nk_dose_factor(100.0).events_for(p.patients[0])
+    with pytest.raises(nksim.NksimInputError, match="dose"):
+        p.with_nk_dose_factor(1e4)

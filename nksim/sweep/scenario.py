@@ -109,7 +109,8 @@ def effective_schedule(baseline: Mapping[str, Any], levels: Mapping[str, Any], s
         "dose_split": split,
         "total_dose": float(merged["total_dose"]),
     }
-    out["n_infusions"] = sum(1 for s in split if s > 0)
+    # infusions actually given: an interval of 0 puts them all on day 0, given as one (schedule_protocol)
+    out["n_infusions"] = sum(1 for s in split if s > 0) if out["interval"] > 0 else 1
     out["first_dose_pct"] = split[0]
     return out
 
