@@ -427,7 +427,7 @@ def make_figure(results: dict, path: Path, meta: dict) -> None:
     a2.set_ylabel("IL-15, fold over baseline (median, 90 % band)")
     a2.axhline(1, color="k", lw=0.6)
     a2.set_xlim(-7, WINDOW[1])
-    fig.suptitle(f"Analogue-trial validation, provisional default parameters "
+    fig.suptitle(f"Analogue-trial validation, default parameters "
                  f"(nksim {meta.get('nksim_version')}, {meta.get('replicates')} virtual trials, "
                  f"seed {meta.get('seed')}, "
                  f"{meta.get('resolution')} resolution)", fontsize=8)
@@ -451,7 +451,7 @@ def run(*, replicates: int = 50, seed: int = 20261130, out: Path | str = "output
     rows = build_rows(results)
     params = nksim.load_parameters("default")
     meta = {"nksim_version": nksim.__version__, "parameter_digest": params.digest(),
-            "parameter_status": "provisional defaults (regenerated after recalibration)",
+            "parameter_status": params.status,
             "replicates": replicates, "seed": seed, "resolution": resolution,
             "lattice_overrides": {**RESOLUTIONS[resolution], **(lattice_overrides or {})},
             "protocols": {k: next(r.protocol for r in regs if r.key == k) for k in results},
@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows, _, paths = run(replicates=args.replicates, seed=args.seed, out=args.out, quick=args.quick,
                          resolution=args.resolution, workers=args.workers)
-    print("Validation against analogue trials (provisional default parameters; regenerated after recalibration)")
+    print("Validation against analogue trials (models/default.toml)")
     print(f"agreement rules: see {paths['csv']} (column 'rule') and docs/validation.md\n")
     print(format_table(rows))
     if args.markdown:
