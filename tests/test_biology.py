@@ -27,7 +27,9 @@ def test_normal_haematopoiesis_recovers_so_day28_blasts_reflect_disease(default_
     day28 = ds.marrow_blast_pct.sel(time=28)
     assert bool((day28 < ds.pd_threshold_pct).all()), "aplasia alone called PD at the first assessment"
     baseline = ds.marrow_blast_pct.sel(time=ds.time[0])
-    np.testing.assert_allclose(day28, baseline, rtol=0.15)
+    # blasts that do not grow are at most 15 % (relative) above baseline at day 28: aplasia does not
+    # inflate the blast share (they may be below it: Flu/Cy also kills blasts, blasts.drug_sensitivity)
+    assert bool((day28 <= 1.15 * baseline).all()), (day28.values.ravel(), baseline.values.ravel())
 
 
 def _microwell_assay(params, n_wells: int, seed: int):

@@ -19,7 +19,7 @@ def plan():
 def test_study_draws_from_the_posterior_on_the_lymphodepletion_clock(plan):
     c = plan.content
     assert c["draws_from"]["posterior"] == "posterior.nc" and len(c["draws_from"]["sha256"]) == 16
-    assert c["draws"] and len(c["draws"]) == 6  # resampled from the committed posterior
+    assert c["draws"] and len(c["draws"]) == 12  # resampled from the committed posterior
     assert c["clock"] == "lymphodepletion"
     # the trial's schedule (Flu/Cy ending 7 days before, two equal infusions 7 days apart) is a scenario
     trial = [i for i, sc in enumerate(c["scenarios"])

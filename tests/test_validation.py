@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import nksim
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "validation" / "run_validation.py"
 
@@ -70,7 +72,7 @@ def test_outputs_written(quick_run):
     assert {"trial", "quantity", "published", "simulated", "agrees", "rule", "median", "p05", "p95"} <= set(table[0])
     payload = json.loads(Path(paths["json"]).read_text())
     assert payload["meta"]["replicates"] == 2
-    assert "provisional" in payload["meta"]["parameter_status"]
+    assert payload["meta"]["parameter_status"] == nksim.load_parameters("default").status
     assert len(payload["rows"]) == len(rows)
 
 
@@ -79,5 +81,5 @@ def test_main_quick_cli(validation, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(validation.RESOLUTIONS, "calibration", {"lattice.side": 4, "lattice.voxel_side": 4000.0})
     assert validation.main(["--quick", "--out", str(tmp_path), "--seed", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "agrees" in printed and "provisional" in printed
+    assert "agrees" in printed and "models/default.toml" in printed
     assert (tmp_path / "validation.png").stat().st_size > 0

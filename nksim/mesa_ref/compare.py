@@ -116,6 +116,10 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "allo.priming_delay": 3.0,
         "allo.priming_stages": 2,
         "allo.primed_rejection_rate": 0.5,
+        # the primed term at full strength whatever the host T count (the T scaling is one shared
+        # function, kernel.donor_nk_rejection, pinned by tests/test_limits.py), so that a donor
+        # mix-up in the reference stays detectable with 80 seeds
+        "allo.primed_t_exponent": 0.0,
         # cytokines
         "il2.absorption_half_life": 4.0,
         "il2.elimination_half_life": 1.4,

@@ -32,7 +32,21 @@ _SWEEP_LABELS = {
     "total_dose": ("total NK dose", None),
     "first_dose_pct": ("first dose share", None),
     "n_infusions": ("number of infusions", "count"),
+    "nk_product": ("NK product", None),
+    "rmst_landmark": ("restricted mean progression-free time", None),
 }
+#: Paired contrasts of sweep summaries (``<contrast>_diff``, :data:`nksim.sweep.summaries.CONTRASTS`).
+_CONTRAST_SHORT = {
+    "pfs_landmark": ("Δ P(progression-free at landmark)", "probability"),
+    "p_pd_first": ("Δ P(PD at first assessment)", "probability"),
+    "rmst_landmark": ("Δ restricted mean progression-free time", None),
+    "blast_change_d28": ("Δ day-28 blast change", None),
+    "peak_chimerism_nk_d28": ("Δ peak chimerism, blood NK, days 0-28", None),
+    "auc_chimerism_nk_d28": ("Δ chimerism AUC, blood NK, days 0-28", None),
+    "peak_chimerism_pbmc_d28": ("Δ peak chimerism, blood lymphocytes, days 0-28", None),
+    "auc_chimerism_pbmc_d28": ("Δ chimerism AUC, blood lymphocytes, days 0-28", None),
+}
+_SWEEP_LABELS |= {f"{k}_diff": v for k, v in _CONTRAST_SHORT.items()}
 
 #: Short axis names (the title of a panel is the variable's ``long_name``).
 SHORT_NAMES = {name: v.short for name, v in _VARIABLES.items()} | {k: v[0] for k, v in _SWEEP_LABELS.items()}

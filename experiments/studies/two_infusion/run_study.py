@@ -92,6 +92,9 @@ def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = N
 
     out.mkdir(parents=True, exist_ok=True)
     report.mkdir(parents=True, exist_ok=True)
+    previous = {}
+    if (report / "study.json").is_file():  # keep the timing of a run that computed what a resume skips
+        previous = json.loads((report / "study.json").read_text(encoding="utf-8")).get("potency", {})
     record: dict = {"nksim_version": nksim.__version__, "spec": str(SPEC.relative_to(HERE.parents[2])),
                     "quick": quick, "potency": {}}
     rows_by_potency: dict[str, list[dict]] = {}
@@ -122,8 +125,14 @@ def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = N
         two = {"regimen": "trial", "gap": float(summary.gap.values[0]) if quick else 7.0, "n_infusions": 2,
                "nk_product": "expanded"}
         try:
-            fig = heatmap(summary, "pfs_landmark_diff", "interval", "dose_split", where=two)
-            fig.axes[0].set_title(f"Δ PFS at 9 months vs the trial's schedule ({potency} potency)", fontsize=9)
+            fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+            for ax, outcome, title in zip(axes, ["rmst_landmark_diff", "auc_chimerism_pbmc_d28_diff"],
+                                          ["Δ RMST to 9 months (days)", "Δ chimerism AUC, days 0-28 (% day)"],
+                                          strict=True):
+                heatmap(summary, outcome, "interval", "dose_split", where=two, ax=ax)
+                ax.set_title(title, fontsize=9)
+            fig.suptitle(f"Two infusions of the trial's total dose vs the trial's schedule ({potency} potency; "
+                         "paired differences)", fontsize=9)
             fig.savefig(report / f"heatmap_{potency}.png", dpi=120, bbox_inches="tight")
             plt.close(fig)
         except ValueError as exc:  # a quick run may not hold the full grid
@@ -136,12 +145,17 @@ def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = N
                               fontsize=9)
         fig.savefig(report / f"km_{potency}.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
+        timing = {"wall_time_s": round(wall, 1), "workers": rep.workers, "batches_run": rep.batches_run}
+        if rep.batches_run == 0 and potency in previous:  # nothing computed now: the earlier run's timing stands
+            timing = {k: previous[potency].get(k) for k in timing}
         record["potency"][potency] = {
-            "model": model, "store": str(store), "simulations": int(rep.n_simulations) if hasattr(rep, "n_simulations")
-            else None, "wall_time_s": round(wall, 1), "scenarios": int(summary.sizes["scenario"]),
+            "model": model, "store": str(store), "simulations": int(rep.n_simulations), **timing,
+            "scenarios": int(summary.sizes["scenario"]),
             "plan_digest": ds.attrs.get("plan_digest"), "draws_from": ds.attrs.get("draws_from"),
             "clock": summary.attrs.get("clock")}
-    record["wall_time_s"] = round(time.perf_counter() - t_all, 1)
+    record["wall_time_s"] = round(sum(float(v["wall_time_s"] or 0.0) for v in record["potency"].values()), 1)
+    record["this_call_s"] = round(time.perf_counter() - t_all, 1)
+    record["date"] = time.strftime("%Y-%m-%d", time.gmtime())
     (report / "contrasts.md").write_text(markdown_table(rows_by_potency), encoding="utf-8")
     (report / "study.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     return record
