@@ -27,8 +27,8 @@ NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
 EXPECTED_PNGS = {
     "a_trial_simulated_vs_observed": {"a_time_courses.png", "a_time_courses_by_group.png",
                                       "a_swimmer_vs_observed.png", "a_km_dose_groups.png", "a_lattice.png"},
-    "b_two_infusion_schedules": {"b_heatmap_pfs.png", "b_heatmap_peak_chimerism.png", "b_km_schedules.png",
-                                 "b_time_courses_schedules.png"},
+    "b_two_infusion_schedules": {"b_heatmap_pfs.png", "b_heatmap_peak_chimerism.png", "b_contrasts.png",
+                                 "b_km_schedules.png", "b_time_courses_schedules.png"},
     "c_calibration_diagnostics": {"c_morris.png", "c_abc_diagnostics.png", "c_prior_posterior.png",
                                   "c_predictive_check.png", "c_swimmer_calibrated.png",
                                   "c_time_courses_calibrated.png"},
