@@ -157,3 +157,21 @@ def test_cli_reports_latin1_protocol_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err and str(p) in err and "UTF-8" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_posterior_summary_and_model_in_latin1_are_named(tmp_path):
+    """apply_to_model reads the summary CSV and the model TOML as UTF-8: Latin-1 is a named error, not a crash."""
+    from nksim.calibration.posterior import apply_to_model, read_summary_csv
+    from nksim.resources import data_path
+
+    summary = data_path("calibration") / "posterior" / "posterior_summary.csv"
+    assert read_summary_csv(summary)  # the shipped file reads
+    bad = tmp_path / "summary.csv"
+    bad.write_bytes(summary.read_bytes().replace(b"day-1", "jour\u00e9".encode("latin-1"), 1))
+    with pytest.raises(nksim.NksimInputError, match="summary.csv"):
+        read_summary_csv(bad)
+    model = tmp_path / "model.toml"
+    model.write_bytes(data_path("models").joinpath("default.toml").read_bytes().replace(
+        b"nksim default model", "mod\u00e8le".encode("latin-1"), 1))
+    with pytest.raises(nksim.NksimInputError, match="model.toml"):
+        apply_to_model(summary, model, provenance="test")

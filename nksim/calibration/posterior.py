@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import NksimInputError
+from ..fileio import open_text, read_text
 from .config import CalibrationConfig
 
 SUMMARY_COLUMNS = ("parameter", "unit", "prior_lo", "prior_hi", "scale", "median", "q05", "q25", "q75", "q95",
@@ -143,8 +144,7 @@ def write_summary_csv(rows: Sequence[Mapping[str, str]], path: Path) -> None:
 def read_summary_csv(path: str | Path) -> dict[str, dict[str, str]]:
     """Read a posterior summary CSV, checking its columns; rows keyed by parameter."""
     path = Path(path)
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = list(csv.DictReader(open_text(path, "posterior summary")))
     if not rows or set(rows[0]) != set(SUMMARY_COLUMNS):
         raise NksimInputError(f"not a posterior summary: columns must be {list(SUMMARY_COLUMNS)}", source=path)
     return {r["parameter"]: r for r in rows}
@@ -161,7 +161,7 @@ def apply_to_model(summary_csv: str | Path, model_toml: str | Path, *, provenanc
 
     rows = read_summary_csv(summary_csv)
     model_toml = Path(model_toml)
-    text = model_toml.read_text()
+    text = read_text(model_toml, "model file")
     changed = []
     for key, r in rows.items():
         header = f"[{key}]"
@@ -183,7 +183,7 @@ def apply_to_model(summary_csv: str | Path, model_toml: str | Path, *, provenanc
             changed.append(key)
         text = text[:i] + block2 + text[j:]
     tmp = model_toml.with_suffix(".toml.tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     try:
         load_parameters(tmp)
     except Exception:
