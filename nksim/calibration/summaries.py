@@ -257,18 +257,20 @@ def cohort_statistic(values: np.ndarray, statistic: str) -> float:
     return float(np.median(v) if statistic == "median" else np.mean(v))
 
 
-def donor_nk_per_ul(rec: np.ndarray, start_day: float, day: float) -> float:
-    """Donor NK per uL blood on ``day`` (NaN if not simulated)."""
-    i = int(round(day - start_day))
-    if i < 0 or i >= rec.shape[0]:
-        return float("nan")
-    return float(observe("donor_nk_blood", rec[i:i + 1])[0])
-
-
-def lymphocyte_count(rec: np.ndarray, start_day: float, day: float) -> float:
-    """Blood lymphocytes per uL (host NK + host T + donor NK) on ``day`` (NaN if not simulated)."""
+def _day_sum(rec: np.ndarray, start_day: float, day: float, names: tuple[str, ...]) -> float:
+    """Sum of the observables ``names`` in the daily record on ``day`` (NaN if not simulated)."""
     i = int(round(day - start_day))
     if i < 0 or i >= rec.shape[0]:
         return float("nan")
     row = rec[i:i + 1]
-    return float(observe("host_nk_blood", row)[0] + observe("host_t_blood", row)[0] + observe("donor_nk_blood", row)[0])
+    return float(sum(observe(n, row)[0] for n in names))
+
+
+def donor_nk_per_ul(rec: np.ndarray, start_day: float, day: float) -> float:
+    """Donor NK per uL blood on ``day`` (NaN if not simulated)."""
+    return _day_sum(rec, start_day, day, ("donor_nk_blood",))
+
+
+def lymphocyte_count(rec: np.ndarray, start_day: float, day: float) -> float:
+    """Blood lymphocytes per uL (host NK + host T + donor NK) on ``day`` (NaN if not simulated)."""
+    return _day_sum(rec, start_day, day, ("host_nk_blood", "host_t_blood", "donor_nk_blood"))
