@@ -22,6 +22,7 @@ table of REPORT.md) and ``study.json`` (run time, sizes, versions, digests).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -112,8 +113,6 @@ def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = N
         summary.to_netcdf(out / f"{potency}_summary.nc")
         rows = _contrast_rows(summary)
         rows_by_potency[potency] = rows
-        import csv
-
         with open(report / f"contrasts_{potency}.csv", "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
