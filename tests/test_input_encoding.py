@@ -105,21 +105,15 @@ def test_latin1_protocol_file(tmp_path):
     assert nksim.load_protocol(p).name == "ahmadvand2023"
 
 
-def test_latin1_sweep_spec(tmp_path):
-    src = REPO / "experiments" / "two_infusion_schedules.toml"
-    text, line = _with_e_acute(src.read_text(encoding="utf-8"), 1)
-    p = _latin1(tmp_path / "spec.toml", text)
+@pytest.mark.parametrize("relpath, name, load", [
+    ("experiments/two_infusion_schedules.toml", "spec.toml", load_spec),
+    ("calibration/ahmadvand2023.toml", "calib.toml", load_config),
+], ids=["sweep_spec", "calibration_config"])
+def test_latin1_toml_inputs(tmp_path, relpath, name, load):
+    text, line = _with_e_acute((REPO / relpath).read_text(encoding="utf-8"), 1)
+    p = _latin1(tmp_path / name, text)
     with pytest.raises(nksim.NksimInputError) as info:
-        load_spec(p)
-    _assert_encoding_error(info.value, p, line)
-
-
-def test_latin1_calibration_config(tmp_path):
-    src = REPO / "calibration" / "ahmadvand2023.toml"
-    text, line = _with_e_acute(src.read_text(encoding="utf-8"), 1)
-    p = _latin1(tmp_path / "calib.toml", text)
-    with pytest.raises(nksim.NksimInputError) as info:
-        load_config(p)
+        load(p)
     _assert_encoding_error(info.value, p, line)
 
 
