@@ -1,10 +1,16 @@
 """Per-patient random effects: a virtual patient drawn from the population distributions.
 
-Each simulation draws, from its own ``patient`` stream, five standard normal deviates
-(always five, so the stream stays aligned whatever is fixed) and maps them to
+Each simulation draws, from its own ``patient`` stream, six standard normal deviates
+(always six, so the stream stays aligned whatever is fixed; the first five are those drawn before
+0.4.0) and maps them to
 
 * baseline marrow blast fraction: logit-normal around ``blasts.baseline_pct``;
-* net blast growth rate: log-normal around ``blasts.net_growth_rate`` (sign kept);
+* the kinetic class of the disease (a latent-class mixture, since 0.4.0): proliferative with
+  probability ``random_effects.proliferative_fraction`` (the sixth deviate below its normal
+  quantile), else indolent;
+* net blast growth rate: log-normal around ``blasts.net_growth_rate`` (indolent class) or
+  ``blasts.net_growth_rate * random_effects.proliferative_growth_fold`` (proliferative class),
+  with the same log SD in both classes (sign kept);
 * NK-susceptible blast fraction: logit-normal around ``blasts.susceptible_fraction``;
 * host lymphocyte recovery: one log-normal factor scaling both ``host.nk_recovery_rate`` and
   ``host.t_recovery_rate`` (a patient whose NK recover fast also recovers T cells fast);
@@ -32,6 +38,7 @@ class PatientEffects:
     body_weight: float  # kg
     body_surface_area: float  # m2
     baseline_blast_pct: float  # percent of nucleated marrow cells
+    proliferative_disease: float  # 1 (1.0: proliferative kinetic class, 0.0: indolent)
     blast_net_growth_rate: float  # day-1
     susceptible_fraction: float  # 1
     host_nk_recovery_rate: float  # day-1
@@ -48,6 +55,7 @@ EFFECT_META: dict[str, tuple[str, str]] = {
     "body_weight": ("kg", "body weight"),
     "body_surface_area": ("m2", "body surface area"),
     "baseline_blast_pct": ("percent", "marrow blasts before lymphodepletion (individual value)"),
+    "proliferative_disease": ("1", "disease in the proliferative kinetic class (1) or the indolent class (0)"),
     "blast_net_growth_rate": ("day-1", "net blast growth rate at low marrow occupancy (individual value)"),
     "susceptible_fraction": ("1", "NK-susceptible fraction of blasts at baseline (individual value)"),
     "host_nk_recovery_rate": ("day-1", "host NK cell Gompertz regrowth rate (individual value)"),
@@ -65,11 +73,15 @@ def _expit(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
+def _normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
 def draw_effects(params: ParameterSet, rng: np.random.Generator,
                  covariates: Mapping[str, float] | None = None) -> PatientEffects:
     """Draw one virtual patient's individual values from the population distributions."""
     cov = dict(covariates or {})
-    z = rng.standard_normal(5)
+    z = rng.standard_normal(6)
     sd_b = params["random_effects.baseline_blast_logit_sd"]
     sd_g = params["random_effects.blast_growth_log_sd"]
     sd_s = params["random_effects.susceptible_logit_sd"]
@@ -82,12 +94,17 @@ def draw_effects(params: ParameterSet, rng: np.random.Generator,
     else:
         blast_pct = 100.0 * base
     sus = params["blasts.susceptible_fraction"]
+    proliferative = _normal_cdf(z[5]) < params["random_effects.proliferative_fraction"]
+    growth = params["blasts.net_growth_rate"]
+    if proliferative:
+        growth *= params["random_effects.proliferative_growth_fold"]
     sus_i = _expit(_logit(sus) + sd_s * z[2]) if 0.0 < sus < 1.0 else sus
     return PatientEffects(
         body_weight=cov.get("body_weight", params["anatomy.body_weight"]),
         body_surface_area=cov.get("body_surface_area", params["anatomy.body_surface_area"]),
         baseline_blast_pct=blast_pct,
-        blast_net_growth_rate=params["blasts.net_growth_rate"] * math.exp(sd_g * z[1]),
+        proliferative_disease=1.0 if proliferative else 0.0,
+        blast_net_growth_rate=growth * math.exp(sd_g * z[1]),
         susceptible_fraction=sus_i,
         host_nk_recovery_rate=params["host.nk_recovery_rate"] * math.exp(sd_h * z[3]),
         host_t_recovery_rate=params["host.t_recovery_rate"] * math.exp(sd_h * z[3]),

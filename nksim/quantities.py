@@ -161,6 +161,8 @@ PARAMETERS: dict[str, ParamSpec] = {
         # --- per-patient random effects (population spread) ------------------
         _p("random_effects.baseline_blast_logit_sd", "1", 0, 10),
         _p("random_effects.blast_growth_log_sd", "1", 0, 10),
+        _p("random_effects.proliferative_fraction", "1", 0, 1),
+        _p("random_effects.proliferative_growth_fold", "1", 1, 1e4),
         _p("random_effects.susceptible_logit_sd", "1", 0, 10),
         _p("random_effects.host_recovery_log_sd", "1", 0, 10),
         _p("random_effects.nk_expansion_log_sd", "1", 0, 10),

@@ -40,6 +40,7 @@ LOGISTIC_BASE = {
     "blasts.spread_fraction": 0.0,
     "blasts.switch_probability": 0.0,
     "random_effects.blast_growth_log_sd": 0.0,  # individual r == blasts.net_growth_rate
+    "random_effects.proliferative_fraction": 0.0,  # (one kinetic class)
     "nk.homing_rate": 0.0,  # infused NK never enter the marrow region
     "numerics.dt": 1.0,
     "numerics.marrow_step": 1.0,  # marrow update every hour: r * delta <= 0.15 / 24

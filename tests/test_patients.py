@@ -59,8 +59,11 @@ def test_population_distributions(default_params):
 
     check_normal(logit(np.array([e.baseline_blast_pct for e in effs]) / 100), logit(p["blasts.baseline_pct"] / 100),
                  p["random_effects.baseline_blast_logit_sd"], "baseline blasts (logit-normal)")
-    check_normal(np.log([e.blast_net_growth_rate for e in effs]), math.log(p["blasts.net_growth_rate"]),
-                 p["random_effects.blast_growth_log_sd"], "growth rate (log-normal)")
+    # growth: log-normal within each kinetic class (the proliferative class shifted by log fold)
+    log_fold = math.log(p["random_effects.proliferative_growth_fold"])
+    within = np.log([e.blast_net_growth_rate for e in effs]) - log_fold * np.array([e.proliferative_disease for e in effs])
+    check_normal(within, math.log(p["blasts.net_growth_rate"]),
+                 p["random_effects.blast_growth_log_sd"], "growth rate within class (log-normal)")
     check_normal(logit([e.susceptible_fraction for e in effs]), logit(p["blasts.susceptible_fraction"]),
                  p["random_effects.susceptible_logit_sd"], "susceptible fraction (logit-normal)")
     check_normal(np.log([e.host_nk_recovery_rate for e in effs]), math.log(p["host.nk_recovery_rate"]),
@@ -70,7 +73,7 @@ def test_population_distributions(default_params):
                                p["host.t_recovery_rate"] / p["host.nk_recovery_rate"], rtol=1e-12)
     # the four effects are independent: |correlation| < 4 / sqrt(n)
     z = np.column_stack([
-        logit(np.array([e.baseline_blast_pct for e in effs]) / 100), np.log([e.blast_net_growth_rate for e in effs]),
+        logit(np.array([e.baseline_blast_pct for e in effs]) / 100), within,
         logit([e.susceptible_fraction for e in effs]), np.log([e.host_nk_recovery_rate for e in effs])])
     corr = np.corrcoef(z.T)
     assert np.all(np.abs(corr[np.triu_indices(4, 1)]) < 4 / math.sqrt(n))
@@ -94,3 +97,53 @@ def test_degenerate_fractions_are_not_spread(default_params, key, value, field):
     rng = np.random.default_rng(4)
     vals = {getattr(draw_effects(ps, rng), field) for _ in range(20)}
     assert vals == {value}
+
+
+def _mixture(params, fraction, fold, sd=0.0):
+    return params.with_values({"random_effects.proliferative_fraction": fraction,
+                               "random_effects.proliferative_growth_fold": fold,
+                               "random_effects.blast_growth_log_sd": sd})
+
+
+def test_growth_mixture_has_two_classes_at_the_stated_rates(default_params):
+    ps = _mixture(default_params, 0.3, 12.0)
+    rng = np.random.default_rng(5)
+    effs = [draw_effects(ps, rng) for _ in range(3000)]
+    r = ps["blasts.net_growth_rate"]
+    cls = np.array([e.proliferative_disease for e in effs])
+    rates = np.array([e.blast_net_growth_rate for e in effs])
+    assert set(np.unique(cls)) == {0.0, 1.0}
+    np.testing.assert_allclose(rates[cls == 0], r, rtol=1e-12)
+    np.testing.assert_allclose(rates[cls == 1], 12.0 * r, rtol=1e-12)
+    # class share within 4 binomial SE of the stated probability
+    assert abs(cls.mean() - 0.3) < 4 * math.sqrt(0.3 * 0.7 / cls.size)
+
+
+@pytest.mark.parametrize("fraction, expected", [(0.0, 0.0), (1.0, 1.0)])
+def test_growth_mixture_limits_are_one_class(default_params, fraction, expected):
+    ps = _mixture(default_params, fraction, 7.0)
+    rng = np.random.default_rng(6)
+    assert {draw_effects(ps, rng).proliferative_disease for _ in range(200)} == {expected}
+
+
+def test_class_draw_leaves_the_other_effects_on_their_deviates(default_params):
+    """The class uses a sixth deviate: the first five (and so every other effect) are those of
+    a stream that draws only five, as before 0.4.0, and the same whatever the class probability."""
+    a = draw_effects(_mixture(default_params, 0.0, 10.0, sd=0.4), np.random.default_rng(8))
+    b = draw_effects(_mixture(default_params, 1.0, 10.0, sd=0.4), np.random.default_rng(8))
+    z = np.random.default_rng(8).standard_normal(5)
+    r = default_params["blasts.net_growth_rate"]
+    assert a.blast_net_growth_rate == pytest.approx(r * math.exp(0.4 * z[1]), rel=1e-12)
+    assert b.blast_net_growth_rate == pytest.approx(10.0 * a.blast_net_growth_rate, rel=1e-12)
+    for f in ("baseline_blast_pct", "susceptible_fraction", "host_nk_recovery_rate", "nk_il15_proliferation_max"):
+        assert getattr(a, f) == getattr(b, f), f
+
+
+def test_growth_mixture_is_independent_of_the_other_effects(default_params):
+    ps = _mixture(default_params, 0.5, 10.0, sd=0.3)
+    rng = np.random.default_rng(9)
+    effs = [draw_effects(ps, rng) for _ in range(4000)]
+    cls = np.array([e.proliferative_disease for e in effs])
+    for f in ("baseline_blast_pct", "susceptible_fraction", "host_nk_recovery_rate"):
+        x = np.array([getattr(e, f) for e in effs])
+        assert abs(np.corrcoef(cls, x)[0, 1]) < 4 / math.sqrt(cls.size), f
