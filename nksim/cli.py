@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ._optional import MissingOptionalDependency
 from .argtypes import SEED_LIMIT, int_at_least, positive_int
-from .errors import NksimInputError, NksimWriteError
+from .errors import Interrupted, NksimInputError, NksimWriteError, Terminated
 
 _seed = int_at_least(0, "non-negative integer seed", below=SEED_LIMIT)
 
@@ -85,11 +89,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_netcdf(ds, nc, overwrite=args.overwrite)
     except OSError as exc:
         raise NksimWriteError(f"cannot write {nc}: {exc.strerror or exc}; {_rescue(ds, nc.name, n_sims)}") from None
+    later = "draw the figure later with nksim.plot.trial_figure(nksim.open_output(...))"
     try:
         save_figure(trial_figure(ds), png, dpi=110)
     except OSError as exc:
         raise NksimWriteError(f"cannot write {png}: {exc.strerror or exc}; the results are complete in {nc} "
-                              "(draw the figure later with nksim.plot.trial_figure(nksim.open_output(...)))") from None
+                              f"({later})") from None
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"the results are complete in {nc}, {png} was not written ({later})") from exc
     print(f"protocol {protocol.name}, parameters {params.name} ({params.status}), seed {args.seed}: "
           f"{n_sims} simulations in {elapsed:.1f} s")
     print(summary_table(ds))
@@ -116,40 +123,97 @@ def _rescue(ds, name: str, n_sims: int) -> str:
     return f"the {n_sims} simulations were kept in {kept}: move it where you want it"
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """Whether ``exc`` is (or was caused by) Ctrl-C: numba kernels report it as a SystemError on return."""
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (``__cause__``, else ``__context__``)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
+        yield exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return False
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or was caused by) Ctrl-C or SIGTERM: numba kernels report it as a SystemError on return."""
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(exc))
+
+
+def interruption_line(command: str, exc: BaseException, signal_name: str | None = None) -> str:
+    """The one line printed when ``command`` is interrupted: what stopped it and what was kept.
+
+    ``kept`` comes from the first :class:`~nksim.errors.Interrupted` in the exception chain
+    ("nothing written" if none); ``signal_name`` (e.g. ``"SIGTERM"``) is named when given or
+    when the chain holds a :class:`~nksim.errors.Terminated`.
+    """
+    chain = list(_chain(exc))
+    kept = next((e.kept for e in chain if isinstance(e, Interrupted)), "nothing written")
+    if signal_name is None and any(isinstance(e, Terminated) for e in chain):
+        signal_name = "SIGTERM"
+    by = f" by {signal_name}" if signal_name else ""
+    return f"nksim {command}: interrupted{by}; {kept}"
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """While the block runs, SIGTERM raises :class:`~nksim.errors.Terminated` (handled like Ctrl-C).
+
+    Yields a list that receives the signal number when SIGTERM arrives. A second SIGTERM
+    during the clean-up is ignored (the clean-up is short: it only keeps finished work).
+    The previous handler is restored on exit. Outside the main thread (where Python cannot
+    install signal handlers) nothing is installed.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame) -> None:
+        if received:
+            return
+        received.append(signum)
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the subcommand of parsed ``args``; returns its exit status."""
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "sweep":
+        from .sweep.cli import cmd_sweep
+
+        return cmd_sweep(args)
+    if args.command == "summarize":
+        from .sweep.cli import cmd_summarize
+
+        return cmd_summarize(args)
+    if args.command == "calibrate":
+        from .calibration.cli import cmd_calibrate
+
+        return cmd_calibrate(args)
+    if args.command == "screen":
+        from .calibration.cli_screen import cmd_screen
+
+        return cmd_screen(args)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``nksim`` command; returns the exit status (2 for input errors and missing extras)."""
+    """Entry point of the ``nksim`` command; returns the exit status.
+
+    0 success, 1 a write failure or other I/O error, 2 input errors and missing extras, 130
+    interrupted (Ctrl-C or SIGTERM; one line on stderr says what was kept).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    received: list[int] = []
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "sweep":
-            from .sweep.cli import cmd_sweep
-
-            return cmd_sweep(args)
-        if args.command == "summarize":
-            from .sweep.cli import cmd_summarize
-
-            return cmd_summarize(args)
-        if args.command == "calibrate":
-            from .calibration.cli import cmd_calibrate
-
-            return cmd_calibrate(args)
-        if args.command == "screen":
-            from .calibration.cli_screen import cmd_screen
-
-            return cmd_screen(args)
+        with sigterm_as_interrupt() as received:
+            return _dispatch(args)
     except NksimInputError as exc:
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 2
@@ -162,12 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # any other I/O failure (disk full, permissions): one line naming the file
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C: commands write their files atomically at the end
+    except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C, SIGTERM: commands write their files atomically
         if not _interrupted(exc):
             raise
-        print(f"\nnksim {args.command}: interrupted; nothing written", file=sys.stderr)
+        name = signal.Signals(received[0]).name if received else None
+        print(f"\n{interruption_line(args.command, exc, name)}", file=sys.stderr, flush=True)
         return 130
-    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

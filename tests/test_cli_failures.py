@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import re
 import resource
@@ -275,8 +276,9 @@ def test_calibrate_interrupt_is_one_line(tmp_path, capsys, monkeypatch):
     assert "calibrate: interrupted" in _one_line(capsys.readouterr().err)
 
 
-def test_ctrl_c_during_nksim_run(tmp_path):
-    """SIGINT to a real ``nksim run`` after its first finished simulation: one line, exit 130, no files."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_during_nksim_run(tmp_path, sig):
+    """SIGINT or SIGTERM to a real ``nksim run`` after its first finished simulation: one line, exit 130, no files."""
     SIMULATE.warm_up()  # compile here if needed, so that the child only loads the kernel
     model = tmp_path / "m.toml"
     model.write_text(SMALL_MODEL.format(side=12))
@@ -293,7 +295,7 @@ def test_ctrl_c_during_nksim_run(tmp_path):
             assert proc.poll() is None, b"".join(chunks).decode(errors="replace")[-2000:]
             assert time.monotonic() < deadline, "no progress line"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         rc = proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
@@ -304,7 +306,67 @@ def test_ctrl_c_during_nksim_run(tmp_path):
     assert "Traceback" not in err and "SystemError" not in err, err[-3000:]
     lines = [ln for ln in err.replace("\r", "\n").splitlines()
              if ln.strip() and "simulating" not in ln and not ln.startswith("nksim: compiling")]
-    assert lines == ["nksim run: interrupted; nothing written"], err[-3000:]
+    by = " by SIGTERM" if sig == signal.SIGTERM else ""
+    assert lines == [f"nksim run: interrupted{by}; nothing written"], err[-3000:]
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def _terminate_self(*args, **kwargs):
+    """What a command's compute sees when ``kill PID`` arrives: SIGTERM to this process."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # interrupted by the handler at once
+    raise AssertionError("SIGTERM did not interrupt")
+
+
+@pytest.fixture
+def tiny_sweep_store(tmp_path_factory):
+    """A finished tiny sweep store and its spec file (for summarize and sweep)."""
+    from _sweep_util import tiny, write_toml
+
+    from nksim.sweep import run_sweep
+
+    d = tmp_path_factory.mktemp("sweep")
+    spec = write_toml(d / "tiny.toml", tiny(cohort={"patients": 1, "replicates": 1}, factors={"interval": [7]}))
+    run_sweep(spec, d / "s.zarr", workers=0)
+    return spec, d / "s.zarr"
+
+
+SIGTERM_TARGETS = {  # command -> (function SIGTERM interrupts, its extra)
+    "run": ("nksim.simulate.simulate_cohort", None),
+    "sweep": ("nksim.sweep.runner.run_sweep", None),
+    "summarize": ("nksim.sweep.summaries.summarize", None),
+    "calibrate": ("nksim.calibration.run.run_calibration", "pyabc"),
+    "screen": ("nksim.calibration.screen.run_screen", "SALib"),
+}
+
+
+@pytest.mark.parametrize("command", list(SIGTERM_TARGETS))
+def test_sigterm_in_every_command_is_one_line_and_130(command, tmp_path, small_model, tiny_sweep_store, capsys,
+                                                      monkeypatch):
+    target, extra = SIGTERM_TARGETS[command]
+    if extra:
+        pytest.importorskip(extra)
+    module, name = target.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, _terminate_self)
+    spec, store = tiny_sweep_store
+    out = tmp_path / "o"
+    argv = {"run": ["run", "--out", str(out), "--no-progress", "--model", str(small_model)],
+            "sweep": ["sweep", str(spec), "--out", str(out), "--workers", "0", "--no-progress"],
+            "summarize": ["summarize", str(store), "--netcdf", str(out / "summary.nc")],
+            "calibrate": ["calibrate", "ahmadvand2023", "--smoke", "--out", str(out), "--no-progress"],
+            "screen": ["screen", "ahmadvand2023", "--smoke", "--out", str(out), "--no-progress"]}[command]
+    def unhandled(signum, frame):  # what the test sees if the command does not handle SIGTERM
+        raise AssertionError("SIGTERM reached the previous handler")
+
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        assert main(argv) == 130
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the previous handler is back
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    err = _one_line(capsys.readouterr().err)
+    kept = "0 batches of this run are safely in" if command == "sweep" else "nothing written"
+    assert err.startswith(f"nksim {command}: interrupted by SIGTERM; {kept}"), err
     assert not out.exists() or list(out.iterdir()) == []
 
 

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..argtypes import int_at_least
-from ..errors import NksimInputError
+from ..errors import Interrupted, NksimInputError
 
 _nonneg_int = int_at_least(0, "non-negative integer")
 
@@ -59,7 +58,11 @@ def add_summarize_parser(sub) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """``nksim sweep``: run (or resume) a sweep spec into a Zarr store; returns 0, or 130 if interrupted."""
+    """``nksim sweep``: run (or resume) a sweep spec into a Zarr store; returns 0.
+
+    Interrupted (Ctrl-C, SIGTERM): raises :class:`~nksim.errors.Interrupted` saying how many batches
+    were written (the command line prints it on one line and exits with 130).
+    """
     from .plan import build_plan
     from .runner import SweepInterrupted, run_sweep
     from .spec import load_spec
@@ -72,11 +75,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         rep = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
                         progress=not args.no_progress, max_batches=args.max_batches, repair=args.repair)
-    except (SweepInterrupted, KeyboardInterrupt) as exc:
-        done = getattr(exc, "written", "?")
-        print(f"\ninterrupted: {done} batches of this run are safely in {args.out}; run the same command again "
-              "to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the CLI prints one line with what was kept, exit 130
+        done = exc.written if isinstance(exc, SweepInterrupted) else 0
+        raise Interrupted(f"{done} batches of this run are safely in {args.out}; run the same command again "
+                          "to resume") from exc
     if rep.batches_repaired:
         print(f"repair: {rep.batches_repaired} damaged batches flagged as not done, recomputed with the pending ones")
     elif args.repair:
