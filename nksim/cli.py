@@ -72,23 +72,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .parameters import load_parameters
     from .plot import trial_figure
     from .protocol import load_protocol
-    from .simulate import simulate_cohort
     from .summary import summary_table
 
     params = load_parameters(args.model)
     protocol = load_protocol(args.protocol)
     nc, png = args.out / "trial.nc", args.out / "trial.png"
     check_output_folder(args.out, (nc.name, png.name), args.overwrite)
+    ckpt = _checkpoint(args, params, protocol)
     t0 = time.perf_counter()
     workers = args.workers if args.workers is not None else available_cores()
-    ds = simulate_cohort(params, protocol, replicates=args.replicates, seed=args.seed, workers=workers,
-                         progress=not args.no_progress)
+    ds = _simulate_kept(ckpt, params, protocol, replicates=args.replicates, seed=args.seed, workers=workers,
+                        progress=not args.no_progress)
     elapsed = time.perf_counter() - t0
     n_sims = ds.sizes["patient"] * ds.sizes["replicate"]
     try:
         write_netcdf(ds, nc, overwrite=args.overwrite)
     except OSError as exc:
-        raise NksimWriteError(f"cannot write {nc}: {exc.strerror or exc}; {_rescue(ds, nc.name, n_sims)}") from None
+        rescued, where = _rescue(ds, nc.name, n_sims)
+        if rescued:
+            ckpt.discard()  # the results are in the rescue file
+        elif ckpt.count():
+            where += f"; they also stay in {ckpt.folder}: run the same command again once {args.out} has space"
+        raise NksimWriteError(f"cannot write {nc}: {exc.strerror or exc}; {where}") from None
+    ckpt.discard()  # the results are in trial.nc
     later = "draw the figure later with nksim.plot.trial_figure(nksim.open_output(...))"
     try:
         save_figure(trial_figure(ds), png, dpi=110)
@@ -104,8 +110,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rescue(ds, name: str, n_sims: int) -> str:
-    """Keep a computed dataset in a new folder of the system's temporary folder; says where (or that it could not)."""
+#: Folder of ``--out`` where ``nksim run`` keeps finished simulations until trial.nc is written.
+CHECKPOINT_FOLDER = ".partial"
+
+
+def _checkpoint(args: argparse.Namespace, params, protocol):
+    """The run's checkpoint in ``--out`` (refused if it holds another run's simulations, unless ``--overwrite``).
+
+    Says on stderr how many simulations it already holds.
+    """
+    from .checkpoint import RunCheckpoint
+
+    ckpt = RunCheckpoint(args.out / CHECKPOINT_FOLDER, params, protocol, args.seed, args.replicates)
+    ckpt.check(discard_other=args.overwrite)
+    n = ckpt.count()
+    if n:
+        print(f"nksim run: continuing an interrupted run: {n} of {ckpt.total} simulations already done in "
+              f"{ckpt.folder}", file=sys.stderr, flush=True)
+    return ckpt
+
+
+def _simulate_kept(ckpt, params, protocol, **kwargs):
+    """``simulate_cohort`` with checkpoint ``ckpt``.
+
+    On an interruption or a failure to keep a simulation, the exception says what was kept.
+    """
+    from .simulate import simulate_cohort
+
+    try:
+        return simulate_cohort(params, protocol, checkpoint=ckpt, **kwargs)
+    except (KeyboardInterrupt, SystemError) as exc:
+        if not _interrupted(exc):
+            raise
+        raise Interrupted(_kept(ckpt, "run the same command again to continue")) from exc
+    except OSError as exc:  # the checkpoint could not be written (disk full, no permission)
+        where = exc.filename or ckpt.folder
+        advice = "free some space (or fix the permission) and run the same command again to continue"
+        raise NksimWriteError(f"cannot keep a finished simulation in {where}: {exc.strerror or exc}; "
+                              f"{_kept(ckpt, advice)}") from None
+
+
+def _kept(ckpt, advice: str) -> str:
+    """What a checkpoint holds, for a one-line message."""
+    n = ckpt.count()
+    if not n:
+        return "nothing written"
+    return f"{n} of {ckpt.total} simulations are kept in {ckpt.folder}: {advice}"
+
+
+def _rescue(ds, name: str, n_sims: int) -> tuple[bool, str]:
+    """Keep a computed dataset in a new folder of the system's temporary folder: (kept, where or why not)."""
     import shutil
     import tempfile
 
@@ -118,9 +172,9 @@ def _rescue(ds, name: str, n_sims: int) -> str:
     except OSError as exc:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-        return (f"the {n_sims} simulations could not be kept elsewhere either ({exc.strerror or exc}; set TMPDIR "
-                "to a folder with space to keep them next time)")
-    return f"the {n_sims} simulations were kept in {kept}: move it where you want it"
+        return False, (f"the {n_sims} simulations could not be kept elsewhere either ({exc.strerror or exc}; set "
+                       "TMPDIR to a folder with space to keep them next time)")
+    return True, f"the {n_sims} simulations were kept in {kept}: move it where you want it"
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:

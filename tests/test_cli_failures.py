@@ -6,7 +6,9 @@
 * a write failure after the compute (disk full, no permission) is one line naming the path,
   exit status 1, no half-written or destroyed file, and the results kept in a temporary
   folder when possible; no segmentation fault on a real full-file-size error;
-* Ctrl-C is one line and exit status 130, with nothing written.
+* Ctrl-C and SIGTERM, in every command, are one line saying what was kept and exit status 130,
+  with no output or temporary file written (``nksim run`` keeps its finished simulations in
+  ``--out/.partial``, tests/test_checkpoint.py).
 """
 from __future__ import annotations
 
@@ -223,9 +225,16 @@ def test_real_file_size_limit_is_an_error_not_a_crash(tmp_path, small_model):
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     err = _one_line(proc.stderr)
     assert str(out / "trial.nc") in err and "too large" in err.lower(), err
-    assert sorted(p.name for p in out.iterdir()) == ["trial.nc"]
+    # nowhere to rescue them (the limit holds everywhere): the finished simulations stay in the checkpoint
+    assert f"they also stay in {out / '.partial'}: run the same command again" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [".partial", "trial.nc"]
+    assert len(list((out / ".partial").glob("*.npz"))) == 10 and not list((out / ".partial").glob("*.tmp"))
     assert (out / "trial.nc").read_bytes() == b"previous results"
     assert not list(tmp_path.glob("nksim-unsaved-*/*.tmp"))
+    rerun = subprocess.run([sys.executable, "-c", code, "run", "--out", str(out), "--no-progress", "--model",
+                            str(small_model), "--overwrite"], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0 and "10 of 10 simulations already done" in rerun.stderr, rerun.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["trial.nc", "trial.png"]  # checkpoint deleted
 
 
 # ----------------------------------------------------------------------------- Ctrl-C
@@ -278,7 +287,10 @@ def test_calibrate_interrupt_is_one_line(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_during_nksim_run(tmp_path, sig):
-    """SIGINT or SIGTERM to a real ``nksim run`` after its first finished simulation: one line, exit 130, no files."""
+    """SIGINT or SIGTERM to a real ``nksim run`` after its first finished simulation.
+
+    One line naming what was kept, exit 130, no output or temporary file: only the checkpoint.
+    """
     SIMULATE.warm_up()  # compile here if needed, so that the child only loads the kernel
     model = tmp_path / "m.toml"
     model.write_text(SMALL_MODEL.format(side=12))
@@ -307,8 +319,16 @@ def test_ctrl_c_during_nksim_run(tmp_path, sig):
     lines = [ln for ln in err.replace("\r", "\n").splitlines()
              if ln.strip() and "simulating" not in ln and not ln.startswith("nksim: compiling")]
     by = " by SIGTERM" if sig == signal.SIGTERM else ""
-    assert lines == [f"nksim run: interrupted{by}; nothing written"], err[-3000:]
-    assert not out.exists() or list(out.iterdir()) == []
+    ckpt = out / ".partial"
+    assert len(lines) == 1, err[-3000:]
+    kept = re.fullmatch(rf"nksim run: interrupted{by}; (\d+) of 300 simulations are kept in {re.escape(str(ckpt))}: "
+                        r"run the same command again to continue", lines[0])
+    assert kept, lines
+    # no output file, no temporary file: only the finished simulations, each one whole
+    assert [p.name for p in out.iterdir()] == [".partial"]
+    files = sorted(p.name for p in ckpt.iterdir())
+    assert files == sorted(["run.json"] + [p.name for p in ckpt.glob("*.npz")]), files
+    assert len(files) - 1 == int(kept.group(1)) >= 1
 
 
 def _terminate_self(*args, **kwargs):
