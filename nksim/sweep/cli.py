@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..argtypes import int_at_least
-from ..errors import Interrupted, NksimInputError
+from ..errors import Interrupted, NksimInputError, NksimWriteError
 
 _nonneg_int = int_at_least(0, "non-negative integer")
 
@@ -79,6 +79,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         done = exc.written if isinstance(exc, SweepInterrupted) else 0
         raise Interrupted(f"{done} batches of this run are safely in {args.out}; run the same command again "
                           "to resume") from exc
+    except NksimInputError:
+        raise
+    except OSError as exc:  # disk full, no permission while writing a batch: the finished batches are kept
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise NksimWriteError(f"cannot write into the sweep store {args.out}: {exc.strerror or exc}{where}; "
+                              f"{_batches_kept(args.out, plan.n_batches)}: free some space (or fix the permission) "
+                              "and run the same command again to resume") from None
     if rep.batches_repaired:
         print(f"repair: {rep.batches_repaired} damaged batches flagged as not done, recomputed with the pending ones")
     elif args.repair:
@@ -93,6 +100,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
               + ("" if rep.complete else " -- run the same command again to continue"))
     print(f"store: {args.out}  (summarize with: nksim summarize {args.out})")
     return 0
+
+
+def _batches_kept(out: Path, n_batches: int) -> str:
+    """How many batches a store holds, for a one-line message (the store may not exist yet)."""
+    from .store import SweepStore
+
+    try:
+        done = int(SweepStore.open_existing(out).done().sum())
+    except Exception:  # no store yet, or unreadable: nothing to count on
+        return "no batch was written"
+    return f"{done} of {n_batches} batches are safely in {out}"
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
