@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=positive_int, default=None,
                      help=f"threads running simulations (default: the available cores, {available_cores()} here); "
                           "results do not depend on it")
-    run.add_argument("--overwrite", action="store_true", help="replace trial.nc/trial.png already in --out")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace trial.nc/trial.png already in --out (and discard the kept simulations of another "
+                     "run in --out/.partial)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     from .sweep.cli import add_summarize_parser, add_sweep_parser
 
@@ -63,7 +65,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``nksim run``: simulate the protocol's cohort, write trial.nc and trial.png, print a summary; returns 0.
 
     Everything that can be checked is checked before simulating (model, protocol, seed, that
-    ``--out`` can be created and written). A failure to write afterwards (disk full, no
+    ``--out`` can be created and written). Finished simulations are kept in ``--out/.partial``
+    (:mod:`nksim.checkpoint`) until trial.nc is written: an interrupted or killed run continues
+    with the same command, bit for bit. A failure to write afterwards (disk full, no
     permission) raises :class:`NksimWriteError`, after keeping the simulated dataset in a
     temporary folder when possible; an existing trial.nc/trial.png is never half-replaced.
     """
