@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import fields, is_dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ def _plain(obj: Any) -> Any:
     return repr(obj)
 
 
+@lru_cache(maxsize=1)
 def _code_digest() -> str:
     """SHA-256 (16 hex digits) of the nksim version and of the modules that determine raw simulation output."""
     h = hashlib.sha256(__version__.encode())

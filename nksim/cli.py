@@ -98,9 +98,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif ckpt.count():
             where += f"; they also stay in {ckpt.folder}: run the same command again once {args.out} has space"
         raise NksimWriteError(f"cannot write {nc}: {exc.strerror or exc}; {where}") from None
-    ckpt.discard()  # the results are in trial.nc
     later = "draw the figure later with nksim.plot.trial_figure(nksim.open_output(...))"
     try:
+        ckpt.discard()  # the results are in trial.nc
         save_figure(trial_figure(ds), png, dpi=110)
     except OSError as exc:
         raise NksimWriteError(f"cannot write {png}: {exc.strerror or exc}; the results are complete in {nc} "

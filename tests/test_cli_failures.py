@@ -194,6 +194,20 @@ def test_figure_write_failure_keeps_the_netcdf(tmp_path, small_model, capsys, mo
     assert nksim.open_output(out / "trial.nc").sizes["patient"] == 10
 
 
+def test_interrupt_while_drawing_the_figure_says_the_results_are_complete(tmp_path, small_model, capsys, monkeypatch):
+    def interrupted(fig, path, dpi=120):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("nksim.fileio.save_figure", interrupted)
+    out = tmp_path / "o"
+    assert main(["run", "--out", str(out), "--no-progress", "--model", str(small_model)]) == 130
+    err = _one_line(capsys.readouterr().err)
+    assert err.startswith(f"nksim run: interrupted; the results are complete in {out / 'trial.nc'}, "
+                          f"{out / 'trial.png'} was not written"), err
+    assert sorted(p.name for p in out.iterdir()) == ["trial.nc"]  # the checkpoint is gone, no temporary file
+    assert nksim.open_output(out / "trial.nc").sizes["patient"] == 10
+
+
 def test_write_netcdf_failure_leaves_no_partial_file_and_keeps_the_old(tmp_path, monkeypatch):
     path = tmp_path / "x.nc"
     path.write_bytes(b"old")
