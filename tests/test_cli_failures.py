@@ -399,7 +399,7 @@ def test_sigterm_in_every_command_is_one_line_and_130(command, tmp_path, small_m
     finally:
         signal.signal(signal.SIGTERM, before)
     err = _one_line(capsys.readouterr().err)
-    kept = "0 batches of this run are safely in" if command == "sweep" else "nothing written"
+    kept = "nothing written; run the same command again to resume" if command == "sweep" else "nothing written"
     assert err.startswith(f"nksim {command}: interrupted by SIGTERM; {kept}"), err
     assert not out.exists() or list(out.iterdir()) == []
 

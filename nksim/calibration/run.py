@@ -129,9 +129,10 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
             save_figure(fig, stage / name)
         out.mkdir(parents=True, exist_ok=True)
         check_output_folder(out, RESULT_FILES, overwrite)  # again: another run may have finished meanwhile
-        shutil.move(str(kept.db), str(stage / "abc.db"))
         for f in RESULT_FILES:
-            shutil.move(str(stage / f), str(out / f))
+            if f != "abc.db":
+                shutil.move(str(stage / f), str(out / f))
+        shutil.move(str(kept.db), str(out / "abc.db"))  # last: until here the kept history can be resumed
         kept.discard()
     except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C, SIGTERM: say what is kept and how to continue
         said = _interruption(kept, exc)

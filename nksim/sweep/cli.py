@@ -61,10 +61,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """``nksim sweep``: run (or resume) a sweep spec into a Zarr store; returns 0.
 
     Interrupted (Ctrl-C, SIGTERM): raises :class:`~nksim.errors.Interrupted` saying how many batches
-    were written (the command line prints it on one line and exits with 130).
+    the store holds (the command line prints it on one line and exits with 130); a write error
+    (disk full, no permission) raises :class:`~nksim.errors.NksimWriteError` saying the same.
     """
+    from ..cli import _interrupted
     from .plan import build_plan
-    from .runner import SweepInterrupted, run_sweep
+    from .runner import run_sweep
     from .spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
@@ -75,10 +77,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         rep = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
                         progress=not args.no_progress, max_batches=args.max_batches, repair=args.repair)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the CLI prints one line with what was kept, exit 130
-        done = exc.written if isinstance(exc, SweepInterrupted) else 0
-        raise Interrupted(f"{done} batches of this run are safely in {args.out}; run the same command again "
-                          "to resume") from exc
+    except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C or SIGTERM (numba may wrap it in a SystemError)
+        if not _interrupted(exc):
+            raise
+        raise Interrupted(f"{_batches_kept(args.out, plan.n_batches)}; run the same command again to "
+                          "resume") from exc
     except NksimInputError:
         raise
     except OSError as exc:  # disk full, no permission while writing a batch: the finished batches are kept
@@ -109,7 +112,7 @@ def _batches_kept(out: Path, n_batches: int) -> str:
     try:
         done = int(SweepStore.open_existing(out).done().sum())
     except Exception:  # no store yet, or unreadable: nothing to count on
-        return "no batch was written"
+        return "nothing written"
     return f"{done} of {n_batches} batches are safely in {out}"
 
 
