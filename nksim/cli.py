@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ._optional import MissingOptionalDependency
 from .argtypes import SEED_LIMIT, int_at_least, positive_int
-from .errors import NksimInputError, NksimWriteError
+from .errors import Interrupted, NksimInputError, NksimWriteError, Terminated
 
 _seed = int_at_least(0, "non-negative integer seed", below=SEED_LIMIT)
 
@@ -32,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=positive_int, default=None,
                      help=f"threads running simulations (default: the available cores, {available_cores()} here); "
                           "results do not depend on it")
-    run.add_argument("--overwrite", action="store_true", help="replace trial.nc/trial.png already in --out")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace trial.nc/trial.png already in --out (and discard the kept simulations of another "
+                     "run in --out/.partial)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     from .sweep.cli import add_summarize_parser, add_sweep_parser
 
@@ -59,7 +65,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``nksim run``: simulate the protocol's cohort, write trial.nc and trial.png, print a summary; returns 0.
 
     Everything that can be checked is checked before simulating (model, protocol, seed, that
-    ``--out`` can be created and written). A failure to write afterwards (disk full, no
+    ``--out`` can be created and written). Finished simulations are kept in ``--out/.partial``
+    (:mod:`nksim.checkpoint`) until trial.nc is written: an interrupted or killed run continues
+    with the same command, bit for bit. A failure to write afterwards (disk full, no
     permission) raises :class:`NksimWriteError`, after keeping the simulated dataset in a
     temporary folder when possible; an existing trial.nc/trial.png is never half-replaced.
     """
@@ -68,28 +76,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .parameters import load_parameters
     from .plot import trial_figure
     from .protocol import load_protocol
-    from .simulate import simulate_cohort
     from .summary import summary_table
 
     params = load_parameters(args.model)
     protocol = load_protocol(args.protocol)
     nc, png = args.out / "trial.nc", args.out / "trial.png"
     check_output_folder(args.out, (nc.name, png.name), args.overwrite)
+    ckpt = _checkpoint(args, params, protocol)
     t0 = time.perf_counter()
     workers = args.workers if args.workers is not None else available_cores()
-    ds = simulate_cohort(params, protocol, replicates=args.replicates, seed=args.seed, workers=workers,
-                         progress=not args.no_progress)
+    ds = _simulate_kept(ckpt, params, protocol, replicates=args.replicates, seed=args.seed, workers=workers,
+                        progress=not args.no_progress)
     elapsed = time.perf_counter() - t0
     n_sims = ds.sizes["patient"] * ds.sizes["replicate"]
     try:
         write_netcdf(ds, nc, overwrite=args.overwrite)
     except OSError as exc:
-        raise NksimWriteError(f"cannot write {nc}: {exc.strerror or exc}; {_rescue(ds, nc.name, n_sims)}") from None
+        rescued, where = _rescue(ds, nc.name, n_sims)
+        if rescued:
+            ckpt.discard()  # the results are in the rescue file
+        elif ckpt.count():
+            where += f"; they also stay in {ckpt.folder}: run the same command again once {args.out} has space"
+        raise NksimWriteError(f"cannot write {nc}: {exc.strerror or exc}; {where}") from None
+    later = "draw the figure later with nksim.plot.trial_figure(nksim.open_output(...))"
     try:
+        ckpt.discard()  # the results are in trial.nc
         save_figure(trial_figure(ds), png, dpi=110)
     except OSError as exc:
         raise NksimWriteError(f"cannot write {png}: {exc.strerror or exc}; the results are complete in {nc} "
-                              "(draw the figure later with nksim.plot.trial_figure(nksim.open_output(...)))") from None
+                              f"({later})") from None
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"the results are complete in {nc}, {png} was not written ({later})") from exc
     print(f"protocol {protocol.name}, parameters {params.name} ({params.status}), seed {args.seed}: "
           f"{n_sims} simulations in {elapsed:.1f} s")
     print(summary_table(ds))
@@ -97,8 +114,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rescue(ds, name: str, n_sims: int) -> str:
-    """Keep a computed dataset in a new folder of the system's temporary folder; says where (or that it could not)."""
+#: Folder of ``--out`` where ``nksim run`` keeps finished simulations until trial.nc is written.
+CHECKPOINT_FOLDER = ".partial"
+
+
+def _checkpoint(args: argparse.Namespace, params, protocol):
+    """The run's checkpoint in ``--out`` (refused if it holds another run's simulations, unless ``--overwrite``).
+
+    Says on stderr how many simulations it already holds.
+    """
+    from .checkpoint import RunCheckpoint
+
+    ckpt = RunCheckpoint(args.out / CHECKPOINT_FOLDER, params, protocol, args.seed, args.replicates)
+    ckpt.check(discard_other=args.overwrite)
+    n = ckpt.count()
+    if n:
+        print(f"nksim run: continuing an interrupted run: {n} of {ckpt.total} simulations already done in "
+              f"{ckpt.folder}", file=sys.stderr, flush=True)
+    return ckpt
+
+
+def _simulate_kept(ckpt, params, protocol, **kwargs):
+    """``simulate_cohort`` with checkpoint ``ckpt``.
+
+    On an interruption or a failure to keep a simulation, the exception says what was kept.
+    """
+    from .simulate import simulate_cohort
+
+    try:
+        return simulate_cohort(params, protocol, checkpoint=ckpt, **kwargs)
+    except (KeyboardInterrupt, SystemError) as exc:
+        if not _interrupted(exc):
+            raise
+        raise Interrupted(_kept(ckpt, "run the same command again to continue")) from exc
+    except OSError as exc:  # the checkpoint could not be written (disk full, no permission)
+        where = exc.filename or ckpt.folder
+        advice = "free some space (or fix the permission) and run the same command again to continue"
+        raise NksimWriteError(f"cannot keep a finished simulation in {where}: {exc.strerror or exc}; "
+                              f"{_kept(ckpt, advice)}") from None
+
+
+def _kept(ckpt, advice: str) -> str:
+    """What a checkpoint holds, for a one-line message."""
+    n = ckpt.count()
+    if not n:
+        return "nothing written"
+    return f"{n} of {ckpt.total} simulations are kept in {ckpt.folder}: {advice}"
+
+
+def _rescue(ds, name: str, n_sims: int) -> tuple[bool, str]:
+    """Keep a computed dataset in a new folder of the system's temporary folder: (kept, where or why not)."""
     import shutil
     import tempfile
 
@@ -111,45 +176,102 @@ def _rescue(ds, name: str, n_sims: int) -> str:
     except OSError as exc:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-        return (f"the {n_sims} simulations could not be kept elsewhere either ({exc.strerror or exc}; set TMPDIR "
-                "to a folder with space to keep them next time)")
-    return f"the {n_sims} simulations were kept in {kept}: move it where you want it"
+        return False, (f"the {n_sims} simulations could not be kept elsewhere either ({exc.strerror or exc}; set "
+                       "TMPDIR to a folder with space to keep them next time)")
+    return True, f"the {n_sims} simulations were kept in {kept}: move it where you want it"
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (``__cause__``, else ``__context__``)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        yield exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
 
 
 def _interrupted(exc: BaseException) -> bool:
-    """Whether ``exc`` is (or was caused by) Ctrl-C: numba kernels report it as a SystemError on return."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
+    """Whether ``exc`` is (or was caused by) Ctrl-C or SIGTERM: numba kernels report it as a SystemError on return."""
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(exc))
+
+
+def interruption_line(command: str, exc: BaseException, signal_name: str | None = None) -> str:
+    """The one line printed when ``command`` is interrupted: what stopped it and what was kept.
+
+    ``kept`` comes from the first :class:`~nksim.errors.Interrupted` in the exception chain
+    ("nothing written" if none); ``signal_name`` (e.g. ``"SIGTERM"``) is named when given or
+    when the chain holds a :class:`~nksim.errors.Terminated`.
+    """
+    chain = list(_chain(exc))
+    kept = next((e.kept for e in chain if isinstance(e, Interrupted)), "nothing written")
+    if signal_name is None and any(isinstance(e, Terminated) for e in chain):
+        signal_name = "SIGTERM"
+    by = f" by {signal_name}" if signal_name else ""
+    return f"nksim {command}: interrupted{by}; {kept}"
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """While the block runs, SIGTERM raises :class:`~nksim.errors.Terminated` (handled like Ctrl-C).
+
+    Yields a list that receives the signal number when SIGTERM arrives. A second SIGTERM
+    during the clean-up is ignored (the clean-up is short: it only keeps finished work).
+    The previous handler is restored on exit. Outside the main thread (where Python cannot
+    install signal handlers) nothing is installed.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame) -> None:
+        if received:
+            return
+        received.append(signum)
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the subcommand of parsed ``args``; returns its exit status."""
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "sweep":
+        from .sweep.cli import cmd_sweep
+
+        return cmd_sweep(args)
+    if args.command == "summarize":
+        from .sweep.cli import cmd_summarize
+
+        return cmd_summarize(args)
+    if args.command == "calibrate":
+        from .calibration.cli import cmd_calibrate
+
+        return cmd_calibrate(args)
+    if args.command == "screen":
+        from .calibration.cli_screen import cmd_screen
+
+        return cmd_screen(args)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``nksim`` command; returns the exit status (2 for input errors and missing extras)."""
+    """Entry point of the ``nksim`` command; returns the exit status.
+
+    0 success, 1 a write failure or other I/O error, 2 input errors and missing extras, 130
+    interrupted (Ctrl-C or SIGTERM; one line on stderr says what was kept).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    received: list[int] = []
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "sweep":
-            from .sweep.cli import cmd_sweep
-
-            return cmd_sweep(args)
-        if args.command == "summarize":
-            from .sweep.cli import cmd_summarize
-
-            return cmd_summarize(args)
-        if args.command == "calibrate":
-            from .calibration.cli import cmd_calibrate
-
-            return cmd_calibrate(args)
-        if args.command == "screen":
-            from .calibration.cli_screen import cmd_screen
-
-            return cmd_screen(args)
+        with sigterm_as_interrupt() as received:
+            return _dispatch(args)
     except NksimInputError as exc:
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 2
@@ -162,12 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # any other I/O failure (disk full, permissions): one line naming the file
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C: commands write their files atomically at the end
+    except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C, SIGTERM: commands write their files atomically
         if not _interrupted(exc):
             raise
-        print(f"\nnksim {args.command}: interrupted; nothing written", file=sys.stderr)
+        name = signal.Signals(received[0]).name if received else None
+        print(f"\n{interruption_line(args.command, exc, name)}", file=sys.stderr, flush=True)
         return 130
-    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,3 +53,29 @@ class NksimWarning(UserWarning):
     ``filterwarnings`` in ``pyproject.toml``). A subclass of :class:`UserWarning`, so
     existing ``UserWarning`` filters still apply.
     """
+
+
+class OutsidePriorWarning(NksimWarning):
+    """A parameter value lies outside the ``prior = [lo, hi]`` range declared for it.
+
+    Not an error: the hard ranges of :mod:`nksim.quantities` are the errors; a prior is the
+    range calibration explores, and a value outside it is allowed but seldom intended. The
+    message names the file (or override), the key, the value and the prior range.
+    """
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a command; :attr:`kept` says what was kept.
+
+    A :class:`KeyboardInterrupt`, so that every ``except KeyboardInterrupt`` clean-up applies.
+    The command line prints ``nksim COMMAND: interrupted[ by SIGTERM]; KEPT`` on one line and
+    exits with status 130.
+    """
+
+    def __init__(self, kept: str = "nothing written"):
+        super().__init__(kept)
+        self.kept = kept
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the command line's SIGTERM handler: a termination request, handled like Ctrl-C."""

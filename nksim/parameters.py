@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from ._frozen import reduce_frozen
 from .checks import check_number
-from .errors import NksimInputError
+from .errors import NksimInputError, OutsidePriorWarning
 from .fileio import check_keys, read_toml
 from .quantities import PARAMETERS, SECTIONS, ParamSpec
 from .resources import data_path
@@ -93,14 +94,22 @@ class ParameterSet:
         """Prior ranges of the calibrated parameters."""
         return {k: p.prior for k, p in self.parameters.items() if p.prior is not None}
 
-    def with_values(self, overrides: Mapping[str, float], *, origin: str = "<override>") -> ParameterSet:
-        """A new set with some values replaced (validated like file input)."""
+    def with_values(self, overrides: Mapping[str, float], *, origin: str = "<override>",
+                    warn_prior: bool = False) -> ParameterSet:
+        """A new set with some values replaced (validated like file input).
+
+        ``warn_prior``: warn (:class:`~nksim.errors.OutsidePriorWarning`) for a value outside its
+        parameter's prior range (user-given values, e.g. a sweep spec's; off for the values that
+        calibration and sampling generate).
+        """
         params = dict(self.parameters)
         for key, value in overrides.items():
             if key not in PARAMETERS:
                 raise NksimInputError(_unknown_msg(key), source=origin, key=key)
             spec = PARAMETERS[key]
             params[key] = replace(params[key], value=_check_value(value, spec, origin, key))
+            if warn_prior:
+                warn_outside_prior(params[key], origin)
         return replace(self, parameters=MappingProxyType(params), origin=f"{self.origin} + {origin}")
 
     def digest(self) -> str:
@@ -121,6 +130,21 @@ def _unknown_msg(key: str) -> str:
     close = difflib.get_close_matches(key, PARAMETERS.keys(), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown parameter{hint}; allowed keys are listed in nksim/quantities.py"
+
+
+def warn_outside_prior(param: Parameter, source: str | Path, prior: tuple[float, float] | None = None) -> bool:
+    """Warn (:class:`~nksim.errors.OutsidePriorWarning`) if ``param``'s value lies outside its prior range.
+
+    ``prior`` defaults to the parameter's own. Returns whether it warned. Not an error: only the
+    hard ranges of :mod:`nksim.quantities` are errors.
+    """
+    prior = prior if prior is not None else param.prior
+    if prior is None or prior[0] <= param.value <= prior[1]:
+        return False
+    warnings.warn(f"{source}: key '{param.key}': value {param.value:g} {param.unit} is outside its prior range "
+                  f"[{prior[0]:g}, {prior[1]:g}] (allowed, but calibration never explored it; the hard limits are "
+                  "in nksim/quantities.py)", OutsidePriorWarning, stacklevel=3)
+    return True
 
 
 def _check_value(value: Any, spec: ParamSpec, source: str, key: str) -> float:
@@ -178,6 +202,8 @@ def _load(path: Path, seen: tuple[Path, ...]) -> ParameterSet:
             if key not in PARAMETERS:
                 raise NksimInputError(_unknown_msg(key), source=path, key=key)
             params[key] = _parse_entry(entry, PARAMETERS[key], path, key)
+            inherited = base[key].prior if key in base else None
+            warn_outside_prior(params[key], path, params[key].prior or inherited)
 
     missing = [k for k in PARAMETERS if k not in params]
     if missing:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .checkpoint import RunCheckpoint
 from .engine import RawRun, cache_guard, run_patient
 from .engine.build import patient_inputs
 from .engine.layout import KP
@@ -77,6 +78,7 @@ def simulate_cohort(
     patients: Sequence[str] | None = None,
     workers: int = 1,
     progress: bool = False,
+    checkpoint: RunCheckpoint | None = None,
 ) -> xr.Dataset:
     """Simulate every patient of a protocol (or ``patients``) ``replicates`` times.
 
@@ -93,6 +95,12 @@ def simulate_cohort(
     progress:
         Show a progress bar (tqdm) over simulations, and one line on stderr before it when the
         kernel must be compiled first (a cold numba cache, :func:`announce_compile`).
+    checkpoint:
+        A :class:`nksim.checkpoint.RunCheckpoint` of these same inputs: the simulations it
+        holds are read back instead of recomputed, and every newly finished one is saved in it
+        (so an interrupted or killed run loses only the simulations in progress; on Ctrl-C the
+        running ones finish and are kept). The result is bitwise identical to a run without
+        it. The caller discards it once the output is written.
 
     Returns
     -------
@@ -110,28 +118,38 @@ def simulate_cohort(
         raise ValueError(f"protocol '{protocol.name}' ({protocol.origin}) lists no patients")
     chosen = list(protocol.patients) if patients is None else [protocol.patient(p) for p in patients]
     jobs = [(p, r) for p in chosen for r in range(replicates)]
+    kept: dict[tuple[str, int], RawRun] = {}
+    if checkpoint is not None:
+        if checkpoint.digest != RunCheckpoint(checkpoint.folder, params, protocol, int(seed), replicates,
+                                              [p.id for p in chosen]).digest:
+            raise ValueError(f"the checkpoint {checkpoint.folder} belongs to other inputs than this run")
+        kept = checkpoint.load((p.id, r) for p, r in jobs)
+        jobs = [(p, r) for p, r in jobs if (p.id, r) not in kept]
     bar = None
     if progress:
-        announce_compile()
+        if jobs:
+            announce_compile()
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(jobs), desc="simulating", unit="patient")
+        bar = tqdm(total=len(jobs) + len(kept), initial=len(kept), desc="simulating", unit="patient")
 
     def work(job: tuple[Patient, int]) -> RawRun:
         out = run_one(params, protocol, job[0], int(seed), job[1])
+        if checkpoint is not None:
+            checkpoint.save(out)
         if bar is not None:
             bar.update(1)
         return out
 
     try:
-        if workers > 1:
+        if workers > 1 and len(jobs) > 1:
             # load/compile the kernel once (a 2 x 2 lattice costs milliseconds) before threads race
             run_one(params.with_values({"lattice.side": 2}), protocol, jobs[0][0], int(seed), jobs[0][1])
             pool = ThreadPoolExecutor(max_workers=workers)
             try:
                 runs = list(pool.map(work, jobs))
-            except BaseException:  # e.g. Ctrl-C: drop the queued simulations, let running ones end
-                pool.shutdown(wait=False, cancel_futures=True)
+            except BaseException:  # e.g. Ctrl-C: drop the queued simulations; running ones end (and are kept)
+                _stop(pool, wait=checkpoint is not None)
                 raise
             pool.shutdown()
         else:
@@ -139,7 +157,18 @@ def simulate_cohort(
     finally:
         if bar is not None:
             bar.close()
-    return build_dataset(runs, params, protocol, [p.id for p in chosen], replicates, int(seed))
+    return build_dataset(list(kept.values()) + runs, params, protocol, [p.id for p in chosen], replicates, int(seed))
+
+
+def _stop(pool: ThreadPoolExecutor, *, wait: bool) -> None:
+    """Cancel the queued simulations of ``pool``; with ``wait``, let the running ones finish first.
+
+    A second Ctrl-C while waiting stops waiting (the running simulations then end unobserved).
+    """
+    try:
+        pool.shutdown(wait=wait, cancel_futures=True)
+    except KeyboardInterrupt:
+        pass
 
 
 def simulate(

@@ -57,3 +57,50 @@ def write_toml(path: Path, data: dict[str, Any]) -> Path:
             lines += [f'"{k}" = {val(v)}' for k, v in body.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+#: A sweep large enough to be interrupted part-way (4 scenarios x 6 patients x 2 replicates in 24 batches).
+INTERRUPTIBLE = {"cohort": {"patients": 6, "replicates": 2}, "sweep": {"batch_size": 2}}
+
+
+def sweep_command(spec_file: Path, out: Path, workers: int) -> list[str]:
+    """``nksim sweep`` of ``spec_file`` into ``out`` as a subprocess command (no progress bar)."""
+    import sys
+
+    return [sys.executable, "-c", "import sys; from nksim.cli import main; sys.exit(main(sys.argv[1:]))",
+            "sweep", str(spec_file), "--out", str(out), "--workers", str(workers), "--no-progress"]
+
+
+def batches_done(out: Path) -> int:
+    """Batches flagged as done in the store ``out`` (0 while it does not exist yet or cannot be read)."""
+    from nksim.sweep import SweepStore
+
+    try:
+        return int(SweepStore.open_existing(out).done().sum())
+    except Exception:  # not created yet, or being created
+        return 0
+
+
+def wait_until(condition, proc, *, timeout: float = 600.0, what: str = "the awaited event") -> None:
+    """Poll ``condition()`` until it holds: an observable event, never a fixed delay.
+
+    Fails (AssertionError) if the subprocess ``proc`` ends first or ``timeout`` seconds pass (a
+    generous bound for a loaded machine, not a timing assumption).
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the process ended (exit {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.02)
+
+
+def signal_group(proc, sig) -> None:
+    """Send ``sig`` to the process group of ``proc`` (started with ``start_new_session``), if it still exists."""
+    import os
+
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass

@@ -6,11 +6,14 @@
 * a write failure after the compute (disk full, no permission) is one line naming the path,
   exit status 1, no half-written or destroyed file, and the results kept in a temporary
   folder when possible; no segmentation fault on a real full-file-size error;
-* Ctrl-C is one line and exit status 130, with nothing written.
+* Ctrl-C and SIGTERM, in every command, are one line saying what was kept and exit status 130,
+  with no output or temporary file written (``nksim run`` keeps its finished simulations in
+  ``--out/.partial``, tests/test_checkpoint.py).
 """
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import re
 import resource
@@ -191,6 +194,20 @@ def test_figure_write_failure_keeps_the_netcdf(tmp_path, small_model, capsys, mo
     assert nksim.open_output(out / "trial.nc").sizes["patient"] == 10
 
 
+def test_interrupt_while_drawing_the_figure_says_the_results_are_complete(tmp_path, small_model, capsys, monkeypatch):
+    def interrupted(fig, path, dpi=120):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("nksim.fileio.save_figure", interrupted)
+    out = tmp_path / "o"
+    assert main(["run", "--out", str(out), "--no-progress", "--model", str(small_model)]) == 130
+    err = _one_line(capsys.readouterr().err)
+    assert err.startswith(f"nksim run: interrupted; the results are complete in {out / 'trial.nc'}, "
+                          f"{out / 'trial.png'} was not written"), err
+    assert sorted(p.name for p in out.iterdir()) == ["trial.nc"]  # the checkpoint is gone, no temporary file
+    assert nksim.open_output(out / "trial.nc").sizes["patient"] == 10
+
+
 def test_write_netcdf_failure_leaves_no_partial_file_and_keeps_the_old(tmp_path, monkeypatch):
     path = tmp_path / "x.nc"
     path.write_bytes(b"old")
@@ -222,9 +239,16 @@ def test_real_file_size_limit_is_an_error_not_a_crash(tmp_path, small_model):
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     err = _one_line(proc.stderr)
     assert str(out / "trial.nc") in err and "too large" in err.lower(), err
-    assert sorted(p.name for p in out.iterdir()) == ["trial.nc"]
+    # nowhere to rescue them (the limit holds everywhere): the finished simulations stay in the checkpoint
+    assert f"they also stay in {out / '.partial'}: run the same command again" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [".partial", "trial.nc"]
+    assert len(list((out / ".partial").glob("*.npz"))) == 10 and not list((out / ".partial").glob("*.tmp"))
     assert (out / "trial.nc").read_bytes() == b"previous results"
     assert not list(tmp_path.glob("nksim-unsaved-*/*.tmp"))
+    rerun = subprocess.run([sys.executable, "-c", code, "run", "--out", str(out), "--no-progress", "--model",
+                            str(small_model), "--overwrite"], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0 and "10 of 10 simulations already done" in rerun.stderr, rerun.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["trial.nc", "trial.png"]  # checkpoint deleted
 
 
 # ----------------------------------------------------------------------------- Ctrl-C
@@ -275,8 +299,12 @@ def test_calibrate_interrupt_is_one_line(tmp_path, capsys, monkeypatch):
     assert "calibrate: interrupted" in _one_line(capsys.readouterr().err)
 
 
-def test_ctrl_c_during_nksim_run(tmp_path):
-    """SIGINT to a real ``nksim run`` after its first finished simulation: one line, exit 130, no files."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_during_nksim_run(tmp_path, sig):
+    """SIGINT or SIGTERM to a real ``nksim run`` after its first finished simulation.
+
+    One line naming what was kept, exit 130, no output or temporary file: only the checkpoint.
+    """
     SIMULATE.warm_up()  # compile here if needed, so that the child only loads the kernel
     model = tmp_path / "m.toml"
     model.write_text(SMALL_MODEL.format(side=12))
@@ -293,7 +321,7 @@ def test_ctrl_c_during_nksim_run(tmp_path):
             assert proc.poll() is None, b"".join(chunks).decode(errors="replace")[-2000:]
             assert time.monotonic() < deadline, "no progress line"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         rc = proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
@@ -304,7 +332,75 @@ def test_ctrl_c_during_nksim_run(tmp_path):
     assert "Traceback" not in err and "SystemError" not in err, err[-3000:]
     lines = [ln for ln in err.replace("\r", "\n").splitlines()
              if ln.strip() and "simulating" not in ln and not ln.startswith("nksim: compiling")]
-    assert lines == ["nksim run: interrupted; nothing written"], err[-3000:]
+    by = " by SIGTERM" if sig == signal.SIGTERM else ""
+    ckpt = out / ".partial"
+    assert len(lines) == 1, err[-3000:]
+    kept = re.fullmatch(rf"nksim run: interrupted{by}; (\d+) of 300 simulations are kept in {re.escape(str(ckpt))}: "
+                        r"run the same command again to continue", lines[0])
+    assert kept, lines
+    # no output file, no temporary file: only the finished simulations, each one whole
+    assert [p.name for p in out.iterdir()] == [".partial"]
+    files = sorted(p.name for p in ckpt.iterdir())
+    assert files == sorted(["run.json"] + [p.name for p in ckpt.glob("*.npz")]), files
+    assert len(files) - 1 == int(kept.group(1)) >= 1
+
+
+def _terminate_self(*args, **kwargs):
+    """What a command's compute sees when ``kill PID`` arrives: SIGTERM to this process."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # interrupted by the handler at once
+    raise AssertionError("SIGTERM did not interrupt")
+
+
+@pytest.fixture
+def tiny_sweep_store(tmp_path_factory):
+    """A finished tiny sweep store and its spec file (for summarize and sweep)."""
+    from _sweep_util import tiny, write_toml
+
+    from nksim.sweep import run_sweep
+
+    d = tmp_path_factory.mktemp("sweep")
+    spec = write_toml(d / "tiny.toml", tiny(cohort={"patients": 1, "replicates": 1}, factors={"interval": [7]}))
+    run_sweep(spec, d / "s.zarr", workers=0)
+    return spec, d / "s.zarr"
+
+
+SIGTERM_TARGETS = {  # command -> (function SIGTERM interrupts, its extra)
+    "run": ("nksim.simulate.simulate_cohort", None),
+    "sweep": ("nksim.sweep.runner.run_sweep", None),
+    "summarize": ("nksim.sweep.summaries.summarize", None),
+    "calibrate": ("nksim.calibration.run.run_calibration", "pyabc"),
+    "screen": ("nksim.calibration.screen.run_screen", "SALib"),
+}
+
+
+@pytest.mark.parametrize("command", list(SIGTERM_TARGETS))
+def test_sigterm_in_every_command_is_one_line_and_130(command, tmp_path, small_model, tiny_sweep_store, capsys,
+                                                      monkeypatch):
+    target, extra = SIGTERM_TARGETS[command]
+    if extra:
+        pytest.importorskip(extra)
+    module, name = target.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, _terminate_self)
+    spec, store = tiny_sweep_store
+    out = tmp_path / "o"
+    argv = {"run": ["run", "--out", str(out), "--no-progress", "--model", str(small_model)],
+            "sweep": ["sweep", str(spec), "--out", str(out), "--workers", "0", "--no-progress"],
+            "summarize": ["summarize", str(store), "--netcdf", str(out / "summary.nc")],
+            "calibrate": ["calibrate", "ahmadvand2023", "--smoke", "--out", str(out), "--no-progress"],
+            "screen": ["screen", "ahmadvand2023", "--smoke", "--out", str(out), "--no-progress"]}[command]
+    def unhandled(signum, frame):  # what the test sees if the command does not handle SIGTERM
+        raise AssertionError("SIGTERM reached the previous handler")
+
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        assert main(argv) == 130
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the previous handler is back
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    err = _one_line(capsys.readouterr().err)
+    kept = "nothing written; run the same command again to resume" if command == "sweep" else "nothing written"
+    assert err.startswith(f"nksim {command}: interrupted by SIGTERM; {kept}"), err
     assert not out.exists() or list(out.iterdir()) == []
 
 

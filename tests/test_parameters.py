@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import nksim
+from nksim.errors import OutsidePriorWarning
 from nksim.parameters import MODELS_DIR
 from nksim.quantities import PARAMETERS, SECTIONS
 
@@ -367,3 +368,63 @@ def test_inconsistent_numerics_rejected_at_simulation(default_params, ahmadvand,
 @pytest.mark.parametrize("value", [np.int64(12), np.float32(12.0)])
 def test_with_values_accepts_numpy_scalars(default_params, value):
     assert default_params.with_values({"lattice.side": value})["lattice.side"] == 12
+
+
+# ----------------------------------------------------------------------------- values outside the prior range
+def test_value_outside_its_own_prior_warns_naming_file_key_value_and_range(tmp_path):
+    p = child(tmp_path, {"nk.speed": entry("nk.speed", 9.5, prior=[2.0, 8.0])})
+    with pytest.warns(OutsidePriorWarning) as rec:
+        ps = nksim.load_parameters(p)
+    assert ps["nk.speed"] == 9.5  # accepted: a warning, not an error
+    assert len(rec) == 1
+    msg = str(rec[0].message)
+    assert str(p) in msg and "'nk.speed'" in msg and "9.5" in msg and "[2, 8]" in msg, msg
+    assert issubclass(OutsidePriorWarning, nksim.NksimWarning) and issubclass(OutsidePriorWarning, UserWarning)
+
+
+def test_value_outside_the_inherited_prior_warns(tmp_path, default_params):
+    lo, hi = default_params.priors()["nk.kill_probability"]
+    p = child(tmp_path, {"nk.kill_probability": entry("nk.kill_probability", min(1.0, hi + 0.1))})
+    with pytest.warns(OutsidePriorWarning, match=rf"child\.toml: key 'nk.kill_probability'.*\[{lo:g}, {hi:g}\]"):
+        nksim.load_parameters(p)
+
+
+def test_values_inside_the_prior_and_shipped_models_do_not_warn(tmp_path):
+    import warnings
+
+    p = child(tmp_path, {"nk.speed": entry("nk.speed", 8.0, prior=[2.0, 8.0])})  # the bounds are inside
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nksim.load_parameters(p)
+        for model in MODELS_DIR.glob("*.toml"):
+            nksim.load_parameters(model)
+
+
+def test_hard_range_is_still_an_error_not_a_warning(tmp_path):
+    p = child(tmp_path, {"nk.kill_probability": entry("nk.kill_probability", 1.5, prior=[0.2, 0.7])})
+    expect_error(p, "nk.kill_probability", "[0, 1]")
+
+
+def test_overrides_warn_only_when_asked(default_params):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        default_params.with_values({"nk.kill_probability": 0.95})  # generated values (calibration, draws): silent
+    with pytest.warns(OutsidePriorWarning, match=r"my override: key 'nk.kill_probability': value 0.95"):
+        default_params.with_values({"nk.kill_probability": 0.95}, origin="my override", warn_prior=True)
+
+
+def test_sweep_values_outside_the_prior_warn_once_each():
+    from _sweep_util import tiny_spec
+
+    from nksim.sweep import build_plan
+
+    spec = tiny_spec(factors={"interval": [7, 14], "nk.kill_probability": [0.5, 0.9]},
+                     parameters={"lattice.side": 6, "nk.max_kills": 12})
+    with pytest.warns(OutsidePriorWarning) as rec:
+        build_plan(spec)
+    msgs = sorted(str(r.message) for r in rec)
+    assert len(msgs) == 2, msgs  # 0.9 once although two scenarios use it; the fixed value once
+    assert "[factors]: key 'nk.kill_probability': value 0.9" in msgs[0] and "[0.2, 0.7]" in msgs[0]
+    assert "[parameters]: key 'nk.max_kills': value 12" in msgs[1] and "[3, 10]" in msgs[1]

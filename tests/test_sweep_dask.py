@@ -4,11 +4,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
-from _sweep_util import tiny, tiny_spec, write_toml
+from _sweep_util import (
+    INTERRUPTIBLE,
+    batches_done,
+    signal_group,
+    sweep_command,
+    tiny,
+    tiny_spec,
+    wait_until,
+    write_toml,
+)
 
 from nksim.sweep import SweepStore, run_sweep, store_digest
 
@@ -42,32 +49,29 @@ def test_one_worker_two_workers_and_in_process_give_identical_stores(tmp_path, c
 
 def _interrupt_setup(tmp_path, store_name):
     """A 2-worker CLI sweep to interrupt, and the uninterrupted reference store to compare with."""
-    data = tiny(cohort={"patients": 6, "replicates": 2}, sweep={"batch_size": 2})
-    spec_file = write_toml(tmp_path / "s.toml", data)
+    spec_file = write_toml(tmp_path / "s.toml", tiny(**INTERRUPTIBLE))
     ref = tmp_path / "ref.zarr"
     run_sweep(spec_file, ref, workers=0)
     out = tmp_path / store_name
-    cmd = [sys.executable, "-c", "import sys; from nksim.cli import main; sys.exit(main(sys.argv[1:]))",
-           "sweep", str(spec_file), "--out", str(out), "--workers", "2", "--no-progress"]
-    return spec_file, ref, out, cmd
+    return spec_file, ref, out, sweep_command(spec_file, out, 2)
 
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_store(tmp_path):
-    """Kill the CLI (SIGKILL) mid-sweep, re-run the same command: same bytes as an uninterrupted run."""
+    """Kill the CLI (SIGKILL) mid-sweep, re-run the same command: same bytes as an uninterrupted run.
+
+    The kill waits for an observable event (3 batches in the store), however long the cluster
+    takes to start on a loaded machine, and the sweep is frozen (SIGSTOP) as soon as it is seen,
+    so that it cannot finish between the observation and the kill.
+    """
     spec_file, ref, out, cmd = _interrupt_setup(tmp_path, "killed.zarr")
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.2)
-        try:
-            n = int(SweepStore.open_existing(out).done().sum())
-        except Exception:
-            n = 0
-        if n >= 3:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its Dask workers
-    proc.wait()
+    try:
+        wait_until(lambda: batches_done(out) >= 3, proc, what="third batch in the store")
+        signal_group(proc, signal.SIGSTOP)  # the CLI and its Dask workers
+    finally:
+        signal_group(proc, signal.SIGKILL)
+        proc.wait()
     st = SweepStore.open_existing(out)
     assert 3 <= st.done().sum() < st.plan.n_batches, "the sweep finished before it could be killed"
     rep = run_sweep(spec_file, out, workers=2)
@@ -88,16 +92,11 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path):
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     proc = subprocess.Popen(cmd, preexec_fn=default_sigint, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.2)
-        try:
-            if SweepStore.open_existing(out).done().sum() >= 2:
-                break
-        except Exception:
-            pass
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        wait_until(lambda: batches_done(out) >= 2, proc, what="second batch in the store")
+    finally:
+        signal_group(proc, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip("the sweep finished before it could be interrupted")
     assert proc.returncode == 130 and "run the same command again to resume" in err

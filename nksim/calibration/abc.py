@@ -107,8 +107,16 @@ class _ProgressHandler(logging.Handler):
 
 
 def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, scheduler: str | None = None,
-            observed=None, progress: bool = True) -> AbcRun:
-    """Run ABC-SMC; the pyabc history goes to the SQLite file ``db_path``."""
+            observed=None, progress: bool = True, resume: bool = False, rng_dir: Path | None = None) -> AbcRun:
+    """Run ABC-SMC; the pyabc history goes to the SQLite file ``db_path``.
+
+    ``rng_dir``: keep there the state of NumPy's global generator (which pyabc's single-core
+    sampler draws proposals from) as each generation is stored. ``resume``: continue the run
+    stored in ``db_path`` instead of starting one (the history must come from this config);
+    with the state of its last generation in ``rng_dir``, a single-core run continues bit for
+    bit as if it had not been interrupted. The stopping rules apply to the whole run
+    (``max_generations`` counts the stored generations too).
+    """
     import sys
 
     pyabc = require("pyabc", "calibrate", "nksim.calibration")
@@ -133,7 +141,7 @@ def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, sched
     try:
         if scheduler is None and workers <= 1:
             sampler = pyabc.sampler.SingleCoreSampler()
-            history = _run(pyabc, model, config, sampler, db_url, obs)
+            history = _run(pyabc, model, config, sampler, db_url, obs, resume, rng_dir)
             n_workers = 1
         else:
             require("distributed", "calibrate", "calibration on Dask workers")
@@ -142,7 +150,7 @@ def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, sched
             with dask_client(workers=workers, scheduler=scheduler, params=config.base_parameters()) as client:
                 n_workers = max(1, sum(client.nthreads().values()))
                 sampler = pyabc.sampler.DaskDistributedSampler(dask_client=client, batch_size=4)
-                history = _run(pyabc, model, config, sampler, db_url, obs)
+                history = _run(pyabc, model, config, sampler, db_url, obs, resume, rng_dir)
     finally:
         for lg, (lvl, handlers, prop) in zip(loggers, saved):
             for h in list(lg.handlers):
@@ -154,11 +162,84 @@ def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, sched
     return AbcRun(history, db_url, time.perf_counter() - t0, int(history.total_nr_simulations), n_workers)
 
 
-def _run(pyabc, model: AbcModel, config: CalibrationConfig, sampler, db_url: str, obs: Mapping):
+def _run(pyabc, model: AbcModel, config: CalibrationConfig, sampler, db_url: str, obs: Mapping, resume: bool,
+         rng_dir: Path | None):
     a = config.abc
     abc = pyabc.ABCSMC(model, prior_distribution(config), AbcDistance(model), population_size=a.population_size,
                        eps=pyabc.epsilon.QuantileEpsilon(alpha=a.epsilon_quantile), sampler=sampler,
                        transitions=pyabc.MultivariateNormalTransition(scaling=a.transition_scaling))
-    abc.new(db_url, dict(obs))
-    return abc.run(minimum_epsilon=a.min_epsilon, max_nr_populations=a.max_generations,
+    generations = a.max_generations
+    if resume:
+        history = abc.load(db_url, 1, dict(obs))
+        done = int(history.n_populations)
+        if stopped(history, config):
+            return history
+        state = load_rng_state(rng_dir, done - 1) if rng_dir is not None else None
+        if state is not None:
+            np.random.set_state(state)  # noqa: NPY002  the state the uninterrupted run had here
+        else:
+            log.warning("the random state after generation %d was not kept: the continued run is statistically "
+                        "equivalent to an uninterrupted one, not identical", done - 1)
+        generations -= done
+    else:
+        abc.new(db_url, dict(obs))
+    if rng_dir is not None:
+        _keep_rng_states(abc.history, rng_dir)
+    return abc.run(minimum_epsilon=a.min_epsilon, max_nr_populations=generations,
                    min_acceptance_rate=a.min_acceptance_rate, max_total_nr_simulations=a.max_simulations)
+
+
+def stopped(history, config: CalibrationConfig) -> bool:
+    """Whether a stored run already met one of its stopping rules (pyabc's, checked after each generation)."""
+    a = config.abc
+    pops = history.get_all_populations()
+    pops = pops[pops["t"] >= 0]
+    if pops.empty:
+        return False
+    last = pops.iloc[-1]
+    return bool(len(pops) >= a.max_generations or last["epsilon"] <= a.min_epsilon
+                or last["particles"] / last["samples"] < a.min_acceptance_rate
+                or history.total_nr_simulations >= a.max_simulations)
+
+
+def _rng_file(rng_dir: Path, t: int) -> Path:
+    return Path(rng_dir) / f"rng-{int(t)}.npz"
+
+
+def _keep_rng_states(history, rng_dir: Path) -> None:
+    """Save NumPy's global generator state as each generation is stored (before pyabc commits it)."""
+    real = history.append_population
+
+    def append_population(t, *args, **kwargs):
+        save_rng_state(rng_dir, t)
+        return real(t, *args, **kwargs)
+
+    history.append_population = append_population
+
+
+def save_rng_state(rng_dir: Path, t: int) -> None:
+    """Write the global generator's state after sampling generation ``t`` (atomic)."""
+    import os
+    import tempfile
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    path = _rng_file(rng_dir, t)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, name=np.array(name), keys=keys, pos=np.array(pos), has_gauss=np.array(has_gauss),
+                     gauss=np.array(gauss))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_rng_state(rng_dir: Path, t: int) -> tuple | None:
+    """The global generator's state kept after generation ``t``, or None if it was not kept (or is unreadable)."""
+    try:
+        with np.load(_rng_file(rng_dir, t), allow_pickle=False) as z:
+            return (str(z["name"]), z["keys"], int(z["pos"]), int(z["has_gauss"]), float(z["gauss"]))
+    except (OSError, KeyError, ValueError):
+        return None

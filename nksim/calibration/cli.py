@@ -22,7 +22,11 @@ def add_calibrate_parser(sub) -> None:
                    "Dask cluster of N worker processes (statistically equivalent, not bit-reproducible)")
     g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (e.g. tcp://host:8786)")
     p.add_argument("--smoke", action="store_true", help="the config's tiny [smoke] version (minutes; what CI runs)")
-    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results already in --out (and discard the ABC history an interrupted run kept there)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted calibration whose ABC history is kept in --out/.partial (same "
+                   "config; single-core runs continue bit for bit)")
     p.add_argument("--apply-to", type=Path, default=None, metavar="MODEL_TOML",
                    help="after calibrating, write the posterior medians (with provenance) into this model TOML")
     p.add_argument("--recovery", action="store_true",
@@ -49,7 +53,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from ..errors import NksimInputError
         from .recovery import write_recovery
 
-        for flag, value in (("--apply-to", args.apply_to), ("--scheduler", args.scheduler)):
+        for flag, value in (("--apply-to", args.apply_to), ("--scheduler", args.scheduler),
+                            ("--resume", args.resume or None)):
             if value is not None:
                 raise NksimInputError(f"{flag} cannot be combined with --recovery (recovery runs on a local "
                                       "cluster and changes no model file)", key=flag)
@@ -64,7 +69,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.apply_to is not None:
         _check_apply_to(args.apply_to, config)  # before the ABC run, not after it
     res = run_calibration(config, out, workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, resume=args.resume)
     if args.apply_to is not None:
         changed = apply_to_model(res.out / "posterior_summary.csv", args.apply_to,
                                  provenance=f"calibrated ({config.name}, {res.out / 'posterior_summary.csv'})")

@@ -13,7 +13,9 @@ Output folder (default ``outputs/calibration/<config name>``)::
 
 Everything is written into a staging folder next to the output and moved in only when the
 whole calibration has finished, so an interrupted run never destroys earlier results; an
-existing output folder with results is refused unless ``overwrite``.
+existing output folder with results is refused unless ``overwrite``. The ABC history is kept
+in ``<out>/.partial`` while the ABC runs: an interrupted calibration continues with ``resume``
+(``nksim calibrate ... --resume``; :mod:`nksim.calibration.resume`).
 """
 from __future__ import annotations
 
@@ -28,9 +30,25 @@ import numpy as np
 import xarray as xr
 
 from .config import CalibrationConfig
+from .resume import AbcCheckpoint
 
 RESULT_FILES = ("abc.db", "posterior.nc", "posterior_summary.csv", "ppc_posterior.nc", "ppc_prior.nc",
                 "report.png", "ppc.png", "diagnostics.png")
+
+
+def _interruption(kept, exc: BaseException) -> BaseException:
+    """The exception to raise for ``exc``: an :class:`~nksim.errors.Interrupted` saying what is kept, or ``exc``."""
+    from ..cli import _interrupted
+    from ..errors import Interrupted
+
+    if not _interrupted(exc):
+        return exc
+    n = kept.generations()
+    if not n:
+        kept.discard()
+        return Interrupted("nothing written")
+    return Interrupted(f"{n} finished ABC generations are kept in {kept.db}: continue with the same command and "
+                       "--resume")
 
 
 @dataclass
@@ -48,8 +66,14 @@ class CalibrationResult:
 
 
 def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int = 1, scheduler: str | None = None,
-                    overwrite: bool = False, progress: bool = True, stream=None) -> CalibrationResult:
-    """Run the whole calibration (see module docstring) and return its results."""
+                    overwrite: bool = False, progress: bool = True, stream=None,
+                    resume: bool = False) -> CalibrationResult:
+    """Run the whole calibration (see module docstring) and return its results.
+
+    ``resume``: continue the ABC history an interrupted run kept in ``<out>/.partial``. Without
+    it such a history is refused (``overwrite`` discards it). Interrupted (Ctrl-C, SIGTERM), the
+    call raises :class:`~nksim.errors.Interrupted` saying how many generations are kept.
+    """
     from ..fileio import check_output_folder, save_figure
     from ..io import write_netcdf
     from ..output import tool_attrs
@@ -63,6 +87,8 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     stream = stream or sys.stdout
     out = Path(out)
     check_output_folder(out, RESULT_FILES, overwrite)
+    kept = AbcCheckpoint(out, config)
+    done = kept.prepare(resume=resume, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model = CalibrationModel(config)
@@ -73,10 +99,15 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
           f"{dict(zip(model.categories, model.obs_counts.tolist()))}; targets "
           f"{[(t.name, t.value, t.unit, t.protocol or config.protocol) for t in model.targets]}",
           file=stream, flush=True)
+    if done:
+        print(f"continuing the interrupted calibration kept in {kept.folder}: {done} finished generations",
+              file=stream, flush=True)
+    else:
+        kept.start()
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
-        run = run_abc(config, stage / "abc.db", workers=workers, scheduler=scheduler, observed=model.observed,
-                      progress=progress)
+        run = run_abc(config, kept.db, workers=workers, scheduler=scheduler, observed=model.observed,
+                      progress=progress, resume=bool(done), rng_dir=kept.folder)
         post = history_dataset(run.history, config, seconds=run.seconds, workers=run.workers)
         write_netcdf(post, stage / "posterior.nc")
         rows = summary_rows(post)
@@ -99,7 +130,15 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
         out.mkdir(parents=True, exist_ok=True)
         check_output_folder(out, RESULT_FILES, overwrite)  # again: another run may have finished meanwhile
         for f in RESULT_FILES:
-            shutil.move(str(stage / f), str(out / f))
+            if f != "abc.db":
+                shutil.move(str(stage / f), str(out / f))
+        shutil.move(str(kept.db), str(out / "abc.db"))  # last: until here the kept history can be resumed
+        kept.discard()
+    except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C, SIGTERM: say what is kept and how to continue
+        said = _interruption(kept, exc)
+        if said is exc:
+            raise
+        raise said from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     total = time.perf_counter() - t0

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..argtypes import int_at_least
-from ..errors import NksimInputError
+from ..errors import Interrupted, NksimInputError, NksimWriteError
 
 _nonneg_int = int_at_least(0, "non-negative integer")
 
@@ -59,9 +58,15 @@ def add_summarize_parser(sub) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """``nksim sweep``: run (or resume) a sweep spec into a Zarr store; returns 0, or 130 if interrupted."""
+    """``nksim sweep``: run (or resume) a sweep spec into a Zarr store; returns 0.
+
+    Interrupted (Ctrl-C, SIGTERM): raises :class:`~nksim.errors.Interrupted` saying how many batches
+    the store holds (the command line prints it on one line and exits with 130); a write error
+    (disk full, no permission) raises :class:`~nksim.errors.NksimWriteError` saying the same.
+    """
+    from ..cli import _interrupted
     from .plan import build_plan
-    from .runner import SweepInterrupted, run_sweep
+    from .runner import run_sweep
     from .spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
@@ -72,11 +77,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         rep = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
                         progress=not args.no_progress, max_batches=args.max_batches, repair=args.repair)
-    except (SweepInterrupted, KeyboardInterrupt) as exc:
-        done = getattr(exc, "written", "?")
-        print(f"\ninterrupted: {done} batches of this run are safely in {args.out}; run the same command again "
-              "to resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C or SIGTERM (numba may wrap it in a SystemError)
+        if not _interrupted(exc):
+            raise
+        raise Interrupted(f"{_batches_kept(args.out, plan.n_batches)}; run the same command again to "
+                          "resume") from exc
+    except NksimInputError:
+        raise
+    except OSError as exc:  # disk full, no permission while writing a batch: the finished batches are kept
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise NksimWriteError(f"cannot write into the sweep store {args.out}: {exc.strerror or exc}{where}; "
+                              f"{_batches_kept(args.out, plan.n_batches)}: free some space (or fix the permission) "
+                              "and run the same command again to resume") from None
     if rep.batches_repaired:
         print(f"repair: {rep.batches_repaired} damaged batches flagged as not done, recomputed with the pending ones")
     elif args.repair:
@@ -91,6 +103,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
               + ("" if rep.complete else " -- run the same command again to continue"))
     print(f"store: {args.out}  (summarize with: nksim summarize {args.out})")
     return 0
+
+
+def _batches_kept(out: Path, n_batches: int) -> str:
+    """How many batches a store holds, for a one-line message (the store may not exist yet)."""
+    from .store import SweepStore
+
+    try:
+        done = int(SweepStore.open_existing(out).done().sum())
+    except Exception:  # no store yet, or unreadable: nothing to count on
+        return "nothing written"
+    return f"{done} of {n_batches} batches are safely in {out}"
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:

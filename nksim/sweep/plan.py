@@ -244,7 +244,7 @@ def build_plan(spec: SweepSpec) -> Plan:
     """Resolve and validate a spec into a :class:`Plan` (raises NksimInputError on bad input)."""
     base = load_parameters(spec.model_path)
     src = spec.source
-    base.with_values(spec.parameters, origin=f"{src} [parameters]")  # validates fixed values together
+    base.with_values(spec.parameters, origin=f"{src} [parameters]", warn_prior=True)  # validates fixed values
     draws = parameter_draws(base, spec.cohort.draws, spec.cohort.draws_from, spec.seed, src)
     levels, swept = design_levels(spec)
     scenarios = []
@@ -271,6 +271,8 @@ def build_plan(spec: SweepSpec) -> Plan:
             "protocol": pdict,
             **({"clock_offset": offset} if spec.clock != "infusion" else {}),
         })
+    for k, v in sorted({(k, v) for sc in scenarios for k, v in sc["parameters"].items()}):
+        base.with_values({k: v}, origin=f"{src} [factors]", warn_prior=True)  # each swept value warned once
     t0 = min(starts)
     content = {
         "format": STORE_FORMAT,
