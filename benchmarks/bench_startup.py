@@ -100,6 +100,24 @@ def run_child(cache_dir: str | None, workers: int) -> dict:
     return d
 
 
+def run_cli(cache_dir: str | None, workers: int) -> dict:
+    """The command itself: ``python -m nksim.cli run --no-progress`` in a new process (CPU = user + sys)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    with tempfile.TemporaryDirectory(prefix="nksim-startup-") as outdir:
+        load = loadavg()
+        t = os.times()
+        proc = subprocess.run([sys.executable, "-m", "nksim.cli", "run", "--out", outdir, "--no-progress",
+                               "--workers", str(workers)], env=env, capture_output=True, text=True, cwd=outdir)
+        t2 = os.times()
+    if proc.returncode != 0:
+        raise RuntimeError(f"nksim run failed:\n{proc.stderr}")
+    return {"cli_cpu": (t2.children_user - t.children_user) + (t2.children_system - t.children_system),
+            "cli_wall": t2.elapsed - t.elapsed, "loadavg_start": load}
+
+
 def table(rows: list[dict], title: str) -> None:
     print(f"\n{title} ({len(rows)} run(s); load average at the starts: "
           f"{', '.join(str(r['loadavg_start'][0]) for r in rows if r['loadavg_start'])})")
@@ -130,6 +148,14 @@ def main(argv=None) -> int:
     cached = [run_child(args.cache_dir, args.workers) for _ in range(args.repeats)]
     report["cached"] = cached
     table(cached, "cached")
+    cli = [run_cli(args.cache_dir, w) for w in (1, 2) for _ in range(args.repeats)]
+    report["cli"] = cli
+    for w in (1, 2):
+        rows = cli[(w - 1) * args.repeats:w * args.repeats]
+        cs, ws = [r["cli_cpu"] for r in rows], [r["cli_wall"] for r in rows]
+        print(f"nksim run --workers {w} (whole command): CPU median {statistics.median(cs):.3f} s (min {min(cs):.3f}), "
+              f"wall median {statistics.median(ws):.3f} s (min {min(ws):.3f}); load "
+              f"{', '.join(str(r['loadavg_start'][0]) for r in rows if r['loadavg_start'])}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -12,6 +13,23 @@ from .argtypes import SEED_LIMIT, int_at_least, positive_int
 from .errors import NksimInputError, NksimWriteError
 
 _seed = int_at_least(0, "non-negative integer seed", below=SEED_LIMIT)
+
+#: True while :func:`main` runs as the ``nksim`` command (``argv`` from the command line), i.e. in
+#: a process that ends when it returns; calls with an explicit ``argv`` (tests, scripts) are left alone.
+_COMMAND_PROCESS = False
+
+
+def _freeze_imported_objects() -> None:
+    """Move every object alive now out of the garbage collector's sight (``gc.freeze``), in a command process only.
+
+    The modules, functions and classes that the imports created live until the process ends,
+    but each full collection traverses them again: 0.4-0.5 s of CPU in ``nksim run`` (five full
+    collections during the run and one at exit, over the objects of numpy, xarray, pandas,
+    numba and matplotlib). Frozen objects are still freed by reference counting; only cyclic
+    garbage among them is kept, until the process ends.
+    """
+    if _COMMAND_PROCESS:
+        gc.freeze()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .simulate import simulate_cohort
     from .summary import summary_table
 
+    _freeze_imported_objects()
     params = load_parameters(args.model)
     protocol = load_protocol(args.protocol)
     nc, png = args.out / "trial.nc", args.out / "trial.png"
@@ -129,6 +148,16 @@ def _interrupted(exc: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nksim`` command; returns the exit status (2 for input errors and missing extras)."""
+    global _COMMAND_PROCESS
+    _COMMAND_PROCESS = argv is None
+    try:
+        _freeze_imported_objects()  # nksim, numpy, numba, xarray: imported with this module
+        return _main(argv)
+    finally:
+        _freeze_imported_objects()  # the process ends now: no full collection at exit over everything
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
