@@ -645,6 +645,11 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     p_zero_hops = math.exp(-p_hop_mean)
     contact = kp[KP.nk_contact_rate]
     p_kill = kp[KP.nk_kill_probability]
+    # engagement probability 1 - exp(-contact (b / K) dt) of an agent in a voxel with b blasts, kept per b
+    # once computed (the same expression, so the same value; -1 = not yet): one exp per distinct b
+    # instead of one per agent-step
+    n_engage = min(K, 4096) + 1
+    p_engage = np.full(n_engage, -1.0)
     # refractory period in whole steps after the kill step (ceil, so never shorter than asked)
     refract_steps = int(math.ceil(kp[KP.nk_refractory_days] / dt - 1e-9))
     p_egress_rate = kp[KP.nk_egress_rate]
@@ -728,7 +733,14 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 b = sus[v] + res[v]
                 if b > 0:
                     u = rng_kill.random()
-                    if u < 1.0 - math.exp(-contact * (b / K) * dt):
+                    if b < n_engage:
+                        pe = p_engage[b]
+                        if pe < 0.0:
+                            pe = 1.0 - math.exp(-contact * (b / K) * dt)
+                            p_engage[b] = pe
+                    else:
+                        pe = 1.0 - math.exp(-contact * (b / K) * dt)
+                    if u < pe:
                         # engaged a blast: susceptible with prob sus/b, then killed with p_kill
                         if rng_kill.random() * b < sus[v] and rng_kill.random() < p_kill:
                             sus[v] -= 1
