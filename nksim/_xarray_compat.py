@@ -10,6 +10,7 @@ sweeps), the real type is returned. :func:`defer_dask_array_import` puts such a 
 in xarray's cache of duck-array modules; anything else asked of it (version, module) imports
 dask as xarray would. Nothing is changed when xarray's internals differ from what this
 expects (then xarray behaves as before), or when xarray has already looked dask up.
+Importing this module (``nksim/__init__.py`` does, first) installs the entry.
 """
 from __future__ import annotations
 
@@ -54,3 +55,6 @@ def defer_dask_array_import() -> bool:
         return False
     cache["dask"] = _DeferredDask(factory)
     return True
+
+
+defer_dask_array_import()
