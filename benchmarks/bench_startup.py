@@ -18,6 +18,9 @@ clock (``time.process_time`` and ``time.perf_counter``) around each phase:
 * ``figure``: ``nksim.plot.trial_figure`` + ``nksim.fileio.save_figure`` (PNG, dpi 110);
 * ``summary``: ``nksim.summary.summary_table``.
 
+Where the command freezes the imported objects for the garbage collector (``nksim.cli``,
+since perf13b), the child does the same after its imports, as ``nksim run`` does.
+
 CPU time is reported because the machine is shared: wall time under load is inflated by other
 processes, CPU time much less. The load average at each start is recorded.
 """
@@ -50,6 +53,10 @@ from nksim.io import write_netcdf
 from nksim.plot import trial_figure
 from nksim.summary import summary_table
 from nksim.simulate import simulate_cohort, warm_up
+import nksim.cli
+if hasattr(nksim.cli, "_freeze_imported_objects"):  # as the command does since perf13b
+    import gc
+    gc.freeze()
 t = mark("import_io", t)
 warm_up()
 t = mark("first_small", t)

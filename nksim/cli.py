@@ -23,9 +23,9 @@ def _freeze_imported_objects() -> None:
     """Move every object alive now out of the garbage collector's sight (``gc.freeze``), in a command process only.
 
     The modules, functions and classes that the imports created live until the process ends,
-    but each full collection traverses them again: 0.4-0.5 s of CPU in ``nksim run`` (five full
+    but each full collection traverses them again: 0.5-0.9 s of CPU in ``nksim run`` (five full
     collections during the run and one at exit, over the objects of numpy, xarray, pandas,
-    numba and matplotlib). Frozen objects are still freed by reference counting; only cyclic
+    numba and matplotlib; ``benchmarks/README.md``). Frozen objects are still freed by reference counting; only cyclic
     garbage among them is kept, until the process ends.
     """
     if _COMMAND_PROCESS:

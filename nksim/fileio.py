@@ -75,7 +75,6 @@ def _layout_once(fig: Any, dpi: float) -> None:
     left to ``savefig``.
     """
     import matplotlib as mpl
-    from matplotlib import cbook
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
@@ -84,13 +83,16 @@ def _layout_once(fig: Any, dpi: float) -> None:
             or mpl.rcParams["savefig.bbox"] == "tight"
             or any(ax.get_axes_locator() is not None or ax.get_aspect() != "auto" for ax in fig.axes)):
         return
-    with cbook._setattr_cm(fig, dpi=dpi):
+    figure_dpi = fig.dpi
+    fig.dpi = dpi  # savefig lays out and draws at the output resolution
+    try:
         for ax in fig.axes:  # what Figure.draw does before the layout (Figure._get_draw_artists)
             ax.apply_aspect()
-        try:
-            engine.execute(fig)
-        except ValueError:  # Figure.draw ignores it too; let savefig do as it always does
-            return
+        engine.execute(fig)
+    except ValueError:  # Figure.draw ignores it too; let savefig do as it always does
+        return
+    finally:
+        fig.dpi = figure_dpi
     fig.set_layout_engine("none")
 
 
