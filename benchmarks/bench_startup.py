@@ -1,6 +1,6 @@
 """Start-up of `nksim run`, phase by phase, in fresh interpreters (process CPU time and wall time).
 
-    python benchmarks/bench_startup.py                 # 3 cached runs (about 1 min on 2 cores)
+    python benchmarks/bench_startup.py                 # 3 cached runs + 2 x 3 whole commands (about 2 min on 2 cores)
     python benchmarks/bench_startup.py --cold 1        # + 1 cold compile in a fresh NUMBA_CACHE_DIR (30-60 s)
     python benchmarks/bench_startup.py --repeats 5 --json outputs/benchmarks/bench_startup.json
 
