@@ -16,6 +16,7 @@ predictive checks: ``run_calibration``, ``run_screen``, ``run_recovery``), ``nks
 prior vs posterior, predictive checks, Morris screen, parameter recovery), ``nksim.io`` (file I/O:
 atomic netCDF writing and safe reading, the low-level Zarr I/O of sweep stores).
 """
+from . import _xarray_compat  # noqa: F401  (first: keeps xarray from importing dask.array, 0.3-0.4 s)
 from ._version import __version__
 from .errors import NksimInputError, NksimWarning, OutputExistsError
 from .io import open_output, write_netcdf

@@ -63,6 +63,39 @@ def read_toml(path: str | Path, what: str = "file") -> dict[str, Any]:
         raise NksimInputError(f"not valid TOML: {exc}", source=Path(path)) from None
 
 
+def _layout_once(fig: Any, dpi: float) -> None:
+    """Run a figure's constrained layout now, as ``savefig`` would, and switch the engine off.
+
+    With a layout engine, ``savefig`` draws the whole figure twice: once without rendering,
+    whose first step runs the layout at the output resolution, then for the file. Running the
+    engine here with the same renderer (Agg at ``dpi``) on the same undrawn figure gives the same
+    positions, so the file is byte-identical (``tests/test_trial_figure.py``) while the artists
+    are drawn once (0.1-0.15 s of CPU less for the ``nksim run`` figure). Anything else (another
+    canvas or engine, axes with a fixed aspect or a locator, ``savefig.bbox = "tight"``) is
+    left to ``savefig``.
+    """
+    import matplotlib as mpl
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    engine = fig.get_layout_engine()
+    if (type(engine) is not ConstrainedLayoutEngine or not isinstance(fig.canvas, FigureCanvasAgg) or not fig.axes
+            or mpl.rcParams["savefig.bbox"] == "tight"
+            or any(ax.get_axes_locator() is not None or ax.get_aspect() != "auto" for ax in fig.axes)):
+        return
+    figure_dpi = fig.dpi
+    fig.dpi = dpi  # savefig lays out and draws at the output resolution
+    try:
+        for ax in fig.axes:  # what Figure.draw does before the layout (Figure._get_draw_artists)
+            ax.apply_aspect()
+        engine.execute(fig)
+    except ValueError:  # Figure.draw ignores it too; let savefig do as it always does
+        return
+    finally:
+        fig.dpi = figure_dpi
+    fig.set_layout_engine("none")
+
+
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     """Save a matplotlib figure atomically (temporary file + rename) and close it."""
     import matplotlib.pyplot as plt
@@ -70,6 +103,8 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
+        if path.suffix.lower() == ".png":
+            _layout_once(fig, dpi)
         fig.savefig(tmp, dpi=dpi)
         tmp.replace(path)
     finally:

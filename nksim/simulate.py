@@ -29,7 +29,7 @@ def _as_protocol(protocol: Protocol | str | Path) -> Protocol:
 
 
 #: Printed to stderr before the first simulation when the numba cache holds no compiled kernel.
-COMPILE_MESSAGE = ("nksim: compiling the simulation kernel (first run on this machine only, about 20-30 s); "
+COMPILE_MESSAGE = ("nksim: compiling the simulation kernel (first run on this machine only, about 10-20 s); "
                    "later runs load it from numba's cache")
 
 

@@ -116,3 +116,28 @@ def test_ttp_vectorised_over_patients():
     ])
     out = time_to_progression(T, b, np.array([40.0, 10.0, 10.0]), TH)
     np.testing.assert_array_equal(out, [28.0, 180.0, np.nan])
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_kaplan_meier_equals_scipy_ecdf_bit_for_bit(case):
+    """km_survival / km_median / km_curve use scipy.stats.ecdf's arithmetic without importing scipy.stats."""
+    stats = pytest.importorskip("scipy.stats")
+    from nksim.observables import km_curve, km_median, km_survival
+
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(1, 30))
+    end = 365.0
+    ttp = rng.choice([28.0, 90.0, 180.0, 270.0, 365.0], size=n) if case % 2 else rng.uniform(20, 365, n).round(0)
+    ttp[rng.random(n) < (0.0 if case % 5 == 0 else 0.4)] = np.nan  # every 5th case: nothing censored
+    observed = np.isfinite(ttp)
+    if not observed.any():
+        assert km_survival(ttp, end, 100.0) == 1.0 and km_median(ttp, end) == np.inf
+        return
+    sf = stats.ecdf(stats.CensoredData(uncensored=ttp[observed], right=np.full(int((~observed).sum()), end))).sf
+    t, s = km_curve(ttp, end)
+    assert np.array_equal(t[-sf.quantiles.size:], sf.quantiles) and np.array_equal(s[-sf.quantiles.size:],
+                                                                                    sf.probabilities)
+    for day in (0.0, 27.9, 28.0, 90.0, 100.5, 180.0, 270.0, 364.0, 365.0, 400.0):
+        assert km_survival(ttp, end, day) == float(sf.evaluate(day)), day
+    below = np.nonzero(sf.probabilities <= 0.5)[0]
+    assert km_median(ttp, end) == (float(sf.quantiles[below[0]]) if below.size else np.inf)

@@ -269,3 +269,22 @@ def test_pd_thresholds_are_colour_matched_to_patients():
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "p09 (g2)" in labels and any("PD threshold" in t for t in labels)
     assert {t.get_text() for t in ax.texts} >= set(TABLE)  # each threshold line labelled with its patient
+
+
+def test_save_figure_runs_the_layout_once_with_the_same_pixels(tmp_path):
+    """save_figure runs the constrained layout itself (one draw instead of two): same PNG bytes as savefig."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    from nksim.fileio import _layout_once, save_figure
+
+    ds = _cohort()
+    fig = plot.trial_figure(ds)
+    assert isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
+    _layout_once(fig, 110)
+    assert not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)  # the fast path is taken
+    plain = tmp_path / "plain.png"
+    plot.trial_figure(ds).savefig(plain, dpi=110)  # matplotlib: layout in a first, unrendered draw
+    fast = save_figure(plot.trial_figure(ds), tmp_path / "fast.png", dpi=110)
+    assert fast.read_bytes() == plain.read_bytes()
+    plot.trial_figure(ds).savefig(plain, dpi=60)  # another resolution
+    assert save_figure(plot.trial_figure(ds), tmp_path / "fast60.png", dpi=60).read_bytes() == plain.read_bytes()

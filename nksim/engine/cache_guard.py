@@ -57,7 +57,7 @@ def kernel_cached(dispatcher) -> bool | None:
     True when the kernel is already compiled or loaded in this process, or numba's JIT is off;
     True when numba's cache index beside ``kernel.py`` (or under ``NUMBA_CACHE_DIR``) holds an
     entry for this numba version, source file and CPU; False when it does not (a cold cache: the
-    first call compiles, about 20-30 s) or caching is off; None when it cannot tell.
+    first call compiles, about 10-20 s) or caching is off; None when it cannot tell.
     """
     try:
         if not hasattr(dispatcher, "signatures"):

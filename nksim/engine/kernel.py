@@ -476,7 +476,8 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
 @njit(cache=True)
 def _grow(arr, n):
     out = np.empty(n, dtype=arr.dtype)
-    out[: arr.shape[0]] = arr
+    for i in range(arr.shape[0]):  # a loop, not out[:m] = arr: numba would compile a shape-error message
+        out[i] = arr[i]            # formatter (str of ints, unicode concatenation) for the slice copy
     return out
 
 
@@ -606,7 +607,9 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     a_kills = np.zeros(cap, dtype=np.int32)  # lytic units used and not yet restored
     a_ready = np.zeros(cap, dtype=np.int64)  # first step at which the agent may kill again
     a_donor = np.zeros(cap, dtype=np.int32)
-    n_agents = 0
+    # Integer arguments of the kernel's functions are int64 everywhere (np.int64(0), not 0; int32 array
+    # elements cast): numba compiles one specialisation per distinct argument type, Literal[int](0) included.
+    n_agents = np.int64(0)
 
     n_y = N_Y + DONOR_STRIDE * (n_donors - 1)
     y = np.zeros(n_y)  # blood state, named by Y (donor d at + DONOR_STRIDE * d)
@@ -642,6 +645,11 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     p_zero_hops = math.exp(-p_hop_mean)
     contact = kp[KP.nk_contact_rate]
     p_kill = kp[KP.nk_kill_probability]
+    # engagement probability 1 - exp(-contact (b / K) dt) of an agent in a voxel with b blasts, kept per b
+    # once computed (the same expression, so the same value; -1 = not yet): one exp per distinct b
+    # instead of one per agent-step
+    n_engage = min(K, 4096) + 1
+    p_engage = np.full(n_engage, -1.0)
     # refractory period in whole steps after the kill step (ceil, so never shorter than asked)
     refract_steps = int(math.ceil(kp[KP.nk_refractory_days] / dt - 1e-9))
     p_egress_rate = kp[KP.nk_egress_rate]
@@ -649,10 +657,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
 
     ev_i = 0
     n_ev = ev_step.shape[0]
-    snap_i = 0
+    snap_i = np.int64(0)
     hazard_now = drug_hazard(kp, flu, cy)
-    record_day(kp, rec, cnt, 0, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now, primed,
-               il2, il15a, support)
+    record_day(kp, rec, cnt, np.int64(0), y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now,
+               primed, il2, il15a, support)
     stop_pct = pd_threshold_pct(kp, rec[0, R.marrow_blast_pct])
     stop_i = 0
     if snap_i < snap_days.shape[0] and snap_days[snap_i] == 0:
@@ -714,7 +722,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                         nh += 1
                         pk *= p_hop_mean / nh
                         cdf += pk
-                    pos = a_pos[i]
+                    pos = np.int64(a_pos[i])
                     for _ in range(nh):
                         pos = neighbour(pos, rng_move.integers(0, 4), side)
                     a_pos[i] = pos
@@ -725,7 +733,14 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 b = sus[v] + res[v]
                 if b > 0:
                     u = rng_kill.random()
-                    if u < 1.0 - math.exp(-contact * (b / K) * dt):
+                    if b < n_engage:
+                        pe = p_engage[b]
+                        if pe < 0.0:
+                            pe = 1.0 - math.exp(-contact * (b / K) * dt)
+                            p_engage[b] = pe
+                    else:
+                        pe = 1.0 - math.exp(-contact * (b / K) * dt)
+                    if u < pe:
                         # engaged a blast: susceptible with prob sus/b, then killed with p_kill
                         if rng_kill.random() * b < sus[v] and rng_kill.random() < p_kill:
                             sus[v] -= 1
@@ -750,7 +765,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             w = u / p_any[d] * rate_tot[d]
             if w < rate_div:
                 a_pos, a_comp, a_kills, a_ready, a_donor = _add_agent(
-                    a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, a_pos[i], a_comp[i], step + 1, d)
+                    a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, np.int64(a_pos[i]), a_comp[i], step + 1,
+                    np.int64(d))
                 n_agents += 1
                 cnt_now[C.nk_born] += 1
             else:

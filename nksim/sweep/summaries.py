@@ -38,7 +38,8 @@ Metrics (per scenario, pooled over draws x patients x replicates):
 
 Progression-free time is ``time_to_progression`` (first day on or after the first assessment at
 the PD threshold), censored at ``end_day`` (plus the clock offset) when NaN; Kaplan-Meier
-estimates come from :func:`scipy.stats.ecdf` on :class:`scipy.stats.CensoredData`.
+estimates come from :mod:`nksim.observables` (the arithmetic of :func:`scipy.stats.ecdf` on
+:class:`scipy.stats.CensoredData`, bit for bit).
 
 Uncertainty, for every metric but ``p_best``:
 
