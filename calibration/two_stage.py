@@ -1,9 +1,11 @@
 """Combine the two stages of the calibration into calibration/posterior/ (nksim 0.4.0).
 
-    nksim calibrate calibration/ahmadvand2023.toml --workers 2 --out outputs/calibration/ahmadvand2023          # stage B
-    # put stage B's medians into the model (stage A holds the other parameters there):
-    python -c "from nksim.calibration.posterior import apply_to_model as a; a('outputs/calibration/ahmadvand2023/posterior_summary.csv', 'models/default.toml', provenance='calibrated (ahmadvand2023, calibration/posterior/posterior_summary.csv)')"
-    nksim calibrate calibration/ahmadvand2023_kinetics.toml --workers 2 --out outputs/calibration/kinetics       # stage A
+    # stage B:
+    nksim calibrate calibration/ahmadvand2023.toml --workers 2 --out outputs/calibration/ahmadvand2023
+    # put stage B's medians into the model (stage A holds the other parameters there): the
+    # apply_to_model call of calibration/README.md ("Reproduce")
+    # stage A:
+    nksim calibrate calibration/ahmadvand2023_kinetics.toml --workers 2 --out outputs/calibration/kinetics
     python calibration/two_stage.py outputs/calibration/kinetics outputs/calibration/ahmadvand2023 \
         --out outputs/calibration/two_stage --workers 2 --apply-to models/default.toml
 
@@ -20,6 +22,7 @@ from nksim.calibration.posterior import apply_to_model
 from nksim.calibration.stages import write_two_stage
 
 HERE = Path(__file__).resolve().parent
+PROVENANCE = "calibrated (ahmadvand2023, two-stage, calibration/posterior/posterior_summary.csv)"
 
 
 def main() -> None:
@@ -36,7 +39,7 @@ def main() -> None:
                     overwrite=args.overwrite)
     if args.apply_to is not None:
         changed = apply_to_model(args.out / "posterior_summary.csv", args.apply_to,
-                                 provenance="calibrated (ahmadvand2023, two-stage, calibration/posterior/posterior_summary.csv)")
+                                 provenance=PROVENANCE)
         print(f"updated {len(changed)} values in {args.apply_to}")
 
 

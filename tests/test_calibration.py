@@ -374,11 +374,13 @@ def test_committed_posterior_is_consistent():
 
 
 def test_committed_posterior_fits_the_conversion_timing():
-    """Issue "Fit the timing the trial reports": the committed posterior's predictive check of the
-    conversion timing passes. The trial's stable patients converted "at 9 months", encoded as
+    """Issue "Fit the timing the trial reports": the committed posterior's timing check passes.
+
+    The trial's stable patients converted "at 9 months", encoded as
     (180, 270] in the data file: no conversion first called by day 180 and 3 of 5 after it lie
     inside the posterior predictive 90 % intervals, and the median day PD is first called among
-    simulated converting SD patients (pooled over the posterior virtual trials) lies in (180, 270]."""
+    simulated converting SD patients (pooled over the posterior virtual trials) lies in (180, 270].
+    """
     import xarray as xr
 
     from nksim.calibration.data import load_outcomes

@@ -79,7 +79,8 @@ def test_other_parameters_follow_stage_b_marginals(stages):
 def test_combination_is_seeded(stages):
     a, b = stages
     assert combine_stages(a, b, seed=5).identical(combine_stages(a, b, seed=5))
-    assert not np.array_equal(combine_stages(a, b, seed=5)["z"].values[-1], combine_stages(a, b, seed=6)["z"].values[-1])
+    z5 = combine_stages(a, b, seed=5)["z"].values[-1]
+    assert not np.array_equal(z5, combine_stages(a, b, seed=6)["z"].values[-1])
 
 
 def test_summary_rows_cover_every_parameter(stages):

@@ -61,7 +61,8 @@ def test_population_distributions(default_params):
                  p["random_effects.baseline_blast_logit_sd"], "baseline blasts (logit-normal)")
     # growth: log-normal within each kinetic class (the proliferative class shifted by log fold)
     log_fold = math.log(p["random_effects.proliferative_growth_fold"])
-    within = np.log([e.blast_net_growth_rate for e in effs]) - log_fold * np.array([e.proliferative_disease for e in effs])
+    cls = np.array([e.proliferative_disease for e in effs])
+    within = np.log([e.blast_net_growth_rate for e in effs]) - log_fold * cls
     check_normal(within, math.log(p["blasts.net_growth_rate"]),
                  p["random_effects.blast_growth_log_sd"], "growth rate within class (log-normal)")
     check_normal(logit([e.susceptible_fraction for e in effs]), logit(p["blasts.susceptible_fraction"]),
@@ -127,8 +128,11 @@ def test_growth_mixture_limits_are_one_class(default_params, fraction, expected)
 
 
 def test_class_draw_leaves_the_other_effects_on_their_deviates(default_params):
-    """The class uses a sixth deviate: the first five (and so every other effect) are those of
-    a stream that draws only five, as before 0.4.0, and the same whatever the class probability."""
+    """The class uses a sixth deviate; the other effects keep their deviates.
+
+    The first five deviates (and so every other effect) are those of a stream that draws only
+    five, as before 0.4.0, and the same whatever the class probability.
+    """
     a = draw_effects(_mixture(default_params, 0.0, 10.0, sd=0.4), np.random.default_rng(8))
     b = draw_effects(_mixture(default_params, 1.0, 10.0, sd=0.4), np.random.default_rng(8))
     z = np.random.default_rng(8).standard_normal(5)

@@ -23,9 +23,9 @@ configuration (all summaries, one virtual trial per draw).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,8 @@ def combine_stages(stage_a: xr.Dataset, stage_b: xr.Dataset, *, seed: int,
         out[var_name(k)] = xr.DataArray(data, dims=("generation", "particle"), attrs=dict(stage_b[var_name(k)].attrs))
     out = out[[var_name(k) for k in order] + [v for v in out.data_vars if v not in {var_name(k) for k in order}]]
     out.attrs.update({
-        "title": f"nksim two-stage ABC-SMC posterior: {stage_a.attrs.get('title', '')} x {stage_b.attrs.get('title', '')}",
+        "title": (f"nksim two-stage ABC-SMC posterior: {stage_a.attrs.get('title', '')} x "
+                  f"{stage_b.attrs.get('title', '')}"),
         "method": (f"two-stage: parameters {' '.join(keys_a)} from stage A's last population (values and weights); "
                    f"{' '.join(rest)} paired from stage B's last population by weight (seeded; "
                    f"nksim.calibration.stages.combine_stages)"),
@@ -85,14 +86,16 @@ def combine_stages(stage_a: xr.Dataset, stage_b: xr.Dataset, *, seed: int,
         "stage_b_calibration_config": stage_b.attrs.get("calibration_config", ""),
         "stage_a_total_simulations": int(stage_a.attrs.get("total_simulations", 0)),
         "stage_b_total_simulations": int(stage_b.attrs.get("total_simulations", 0)),
-        "total_simulations": int(stage_a.attrs.get("total_simulations", 0)) + int(stage_b.attrs.get("total_simulations", 0)),
+        "total_simulations": (int(stage_a.attrs.get("total_simulations", 0))
+                              + int(stage_b.attrs.get("total_simulations", 0))),
         "combination_seed": int(seed),
     })
     return out
 
 
-def write_two_stage(stage_a_dir: str | Path, stage_b_dir: str | Path, config_path: str | Path, out: str | Path, *,
-                    workers: int = 1, overwrite: bool = False, progress: bool = True, stream=None) -> xr.Dataset:
+def write_two_stage(stage_a_dir: str | Path, stage_b_dir: str | Path, config_path: str | Path,
+                    out: str | Path, *, workers: int = 1, overwrite: bool = False, progress: bool = True,
+                    stream=None) -> xr.Dataset:
     """Combine two calibration output folders and write the result files into ``out``.
 
     ``config_path``: the stage-B configuration (its model, data, simulator and seed simulate the
