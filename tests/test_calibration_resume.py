@@ -90,3 +90,52 @@ def test_cli_calibrate_interrupted_then_resumed(tmp_path, monkeypatch, capsys):
     # nothing left to resume
     assert main(argv + ["--resume", "--overwrite"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def fail_writing_generation(monkeypatch, t_fail: int) -> None:
+    """SQLite's full-disk error when generation ``t_fail`` is stored (its transaction rolls back)."""
+    import sqlite3
+
+    real = pyabc.History.append_population
+
+    def append_population(self, t, *args, **kwargs):
+        if t == t_fail:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, t, *args, **kwargs)
+
+    monkeypatch.setattr(pyabc.History, "append_population", append_population)
+
+
+@pytest.mark.slow
+def test_cli_calibrate_full_disk_keeps_the_history_and_resumes(tmp_path, monkeypatch, capsys):
+    from nksim.cli import main
+
+    out = tmp_path / "cal"
+    argv = ["calibrate", str(CONFIG), "--smoke", "--out", str(out), "--no-progress"]
+    fail_writing_generation(monkeypatch, 1)
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    db = out / ".partial" / "abc.db"
+    assert err.count("\n") == 0, err
+    assert err.startswith("nksim: error: writing the ABC history failed (database or disk is full); 1 finished "
+                          f"ABC generations are kept in {db}"), err
+    assert "--resume" in err
+    assert sorted(p.name for p in out.iterdir()) == [".partial"]
+    monkeypatch.undo()
+    assert main(argv + ["--resume"]) == 0
+    assert (out / "posterior.nc").is_file() and not (out / ".partial").exists()
+
+
+def test_write_failures_are_recognised_through_wrappers():
+    import errno
+    import sqlite3
+
+    from nksim.calibration.run import _is_write_failure
+
+    assert _is_write_failure(OSError(errno.ENOSPC, "No space left on device"))
+    assert _is_write_failure(sqlite3.OperationalError("database or disk is full"))
+    wrapped = RuntimeError("pyabc failed")
+    wrapped.__cause__ = sqlite3.OperationalError("attempt to write a readonly database")
+    assert _is_write_failure(wrapped)
+    assert not _is_write_failure(ValueError("a bug, not a disk"))
+    assert not _is_write_failure(sqlite3.OperationalError("no such table: populations"))

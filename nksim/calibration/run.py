@@ -51,6 +51,49 @@ def _interruption(kept, exc: BaseException) -> BaseException:
                        "--resume")
 
 
+def _is_write_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it wraps) is a failed write: ENOSPC / EACCES / EROFS, or SQLite's."""
+    import errno
+    import sqlite3
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and any(
+                m in str(exc).lower() for m in ("disk is full", "readonly database", "disk i/o error")):
+            return True
+        if "sqlalchemy" in type(exc).__module__ and any(
+                m in str(exc).lower() for m in ("disk is full", "readonly database", "disk i/o error")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _write_failure(kept, exc: BaseException) -> BaseException:
+    """A one-line :class:`~nksim.errors.NksimWriteError` for a failed write during the ABC, or ``exc``.
+
+    SQLite commits each generation in a transaction, so the generations finished before the
+    failure stay in the kept history: the message says how many and how to continue.
+    """
+    from ..errors import NksimWriteError
+
+    if not _is_write_failure(exc):
+        return exc
+    try:
+        n = kept.generations()
+    except Exception:  # the history itself cannot be read back: say so, do not guess
+        n = None
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if n:
+        return NksimWriteError(f"writing the ABC history failed ({reason}); {n} finished ABC generations are kept in "
+                               f"{kept.db}: free space (or fix the permissions) and continue with the same command "
+                               "and --resume")
+    return NksimWriteError(f"writing the ABC history failed ({reason}) before any generation finished; nothing "
+                           f"to continue from ({kept.db})")
+
+
 @dataclass
 class CalibrationResult:
     """Results of :func:`run_calibration`: output folder, posterior and predictive checks, timings (s), counts."""
@@ -136,6 +179,11 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
         kept.discard()
     except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C, SIGTERM: say what is kept and how to continue
         said = _interruption(kept, exc)
+        if said is exc:
+            raise
+        raise said from exc
+    except Exception as exc:  # a full disk or a read-only folder inside pyabc's SQLite writes
+        said = _write_failure(kept, exc)
         if said is exc:
             raise
         raise said from exc
