@@ -42,7 +42,8 @@ from nksim.simulate import run_one
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "outputs" / "benchmarks"
-TARGET_RATIO = 300.0  # issue target: engine >= 300x faster than the reference at side >= 200
+TARGET_RATIO = 500.0  # issue 13, goal 5: engine >= 500x faster than the reference at side 200 for every K
+# (an earlier issue asked for >= 300x at side >= 200)
 SEED = 1
 
 
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
         "date_utc": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         "platform": platform.platform(), "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg(),
         "python": platform.python_version(), "numpy": np.__version__, "mesa": mesa.__version__,
-        "nksim": nksim.__version__,
+        "nksim": nksim.__version__, "numba": __import__("numba").__version__,
         "held_equal": "lattice side, K, dt 1 h, marrow step 24 h, rules and parameters (models/default.toml), "
                       "protocol day -1..1 (Flu/Cy day -1, 1e7 NK/kg day 0), seed; one core, same process",
     }
@@ -123,6 +124,9 @@ def main(argv=None) -> int:
         ratio = ref["min_s"] / eng["min_s"]
         rows.append({"side": side, "voxels": side * side, "K": edge * edge, "engine": eng, "mesa": ref, "ratio": ratio,
                      "ratio_cpu": min(ref["cpu_s"]) / max(min(eng["cpu_s"]), 1e-9),
+                     # the reference's stepping alone (its set-up excluded) over the whole engine run:
+                     # what the ratio tends to over a longer horizon, where set-up is a small share
+                     "ratio_steps_only": (ref["min_s"] - min(ref["init_s"])) / eng["min_s"],
                      "target_met": (ratio >= TARGET_RATIO) if side >= 200 else None})
         print(f"side {side:4d}, K {edge * edge:3d}: engine {eng['min_s'] * 1e3:9.2f} ms   Mesa {ref['min_s']:8.2f} s "
               f"(set-up {min(ref['init_s']):6.2f} s, {ref['agents_final']} agents)   ratio {ratio:9.0f}x", flush=True)
@@ -131,11 +135,13 @@ def main(argv=None) -> int:
     out = OUT_DIR / ("bench_mesa_quick.json" if args.quick else "bench_mesa.json")
     out.write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
     print()
-    print("| side | K | cell places | engine (ms) | Mesa reference (s) | of which set-up (s) | ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| side | K | cell places | engine (ms) | Mesa reference (s) | of which set-up (s) | ratio | "
+          "ratio, CPU | ratio, stepping only |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['side']} | {r['K']} | {r['voxels'] * r['K']:,} | {r['engine']['min_s'] * 1e3:.2f} | "
-              f"{r['mesa']['min_s']:.2f} | {min(r['mesa']['init_s']):.2f} | {r['ratio']:,.0f}x |")
+              f"{r['mesa']['min_s']:.2f} | {min(r['mesa']['init_s']):.2f} | {r['ratio']:,.0f}x | "
+              f"{r['ratio_cpu']:,.0f}x | {r['ratio_steps_only']:,.0f}x |")
     print(f"\nload average {info['load_avg_start']} -> {info['load_avg_end']}; written {out.relative_to(ROOT)}")
     return 0
 

@@ -2,8 +2,14 @@
 
     python benchmarks/bench_sweep.py            # ~320 simulations at 20x20 voxels; RSS at 100/1,000/10,000
     python benchmarks/bench_sweep.py --quick    # ~128 simulations at 16x16; RSS at 100/1,000
+    python benchmarks/bench_sweep.py --large 10000 --skip-throughput --skip-memory
+        # issue 13, goal 6: 10,000 simulations at the calibration resolution (5 x 5 voxels of 1.6 mm,
+        # dt 2 h, day -9..365), once on 1 and once on 2 Dask workers, start-up included (minutes)
+    python benchmarks/bench_sweep.py --flagship 96 --skip-throughput --skip-memory
+        # the first 96 batches of the flagship study (experiments/studies/two_infusion), 1 and 2 workers
 
-Writes ``outputs/benchmarks/sweep_throughput.json``, ``sweep_memory.json`` and ``sweep.txt``.
+Writes ``outputs/benchmarks/sweep_throughput.json``, ``sweep_memory.json`` and ``sweep.txt``
+(``--large``: ``sweep_large.json``; ``--flagship``: ``sweep_flagship.json``).
 
 * Throughput: the same sweep run in-process (no Dask), on a LocalCluster with 1 worker and
   with 2 workers (one thread each). Reported: simulated patients per second of wall time
@@ -78,6 +84,104 @@ def throughput(quick: bool, tmp: Path) -> dict:
             "stores_identical": len(set(digests.values())) == 1}
 
 
+def _timed_run(spec, out: Path, workers: int, **kw) -> dict:
+    """One ``run_sweep`` call, timed: wall (the call: cluster start-up, warm-up and the sweep) and CPU time.
+
+    CPU: this process (client: scheduler + the single Zarr writer) and its waited-for children
+    (the Dask nannies and workers, counted once the cluster is closed, i.e. at the end of the call;
+    their start-up, imports and kernel load included). The store writer's own time is taken by
+    wrapping ``SweepStore.write_batch`` for the call (thread CPU time and wall time).
+    """
+    from nksim.sweep import run_sweep
+    from nksim.sweep.store import SweepStore
+
+    writer = {"cpu": 0.0, "wall": 0.0}
+    original = SweepStore.write_batch
+
+    def timed_write(self, result):
+        c, w = time.thread_time(), time.perf_counter()
+        try:
+            return original(self, result)
+        finally:
+            writer["cpu"] += time.thread_time() - c
+            writer["wall"] += time.perf_counter() - w
+
+    load0 = os.getloadavg()
+    SweepStore.write_batch = timed_write
+    try:
+        t0, w0 = os.times(), time.perf_counter()
+        rep = run_sweep(spec, out, workers=workers, **kw)
+        wall = time.perf_counter() - w0
+        t1 = os.times()
+    finally:
+        SweepStore.write_batch = original
+    n = rep.simulations_run
+    client_cpu = (t1.user - t0.user) + (t1.system - t0.system)
+    worker_cpu = (t1.children_user - t0.children_user) + (t1.children_system - t0.children_system)
+    return {"workers": workers, "simulations": n, "batches": rep.batches_run,
+            "wall_s_call": round(wall, 2), "wall_s_report": round(rep.seconds, 2),
+            "compute_s": round(rep.compute_seconds, 2), "startup_s": round(rep.seconds - rep.compute_seconds, 2),
+            "sims_per_s_incl_startup": round(n / wall, 2),
+            "sims_per_s_steady": round(rep.steady_simulations_per_second, 2),
+            "client_cpu_s": round(client_cpu, 2), "worker_cpu_s": round(worker_cpu, 2),
+            "client_cpu_ms_per_sim": round(1e3 * client_cpu / n, 3),
+            "worker_cpu_ms_per_sim": round(1e3 * worker_cpu / n, 3),
+            "writer_cpu_ms_per_sim": round(1e3 * writer["cpu"] / n, 3),
+            "writer_wall_ms_per_sim": round(1e3 * writer["wall"] / n, 3),
+            "load_average_start": [round(x, 2) for x in load0],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _compare(rows: dict) -> dict:
+    r1, r2 = rows["1 worker"], rows["2 workers"]
+    return {"speedup_incl_startup": round(r2["sims_per_s_incl_startup"] / r1["sims_per_s_incl_startup"], 3),
+            "speedup_steady": round(r2["sims_per_s_steady"] / r1["sims_per_s_steady"], 3),
+            # the client's share: the single writer's CPU per simulation over a worker's
+            "client_over_worker_cpu": round(r2["client_cpu_ms_per_sim"] / r2["worker_cpu_ms_per_sim"], 4),
+            "writer_over_worker_cpu": round(r2["writer_cpu_ms_per_sim"] / r2["worker_cpu_ms_per_sim"], 4)}
+
+
+LARGE_SPEC = {"lattice.side": 5, "lattice.voxel_side": 1600.0, "numerics.dt": 2.0}
+
+
+def large(n_sims: int, tmp: Path, batch_size: int) -> dict:
+    """Goal 6: ``n_sims`` simulations at the calibration resolution, 1 worker then 2 workers."""
+    from nksim.sweep import spec_from_dict, store_digest
+
+    patients = min(20, n_sims)
+    reps = max(1, min(20, n_sims // patients))
+    n_scen = max(1, round(n_sims / (patients * reps)))
+    raw = spec_dict(n_scen, patients, reps, 5, 365, batch_size)
+    raw["parameters"] = dict(LARGE_SPEC)
+    raw["sweep"]["name"] = f"bench-large-{n_scen * patients * reps}"
+    spec = spec_from_dict(raw, "<bench --large>")
+    rows, digests = {}, {}
+    for label, w in [("1 worker", 1), ("2 workers", 2)]:
+        out = tmp / f"large_{w}.zarr"
+        rows[label] = _timed_run(spec, out, w)
+        digests[label] = store_digest(out)
+        print(f"  {label:>10}: {rows[label]}", flush=True)
+    return {"simulations": n_scen * patients * reps, "scenarios": n_scen, "patients": patients, "replicates": reps,
+            "parameters": LARGE_SPEC, "end_day": 365, "batch_size": batch_size, "runs": rows, **_compare(rows),
+            "stores_identical": len(set(digests.values())) == 1}
+
+
+def flagship(n_batches: int, tmp: Path) -> dict:
+    """The first ``n_batches`` batches of the flagship study's spec (default potency), 1 then 2 workers."""
+    from nksim.sweep import load_spec
+    from nksim.sweep.plan import build_plan
+
+    path = ROOT / "experiments" / "studies" / "two_infusion" / "schedules.toml"
+    spec = load_spec(path)
+    plan = build_plan(spec)
+    rows = {}
+    for label, w in [("1 worker", 1), ("2 workers", 2)]:
+        rows[label] = _timed_run(spec, tmp / f"flagship_{w}.zarr", w, max_batches=n_batches)
+        print(f"  {label:>10}: {rows[label]}", flush=True)
+    return {"spec": str(path.relative_to(ROOT)), "plan_simulations": int(plan.n_simulations),
+            "plan_batches": int(plan.n_batches), "batches_run": n_batches, "runs": rows, **_compare(rows)}
+
+
 def rss_child(n_sims: int, out: str) -> None:
     """Run one sweep of ``n_sims`` simulations with 2 workers; print peak RSS as JSON."""
     import psutil
@@ -147,6 +251,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
     ap.add_argument("--skip-memory", action="store_true", help="only the throughput part")
     ap.add_argument("--skip-throughput", action="store_true", help="only the memory part")
+    ap.add_argument("--large", type=int, metavar="N",
+                    help="also a sweep of N simulations (5 x 5 voxels of 1.6 mm, dt 2 h) on 1 and 2 workers")
+    ap.add_argument("--large-batch", type=int, default=50, help="batch size of --large (default 50)")
+    ap.add_argument("--flagship", type=int, metavar="B",
+                    help="also the first B batches of the flagship study's sweep on 1 and 2 workers")
     ap.add_argument("--rss-child", nargs=2, metavar=("N", "STORE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -166,6 +275,18 @@ def main() -> None:
             t.update(quick=args.quick, note=note,
                      machine={**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]})
             (args.out / "sweep_throughput.json").write_text(json.dumps(t, indent=2))
+        if args.large:
+            print(f"large sweep ({args.large} simulations, 1 and 2 workers):", flush=True)
+            g = large(args.large, Path(td), args.large_batch)
+            g.update(machine={**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]})
+            (args.out / "sweep_large.json").write_text(json.dumps(g, indent=2))
+            print(json.dumps({k: v for k, v in g.items() if k != "runs"}), flush=True)
+        if args.flagship:
+            print(f"flagship study, first {args.flagship} batches (1 and 2 workers):", flush=True)
+            f = flagship(args.flagship, Path(td))
+            f.update(machine={**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]})
+            (args.out / "sweep_flagship.json").write_text(json.dumps(f, indent=2))
+            print(json.dumps({k: v for k, v in f.items() if k != "runs"}), flush=True)
         if not args.skip_memory:
             print("peak memory vs sweep size (2 workers):", flush=True)
             m = {"runs": memory(args.quick, Path(td)), "quick": args.quick, "note": note, "machine": machine}
