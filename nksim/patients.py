@@ -64,6 +64,21 @@ EFFECT_META: dict[str, tuple[str, str]] = {
 }
 
 
+def median_patient_overrides() -> dict[str, float]:
+    """Parameter values that make every virtual patient the population's typical one.
+
+    Every between-patient spread (``random_effects.*_sd``) is 0 and the disease is in the
+    indolent kinetic class (``random_effects.proliferative_fraction`` = 0; the class of the
+    median patient whenever the calibrated fraction is below one half). Used by the Mesa
+    cross-validation and its visualisation.
+    """
+    from .quantities import PARAMETERS
+
+    out = {k: 0.0 for k in PARAMETERS if k.startswith("random_effects.") and k.endswith("_sd")}
+    out["random_effects.proliferative_fraction"] = 0.0
+    return out
+
+
 def _logit(p: float) -> float:
     p = min(max(p, 1e-9), 1 - 1e-9)
     return math.log(p / (1 - p))

@@ -299,6 +299,14 @@ def test_calibrate_interrupt_is_one_line(tmp_path, capsys, monkeypatch):
     assert "calibrate: interrupted" in _one_line(capsys.readouterr().err)
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child: SIGINT at its default (Python then raises KeyboardInterrupt).
+
+    Tests run in a background job start their children with SIGINT ignored.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_during_nksim_run(tmp_path, sig):
     """SIGINT or SIGTERM to a real ``nksim run`` after its first finished simulation.
@@ -311,7 +319,8 @@ def test_ctrl_c_during_nksim_run(tmp_path, sig):
     out = tmp_path / "o"
     code = "import sys; from nksim.cli import main; sys.exit(main())"
     proc = subprocess.Popen([sys.executable, "-c", code, "run", "--out", str(out), "--model", str(model),
-                             "--replicates", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--replicates", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_sigint_as_in_a_terminal)
     chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
     reader.start()

@@ -35,8 +35,8 @@ from ..engine import RawRun
 from ..engine.layout import C, R
 from ..output import COUNTERS
 from ..parameters import ParameterSet, load_parameters
+from ..patients import median_patient_overrides
 from ..protocol import EVENT_UNITS, Protocol, protocol_from_dict
-from ..quantities import PARAMETERS
 from ..simulate import run_one
 from .model import run_reference
 
@@ -133,7 +133,7 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "il15_agonist.survival_effect": 0.5,
     }
     if not random_effects:  # every between-patient standard deviation set to 0
-        overrides.update({key: 0.0 for key in PARAMETERS if key.startswith("random_effects.")})
+        overrides.update(median_patient_overrides())
     params = load_parameters("default").with_values(overrides, origin=f"<{name}>")
 
     def ev(day: float, kind: str, dose: float, **extra) -> dict:

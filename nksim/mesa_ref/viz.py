@@ -29,8 +29,8 @@ from nksim.engine.layout import S
 from nksim.mesa_ref.agents import NKCell
 from nksim.mesa_ref.model import PatientModel
 from nksim.parameters import load_parameters
+from nksim.patients import median_patient_overrides
 from nksim.protocol import EVENT_UNITS, Protocol, protocol_from_dict
-from nksim.quantities import PARAMETERS
 
 solara = require("solara", "viz", "nksim.mesa_ref.viz")
 _mesa_viz = require("mesa.visualization", "viz", "nksim.mesa_ref.viz", package="mesa[viz]")
@@ -85,7 +85,7 @@ class PatientView(PatientModel):
             "nk.competent_fraction": competent_fraction,
             "nk.il15_proliferation_max": il15_proliferation_max,
             "nk.rejection_rate": rejection_rate,
-            **{key: 0.0 for key in PARAMETERS if key.startswith("random_effects.")},  # the median patient
+            **median_patient_overrides(),
         }, origin="<viz sliders>")
         protocol = view_protocol(flu_dose=flu_dose, cy_dose=cy_dose, days_before_infusion=days_before_infusion,
                                  dose_1=dose_1 * 1e6, dose_2=dose_2 * 1e6, interval=interval, end_day=end_day)
