@@ -94,6 +94,45 @@ def _write_failure(kept, exc: BaseException) -> BaseException:
                            f"to continue from ({kept.db})")
 
 
+def predictive_checks(model, post: xr.Dataset, *, workers: int = 1,
+                      progress: bool = False) -> tuple[xr.Dataset, xr.Dataset]:
+    """Posterior and prior predictive checks of a posterior Dataset (``posterior_draws`` virtual trials each).
+
+    The posterior draws are resampled by weight from the last generation; both use the model
+    config's seed (the prior check ``seed + 1``).
+    """
+    from .posterior import final_population
+    from .ppc import posterior_thetas, predictive_check, prior_thetas
+
+    config = model.config
+    vals, w = final_population(post)
+    n = config.abc.posterior_draws
+    ppc_post = predictive_check(model, posterior_thetas(vals, w, n, config.seed), seed=config.seed,
+                                label="posterior", workers=workers, progress=progress)
+    ppc_prior = predictive_check(model, prior_thetas(model, n, config.seed), seed=config.seed + 1,
+                                 label="prior", workers=workers, progress=progress)
+    return ppc_post, ppc_prior
+
+
+def write_checks_and_figures(folder: Path, post: xr.Dataset, ppc_post: xr.Dataset, ppc_prior: xr.Dataset, *,
+                             calibration: str) -> None:
+    """Write the predictive checks (``ppc_*.nc``) and the three figures of a calibration into ``folder``."""
+    from ..fileio import save_figure
+    from ..io import write_netcdf
+    from ..output import tool_attrs
+    from ..plot.calibration import abc_diagnostics, prior_posterior
+    from ..plot.calibration import predictive_check as predictive_check_figure
+
+    for ds, name in ((ppc_post, "ppc_posterior.nc"), (ppc_prior, "ppc_prior.nc")):
+        ds.attrs.update(tool_attrs())
+        ds.attrs["calibration"] = calibration
+        write_netcdf(ds, folder / name)
+    for fig, name in ((prior_posterior(post, ppc=ppc_post, ppc_prior=ppc_prior), "report.png"),
+                      (predictive_check_figure(ppc_post, ppc_prior), "ppc.png"),
+                      (abc_diagnostics(post), "diagnostics.png")):
+        save_figure(fig, folder / name)
+
+
 @dataclass
 class CalibrationResult:
     """Results of :func:`run_calibration`: output folder, posterior and predictive checks, timings (s), counts."""
@@ -117,15 +156,12 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     it such a history is refused (``overwrite`` discards it). Interrupted (Ctrl-C, SIGTERM), the
     call raises :class:`~nksim.errors.Interrupted` saying how many generations are kept.
     """
-    from ..fileio import check_output_folder, save_figure
+    from ..fileio import check_output_folder
     from ..io import write_netcdf
-    from ..output import tool_attrs
-    from ..plot.calibration import abc_diagnostics, prior_posterior
-    from ..plot.calibration import predictive_check as predictive_check_figure
     from .abc import run_abc
     from .model import CalibrationModel
-    from .posterior import final_population, history_dataset, summary_rows, write_summary_csv
-    from .ppc import check_table, posterior_thetas, predictive_check, prior_thetas
+    from .posterior import history_dataset, summary_rows, write_summary_csv
+    from .ppc import check_table
 
     stream = stream or sys.stdout
     out = Path(out)
@@ -155,21 +191,10 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
         write_netcdf(post, stage / "posterior.nc")
         rows = summary_rows(post)
         write_summary_csv(rows, stage / "posterior_summary.csv")
-        vals, w = final_population(post)
         n = config.abc.posterior_draws
         threads = max(1, workers if scheduler is None else 1)
-        ppc_post = predictive_check(model, posterior_thetas(vals, w, n, config.seed), seed=config.seed,
-                                    label="posterior", workers=threads, progress=progress)
-        ppc_prior = predictive_check(model, prior_thetas(model, n, config.seed), seed=config.seed + 1,
-                                     label="prior", workers=threads, progress=progress)
-        for ds, name in ((ppc_post, "ppc_posterior.nc"), (ppc_prior, "ppc_prior.nc")):
-            ds.attrs.update(tool_attrs())
-            ds.attrs["calibration"] = config.name
-            write_netcdf(ds, stage / name)
-        for fig, name in ((prior_posterior(post, ppc=ppc_post, ppc_prior=ppc_prior), "report.png"),
-                          (predictive_check_figure(ppc_post, ppc_prior), "ppc.png"),
-                          (abc_diagnostics(post), "diagnostics.png")):
-            save_figure(fig, stage / name)
+        ppc_post, ppc_prior = predictive_checks(model, post, workers=threads, progress=progress)
+        write_checks_and_figures(stage, post, ppc_post, ppc_prior, calibration=config.name)
         out.mkdir(parents=True, exist_ok=True)
         check_output_folder(out, RESULT_FILES, overwrite)  # again: another run may have finished meanwhile
         for f in RESULT_FILES:

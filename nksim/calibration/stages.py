@@ -59,7 +59,6 @@ def combine_stages(stage_a: xr.Dataset, stage_b: xr.Dataset, *, seed: int,
     if sorted(order) != sorted(keys_b):
         raise NksimInputError(f"order {order} is not a permutation of stage B's parameters {keys_b}",
                               key="fitted_parameters")
-    _, w_a = final_population(stage_a)
     vals_b, w_b = final_population(stage_b)
     last = stage_a.isel(generation=-1)
     ok = np.isfinite(last["weight"].to_numpy())
@@ -101,15 +100,14 @@ def write_two_stage(stage_a_dir: str | Path, stage_b_dir: str | Path, config_pat
     ``config_path``: the stage-B configuration (its model, data, simulator and seed simulate the
     predictive checks; its ``posterior_draws`` sets their number). Returns the combined posterior.
     """
-    from ..fileio import check_output_folder, save_figure
+    from ..fileio import check_output_folder
     from ..io import write_netcdf
     from ..output import tool_attrs
-    from ..plot.calibration import abc_diagnostics, prior_posterior
-    from ..plot.calibration import predictive_check as predictive_check_figure
     from .config import load_config
     from .model import CalibrationModel
     from .posterior import summary_rows, write_summary_csv
-    from .ppc import check_table, posterior_thetas, predictive_check, prior_thetas
+    from .ppc import check_table
+    from .run import predictive_checks, write_checks_and_figures
 
     stream = stream or sys.stdout
     out = Path(out)
@@ -121,26 +119,15 @@ def write_two_stage(stage_a_dir: str | Path, stage_b_dir: str | Path, config_pat
     post.attrs.update(tool_attrs())
     post.attrs["calibration_config"] = json.dumps(config.as_dict(), sort_keys=True)
     model = CalibrationModel(config)
-    vals, w = final_population(post)
     n = config.abc.posterior_draws
-    ppc_post = predictive_check(model, posterior_thetas(vals, w, n, config.seed), seed=config.seed,
-                                label="posterior", workers=workers, progress=progress)
-    ppc_prior = predictive_check(model, prior_thetas(model, n, config.seed), seed=config.seed + 1,
-                                 label="prior", workers=workers, progress=progress)
+    ppc_post, ppc_prior = predictive_checks(model, post, workers=workers, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         write_netcdf(post, stage / "posterior.nc")
         rows = summary_rows(post)
         write_summary_csv(rows, stage / "posterior_summary.csv")
-        for ds, name in ((ppc_post, "ppc_posterior.nc"), (ppc_prior, "ppc_prior.nc")):
-            ds.attrs.update(tool_attrs())
-            ds.attrs["calibration"] = f"{config.name} (two-stage)"
-            write_netcdf(ds, stage / name)
-        for fig, name in ((prior_posterior(post, ppc=ppc_post, ppc_prior=ppc_prior), "report.png"),
-                          (predictive_check_figure(ppc_post, ppc_prior), "ppc.png"),
-                          (abc_diagnostics(post), "diagnostics.png")):
-            save_figure(fig, stage / name)
+        write_checks_and_figures(stage, post, ppc_post, ppc_prior, calibration=f"{config.name} (two-stage)")
         out.mkdir(parents=True, exist_ok=True)
         check_output_folder(out, TWO_STAGE_FILES, overwrite)
         for f in TWO_STAGE_FILES:
