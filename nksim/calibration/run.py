@@ -133,6 +133,25 @@ def write_checks_and_figures(folder: Path, post: xr.Dataset, ppc_post: xr.Datase
         save_figure(fig, folder / name)
 
 
+def print_predictive_check(ppc_post: xr.Dataset, stream) -> None:
+    """Print the posterior predictive check table and the simulated conversion days to ``stream``."""
+    from .ppc import check_table
+
+    n = ppc_post.sizes["draw"]
+    print(f"\nposterior predictive check ({n} virtual trials):", file=stream)
+    for name, obs, lo, hi, inside in check_table(ppc_post):
+        print(f"  {name:30s} observed {obs:<8.4g} 90% PI [{lo:.4g}, {hi:.4g}] {'ok' if inside else 'OUTSIDE'}",
+              file=stream)
+    call = ppc_post["conversion_call_day"].to_numpy()
+    call = call[np.isfinite(call)]
+    cross = ppc_post["conversion_cross_day"].to_numpy()
+    cross = cross[np.isfinite(cross)]
+    if call.size:
+        print(f"  simulated conversions (SD then PD within follow-up): {call.size} in {n} virtual trials; median PD "
+              f"call day {np.median(call):g}, median day the blasts met the PD criterion {np.median(cross):g} "
+              f"(trial: median PD call day {ppc_post['median_conversion_day'].attrs['observed']:g})", file=stream)
+
+
 @dataclass
 class CalibrationResult:
     """Results of :func:`run_calibration`: output folder, posterior and predictive checks, timings (s), counts."""
@@ -161,7 +180,6 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     from .abc import run_abc
     from .model import CalibrationModel
     from .posterior import history_dataset, summary_rows, write_summary_csv
-    from .ppc import check_table
 
     stream = stream or sys.stdout
     out = Path(out)
@@ -191,7 +209,6 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
         write_netcdf(post, stage / "posterior.nc")
         rows = summary_rows(post)
         write_summary_csv(rows, stage / "posterior_summary.csv")
-        n = config.abc.posterior_draws
         threads = max(1, workers if scheduler is None else 1)
         ppc_post, ppc_prior = predictive_checks(model, post, workers=threads, progress=progress)
         write_checks_and_figures(stage, post, ppc_post, ppc_prior, calibration=config.name)
@@ -222,17 +239,6 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     for r in rows:
         print(f"{r['parameter']:38s} {r['unit']:10s} {float(r['median']):10.4g} "
               f"[{float(r['q05']):9.4g}, {float(r['q95']):9.4g}]  [{r['prior_lo']}, {r['prior_hi']}]", file=stream)
-    print(f"\nposterior predictive check ({n} virtual trials):", file=stream)
-    for name, obs, lo, hi, inside in check_table(ppc_post):
-        print(f"  {name:30s} observed {obs:<8.4g} 90% PI [{lo:.4g}, {hi:.4g}] {'ok' if inside else 'OUTSIDE'}",
-              file=stream)
-    call = ppc_post["conversion_call_day"].to_numpy()
-    call = call[np.isfinite(call)]
-    cross = ppc_post["conversion_cross_day"].to_numpy()
-    cross = cross[np.isfinite(cross)]
-    if call.size:
-        print(f"  simulated conversions (SD then PD within follow-up): {call.size} in {n} virtual trials; median PD "
-              f"call day {np.median(call):g}, median day the blasts met the PD criterion {np.median(cross):g} "
-              f"(trial: median PD call day {ppc_post['median_conversion_day'].attrs['observed']:g})", file=stream)
+    print_predictive_check(ppc_post, stream)
     print(f"\nwrote {out}/ ({', '.join(RESULT_FILES)}) in {total / 60:.1f} min", file=stream, flush=True)
     return CalibrationResult(out, post, ppc_post, ppc_prior, run.seconds, total, run.n_simulations, run.workers)

@@ -106,8 +106,7 @@ def write_two_stage(stage_a_dir: str | Path, stage_b_dir: str | Path, config_pat
     from .config import load_config
     from .model import CalibrationModel
     from .posterior import summary_rows, write_summary_csv
-    from .ppc import check_table
-    from .run import predictive_checks, write_checks_and_figures
+    from .run import predictive_checks, print_predictive_check, write_checks_and_figures
 
     stream = stream or sys.stdout
     out = Path(out)
@@ -119,7 +118,6 @@ def write_two_stage(stage_a_dir: str | Path, stage_b_dir: str | Path, config_pat
     post.attrs.update(tool_attrs())
     post.attrs["calibration_config"] = json.dumps(config.as_dict(), sort_keys=True)
     model = CalibrationModel(config)
-    n = config.abc.posterior_draws
     ppc_post, ppc_prior = predictive_checks(model, post, workers=workers, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
@@ -140,14 +138,6 @@ def write_two_stage(stage_a_dir: str | Path, stage_b_dir: str | Path, config_pat
         print(f"{r['parameter']:42s} {r['unit']:8s} {float(r['median']):10.4g} "
               f"[{float(r['q05']):9.4g}, {float(r['q95']):9.4g}]  {'A' if r['parameter'] in keys_a else 'B'}",
               file=stream)
-    print(f"\nposterior predictive check ({n} virtual trials):", file=stream)
-    for name, obs, lo, hi, inside in check_table(ppc_post):
-        print(f"  {name:30s} observed {obs:<8.4g} 90% PI [{lo:.4g}, {hi:.4g}] {'ok' if inside else 'OUTSIDE'}",
-              file=stream)
-    call = ppc_post["conversion_call_day"].to_numpy()
-    call = call[np.isfinite(call)]
-    if call.size:
-        print(f"  simulated conversions: {call.size} in {n} virtual trials; median PD call day {np.median(call):g}",
-              file=stream)
+    print_predictive_check(ppc_post, stream)
     print(f"wrote {out}/ ({', '.join(TWO_STAGE_FILES)})", file=stream, flush=True)
     return post
