@@ -33,6 +33,7 @@ import nksim
 from nksim.engine import kernel as K
 from nksim.engine import kernel_parameters, resolution
 from nksim.engine import layout as L
+from nksim.engine import pcg64, samplers
 from nksim.patients import draw_effects
 from nksim.simulate import run_one
 from nksim.streams import generators
@@ -335,9 +336,9 @@ def bench_marrow_update(params, protocol, n_calls: int) -> dict:
     nv = res.n_voxels
     z = lambda: np.zeros(nv, dtype=np.int32)  # noqa: E731
     sus, rs, nor, b1, b2, b3 = z(), z(), z(), z(), z(), z()
-    K.init_lattice(kp, rngs["init"], sus, rs, nor)
+    K.init_lattice(kp, pcg64.pack(rngs["init"]), sus, rs, nor)
     cnt = np.zeros(L.N_C, dtype=np.int64)
-    rng = rngs["marrow"]
+    rng = pcg64.pack(rngs["marrow"])  # the kernel's form of a stream: the PCG64 state words
     delta = res.marrow_every / res.steps_per_day
     for _ in range(60):  # evolve towards the near-full steady state of the trial
         K.marrow_update(kp, rng, sus, rs, nor, b1, b2, b3, 0.0, cnt, delta)
@@ -384,7 +385,7 @@ def bench_marrow_update(params, protocol, n_calls: int) -> dict:
 
 
 def bench_rng() -> dict:
-    """Cost (ns) of single numba Generator draws, the kernel's building blocks."""
+    """Cost (ns) of single draws: numba's Generator methods and the kernel's own (inlined PCG64, samplers)."""
     from numba import njit
 
     @njit(cache=False)
@@ -399,6 +400,20 @@ def bench_rng() -> dict:
         s = 0.0
         for _ in range(m):
             s += rng.random()
+        return s
+
+    @njit(cache=False)
+    def unif_inline(st, m):
+        s = 0.0
+        for _ in range(m):
+            s += pcg64.uniform(st)
+        return s
+
+    @njit(cache=False)
+    def binos_kernel(st, n, p, m):
+        s = 0
+        for _ in range(m):
+            s += samplers.binomial(st, np.int64(n), p)
         return s
 
     @njit(cache=False)
@@ -420,6 +435,15 @@ def bench_rng() -> dict:
     t0 = clock()
     unif(g, m)
     out["random()"] = (clock() - t0) / m * 1e9
+    st = pcg64.pack(g)
+    unif_inline(st, 10), binos_kernel(st, 10, 0.1, 10)
+    t0 = clock()
+    unif_inline(st, m)
+    out["kernel uniform (inlined PCG64)"] = (clock() - t0) / m * 1e9
+    for n, p in ((1600, 0.04), (184, 0.08), (617, 0.18), (60, 0.05)):
+        t0 = clock()
+        binos_kernel(st, n, p, m)
+        out[f"kernel binomial(n={n}, p={p})"] = (clock() - t0) / m * 1e9
     t0 = clock()
     pois(g, 0.0375, m)
     out["poisson(0.0375)"] = (clock() - t0) / m * 1e9
@@ -636,7 +660,7 @@ def print_report(r: dict) -> None:
           f"{mu['ms_per_call'] * mu['marrow_calls_per_patient'] / 1e3:.2f} s/patient")
     print(f"     pass 2 (daughter placement / neighbour split) = {100 * mu['pass2_neighbour_fraction']:.0f} % of it; "
           f"with a drug hazard {mu['ns_per_voxel_with_drug_hazard']:.0f} ns/voxel")
-    print("   numba Generator draw cost (ns): " + ", ".join(f"{k} {v:.0f}" for k, v in r["rng_ns"].items()))
+    print("   draw cost (ns): " + ", ".join(f"{k} {v:.0f}" for k, v in r["rng_ns"].items()))
 
     print(f"\n5. lattice scaling (kernel only, serial, patients {', '.join(r['scaling_patients'])}; "
           "cost/40 (CPU time), vox/40: relative to the default 40 x 40 voxels of 400 um)")

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from .checkpoint import RunCheckpoint
-from .engine import RawRun, cache_guard, run_patient
+from .engine import RawRun, cache_guard, pcg64, run_patient
 from .engine.build import patient_inputs
 from .engine.layout import KP
 from .output import build_dataset
@@ -18,6 +18,9 @@ from .parameters import ParameterSet, load_parameters
 from .patients import draw_effects
 from .protocol import Patient, Protocol, load_protocol, protocol_from_dict
 from .streams import generators
+
+#: The streams the kernel draws from, in ``run_patient``'s argument order.
+KERNEL_STREAMS = ("init", "move", "kill", "fate", "traffic", "marrow")
 
 
 def _as_params(params: ParameterSet | str | Path) -> ParameterSet:
@@ -64,8 +67,11 @@ def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: in
     else:
         kp[KP.stop_enabled] = 1.0
         stop = np.array(sorted(int(round(d - protocol.start_day)) for d in stop_days), dtype=np.int64)
-    rec, cnt, snaps = run_patient(kp, *ev, snap, stop, rngs["init"], rngs["move"], rngs["kill"], rngs["fate"],
-                                  rngs["traffic"], rngs["marrow"])
+    kernel_streams = [rngs[name] for name in KERNEL_STREAMS]
+    states = [pcg64.pack(g) for g in kernel_streams]  # the kernel advances the generators' PCG64 states itself
+    rec, cnt, snaps = run_patient(kp, *ev, snap, stop, *states)
+    for words, g in zip(states, kernel_streams):
+        pcg64.unpack(words, g)
     return RawRun(patient.id, replicate, eff, rec, cnt, snaps)
 
 

@@ -16,37 +16,52 @@ import pytest
 from numba import njit
 from scipy import special, stats
 
-from nksim.engine import kernel, samplers
+from nksim.engine import kernel, pcg64, samplers
 
 N_DRAWS = 20_000
 ALPHA = 1e-3
 
 
 @njit(cache=False)
-def _binomials(rng, n, p, size):
+def _binomials_k(st, n, p, size):
     out = np.empty(size, dtype=np.int64)
     for i in range(size):
-        out[i] = samplers.binomial(rng, np.int64(n), p)
+        out[i] = samplers.binomial(st, np.int64(n), p)
     return out
 
 
 @njit(cache=False)
-def _binomials_setup(rng, n, p, size):
+def _binomials_setup_k(st, n, p, size):
     out = np.empty(size, dtype=np.int64)
-    st = samplers.binomial_setup(p)
+    setup = samplers.binomial_setup(p)
     for i in range(size):
-        out[i] = samplers.binomial_draw(rng, np.int64(n), st)
+        out[i] = samplers.binomial_draw(st, np.int64(n), setup)
     return out
 
 
 @njit(cache=False)
-def _splits(rng, m, size):
+def _splits_k(st, m, size):
     out = np.empty((size, 4), dtype=np.int64)
     for i in range(size):
-        c = samplers.split_even4(rng, np.int64(m))
+        c = samplers.split_even4(st, np.int64(m))
         for d in range(4):
             out[i, d] = c[d]
     return out
+
+
+def _on_generator(kernel_fn):
+    """Call a sampler loop on a Generator's PCG64 state as the kernel does (pack, draw, write back)."""
+    def call(rng, *args):
+        st = pcg64.pack(rng)
+        out = kernel_fn(st, *args)
+        pcg64.unpack(st, rng)
+        return out
+    return call
+
+
+_binomials = _on_generator(_binomials_k)
+_binomials_setup = _on_generator(_binomials_setup_k)
+_splits = _on_generator(_splits_k)
 
 
 @njit(cache=False)

@@ -41,6 +41,10 @@ Step order (one step of ``dt``; documented in docs/architecture.md and kept stab
 Every stochastic process draws only from its own generator (``rng_move``, ``rng_kill``,
 ``rng_fate``, ``rng_traffic``, ``rng_marrow``; ``rng_init`` for the initial lattice), so
 two protocols run with the same seeds share random numbers until their histories differ.
+Each ``rng_*`` is the state array of that process's ``PCG64`` Generator
+(:func:`nksim.engine.pcg64.pack`), advanced in place by :func:`~nksim.engine.pcg64.uniform`
+and :func:`~nksim.engine.pcg64.below`: the values ``Generator.random()`` and
+``Generator.integers(0, n)`` would give, without a call through numpy's bit generator.
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ import numpy as np
 from numba import njit
 
 from .layout import DONOR_STRIDE, EV, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
+from .pcg64 import below, uniform
 from .samplers import binomial, binomial_draw, binomial_setup, split_even4
 
 
@@ -713,7 +718,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
         for i in range(n_agents):
             if p_hop_mean > 0.0:
                 # Poisson number of hops by inversion of its CDF with one uniform (usually 0 hops)
-                u = rng_move.random()
+                u = uniform(rng_move)
                 if u > p_zero_hops:
                     nh = 0
                     pk = p_zero_hops
@@ -724,15 +729,15 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                         cdf += pk
                     pos = np.int64(a_pos[i])
                     for _ in range(nh):
-                        pos = neighbour(pos, rng_move.integers(0, 4), side)
+                        pos = neighbour(pos, below(rng_move, np.int64(4)), side)
                     a_pos[i] = pos
-            if a_kills[i] > 0 and p_recover > 0.0 and rng_kill.random() < p_recover:
+            if a_kills[i] > 0 and p_recover > 0.0 and uniform(rng_kill) < p_recover:
                 a_kills[i] -= 1  # one lytic unit restored (granule stores refill)
             if a_comp[i] and a_kills[i] < maxk and step >= a_ready[i]:
                 v = a_pos[i]
                 b = sus[v] + res[v]
                 if b > 0:
-                    u = rng_kill.random()
+                    u = uniform(rng_kill)
                     if b < n_engage:
                         pe = p_engage[b]
                         if pe < 0.0:
@@ -742,7 +747,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                         pe = 1.0 - math.exp(-contact * (b / K) * dt)
                     if u < pe:
                         # engaged a blast: susceptible with prob sus/b, then killed with p_kill
-                        if rng_kill.random() * b < sus[v] and rng_kill.random() < p_kill:
+                        if uniform(rng_kill) * b < sus[v] and uniform(rng_kill) < p_kill:
                             sus[v] -= 1
                             a_kills[i] += 1
                             a_ready[i] = step + 1 + refract_steps
@@ -759,7 +764,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
         # already processed, so every agent is decided exactly once and newborns not at all.
         for i in range(n_agents - 1, -1, -1):
             d = a_donor[i]
-            u = rng_fate.random()
+            u = uniform(rng_fate)
             if u >= p_any[d]:
                 continue
             w = u / p_any[d] * rate_tot[d]
@@ -793,8 +798,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 # homes with probability 1 - exp(-homing_rate dt) during the step
                 n_in = binomial(rng_traffic, np.int64(y[ib] / scale), p_home)
                 for _ in range(n_in):
-                    pos = rng_traffic.integers(0, nv)
-                    comp = rng_traffic.random() < kp[KP.nk_competent_fraction]
+                    pos = below(rng_traffic, np.int64(nv))
+                    comp = uniform(rng_traffic) < kp[KP.nk_competent_fraction]
                     a_pos, a_comp, a_kills, a_ready, a_donor = _add_agent(
                         a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, pos, comp, step + 1, d)
                     n_agents += 1

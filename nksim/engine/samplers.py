@@ -1,7 +1,8 @@
-"""Exact random-variate samplers for the numba kernel, drawing from ``numpy.random.Generator``.
+"""Exact random-variate samplers for the numba kernel, drawing from a process's PCG64 stream.
 
-Every sampler takes the Generator of the process that draws (``rng_marrow``, ``rng_init``,
-``rng_traffic``) and consumes only its uniforms (``rng.random()``), so the explicit-RNG story of
+Every sampler takes the stream of the process that draws (``rng_marrow``, ``rng_init``,
+``rng_traffic``: the state words of its Generator, :mod:`nksim.engine.pcg64`) and consumes only
+its uniforms (:func:`~nksim.engine.pcg64.uniform`, ``Generator.random()``'s values), so the explicit-RNG story of
 the kernel holds: the same seed gives the same draws, and each process advances only its own
 stream. Counts are ``int64`` in and out (one integer type: one compiled specialisation).
 
@@ -17,7 +18,7 @@ roots, argument checks) on every call (35-75 ns per draw, measured), and the mar
   whose final test uses exact log-factorials (a table of ``lgamma(k + 1)`` for ``k < 8192``,
   Stirling's series with three correction terms beyond, truncation error < 1e-30). Both are exact
   in distribution up to floating-point rounding. ``n <= 0``, ``p <= 0`` return 0 and ``p >= 1``
-  returns ``n`` without touching the Generator.
+  returns ``n`` without touching the stream.
 * :func:`binomial_setup` -- the per-probability part of the set-up, shared by draws with the same
   ``p`` (the susceptible and resistant blasts of a voxel, the spread fraction of every voxel).
 * :func:`split_even4` -- an even multinomial split of ``m`` items over 4 classes (the four
@@ -34,6 +35,8 @@ import math
 
 import numpy as np
 from numba import njit
+
+from .pcg64 import uniform
 
 #: Mean ``n p'`` (``p' = min(p, 1 - p)``) below which inversion is used, at or above which BTRS.
 #: BTRS is valid for means >= 10 (Hormann 1993); 24 is about the measured break-even on this machine
@@ -86,7 +89,7 @@ def _binomial_inversion(rng, n, p, q, logq):
     s = p / q
     a = (n + 1) * s
     while True:
-        u = rng.random()
+        u = uniform(rng)
         x = 0
         r = r0
         cdf = r0
@@ -113,8 +116,8 @@ def _binomial_btrs(rng, n, p, q, logq):
     m = 0
     have_set_up = False
     while True:
-        u = rng.random() - 0.5
-        v = rng.random()
+        u = uniform(rng) - 0.5
+        v = uniform(rng)
         us = 0.5 - abs(u)
         kf = math.floor((2.0 * a / us + b) * u + c)
         if us >= 0.07 and v <= vr:
@@ -166,7 +169,7 @@ def split_even4(rng, m):
     c3 = np.int64(0)
     left = m
     while left > 0:
-        bits = np.int64(rng.random() * _TWO53)  # 53 uniform random bits; 26 items use 52 of them
+        bits = np.int64(uniform(rng) * _TWO53)  # 53 uniform random bits; 26 items use 52 of them
         take = left if left < 26 else 26
         for _ in range(take):
             d = bits & 3
