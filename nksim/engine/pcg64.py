@@ -50,7 +50,7 @@ def _mulhi(typingctx, a, b):
     return sig, codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def next64(st):
     """Advance the state (``state * M + inc`` mod 2**128) and return the XSL-RR output (uint64)."""
     hi = st[_S_HI]
@@ -68,7 +68,7 @@ def next64(st):
     return (x >> rot) | (x << ((np.uint64(64) - rot) & np.uint64(63)))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def uniform(st):
     """``Generator.random()``: a uniform double in [0, 1) (float64)."""
     return np.float64(next64(st) >> np.uint64(11)) * _TO_DOUBLE
