@@ -43,13 +43,31 @@ RESPONSE_ATTRS = {
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The git commit of the nksim source tree, or ``"unknown"`` (looked up once per process)."""
-    here = Path(__file__).resolve().parent
+    """The git commit of the nksim source tree, or ``"unknown"`` (looked up once per process).
+
+    Only a checkout of nksim itself counts: the package folder's parent must be the top level
+    of the git work tree that holds it. An installed wheel (site-packages), even inside some
+    other project's repository or virtual environment, reports ``"unknown"`` rather than that
+    repository's commit.
+    """
+    return _source_commit(Path(__file__).resolve().parent)
+
+
+def _source_commit(package_dir: Path) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=package_dir, capture_output=True,
+                             text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2:
+        return "unknown"
+    top, commit = lines
+    try:
+        ours = Path(top).resolve() == package_dir.parent.resolve()
+    except OSError:
+        return "unknown"
+    return commit if ours else "unknown"
 
 
 def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protocol, patient_ids: Sequence[str],

@@ -166,3 +166,32 @@ def test_single_simulation_dataset(small_params, ahmadvand):
     assert one.patient.item() == "p06" and one.group.item() == "g2"
     assert one.donor_nk_blood.dims == ("time",)
     assert one.attrs["Conventions"] == "CF-1.8"
+
+
+def test_source_commit_only_for_a_checkout_of_nksim(tmp_path):
+    """A package folder inside another project's repository (a wheel in a venv there) is not that project's commit."""
+    import subprocess
+
+    from nksim.output import _source_commit
+
+    def git(*args, cwd):
+        subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                       env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                            "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+
+    repo = tmp_path / "project"
+    checkout_pkg = repo / "nksim"
+    wheel_pkg = repo / ".venv" / "lib" / "site-packages" / "nksim"
+    for d in (checkout_pkg, wheel_pkg):
+        d.mkdir(parents=True)
+        (d / "__init__.py").write_text("")
+    git("init", "-q", cwd=repo)
+    git("add", "nksim", cwd=repo)
+    git("commit", "-qm", "x", cwd=repo)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert len(head) == 40
+    assert _source_commit(checkout_pkg) == head
+    assert _source_commit(wheel_pkg) == "unknown"
+    outside = tmp_path / "plain" / "nksim"
+    outside.mkdir(parents=True)
+    assert _source_commit(outside) == "unknown"
