@@ -37,7 +37,7 @@ def _freeze_imported_objects() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``nksim`` argument parser with its subcommands (run, sweep, summarize, calibrate, screen)."""
+    """The ``nksim`` argument parser with its subcommands (run, warmup, sweep, summarize, calibrate, screen)."""
     parser = argparse.ArgumentParser(prog="nksim", description="Spatial agent-based model of NK-cell therapy of AML.")
     from ._version import __version__
 
@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace trial.nc/trial.png already in --out (and discard the kept simulations of another "
                      "run in --out/.partial)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sub.add_parser("warmup", help="compile the simulation kernel into numba's cache now (once per environment: "
+                                  "for container images and cluster nodes), or report that it is cached",
+                   description="Compile the simulation kernel into numba's cache (NUMBA_CACHE_DIR if set, else "
+                               "__pycache__ beside nksim), so that the first simulation of every later process "
+                               "loads it instead of compiling for about 10 s.")
     from .sweep.cli import add_summarize_parser, add_sweep_parser
 
     add_sweep_parser(sub)
@@ -130,6 +135,24 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{n_sims} simulations in {elapsed:.1f} s")
     print(summary_table(ds))
     print(f"\nwrote {nc}\nwrote {png}")
+    return 0
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    """``nksim warmup``: load the kernel, compiling it into numba's cache if it is not there; returns 0.
+
+    Prints whether it compiled and how long it took. Run it where a shared or baked-in cache
+    saves every later process (and every Dask worker) the compile.
+    """
+    from .engine import cache_guard, run_patient
+    from .simulate import warm_up
+
+    cached = cache_guard.kernel_cached(run_patient) is not False
+    t0 = time.perf_counter()
+    warm_up(announce=not cached)
+    took = time.perf_counter() - t0
+    where = os.environ.get("NUMBA_CACHE_DIR") or "numba's default cache (__pycache__ beside nksim)"
+    print(f"kernel {'loaded from' if cached else 'compiled into'} {where} in {took:.1f} s")
     return 0
 
 
@@ -260,6 +283,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     """Run the subcommand of parsed ``args``; returns its exit status."""
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "warmup":
+        return cmd_warmup(args)
     if args.command == "sweep":
         from .sweep.cli import cmd_sweep
 

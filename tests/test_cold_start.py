@@ -88,3 +88,30 @@ def test_cold_cache_prints_once_then_loads_silently(tmp_path):
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
     assert sim.COMPILE_MESSAGE not in second.stderr
+
+
+def test_warmup_command_reports_a_cached_kernel(capsys):
+    """In a process whose kernel is loaded, ``nksim warmup`` loads, prints no compile line, exits 0."""
+    from nksim.cli import main
+
+    sim.warm_up()
+    assert main(["warmup"]) == 0
+    io = capsys.readouterr()
+    assert "kernel loaded from" in io.out
+    assert sim.COMPILE_MESSAGE not in io.err
+
+
+@pytest.mark.slow
+def test_warmup_fills_a_cold_cache_for_later_processes(tmp_path):
+    """``nksim warmup`` on a fresh NUMBA_CACHE_DIR compiles (with the line); a later run then loads silently."""
+    env = _env(tmp_path / "numba")
+    warm = subprocess.run([sys.executable, "-m", "nksim.cli", "warmup"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stderr.count(sim.COMPILE_MESSAGE) == 1 and "kernel compiled into" in warm.stdout
+    code = ("import nksim\n"
+            "p = nksim.load_parameters('default').with_values({'lattice.side': 2})\n"
+            "nksim.simulate_cohort(p, 'ahmadvand2023', patients=['p02'], seed=1, progress=True)\n")
+    later = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert later.returncode == 0, later.stderr
+    assert sim.COMPILE_MESSAGE not in later.stderr
