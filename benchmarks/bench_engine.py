@@ -31,9 +31,8 @@ from _common import source_digest
 
 import nksim
 from nksim.engine import kernel as K
-from nksim.engine import kernel_parameters, resolution
+from nksim.engine import kernel_parameters, pcg64, resolution, samplers
 from nksim.engine import layout as L
-from nksim.engine import pcg64, samplers
 from nksim.patients import draw_effects
 from nksim.simulate import run_one
 from nksim.streams import generators

@@ -44,7 +44,7 @@ def test_uniforms_and_bounded_integers_equal_numpy(seed):
 
 
 def test_large_odd_bound_rejections_follow_numpy():
-    """n = 3 * 2**30 rejects a quarter of the 32-bit draws: the rejection loop must match numpy's."""
+    """N = 3 * 2**30 rejects a quarter of the 32-bit draws: the rejection loop must match numpy's."""
     n = np.full(5000, 3 * 2**30, dtype=np.int64)
     a = np.random.Generator(np.random.PCG64(5))
     st = pcg64.pack(np.random.Generator(np.random.PCG64(5)))
