@@ -144,15 +144,14 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     Prints whether it compiled and how long it took. Run it where a shared or baked-in cache
     saves every later process (and every Dask worker) the compile.
     """
-    from .engine import cache_guard, run_patient
-    from .simulate import warm_up
+    from .simulate import announce_compile, warm_up
 
-    cached = cache_guard.kernel_cached(run_patient) is not False
     t0 = time.perf_counter()
-    warm_up(announce=not cached)
+    compiles = announce_compile()  # the compile line on stderr, when the cache holds no kernel
+    warm_up()
     took = time.perf_counter() - t0
     where = os.environ.get("NUMBA_CACHE_DIR") or "numba's default cache (__pycache__ beside nksim)"
-    print(f"kernel {'loaded from' if cached else 'compiled into'} {where} in {took:.1f} s")
+    print(f"kernel {'compiled into' if compiles else 'loaded from'} {where} in {took:.1f} s")
     return 0
 
 
