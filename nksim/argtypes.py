@@ -28,6 +28,27 @@ def _power(n: int) -> str:
     return f"2**{k}" if k > 16 and n == 1 << k else str(n)
 
 
+#: ``--dashboard`` without an address: Dask's usual port, on loopback only.
+DEFAULT_DASHBOARD = "127.0.0.1:8787"
+
+
+def dashboard_address(text: str) -> str:
+    """An argparse ``type=`` for ``--dashboard``: ``HOST:PORT`` or ``:PORT`` (port 0-65535; 0 = a free port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535 or any(c.isspace() or c == "/" for c in host):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 127.0.0.1:8787 (port 0-65535), got {text!r}")
+    return text
+
+
+def add_dashboard_argument(parser: argparse.ArgumentParser) -> None:
+    """``--dashboard [ADDRESS]``: serve the Dask dashboard of the run's cluster (none without it)."""
+    parser.add_argument("--dashboard", nargs="?", const=DEFAULT_DASHBOARD, default=None, type=dashboard_address,
+                        metavar="ADDRESS",
+                        help=f"serve the Dask dashboard at ADDRESS (default {DEFAULT_DASHBOARD}, loopback only) and "
+                        "print its URL; without it no dashboard is served and nothing listens beyond loopback. With "
+                        "--scheduler, print that scheduler's dashboard URL")
+
+
 #: Seeds are unsigned 64-bit integers (stored as such in every output file).
 SEED_LIMIT = 2**64
 

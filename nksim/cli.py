@@ -6,15 +6,13 @@ import gc
 import os
 import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from ._optional import MissingOptionalDependency
 from .argtypes import SEED_LIMIT, int_at_least, positive_int
-from .errors import Interrupted, NksimInputError, NksimWriteError, Terminated
+from .errors import Interrupted, NksimInputError, NksimWriteError
+from .interrupts import interrupted, interruption_line, sigterm_as_interrupt
 
 _seed = int_at_least(0, "non-negative integer seed", below=SEED_LIMIT)
 
@@ -185,7 +183,7 @@ def _simulate_kept(ckpt, params, protocol, **kwargs):
     try:
         return simulate_cohort(params, protocol, checkpoint=ckpt, **kwargs)
     except (KeyboardInterrupt, SystemError) as exc:
-        if not _interrupted(exc):
+        if not interrupted(exc):
             raise
         raise Interrupted(_kept(ckpt, "run the same command again to continue")) from exc
     except OSError as exc:  # the checkpoint could not be written (disk full, no permission)
@@ -220,62 +218,6 @@ def _rescue(ds, name: str, n_sims: int) -> tuple[bool, str]:
         return False, (f"the {n_sims} simulations could not be kept elsewhere either ({exc.strerror or exc}; set "
                        "TMPDIR to a folder with space to keep them next time)")
     return True, f"the {n_sims} simulations were kept in {kept}: move it where you want it"
-
-
-def _chain(exc: BaseException | None) -> Iterator[BaseException]:
-    """``exc`` and the exceptions it was raised from or during (``__cause__``, else ``__context__``)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        yield exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-
-
-def _interrupted(exc: BaseException) -> bool:
-    """Whether ``exc`` is (or was caused by) Ctrl-C or SIGTERM: numba kernels report it as a SystemError on return."""
-    return any(isinstance(e, KeyboardInterrupt) for e in _chain(exc))
-
-
-def interruption_line(command: str, exc: BaseException, signal_name: str | None = None) -> str:
-    """The one line printed when ``command`` is interrupted: what stopped it and what was kept.
-
-    ``kept`` comes from the first :class:`~nksim.errors.Interrupted` in the exception chain
-    ("nothing written" if none); ``signal_name`` (e.g. ``"SIGTERM"``) is named when given or
-    when the chain holds a :class:`~nksim.errors.Terminated`.
-    """
-    chain = list(_chain(exc))
-    kept = next((e.kept for e in chain if isinstance(e, Interrupted)), "nothing written")
-    if signal_name is None and any(isinstance(e, Terminated) for e in chain):
-        signal_name = "SIGTERM"
-    by = f" by {signal_name}" if signal_name else ""
-    return f"nksim {command}: interrupted{by}; {kept}"
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[list[int]]:
-    """While the block runs, SIGTERM raises :class:`~nksim.errors.Terminated` (handled like Ctrl-C).
-
-    Yields a list that receives the signal number when SIGTERM arrives. A second SIGTERM
-    during the clean-up is ignored (the clean-up is short: it only keeps finished work).
-    The previous handler is restored on exit. Outside the main thread (where Python cannot
-    install signal handlers) nothing is installed.
-    """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum: int, frame) -> None:
-        if received:
-            return
-        received.append(signum)
-        raise Terminated(f"signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -338,7 +280,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C, SIGTERM: commands write their files atomically
-        if not _interrupted(exc):
+        if not interrupted(exc):
             raise
         name = signal.Signals(received[0]).name if received else None
         print(f"\n{interruption_line(args.command, exc, name)}", file=sys.stderr, flush=True)

@@ -107,14 +107,16 @@ class _ProgressHandler(logging.Handler):
 
 
 def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, scheduler: str | None = None,
-            observed=None, progress: bool = True, resume: bool = False, rng_dir: Path | None = None) -> AbcRun:
+            observed=None, progress: bool = True, resume: bool = False, rng_dir: Path | None = None,
+            dashboard: str | None = None) -> AbcRun:
     """Run ABC-SMC; the pyabc history goes to the SQLite file ``db_path``.
 
     ``rng_dir``: keep there the state of NumPy's global generator (which pyabc's single-core
     sampler draws proposals from) as each generation is stored. ``resume``: continue the run
     stored in ``db_path`` instead of starting one (the history must come from this config);
     with the state of its last generation in ``rng_dir``, a single-core run continues bit for
-    bit as if it had not been interrupted. The stopping rules apply to the whole run
+    bit as if it had not been interrupted. ``dashboard``: serve the local Dask cluster's dashboard
+    there (:func:`nksim.cluster.dask_client`; Dask runs only). The stopping rules apply to the whole run
     (``max_generations`` counts the stored generations too).
     """
     import sys
@@ -147,7 +149,8 @@ def run_abc(config: CalibrationConfig, db_path: Path, *, workers: int = 1, sched
             require("distributed", "calibrate", "calibration on Dask workers")
             from ..cluster import dask_client
 
-            with dask_client(workers=workers, scheduler=scheduler, params=config.base_parameters()) as client:
+            with dask_client(workers=workers, scheduler=scheduler, params=config.base_parameters(),
+                             dashboard=dashboard) as client:
                 n_workers = max(1, sum(client.nthreads().values()))
                 sampler = pyabc.sampler.DaskDistributedSampler(dask_client=client, batch_size=4)
                 history = _run(pyabc, model, config, sampler, db_url, obs, resume, rng_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..argtypes import positive_int
+from ..argtypes import add_dashboard_argument, positive_int
 
 
 def add_calibrate_parser(sub) -> None:
@@ -21,6 +21,7 @@ def add_calibrate_parser(sub) -> None:
                    help="1 (default): in-process single-core sampler, bit-reproducible for a seed; N > 1: a local "
                    "Dask cluster of N worker processes (statistically equivalent, not bit-reproducible)")
     g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (e.g. tcp://host:8786)")
+    add_dashboard_argument(p)
     p.add_argument("--smoke", action="store_true", help="the config's tiny [smoke] version (minutes; what CI runs)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results already in --out (and discard the ABC history an interrupted run kept there)")
@@ -54,7 +55,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from .recovery import write_recovery
 
         for flag, value in (("--apply-to", args.apply_to), ("--scheduler", args.scheduler),
-                            ("--resume", args.resume or None)):
+                            ("--resume", args.resume or None), ("--dashboard", args.dashboard)):
             if value is not None:
                 raise NksimInputError(f"{flag} cannot be combined with --recovery (recovery runs on a local "
                                       "cluster and changes no model file)", key=flag)
@@ -69,7 +70,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.apply_to is not None:
         _check_apply_to(args.apply_to, config)  # before the ABC run, not after it
     res = run_calibration(config, out, workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
-                          progress=not args.no_progress, resume=args.resume)
+                          progress=not args.no_progress, resume=args.resume, dashboard=args.dashboard)
     if args.apply_to is not None:
         changed = apply_to_model(res.out / "posterior_summary.csv", args.apply_to,
                                  provenance=f"calibrated ({config.name}, {res.out / 'posterior_summary.csv'})")

@@ -38,10 +38,10 @@ RESULT_FILES = ("abc.db", "posterior.nc", "posterior_summary.csv", "ppc_posterio
 
 def _interruption(kept, exc: BaseException) -> BaseException:
     """The exception to raise for ``exc``: an :class:`~nksim.errors.Interrupted` saying what is kept, or ``exc``."""
-    from ..cli import _interrupted
     from ..errors import Interrupted
+    from ..interrupts import interrupted
 
-    if not _interrupted(exc):
+    if not interrupted(exc):
         return exc
     n = kept.generations()
     if not n:
@@ -168,13 +168,20 @@ class CalibrationResult:
 
 def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int = 1, scheduler: str | None = None,
                     overwrite: bool = False, progress: bool = True, stream=None,
-                    resume: bool = False) -> CalibrationResult:
+                    resume: bool = False, dashboard: str | None = None) -> CalibrationResult:
     """Run the whole calibration (see module docstring) and return its results.
 
     ``resume``: continue the ABC history an interrupted run kept in ``<out>/.partial``. Without
     it such a history is refused (``overwrite`` discards it). Interrupted (Ctrl-C, SIGTERM), the
     call raises :class:`~nksim.errors.Interrupted` saying how many generations are kept.
+    ``dashboard``: ``HOST:PORT`` of the local Dask cluster's dashboard (``workers`` > 1), or with
+    ``scheduler`` print that scheduler's dashboard URL; None: no dashboard.
     """
+    if dashboard is not None and scheduler is None and workers <= 1:
+        from ..errors import NksimInputError
+
+        raise NksimInputError("a dashboard needs a Dask cluster: --workers 1 runs the single-core sampler in this "
+                              "process; give --workers N (N > 1) or --scheduler", key="--dashboard")
     from ..fileio import check_output_folder
     from ..io import write_netcdf
     from .abc import run_abc
@@ -204,7 +211,7 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         run = run_abc(config, kept.db, workers=workers, scheduler=scheduler, observed=model.observed,
-                      progress=progress, resume=bool(done), rng_dir=kept.folder)
+                      progress=progress, resume=bool(done), rng_dir=kept.folder, dashboard=dashboard)
         post = history_dataset(run.history, config, seconds=run.seconds, workers=run.workers)
         write_netcdf(post, stage / "posterior.nc")
         rows = summary_rows(post)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -33,7 +34,11 @@ from nksim.patients import median_patient_overrides
 from nksim.protocol import EVENT_UNITS, Protocol, protocol_from_dict
 
 solara = require("solara", "viz", "nksim.mesa_ref.viz")
-_mesa_viz = require("mesa.visualization", "viz", "nksim.mesa_ref.viz", package="mesa[viz]")
+with warnings.catch_warnings():
+    # Solara's hook linter flags Mesa 3.3's own ComponentsView at import ("use_state found despite early
+    # return"): a note about Mesa's code that a user of this view can do nothing about
+    warnings.filterwarnings("ignore", message=r".*found despite early return", category=UserWarning)
+    _mesa_viz = require("mesa.visualization", "viz", "nksim.mesa_ref.viz", package="mesa[viz]")
 Slider, SolaraViz = _mesa_viz.Slider, _mesa_viz.SolaraViz
 
 

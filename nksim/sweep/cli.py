@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..argtypes import int_at_least
+from ..argtypes import add_dashboard_argument, int_at_least
 from ..errors import Interrupted, NksimInputError, NksimWriteError
 
 _nonneg_int = int_at_least(0, "non-negative integer")
@@ -22,6 +22,7 @@ def add_sweep_parser(sub) -> None:
                    help="worker processes of a local Dask cluster (default: CPU count; 0 = in this process, no Dask)")
     g.add_argument("--scheduler", default=None,
                    help="address of an existing Dask scheduler (e.g. tcp://10.0.0.1:8786; see README: dask-jobqueue)")
+    add_dashboard_argument(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override a spec value, e.g. --set cohort.patients=4 --set parameters.lattice.side=8 "
                    "(repeatable; the store records the effective spec)")
@@ -64,7 +65,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     the store holds (the command line prints it on one line and exits with 130); a write error
     (disk full, no permission) raises :class:`~nksim.errors.NksimWriteError` saying the same.
     """
-    from ..cli import _interrupted
+    from ..interrupts import interrupted
     from .plan import build_plan
     from .runner import run_sweep
     from .spec import load_spec
@@ -76,9 +77,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"in {plan.n_batches} batches", flush=True)
     try:
         rep = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
-                        progress=not args.no_progress, max_batches=args.max_batches, repair=args.repair)
+                        progress=not args.no_progress, max_batches=args.max_batches, repair=args.repair,
+                        dashboard=args.dashboard)
     except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C or SIGTERM (numba may wrap it in a SystemError)
-        if not _interrupted(exc):
+        if not interrupted(exc):
             raise
         raise Interrupted(f"{_batches_kept(args.out, plan.n_batches)}; run the same command again to "
                           "resume") from exc

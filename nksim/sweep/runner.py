@@ -90,7 +90,7 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 
 def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | None = None,
               scheduler: str | None = None, overrides: Sequence[str] = (), progress: bool = False,
-              max_batches: int | None = None, repair: bool = False) -> SweepReport:
+              max_batches: int | None = None, repair: bool = False, dashboard: str | None = None) -> SweepReport:
     """Run (or resume) a sweep into the Zarr store ``out``; see the module docstring.
 
     Parameters
@@ -107,11 +107,18 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
     repair:
         Recompute the batches of a store that fail verification (missing, changed or undecodable
         chunk files) instead of refusing it; the result equals an undamaged run bit for bit.
+    dashboard:
+        ``HOST:PORT`` where the local cluster serves the Dask dashboard (its URL is printed);
+        None (default): no dashboard, nothing listens beyond loopback. With ``scheduler``, any
+        value prints that scheduler's dashboard URL. Needs a cluster (not ``workers=0``).
     """
     if scheduler is not None and workers is not None:
         raise NksimInputError("give either workers or scheduler, not both", source="sweep", key="--scheduler")
     if workers is not None and workers < 0:
         raise NksimInputError(f"workers must be >= 0, got {workers}", source="sweep", key="--workers")
+    if dashboard is not None and workers == 0:
+        raise NksimInputError("a dashboard needs a Dask cluster: --workers 0 runs in this process without one",
+                              source="sweep", key="--dashboard")
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, overrides)
     elif overrides:
@@ -119,13 +126,14 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
     plan = build_plan(spec)
     store = SweepStore.open_for_run(out, plan, dict(spec.raw))  # holds the writer lock
     try:
-        return _run_locked(spec, plan, store, Path(out), workers, scheduler, progress, max_batches, repair)
+        return _run_locked(spec, plan, store, Path(out), workers, scheduler, progress, max_batches, repair, dashboard)
     finally:
         store.unlock()
 
 
 def _run_locked(spec: SweepSpec, plan: Plan, store: SweepStore, out: Path, workers: int | None,
-                scheduler: str | None, progress: bool, max_batches: int | None, repair: bool) -> SweepReport:
+                scheduler: str | None, progress: bool, max_batches: int | None, repair: bool,
+                dashboard: str | None) -> SweepReport:
     t0 = time.perf_counter()
     _, damage = store.verify()
     repaired = 0
@@ -161,7 +169,8 @@ def _run_locked(spec: SweepSpec, plan: Plan, store: SweepStore, out: Path, worke
             n_threads = 0
             t_end = time.perf_counter()
         else:
-            written, n_threads, t_compute, t_end = _run_dask(plan, store, pending, workers, scheduler, bar)
+            written, n_threads, t_compute, t_end = _run_dask(plan, store, pending, workers, scheduler, bar,
+                                                              dashboard)
     finally:
         if bar is not None:
             bar.close()
@@ -170,13 +179,14 @@ def _run_locked(spec: SweepSpec, plan: Plan, store: SweepStore, out: Path, worke
 
 
 def _run_dask(plan: Plan, store: SweepStore, pending: list[int], workers: int | None, scheduler: str | None,
-              bar) -> tuple[int, int, float, float]:
+              bar, dashboard: str | None) -> tuple[int, int, float, float]:
     from distributed import as_completed
 
     from ..cluster import dask_client  # first: a missing dask.distributed gives the message naming the extra
 
     written = 0
-    with dask_client(workers=workers, scheduler=scheduler, params=plan.base_parameters()) as client:
+    with dask_client(workers=workers, scheduler=scheduler, params=plan.base_parameters(),
+                     dashboard=dashboard) as client:
         plan_f = client.scatter(plan, broadcast=True, hash=False)
         todo = iter(pending)
         ac = as_completed()
