@@ -98,6 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .plot import trial_figure
     from .protocol import load_protocol
     from .summary import summary_table
+    from .trial_reference import reference_table, trial_reference
 
     _freeze_imported_objects()
     params = load_parameters(args.model)
@@ -121,9 +122,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             where += f"; they also stay in {ckpt.folder}: run the same command again once {args.out} has space"
         raise NksimWriteError(f"cannot write {nc}: {exc.strerror or exc}; {where}") from None
     later = "draw the figure later with nksim.plot.trial_figure(nksim.open_output(...))"
+    reference = trial_reference(ds, params, protocol)  # the observed trial beside the run, where one is shipped
     try:
         ckpt.discard()  # the results are in trial.nc
-        save_figure(trial_figure(ds), png, dpi=110)
+        save_figure(trial_figure(ds, reference=reference), png, dpi=110)
     except OSError as exc:
         raise NksimWriteError(f"cannot write {png}: {exc.strerror or exc}; the results are complete in {nc} "
                               f"({later})") from None
@@ -132,6 +134,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"protocol {protocol.name}, parameters {params.name} ({params.status}), seed {args.seed}: "
           f"{n_sims} simulations in {elapsed:.1f} s")
     print(summary_table(ds))
+    if reference is not None:
+        print(f"\n{reference_table(reference)}")
     print(f"\nwrote {nc}\nwrote {png}")
     return 0
 

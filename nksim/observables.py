@@ -75,8 +75,11 @@ def time_to_progression(time: np.ndarray, blast_pct: np.ndarray, baseline_pct: n
     return np.where(hit.any(axis=-1), t[first], np.nan)
 
 
-def _km_sf(ttp: np.ndarray, end_day: float) -> tuple[np.ndarray, np.ndarray] | None:
+def _km_sf(ttp: np.ndarray, end_day: float | np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Kaplan-Meier table ``(times, S(times))`` at the distinct times; None when nothing progressed (S = 1).
+
+    NaN ``ttp`` is censored at ``end_day``: one day for all, or one per patient (an array of
+    ``ttp``'s shape, e.g. an observed trial's last follow-up days).
 
     The same arithmetic as :func:`scipy.stats.ecdf` on ``CensoredData(uncensored=progressed,
     right=censored at end_day)`` (as in scipy 1.17: ``1 - events/n`` without censoring, the
@@ -88,13 +91,14 @@ def _km_sf(ttp: np.ndarray, end_day: float) -> tuple[np.ndarray, np.ndarray] | N
     observed = np.isfinite(t)
     if not observed.any():
         return None  # no event: S(t) = 1 everywhere
+    censor_days = np.broadcast_to(np.asarray(end_day, dtype=float), np.shape(ttp)).ravel()[~observed]
     tod = t[observed]
     n_censored = int((~observed).sum())
     if n_censored == 0:
         sample = np.sort(tod)
         x, counts = np.unique(sample, return_counts=True)
         return x, 1 - np.cumsum(counts) / sample.size
-    times = np.concatenate((tod, np.full(n_censored, float(end_day))))
+    times = np.concatenate((tod, censor_days))
     died = np.concatenate((np.ones(tod.size, dtype=np.int64), np.zeros(n_censored, dtype=np.int64)))
     order = np.argsort(times)
     times, died = times[order], died[order]
@@ -129,14 +133,14 @@ def km_median(ttp: np.ndarray, end_day: float) -> float:
     return float(q[below[0]]) if below.size else float("inf")
 
 
-def km_curve(ttp: np.ndarray, end_day: float) -> tuple[np.ndarray, np.ndarray]:
+def km_curve(ttp: np.ndarray, end_day: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The whole Kaplan-Meier progression-free curve as a right-continuous step function.
 
     Returns ``(t, s)``: ``t`` starts at 0 (or the first time if earlier) followed by each
     distinct observed time (progression or censoring day), ``s[i]`` = P(progression-free
     time > ``t[i]``), so that ``s[searchsorted(t, day, "right") - 1]`` equals
     ``km_survival(ttp, end_day, day)`` for any day ``>= t[0]``. NaN ``ttp`` = censored at
-    ``end_day``; no data gives ``([0], [nan])``.
+    ``end_day`` (one day, or one per patient); no data gives ``([0], [nan])``.
     """
     if np.size(ttp) == 0:
         return np.array([0.0]), np.array([np.nan])

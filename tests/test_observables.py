@@ -141,3 +141,22 @@ def test_kaplan_meier_equals_scipy_ecdf_bit_for_bit(case):
         assert km_survival(ttp, end, day) == float(sf.evaluate(day)), day
     below = np.nonzero(sf.probabilities <= 0.5)[0]
     assert km_median(ttp, end) == (float(sf.quantiles[below[0]]) if below.size else np.inf)
+
+
+@pytest.mark.parametrize("case", range(20))
+def test_kaplan_meier_with_a_censoring_day_per_patient_equals_scipy_ecdf(case):
+    """An observed trial censors each patient at its own last visit: same arithmetic as scipy's ecdf."""
+    stats = pytest.importorskip("scipy.stats")
+    from nksim.observables import km_curve
+
+    rng = np.random.default_rng(1000 + case)
+    n = int(rng.integers(2, 25))
+    ttp = rng.choice([28.0, 90.0, 180.0, 270.0], size=n)
+    last = rng.choice([28.0, 90.0, 180.0, 270.0, 365.0], size=n)  # ties with event days included
+    censored = rng.random(n) < 0.5
+    censored[0] = False  # at least one event
+    ttp[censored] = np.nan
+    sf = stats.ecdf(stats.CensoredData(uncensored=ttp[~censored], right=last[censored])).sf
+    t, s = km_curve(ttp, last)
+    assert np.array_equal(t[-sf.quantiles.size:], sf.quantiles)
+    assert np.allclose(s[-sf.quantiles.size:], sf.probabilities, rtol=0, atol=1e-15)

@@ -1,9 +1,8 @@
 """The built distribution: sdist -> wheel, installed into a fresh virtual environment, run elsewhere.
 
 Builds the sdist and, from it, the wheel (``python -m build --no-isolation``: hatchling and build
-come with the ``dev`` extra), installs the wheel with ``--no-deps`` into a new venv that sees the
-already installed dependencies (``--system-site-packages``), and checks from a temporary working
-directory that
+come with the ``dev`` extra), installs the wheel with ``--no-deps`` into a new venv, and checks
+from a temporary working directory that
 
 * ``nksim`` is imported from the venv, not from this source tree (the editable install in the
   system site-packages must not shadow the wheel), and the shipped data (models, protocols,
@@ -11,13 +10,21 @@ directory that
 * ``nksim run`` (the console script) writes trial.nc and trial.png, with a small lattice;
 * the core runs with every optional package hidden, and sweep/calibrate then stop with one line
   naming the extra to install.
+
+The new venv takes its dependencies from the environment running the tests, wherever that is
+(a virtual env, as the README installs it, or the system Python): a ``.pth`` file in the new
+venv's site-packages appends this interpreter's site-packages folders to its path. Folders named
+in a ``.pth`` file are added as plain path entries, so their own ``.pth`` files (among them the
+editable install of this checkout) are not run: the venv's ``nksim`` is the wheel's.
 """
 from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import venv
 from pathlib import Path
@@ -64,6 +71,14 @@ print(json.dumps({"file": nksim.__file__, "version": nksim.__version__,
 """
 
 
+def _dependency_folders() -> list[str]:
+    """The site-packages folders of the interpreter running the tests (venv or system, and the user's if enabled)."""
+    folders = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        folders.append(site.getusersitepackages())
+    return [f for f in dict.fromkeys(folders) if Path(f).is_dir()]
+
+
 def _env(bindir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "NUMBA_CACHE_DIR", "PYTHONSTARTUP")}
@@ -96,11 +111,14 @@ def installed(tmp_path_factory):
         assert path in names, f"sdist lacks {path}"
 
     env_dir = tmp / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=os.name != "nt").create(env_dir)
+    venv.EnvBuilder(system_site_packages=False, with_pip=False, symlinks=os.name != "nt").create(env_dir)
     bindir = env_dir / ("Scripts" if os.name == "nt" else "bin")
     python = bindir / ("python.exe" if os.name == "nt" else "python")
     env = _env(bindir)
-    # pip comes from the system site-packages; --ignore-installed: the editable nksim there is not this one
+    venv_site = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp,
+                     env=env).stdout.strip()
+    Path(venv_site, "_nksim_test_dependencies.pth").write_text("\n".join(_dependency_folders()) + "\n")
+    # pip comes from this environment too; --ignore-installed: the editable nksim there is not this one
     _run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "--quiet", wheel],
          cwd=tmp, env=env)
     work = tmp / "elsewhere"

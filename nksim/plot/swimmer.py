@@ -119,8 +119,12 @@ def simulated_lanes(sub: xr.Dataset, t_end: float | None = None) -> dict[str, li
     return out
 
 
-def _swimmer_axes(ax: Axes, sub: xr.Dataset, t_end: float | None = None, *, legend: bool = True) -> list[str]:
-    """Draw simulated lanes (one per patient, follow-up to ``t_end``) into ``ax``; returns the patient ids."""
+def _swimmer_axes(ax: Axes, sub: xr.Dataset, t_end: float | None = None, *, legend: bool = True,
+                  lane: tuple[float, float] = (0.0, 0.7)) -> list[str]:
+    """Draw simulated lanes (one per patient, follow-up to ``t_end``) into ``ax``; returns the patient ids.
+
+    ``lane``: (offset of the bar's centre from the patient's row, bar height), in rows.
+    """
     if "patient" not in sub["response"].dims:
         sub = sub.expand_dims("patient")
     if t_end is None:
@@ -131,22 +135,23 @@ def _swimmer_axes(ax: Axes, sub: xr.Dataset, t_end: float | None = None, *, lege
     n = len(pids)
     groups = np.atleast_1d(sub["group"].values) if "group" in sub.coords else [None] * n
     evaluable = np.atleast_1d(sub["evaluable"].values) if "evaluable" in sub.coords else [None] * n
-    h = 0.7
+    off, h = lane
     for i, pid in enumerate(pids):
         segs = lanes[pid]
         if segs[0][2] == NOT_EVALUABLE:
-            ax.broken_barh([(0.0, t_end)], (i - h / 2, h), facecolors="white", edgecolors="0.6", hatch="///",
+            ax.broken_barh([(0.0, t_end)], (i - h / 2, 0.7 if h < 0.7 else h), facecolors="white", edgecolors="0.6",
+                           hatch="///",
                            linewidth=0.6, gid=f"lane:{pid}")
             ax.text(t_end / 2, i, "not evaluable", ha="center", va="center", fontsize=7, color="0.3",
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
             continue
-        ax.broken_barh([(a, b - a) for a, b, _ in segs], (i - h / 2, h),
+        ax.broken_barh([(a, b - a) for a, b, _ in segs], (i + off - h / 2, h),
                        facecolors=[_status_colour(s) for _, _, s in segs], edgecolors="white", linewidth=0.6,
                        gid=f"lane:{pid}")
         if np.isfinite(ttp[i]) and ttp[i] <= t_end:
-            ax.plot(ttp[i], i, marker="X", color="k", ms=7, ls="none", zorder=3, gid=f"progression:{pid}")
+            ax.plot(ttp[i], i + off, marker="X", color="k", ms=7, ls="none", zorder=3, gid=f"progression:{pid}")
         else:
-            ax.plot(t_end, i, marker=">", color="k", ms=6, ls="none", zorder=3, gid=f"censored:{pid}")
+            ax.plot(t_end, i + off, marker=">", color="k", ms=6, ls="none", zorder=3, gid=f"censored:{pid}")
     ax.set_yticks(range(n), [_lane_label(p, g, e) for p, g, e in zip(pids, groups, evaluable)], fontsize=8)
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_xlim(0, t_end * 1.03)
@@ -205,11 +210,17 @@ def observed_segments(o: Any) -> list[tuple[float, float, str]]:
     return response_segments([float(fa)], [str(first) if first else None], ttp, max(end, float(fa), 1.0))
 
 
-def _observed_axes(ax: Axes, outcomes: list[Any], order: Sequence[str]) -> list[str]:
-    """Observed lanes (:func:`observed_segments`), progression interval, censoring marks."""
+def _observed_axes(ax: Axes, outcomes: list[Any], order: Sequence[str], *, lane: tuple[float, float] = (0.0, 0.7),
+                   own_axes: bool = True) -> list[str]:
+    """Observed lanes (:func:`observed_segments`), progression interval, censoring marks.
+
+    ``lane``: (offset of the bar's centre from the patient's row, bar height), in rows;
+    ``own_axes``: label and scale the axes (False: the lanes are drawn into a simulated
+    swimmer's axes, beside its lanes, and not-evaluable patients are left to it).
+    """
     by_id = {str(o.patient): o for o in outcomes}
     ids = [p for p in order if p in by_id] + [p for p in by_id if p not in order]
-    h = 0.7
+    off, h = lane
     t_max = 0.0
     not_evaluable: list[int] = []
     for i, pid in enumerate(ids):
@@ -225,20 +236,24 @@ def _observed_axes(ax: Axes, outcomes: list[Any], order: Sequence[str]) -> list[
             continue
         progressed = getattr(o, "progressed", None)
         segs = observed_segments(o)
-        ax.broken_barh([(a, b - a) for a, b, _ in segs], (i - h / 2, h),
+        y = i + off
+        ax.broken_barh([(a, b - a) for a, b, _ in segs], (y - h / 2, h),
                        facecolors=[_status_colour(st) for _, _, st in segs], edgecolors="white", linewidth=0.6,
                        gid=f"observed:{pid}")
+        small = h < 0.7  # a thin lane beside a simulated one: smaller marks
         if progressed and (lo is not None or hi is not None):
             a = float(lo if lo is not None else hi)
             b = float(hi if hi is not None else lo)
-            ax.plot([a, b], [i, i], color="k", lw=1.2, marker="|", ms=8, zorder=3)
-            ax.plot((a + b) / 2, i, marker="X", color="k", ms=7, ls="none", zorder=4)
+            ax.plot([a, b], [y, y], color="k", lw=1.2, marker="|", ms=5 if small else 8, zorder=3)
+            ax.plot((a + b) / 2, y, marker="X", color="k", ms=5 if small else 7, ls="none", zorder=4)
         elif getattr(o, "lost_to_follow_up", False):
-            ax.plot(end, i, marker="o", mfc="white", color="k", ms=6, ls="none", zorder=3)
+            ax.plot(end, y, marker="o", mfc="white", color="k", ms=4 if small else 6, ls="none", zorder=3)
         elif progressed is False:
-            ax.plot(end, i, marker=">", color="k", ms=6, ls="none", zorder=3)
+            ax.plot(end, y, marker=">", color="k", ms=4 if small else 6, ls="none", zorder=3)
         else:
-            ax.text(end, i, " ?", va="center", fontsize=8)
+            ax.text(end, y, " ?", va="center", fontsize=8)
+    if not own_axes:
+        return ids
     for i in not_evaluable:  # hatched over the whole follow-up range
         ax.broken_barh([(0.0, max(t_max, 1.0))], (i - h / 2, h), facecolors="white", edgecolors="0.5", hatch="///",
                        linewidth=0.6, gid=f"observed:{ids[i]}")

@@ -1,6 +1,8 @@
 """The multi-panel summary figure of a cohort run, written by ``nksim run`` (:func:`trial_figure`)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
@@ -8,11 +10,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..trial_reference import run_count
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..trial_reference import TrialReference
+
+from ..observables import km_curve
 from ._data import _pick, _samples, _stats
 from ._protocol import _mark_protocol
 from ._style import GROUP_COLOURS, TIME_LABEL, _as_str
 from .km import km_plot
-from .swimmer import _swimmer_axes, _swimmer_handles
+from .swimmer import _observed_axes, _swimmer_axes, _swimmer_handles
 
 #: Default detection limit of donor chimerism (percent): a typical limit of STR/qPCR chimerism
 #: assays (0.01 % = 1 donor cell in 10^4). Values below it are not drawn.
@@ -63,7 +71,8 @@ def _band(ax: Axes, da: xr.DataArray, colour: str, label: str, log: bool = False
 
 
 def trial_figure(ds: xr.Dataset, *, xmax: float = 120.0,
-                 detection_limit_pct: float = CHIMERISM_DETECTION_LIMIT_PCT) -> Figure:
+                 detection_limit_pct: float = CHIMERISM_DETECTION_LIMIT_PCT,
+                 reference: TrialReference | None = None) -> Figure:
     """Multi-panel summary of a cohort run (written by ``nksim run``).
 
     Panels: donor chimerism (blood NK, PBMC), donor NK per uL blood by dose group, host
@@ -76,6 +85,11 @@ def trial_figure(ds: xr.Dataset, *, xmax: float = 120.0,
     ``detection_limit_pct``: donor chimerism (percent) below which nothing is drawn, default
     0.01 % (:data:`CHIMERISM_DETECTION_LIMIT_PCT`, a typical STR/qPCR limit); a curve ends
     where it falls below it, and the limit is drawn and stated in the legend.
+
+    ``reference`` (:func:`nksim.trial_reference.trial_reference`): the observed trial beside the
+    run. The swimmer panel gains the trial's own lanes (same patient order), its title the
+    trial's counts beside this run's and the model's 90 % predictive intervals, and the
+    Kaplan-Meier panel the trial's observed curve (black).
     """
     if not detection_limit_pct > 0:
         raise ValueError(f"detection_limit_pct must be a positive percentage, got {detection_limit_pct!r}")
@@ -145,18 +159,46 @@ def trial_figure(ds: xr.Dataset, *, xmax: float = 120.0,
            title="Marrow blasts per patient (replicate 0)\ndashed: that patient's PD threshold")
     ax.legend(handles=handles, fontsize=6, ncol=2, loc="upper left", framealpha=0.85)
 
-    ax = axes[1, 1]
     rep0 = ds["replicate"].values[0]
     sub, _ = _pick(ds, ["response", "time_to_progression"], {"patient", "assessment"}, {"replicate": rep0})
-    _swimmer_axes(ax, sub, float(ds["time"].values.max()), legend=False)
-    ax.legend(handles=_swimmer_handles(observed=False), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title(f"Response per patient (replicate {_as_str(rep0)}; NE: not evaluable)\n"
-                 "colour: status known at the start of each stretch", fontsize=10)
+    t_end = float(ds["time"].values.max())
+    if reference is None:
+        ax = axes[1, 1]
+        _swimmer_axes(ax, sub, t_end, legend=False)
+        ax.legend(handles=_swimmer_handles(observed=False), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.set_title(f"Response per patient (replicate {_as_str(rep0)}; NE: not evaluable)\n"
+                     "colour: status known at the start of each stretch", fontsize=10)
+    else:
+        _swimmer_beside_trial(axes[1, 1], sub, t_end, _as_str(rep0), reference)
 
     ax = axes[1, 2]
     km_plot(ds, by="group", ax=ax, landmark=270.0)
-    ax.set_title(f"Progression-free (evaluable patients x {nrep} replicates)")
+    title = f"Progression-free (evaluable patients x {nrep} replicates)"
+    if reference is not None:
+        ttp, last = reference.progression()
+        t, sv = km_curve(ttp, last)
+        ax.step(t, sv, where="post", color="k", lw=2.0, ls="--", gid="km:observed",
+                label=f"trial, observed ({reference.trial}; n = {ttp.size})")
+        ax.legend(fontsize=7, loc="lower left")
+        title += "\nblack dashed: the trial"
+    ax.set_title(title)
 
     fig.suptitle(f"nksim: protocol '{ds.attrs.get('protocol', '?')}', parameters '{ds.attrs.get('parameter_set', '?')}'"
                  f" ({ds.attrs.get('parameter_status', '')}), seed {ds.attrs.get('seed', '?')}", fontsize=12)
     return fig
+
+
+def _swimmer_beside_trial(ax: Axes, sub: xr.Dataset, t_end: float, rep: str, reference: TrialReference) -> None:
+    """Simulated lanes (replicate ``rep``, thick) with the trial's own lanes (thin, below each), in ``ax``.
+
+    The title gives the trial's counts beside this run's and the model's 90 % predictive
+    intervals (:func:`nksim.trial_reference.trial_reference`).
+    """
+    pids = _swimmer_axes(ax, sub, t_end, legend=False, lane=(-0.1, 0.5))
+    _observed_axes(ax, list(reference.outcomes), pids, lane=(0.27, 0.16), own_axes=False)
+    ax.legend(handles=_swimmer_handles(observed=True), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    lines = [f"{r.label.strip()}: trial {r.observed:g}, this run {run_count(r.simulated)}"
+             + (f", model 90 % PI {round(r.interval[0]):d}-{round(r.interval[1]):d}" if r.interval else "")
+             for r in reference.rows[:2]]
+    ax.set_title(f"Response per patient: simulated (replicate {rep}, thick) and\nthe trial ({reference.trial}, "
+                 "thin); NE: not evaluable\n" + "\n".join(lines), fontsize=8)
