@@ -39,8 +39,9 @@ from .protocol import Protocol
 from .streams import patient_key
 
 #: Modules whose code determines a simulation's raw arrays (hashed into the identity).
-_RESULT_MODULES = ("engine/build.py", "engine/kernel.py", "engine/layout.py", "engine/samplers.py", "simulate.py",
-                   "patients.py", "streams.py", "protocol.py", "parameters.py", "quantities.py")
+_RESULT_MODULES = ("engine/blood.py", "engine/build.py", "engine/kernel.py", "engine/layout.py", "engine/pcg64.py",
+                   "engine/samplers.py", "simulate.py", "patients.py", "streams.py", "protocol.py", "parameters.py",
+                   "quantities.py")
 
 _EFFECT_FIELDS = tuple(f.name for f in fields(PatientEffects))
 

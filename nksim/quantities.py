@@ -176,6 +176,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         # --- numerics ----------------------------------------------------------
         _p("numerics.dt", "h", 0.01, 24),
         _p("numerics.marrow_step", "h", 0.01, 168),
+        _p("numerics.quiet_marrow_step", "h", 24, 720),
     ]
 }
 
@@ -257,6 +258,9 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     DerivedInput("dt", "day", "time step", lambda c: 1.0 / c.resolution.steps_per_day, ("numerics.dt",)),
     DerivedInput("marrow_every", "1", "marrow update every this many steps", lambda c: c.resolution.marrow_every,
                  ("numerics.marrow_step",), integer=True),
+    DerivedInput("quiet_marrow_days", "1", "longest merged marrow update on quiet days (whole days)",
+                 lambda c: int(c.params["numerics.quiet_marrow_step"] // HOURS_PER_DAY),
+                 ("numerics.quiet_marrow_step",), integer=True),
     DerivedInput("steps_per_day", "1", "time steps per day", lambda c: c.resolution.steps_per_day, ("numerics.dt",),
                  integer=True),
     DerivedInput("n_steps", "1", "time steps from start to end of the simulation",

@@ -67,9 +67,12 @@ def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: in
     else:
         kp[KP.stop_enabled] = 1.0
         stop = np.array(sorted(int(round(d - protocol.start_day)) for d in stop_days), dtype=np.int64)
+    # days at whose end the marrow must be current (a merged quiet-day marrow update never spans them)
+    sync = np.array(sorted({int(round(d - protocol.start_day)) for d in protocol.assessment_days}
+                           | set(snap.tolist()) | set(stop.tolist())), dtype=np.int64)
     kernel_streams = [rngs[name] for name in KERNEL_STREAMS]
     states = [pcg64.pack(g) for g in kernel_streams]  # the kernel advances the generators' PCG64 states itself
-    rec, cnt, snaps = run_patient(kp, *ev, snap, stop, *states)
+    rec, cnt, snaps = run_patient(kp, *ev, snap, stop, sync, *states)
     for words, g in zip(states, kernel_streams):
         pcg64.unpack(words, g)
     return RawRun(patient.id, replicate, eff, rec, cnt, snaps)

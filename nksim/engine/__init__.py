@@ -3,6 +3,7 @@
 Kernel (``kernel``), its random-variate samplers (``samplers``), its inlined PCG64 streams
 (``pcg64``), array layout (``layout``), input building (``build``), raw results (``raw``).
 """
+from . import blood as _blood
 from . import cache_guard as _cache_guard
 from . import pcg64
 from . import samplers as _samplers
@@ -13,8 +14,8 @@ from .raw import RawRun
 
 #: The kernel's compiled code holds the layout's indices and the samplers' machine code (numba
 #: links called functions into the caller's cache entry but keys it on ``kernel.py`` alone).
-KERNEL_DIGEST: str = (_LAYOUT_DIGEST + "-" + _cache_guard.file_digest(_samplers.__file__) + "-"
-                      + _cache_guard.file_digest(pcg64.__file__))
+KERNEL_DIGEST: str = "-".join([_LAYOUT_DIGEST]
+                              + [_cache_guard.file_digest(m.__file__) for m in (_samplers, pcg64, _blood)])
 _cache_guard.check(run_patient, "kernel", KERNEL_DIGEST)
 
 __all__ = ["RawRun", "Resolution", "pcg64", "event_arrays", "kernel_parameters", "resolution", "run_patient"]

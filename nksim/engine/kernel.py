@@ -53,242 +53,32 @@ import math
 import numpy as np
 from numba import njit
 
+from .blood import (
+    N_PK,
+    N_WORK,
+    PK_CY,
+    PK_FLU,
+    PK_IL2,
+    PK_IL2_DEPOT,
+    PK_IL15A,
+    PK_IL15A_DEPOT,
+    PK_T0,
+    QUIET_MAX_HAZARD,
+    QUIET_RTOL,
+    cytokine_support,
+    depot_step,
+    donor_nk_rejection,
+    drug_hazard,
+    hazard_integral,
+    nk_division_rate,
+    primed_fraction,
+    quiet_atol,
+    quiet_day,
+    rk4_blood,
+)
 from .layout import DONOR_STRIDE, EV, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
 from .pcg64 import below, uniform
 from .samplers import binomial, binomial_draw, binomial_setup, split_even4
-
-
-# --------------------------------------------------------------------------- helpers
-@njit(cache=True)
-def drug_hazard(kp, flu_amt, cy_amt):
-    """Kill hazard (day-1) on blood lymphocytes for drug amounts (mg): sum of two Emax terms."""
-    cf = flu_amt / kp[KP.drugs_flu_volume]
-    cc = cy_amt / kp[KP.drugs_cy_volume]
-    return (kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50])
-            + kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50]))
-
-
-@njit(cache=True)
-def nk_proliferation(kp, il15):
-    """Donor NK division rate (day-1) at relative IL-15 ``il15``: basal + Emax in the excess over 1."""
-    x = il15 - 1.0
-    if x < 0.0:
-        x = 0.0
-    return kp[KP.nk_proliferation_rate] + kp[KP.patient_nk_il15_proliferation_max] * x / (x + kp[KP.nk_il15_ec50])
-
-
-@njit(cache=True)
-def nk_division_rate(kp, il15, sup_prolif):
-    """Donor NK division rate (day-1): IL-15-driven plus cytokine support, at most ``nk.max_division_rate``."""
-    rate = nk_proliferation(kp, il15) + sup_prolif
-    cap = kp[KP.nk_max_division_rate]
-    return rate if rate < cap else cap
-
-
-@njit(cache=True)
-def primed_fraction(kp, since):
-    """Fraction of the primed anti-donor response reached ``since`` days after first exposure.
-
-    The response matures through ``allo.priming_stages`` stages of equal mean length (an Erlang
-    delay with mean ``allo.priming_delay``); it never wanes (memory). 0 before exposure
-    (``since`` < 0 or infinite).
-    """
-    if not since > 0.0 or since == np.inf:
-        return 0.0
-    x = kp[KP.allo_stage_rate] * since
-    k = int(kp[KP.allo_priming_stages])
-    term = 1.0
-    acc = 1.0
-    for i in range(1, k):
-        term *= x / i
-        acc += term
-    out = 1.0 - math.exp(-x) * acc
-    return out if out > 0.0 else 0.0
-
-
-@njit(cache=True)
-def depot_step(depot, central, ka, ke, dt):
-    """Advance a first-order s.c. depot -> central -> elimination model by ``dt`` (exact).
-
-    Returns ``(depot, central)`` after the step (amounts in the dose unit).
-    """
-    ea = math.exp(-ka * dt)
-    ee = math.exp(-ke * dt)
-    if abs(ka - ke) > 1e-9 * (ka + ke):
-        c = central * ee + depot * ka / (ke - ka) * (ea - ee)
-    else:
-        c = central * ee + depot * ka * dt * ee
-    return depot * ea, c
-
-
-@njit(cache=True)
-def cytokine_support(kp, il2, il15a):
-    """Effects of exogenous cytokines on donor NK, from central amounts ``il2`` (MIU), ``il15a`` (ug).
-
-    Returns ``(extra division rate day-1, death-rate multiplier, combined support 0..1)``: each
-    cytokine acts through its occupancy ``f = A / (A + EC50)``; division rises by
-    ``proliferation_max * f``, homeostatic death falls by the factor ``1 - survival_effect * f``.
-    """
-    f2 = il2 / (il2 + kp[KP.il2_ec50]) if il2 > 0.0 else 0.0
-    f15 = il15a / (il15a + kp[KP.il15_agonist_ec50]) if il15a > 0.0 else 0.0
-    prolif = kp[KP.il2_proliferation_max] * f2 + kp[KP.il15_agonist_proliferation_max] * f15
-    death = (1.0 - kp[KP.il2_survival_effect] * f2) * (1.0 - kp[KP.il15_agonist_survival_effect] * f15)
-    support = 1.0 - (1.0 - f2) * (1.0 - f15)
-    return prolif, death, support
-
-
-@njit(cache=True)
-def donor_nk_rejection(kp, host_t, primed):
-    """Rejection rate (day-1) of one donor's NK: ``rejection_rate * T/T0 + primed_rejection_rate * primed * (T/T0)^e``.
-
-    The first term is the unprimed (innate and naive T-cell) rejection, proportional to the host
-    T count; the second is the primed anti-donor response, which expands clonally from the
-    surviving T-cell pool and so depends on it less than in proportion: ``e`` =
-    ``allo.primed_t_exponent`` (0: independent of the T count; 1: proportional to it).
-    """
-    t_rel = host_t / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0
-    e = kp[KP.allo_primed_t_exponent]
-    t_fac = 1.0 if e == 0.0 else (t_rel ** e if t_rel > 0.0 else 0.0)
-    return kp[KP.nk_rejection_rate] * t_rel + kp[KP.allo_primed_rejection_rate] * primed * t_fac
-
-
-@njit(cache=True)
-def il15_consumers(kp, y, marrow_donor):
-    """IL-15 consumers relative to baseline: (host NK + host T + w * all donor NK) / (NK0 + T0).
-
-    Host blood counts stand for their whole-body pools; donor NK (blood, other tissues and
-    ``marrow_donor``, whole body) enter on the same scale through ``donor_il15_consumption``.
-    """
-    donor = marrow_donor
-    for d in range(int(kp[KP.n_donors])):
-        donor += y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d]
-    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
-    return (y[Y.host_nk] + y[Y.host_t] + kp[KP.donor_il15_consumption] * donor) / base if base > 0 else 0.0
-
-
-@njit(cache=True)
-def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
-    """Right-hand side of the blood ODEs (per day); ``hazard`` is the drug kill hazard.
-
-    ``y`` and ``out`` are indexed by ``Y`` (:data:`nksim.quantities.BLOOD_STATE`), donor ``d`` at
-    ``+ DONOR_STRIDE * d``. ``marrow_donor``: donor NK in the marrow (whole body, held fixed over
-    the step); ``primed[d]``: the host's primed response to donor ``d``; ``sup_prolif``,
-    ``sup_death``: cytokine effects (:func:`cytokine_support`).
-    """
-    hnk = max(y[Y.host_nk], 1e-12)
-    ht = max(y[Y.host_t], 1e-12)
-    il = y[Y.il15]
-    h_nk = kp[KP.host_nk_drug_sensitivity] * hazard
-    h_t = kp[KP.host_t_drug_sensitivity] * hazard
-    r_nk = kp[KP.patient_host_nk_recovery_rate]
-    r_t = kp[KP.patient_host_t_recovery_rate]
-    nk0 = kp[KP.host_nk_baseline]
-    t0 = kp[KP.host_t_baseline]
-    out[Y.host_nk] = r_nk * hnk * math.log(nk0 / hnk) - h_nk * hnk if nk0 > 0 else -h_nk * hnk
-    out[Y.host_t] = r_t * ht * math.log(t0 / ht) - h_t * ht if t0 > 0 else -h_t * ht
-    # IL-15: production balances removal at baseline (il = 1); removal = clearance + consumption by
-    # every lymphocyte: host NK and T (blood counts standing for their whole-body pools) and all
-    # donor NK (blood, other tissues, marrow) converted to the same blood-count scale
-    n_donors = int(kp[KP.n_donors])
-    tau = kp[KP.il15_turnover_rate]
-    k_clear = tau / kp[KP.il15_max_fold]
-    k_cons = tau - k_clear
-    lrel = il15_consumers(kp, y, marrow_donor)
-    out[Y.il15] = tau - (k_clear + k_cons * lrel) * il
-    # donor NK outside the marrow: division - death - rejection - drug, and tissue exchange
-    grow = nk_division_rate(kp, il, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
-    up = kp[KP.donor_tissue_uptake_rate]
-    back = kp[KP.donor_tissue_return_rate]
-    for d in range(n_donors):
-        ib = Y.donor_nk_blood + DONOR_STRIDE * d
-        it = Y.donor_nk_tissue + DONOR_STRIDE * d
-        net = grow - donor_nk_rejection(kp, y[Y.host_t], primed[d])
-        out[ib] = net * y[ib] - up * y[ib] + back * y[it]
-        out[it] = net * y[it] + up * y[ib] - back * y[it]
-
-
-@njit(cache=True)
-def _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp):
-    n = y.shape[0]
-    blood_rhs(kp, y, h0, marrow_donor, primed, sup_prolif, sup_death, k1)
-    for i in range(n):
-        tmp[i] = y[i] + 0.5 * dt * k1[i]
-    blood_rhs(kp, tmp, hmid, marrow_donor, primed, sup_prolif, sup_death, k2)
-    for i in range(n):
-        tmp[i] = y[i] + 0.5 * dt * k2[i]
-    blood_rhs(kp, tmp, hmid, marrow_donor, primed, sup_prolif, sup_death, k3)
-    for i in range(n):
-        tmp[i] = y[i] + dt * k3[i]
-    blood_rhs(kp, tmp, h1, marrow_donor, primed, sup_prolif, sup_death, k4)
-    for i in range(n):
-        y[i] = y[i] + dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
-        if y[i] < 0.0:
-            y[i] = 0.0
-
-
-@njit(cache=True)
-def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
-    """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y``."""
-    n_donors = int(kp[KP.n_donors])
-    tau = kp[KP.il15_turnover_rate]
-    lrel = il15_consumers(kp, y, marrow_donor)
-    lam = tau * (1.0 / kp[KP.il15_max_fold] + (1.0 - 1.0 / kp[KP.il15_max_fold]) * lrel)
-    for j in (Y.host_nk, Y.host_t):
-        if j == Y.host_nk:
-            l0 = kp[KP.host_nk_baseline]
-            g = kp[KP.patient_host_nk_recovery_rate]
-            h = kp[KP.host_nk_drug_sensitivity] * hazard
-        else:
-            l0 = kp[KP.host_t_baseline]
-            g = kp[KP.patient_host_t_recovery_rate]
-            h = kp[KP.host_t_drug_sensitivity] * hazard
-        if l0 > 0.0 and y[j] > 0.0:
-            rate = g * (abs(math.log(l0 / y[j])) + 1.0) + h
-            if rate > lam:
-                lam = rate
-    rej = 0.0
-    for d in range(n_donors):
-        r = donor_nk_rejection(kp, y[Y.host_t], primed[d])
-        if r > rej:
-            rej = r
-    nk = (nk_division_rate(kp, y[Y.il15], sup_prolif) + kp[KP.nk_death_rate] + rej + hazard
-          + kp[KP.donor_tissue_uptake_rate] + kp[KP.donor_tissue_return_rate])
-    if nk > lam:
-        lam = nk
-    return lam
-
-
-@njit(cache=True)
-def rk4_blood(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp):
-    """Advance the blood ODEs by ``dt`` days with RK4; drug hazard given at start, middle, end.
-
-    The step is split into ``n`` equal RK4 sub-steps with ``n * (fastest rate) * sub-step <= 1``
-    (RK4 is stable up to about 2.8), so any ``numerics.dt`` the schema allows is stable; the
-    hazard inside the step is the quadratic through ``h0, hmid, h1``; marrow donor NK, priming
-    and cytokine effects are held at their values for the step. With the default dt = 1 h,
-    n = 1.
-    """
-    lam = blood_stiffness(kp, y, max(h0, max(hmid, h1)), marrow_donor, primed, sup_prolif)
-    n_sub = int(math.ceil(lam * dt))
-    if n_sub < 1:
-        n_sub = 1
-    if n_sub == 1:
-        _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
-        return
-    hs = dt / n_sub
-    for k in range(n_sub):
-        # quadratic (Lagrange) interpolation of the hazard at the sub-step's start, middle, end
-        a = _hazard_at(k / n_sub, h0, hmid, h1)
-        m = _hazard_at((k + 0.5) / n_sub, h0, hmid, h1)
-        e = _hazard_at((k + 1.0) / n_sub, h0, hmid, h1)
-        _rk4_substep(kp, y, hs, a, m, e, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
-
-
-@njit(cache=True)
-def _hazard_at(s, h0, hmid, h1):
-    """Quadratic through (0, h0), (1/2, hmid), (1, h1) at fraction ``s`` of the step (>= 0)."""
-    v = h0 * (2.0 * s - 1.0) * (s - 1.0) + hmid * 4.0 * s * (1.0 - s) + h1 * s * (2.0 * s - 1.0)
-    return v if v > 0.0 else 0.0
 
 
 @njit(cache=True)
@@ -478,6 +268,107 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
                 cnt_now[C.blast_daughters_lost] += lost
 
 
+#: Relative change of a voxel population (per-capita net rate x duration) that one merged quiet-day marrow update
+#: may cover (numerical choice: the rates are frozen over the update; benchmarks/README.md, "Quiet days").
+QUIET_MARROW_CHANGE = 0.05
+#: Largest division probability a merged quiet-day marrow update may draw with (the tau-leap's probability
+#: ``exp(-d delta) (exp(b delta) - 1)`` must stay a probability, with room).
+QUIET_MARROW_MAX_P_DIV = 0.95
+#: The counters a marrow update advances (cumulative; interpolated over merged quiet days by backfill_marrow).
+MARROW_COUNTERS = (C.blast_births, C.blast_deaths, C.blast_drug_deaths, C.blast_daughters_lost, C.normal_births,
+                   C.normal_deaths, C.normal_drug_deaths, C.normal_daughters_lost)
+
+
+@njit(cache=True)
+def _p_div_ok(b, d, days):
+    return d == np.inf or math.exp(-d * days) * math.expm1(b * days) <= QUIET_MARROW_MAX_P_DIV
+
+
+@njit(cache=True)
+def quiet_marrow_days(kp, sus, res, nor, max_days):
+    """How many whole quiet days one marrow update may cover, from the lattice now (1 to ``max_days``).
+
+    Each voxel's per-capita rates are frozen over the update (:func:`marrow_update`), so the
+    update may last as long as no population's net rate changes it by more than
+    :data:`QUIET_MARROW_CHANGE` (relative), and its division probability stays at most
+    :data:`QUIET_MARROW_MAX_P_DIV` in every voxel (the death rate is lowest where occupancy is).
+    """
+    K = kp[KP.voxel_capacity]
+    b_b = kp[KP.blast_birth_rate]
+    r_b = kp[KP.blast_net_growth_rate]
+    b_n = kp[KP.normal_birth_rate]
+    r_n = kp[KP.normal_recovery_rate]
+    c_n = kp[KP.normal_target]
+    d_b_min = np.inf
+    d_n_min = np.inf
+    net = 0.0
+    for v in range(sus.shape[0]):
+        blasts = sus[v] + res[v]
+        tot = blasts + nor[v]
+        if tot == 0:
+            continue
+        occ = tot / K
+        if blasts > 0:
+            d = max(b_b - r_b * (1.0 - occ), 0.0)
+            d_b_min = min(d_b_min, d)
+            net = max(net, abs(b_b - d))
+        if nor[v] > 0:
+            d = max(b_n - r_n * (1.0 - occ / c_n), 0.0)
+            d_n_min = min(d_n_min, d)
+            net = max(net, abs(b_n - d))
+    days = max_days
+    if net * days > QUIET_MARROW_CHANGE:
+        days = int(QUIET_MARROW_CHANGE / net)
+    while days > 1 and not (_p_div_ok(b_b, d_b_min, days) and _p_div_ok(b_n, d_n_min, days)):
+        days -= 1
+    return max(days, 1)
+
+
+@njit(cache=True)
+def _towards(x0, x1, f):
+    """``x0`` to ``x1`` at fraction ``f``: geometric (a population's mean path at frozen rates); linear with a 0."""
+    if x0 > 0.0 and x1 > 0.0:
+        return x0 * (x1 / x0) ** f
+    return x0 + (x1 - x0) * f
+
+
+@njit(cache=True)
+def backfill_marrow(kp, rec, cnt, r0, r_last, t_now, sus, res, nor, cnt_now):
+    """Marrow fields of records ``r0 < r <= r_last``, written before a merged quiet-day update, from the update.
+
+    Between record ``r0`` (the last one written with a current marrow) and the lattice now (at
+    record time ``t_now``), each population follows its mean path at the frozen rates
+    (geometric) and each cumulative marrow counter grows linearly; the derived fields (totals,
+    blast percentage, susceptible fraction) are computed from them as :func:`record_day` does.
+    """
+    scale = kp[KP.scale]
+    s1 = 0.0
+    rs1 = 0.0
+    n1 = 0.0
+    for v in range(sus.shape[0]):
+        s1 += sus[v]
+        rs1 += res[v]
+        n1 += nor[v]
+    s0 = float(cnt[r0, C.susceptible_blasts])
+    rs0 = float(cnt[r0, C.resistant_blasts])
+    n0 = float(cnt[r0, C.normal_cells])
+    for r in range(r0 + 1, r_last + 1):
+        f = (r - r0) / (t_now - r0)
+        s = _towards(s0, s1, f)
+        rs = _towards(rs0, rs1, f)
+        n = _towards(n0, n1, f)
+        cnt[r, C.susceptible_blasts] = np.int64(round(s))
+        cnt[r, C.resistant_blasts] = np.int64(round(rs))
+        cnt[r, C.normal_cells] = np.int64(round(n))
+        for j in MARROW_COUNTERS:
+            cnt[r, j] = np.int64(round(cnt[r0, j] + (cnt_now[j] - cnt[r0, j]) * f))
+        b = s + rs
+        rec[r, R.blasts_total] = b * scale
+        rec[r, R.normal_total] = n * scale
+        rec[r, R.marrow_blast_pct] = 100.0 * b / (b + n) if b + n > 0 else 0.0
+        rec[r, R.blast_susceptible_fraction] = s / b if b > 0 else np.nan
+
+
 @njit(cache=True)
 def _grow(arr, n):
     out = np.empty(n, dtype=arr.dtype)
@@ -563,8 +454,8 @@ def _add_agent(a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, pos, comp, re
 
 
 @njit(cache=True, nogil=True)
-def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days, rng_init, rng_move, rng_kill,
-                rng_fate, rng_traffic, rng_marrow):
+def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days, sync_days, rng_init, rng_move,
+                rng_kill, rng_fate, rng_traffic, rng_marrow):
     """Simulate one patient. Returns ``(rec, cnt, snaps)``.
 
     Early stopping: when ``kp[KP.stop_enabled]`` is 1, the run ends after the first record
@@ -575,7 +466,15 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
 
     ``kp``: parameter vector (see :mod:`nksim.engine.layout`); ``ev_step/kind/amount/donor``:
     events sorted by step (amount in the kind's amount unit, donor index for NK infusions);
-    ``snap_days``: record indices (days since start) at which the lattice is copied.
+    ``snap_days``: record indices (days since start) at which the lattice is copied;
+    ``sync_days``: sorted record indices at whose end the marrow must be current (assessment,
+    snapshot and stop days): a merged quiet-day marrow update never spans them.
+
+    Quiet days (:func:`_quiet`): the blood is integrated over the day at its end
+    (:func:`~nksim.engine.blood.quiet_day`), and the marrow updates of consecutive quiet days
+    are merged into one of up to ``kp[KP.quiet_marrow_days]`` days (:func:`quiet_marrow_days`),
+    done at the end of the block (or at the start of the next day that is not quiet); the daily
+    records written in between get their marrow fields from it (:func:`backfill_marrow`).
     """
     side = int(kp[KP.lattice_side])
     nv = side * side
@@ -626,6 +525,21 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     k3 = np.empty(n_y)
     k4 = np.empty(n_y)
     tmp = np.empty(n_y)
+    # quiet days (no agent, no event, no donor pool that could home, negligible drug kill): the blood is
+    # integrated over the whole day by quiet_day instead of step by step
+    q_work = np.zeros((N_WORK, n_y))
+    q_jac = np.zeros((n_y, n_y))
+    q_mat = np.zeros((n_y, n_y))
+    q_piv = np.zeros(n_y, dtype=np.int64)
+    q_atol = quiet_atol(kp, n_y)
+    q_pk = np.zeros(N_PK)
+    q_step = 0.1  # first step (days) of the next quiet day's integrator
+    quiet = False
+    q_max_days = max(int(kp[KP.quiet_marrow_days]), 1)
+    m_pending = 0  # quiet days whose marrow update is merged into the next one
+    m_allowed = 1  # quiet days the pending merged update may cover
+    r_fresh = 0  # the last record written with a current marrow
+    sync_i = 0
     first_exposure = np.full(n_donors, np.inf)  # day (since start) of each donor's first infusion
     primed = np.zeros(n_donors)
     rate_die = np.zeros(n_donors)
@@ -672,152 +586,200 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
         _snapshot(snaps, snap_i, sus, res, nor, nk_grid, a_pos, n_agents, side)
         snap_i += 1
 
-    for step in range(n_steps):
+    step = 0
+    while step < n_steps:
         t = step * dt
-        # 2. events
-        while ev_i < n_ev and ev_step[ev_i] == step:
-            kind = ev_kind[ev_i]
-            if kind == EV.fludarabine:
-                flu += ev_amount[ev_i]
-            elif kind == EV.cyclophosphamide:
-                cy += ev_amount[ev_i]
-            elif kind == EV.nk_infusion:
-                d = ev_donor[ev_i]
-                y[Y.donor_nk_blood + DONOR_STRIDE * d] += ev_amount[ev_i]
-                if first_exposure[d] == np.inf:
-                    first_exposure[d] = t
-            elif kind == EV.il2:
-                il2_depot += ev_amount[ev_i]
-            elif kind == EV.il15_agonist:
-                il15a_depot += ev_amount[ev_i]
-            ev_i += 1
-        # 3. PK and hazard over [t, t + dt]; cytokine effects and priming at mid-step
-        h0 = drug_hazard(kp, flu, cy)
-        hmid = drug_hazard(kp, flu * math.exp(-kflu * 0.5 * dt), cy * math.exp(-kcy * 0.5 * dt))
-        flu *= math.exp(-kflu * dt)
-        cy *= math.exp(-kcy * dt)
-        h1 = drug_hazard(kp, flu, cy)
-        h_step = dt / 6.0 * (h0 + 4.0 * hmid + h1)
-        h_marrow += h_step
-        sup_prolif = 0.0
-        sup_death = 1.0
-        support = 0.0
-        if il2_depot + il2 + il15a_depot + il15a > 0.0:
-            il2_mid = depot_step(il2_depot, il2, ka2, ke2, 0.5 * dt)[1]
-            il15a_mid = depot_step(il15a_depot, il15a, ka15, ke15, 0.5 * dt)[1]
-            sup_prolif, sup_death, support = cytokine_support(kp, il2_mid, il15a_mid)
-            il2_depot, il2 = depot_step(il2_depot, il2, ka2, ke2, dt)
-            il15a_depot, il15a = depot_step(il15a_depot, il15a, ka15, ke15, dt)
-        for d in range(n_donors):  # at mid-step: second-order accurate over the step
-            primed[d] = primed_fraction(kp, t + 0.5 * dt - first_exposure[d])
-        # 4. blood and IL-15
-        rk4_blood(kp, y, dt, h0, hmid, h1, n_agents * scale, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
-        il15 = y[Y.il15]
-        # 5. NK motility, recovery of lytic function, killing
-        p_recover = -math.expm1(-recover_rate * (1.0 + kp[KP.nk_cytokine_recovery_boost] * support) * dt)
-        for i in range(n_agents):
-            if p_hop_mean > 0.0:
-                # Poisson number of hops by inversion of its CDF with one uniform (usually 0 hops)
-                u = uniform(rng_move)
-                if u > p_zero_hops:
-                    nh = 0
-                    pk = p_zero_hops
-                    cdf = p_zero_hops
-                    while u > cdf and nh < 10000:
-                        nh += 1
-                        pk *= p_hop_mean / nh
-                        cdf += pk
-                    pos = np.int64(a_pos[i])
-                    for _ in range(nh):
-                        pos = neighbour(pos, below(rng_move, np.int64(4)), side)
-                    a_pos[i] = pos
-            if a_kills[i] > 0 and p_recover > 0.0 and uniform(rng_kill) < p_recover:
-                a_kills[i] -= 1  # one lytic unit restored (granule stores refill)
-            if a_comp[i] and a_kills[i] < maxk and step >= a_ready[i]:
-                v = a_pos[i]
-                b = sus[v] + res[v]
-                if b > 0:
-                    u = uniform(rng_kill)
-                    if b < n_engage:
-                        pe = p_engage[b]
-                        if pe < 0.0:
+        if step % spd == 0:
+            quiet = _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, flu, cy)
+            if not quiet and m_pending > 0:  # a merged update due at the end of the previous (quiet) day
+                marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_pending * spd * dt)
+                h_marrow = 0.0
+                r_now = step // spd
+                backfill_marrow(kp, rec, cnt, r_fresh, r_now, r_now, sus, res, nor, cnt_now)
+                r_fresh = r_now
+                m_pending = 0
+        if quiet:
+            # A quiet day in one block (steps 2.-7.): no event, no agent, nothing that could home. The drugs and
+            # cytokine depots decay exactly over the day, the drug hazard on the marrow is integrated over it
+            # (Simpson), and the blood is integrated over it by quiet_day from the PK state at its start.
+            day = spd * dt
+            q_pk[PK_T0] = t
+            q_pk[PK_FLU] = flu
+            q_pk[PK_CY] = cy
+            q_pk[PK_IL2_DEPOT] = il2_depot
+            q_pk[PK_IL2] = il2
+            q_pk[PK_IL15A_DEPOT] = il15a_depot
+            q_pk[PK_IL15A] = il15a
+            h_marrow += hazard_integral(kp, flu, cy, day)
+            flu *= math.exp(-kflu * day)
+            cy *= math.exp(-kcy * day)
+            if il2_depot + il2 + il15a_depot + il15a > 0.0:
+                il2_depot, il2 = depot_step(il2_depot, il2, ka2, ke2, day)
+                il15a_depot, il15a = depot_step(il15a_depot, il15a, ka15, ke15, day)
+            q_step = quiet_day(kp, y, day, q_pk, first_exposure, primed, q_step, QUIET_RTOL, q_atol, q_work, q_jac,
+                               q_mat, q_piv)[0]
+            done = step + spd
+        else:
+            # 2. events
+            while ev_i < n_ev and ev_step[ev_i] == step:
+                kind = ev_kind[ev_i]
+                if kind == EV.fludarabine:
+                    flu += ev_amount[ev_i]
+                elif kind == EV.cyclophosphamide:
+                    cy += ev_amount[ev_i]
+                elif kind == EV.nk_infusion:
+                    d = ev_donor[ev_i]
+                    y[Y.donor_nk_blood + DONOR_STRIDE * d] += ev_amount[ev_i]
+                    if first_exposure[d] == np.inf:
+                        first_exposure[d] = t
+                elif kind == EV.il2:
+                    il2_depot += ev_amount[ev_i]
+                elif kind == EV.il15_agonist:
+                    il15a_depot += ev_amount[ev_i]
+                ev_i += 1
+            # 3. PK and hazard over [t, t + dt]; cytokine effects and priming at mid-step
+            h0 = drug_hazard(kp, flu, cy)
+            hmid = drug_hazard(kp, flu * math.exp(-kflu * 0.5 * dt), cy * math.exp(-kcy * 0.5 * dt))
+            flu *= math.exp(-kflu * dt)
+            cy *= math.exp(-kcy * dt)
+            h1 = drug_hazard(kp, flu, cy)
+            h_step = dt / 6.0 * (h0 + 4.0 * hmid + h1)
+            h_marrow += h_step
+            sup_prolif = 0.0
+            sup_death = 1.0
+            support = 0.0
+            if il2_depot + il2 + il15a_depot + il15a > 0.0:
+                il2_mid = depot_step(il2_depot, il2, ka2, ke2, 0.5 * dt)[1]
+                il15a_mid = depot_step(il15a_depot, il15a, ka15, ke15, 0.5 * dt)[1]
+                sup_prolif, sup_death, support = cytokine_support(kp, il2_mid, il15a_mid)
+                il2_depot, il2 = depot_step(il2_depot, il2, ka2, ke2, dt)
+                il15a_depot, il15a = depot_step(il15a_depot, il15a, ka15, ke15, dt)
+            for d in range(n_donors):  # at mid-step: second-order accurate over the step
+                primed[d] = primed_fraction(kp, t + 0.5 * dt - first_exposure[d])
+            # 4. blood and IL-15
+            rk4_blood(kp, y, dt, h0, hmid, h1, n_agents * scale, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
+            il15 = y[Y.il15]
+            # 5. NK motility, recovery of lytic function, killing
+            p_recover = -math.expm1(-recover_rate * (1.0 + kp[KP.nk_cytokine_recovery_boost] * support) * dt)
+            for i in range(n_agents):
+                if p_hop_mean > 0.0:
+                    # Poisson number of hops by inversion of its CDF with one uniform (usually 0 hops)
+                    u = uniform(rng_move)
+                    if u > p_zero_hops:
+                        nh = 0
+                        pk = p_zero_hops
+                        cdf = p_zero_hops
+                        while u > cdf and nh < 10000:
+                            nh += 1
+                            pk *= p_hop_mean / nh
+                            cdf += pk
+                        pos = np.int64(a_pos[i])
+                        for _ in range(nh):
+                            pos = neighbour(pos, below(rng_move, np.int64(4)), side)
+                        a_pos[i] = pos
+                if a_kills[i] > 0 and p_recover > 0.0 and uniform(rng_kill) < p_recover:
+                    a_kills[i] -= 1  # one lytic unit restored (granule stores refill)
+                if a_comp[i] and a_kills[i] < maxk and step >= a_ready[i]:
+                    v = a_pos[i]
+                    b = sus[v] + res[v]
+                    if b > 0:
+                        u = uniform(rng_kill)
+                        if b < n_engage:
+                            pe = p_engage[b]
+                            if pe < 0.0:
+                                pe = 1.0 - math.exp(-contact * (b / K) * dt)
+                                p_engage[b] = pe
+                        else:
                             pe = 1.0 - math.exp(-contact * (b / K) * dt)
-                            p_engage[b] = pe
-                    else:
-                        pe = 1.0 - math.exp(-contact * (b / K) * dt)
-                    if u < pe:
-                        # engaged a blast: susceptible with prob sus/b, then killed with p_kill
-                        if uniform(rng_kill) * b < sus[v] and uniform(rng_kill) < p_kill:
-                            sus[v] -= 1
-                            a_kills[i] += 1
-                            a_ready[i] = step + 1 + refract_steps
-                            cnt_now[C.blasts_killed_by_nk] += 1
-        # 6. NK fate: divide / die / egress (competing risks over dt); death depends on the donor
-        rate_div = nk_division_rate(kp, il15, sup_prolif)
-        for d in range(n_donors):
-            rate_die[d] = (kp[KP.nk_death_rate] * sup_death + donor_nk_rejection(kp, y[Y.host_t], primed[d])
-                           + h_step / dt)
-            rate_tot[d] = rate_div + rate_die[d] + p_egress_rate
-            p_any[d] = 1.0 - math.exp(-rate_tot[d] * dt)
-        # Iterate downwards over the agents alive at the start of the step: a removed agent's
-        # slot is filled by the last agent, which is either a newborn of this step or an agent
-        # already processed, so every agent is decided exactly once and newborns not at all.
-        for i in range(n_agents - 1, -1, -1):
-            d = a_donor[i]
-            u = uniform(rng_fate)
-            if u >= p_any[d]:
-                continue
-            w = u / p_any[d] * rate_tot[d]
-            if w < rate_div:
-                a_pos, a_comp, a_kills, a_ready, a_donor = _add_agent(
-                    a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, np.int64(a_pos[i]), a_comp[i], step + 1,
-                    np.int64(d))
-                n_agents += 1
-                cnt_now[C.nk_born] += 1
-            else:
-                if w < rate_div + rate_die[d]:
-                    cnt_now[C.nk_died] += 1
-                else:
-                    cnt_now[C.nk_egressed] += 1
-                    y[Y.donor_nk_blood + DONOR_STRIDE * d] += scale
-                last = n_agents - 1
-                a_pos[i] = a_pos[last]
-                a_comp[i] = a_comp[last]
-                a_kills[i] = a_kills[last]
-                a_ready[i] = a_ready[last]
-                a_donor[i] = a_donor[last]
-                n_agents -= 1
-        # 7. homing from blood into the region, donor by donor
-        if kp[KP.nk_homing_rate] > 0.0:
-            p_home = -math.expm1(-kp[KP.nk_homing_rate] * dt)
+                        if u < pe:
+                            # engaged a blast: susceptible with prob sus/b, then killed with p_kill
+                            if uniform(rng_kill) * b < sus[v] and uniform(rng_kill) < p_kill:
+                                sus[v] -= 1
+                                a_kills[i] += 1
+                                a_ready[i] = step + 1 + refract_steps
+                                cnt_now[C.blasts_killed_by_nk] += 1
+            # 6. NK fate: divide / die / egress (competing risks over dt); death depends on the donor
+            rate_div = nk_division_rate(kp, il15, sup_prolif)
             for d in range(n_donors):
-                ib = Y.donor_nk_blood + DONOR_STRIDE * d
-                if y[ib] < scale:
+                rate_die[d] = (kp[KP.nk_death_rate] * sup_death + donor_nk_rejection(kp, y[Y.host_t], primed[d])
+                               + h_step / dt)
+                rate_tot[d] = rate_div + rate_die[d] + p_egress_rate
+                p_any[d] = 1.0 - math.exp(-rate_tot[d] * dt)
+            # Iterate downwards over the agents alive at the start of the step: a removed agent's
+            # slot is filled by the last agent, which is either a newborn of this step or an agent
+            # already processed, so every agent is decided exactly once and newborns not at all.
+            for i in range(n_agents - 1, -1, -1):
+                d = a_donor[i]
+                u = uniform(rng_fate)
+                if u >= p_any[d]:
                     continue
-                # the blood pool holds floor(blood / scale) whole region-equivalent agents; each
-                # homes with probability 1 - exp(-homing_rate dt) during the step
-                n_in = binomial(rng_traffic, np.int64(y[ib] / scale), p_home)
-                for _ in range(n_in):
-                    pos = below(rng_traffic, np.int64(nv))
-                    comp = uniform(rng_traffic) < kp[KP.nk_competent_fraction]
+                w = u / p_any[d] * rate_tot[d]
+                if w < rate_div:
                     a_pos, a_comp, a_kills, a_ready, a_donor = _add_agent(
-                        a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, pos, comp, step + 1, d)
+                        a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, np.int64(a_pos[i]), a_comp[i], step + 1,
+                        np.int64(d))
                     n_agents += 1
-                y[ib] -= n_in * scale
-                cnt_now[C.nk_homed] += n_in
-        # 8. marrow cells
-        if (step + 1) % m_every == 0:
+                    cnt_now[C.nk_born] += 1
+                else:
+                    if w < rate_div + rate_die[d]:
+                        cnt_now[C.nk_died] += 1
+                    else:
+                        cnt_now[C.nk_egressed] += 1
+                        y[Y.donor_nk_blood + DONOR_STRIDE * d] += scale
+                    last = n_agents - 1
+                    a_pos[i] = a_pos[last]
+                    a_comp[i] = a_comp[last]
+                    a_kills[i] = a_kills[last]
+                    a_ready[i] = a_ready[last]
+                    a_donor[i] = a_donor[last]
+                    n_agents -= 1
+            # 7. homing from blood into the region, donor by donor
+            if kp[KP.nk_homing_rate] > 0.0:
+                p_home = -math.expm1(-kp[KP.nk_homing_rate] * dt)
+                for d in range(n_donors):
+                    ib = Y.donor_nk_blood + DONOR_STRIDE * d
+                    if y[ib] < scale:
+                        continue
+                    # the blood pool holds floor(blood / scale) whole region-equivalent agents; each
+                    # homes with probability 1 - exp(-homing_rate dt) during the step
+                    n_in = binomial(rng_traffic, np.int64(y[ib] / scale), p_home)
+                    for _ in range(n_in):
+                        pos = below(rng_traffic, np.int64(nv))
+                        comp = uniform(rng_traffic) < kp[KP.nk_competent_fraction]
+                        a_pos, a_comp, a_kills, a_ready, a_donor = _add_agent(
+                            a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, pos, comp, step + 1, d)
+                        n_agents += 1
+                    y[ib] -= n_in * scale
+                    cnt_now[C.nk_homed] += n_in
+            done = step + 1
+        # 8. marrow cells (on quiet days merged into one update at the end of the day or of a block of days)
+        if not quiet and done % m_every == 0:
             marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_every * dt)
             h_marrow = 0.0
         # 1. record at day boundaries
-        if (step + 1) % spd == 0:
-            r = (step + 1) // spd
+        if done % spd == 0:
+            r = done // spd
+            if quiet:
+                if m_pending == 0:
+                    m_allowed = quiet_marrow_days(kp, sus, res, nor, q_max_days)
+                m_pending += 1
+                while sync_i < sync_days.shape[0] and sync_days[sync_i] < r:
+                    sync_i += 1
+                if (m_pending >= m_allowed or done + spd > n_steps
+                        or (sync_i < sync_days.shape[0] and sync_days[sync_i] == r)):
+                    marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now,
+                                  m_pending * spd * dt)
+                    h_marrow = 0.0
+                    backfill_marrow(kp, rec, cnt, r_fresh, r - 1, r, sus, res, nor, cnt_now)
+                    m_pending = 0
             hazard_now = drug_hazard(kp, flu, cy)
             for d in range(n_donors):  # priming and cytokine support at the day boundary, for the record
-                primed[d] = primed_fraction(kp, (step + 1) * dt - first_exposure[d])
+                primed[d] = primed_fraction(kp, done * dt - first_exposure[d])
             support_now = cytokine_support(kp, il2, il15a)[2]
             record_day(kp, rec, cnt, r, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now,
                        primed, il2, il15a, support_now)
+            if m_pending == 0:
+                r_fresh = r
             if snap_i < snap_days.shape[0] and snap_days[snap_i] == r:
                 _snapshot(snaps, snap_i, sus, res, nor, nk_grid, a_pos, n_agents, side)
                 snap_i += 1
@@ -828,7 +790,31 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 if kp[KP.stop_enabled] == 1.0 and is_pd(kp, rec[r, R.marrow_blast_pct], rec[0, R.marrow_blast_pct],
                                                         stop_pct):
                     break
+        step = done
     return rec, cnt, snaps
+
+
+@njit(cache=True)
+def _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, flu, cy):
+    """Whether the day starting at ``step`` is quiet (its blood is then integrated by :func:`quiet_day`).
+
+    Quiet: a whole day without agents, events, a donor pool that could home (at least one
+    region-equivalent agent, ``scale`` cells) or a drug kill hazard above :data:`QUIET_MAX_HAZARD`.
+
+    On a quiet day nothing draws from the agents' or the traffic's streams, so the marrow and every
+    stream stay aligned with a step-by-step run; only the blood's integrator differs.
+    """
+    if n_agents > 0 or step + spd > n_steps:
+        return False
+    if ev_i < ev_step.shape[0] and ev_step[ev_i] < step + spd:
+        return False
+    if drug_hazard(kp, flu, cy) > QUIET_MAX_HAZARD:
+        return False
+    if kp[KP.nk_homing_rate] > 0.0:
+        for d in range(int(kp[KP.n_donors])):
+            if y[Y.donor_nk_blood + DONOR_STRIDE * d] >= kp[KP.scale]:
+                return False
+    return True
 
 
 @njit(cache=True)

@@ -23,7 +23,8 @@ roots, argument checks) on every call (35-75 ns per draw, measured), and the mar
   ``p`` (the susceptible and resistant blasts of a voxel, the spread fraction of every voxel).
 * :func:`split_even4` -- an even multinomial split of ``m`` items over 4 classes (the four
   neighbours of a voxel): each item's class is 2 bits of a uniform (53 random bits per uniform,
-  26 items per draw), exactly Multinomial(m; 1/4, 1/4, 1/4, 1/4).
+  26 items per draw), exactly Multinomial(m; 1/4, 1/4, 1/4, 1/4); the classes of a draw's items
+  are counted with three population counts (one CPU instruction each) instead of item by item.
 
 Tested against ``scipy.stats`` (chi-square and Kolmogorov-Smirnov at fixed seeds) in
 ``tests/test_samplers.py``. The compiled kernel links these functions into its own cache
@@ -34,7 +35,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from .pcg64 import uniform
 
@@ -160,9 +163,30 @@ def binomial(rng, n, p):
     return binomial_draw(rng, n, binomial_setup(p))
 
 
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits of an int64 (LLVM ``ctpop``: one ``popcnt`` instruction on x86-64)."""
+    sig = types.int64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
+
+
+#: Bit 0 of every 2-bit field of a 64-bit word.
+_EVEN_BITS = np.int64(0x5555555555555555)
+
+
 @njit(cache=True)
 def split_even4(rng, m):
-    """Multinomial(``m``; 1/4 each) as a tuple of 4 int64 counts: 2 random bits per item."""
+    """Multinomial(``m``; 1/4 each) as a tuple of 4 int64 counts: 2 random bits per item.
+
+    Item ``k`` of a draw (``k < 26``) has class ``(bits >> 2k) & 3``; the items of each class
+    are counted with population counts of the fields' low and high bits (the same counts as
+    reading the items one by one).
+    """
     c0 = np.int64(0)
     c1 = np.int64(0)
     c2 = np.int64(0)
@@ -171,12 +195,15 @@ def split_even4(rng, m):
     while left > 0:
         bits = np.int64(uniform(rng) * _TWO53)  # 53 uniform random bits; 26 items use 52 of them
         take = left if left < 26 else 26
-        for _ in range(take):
-            d = bits & 3
-            bits >>= 2
-            c0 += d == 0
-            c1 += d == 1
-            c2 += d == 2
-            c3 += d == 3
+        fields = (np.int64(1) << (2 * take)) - 1  # the 2 take low bits
+        lo = bits & fields & _EVEN_BITS  # bit 0 of each item's class
+        hi = (bits >> 1) & fields & _EVEN_BITS  # bit 1
+        n3 = _popcount(lo & hi)
+        n2 = _popcount(hi) - n3
+        n1 = _popcount(lo) - n3
+        c3 += n3
+        c2 += n2
+        c1 += n1
+        c0 += take - n1 - n2 - n3
         left -= take
     return c0, c1, c2, c3

@@ -56,9 +56,10 @@ STORE_FORMAT = 2
 TIME_SERIES: tuple[str, ...] = tuple(name for name, v in all_variables().items() if v.sweep)
 
 #: Modules whose code determines the stored numbers (hashed into the code digest).
-_RESULT_MODULES = ("engine/build.py", "engine/kernel.py", "engine/layout.py", "engine/samplers.py", "simulate.py",
-                   "patients.py", "streams.py", "observables.py", "output.py", "protocol.py", "parameters.py",
-                   "quantities.py", "sweep/scenario.py", "sweep/execute.py", "sweep/plan.py")
+_RESULT_MODULES = ("engine/blood.py", "engine/build.py", "engine/kernel.py", "engine/layout.py", "engine/pcg64.py",
+                   "engine/samplers.py", "simulate.py", "patients.py", "streams.py", "observables.py", "output.py",
+                   "protocol.py", "parameters.py", "quantities.py", "sweep/scenario.py", "sweep/execute.py",
+                   "sweep/plan.py")
 
 
 @lru_cache(maxsize=1)

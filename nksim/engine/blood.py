@@ -1,0 +1,548 @@
+"""The blood compartment: drug PK/PD, cytokines, priming, rejection and the blood ODEs with their integrators.
+
+Well mixed and deterministic (docs/architecture.md, "What one simulation is"): host NK and host
+T per uL, IL-15 relative to baseline, each donor's NK in blood and in other tissues (whole-body
+cells), driven by the drug kill hazard (Flu/Cy amounts, analytic first-order elimination), the
+exogenous cytokines (s.c. depot -> central, analytic) and the host's primed response to each
+donor (Erlang delay). Two integrators advance the same right-hand side (:func:`blood_rhs`):
+
+* :func:`rk4_blood`: one kernel step ``dt`` while NK agents live in the marrow (the agents and the
+  blood exchange cells every step), sub-stepped where the system is stiff;
+* :func:`quiet_day`: a whole quiet day (no agent, no event, no donor pool large enough to home)
+  with the Rosenbrock 2(3) pair of Shampine & Reichelt (MATLAB's ``ode23s``) under error control:
+  L-stable, so IL-15's fast relaxation (about 10 day-1) does not force short steps; the drug
+  hazard, the cytokine effects and the priming are evaluated at each stage's own time.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .layout import DONOR_STRIDE, KP, Y
+
+
+@njit(cache=True)
+def drug_hazard(kp, flu_amt, cy_amt):
+    """Kill hazard (day-1) on blood lymphocytes for drug amounts (mg): sum of two Emax terms."""
+    cf = flu_amt / kp[KP.drugs_flu_volume]
+    cc = cy_amt / kp[KP.drugs_cy_volume]
+    return (kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50])
+            + kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50]))
+
+
+@njit(cache=True)
+def nk_proliferation(kp, il15):
+    """Donor NK division rate (day-1) at relative IL-15 ``il15``: basal + Emax in the excess over 1."""
+    x = il15 - 1.0
+    if x < 0.0:
+        x = 0.0
+    return kp[KP.nk_proliferation_rate] + kp[KP.patient_nk_il15_proliferation_max] * x / (x + kp[KP.nk_il15_ec50])
+
+
+@njit(cache=True)
+def nk_division_rate(kp, il15, sup_prolif):
+    """Donor NK division rate (day-1): IL-15-driven plus cytokine support, at most ``nk.max_division_rate``."""
+    rate = nk_proliferation(kp, il15) + sup_prolif
+    cap = kp[KP.nk_max_division_rate]
+    return rate if rate < cap else cap
+
+
+@njit(cache=True)
+def primed_fraction(kp, since):
+    """Fraction of the primed anti-donor response reached ``since`` days after first exposure.
+
+    The response matures through ``allo.priming_stages`` stages of equal mean length (an Erlang
+    delay with mean ``allo.priming_delay``); it never wanes (memory). 0 before exposure
+    (``since`` < 0 or infinite).
+    """
+    if not since > 0.0 or since == np.inf:
+        return 0.0
+    x = kp[KP.allo_stage_rate] * since
+    k = int(kp[KP.allo_priming_stages])
+    term = 1.0
+    acc = 1.0
+    for i in range(1, k):
+        term *= x / i
+        acc += term
+    out = 1.0 - math.exp(-x) * acc
+    return out if out > 0.0 else 0.0
+
+
+@njit(cache=True)
+def depot_step(depot, central, ka, ke, dt):
+    """Advance a first-order s.c. depot -> central -> elimination model by ``dt`` (exact).
+
+    Returns ``(depot, central)`` after the step (amounts in the dose unit).
+    """
+    ea = math.exp(-ka * dt)
+    ee = math.exp(-ke * dt)
+    if abs(ka - ke) > 1e-9 * (ka + ke):
+        c = central * ee + depot * ka / (ke - ka) * (ea - ee)
+    else:
+        c = central * ee + depot * ka * dt * ee
+    return depot * ea, c
+
+
+@njit(cache=True)
+def cytokine_support(kp, il2, il15a):
+    """Effects of exogenous cytokines on donor NK, from central amounts ``il2`` (MIU), ``il15a`` (ug).
+
+    Returns ``(extra division rate day-1, death-rate multiplier, combined support 0..1)``: each
+    cytokine acts through its occupancy ``f = A / (A + EC50)``; division rises by
+    ``proliferation_max * f``, homeostatic death falls by the factor ``1 - survival_effect * f``.
+    """
+    f2 = il2 / (il2 + kp[KP.il2_ec50]) if il2 > 0.0 else 0.0
+    f15 = il15a / (il15a + kp[KP.il15_agonist_ec50]) if il15a > 0.0 else 0.0
+    prolif = kp[KP.il2_proliferation_max] * f2 + kp[KP.il15_agonist_proliferation_max] * f15
+    death = (1.0 - kp[KP.il2_survival_effect] * f2) * (1.0 - kp[KP.il15_agonist_survival_effect] * f15)
+    support = 1.0 - (1.0 - f2) * (1.0 - f15)
+    return prolif, death, support
+
+
+@njit(cache=True)
+def donor_nk_rejection(kp, host_t, primed):
+    """Rejection rate (day-1) of one donor's NK: ``rejection_rate * T/T0 + primed_rejection_rate * primed * (T/T0)^e``.
+
+    The first term is the unprimed (innate and naive T-cell) rejection, proportional to the host
+    T count; the second is the primed anti-donor response, which expands clonally from the
+    surviving T-cell pool and so depends on it less than in proportion: ``e`` =
+    ``allo.primed_t_exponent`` (0: independent of the T count; 1: proportional to it).
+    """
+    t_rel = host_t / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0
+    e = kp[KP.allo_primed_t_exponent]
+    t_fac = 1.0 if e == 0.0 else (t_rel ** e if t_rel > 0.0 else 0.0)
+    return kp[KP.nk_rejection_rate] * t_rel + kp[KP.allo_primed_rejection_rate] * primed * t_fac
+
+
+@njit(cache=True)
+def il15_consumers(kp, y, marrow_donor):
+    """IL-15 consumers relative to baseline: (host NK + host T + w * all donor NK) / (NK0 + T0).
+
+    Host blood counts stand for their whole-body pools; donor NK (blood, other tissues and
+    ``marrow_donor``, whole body) enter on the same scale through ``donor_il15_consumption``.
+    """
+    donor = marrow_donor
+    for d in range(int(kp[KP.n_donors])):
+        donor += y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d]
+    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
+    return (y[Y.host_nk] + y[Y.host_t] + kp[KP.donor_il15_consumption] * donor) / base if base > 0 else 0.0
+
+
+@njit(cache=True)
+def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
+    """Right-hand side of the blood ODEs (per day); ``hazard`` is the drug kill hazard.
+
+    ``y`` and ``out`` are indexed by ``Y`` (:data:`nksim.quantities.BLOOD_STATE`), donor ``d`` at
+    ``+ DONOR_STRIDE * d``. ``marrow_donor``: donor NK in the marrow (whole body, held fixed over
+    the step); ``primed[d]``: the host's primed response to donor ``d``; ``sup_prolif``,
+    ``sup_death``: cytokine effects (:func:`cytokine_support`).
+    """
+    hnk = max(y[Y.host_nk], 1e-12)
+    ht = max(y[Y.host_t], 1e-12)
+    il = y[Y.il15]
+    h_nk = kp[KP.host_nk_drug_sensitivity] * hazard
+    h_t = kp[KP.host_t_drug_sensitivity] * hazard
+    r_nk = kp[KP.patient_host_nk_recovery_rate]
+    r_t = kp[KP.patient_host_t_recovery_rate]
+    nk0 = kp[KP.host_nk_baseline]
+    t0 = kp[KP.host_t_baseline]
+    out[Y.host_nk] = r_nk * hnk * math.log(nk0 / hnk) - h_nk * hnk if nk0 > 0 else -h_nk * hnk
+    out[Y.host_t] = r_t * ht * math.log(t0 / ht) - h_t * ht if t0 > 0 else -h_t * ht
+    # IL-15: production balances removal at baseline (il = 1); removal = clearance + consumption by
+    # every lymphocyte: host NK and T (blood counts standing for their whole-body pools) and all
+    # donor NK (blood, other tissues, marrow) converted to the same blood-count scale
+    n_donors = int(kp[KP.n_donors])
+    tau = kp[KP.il15_turnover_rate]
+    k_clear = tau / kp[KP.il15_max_fold]
+    k_cons = tau - k_clear
+    lrel = il15_consumers(kp, y, marrow_donor)
+    out[Y.il15] = tau - (k_clear + k_cons * lrel) * il
+    # donor NK outside the marrow: division - death - rejection - drug, and tissue exchange
+    grow = nk_division_rate(kp, il, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
+    up = kp[KP.donor_tissue_uptake_rate]
+    back = kp[KP.donor_tissue_return_rate]
+    for d in range(n_donors):
+        ib = Y.donor_nk_blood + DONOR_STRIDE * d
+        it = Y.donor_nk_tissue + DONOR_STRIDE * d
+        net = grow - donor_nk_rejection(kp, y[Y.host_t], primed[d])
+        out[ib] = net * y[ib] - up * y[ib] + back * y[it]
+        out[it] = net * y[it] + up * y[ib] - back * y[it]
+
+
+@njit(cache=True)
+def blood_jacobian(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, jac):
+    """Jacobian ``d blood_rhs / d y`` (per day) at state ``y``, with the inputs held (as :func:`blood_rhs`).
+
+    Written out from :func:`blood_rhs` term by term (``tests/test_quiet_days.py`` checks it
+    against finite differences); a host count at its floor (1e-12) has no derivative.
+    """
+    n = y.shape[0]
+    for i in range(n):
+        for j in range(n):
+            jac[i, j] = 0.0
+    nk0 = kp[KP.host_nk_baseline]
+    t0 = kp[KP.host_t_baseline]
+    if nk0 > 0 and y[Y.host_nk] > 1e-12:
+        jac[Y.host_nk, Y.host_nk] = (kp[KP.patient_host_nk_recovery_rate] * (math.log(nk0 / y[Y.host_nk]) - 1.0)
+                                     - kp[KP.host_nk_drug_sensitivity] * hazard)
+    elif y[Y.host_nk] > 1e-12:
+        jac[Y.host_nk, Y.host_nk] = -kp[KP.host_nk_drug_sensitivity] * hazard
+    if t0 > 0 and y[Y.host_t] > 1e-12:
+        jac[Y.host_t, Y.host_t] = (kp[KP.patient_host_t_recovery_rate] * (math.log(t0 / y[Y.host_t]) - 1.0)
+                                   - kp[KP.host_t_drug_sensitivity] * hazard)
+    elif y[Y.host_t] > 1e-12:
+        jac[Y.host_t, Y.host_t] = -kp[KP.host_t_drug_sensitivity] * hazard
+    n_donors = int(kp[KP.n_donors])
+    il = y[Y.il15]
+    tau = kp[KP.il15_turnover_rate]
+    k_clear = tau / kp[KP.il15_max_fold]
+    k_cons = tau - k_clear
+    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
+    lrel = il15_consumers(kp, y, marrow_donor)
+    jac[Y.il15, Y.il15] = -(k_clear + k_cons * lrel)
+    if base > 0:
+        per = -k_cons * il / base
+        jac[Y.il15, Y.host_nk] = per
+        jac[Y.il15, Y.host_t] = per
+        for d in range(n_donors):
+            jac[Y.il15, Y.donor_nk_blood + DONOR_STRIDE * d] = per * kp[KP.donor_il15_consumption]
+            jac[Y.il15, Y.donor_nk_tissue + DONOR_STRIDE * d] = per * kp[KP.donor_il15_consumption]
+    # donor NK: division (through IL-15, below its cap) - death - rejection (through host T) - drug, exchange
+    grow = nk_division_rate(kp, il, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
+    ddiv_dil = 0.0
+    x = il - 1.0
+    if x > 0.0 and nk_proliferation(kp, il) + sup_prolif < kp[KP.nk_max_division_rate]:
+        ec50 = kp[KP.nk_il15_ec50]
+        ddiv_dil = kp[KP.patient_nk_il15_proliferation_max] * ec50 / ((x + ec50) * (x + ec50))
+    t_base = kp[KP.host_t_baseline]
+    up = kp[KP.donor_tissue_uptake_rate]
+    back = kp[KP.donor_tissue_return_rate]
+    for d in range(n_donors):
+        ib = Y.donor_nk_blood + DONOR_STRIDE * d
+        it = Y.donor_nk_tissue + DONOR_STRIDE * d
+        net = grow - donor_nk_rejection(kp, y[Y.host_t], primed[d])
+        drej_dt = 0.0
+        if t_base > 0:
+            t_rel = y[Y.host_t] / t_base
+            e = kp[KP.allo_primed_t_exponent]
+            drej_dt = kp[KP.nk_rejection_rate] / t_base
+            if e == 1.0:
+                drej_dt += kp[KP.allo_primed_rejection_rate] * primed[d] / t_base
+            elif e > 0.0 and t_rel > 0.0:
+                drej_dt += kp[KP.allo_primed_rejection_rate] * primed[d] * e * t_rel ** (e - 1.0) / t_base
+        jac[ib, ib] = net - up
+        jac[ib, it] = back
+        jac[it, it] = net - back
+        jac[it, ib] = up
+        jac[ib, Y.il15] = ddiv_dil * y[ib]
+        jac[it, Y.il15] = ddiv_dil * y[it]
+        jac[ib, Y.host_t] = -drej_dt * y[ib]
+        jac[it, Y.host_t] = -drej_dt * y[it]
+
+
+@njit(cache=True)
+def _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp):
+    n = y.shape[0]
+    blood_rhs(kp, y, h0, marrow_donor, primed, sup_prolif, sup_death, k1)
+    for i in range(n):
+        tmp[i] = y[i] + 0.5 * dt * k1[i]
+    blood_rhs(kp, tmp, hmid, marrow_donor, primed, sup_prolif, sup_death, k2)
+    for i in range(n):
+        tmp[i] = y[i] + 0.5 * dt * k2[i]
+    blood_rhs(kp, tmp, hmid, marrow_donor, primed, sup_prolif, sup_death, k3)
+    for i in range(n):
+        tmp[i] = y[i] + dt * k3[i]
+    blood_rhs(kp, tmp, h1, marrow_donor, primed, sup_prolif, sup_death, k4)
+    for i in range(n):
+        y[i] = y[i] + dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
+        if y[i] < 0.0:
+            y[i] = 0.0
+
+
+@njit(cache=True)
+def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
+    """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y``."""
+    n_donors = int(kp[KP.n_donors])
+    tau = kp[KP.il15_turnover_rate]
+    lrel = il15_consumers(kp, y, marrow_donor)
+    lam = tau * (1.0 / kp[KP.il15_max_fold] + (1.0 - 1.0 / kp[KP.il15_max_fold]) * lrel)
+    for j in (Y.host_nk, Y.host_t):
+        if j == Y.host_nk:
+            l0 = kp[KP.host_nk_baseline]
+            g = kp[KP.patient_host_nk_recovery_rate]
+            h = kp[KP.host_nk_drug_sensitivity] * hazard
+        else:
+            l0 = kp[KP.host_t_baseline]
+            g = kp[KP.patient_host_t_recovery_rate]
+            h = kp[KP.host_t_drug_sensitivity] * hazard
+        if l0 > 0.0 and y[j] > 0.0:
+            rate = g * (abs(math.log(l0 / y[j])) + 1.0) + h
+            if rate > lam:
+                lam = rate
+    rej = 0.0
+    for d in range(n_donors):
+        r = donor_nk_rejection(kp, y[Y.host_t], primed[d])
+        if r > rej:
+            rej = r
+    nk = (nk_division_rate(kp, y[Y.il15], sup_prolif) + kp[KP.nk_death_rate] + rej + hazard
+          + kp[KP.donor_tissue_uptake_rate] + kp[KP.donor_tissue_return_rate])
+    if nk > lam:
+        lam = nk
+    return lam
+
+
+@njit(cache=True)
+def rk4_blood(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp):
+    """Advance the blood ODEs by ``dt`` days with RK4; drug hazard given at start, middle, end.
+
+    The step is split into ``n`` equal RK4 sub-steps with ``n * (fastest rate) * sub-step <= 1``
+    (RK4 is stable up to about 2.8), so any ``numerics.dt`` the schema allows is stable; the
+    hazard inside the step is the quadratic through ``h0, hmid, h1``; marrow donor NK, priming
+    and cytokine effects are held at their values for the step. With the default dt = 1 h,
+    n = 1.
+    """
+    lam = blood_stiffness(kp, y, max(h0, max(hmid, h1)), marrow_donor, primed, sup_prolif)
+    n_sub = int(math.ceil(lam * dt))
+    if n_sub < 1:
+        n_sub = 1
+    if n_sub == 1:
+        _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
+        return
+    hs = dt / n_sub
+    for k in range(n_sub):
+        # quadratic (Lagrange) interpolation of the hazard at the sub-step's start, middle, end
+        a = _hazard_at(k / n_sub, h0, hmid, h1)
+        m = _hazard_at((k + 0.5) / n_sub, h0, hmid, h1)
+        e = _hazard_at((k + 1.0) / n_sub, h0, hmid, h1)
+        _rk4_substep(kp, y, hs, a, m, e, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
+
+
+@njit(cache=True)
+def _hazard_at(s, h0, hmid, h1):
+    """Quadratic through (0, h0), (1/2, hmid), (1, h1) at fraction ``s`` of the step (>= 0)."""
+    v = h0 * (2.0 * s - 1.0) * (s - 1.0) + hmid * 4.0 * s * (1.0 - s) + h1 * s * (2.0 * s - 1.0)
+    return v if v > 0.0 else 0.0
+
+
+
+
+# --------------------------------------------------------------------------- quiet days: Rosenbrock 2(3)
+#: Quiet-day PK state (``pk`` argument of :func:`quiet_day`): day (since start) at which the day
+#: begins, then the drug amounts (mg) and the cytokine depot and central amounts at that time.
+PK_T0, PK_FLU, PK_CY, PK_IL2_DEPOT, PK_IL2, PK_IL15A_DEPOT, PK_IL15A = 0, 1, 2, 3, 4, 5, 6
+N_PK = 7
+#: Relative tolerance of the quiet-day integrator (numerical choice: host counts and IL-15 within 1e-6 of a
+#: step-by-step RK4 over months; benchmarks/README.md, "Quiet days").
+QUIET_RTOL = 1e-4
+#: A day is quiet only when the drug kill hazard on lymphocytes is below this (day-1) at its start: the fast
+#: transients right after Flu/Cy are integrated step by step.
+QUIET_MAX_HAZARD = 0.01
+#: Rows of the work array of :func:`quiet_day` (each of the blood state's length).
+_F0, _F1, _F2, _K1, _K2, _K3, _YN, _TMP, _DFDT, _ERR = range(10)
+N_WORK = 10
+_D = 1.0 / (2.0 + math.sqrt(2.0))
+_E32 = 6.0 + math.sqrt(2.0)
+
+
+@njit(cache=True)
+def hazard_integral(kp, flu, cy, length):
+    """Integral (dimensionless) of the drug kill hazard over ``length`` days from amounts ``flu``, ``cy`` (mg).
+
+    Composite Simpson with 8 intervals over the exact exponential decay of both drugs (used on
+    quiet days, where the hazard is below :data:`QUIET_MAX_HAZARD`).
+    """
+    n = 8
+    h = length / n
+    kf = kp[KP.flu_elimination_rate]
+    kc = kp[KP.cy_elimination_rate]
+    acc = 0.0
+    for i in range(n + 1):
+        w = 1.0 if i == 0 or i == n else (4.0 if i % 2 == 1 else 2.0)
+        acc += w * drug_hazard(kp, flu * math.exp(-kf * i * h), cy * math.exp(-kc * i * h))
+    return acc * h / 3.0
+
+
+@njit(cache=True)
+def quiet_atol(kp, n_y):
+    """Absolute tolerances of the quiet-day integrator per blood component.
+
+    Host NK and T 1e-6 uL-1, IL-15 1e-9 (relative), donor NK pools 0.01 cells (whole body: below a
+    cell the pool is empty in all but name).
+    """
+    atol = np.full(n_y, 1e-9)
+    atol[Y.host_nk] = 1e-6
+    atol[Y.host_t] = 1e-6
+    for d in range(int(kp[KP.n_donors])):
+        atol[Y.donor_nk_blood + DONOR_STRIDE * d] = 1e-2
+        atol[Y.donor_nk_tissue + DONOR_STRIDE * d] = 1e-2
+    return atol
+
+
+@njit(cache=True)
+def quiet_inputs(kp, s, pk, first_exposure, primed):
+    """Drug hazard (day-1) and cytokine effects ``s`` days into a quiet day; fills ``primed`` (per donor).
+
+    The same analytic PK as the kernel's steps (first-order drug elimination, s.c. depot ->
+    central) from the amounts in ``pk`` at the start of the day. Returns ``(hazard,
+    extra division rate, death-rate multiplier)``.
+    """
+    hazard = drug_hazard(kp, pk[PK_FLU] * math.exp(-kp[KP.flu_elimination_rate] * s),
+                         pk[PK_CY] * math.exp(-kp[KP.cy_elimination_rate] * s))
+    sup_prolif = 0.0
+    sup_death = 1.0
+    if pk[PK_IL2_DEPOT] + pk[PK_IL2] + pk[PK_IL15A_DEPOT] + pk[PK_IL15A] > 0.0:
+        il2 = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate], kp[KP.il2_elimination_rate], s)[1]
+        il15a = depot_step(pk[PK_IL15A_DEPOT], pk[PK_IL15A], kp[KP.il15_agonist_absorption_rate],
+                           kp[KP.il15_agonist_elimination_rate], s)[1]
+        sup_prolif, sup_death, _ = cytokine_support(kp, il2, il15a)
+    for d in range(first_exposure.shape[0]):
+        primed[d] = primed_fraction(kp, pk[PK_T0] + s - first_exposure[d])
+    return hazard, sup_prolif, sup_death
+
+
+@njit(cache=True)
+def _quiet_rhs(kp, y, s, pk, first_exposure, primed, out):
+    hazard, sup_prolif, sup_death = quiet_inputs(kp, s, pk, first_exposure, primed)
+    blood_rhs(kp, y, hazard, 0.0, primed, sup_prolif, sup_death, out)
+    return hazard, sup_prolif, sup_death
+
+
+@njit(cache=True)
+def _lu_factor(a, piv):
+    """LU decomposition with partial pivoting of the small square matrix ``a``, in place."""
+    n = a.shape[0]
+    for k in range(n):
+        p = k
+        big = abs(a[k, k])
+        for i in range(k + 1, n):
+            if abs(a[i, k]) > big:
+                big = abs(a[i, k])
+                p = i
+        piv[k] = p
+        if p != k:
+            for j in range(n):
+                tmp = a[k, j]
+                a[k, j] = a[p, j]
+                a[p, j] = tmp
+        if a[k, k] == 0.0:
+            continue  # singular column: the solve leaves that component as is (cannot happen for I - h d J, h small)
+        for i in range(k + 1, n):
+            a[i, k] /= a[k, k]
+            f = a[i, k]
+            if f != 0.0:
+                for j in range(k + 1, n):
+                    a[i, j] -= f * a[k, j]
+
+
+@njit(cache=True)
+def _lu_solve(a, piv, b):
+    """Solve ``A x = b`` in place in ``b`` with the factors of :func:`_lu_factor`."""
+    n = a.shape[0]
+    for k in range(n):
+        p = piv[k]
+        if p != k:
+            tmp = b[k]
+            b[k] = b[p]
+            b[p] = tmp
+    for i in range(n):
+        acc = b[i]
+        for j in range(i):
+            acc -= a[i, j] * b[j]
+        b[i] = acc
+    for i in range(n - 1, -1, -1):
+        acc = b[i]
+        for j in range(i + 1, n):
+            acc -= a[i, j] * b[j]
+        b[i] = acc / a[i, i] if a[i, i] != 0.0 else acc
+
+
+@njit(cache=True)
+def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, work, jac, wmat, piv):
+    """Advance the blood state ``y`` (in place) over ``length`` days of a quiet day; returns ``(next step, steps)``.
+
+    Rosenbrock 2(3) pair of Shampine & Reichelt (1997; MATLAB ``ode23s``): the second-order
+    solution is kept, the third-order one estimates the local error, which must stay within
+    ``atol[i] + rtol * |y_i|`` for every component (max norm); the Jacobian is
+    :func:`blood_jacobian` at each step, the time derivative a forward difference (the drug
+    hazard, cytokines and priming depend on time). L-stable: the step follows the accuracy of the
+    slow dynamics, not IL-15's fast relaxation. Components are kept non-negative. ``h_first``: the
+    first step to try (the last accepted step of the previous quiet day); ``work``
+    ((:data:`N_WORK`, n)), ``jac``, ``wmat`` ((n, n)) and ``piv`` (n) are scratch arrays.
+    """
+    n = y.shape[0]
+    f0 = work[_F0]
+    f1 = work[_F1]
+    f2 = work[_F2]
+    k1 = work[_K1]
+    k2 = work[_K2]
+    k3 = work[_K3]
+    yn = work[_YN]
+    tmp = work[_TMP]
+    dfdt = work[_DFDT]
+    s = 0.0
+    h = h_first if h_first < length else length
+    steps = 0
+    _quiet_rhs(kp, y, s, pk, first_exposure, primed, f0)
+    while s < length:
+        last = s + h >= length * (1.0 - 1e-12)
+        if last:
+            h = length - s
+        # the Jacobian at every step (ode23s's stability and error estimate need the current one; one kept over a
+        # day let the donor pools diverge), the time derivative by a forward difference
+        hazard, sup_prolif, sup_death = quiet_inputs(kp, s, pk, first_exposure, primed)
+        blood_jacobian(kp, y, hazard, 0.0, primed, sup_prolif, sup_death, jac)
+        dts = 1.5e-8 * max(s, 1.0)
+        _quiet_rhs(kp, y, s + dts, pk, first_exposure, primed, tmp)
+        for i in range(n):
+            dfdt[i] = (tmp[i] - f0[i]) / dts
+        hd = h * _D
+        for i in range(n):
+            for j in range(n):
+                wmat[i, j] = -hd * jac[i, j]
+            wmat[i, i] += 1.0
+        _lu_factor(wmat, piv)
+        for i in range(n):
+            k1[i] = f0[i] + hd * dfdt[i]
+        _lu_solve(wmat, piv, k1)
+        for i in range(n):
+            tmp[i] = y[i] + 0.5 * h * k1[i]
+        _quiet_rhs(kp, tmp, s + 0.5 * h, pk, first_exposure, primed, f1)
+        for i in range(n):
+            k2[i] = f1[i] - k1[i]
+        _lu_solve(wmat, piv, k2)
+        for i in range(n):
+            k2[i] += k1[i]
+            yn[i] = y[i] + h * k2[i]
+        _quiet_rhs(kp, yn, s + h, pk, first_exposure, primed, f2)
+        for i in range(n):
+            k3[i] = f2[i] - _E32 * (k2[i] - f1[i]) - 2.0 * (k1[i] - f0[i]) + hd * dfdt[i]
+        _lu_solve(wmat, piv, k3)
+        err = 0.0
+        for i in range(n):
+            e = abs(h / 6.0 * (k1[i] - 2.0 * k2[i] + k3[i])) / (atol[i] + rtol * max(abs(y[i]), abs(yn[i])))
+            if e > err:
+                err = e
+        steps += 1
+        if err <= 1.0:
+            s = length if last else s + h
+            clipped = False
+            for i in range(n):
+                if yn[i] < 0.0:
+                    yn[i] = 0.0
+                    clipped = True
+                y[i] = yn[i]
+            if clipped:
+                _quiet_rhs(kp, y, s, pk, first_exposure, primed, f0)
+            else:
+                for i in range(n):
+                    f0[i] = f2[i]
+        fac = 5.0 if err == 0.0 else 0.8 * err ** (-1.0 / 3.0)
+        fac = min(5.0, max(0.2, fac))
+        if err <= 1.0 and last:
+            return h * fac if h * fac < length else length, steps
+        h *= fac
+        if h < 1e-9 * length:
+            raise RuntimeError("quiet_day: step size underflow in the blood integrator")
+    return h, steps
