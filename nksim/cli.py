@@ -223,7 +223,10 @@ def _rescue(ds, name: str, n_sims: int) -> tuple[bool, str]:
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the subcommand of parsed ``args``; returns its exit status."""
     if args.command == "run":
-        return cmd_run(args)
+        from .io.lock import output_lock
+
+        with output_lock(args.out, "nksim run"):  # one writer per --out, from the checks to the last file
+            return cmd_run(args)
     if args.command == "warmup":
         return cmd_warmup(args)
     if args.command == "sweep":
