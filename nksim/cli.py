@@ -183,7 +183,8 @@ def _checkpoint(args: argparse.Namespace, params, protocol):
     from .checkpoint import RunCheckpoint
 
     ckpt = RunCheckpoint(args.out / CHECKPOINT_FOLDER, params, protocol, args.seed, args.replicates)
-    ckpt.check(discard_other=args.overwrite)
+    for note in ckpt.check(discard_other=args.overwrite) + ckpt.verify():  # a damaged kept file: recomputed
+        print(f"nksim run: {note}", file=sys.stderr, flush=True)
     n = ckpt.count()
     if n:
         print(f"nksim run: continuing an interrupted run: {n} of {ckpt.total} simulations already done in "
