@@ -15,7 +15,11 @@ Everything is written into a staging folder next to the output and moved in only
 whole calibration has finished, so an interrupted run never destroys earlier results; an
 existing output folder with results is refused unless ``overwrite``. The ABC history is kept
 in ``<out>/.partial`` while the ABC runs: an interrupted calibration continues with ``resume``
-(``nksim calibrate ... --resume``; :mod:`nksim.calibration.resume`).
+(``nksim calibrate ... --resume``; :mod:`nksim.calibration.resume`); so does a calibration whose
+results could not be written after its last generation (a full disk): ``--resume`` then writes
+them from the kept history without calibrating again. The output folder's writer lock
+(:func:`nksim.io.lock.output_lock`) is held throughout: a second calibration (or ``nksim run``,
+``screen``) into the same ``--out`` is refused.
 """
 from __future__ import annotations
 
