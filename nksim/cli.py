@@ -143,17 +143,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_warmup(args: argparse.Namespace) -> int:
     """``nksim warmup``: load the kernel, compiling it into numba's cache if it is not there; returns 0.
 
-    Prints whether it compiled and how long it took. Run it where a shared or baked-in cache
-    saves every later process (and every Dask worker) the compile.
+    Prints whether it compiled, how long it took and the cache folder numba really uses. An
+    unusable ``NUMBA_CACHE_DIR`` (a file, read-only, impossible) is refused before compiling
+    (numba would silently fall back to another folder); a kernel that could not be saved in
+    the cache is a write error.
     """
+    from .engine import run_patient
+    from .engine.cache_guard import cache_location, kernel_in_cache_files
     from .simulate import announce_compile, warm_up
 
+    if not hasattr(run_patient, "signatures"):
+        print("numba's JIT is off (NUMBA_DISABLE_JIT): there is no kernel to compile")
+        return 0
+    folder, problem = cache_location(run_patient)
+    if problem is not None:
+        from numba.core import config
+
+        fallback = f"falls back to {folder}" if folder else "caches nothing"
+        raise NksimInputError(f"cannot hold numba's cache ({problem}), so numba {fallback}: make it a writable "
+                              "folder, or unset NUMBA_CACHE_DIR to use the default cache; nothing was compiled",
+                              source=f"NUMBA_CACHE_DIR={config.CACHE_DIR}")
     t0 = time.perf_counter()
     compiles = announce_compile()  # the compile line on stderr, when the cache holds no kernel
     warm_up()
     took = time.perf_counter() - t0
-    where = os.environ.get("NUMBA_CACHE_DIR") or "numba's default cache (__pycache__ beside nksim)"
-    print(f"kernel {'compiled into' if compiles else 'loaded from'} {where} in {took:.1f} s")
+    if folder is None or kernel_in_cache_files(run_patient) is False:
+        where = f"numba could not save it in {folder}" if folder else "numba caching is off for it"
+        raise NksimWriteError(f"the kernel {'compiled' if compiles else 'loaded'} in {took:.1f} s but is not in "
+                              f"numba's cache ({where}): every process will compile it again")
+    print(f"kernel {'compiled into' if compiles else 'loaded from'} {folder} in {took:.1f} s")
     return 0
 
 
@@ -169,7 +187,8 @@ def _checkpoint(args: argparse.Namespace, params, protocol):
     from .checkpoint import RunCheckpoint
 
     ckpt = RunCheckpoint(args.out / CHECKPOINT_FOLDER, params, protocol, args.seed, args.replicates)
-    ckpt.check(discard_other=args.overwrite)
+    for note in ckpt.check(discard_other=args.overwrite) + ckpt.verify():  # a damaged kept file: recomputed
+        print(f"nksim run: {note}", file=sys.stderr, flush=True)
     n = ckpt.count()
     if n:
         print(f"nksim run: continuing an interrupted run: {n} of {ckpt.total} simulations already done in "
@@ -227,7 +246,10 @@ def _rescue(ds, name: str, n_sims: int) -> tuple[bool, str]:
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the subcommand of parsed ``args``; returns its exit status."""
     if args.command == "run":
-        return cmd_run(args)
+        from .io.lock import output_lock
+
+        with output_lock(args.out, "nksim run"):  # one writer per --out, from the checks to the last file
+            return cmd_run(args)
     if args.command == "warmup":
         return cmd_warmup(args)
     if args.command == "sweep":
