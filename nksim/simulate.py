@@ -10,9 +10,11 @@ import numpy as np
 import xarray as xr
 
 from .checkpoint import RunCheckpoint
+from .checks import check_seed, show
 from .engine import RawRun, cache_guard, pcg64, run_patient
 from .engine.build import patient_inputs
 from .engine.layout import KP
+from .errors import NksimInputError
 from .output import build_dataset
 from .parameters import ParameterSet, load_parameters
 from .patients import draw_effects
@@ -29,6 +31,65 @@ def _as_params(params: ParameterSet | str | Path) -> ParameterSet:
 
 def _as_protocol(protocol: Protocol | str | Path) -> Protocol:
     return protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+
+
+def _known(protocol: Protocol) -> str:
+    ids = [p.id for p in protocol.patients]
+    return f"protocol '{protocol.name}' ({protocol.origin}) has patients {ids[:20]}{' ...' if len(ids) > 20 else ''}"
+
+
+def _patient(protocol: Protocol, patient_id: object, where: str, key: str) -> Patient:
+    """The protocol's patient ``patient_id``, or an NksimInputError naming ``where``, ``key`` and the known ids."""
+    if not isinstance(patient_id, str):
+        raise NksimInputError(f"a patient id must be a string, got {show(patient_id)}; {_known(protocol)}",
+                              source=where, key=key)
+    for p in protocol.patients:
+        if p.id == patient_id:
+            return p
+    raise NksimInputError(f"unknown patient '{patient_id}'; {_known(protocol)}", source=where, key=key)
+
+
+def _choose_patients(protocol: Protocol, patients: Sequence[str] | None,
+                     where: str = "simulate_cohort") -> list[Patient]:
+    """The patients a cohort simulates: all of the protocol's (``None``) or those listed, each once.
+
+    Refused with an :class:`~nksim.errors.NksimInputError` naming ``where``, the key
+    ``patients`` and the problem, before any simulation: a protocol without patients, an empty
+    list, a single string instead of a list, an id that is not a string or not in the protocol,
+    and an id listed twice (each patient is one row of the output; more runs of one patient are
+    ``replicates``).
+    """
+    if not protocol.patients:
+        raise NksimInputError(f"protocol '{protocol.name}' lists no patients", source=protocol.origin,
+                              key="patients")
+    if patients is None:
+        return list(protocol.patients)
+    if isinstance(patients, (str, bytes)):
+        raise NksimInputError(f"expected a list of patient ids, got the string {patients!r} (write "
+                              f"patients=[{patients!r}])", source=where, key="patients")
+    try:
+        ids = list(patients)
+    except TypeError:
+        raise NksimInputError(f"expected a list of patient ids, got {show(patients)}", source=where,
+                              key="patients") from None
+    if not ids:
+        raise NksimInputError(f"the list of patients is empty: give at least one patient id (or None for all); "
+                              f"{_known(protocol)}", source=where, key="patients")
+    chosen = [_patient(protocol, pid, where, f"patients[{i}]") for i, pid in enumerate(ids)]
+    seen: set[str] = set()
+    for i, p in enumerate(chosen):
+        if p.id in seen:
+            raise NksimInputError(f"patient '{p.id}' is listed twice; list each patient once (more runs of a "
+                                  "patient: replicates=N)", source=where, key=f"patients[{i}]")
+        seen.add(p.id)
+    return chosen
+
+
+def _check_count(value: object, name: str, lo: int, where: str) -> int:
+    """``value`` as an int if it is an integer >= ``lo`` (not a bool), else an NksimInputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise NksimInputError(f"{name} must be an integer >= {lo}, got {show(value)}", source=where, key=name)
+    return int(value)
 
 
 #: Printed to stderr before the first simulation when the numba cache holds no compiled kernel.
@@ -95,6 +156,12 @@ def simulate_cohort(
     replicates:
         Independent virtual trials: each (patient, replicate) draws its own random effects
         and stochastic history from ``SeedSequence(seed, spawn_key=(patient, replicate))``.
+    seed:
+        An integer in ``[0, 2**64)`` (Python or NumPy; outputs store it as an unsigned 64-bit
+        integer). A bool, a float (also ``1.5``) or an integer out of range is refused.
+    patients:
+        Patient ids of the protocol to simulate, each once (default: all); an empty list, a
+        duplicate or an unknown id is refused.
     workers:
         Threads running simulations concurrently (the kernel releases the GIL). Results do
         not depend on it.
@@ -113,20 +180,17 @@ def simulate_cohort(
     xarray.Dataset with dims ``patient``, ``replicate``, ``time`` (days since first
     infusion), ``assessment``, ``snapshot_time``, ``y``, ``x`` (see docs/architecture.md).
     """
+    # every argument is checked before simulating (outputs store the seed as an unsigned 64-bit integer)
+    seed = check_seed(seed, source="simulate_cohort")
+    replicates = _check_count(replicates, "replicates", 1, "simulate_cohort")
+    workers = _check_count(workers, "workers", 1, "simulate_cohort")
     params = _as_params(params)
     protocol = _as_protocol(protocol)
-    if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 1:
-        raise ValueError(f"replicates must be a positive integer, got {replicates!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        # checked before simulating: outputs store the seed as an unsigned 64-bit integer
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    if not protocol.patients:
-        raise ValueError(f"protocol '{protocol.name}' ({protocol.origin}) lists no patients")
-    chosen = list(protocol.patients) if patients is None else [protocol.patient(p) for p in patients]
+    chosen = _choose_patients(protocol, patients, "simulate_cohort")
     jobs = [(p, r) for p in chosen for r in range(replicates)]
     kept: dict[tuple[str, int], RawRun] = {}
     if checkpoint is not None:
-        if checkpoint.digest != RunCheckpoint(checkpoint.folder, params, protocol, int(seed), replicates,
+        if checkpoint.digest != RunCheckpoint(checkpoint.folder, params, protocol, seed, replicates,
                                               [p.id for p in chosen]).digest:
             raise ValueError(f"the checkpoint {checkpoint.folder} belongs to other inputs than this run")
         kept = checkpoint.load((p.id, r) for p, r in jobs)
@@ -140,7 +204,7 @@ def simulate_cohort(
         bar = tqdm(total=len(jobs) + len(kept), initial=len(kept), desc="simulating", unit="patient")
 
     def work(job: tuple[Patient, int]) -> RawRun:
-        out = run_one(params, protocol, job[0], int(seed), job[1])
+        out = run_one(params, protocol, job[0], seed, job[1])
         if checkpoint is not None:
             checkpoint.save(out)
         if bar is not None:
@@ -150,7 +214,7 @@ def simulate_cohort(
     try:
         if workers > 1 and len(jobs) > 1:
             # load/compile the kernel once (a 2 x 2 lattice costs milliseconds) before threads race
-            run_one(params.with_values({"lattice.side": 2}), protocol, jobs[0][0], int(seed), jobs[0][1])
+            run_one(params.with_values({"lattice.side": 2}), protocol, jobs[0][0], seed, jobs[0][1])
             pool = ThreadPoolExecutor(max_workers=workers)
             try:
                 runs = list(pool.map(work, jobs))
@@ -163,7 +227,7 @@ def simulate_cohort(
     finally:
         if bar is not None:
             bar.close()
-    return build_dataset(list(kept.values()) + runs, params, protocol, [p.id for p in chosen], replicates, int(seed))
+    return build_dataset(list(kept.values()) + runs, params, protocol, [p.id for p in chosen], replicates, seed)
 
 
 def _stop(pool: ThreadPoolExecutor, *, wait: bool) -> None:
@@ -188,17 +252,21 @@ def simulate(
     """Simulate one patient (default: the protocol's first) and return its Dataset.
 
     The result equals ``simulate_cohort(...).sel(patient=patient, replicate=replicate)``:
-    the same seed gives the same trajectory whether run alone or in a cohort.
+    the same seed gives the same trajectory whether run alone or in a cohort. ``seed``: an
+    integer in ``[0, 2**64)`` (as :func:`simulate_cohort`); ``replicate``: an integer >= 0;
+    ``patient``: an id of the protocol. Anything else is an
+    :class:`~nksim.errors.NksimInputError`, raised before simulating.
     """
+    seed = check_seed(seed, source="simulate")
+    replicate = _check_count(replicate, "replicate", 0, "simulate")
     params = _as_params(params)
     protocol = _as_protocol(protocol)
     if not protocol.patients:
-        raise ValueError(f"protocol '{protocol.name}' lists no patients")
-    pat = protocol.patients[0] if patient is None else protocol.patient(patient)
-    if isinstance(replicate, bool) or not isinstance(replicate, (int, np.integer)) or replicate < 0:
-        raise ValueError(f"replicate must be a non-negative integer, got {replicate!r}")
-    run = run_one(params, protocol, pat, int(seed), int(replicate))
-    ds = build_dataset([run], params, protocol, [pat.id], 1, int(seed), replicate_ids=[int(replicate)])
+        raise NksimInputError(f"protocol '{protocol.name}' lists no patients", source=protocol.origin,
+                              key="patients")
+    pat = protocol.patients[0] if patient is None else _patient(protocol, patient, "simulate", "patient")
+    run = run_one(params, protocol, pat, seed, replicate)
+    ds = build_dataset([run], params, protocol, [pat.id], 1, seed, replicate_ids=[replicate])
     return ds.isel(patient=0, replicate=0)
 
 

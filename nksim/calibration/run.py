@@ -212,14 +212,20 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     it such a history is refused (``overwrite`` discards it). Interrupted (Ctrl-C, SIGTERM), the
     call raises :class:`~nksim.errors.Interrupted` saying how many generations are kept.
     ``dashboard``: ``HOST:PORT`` of the local Dask cluster's dashboard (``workers`` > 1), or with
-    ``scheduler`` print that scheduler's dashboard URL; None: no dashboard.
+    ``scheduler`` print that scheduler's dashboard URL; None: no dashboard. ``scheduler``: the
+    address of an existing Dask scheduler, checked before any work
+    (:func:`nksim.cluster.check_scheduler`); with no workers the run waits for the first one at
+    most ``NKSIM_WORKER_TIMEOUT`` seconds (default 600), then fails.
     """
-    if dashboard is not None and scheduler is None and workers <= 1:
-        from ..errors import NksimInputError
+    from ..errors import NksimInputError
 
+    if dashboard is not None and scheduler is None and workers <= 1:
         raise NksimInputError("a dashboard needs a Dask cluster: --workers 1 runs the single-core sampler in this "
                               "process; give --workers N (N > 1) or --scheduler", key="--dashboard")
-    from ..errors import NksimInputError
+    if scheduler is not None:  # before any work: a malformed address is refused now
+        from ..cluster import check_scheduler
+
+        scheduler = check_scheduler(scheduler)
     from ..fileio import check_output_folder
     from ..io import write_netcdf
     from ..io.lock import output_lock

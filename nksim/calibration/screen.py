@@ -43,6 +43,7 @@ import numpy as np
 import xarray as xr
 
 from .._optional import require
+from ..checks import check_seed
 from ..quantities import PARAMETERS
 from .config import CalibrationConfig, FitParameter
 from .model import CalibrationModel
@@ -306,8 +307,9 @@ def run_screen(config: CalibrationConfig, *, trajectories: int = 10, levels: int
     virtual_trials:
         Virtual trials (each: every evaluable patient of the trial) per design point.
     seed:
-        Design and bootstrap seed (default ``config.seed``); the simulation seed is
-        ``config.seed`` at every point (common random numbers).
+        Design and bootstrap seed (default ``config.seed``), an integer in ``[0, 2**64)``
+        (:func:`nksim.checks.check_seed`); the simulation seed is ``config.seed`` at every point
+        (common random numbers).
     workers:
         Threads evaluating design points; results do not depend on it.
     params:
@@ -326,7 +328,7 @@ def run_screen(config: CalibrationConfig, *, trajectories: int = 10, levels: int
     """
     from ..output import provenance_attrs
 
-    seed = int(config.seed if seed is None else seed)
+    seed = config.seed if seed is None else check_seed(seed, source="run_screen", key="seed")
     model = CalibrationModel(config)
     if dose_factor != 1.0:
         model.protocol = model.protocol.with_nk_dose_factor(dose_factor)

@@ -21,7 +21,8 @@ def add_sweep_parser(sub) -> None:
     g.add_argument("--workers", type=_nonneg_int, default=None,
                    help="worker processes of a local Dask cluster (default: CPU count; 0 = in this process, no Dask)")
     g.add_argument("--scheduler", default=None,
-                   help="address of an existing Dask scheduler (e.g. tcp://10.0.0.1:8786; see README: dask-jobqueue)")
+                   help="address of an existing Dask scheduler, PROTOCOL://HOST:PORT (e.g. tcp://10.0.0.1:8786; see "
+                   "README: dask-jobqueue); waits for a first worker at most NKSIM_WORKER_TIMEOUT s (default 600)")
     add_dashboard_argument(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override a spec value, e.g. --set cohort.patients=4 --set parameters.lattice.side=8 "

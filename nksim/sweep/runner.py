@@ -101,7 +101,9 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
         Worker processes of the local cluster (default: CPU count); 0 runs in this process.
     scheduler:
         Address of an existing Dask scheduler (e.g. ``tcp://host:8786``, or a dask-jobqueue
-        cluster's ``scheduler_address``); excludes ``workers``.
+        cluster's ``scheduler_address``); excludes ``workers``. Checked before any work
+        (:func:`nksim.cluster.check_scheduler`); with no workers the run waits for the first one
+        at most ``NKSIM_WORKER_TIMEOUT`` seconds (default 600), then fails.
     max_batches:
         Stop after submitting this many pending batches (tests, benchmarks); resume later.
     repair:
@@ -119,6 +121,10 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
     if dashboard is not None and workers == 0:
         raise NksimInputError("a dashboard needs a Dask cluster: --workers 0 runs in this process without one",
                               source="sweep", key="--dashboard")
+    if scheduler is not None:  # before any work: a malformed address is refused now, not after the store exists
+        from ..cluster import check_scheduler
+
+        scheduler = check_scheduler(scheduler)
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, overrides)
     elif overrides:
