@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_default() -> dict[str, float]:
+    """Every value of models/default.toml by key (``section.name``)."""
     data = tomllib.loads((ROOT / "models" / "default.toml").read_text())
     out = {}
     for section, table in data.items():
@@ -36,6 +37,8 @@ def load_default() -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Case:
+    """One variant of the default model and the Bachanova cohort-1 protocol."""
+
     name: str
     z_expansion: float = 1.645  # standard-normal quantile of the patient's expansion capacity
     max_division: float | None = None  # None: the model's nk.max_division_rate
@@ -56,6 +59,7 @@ class Case:
 
 
 def simulate(p: dict[str, float], case: Case, days: float = 28.0, dt: float = 1 / 24) -> dict[str, np.ndarray]:
+    """Integrate the blood ODEs (RK4, hourly) from day -6 to ``days``; returns time series."""
     bw, bsa = 70.0, 1.8
     bv_ul = p["anatomy.blood_volume"] * bw * 1000.0
     ratio = p["anatomy.lymphocyte_body_to_blood_ratio"]
@@ -171,6 +175,7 @@ def simulate(p: dict[str, float], case: Case, days: float = 28.0, dt: float = 1 
 
 
 def summary(r: dict[str, np.ndarray]) -> dict[str, float]:
+    """Day-14 and peak donor NK per uL (recorded at whole days >= 1), chimerism at the peak, IL-15, host counts."""
     t = r["t"]
     win = (t >= 1) & (t <= 28) & (abs(t - np.round(t)) < 1e-6)
     i_pk = np.argmax(np.where(win, r["donor_ul"], -1))
@@ -183,6 +188,7 @@ def summary(r: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def main() -> None:
+    """Print the one-factor-at-a-time table of docs/evidence/mechanisms.md section G."""
     p = load_default()
     cases = [
         Case("median patient (z = 0)", z_expansion=0.0),
@@ -235,10 +241,6 @@ def main() -> None:
               f"{s['hostNK_d14']:6.1f} {s['hostT_d14']:6.1f}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def decompose(p: dict[str, float], case: Case, days=(1, 3, 5, 7, 9, 11, 14, 21)) -> None:
     """Print the donor-NK rate budget (per day) of one case at chosen days."""
     r = simulate(p, case)
@@ -249,7 +251,8 @@ def decompose(p: dict[str, float], case: Case, days=(1, 3, 5, 7, 9, 11, 14, 21))
     k_stage, n_stage = p["allo.priming_stages"] / p["allo.priming_delay"], int(p["allo.priming_stages"])
     print(f"\nrate budget, {case.name} (day^-1): IL-15 term = p15 x/(x+EC50), p15 = {p15:.3f}")
     print(f"{'day':>4s} {'IL15':>6s} {'il15div':>8s} {'il2div':>7s} {'div(capped)':>11s} {'rej_unpr':>8s} "
-          f"{'rej_prim':>8s} {'net':>7s} {'donor/uL':>9s} {'hostNK':>7s} {'hostT':>6s} {'donor share of IL-15 use':>24s}")
+          f"{'rej_prim':>8s} {'net':>7s} {'donor/uL':>9s} {'hostNK':>7s} {'hostT':>6s} "
+          f"{'donor share of IL-15 use':>24s}")
     for d in days:
         i = int(np.argmin(abs(t - d)))
         il = r["il15"][i]
@@ -265,7 +268,8 @@ def decompose(p: dict[str, float], case: Case, days=(1, 3, 5, 7, 9, 11, 14, 21))
             acc += term
         pr = 1 - math.exp(-xs) * acc
         rej_u = case.rejection_scale * p["nk.rejection_rate"] * t_rel
-        rej_p = case.rejection_scale * case.primed_scale * p["allo.primed_rejection_rate"] * pr * t_rel ** p["allo.primed_t_exponent"]
+        rej_p = (case.rejection_scale * case.primed_scale * p["allo.primed_rejection_rate"] * pr
+                 * t_rel ** p["allo.primed_t_exponent"])
         net = div - p["nk.death_rate"] * (1 - p["il2.survival_effect"] * f2) - rej_u - rej_p
         w = p["il15.donor_nk_weight"] if case.donor_weight is None else case.donor_weight
         bv = p["anatomy.blood_volume"] * 70 * 1000
@@ -275,10 +279,12 @@ def decompose(p: dict[str, float], case: Case, days=(1, 3, 5, 7, 9, 11, 14, 21))
               f"{net:7.3f} {r['donor_ul'][i]:9.1f} {r['host_nk'][i]:7.1f} {r['host_t'][i]:6.1f} {100 * share:23.0f}%")
 
 
-if __name__ == "__main__" and True:
+if __name__ == "__main__":
+    main()
     _p = load_default()
     decompose(_p, Case("expander z = 1.645 (defaults)"))
     decompose(_p, Case("z=1.645, IL-2 EC50 0.1 + abs 12 h", il2_ec50=0.1, il2_absorption_half_life=12.0))
     for capv in (1.0, 2.0):
         s = summary(simulate(_p, Case("", il2_ec50=0.1, il2_absorption_half_life=12.0, max_division=capv)))
-        print(f"\nIL-2 EC50 0.1 + abs 12 h, cap {capv}/day: d14 {s['d14']:.0f}/uL, peak {s['peak']:.0f}/uL day {s['peak_day']:.0f}")
+        print(f"\nIL-2 EC50 0.1 + abs 12 h, cap {capv}/day: d14 {s['d14']:.0f}/uL, peak {s['peak']:.0f}/uL "
+              f"day {s['peak_day']:.0f}")

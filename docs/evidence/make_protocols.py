@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the protocol headers are long data strings, wrapped as they appear in the files)
 """Write the proposed issue-24 protocol files (docs/evidence/protocols.md shows the same text).
 
     python docs/evidence/make_protocols.py OUTDIR        # default OUTDIR: /tmp/i24_protocols
@@ -28,6 +29,7 @@ def _num(x: float) -> str:
 
 
 def ev(day, kind, dose, unit, source, donor=None, indent=""):
+    """One [[events]] (or [[groups.<indent>.events]]) table."""
     head = "[[events]]" if indent == "" else f"[[groups.{indent}.events]]"
     d = f"{day:g}" if isinstance(day, (int, float)) else day
     out = [head, f"day = {d}", f'kind = "{kind}"', f"dose = {_num(dose)}",
@@ -39,6 +41,7 @@ def ev(day, kind, dose, unit, source, donor=None, indent=""):
 
 
 def hicyflu(source=HICYFLU, flu_days=(-6, -5, -4, -3, -2), cy_days=(-5, -4), flu=25.0, cy=60.0):
+    """Fludarabine and cyclophosphamide events (default: the Minnesota Hi-Cy/Flu)."""
     s = "# Lymphodepletion\n"
     for d in flu_days:
         s += ev(d, "fludarabine", flu, "mg m-2", source) + "\n"
@@ -68,6 +71,7 @@ def patients(prefix, groups, weight=70.0, bsa=1.8, src="assumption (model defaul
 
 
 def group(gid, description, source, events):
+    """A [groups.<gid>] table with its events."""
     s = f'[groups.{gid}]\ndescription = "{description}"\nsource = "{source}"\n\n'
     for e in events:
         s += ev(*e[:5], donor=e[5] if len(e) > 5 else None, indent=gid) + "\n"
@@ -75,6 +79,7 @@ def group(gid, description, source, events):
 
 
 def head(name, title, source, start, end, product, assess=(28,), snaps=(0, 7, 14, 28), tolerant=None):
+    """The [protocol] table."""
     s = "[protocol]\n"
     s += f'name = "{name}"\ntitle = "{title}"\nsource = "{source}"\n'
     s += f"start_day = {start}\nend_day = {end}\n"
@@ -88,6 +93,7 @@ def head(name, title, source, start, end, product, assess=(28,), snaps=(0, 7, 14
 
 
 def il2(days, dose, source, indent=""):
+    """IL-2 s.c. events (flat MIU doses)."""
     return "".join(ev(d, "il2", dose, "MIU", source, indent=indent) + "\n" for d in days)
 
 
@@ -140,7 +146,7 @@ s = ("# Cooley et al. 2019, Blood Adv 3:1970, phase 1 (NCT01385423): haploidenti
             "Cooley 2019 Blood Adv 3:1970 (A: abstract); Cooley 2015 ASH abstract Blood 126:566 (B)", -6, 90, "fresh")
      + hicyflu("assumption: Minnesota Hi-Cy/Flu as Bachanova 2014 Fig 1 (Cooley: 'lymphodepleting chemotherapy')")
      + ev(0, "nk_infusion", 10e6, "kg-1", "assumption: dose not in the stored pages (prior 3e6-30e6 kg-1)", donor="haplo") + "\n")
-for gid, dose, n in iv_groups:
+for gid, dose, _n in iv_groups:
     s += group(gid, f"rhIL-15 {dose} ug kg-1 i.v. daily x12", "A: Cooley 2019 (dose range 0.3-1.0); B: ASH 2015 cohorts",
                [(d, "rhil15_iv", dose, "ug kg-1", "A: 12 consecutive days; start day 1 assumed") for d in range(1, 13)])
 s += patients("civ_", [(g, n) for g, _, n in iv_groups])
@@ -181,7 +187,7 @@ s = ("# Romee et al. 2016, Sci Transl Med 8:357ra123, first-in-human phase 1 of 
             "Romee 2016 Sci Transl Med 8:357ra123; numbers B (PMC7694052 Table 1)", -6, 90, "ciml")
      + hicyflu("assumption: Flu/Cy doses not in the stored pages; Minnesota Hi-Cy/Flu days")
      + il2([0, 2, 4, 6, 8, 10, 12], 1.8, "assumption: 1 MIU m-2 (1.8 MIU at 1.8 m2) every other day x7"))
-for gid, dose, n in r_groups:
+for gid, dose, _n in r_groups:
     s += group(gid, f"CIML NK {dose:g} kg-1", "B: review table dose levels",
                [(0, "nk_infusion", dose, "kg-1", "B: Romee 2016 dose level", "haplo")])
 s += patients("rom_", [(g, n) for g, _, n in r_groups])
@@ -245,7 +251,7 @@ s = ("# Curti et al. 2011, Blood 118:3273: purified CD56+CD3- KIR-ligand-mismatc
      + hicyflu("assumption: Flu/Cy doses not in the stored pages; Minnesota Hi-Cy/Flu")
      + ev(0, "nk_infusion", 2.74e6, "kg-1", "A: median NK dose 2.74e6 kg-1", donor="haplo") + "\n"
      + il2([0, 2, 4, 6, 8, 10], 1.8, "B: 1e6 IU m-2 (1.8 MIU at 1.8 m2); every other day x6 assumed"))
-for gid, n, b in c_groups:
+for gid, n, _b in c_groups:
     s += f'[groups.{gid}]\ndescription = "{gid} ({n} trial patients)"\nsource = "A: Curti 2011 abstract"\nevents = []\n\n'
 s += patients("cur_", [(g, n) for g, n, _ in c_groups], blasts={g: b for g, _, b in c_groups})
 FILES["curti2011_elderly"] = s
@@ -343,6 +349,7 @@ NEW_FEATURES = ("il2dt", "rhil15_iv", "rhil15_sc", "n803", "ciml", "host_toleran
 
 
 def main(out: Path) -> None:
+    """Write every file to ``out`` and report whether today's loader (and the patched one) accepts it."""
     out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from nksim.errors import NksimInputError
@@ -379,9 +386,9 @@ def _check_with_new_features(text: str, tmp: Path) -> str:
     except Exception as e:  # noqa: BLE001
         return f"ERROR {e}"
     finally:
-        P.EVENT_UNITS.clear(); P.EVENT_UNITS.update(saved[0])
-        P.MAX_DOSE.clear(); P.MAX_DOSE.update(saved[1])
-        P.NK_PRODUCTS.clear(); P.NK_PRODUCTS.update(saved[2])
+        for table, old in zip((P.EVENT_UNITS, P.MAX_DOSE, P.NK_PRODUCTS), saved):
+            table.clear()
+            table.update(old)
         tmp.unlink(missing_ok=True)
 
 
