@@ -107,22 +107,28 @@ def _call_kernel(args: tuple, flag: np.ndarray) -> tuple:
     with halt_registered(flag):
         if threading.current_thread() is not threading.main_thread():
             return run_patient(*args)
+        if getattr(run_patient, "signatures", None) == []:  # load or compile it here, where Ctrl-C is taken at once
+            run_patient.compile(tuple(run_patient.typeof_pyval(a) for a in args))
         box: dict[str, object] = {}
+        done = threading.Event()  # not Thread.join: Python 3.11 marks a thread stopped when Ctrl-C interrupts a join
 
         def target() -> None:
             try:
                 box["value"] = run_patient(*args)
             except BaseException as exc:  # handed to the main thread
                 box["error"] = exc
+            finally:
+                done.set()
 
         helper = threading.Thread(target=target, name="nksim-kernel", daemon=True)
-        helper.start()
         try:
-            while helper.is_alive():
-                helper.join(0.5)  # a timeout: a signal delivered to another thread is still taken within 0.5 s
+            helper.start()
+            while not done.wait(0.5):  # a timeout: a signal delivered to another thread is still taken within 0.5 s
+                pass
         except BaseException:  # Ctrl-C, SIGTERM: halt the kernel and wait for it (one step)
             flag[0] = 1
-            helper.join()
+            if helper.ident is not None:  # started
+                done.wait()
             raise
     if "error" in box:
         raise box["error"]
