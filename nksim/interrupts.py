@@ -81,6 +81,20 @@ def halt_kernels() -> int:
     return len(flags)
 
 
+@contextmanager
+def halt_kernels_on_error() -> Iterator[None]:
+    """If the block raises (Ctrl-C included), halt every running kernel first (:func:`halt_kernels`).
+
+    Around a thread pool of simulations, inside its ``with``: the pool then waits for halted
+    kernels (one step each) instead of simulations running to their end.
+    """
+    try:
+        yield
+    except BaseException:
+        halt_kernels()
+        raise
+
+
 def signal_received() -> int | None:
     """The first Ctrl-C or SIGTERM received by the innermost active :func:`sigterm_as_interrupt`, else None."""
     return _ACTIVE[-1][0] if _ACTIVE and _ACTIVE[-1] else None

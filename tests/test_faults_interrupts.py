@@ -229,6 +229,18 @@ def test_sigterm_under_the_command_line_handler_halts_every_kernel(workers, larg
     _no_kernel_left()
 
 
+def test_a_failing_thread_pool_halts_the_running_kernels():
+    """The calibration's thread pools (Morris screen, predictive check): an error or Ctrl-C halts the kernels."""
+    flag = SIMULATE.new_halt_flag()
+    with interrupts.halt_registered(flag), pytest.raises(KeyboardInterrupt), interrupts.halt_kernels_on_error():
+        raise KeyboardInterrupt
+    assert flag[0] == 1
+    other = SIMULATE.new_halt_flag()
+    with interrupts.halt_registered(other), interrupts.halt_kernels_on_error():
+        pass
+    assert other[0] == 0
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
