@@ -1,7 +1,16 @@
-"""Python API: simulate one patient or a protocol's cohort; results as xarray Datasets."""
+"""Python API: simulate one patient or a protocol's cohort; results as xarray Datasets.
+
+Interruptions: the kernel never runs in the main thread. Called from the main thread,
+:func:`run_one` runs it in a helper thread and waits, so that Ctrl-C and SIGTERM are taken at
+once (a Python signal handler runs only in the main thread, between bytecodes: one that ran
+while numba boxed the kernel's results would crash the process) and halt the kernel through its
+flag within one step (:mod:`nksim.interrupts`). A halted simulation raises
+:class:`~nksim.errors.SimulationHalted` and is never returned or kept.
+"""
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from . import sizing
 from .checkpoint import RunCheckpoint
 from .checks import check_seed, show
 from .engine import RawRun, cache_guard, pcg64, run_patient
 from .engine.build import patient_inputs
 from .engine.layout import KP
-from .errors import NksimInputError
+from .errors import NksimInputError, SimulationHalted
+from .interrupts import halt_registered, signal_received
 from .output import build_dataset
 from .parameters import ParameterSet, load_parameters
 from .patients import draw_effects
@@ -110,15 +121,27 @@ def announce_compile(stream=None) -> bool:
     return True
 
 
+def new_halt_flag() -> np.ndarray:
+    """A halt flag for :func:`run_one`: a one-element int64 array, 0; set it to 1 to halt the kernels using it."""
+    return np.zeros(1, dtype=np.int64)
+
+
 def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: int, replicate: int, *,
-            stop_days: Sequence[float] | None = None) -> RawRun:
+            stop_days: Sequence[float] | None = None, halt: np.ndarray | None = None) -> RawRun:
     """Simulate one (patient, replicate) and return the raw kernel arrays.
 
     ``stop_days`` (days since the first infusion, e.g. the assessment days): end the run
     after the first of these days at which marrow blasts reach the patient's PD threshold
     (early stopping of progressed patients, used by calibration). Later rows of ``rec`` are
     NaN; everything up to the stop day equals the full run.
+
+    ``halt`` (:func:`new_halt_flag`, may be shared by several simulations): once it is set, the
+    kernel returns within one step and this raises :class:`~nksim.errors.SimulationHalted`.
+    From the main thread the kernel runs in a helper thread (module docstring); Ctrl-C there
+    halts it, waits for it to return (within one step) and raises the KeyboardInterrupt.
     """
+    if signal_received() is not None:  # the command is being interrupted (the exception may have been swallowed)
+        raise SimulationHalted("not started: the command was interrupted")
     rngs = generators(seed, patient.id, replicate)
     eff = draw_effects(params, rngs["patient"], patient.covariates)
     kp, ev = patient_inputs(params, eff, protocol, patient)
@@ -130,10 +153,46 @@ def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: in
         stop = np.array(sorted(int(round(d - protocol.start_day)) for d in stop_days), dtype=np.int64)
     kernel_streams = [rngs[name] for name in KERNEL_STREAMS]
     states = [pcg64.pack(g) for g in kernel_streams]  # the kernel advances the generators' PCG64 states itself
-    rec, cnt, snaps = run_patient(kp, *ev, snap, stop, *states)
+    flag = halt if halt is not None else new_halt_flag()
+    rec, cnt, snaps, halted = _call_kernel((kp, *ev, snap, stop, *states, flag), flag)
+    if halted:
+        raise SimulationHalted(f"simulation of patient {patient.id}, replicate {replicate} halted")
     for words, g in zip(states, kernel_streams):
         pcg64.unpack(words, g)
     return RawRun(patient.id, replicate, eff, rec, cnt, snaps)
+
+
+def _call_kernel(args: tuple, flag: np.ndarray) -> tuple:
+    """``run_patient(*args)`` (``flag``, its halt flag, last), never in the main thread (module docstring)."""
+    with halt_registered(flag):
+        if threading.current_thread() is not threading.main_thread():
+            return run_patient(*args)
+        if getattr(run_patient, "signatures", None) == []:  # load or compile it here, where Ctrl-C is taken at once
+            run_patient.compile(tuple(run_patient.typeof_pyval(a) for a in args))
+        box: dict[str, object] = {}
+        done = threading.Event()  # not Thread.join: Python 3.11 marks a thread stopped when Ctrl-C interrupts a join
+
+        def target() -> None:
+            try:
+                box["value"] = run_patient(*args)
+            except BaseException as exc:  # handed to the main thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        helper = threading.Thread(target=target, name="nksim-kernel", daemon=True)
+        try:
+            helper.start()
+            while not done.wait(0.5):  # a timeout: a signal delivered to another thread is still taken within 0.5 s
+                pass
+        except BaseException:  # Ctrl-C, SIGTERM: halt the kernel and wait for it (one step)
+            flag[0] = 1
+            if helper.ident is not None:  # started
+                done.wait()
+            raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def simulate_cohort(
@@ -146,6 +205,7 @@ def simulate_cohort(
     workers: int = 1,
     progress: bool = False,
     checkpoint: RunCheckpoint | None = None,
+    check_memory: bool = True,
 ) -> xr.Dataset:
     """Simulate every patient of a protocol (or ``patients``) ``replicates`` times.
 
@@ -171,9 +231,12 @@ def simulate_cohort(
     checkpoint:
         A :class:`nksim.checkpoint.RunCheckpoint` of these same inputs: the simulations it
         holds are read back instead of recomputed, and every newly finished one is saved in it
-        (so an interrupted or killed run loses only the simulations in progress; on Ctrl-C the
-        running ones finish and are kept). The result is bitwise identical to a run without
-        it. The caller discards it once the output is written.
+        (so an interrupted or killed run loses only the simulations in progress: on Ctrl-C or
+        SIGTERM the running ones are halted within one step and never kept). The result is
+        bitwise identical to a run without it. The caller discards it once the output is written.
+    check_memory:
+        Refuse, before simulating, a cohort whose estimated memory exceeds the memory available
+        now: :class:`nksim.sizing.TooLargeError` (a :class:`MemoryError`); see :mod:`nksim.sizing`.
 
     Returns
     -------
@@ -187,6 +250,9 @@ def simulate_cohort(
     params = _as_params(params)
     protocol = _as_protocol(protocol)
     chosen = _choose_patients(protocol, patients, "simulate_cohort")
+    if check_memory:
+        sizing.check_memory(sizing.estimate_cohort(params, protocol, len(chosen) * int(replicates), workers),
+                            "simulate_cohort")
     jobs = [(p, r) for p in chosen for r in range(replicates)]
     kept: dict[tuple[str, int], RawRun] = {}
     if checkpoint is not None:
@@ -203,8 +269,10 @@ def simulate_cohort(
 
         bar = tqdm(total=len(jobs) + len(kept), initial=len(kept), desc="simulating", unit="patient")
 
+    halt = new_halt_flag()  # set on an interruption: every running or later simulation of the cohort halts
+
     def work(job: tuple[Patient, int]) -> RawRun:
-        out = run_one(params, protocol, job[0], seed, job[1])
+        out = run_one(params, protocol, job[0], seed, job[1], halt=halt)
         if checkpoint is not None:
             checkpoint.save(out)
         if bar is not None:
@@ -218,8 +286,9 @@ def simulate_cohort(
             pool = ThreadPoolExecutor(max_workers=workers)
             try:
                 runs = list(pool.map(work, jobs))
-            except BaseException:  # e.g. Ctrl-C: drop the queued simulations; running ones end (and are kept)
-                _stop(pool, wait=checkpoint is not None)
+            except BaseException:  # e.g. Ctrl-C: drop the queued simulations, halt the running ones (never kept)
+                halt[0] = 1
+                _stop(pool)
                 raise
             pool.shutdown()
         else:
@@ -230,13 +299,13 @@ def simulate_cohort(
     return build_dataset(list(kept.values()) + runs, params, protocol, [p.id for p in chosen], replicates, seed)
 
 
-def _stop(pool: ThreadPoolExecutor, *, wait: bool) -> None:
-    """Cancel the queued simulations of ``pool``; with ``wait``, let the running ones finish first.
+def _stop(pool: ThreadPoolExecutor) -> None:
+    """Cancel the queued simulations of ``pool`` and wait for the running ones (halted: one step each).
 
-    A second Ctrl-C while waiting stops waiting (the running simulations then end unobserved).
+    A second Ctrl-C while waiting stops waiting (the halted simulations then end unobserved).
     """
     try:
-        pool.shutdown(wait=wait, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
     except KeyboardInterrupt:
         pass
 

@@ -44,6 +44,7 @@ import xarray as xr
 
 from .._optional import require
 from ..checks import check_seed
+from ..interrupts import halt_kernels_on_error
 from ..quantities import PARAMETERS
 from .config import CalibrationConfig, FitParameter
 from .model import CalibrationModel
@@ -153,7 +154,7 @@ def evaluate_points(params: Sequence[FitParameter], X: np.ndarray,
     try:
         if workers > 1 and len(thetas) > 1:
             Y[0] = work(thetas[0])
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            with ThreadPoolExecutor(max_workers=workers) as pool, halt_kernels_on_error():
                 for i, row in enumerate(pool.map(work, thetas[1:]), start=1):
                     Y[i] = row
         else:

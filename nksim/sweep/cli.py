@@ -33,6 +33,9 @@ def add_sweep_parser(sub) -> None:
                    help="recompute the batches of --out that fail verification (missing, changed or unreadable "
                    "chunk files) instead of refusing the store")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--yes", action="store_true",
+                   help="start a large sweep: one estimated above 24 CPU-hours or half the available memory is "
+                        "refused without it (a sweep that cannot fit in memory is refused anyway)")
 
 
 def add_summarize_parser(sub) -> None:
@@ -67,6 +70,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     (disk full, no permission) raises :class:`~nksim.errors.NksimWriteError` saying the same.
     """
     from ..interrupts import interrupted
+    from ..sizing import check_size, estimate_sweep
     from .plan import build_plan
     from .runner import run_sweep
     from .spec import load_spec
@@ -76,10 +80,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"sweep '{spec.name}' (plan {plan.digest}): {plan.n_scenarios} scenarios x {plan.n_draws} draws x "
           f"{len(plan.patients)} patients x {plan.replicates} replicates = {plan.n_simulations} simulations "
           f"in {plan.n_batches} batches", flush=True)
+    check_size(estimate_sweep(plan, args.workers, args.scheduler), "nksim sweep", yes=args.yes)  # before the store
     try:
         rep = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
                         progress=not args.no_progress, max_batches=args.max_batches, repair=args.repair,
-                        dashboard=args.dashboard)
+                        dashboard=args.dashboard, check_memory=False)
     except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C or SIGTERM (numba may wrap it in a SystemError)
         if not interrupted(exc):
             raise

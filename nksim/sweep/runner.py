@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import sizing
 from ..errors import NksimInputError
+from ..interrupts import raise_if_signalled
 from .execute import run_batch, warm_up
 from .plan import Plan, build_plan
 from .spec import SweepSpec, load_spec
@@ -90,7 +92,8 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 
 def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | None = None,
               scheduler: str | None = None, overrides: Sequence[str] = (), progress: bool = False,
-              max_batches: int | None = None, repair: bool = False, dashboard: str | None = None) -> SweepReport:
+              max_batches: int | None = None, repair: bool = False, dashboard: str | None = None,
+              check_memory: bool = True) -> SweepReport:
     """Run (or resume) a sweep into the Zarr store ``out``; see the module docstring.
 
     Parameters
@@ -113,6 +116,10 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
         ``HOST:PORT`` where the local cluster serves the Dask dashboard (its URL is printed);
         None (default): no dashboard, nothing listens beyond loopback. With ``scheduler``, any
         value prints that scheduler's dashboard URL. Needs a cluster (not ``workers=0``).
+    check_memory:
+        Refuse, before the store is created, a sweep whose estimated memory on this machine
+        exceeds the memory available now: :class:`nksim.sizing.TooLargeError` (a
+        :class:`MemoryError`); see :mod:`nksim.sizing`.
     """
     if scheduler is not None and workers is not None:
         raise NksimInputError("give either workers or scheduler, not both", source="sweep", key="--scheduler")
@@ -130,6 +137,8 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
     elif overrides:
         raise ValueError("overrides apply to a spec file; apply them before building a SweepSpec")
     plan = build_plan(spec)
+    if check_memory:
+        sizing.check_memory(sizing.estimate_sweep(plan, workers, scheduler), "run_sweep")
     store = SweepStore.open_for_run(out, plan, dict(spec.raw))  # holds the writer lock
     try:
         return _run_locked(spec, plan, store, Path(out), workers, scheduler, progress, max_batches, repair, dashboard)
@@ -170,6 +179,7 @@ def _run_locked(spec: SweepSpec, plan: Plan, store: SweepStore, out: Path, worke
                     written += 1
                     if bar is not None:
                         bar.update(plan.batch_size(b))
+                    raise_if_signalled()  # a Ctrl-C or SIGTERM whose exception was swallowed
             except KeyboardInterrupt:
                 raise SweepInterrupted(written) from None
             n_threads = 0
@@ -221,6 +231,7 @@ def _run_dask(plan: Plan, store: SweepStore, pending: list[int], workers: int | 
                 written += 1
                 if bar is not None:
                     bar.update(plan.batch_size(result["batch"]))
+                raise_if_signalled()  # a Ctrl-C or SIGTERM whose exception was swallowed
                 top_up()
         except KeyboardInterrupt:
             raise SweepInterrupted(written) from None
