@@ -335,19 +335,20 @@ def bench_marrow_update(params, protocol, n_calls: int) -> dict:
     nv = res.n_voxels
     z = lambda: np.zeros(nv, dtype=np.int32)  # noqa: E731
     sus, rs, nor, b1, b2, b3 = z(), z(), z(), z(), z(), z()
-    K.init_lattice(kp, pcg64.pack(rngs["init"]), sus, rs, nor)
+    halt = np.zeros(1, dtype=np.int64)  # never set: the kernel's halt flag
+    K.init_lattice(kp, pcg64.pack(rngs["init"]), sus, rs, nor, halt)
     cnt = np.zeros(L.N_C, dtype=np.int64)
     rng = pcg64.pack(rngs["marrow"])  # the kernel's form of a stream: the PCG64 state words
     delta = res.marrow_every / res.steps_per_day
     for _ in range(60):  # evolve towards the near-full steady state of the trial
-        K.marrow_update(kp, rng, sus, rs, nor, b1, b2, b3, 0.0, cnt, delta)
+        K.marrow_update(kp, rng, sus, rs, nor, b1, b2, b3, 0.0, cnt, delta, halt)
 
     def run(kpx, hz, state=None):
         s, r_, n_ = (x.copy() for x in (state or (sus, rs, nor)))
         c = cnt.copy()
         t0 = time.thread_time()  # CPU time of this thread: robust to other processes
         for _ in range(n_calls):
-            K.marrow_update(kpx, rng, s, r_, n_, b1, b2, b3, hz, c, delta)
+            K.marrow_update(kpx, rng, s, r_, n_, b1, b2, b3, hz, c, delta, halt)
         return (time.thread_time() - t0) / n_calls
 
     kp0 = kp.copy()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from .checks import SEED_LIMIT as _SEED_LIMIT
+
 
 def int_at_least(lo: int, what: str = "integer", below: int | None = None) -> Callable[[str], int]:
     """An argparse ``type=`` that accepts integers >= ``lo`` (and < ``below``) with a clear message otherwise."""
@@ -49,8 +51,8 @@ def add_dashboard_argument(parser: argparse.ArgumentParser) -> None:
                         "--scheduler, print that scheduler's dashboard URL")
 
 
-#: Seeds are unsigned 64-bit integers (stored as such in every output file).
-SEED_LIMIT = 2**64
+#: Seeds are unsigned 64-bit integers (stored as such in every output file; :func:`nksim.checks.check_seed`).
+SEED_LIMIT = _SEED_LIMIT
 
 #: ``type=`` for counts that must be at least 1 (workers, replicates, trials).
 positive_int = int_at_least(1, "positive integer")

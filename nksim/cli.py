@@ -12,7 +12,7 @@ from pathlib import Path
 from ._optional import MissingOptionalDependency
 from .argtypes import SEED_LIMIT, int_at_least, positive_int
 from .errors import Interrupted, NksimInputError, NksimWriteError
-from .interrupts import interrupted, interruption_line, sigterm_as_interrupt
+from .interrupts import interrupted, interruption_line, raise_if_signalled, sigterm_as_interrupt
 
 _seed = int_at_least(0, "non-negative integer seed", below=SEED_LIMIT)
 
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace trial.nc/trial.png already in --out (and discard the kept simulations of another "
                      "run in --out/.partial)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--yes", action="store_true",
+                     help="start a large run: one estimated above 24 CPU-hours or half the available memory is "
+                          "refused without it (a run that cannot fit in memory is refused anyway)")
     sub.add_parser("warmup", help="compile the simulation kernel into numba's cache now (once per environment: "
                                   "for container images and cluster nodes), or report that it is cached",
                    description="Compile the simulation kernel into numba's cache (NUMBA_CACHE_DIR if set, else "
@@ -85,8 +88,9 @@ def available_cores() -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """``nksim run``: simulate the protocol's cohort, write trial.nc and trial.png, print a summary; returns 0.
 
-    Everything that can be checked is checked before simulating (model, protocol, seed, that
-    ``--out`` can be created and written). Finished simulations are kept in ``--out/.partial``
+    Everything that can be checked is checked before simulating (model, protocol, seed, the
+    estimated memory and time (:mod:`nksim.sizing`; ``--yes`` for a large run), that ``--out``
+    can be created and written). Finished simulations are kept in ``--out/.partial``
     (:mod:`nksim.checkpoint`) until trial.nc is written: an interrupted or killed run continues
     with the same command, bit for bit. A failure to write afterwards (disk full, no
     permission) raises :class:`NksimWriteError`, after keeping the simulated dataset in a
@@ -97,63 +101,125 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .parameters import load_parameters
     from .plot import trial_figure
     from .protocol import load_protocol
+    from .sizing import check_size, estimate_cohort
     from .summary import summary_table
     from .trial_reference import reference_table, trial_reference
 
     _freeze_imported_objects()
     params = load_parameters(args.model)
     protocol = load_protocol(args.protocol)
+    workers = args.workers if args.workers is not None else available_cores()
+    check_size(estimate_cohort(params, protocol, len(protocol.patients) * args.replicates, workers), "nksim run",
+               yes=args.yes)  # before any file is created
     nc, png = args.out / "trial.nc", args.out / "trial.png"
     check_output_folder(args.out, (nc.name, png.name), args.overwrite)
     ckpt = _checkpoint(args, params, protocol)
+    on_disk = _OnDisk(nc, png, ckpt)
     t0 = time.perf_counter()
-    workers = args.workers if args.workers is not None else available_cores()
-    ds = _simulate_kept(ckpt, params, protocol, replicates=args.replicates, seed=args.seed, workers=workers,
-                        progress=not args.no_progress)
-    elapsed = time.perf_counter() - t0
-    n_sims = ds.sizes["patient"] * ds.sizes["replicate"]
-    try:
-        write_netcdf(ds, nc, overwrite=args.overwrite)
-    except OSError as exc:
-        rescued, where = _rescue(ds, nc.name, n_sims)
-        if rescued:
-            ckpt.discard()  # the results are in the rescue file
-        elif ckpt.count():
-            where += f"; they also stay in {ckpt.folder}: run the same command again once {args.out} has space"
-        raise NksimWriteError(f"cannot write {nc}: {exc.strerror or exc}; {where}") from None
-    later = "draw the figure later with nksim.plot.trial_figure(nksim.open_output(...))"
-    reference = trial_reference(ds, params, protocol)  # the observed trial beside the run, where one is shipped
-    try:
-        ckpt.discard()  # the results are in trial.nc
-        save_figure(trial_figure(ds, reference=reference), png, dpi=110)
-    except OSError as exc:
-        raise NksimWriteError(f"cannot write {png}: {exc.strerror or exc}; the results are complete in {nc} "
-                              f"({later})") from None
+    try:  # from here an interruption says what is on disk: kept simulations, trial.nc, trial.png
+        ds = _simulate_kept(ckpt, params, protocol, replicates=args.replicates, seed=args.seed, workers=workers,
+                            progress=not args.no_progress)
+        elapsed = time.perf_counter() - t0
+        n_sims = ds.sizes["patient"] * ds.sizes["replicate"]
+        raise_if_signalled()  # a Ctrl-C or SIGTERM whose exception was swallowed (e.g. in a weakref callback)
+        try:
+            write_netcdf(ds, nc, overwrite=args.overwrite)
+        except OSError as exc:
+            rescued, where = _rescue(ds, nc.name, n_sims)
+            if rescued:
+                ckpt.discard()  # the results are in the rescue file
+            elif ckpt.count():
+                where += f"; they also stay in {ckpt.folder}: run the same command again once {args.out} has space"
+            raise NksimWriteError(f"cannot write {nc}: {exc.strerror or exc}; {where}") from None
+        raise_if_signalled()  # e.g. swallowed while h5py closed the file
+        reference = trial_reference(ds, params, protocol)  # the observed trial beside the run, where one is shipped
+        try:
+            ckpt.discard()  # the results are in trial.nc
+            save_figure(trial_figure(ds, reference=reference), png, dpi=110)
+        except OSError as exc:
+            raise NksimWriteError(f"cannot write {png}: {exc.strerror or exc}; the results are complete in {nc} "
+                                  f"({_LATER})") from None
+        print(f"protocol {protocol.name}, parameters {params.name} ({params.status}), seed {args.seed}: "
+              f"{n_sims} simulations in {elapsed:.1f} s")
+        print(summary_table(ds))
+        if reference is not None:
+            print(f"\n{reference_table(reference)}")
+        print(f"\nwrote {nc}\nwrote {png}")
+        raise_if_signalled()
     except KeyboardInterrupt as exc:
-        raise Interrupted(f"the results are complete in {nc}, {png} was not written ({later})") from exc
-    print(f"protocol {protocol.name}, parameters {params.name} ({params.status}), seed {args.seed}: "
-          f"{n_sims} simulations in {elapsed:.1f} s")
-    print(summary_table(ds))
-    if reference is not None:
-        print(f"\n{reference_table(reference)}")
-    print(f"\nwrote {nc}\nwrote {png}")
+        if isinstance(exc, Interrupted):
+            raise
+        raise Interrupted(on_disk.describe()) from exc
     return 0
+
+
+_LATER = "draw the figure later with nksim.plot.trial_figure(nksim.open_output(...))"
+
+
+class _OnDisk:
+    """What ``nksim run`` has on disk at any moment, for the line that reports an interruption.
+
+    Compares trial.nc and trial.png with what they were when the run started (both are
+    written atomically: a file whose identity changed was written whole by this run).
+    """
+
+    def __init__(self, nc: Path, png: Path, ckpt):
+        self.nc, self.png, self.ckpt = nc, png, ckpt
+        self.before = {nc: self._identity(nc), png: self._identity(png)}
+
+    @staticmethod
+    def _identity(path: Path) -> tuple[int, int, int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _written(self, path: Path) -> bool:
+        now = self._identity(path)
+        return now is not None and now != self.before[path]
+
+    def describe(self) -> str:
+        """``the results are complete in ...`` or what the checkpoint keeps (:func:`_kept`)."""
+        if not self._written(self.nc):
+            return _kept(self.ckpt, "run the same command again to continue")
+        if self._written(self.png):
+            return f"the results are complete in {self.nc} and {self.png}"
+        return f"the results are complete in {self.nc}, {self.png} was not written ({_LATER})"
 
 
 def cmd_warmup(args: argparse.Namespace) -> int:
     """``nksim warmup``: load the kernel, compiling it into numba's cache if it is not there; returns 0.
 
-    Prints whether it compiled and how long it took. Run it where a shared or baked-in cache
-    saves every later process (and every Dask worker) the compile.
+    Prints whether it compiled, how long it took and the cache folder numba really uses. An
+    unusable ``NUMBA_CACHE_DIR`` (a file, read-only, impossible) is refused before compiling
+    (numba would silently fall back to another folder); a kernel that could not be saved in
+    the cache is a write error.
     """
+    from .engine import run_patient
+    from .engine.cache_guard import cache_location, kernel_in_cache_files
     from .simulate import announce_compile, warm_up
 
+    if not hasattr(run_patient, "signatures"):
+        print("numba's JIT is off (NUMBA_DISABLE_JIT): there is no kernel to compile")
+        return 0
+    folder, problem = cache_location(run_patient)
+    if problem is not None:
+        from numba.core import config
+
+        fallback = f"falls back to {folder}" if folder else "caches nothing"
+        raise NksimInputError(f"cannot hold numba's cache ({problem}), so numba {fallback}: make it a writable "
+                              "folder, or unset NUMBA_CACHE_DIR to use the default cache; nothing was compiled",
+                              source=f"NUMBA_CACHE_DIR={config.CACHE_DIR}")
     t0 = time.perf_counter()
     compiles = announce_compile()  # the compile line on stderr, when the cache holds no kernel
     warm_up()
     took = time.perf_counter() - t0
-    where = os.environ.get("NUMBA_CACHE_DIR") or "numba's default cache (__pycache__ beside nksim)"
-    print(f"kernel {'compiled into' if compiles else 'loaded from'} {where} in {took:.1f} s")
+    if folder is None or kernel_in_cache_files(run_patient) is False:
+        where = f"numba could not save it in {folder}" if folder else "numba caching is off for it"
+        raise NksimWriteError(f"the kernel {'compiled' if compiles else 'loaded'} in {took:.1f} s but is not in "
+                              f"numba's cache ({where}): every process will compile it again")
+    print(f"kernel {'compiled into' if compiles else 'loaded from'} {folder} in {took:.1f} s")
     return 0
 
 
@@ -169,7 +235,8 @@ def _checkpoint(args: argparse.Namespace, params, protocol):
     from .checkpoint import RunCheckpoint
 
     ckpt = RunCheckpoint(args.out / CHECKPOINT_FOLDER, params, protocol, args.seed, args.replicates)
-    ckpt.check(discard_other=args.overwrite)
+    for note in ckpt.check(discard_other=args.overwrite) + ckpt.verify():  # a damaged kept file: recomputed
+        print(f"nksim run: {note}", file=sys.stderr, flush=True)
     n = ckpt.count()
     if n:
         print(f"nksim run: continuing an interrupted run: {n} of {ckpt.total} simulations already done in "
@@ -185,7 +252,7 @@ def _simulate_kept(ckpt, params, protocol, **kwargs):
     from .simulate import simulate_cohort
 
     try:
-        return simulate_cohort(params, protocol, checkpoint=ckpt, **kwargs)
+        return simulate_cohort(params, protocol, checkpoint=ckpt, check_memory=False, **kwargs)  # checked before
     except (KeyboardInterrupt, SystemError) as exc:
         if not interrupted(exc):
             raise
@@ -227,7 +294,10 @@ def _rescue(ds, name: str, n_sims: int) -> tuple[bool, str]:
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the subcommand of parsed ``args``; returns its exit status."""
     if args.command == "run":
-        return cmd_run(args)
+        from .io.lock import output_lock
+
+        with output_lock(args.out, "nksim run"):  # one writer per --out, from the checks to the last file
+            return cmd_run(args)
     if args.command == "warmup":
         return cmd_warmup(args)
     if args.command == "sweep":
@@ -268,9 +338,13 @@ def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     received: list[int] = []
+    finished = False
     try:
         with sigterm_as_interrupt() as received:
-            return _dispatch(args)
+            rc = _dispatch(args)
+            finished = True
+            raise_if_signalled()  # a signal whose exception was swallowed after the command's last check
+        return rc
     except NksimInputError as exc:
         print(f"nksim: error: {exc}", file=sys.stderr)
         return 2
@@ -286,7 +360,9 @@ def _main(argv: list[str] | None) -> int:
     except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C, SIGTERM: commands write their files atomically
         if not interrupted(exc):
             raise
-        name = signal.Signals(received[0]).name if received else None
+        name = "SIGTERM" if received and received[0] == signal.SIGTERM else None
+        if finished:  # the signal came after the command's work: nothing was cut short
+            exc = Interrupted("the command had already finished (its outputs are complete)")
         print(f"\n{interruption_line(args.command, exc, name)}", file=sys.stderr, flush=True)
         return 130
 

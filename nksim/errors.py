@@ -77,5 +77,13 @@ class Interrupted(KeyboardInterrupt):
         self.kept = kept
 
 
+class SimulationHalted(KeyboardInterrupt):
+    """A simulation was stopped before its end by an interruption (its kernel's halt flag was set).
+
+    Raised instead of returning its incomplete arrays: a halted simulation is never a result
+    and is never kept. A :class:`KeyboardInterrupt`, so that it is handled as the interruption it is.
+    """
+
+
 class Terminated(KeyboardInterrupt):
     """Raised by the command line's SIGTERM handler: a termination request, handled like Ctrl-C."""

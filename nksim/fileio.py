@@ -54,13 +54,112 @@ def open_text(path: str | Path, what: str = "file") -> io.StringIO:
     return io.StringIO(read_text(path, what), newline="")
 
 
+#: Deepest nesting of arrays and tables accepted in an nksim TOML file (counting the file's top level;
+#: the shipped files nest at most 4 levels): deeper nesting is a one-line error naming the key.
+MAX_TOML_DEPTH = 32
+
+
 def read_toml(path: str | Path, what: str = "file") -> dict[str, Any]:
-    """Parse a TOML file; a missing, unreadable, non-UTF-8 or invalid file is an NksimInputError naming it."""
-    text = read_text(path, what)
+    """Parse a TOML file; a missing, unreadable, non-UTF-8 or invalid file is an NksimInputError naming it.
+
+    So is a file whose arrays or tables nest deeper than :data:`MAX_TOML_DEPTH` levels (a
+    one-line error naming the key, not the reader's recursion error).
+    """
+    return loads_toml(read_text(path, what), Path(path))
+
+
+def loads_toml(text: str, source: str | Path, key: str | None = None) -> dict[str, Any]:
+    """Parse TOML ``text`` from ``source`` (``key``: where it came from inside it, e.g. a ``--set`` item).
+
+    Every failure is one :class:`NksimInputError` naming ``source``: invalid TOML, and arrays or
+    tables nested deeper than :data:`MAX_TOML_DEPTH` levels (:mod:`tomllib` itself fails with a
+    recursion error a few hundred levels deep).
+    """
+    import re
+
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise NksimInputError(f"not valid TOML: {exc}", source=Path(path)) from None
+        raise NksimInputError(f"not valid TOML: {exc}", source=source, key=key) from None
+    except RecursionError:
+        run = re.search(r"[\[{](?:\s*[\[{]){" + str(MAX_TOML_DEPTH) + ",}", text)
+        where = _deep_key(text, run.start()) if run else None
+        near = f" (line {text.count(chr(10), 0, run.start()) + 1})" if run and where is None else ""
+        raise NksimInputError(f"arrays or tables nested hundreds of levels deep{near}; nksim files nest at most "
+                              f"{MAX_TOML_DEPTH} levels", source=source,
+                              key=_join(key, where) if where else key) from None
+    check_depth(data, source, key)
+    return data
+
+
+_DEEP = "\x00nksim: nested too deeply"
+
+
+def _join(key: str | None, inner: str) -> str:
+    return f"{key}.{inner}" if key and not inner.startswith("[") else f"{key or ''}{inner}"
+
+
+def _deep_key(text: str, start: int) -> str | None:
+    """The key of the deeply nested value starting at ``text[start]`` (for the message), or None.
+
+    The value (brackets balanced from ``start``) is replaced by a marker string and the text
+    parsed again; the marker's key path is the answer. None when that does not work out.
+    """
+    depth, quote, i = 0, "", start
+    for i in range(start, len(text)):
+        c = text[i]
+        if quote:
+            if c == quote and text[i - 1] != "\\":
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth == 0:
+                break
+    if depth:
+        return None
+    try:
+        doc: Any = tomllib.loads(text[:start] + '"\\u0000nksim: nested too deeply"' + text[i + 1:])
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return None
+    stack: list[tuple[Any, str]] = [(doc, "")]
+    while stack:
+        v, where = stack.pop()
+        if v == _DEEP:
+            return where or None
+        if isinstance(v, dict):
+            stack.extend((x, f"{where}.{k}" if where else str(k)) for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((x, f"{where}[{n}]") for n, x in enumerate(v))
+    return None
+
+
+def check_depth(value: Any, source: str | Path, key: str | None = None, limit: int = MAX_TOML_DEPTH) -> None:
+    """Refuse (NksimInputError naming ``source`` and the key) arrays or tables nested more than ``limit`` levels.
+
+    Iterative, so any depth is checked without recursion. ``value`` is a parsed TOML document
+    (or a value of one, at ``key``); its own level counts as 1.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, key or "", 1)]
+    while stack:
+        v, where, depth = stack.pop()
+        if isinstance(v, dict):
+            items: Any = ((f"{where}.{k}" if where else str(k), x) for k, x in v.items())
+        elif isinstance(v, list):
+            items = ((f"{where}[{i}]", x) for i, x in enumerate(v))
+        else:
+            continue
+        if depth > limit:
+            # the key down to the last table key and one index after it; deeper indices as [...]
+            head, _, tail = where.rpartition(".")
+            cut = tail.find("[", tail.find("[") + 1)
+            shown = (f"{head}." if head else "") + (tail if cut < 0 else tail[:cut] + "[...]")
+            raise NksimInputError(f"arrays or tables nested more than {limit} levels deep; nksim files nest at most "
+                                  f"{limit} levels", source=source, key=shown or None)
+        stack.extend((x, w, depth + 1) for w, x in items)
 
 
 def _layout_once(fig: Any, dpi: float) -> None:

@@ -11,6 +11,7 @@ import datetime as _dt
 import functools
 import json
 import subprocess
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,9 +73,16 @@ def _source_commit(package_dir: Path) -> str:
 
 def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protocol, patient_ids: Sequence[str],
                   replicates: int, seed: int, replicate_ids: Sequence[int] | None = None) -> xr.Dataset:
-    """Assemble kernel outputs of a (patient x replicate) grid into the output Dataset."""
+    """Assemble kernel outputs of a (patient x replicate) grid into the output Dataset.
+
+    ``runs`` must fill the grid exactly: one run for every (patient, replicate) of
+    ``patient_ids`` x ``replicate_ids`` (default ``range(replicates)``), each id listed once.
+    Anything else (a duplicate id, a missing, repeated or foreign run) is a ``ValueError``:
+    a slot that no run filled is never returned.
+    """
     reps = list(replicate_ids) if replicate_ids is not None else list(range(replicates))
     n_p, n_r = len(patient_ids), len(reps)
+    _check_grid(runs, patient_ids, reps)
     first = runs[0]
     n_t = first.rec.shape[0]
     time = protocol.start_day + np.arange(n_t, dtype=float)
@@ -83,6 +91,7 @@ def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protoc
     snaps = np.empty((n_p, n_r) + first.snaps.shape, dtype=np.int32)
     effects = {k: np.empty((n_p, n_r)) for k in EFFECT_META}
     index = {(p, r): (i, j) for i, p in enumerate(patient_ids) for j, r in enumerate(reps)}
+    filled = np.zeros((n_p, n_r), dtype=bool)
     for run in runs:
         i, j = index[(run.patient, run.replicate)]
         rec[i, j] = run.rec
@@ -90,6 +99,9 @@ def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protoc
         snaps[i, j] = run.snaps
         for k, v in run.effects.as_dict().items():
             effects[k][i, j] = v
+        filled[i, j] = True
+    if not filled.all():  # _check_grid makes this impossible; never return uninitialised memory
+        raise AssertionError(f"{int((~filled).sum())} (patient, replicate) slots were not filled")
 
     dims3 = ("patient", "replicate", "time")
     data: dict[str, xr.DataArray] = {}
@@ -152,6 +164,29 @@ def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protoc
     ds = xr.Dataset(data, coords={k: xr.Variable(v[0], v[1], v[2]) for k, v in coords.items()})
     ds.attrs.update(provenance_attrs(params, protocol, seed, replicates))
     return ds
+
+
+def _check_grid(runs: Sequence[RawRun], patient_ids: Sequence[str], reps: Sequence[int]) -> None:
+    """Refuse (ValueError) runs that do not fill the (patient x replicate) grid exactly once each."""
+    for what, ids in (("patient", list(patient_ids)), ("replicate", list(reps))):
+        if not ids:
+            raise ValueError(f"no {what} ids: the grid of simulations is empty")
+        dup = sorted(str(x) for x, n in Counter(ids).items() if n > 1)
+        if dup:
+            raise ValueError(f"{what} ids listed more than once: {dup} (each id is one row of the output)")
+    want = {(p, r) for p in patient_ids for r in reps}
+    got: set[tuple[str, int]] = set()
+    for run in runs:
+        slot = (run.patient, run.replicate)
+        if slot not in want:
+            raise ValueError(f"a run of patient '{run.patient}', replicate {run.replicate} is not in the grid")
+        if slot in got:
+            raise ValueError(f"two runs of patient '{run.patient}', replicate {run.replicate}")
+        got.add(slot)
+    if len(got) != len(want):
+        missing = sorted(want - got)
+        raise ValueError(f"{len(missing)} of {len(want)} (patient, replicate) simulations are missing, e.g. "
+                         f"{missing[:3]}")
 
 
 def tool_attrs() -> dict[str, object]:

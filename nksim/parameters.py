@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ._frozen import reduce_frozen
-from .checks import check_number
+from .checks import check_number, check_table
 from .errors import NksimInputError, OutsidePriorWarning
 from .fileio import check_keys, read_toml
 from .quantities import PARAMETERS, SECTIONS, ParamSpec
@@ -38,8 +38,14 @@ from .units import check_unit
 #: Folder of the shipped parameter sets (``models/`` at the repository root; package data in a wheel).
 MODELS_DIR = data_path("models")
 
-_PARAM_FIELDS = {"value", "unit", "description", "source", "prior"}
-_META_FIELDS = {"name", "status", "description", "extends", "provenance"}
+#: The declared TOML type of every field of a parameter's table and of ``[meta]`` (checked by
+#: :func:`nksim.checks.check_table`: a wrong type is an error naming the file, the key and the type).
+PARAM_FIELD_TYPES = {"value": "number", "unit": "string", "description": "string", "source": "string",
+                     "prior": "array of numbers"}
+META_FIELD_TYPES = {"name": "string", "status": "string", "description": "string", "extends": "string",
+                    "provenance": "string"}
+_PARAM_FIELDS = set(PARAM_FIELD_TYPES)
+_META_FIELDS = set(META_FIELD_TYPES)
 
 
 @dataclass(frozen=True)
@@ -181,12 +187,16 @@ def _load(path: Path, seen: tuple[Path, ...]) -> ParameterSet:
     if not isinstance(meta, dict):
         raise NksimInputError("[meta] must be a table", source=path, key="meta")
     check_keys(meta, _META_FIELDS, source=path, prefix="meta")
+    check_table(meta, META_FIELD_TYPES, source=path, key="meta")
     base: dict[str, Parameter] = {}
     if "extends" in meta:
         ext = meta["extends"]
-        if not isinstance(ext, str) or not ext.strip():
+        if not ext.strip():
             raise NksimInputError("must name a model or a .toml path", source=path, key="meta.extends")
-        parent = (path.parent / ext) if ext.endswith(".toml") else resolve_model_path(ext)
+        try:
+            parent = (path.parent / ext) if ext.endswith(".toml") else resolve_model_path(ext)
+        except NksimInputError as exc:
+            raise NksimInputError(f"cannot resolve {ext!r}: {exc}", source=path, key="meta.extends") from None
         if not parent.is_file():
             raise NksimInputError(f"parent parameter file {parent} not found", source=path, key="meta.extends")
         base = dict(_load(parent, seen + (path,)).parameters)
@@ -212,8 +222,8 @@ def _load(path: Path, seen: tuple[Path, ...]) -> ParameterSet:
             source=path,
         )
     return ParameterSet(
-        name=str(meta.get("name", path.stem)),
-        status=str(meta.get("status", "unspecified")),
+        name=meta.get("name", path.stem),
+        status=meta.get("status", "unspecified"),
         origin=str(path),
         parameters=MappingProxyType({k: params[k] for k in PARAMETERS}),
     )
@@ -230,8 +240,9 @@ def _parse_entry(entry: Any, spec: ParamSpec, path: Path, key: str) -> Parameter
     for f in ("value", "unit", "description", "source"):
         if f not in entry:
             raise NksimInputError(f"missing field '{f}'", source=path, key=key)
-    check_unit(entry["unit"], spec.unit, source=str(path), key=f"{key}.unit")
-    value = _check_value(entry["value"], spec, str(path), f"{key}.value")
+    check_unit(entry["unit"], spec.unit, source=str(path), key=f"{key}.unit")  # names the unit expected
+    value = _check_value(entry["value"], spec, str(path), f"{key}.value")  # names the range
+    check_table(entry, PARAM_FIELD_TYPES, source=path, key=key)  # every other field's type
     for f in ("description", "source"):
         if not isinstance(entry[f], str) or not entry[f].strip():
             raise NksimInputError(f"field '{f}' must be a non-empty string", source=path, key=key)

@@ -16,6 +16,11 @@ A protocol file (``experiments/protocols/<name>.toml``) holds
   (``body_weight``, ``body_surface_area``, ``baseline_blast_pct``, each
   ``{value = ..., unit = ...}``) that replace the population draw.
 
+Every field has a declared TOML type (:data:`FIELD_TYPES`), checked in one place
+(:func:`nksim.checks.check_table`) before any value is used: a wrong type anywhere is a
+one-line :class:`~nksim.errors.NksimInputError` naming the file, the key and the expected type.
+``assessment_days`` lie after the first NK infusion (day 0) and no later than ``end_day``.
+
 Event kinds and the unit their dose must be given in are in :data:`EVENT_UNITS`.
 A protocol is just a list of dated events: any number of infusions is allowed, listed in
 any order. For each patient (common + group events): every dose is within
@@ -33,7 +38,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._frozen import reduce_frozen
-from .checks import check_number, number_problem
+from .checks import check_number, check_table, number_problem
 from .errors import NksimInputError
 from .fileio import read_toml
 from .quantities import EVENT_KINDS
@@ -192,15 +197,35 @@ def _num(v: Any, source: str, key: str, lo: float = -math.inf, hi: float = math.
     return check_number(v, source=source, key=key, lo=lo, hi=hi, unit=what)
 
 
-def _check_fields(table: Mapping[str, Any], allowed: set[str], required: set[str], source: str, key: str) -> None:
-    if not isinstance(table, Mapping):
-        raise NksimInputError("must be a table", source=source, key=key)
-    for f in table:
-        if f not in allowed:
-            raise NksimInputError(f"unknown field '{f}'; allowed: {sorted(allowed)}", source=source, key=key)
-    for f in required:
-        if f not in table:
-            raise NksimInputError(f"missing field '{f}'", source=source, key=key)
+#: The declared TOML type of every field of a protocol file, by table (``"array of tables"``:
+#: ``[[...]]``; ``"number"``: an integer or a float): checked by :func:`nksim.checks.check_table`.
+FIELD_TYPES: dict[str, dict[str, str]] = {
+    "<top level>": {"protocol": "table", "events": "array of tables", "groups": "table",
+                    "patients": "array of tables"},
+    "protocol": {"name": "string", "title": "string", "source": "string", "start_day": "number",
+                 "end_day": "number", "assessment_days": "array of numbers", "snapshot_days": "array of numbers",
+                 "infusions_after_lymphodepletion": "boolean", "nk_product": "string"},
+    "event": {"day": "number", "kind": "string", "dose": "number", "unit": "string", "source": "string",
+              "donor": "string"},
+    "group": {"description": "string", "source": "string", "events": "array of tables"},
+    "patient": {"id": "string", "group": "string", "evaluable": "boolean", "note": "string",
+                **{c: "table" for c in COVARIATES}},
+    "covariate": {"value": "number", "unit": "string", "source": "string"},
+}
+#: Fields each table must have.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "<top level>": ("protocol",),
+    "protocol": ("name", "start_day", "end_day", "assessment_days", "nk_product"),
+    "event": ("day", "kind", "dose", "unit"),
+    "group": ("events",),
+    "patient": ("id", "group"),
+    "covariate": ("value", "unit"),
+}
+
+
+def _check_fields(table: Any, kind: str, source: str, key: str) -> Mapping[str, Any]:
+    """Check ``table`` (a ``kind`` of :data:`FIELD_TYPES`): a table, known fields, required ones, declared types."""
+    return check_table(table, FIELD_TYPES[kind], source=source, key=key, required=REQUIRED_FIELDS[kind])
 
 
 def _check_dose(dose: Any, kind: str, source: str, key: str) -> float:
@@ -213,7 +238,7 @@ def _check_dose(dose: Any, kind: str, source: str, key: str) -> float:
 
 
 def _parse_event(e: Any, source: str, key: str) -> Event:
-    _check_fields(e, {"day", "kind", "dose", "unit", "source", "donor"}, {"day", "kind", "dose", "unit"}, source, key)
+    _check_fields(e, "event", source, key)
     if e["kind"] not in EVENT_UNITS:
         raise NksimInputError(f"unknown event kind '{e['kind']}'; allowed: {sorted(EVENT_UNITS)}", source=source,
                               key=f"{key}.kind")
@@ -223,7 +248,7 @@ def _parse_event(e: Any, source: str, key: str) -> Event:
     donor = ""
     if e["kind"] == "nk_infusion":
         donor = e.get("donor", DEFAULT_DONOR)
-        if not isinstance(donor, str) or not donor.strip():
+        if not donor.strip():
             raise NksimInputError(f"donor must be a non-empty label, got {donor!r}", source=source, key=f"{key}.donor")
         donor = donor.strip()
     elif "donor" in e:
@@ -238,28 +263,22 @@ def load_protocol(protocol: str | Path = "ahmadvand2023") -> Protocol:
 
 
 def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Protocol:
-    """Build a protocol from the parsed TOML structure (see module docstring)."""
-    _check_fields(data, {"protocol", "events", "groups", "patients"}, {"protocol"}, source, "")
-    head = data["protocol"]
-    _check_fields(
-        head,
-        {"name", "title", "source", "start_day", "end_day", "assessment_days", "snapshot_days",
-         "infusions_after_lymphodepletion", "nk_product"},
-        {"name", "start_day", "end_day", "assessment_days", "nk_product"},
-        source,
-        "protocol",
-    )
+    """Build a protocol from the parsed TOML structure (see module docstring).
+
+    Every field's TOML type is checked (:data:`FIELD_TYPES`) and every value validated; any
+    problem is an :class:`~nksim.errors.NksimInputError` naming ``source`` and the key.
+    """
+    _check_fields(data, "<top level>", source, "")
+    head = _check_fields(data["protocol"], "protocol", source, "protocol")
     start = _num(head["start_day"], source, "protocol.start_day", -365, 0, "day")
     end = _num(head["end_day"], source, "protocol.end_day", 1, 3650, "day")
     if start != int(start) or end != int(end):
         raise NksimInputError("start_day and end_day must be whole days", source=source, key="protocol")
 
-    def day_list(name: str) -> tuple[float, ...]:
+    def day_list(name: str, lo: float, allowed: str, lo_open: bool = False) -> tuple[float, ...]:
         raw = head.get(name, [])
-        if not isinstance(raw, list):
-            raise NksimInputError("must be a list of days", source=source, key=f"protocol.{name}")
-        days = tuple(_num(d, source, f"protocol.{name}[{i}]", start, end, "day (within start_day..end_day)")
-                     for i, d in enumerate(raw))
+        days = tuple(check_number(d, source=source, key=f"protocol.{name}[{i}]", lo=lo, hi=end, unit=allowed,
+                                  lo_open=lo_open) for i, d in enumerate(raw))
         if any(d != int(d) for d in days):
             raise NksimInputError("days must be whole days", source=source, key=f"protocol.{name}")
         if len(set(days)) != len(days) or list(days) != sorted(days):
@@ -271,55 +290,59 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
         raise NksimInputError(f"unknown NK product {product!r}; allowed: {sorted(NK_PRODUCTS)} "
                               "(fresh: unexpanded donor NK; expanded: ex vivo expanded NK)",
                               source=source, key="protocol.nk_product")
-    assessment = day_list("assessment_days")
+    # a response is assessed after the first NK infusion (day 0, the time origin) and within the simulation
+    assessment = day_list("assessment_days", 0, "day (after the first NK infusion on day 0, up to end_day)",
+                          lo_open=True)
     if not assessment:
         raise NksimInputError("at least one assessment day is required", source=source, key="protocol.assessment_days")
-    snapshots = day_list("snapshot_days")
+    snapshots = day_list("snapshot_days", start, "day (within start_day..end_day)")
     events = tuple(sorted(_parse_event(e, source, f"events[{i}]") for i, e in enumerate(data.get("events", []))))
     groups: dict[str, tuple[Event, ...]] = {}
     for gid, g in data.get("groups", {}).items():
-        _check_fields(g, {"description", "source", "events"}, {"events"}, source, f"groups.{gid}")
+        _check_fields(g, "group", source, f"groups.{gid}")
         groups[gid] = tuple(sorted(_parse_event(e, source, f"groups.{gid}.events[{i}]")
                                    for i, e in enumerate(g["events"])))
     patients = []
     seen: set[str] = set()
     for i, p in enumerate(data.get("patients", [])):
         key = f"patients[{i}]"
-        _check_fields(p, {"id", "group", "evaluable", "note", *COVARIATES}, {"id", "group"}, source, key)
-        pid = str(p["id"])
+        _check_fields(p, "patient", source, key)
+        pid = p["id"]
+        if not pid.strip():
+            raise NksimInputError("a patient id must be a non-empty string", source=source, key=f"{key}.id")
         if pid in seen:
             raise NksimInputError(f"duplicate patient id '{pid}'", source=source, key=f"{key}.id")
         seen.add(pid)
         if groups and p["group"] not in groups:
             raise NksimInputError(f"unknown group '{p['group']}'; defined groups: {sorted(groups)}", source=source,
                                   key=f"{key}.group")
-        if "evaluable" in p and not isinstance(p["evaluable"], bool):
-            raise NksimInputError("evaluable must be true or false", source=source, key=f"{key}.evaluable")
         cov = {}
         for c, (unit, lo, hi) in COVARIATES.items():
             if c in p:
                 ck = f"{key}.{c}"
-                _check_fields(p[c], {"value", "unit", "source"}, {"value", "unit"}, source, ck)
+                _check_fields(p[c], "covariate", source, ck)
                 check_unit(p[c]["unit"], unit, source=source, key=f"{ck}.unit")
                 cov[c] = _num(p[c]["value"], source, f"{ck}.value", lo, hi, unit)
-        patients.append(Patient(pid, str(p["group"]), bool(p.get("evaluable", True)), MappingProxyType(cov),
-                                str(p.get("note", ""))))
+        patients.append(Patient(pid, p["group"], p.get("evaluable", True), MappingProxyType(cov), p.get("note", "")))
     proto = Protocol(
-        name=str(head["name"]),
-        title=str(head.get("title", "")),
-        source=str(head.get("source", "")),
+        name=head["name"],
+        title=head.get("title", ""),
+        source=head.get("source", ""),
         origin=source,
         start_day=start,
         end_day=end,
         assessment_days=assessment,
         snapshot_days=snapshots,
-        infusions_after_lymphodepletion=bool(head.get("infusions_after_lymphodepletion", True)),
-        nk_product=str(product),
+        infusions_after_lymphodepletion=head.get("infusions_after_lymphodepletion", True),
+        nk_product=product,
         events=events,
         groups=MappingProxyType(groups),
         patients=tuple(patients),
     )
     _validate_schedule(proto, source)
+    if not patients:  # after the schedule: its errors come first
+        raise NksimInputError("no [[patients]]: a protocol needs at least one patient (id = \"...\", group = "
+                              "\"...\")", source=source, key="patients")
     return proto
 
 

@@ -1,7 +1,16 @@
-"""Python API: simulate one patient or a protocol's cohort; results as xarray Datasets."""
+"""Python API: simulate one patient or a protocol's cohort; results as xarray Datasets.
+
+Interruptions: the kernel never runs in the main thread. Called from the main thread,
+:func:`run_one` runs it in a helper thread and waits, so that Ctrl-C and SIGTERM are taken at
+once (a Python signal handler runs only in the main thread, between bytecodes: one that ran
+while numba boxed the kernel's results would crash the process) and halt the kernel through its
+flag within one step (:mod:`nksim.interrupts`). A halted simulation raises
+:class:`~nksim.errors.SimulationHalted` and is never returned or kept.
+"""
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,10 +18,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from . import sizing
 from .checkpoint import RunCheckpoint
+from .checks import check_seed, show
 from .engine import RawRun, cache_guard, pcg64, run_patient
 from .engine.build import patient_inputs
 from .engine.layout import KP
+from .errors import NksimInputError, SimulationHalted
+from .interrupts import halt_registered, signal_received
 from .output import build_dataset
 from .parameters import ParameterSet, load_parameters
 from .patients import draw_effects
@@ -29,6 +42,65 @@ def _as_params(params: ParameterSet | str | Path) -> ParameterSet:
 
 def _as_protocol(protocol: Protocol | str | Path) -> Protocol:
     return protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+
+
+def _known(protocol: Protocol) -> str:
+    ids = [p.id for p in protocol.patients]
+    return f"protocol '{protocol.name}' ({protocol.origin}) has patients {ids[:20]}{' ...' if len(ids) > 20 else ''}"
+
+
+def _patient(protocol: Protocol, patient_id: object, where: str, key: str) -> Patient:
+    """The protocol's patient ``patient_id``, or an NksimInputError naming ``where``, ``key`` and the known ids."""
+    if not isinstance(patient_id, str):
+        raise NksimInputError(f"a patient id must be a string, got {show(patient_id)}; {_known(protocol)}",
+                              source=where, key=key)
+    for p in protocol.patients:
+        if p.id == patient_id:
+            return p
+    raise NksimInputError(f"unknown patient '{patient_id}'; {_known(protocol)}", source=where, key=key)
+
+
+def _choose_patients(protocol: Protocol, patients: Sequence[str] | None,
+                     where: str = "simulate_cohort") -> list[Patient]:
+    """The patients a cohort simulates: all of the protocol's (``None``) or those listed, each once.
+
+    Refused with an :class:`~nksim.errors.NksimInputError` naming ``where``, the key
+    ``patients`` and the problem, before any simulation: a protocol without patients, an empty
+    list, a single string instead of a list, an id that is not a string or not in the protocol,
+    and an id listed twice (each patient is one row of the output; more runs of one patient are
+    ``replicates``).
+    """
+    if not protocol.patients:
+        raise NksimInputError(f"protocol '{protocol.name}' lists no patients", source=protocol.origin,
+                              key="patients")
+    if patients is None:
+        return list(protocol.patients)
+    if isinstance(patients, (str, bytes)):
+        raise NksimInputError(f"expected a list of patient ids, got the string {patients!r} (write "
+                              f"patients=[{patients!r}])", source=where, key="patients")
+    try:
+        ids = list(patients)
+    except TypeError:
+        raise NksimInputError(f"expected a list of patient ids, got {show(patients)}", source=where,
+                              key="patients") from None
+    if not ids:
+        raise NksimInputError(f"the list of patients is empty: give at least one patient id (or None for all); "
+                              f"{_known(protocol)}", source=where, key="patients")
+    chosen = [_patient(protocol, pid, where, f"patients[{i}]") for i, pid in enumerate(ids)]
+    seen: set[str] = set()
+    for i, p in enumerate(chosen):
+        if p.id in seen:
+            raise NksimInputError(f"patient '{p.id}' is listed twice; list each patient once (more runs of a "
+                                  "patient: replicates=N)", source=where, key=f"patients[{i}]")
+        seen.add(p.id)
+    return chosen
+
+
+def _check_count(value: object, name: str, lo: int, where: str) -> int:
+    """``value`` as an int if it is an integer >= ``lo`` (not a bool), else an NksimInputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise NksimInputError(f"{name} must be an integer >= {lo}, got {show(value)}", source=where, key=name)
+    return int(value)
 
 
 #: Printed to stderr before the first simulation when the numba cache holds no compiled kernel.
@@ -49,15 +121,27 @@ def announce_compile(stream=None) -> bool:
     return True
 
 
+def new_halt_flag() -> np.ndarray:
+    """A halt flag for :func:`run_one`: a one-element int64 array, 0; set it to 1 to halt the kernels using it."""
+    return np.zeros(1, dtype=np.int64)
+
+
 def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: int, replicate: int, *,
-            stop_days: Sequence[float] | None = None) -> RawRun:
+            stop_days: Sequence[float] | None = None, halt: np.ndarray | None = None) -> RawRun:
     """Simulate one (patient, replicate) and return the raw kernel arrays.
 
     ``stop_days`` (days since the first infusion, e.g. the assessment days): end the run
     after the first of these days at which marrow blasts reach the patient's PD threshold
     (early stopping of progressed patients, used by calibration). Later rows of ``rec`` are
     NaN; everything up to the stop day equals the full run.
+
+    ``halt`` (:func:`new_halt_flag`, may be shared by several simulations): once it is set, the
+    kernel returns within one step and this raises :class:`~nksim.errors.SimulationHalted`.
+    From the main thread the kernel runs in a helper thread (module docstring); Ctrl-C there
+    halts it, waits for it to return (within one step) and raises the KeyboardInterrupt.
     """
+    if signal_received() is not None:  # the command is being interrupted (the exception may have been swallowed)
+        raise SimulationHalted("not started: the command was interrupted")
     rngs = generators(seed, patient.id, replicate)
     eff = draw_effects(params, rngs["patient"], patient.covariates)
     kp, ev = patient_inputs(params, eff, protocol, patient)
@@ -72,10 +156,46 @@ def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: in
                            | set(snap.tolist()) | set(stop.tolist())), dtype=np.int64)
     kernel_streams = [rngs[name] for name in KERNEL_STREAMS]
     states = [pcg64.pack(g) for g in kernel_streams]  # the kernel advances the generators' PCG64 states itself
-    rec, cnt, snaps = run_patient(kp, *ev, snap, stop, sync, *states)
+    flag = halt if halt is not None else new_halt_flag()
+    rec, cnt, snaps, halted = _call_kernel((kp, *ev, snap, stop, sync, *states, flag), flag)
+    if halted:
+        raise SimulationHalted(f"simulation of patient {patient.id}, replicate {replicate} halted")
     for words, g in zip(states, kernel_streams):
         pcg64.unpack(words, g)
     return RawRun(patient.id, replicate, eff, rec, cnt, snaps)
+
+
+def _call_kernel(args: tuple, flag: np.ndarray) -> tuple:
+    """``run_patient(*args)`` (``flag``, its halt flag, last), never in the main thread (module docstring)."""
+    with halt_registered(flag):
+        if threading.current_thread() is not threading.main_thread():
+            return run_patient(*args)
+        if getattr(run_patient, "signatures", None) == []:  # load or compile it here, where Ctrl-C is taken at once
+            run_patient.compile(tuple(run_patient.typeof_pyval(a) for a in args))
+        box: dict[str, object] = {}
+        done = threading.Event()  # not Thread.join: Python 3.11 marks a thread stopped when Ctrl-C interrupts a join
+
+        def target() -> None:
+            try:
+                box["value"] = run_patient(*args)
+            except BaseException as exc:  # handed to the main thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        helper = threading.Thread(target=target, name="nksim-kernel", daemon=True)
+        try:
+            helper.start()
+            while not done.wait(0.5):  # a timeout: a signal delivered to another thread is still taken within 0.5 s
+                pass
+        except BaseException:  # Ctrl-C, SIGTERM: halt the kernel and wait for it (one step)
+            flag[0] = 1
+            if helper.ident is not None:  # started
+                done.wait()
+            raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def simulate_cohort(
@@ -88,6 +208,7 @@ def simulate_cohort(
     workers: int = 1,
     progress: bool = False,
     checkpoint: RunCheckpoint | None = None,
+    check_memory: bool = True,
 ) -> xr.Dataset:
     """Simulate every patient of a protocol (or ``patients``) ``replicates`` times.
 
@@ -98,6 +219,12 @@ def simulate_cohort(
     replicates:
         Independent virtual trials: each (patient, replicate) draws its own random effects
         and stochastic history from ``SeedSequence(seed, spawn_key=(patient, replicate))``.
+    seed:
+        An integer in ``[0, 2**64)`` (Python or NumPy; outputs store it as an unsigned 64-bit
+        integer). A bool, a float (also ``1.5``) or an integer out of range is refused.
+    patients:
+        Patient ids of the protocol to simulate, each once (default: all); an empty list, a
+        duplicate or an unknown id is refused.
     workers:
         Threads running simulations concurrently (the kernel releases the GIL). Results do
         not depend on it.
@@ -107,29 +234,32 @@ def simulate_cohort(
     checkpoint:
         A :class:`nksim.checkpoint.RunCheckpoint` of these same inputs: the simulations it
         holds are read back instead of recomputed, and every newly finished one is saved in it
-        (so an interrupted or killed run loses only the simulations in progress; on Ctrl-C the
-        running ones finish and are kept). The result is bitwise identical to a run without
-        it. The caller discards it once the output is written.
+        (so an interrupted or killed run loses only the simulations in progress: on Ctrl-C or
+        SIGTERM the running ones are halted within one step and never kept). The result is
+        bitwise identical to a run without it. The caller discards it once the output is written.
+    check_memory:
+        Refuse, before simulating, a cohort whose estimated memory exceeds the memory available
+        now: :class:`nksim.sizing.TooLargeError` (a :class:`MemoryError`); see :mod:`nksim.sizing`.
 
     Returns
     -------
     xarray.Dataset with dims ``patient``, ``replicate``, ``time`` (days since first
     infusion), ``assessment``, ``snapshot_time``, ``y``, ``x`` (see docs/architecture.md).
     """
+    # every argument is checked before simulating (outputs store the seed as an unsigned 64-bit integer)
+    seed = check_seed(seed, source="simulate_cohort")
+    replicates = _check_count(replicates, "replicates", 1, "simulate_cohort")
+    workers = _check_count(workers, "workers", 1, "simulate_cohort")
     params = _as_params(params)
     protocol = _as_protocol(protocol)
-    if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 1:
-        raise ValueError(f"replicates must be a positive integer, got {replicates!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        # checked before simulating: outputs store the seed as an unsigned 64-bit integer
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    if not protocol.patients:
-        raise ValueError(f"protocol '{protocol.name}' ({protocol.origin}) lists no patients")
-    chosen = list(protocol.patients) if patients is None else [protocol.patient(p) for p in patients]
+    chosen = _choose_patients(protocol, patients, "simulate_cohort")
+    if check_memory:
+        sizing.check_memory(sizing.estimate_cohort(params, protocol, len(chosen) * int(replicates), workers),
+                            "simulate_cohort")
     jobs = [(p, r) for p in chosen for r in range(replicates)]
     kept: dict[tuple[str, int], RawRun] = {}
     if checkpoint is not None:
-        if checkpoint.digest != RunCheckpoint(checkpoint.folder, params, protocol, int(seed), replicates,
+        if checkpoint.digest != RunCheckpoint(checkpoint.folder, params, protocol, seed, replicates,
                                               [p.id for p in chosen]).digest:
             raise ValueError(f"the checkpoint {checkpoint.folder} belongs to other inputs than this run")
         kept = checkpoint.load((p.id, r) for p, r in jobs)
@@ -142,8 +272,10 @@ def simulate_cohort(
 
         bar = tqdm(total=len(jobs) + len(kept), initial=len(kept), desc="simulating", unit="patient")
 
+    halt = new_halt_flag()  # set on an interruption: every running or later simulation of the cohort halts
+
     def work(job: tuple[Patient, int]) -> RawRun:
-        out = run_one(params, protocol, job[0], int(seed), job[1])
+        out = run_one(params, protocol, job[0], seed, job[1], halt=halt)
         if checkpoint is not None:
             checkpoint.save(out)
         if bar is not None:
@@ -153,12 +285,13 @@ def simulate_cohort(
     try:
         if workers > 1 and len(jobs) > 1:
             # load/compile the kernel once (a 2 x 2 lattice costs milliseconds) before threads race
-            run_one(params.with_values({"lattice.side": 2}), protocol, jobs[0][0], int(seed), jobs[0][1])
+            run_one(params.with_values({"lattice.side": 2}), protocol, jobs[0][0], seed, jobs[0][1])
             pool = ThreadPoolExecutor(max_workers=workers)
             try:
                 runs = list(pool.map(work, jobs))
-            except BaseException:  # e.g. Ctrl-C: drop the queued simulations; running ones end (and are kept)
-                _stop(pool, wait=checkpoint is not None)
+            except BaseException:  # e.g. Ctrl-C: drop the queued simulations, halt the running ones (never kept)
+                halt[0] = 1
+                _stop(pool)
                 raise
             pool.shutdown()
         else:
@@ -166,16 +299,16 @@ def simulate_cohort(
     finally:
         if bar is not None:
             bar.close()
-    return build_dataset(list(kept.values()) + runs, params, protocol, [p.id for p in chosen], replicates, int(seed))
+    return build_dataset(list(kept.values()) + runs, params, protocol, [p.id for p in chosen], replicates, seed)
 
 
-def _stop(pool: ThreadPoolExecutor, *, wait: bool) -> None:
-    """Cancel the queued simulations of ``pool``; with ``wait``, let the running ones finish first.
+def _stop(pool: ThreadPoolExecutor) -> None:
+    """Cancel the queued simulations of ``pool`` and wait for the running ones (halted: one step each).
 
-    A second Ctrl-C while waiting stops waiting (the running simulations then end unobserved).
+    A second Ctrl-C while waiting stops waiting (the halted simulations then end unobserved).
     """
     try:
-        pool.shutdown(wait=wait, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
     except KeyboardInterrupt:
         pass
 
@@ -191,17 +324,21 @@ def simulate(
     """Simulate one patient (default: the protocol's first) and return its Dataset.
 
     The result equals ``simulate_cohort(...).sel(patient=patient, replicate=replicate)``:
-    the same seed gives the same trajectory whether run alone or in a cohort.
+    the same seed gives the same trajectory whether run alone or in a cohort. ``seed``: an
+    integer in ``[0, 2**64)`` (as :func:`simulate_cohort`); ``replicate``: an integer >= 0;
+    ``patient``: an id of the protocol. Anything else is an
+    :class:`~nksim.errors.NksimInputError`, raised before simulating.
     """
+    seed = check_seed(seed, source="simulate")
+    replicate = _check_count(replicate, "replicate", 0, "simulate")
     params = _as_params(params)
     protocol = _as_protocol(protocol)
     if not protocol.patients:
-        raise ValueError(f"protocol '{protocol.name}' lists no patients")
-    pat = protocol.patients[0] if patient is None else protocol.patient(patient)
-    if isinstance(replicate, bool) or not isinstance(replicate, (int, np.integer)) or replicate < 0:
-        raise ValueError(f"replicate must be a non-negative integer, got {replicate!r}")
-    run = run_one(params, protocol, pat, int(seed), int(replicate))
-    ds = build_dataset([run], params, protocol, [pat.id], 1, int(seed), replicate_ids=[int(replicate)])
+        raise NksimInputError(f"protocol '{protocol.name}' lists no patients", source=protocol.origin,
+                              key="patients")
+    pat = protocol.patients[0] if patient is None else _patient(protocol, patient, "simulate", "patient")
+    run = run_one(params, protocol, pat, seed, replicate)
+    ds = build_dataset([run], params, protocol, [pat.id], 1, seed, replicate_ids=[replicate])
     return ds.isel(patient=0, replicate=0)
 
 

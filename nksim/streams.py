@@ -17,6 +17,9 @@ import hashlib
 
 import numpy as np
 
+from .checks import check_seed
+from .errors import NksimInputError
+
 #: One generator per stochastic process, in this order.
 STREAMS: tuple[str, ...] = ("patient", "init", "move", "kill", "fate", "traffic", "marrow")
 
@@ -27,15 +30,20 @@ def patient_key(patient_id: str) -> int:
 
 
 def seed_sequence(seed: int, patient_id: str, replicate: int) -> np.random.SeedSequence:
-    """The seed sequence of one simulation."""
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if replicate < 0:
-        raise ValueError(f"replicate must be >= 0, got {replicate!r}")
-    return np.random.SeedSequence(int(seed), spawn_key=(patient_key(patient_id), int(replicate)))
+    """The seed sequence of one simulation.
+
+    ``seed``: an integer in ``[0, 2**64)`` (Python or NumPy; :func:`nksim.checks.check_seed`);
+    ``replicate``: an integer >= 0. Anything else (a bool, a float such as 1.5, a seed of
+    2**64 or more) is an :class:`~nksim.errors.NksimInputError`.
+    """
+    seed = check_seed(seed, source="nksim.streams", key="seed")
+    if isinstance(replicate, bool) or not isinstance(replicate, (int, np.integer)) or replicate < 0:
+        raise NksimInputError(f"replicate must be an integer >= 0, got {replicate!r}", source="nksim.streams",
+                              key="replicate")
+    return np.random.SeedSequence(seed, spawn_key=(patient_key(patient_id), int(replicate)))
 
 
 def generators(seed: int, patient_id: str, replicate: int) -> dict[str, np.random.Generator]:
-    """One independent PCG64 generator per process in :data:`STREAMS`."""
+    """One independent PCG64 generator per process in :data:`STREAMS` (arguments as :func:`seed_sequence`)."""
     children = seed_sequence(seed, patient_id, replicate).spawn(len(STREAMS))
     return {name: np.random.Generator(np.random.PCG64(c)) for name, c in zip(STREAMS, children)}

@@ -109,7 +109,7 @@ def test_two_interruptions_and_threads_give_the_same_dataset(tmp_path, small_mod
 
 
 def test_api_checkpoint_with_threads_keeps_the_running_simulations(tmp_path, small_model, monkeypatch):
-    """On 2 threads an interruption cancels the queued simulations; the running ones end and are kept."""
+    """On 2 threads an interruption cancels the queued simulations and halts the running ones; the finished are kept."""
     params, protocol = nksim.load_parameters(small_model), nksim.load_protocol("ahmadvand2023")
     ckpt = RunCheckpoint(tmp_path / "ck", params, protocol, 5, REPLICATES)
     interrupt_after(monkeypatch, 4)

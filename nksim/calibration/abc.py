@@ -180,7 +180,7 @@ def _run(pyabc, model: AbcModel, config: CalibrationConfig, sampler, db_url: str
         state = load_rng_state(rng_dir, done - 1) if rng_dir is not None else None
         if state is not None:
             np.random.set_state(state)  # noqa: NPY002  the state the uninterrupted run had here
-        else:
+        elif rng_dir is None or not _rng_file(rng_dir, done - 1).is_file():  # (a damaged one was named already)
             log.warning("the random state after generation %d was not kept: the continued run is statistically "
                         "equivalent to an uninterrupted one, not identical", done - 1)
         generations -= done
@@ -220,29 +220,65 @@ def _keep_rng_states(history, rng_dir: Path) -> None:
     history.append_population = append_population
 
 
+def _rng_digest(name: str, keys: np.ndarray, pos: int, has_gauss: int, gauss: float) -> str:
+    """SHA-256 of a generator state (what a kept state file must match to be used)."""
+    import hashlib
+
+    head = f"{name}|{keys.dtype.str}|{keys.shape}|{int(pos)}|{int(has_gauss)}|{float(gauss).hex()}|"
+    h = hashlib.sha256(head.encode())
+    h.update(np.ascontiguousarray(keys).tobytes())
+    return h.hexdigest()
+
+
 def save_rng_state(rng_dir: Path, t: int) -> None:
-    """Write the global generator's state after sampling generation ``t`` (atomic)."""
+    """Write the global generator's state after sampling generation ``t`` (atomic, with a SHA-256 of the state)."""
     import os
     import tempfile
 
     name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
     path = _rng_file(rng_dir, t)
     path.parent.mkdir(parents=True, exist_ok=True)
+    digest = _rng_digest(name, keys, pos, has_gauss, gauss)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, name=np.array(name), keys=keys, pos=np.array(pos), has_gauss=np.array(has_gauss),
-                     gauss=np.array(gauss))
+                     gauss=np.array(gauss), digest=np.array(digest))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def load_rng_state(rng_dir: Path, t: int) -> tuple | None:
-    """The global generator's state kept after generation ``t``, or None if it was not kept (or is unreadable)."""
+def _read_rng_state(path: Path) -> tuple:
+    """The state kept in ``path``; ValueError saying why when it is not whole, not a state or altered."""
     try:
-        with np.load(_rng_file(rng_dir, t), allow_pickle=False) as z:
-            return (str(z["name"]), z["keys"], int(z["pos"]), int(z["has_gauss"]), float(z["gauss"]))
-    except (OSError, KeyError, ValueError):
+        with np.load(path, allow_pickle=False) as z:
+            name, keys, digest = str(z["name"]), z["keys"], str(z["digest"])
+            pos, has_gauss, gauss = int(z["pos"]), int(z["has_gauss"]), float(z["gauss"])
+    except KeyError as exc:
+        raise ValueError(f"no {exc} entry (not a state file of this nksim)") from None
+    except Exception as exc:  # truncated or garbled (zip CRC), not an .npz
+        raise ValueError(f"unreadable: {type(exc).__name__}: {exc}") from None
+    if name != "MT19937" or keys.dtype != np.uint32 or keys.shape != (624,) or not 0 <= pos <= 624:
+        raise ValueError("not a Mersenne-Twister state (wrong name, type or shape)")
+    if _rng_digest(name, keys, pos, has_gauss, gauss) != digest:
+        raise ValueError("its content does not match its SHA-256 (altered or damaged)")
+    return name, keys, pos, has_gauss, gauss
+
+
+def load_rng_state(rng_dir: Path, t: int) -> tuple | None:
+    """The global generator's state kept after generation ``t``, or None if it was not kept or is damaged.
+
+    A damaged, truncated or altered file is never used: a one-line warning names it (the continued
+    run is then statistically equivalent to an uninterrupted one, not identical).
+    """
+    path = _rng_file(rng_dir, t)
+    if not path.is_file():
+        return None
+    try:
+        return _read_rng_state(path)
+    except ValueError as exc:
+        log.warning("%s: the random state kept after ABC generation %d is not used (%s); the continued calibration "
+                    "is statistically equivalent to an uninterrupted one, not identical", path, t, exc)
         return None

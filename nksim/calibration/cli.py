@@ -20,7 +20,9 @@ def add_calibrate_parser(sub) -> None:
     g.add_argument("--workers", type=positive_int, default=1,
                    help="1 (default): in-process single-core sampler, bit-reproducible for a seed; N > 1: a local "
                    "Dask cluster of N worker processes (statistically equivalent, not bit-reproducible)")
-    g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (e.g. tcp://host:8786)")
+    g.add_argument("--scheduler", default=None,
+                   help="address of an existing Dask scheduler, PROTOCOL://HOST:PORT (e.g. tcp://host:8786); waits "
+                   "for a first worker at most NKSIM_WORKER_TIMEOUT s (default 600)")
     add_dashboard_argument(p)
     p.add_argument("--smoke", action="store_true", help="the config's tiny [smoke] version (minutes; what CI runs)")
     p.add_argument("--overwrite", action="store_true",

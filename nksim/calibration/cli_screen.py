@@ -40,6 +40,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from ..errors import NksimInputError
     from ..fileio import check_output_folder, save_figure
     from ..io import write_netcdf
+    from ..io.lock import output_lock
     from ..plot.calibration import screen_figure
     from .config import load_config
     from .screen import run_screen, screen_table
@@ -54,12 +55,13 @@ def cmd_screen(args: argparse.Namespace) -> int:
         config = config.smoke_version()
         trajectories = 2
     out = args.out or Path("outputs/screen") / config.name
-    nc, png = out / "morris.nc", out / "morris.png"
-    check_output_folder(out, (nc.name, png.name), args.overwrite)
-    ds = run_screen(config, trajectories=trajectories, levels=args.levels, virtual_trials=args.virtual_trials,
-                    workers=args.workers, progress=not args.no_progress, dose_factor=args.dose_factor)
-    write_netcdf(ds, nc, overwrite=args.overwrite)
-    save_figure(screen_figure(ds), png)
+    with output_lock(out, "nksim screen"):  # one writer per --out, from the checks to the last file
+        nc, png = out / "morris.nc", out / "morris.png"
+        check_output_folder(out, (nc.name, png.name), args.overwrite)
+        ds = run_screen(config, trajectories=trajectories, levels=args.levels, virtual_trials=args.virtual_trials,
+                        workers=args.workers, progress=not args.no_progress, dose_factor=args.dose_factor)
+        write_netcdf(ds, nc, overwrite=args.overwrite)
+        save_figure(screen_figure(ds), png)
     print(f"Morris screen of {config.name}: {ds.sizes['parameter']} parameters, {ds.sizes['point']} design points "
           f"x {args.virtual_trials} virtual trials in {ds.attrs['wall_time_s']:.1f} s")
     print("mu* per output (output units per prior range of the parameter on its sampling scale):")

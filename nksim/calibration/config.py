@@ -24,10 +24,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..checks import check_number
+from ..checks import check_number, check_seed, check_table, check_type
 from ..errors import NksimInputError
 from ..fileio import check_keys, read_toml
 from ..parameters import ParameterSet, load_parameters
+from ..protocol import resolve_protocol_path
 from ..quantities import PARAMETERS
 from ..resources import data_path
 
@@ -35,17 +36,24 @@ from ..resources import data_path
 #: root; package data in a wheel).
 CALIBRATION_DIR = data_path("calibration")
 
-_TABLES = {
-    "calibration": {"name", "description", "model", "protocol", "seed"},
-    "data": {"outcomes", "targets", "series"},
-    "simulator": {"end_day", "early_stop"},  # plus parameter keys (checked against the schema)
-    "fit": {"parameters", "prior", "scale"},
-    "distance": {"virtual_trials", "chimerism_weight", "progression_timing"},
-    "abc": {"population_size", "max_generations", "min_epsilon", "max_simulations", "min_acceptance_rate",
-            "epsilon_quantile", "posterior_draws", "transition_scaling"},
-    "recovery": {"datasets", "population_size", "max_generations", "max_simulations"},
-    "smoke": set(),  # checked against simulator/distance/abc keys
+#: The declared TOML type of every fixed key of a config, by table (checked by
+#: :func:`nksim.checks.check_table` before any value is used). ``[simulator]`` and ``[smoke]`` also
+#: take model parameter keys (numbers), ``[fit.prior]`` and ``[fit.scale]`` one entry per fitted key.
+FIELD_TYPES: dict[str, dict[str, str]] = {
+    "calibration": {"name": "string", "description": "string", "model": "string", "protocol": "string",
+                    "seed": "integer"},
+    "data": {"outcomes": "string", "targets": "string", "series": "string"},
+    "simulator": {"end_day": "number", "early_stop": "boolean"},
+    "fit": {"parameters": "array of strings", "prior": "table", "scale": "table"},
+    "distance": {"virtual_trials": "integer", "chimerism_weight": "number", "progression_timing": "string"},
+    "abc": {"population_size": "integer", "max_generations": "integer", "min_epsilon": "number",
+            "max_simulations": "integer", "min_acceptance_rate": "number", "epsilon_quantile": "number",
+            "posterior_draws": "integer", "transition_scaling": "number"},
+    "recovery": {"datasets": "integer", "population_size": "integer", "max_generations": "integer",
+                 "max_simulations": "integer"},
+    "smoke": {},  # checked against simulator/distance/abc keys
 }
+_TABLES = {name: set(fields) for name, fields in FIELD_TYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -205,7 +213,7 @@ def _abc_value(k: str, v: Any, src: str, key: str) -> Any:
 def _timing(v: Any, src: str, key: str) -> str:
     from .summaries import TIMING_MODES
 
-    if v not in TIMING_MODES:
+    if not isinstance(v, str) or v not in TIMING_MODES:
         raise _err(f"must be one of {', '.join(repr(m) for m in TIMING_MODES)} (progression after SD binned by the "
                    f"assessment interval of the PD call, or one category), got {v!r}", src, key)
     return str(v)
@@ -261,12 +269,23 @@ def load_config(path: str | Path) -> CalibrationConfig:
     for name in raw:
         if not isinstance(raw[name], dict):
             raise _err("must be a table", src, name)
+    for name, fields in FIELD_TYPES.items():  # the declared type of every fixed key, before any value is used
+        if name in raw and name not in ("simulator", "smoke"):  # those two: key by key in _simulator
+            _check_keys(raw[name], _TABLES[name], src, name)
+            check_table(raw[name], fields, source=src, key=name, what="key")
     cal = raw.get("calibration", {})
-    _check_keys(cal, _TABLES["calibration"], src, "calibration")
     model = cal.get("model", "default")
     protocol = cal.get("protocol", "ahmadvand2023")
-    base = load_parameters(model)
-    seed = _int(cal.get("seed", 0), src, "calibration.seed", 0, 2**63 - 1)
+    try:
+        base = load_parameters(model)
+    except NksimInputError as exc:
+        raise _err(f"cannot load model {model!r}: {exc}", src, "calibration.model") from None
+    try:
+        resolve_protocol_path(protocol)
+    except NksimInputError as exc:
+        raise _err(f"cannot find protocol {protocol!r}: {exc}", src, "calibration.protocol") from None
+    # pyabc and the simulation seeds derived from it take a 63-bit seed
+    seed = check_seed(cal.get("seed", 0), source=src, key="calibration.seed", limit=2**63)
 
     data = raw.get("data", {})
     _check_keys(data, _TABLES["data"], src, "data")
@@ -280,7 +299,7 @@ def load_config(path: str | Path) -> CalibrationConfig:
     fit_t = raw.get("fit", {})
     _check_keys(fit_t, _TABLES["fit"], src, "fit")
     names = fit_t.get("parameters")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list) or not names:
         raise _err("must be a non-empty list of parameter keys", src, "fit.parameters")
     if len(set(names)) != len(names):
         raise _err("lists a parameter twice", src, "fit.parameters")
@@ -299,10 +318,9 @@ def load_config(path: str | Path) -> CalibrationConfig:
             raise _err(f"unknown parameter '{n}' (see nksim/quantities.py)", src, "fit.parameters")
         spec = PARAMETERS[n]
         if n in prior_t:
-            pr = prior_t[n]
-            if (not isinstance(pr, list) or len(pr) != 2
-                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pr)):
-                raise _err("must be [lo, hi]", src, f"fit.prior.{n}")
+            pr = check_type(prior_t[n], "array of numbers", source=src, key=f"fit.prior.{n}")
+            if len(pr) != 2:
+                raise _err(f"must be [lo, hi] (two numbers), got {len(pr)} numbers", src, f"fit.prior.{n}")
             lo, hi = float(pr[0]), float(pr[1])
         elif n in model_priors:
             lo, hi = model_priors[n]
@@ -350,8 +368,8 @@ def load_config(path: str | Path) -> CalibrationConfig:
             smoke.update(o)
             smoke.update(x)
     return CalibrationConfig(
-        name=str(cal.get("name", path.stem)), description=str(cal.get("description", "")), origin=src,
-        model=str(model), protocol=str(protocol), seed=seed, outcomes=outcomes, targets=targets, series=series,
+        name=cal.get("name", path.stem), description=cal.get("description", ""), origin=src,
+        model=model, protocol=protocol, seed=seed, outcomes=outcomes, targets=targets, series=series,
         simulator_overrides=over, end_day=float(other.get("end_day", 270.0)),
         early_stop=bool(other.get("early_stop", True)), fit=tuple(fit), virtual_trials=vt, chimerism_weight=cw,
         abc=abc, smoke=smoke, recovery=rec, progression_timing=timing)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._optional import require
-from ..checks import check_number, number_problem, range_text
+from ..checks import check_number, check_table, number_problem, range_text
 from ..errors import NksimInputError, NksimWarning
 from ..fileio import check_keys, open_text, read_toml
 from ..resources import data_path
@@ -502,6 +502,7 @@ def load_targets(path: str | Path, *, start_day: float | None = None,
     if not isinstance(meta, Mapping):
         raise NksimInputError("must be a table", source=src, key="meta")
     check_keys(meta, _META_KEYS, source=src, prefix="meta")
+    check_table(meta, dict.fromkeys(_META_KEYS, "string"), source=src, key="meta", what="key")  # free text
     raw = data.get("target")
     if not isinstance(raw, list) or not raw or not all(isinstance(t, Mapping) for t in raw):
         raise NksimInputError("at least one [[target]] table is required", source=src, key="target")

@@ -26,6 +26,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..checks import check_seed
 from ..errors import NksimInputError, NksimWarning
 from ..observables import response_thresholds
 from ..parameters import ParameterSet
@@ -138,10 +139,11 @@ class CalibrationModel:
         Category index (:data:`CATEGORIES`), PD call and crossing days, chimerism peaks and peak
         day, the fraction of baseline blasts killed by NK by day 28 (``nk_kill_fraction``), and each
         target's per-patient value (``target:<name>``; shape (trial, patient of the target's
-        protocol) for analogue targets).
+        protocol) for analogue targets). ``seed``: the simulation seed, an integer in
+        ``[0, 2**64)`` (default: derived from the config seed and ``theta``).
         """
         params = self.parameters(theta)
-        seed = theta_seed(self.config.seed, theta) if seed is None else int(seed)
+        seed = theta_seed(self.config.seed, theta) if seed is None else check_seed(seed, source="CalibrationModel")
         vt = self.config.virtual_trials if virtual_trials is None else int(virtual_trials)
         n = len(self.slots)
         cat = np.zeros((vt, n), dtype=np.int64)

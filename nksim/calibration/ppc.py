@@ -93,6 +93,8 @@ def predictive_check(model: CalibrationModel, thetas: list[dict[str, float]], *,
     """Simulate one virtual trial per parameter vector; statistics vs observed (see module docstring)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from ..interrupts import halt_kernels_on_error
+
     seeds = np.random.SeedSequence([int(seed), 0x9C]).generate_state(len(thetas), dtype=np.uint64) >> np.uint64(1)
 
     def one(i: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
@@ -107,7 +109,7 @@ def predictive_check(model: CalibrationModel, thetas: list[dict[str, float]], *,
     results: list[tuple[dict[str, float], np.ndarray, np.ndarray]] = []
     try:
         if workers > 1:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            with ThreadPoolExecutor(max_workers=workers) as pool, halt_kernels_on_error():
                 for r in pool.map(one, range(len(thetas))):
                     results.append(r)
                     if bar is not None:

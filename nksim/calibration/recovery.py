@@ -172,18 +172,19 @@ def write_recovery(config: CalibrationConfig, out: str | Path, settings, *, work
     """Run :func:`run_recovery` with ``settings`` and write ``recovery.nc`` / ``recovery.png`` into ``out``."""
     from ..fileio import check_output_folder, save_figure
     from ..io import write_netcdf
+    from ..io.lock import output_lock
     from ..plot.calibration import recovery_figure
 
     out = Path(out)
-    check_output_folder(out, ("recovery.nc", "recovery.png"), overwrite)
-    t0 = time.perf_counter()
-    ds = run_recovery(config, datasets=settings.datasets, population_size=settings.population_size,
-                      max_generations=settings.max_generations, max_simulations=settings.max_simulations,
-                      workers=workers, progress=progress)
-    ds.attrs["wall_time_s"] = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    write_netcdf(ds, out / "recovery.nc", overwrite=overwrite)
-    save_figure(recovery_figure(ds), out / "recovery.png")
+    with output_lock(out, "nksim calibrate --recovery"):  # one writer per --out, from the checks to the last file
+        check_output_folder(out, ("recovery.nc", "recovery.png"), overwrite)
+        t0 = time.perf_counter()
+        ds = run_recovery(config, datasets=settings.datasets, population_size=settings.population_size,
+                          max_generations=settings.max_generations, max_simulations=settings.max_simulations,
+                          workers=workers, progress=progress)
+        ds.attrs["wall_time_s"] = time.perf_counter() - t0
+        write_netcdf(ds, out / "recovery.nc", overwrite=overwrite)
+        save_figure(recovery_figure(ds), out / "recovery.png")
     print(f"parameter recovery: {settings.datasets} synthetic trials, mean coverage of the 90% interval "
           f"{ds.attrs['mean_coverage_90']:.0%}, of the 50% interval {ds.attrs['mean_coverage_50']:.0%} "
           f"({ds.attrs['wall_time_s'] / 60:.1f} min); wrote {out}/recovery.nc, recovery.png")

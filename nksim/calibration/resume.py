@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -55,41 +56,76 @@ class AbcCheckpoint:
         self.db = self.folder / "abc.db"
         self.identity = calibration_identity(config)
         self.digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
+        #: What :meth:`prepare` discarded with ``overwrite`` (one line), or None.
+        self.discarded: str | None = None
 
     @property
     def _meta(self) -> Path:
         return self.folder / "calibration.json"
 
     def generations(self) -> int:
-        """Finished generations stored in the kept history (0 if there is none)."""
-        if not self.db.is_file():
-            return 0
-        import sqlite3
+        """Finished generations stored in the kept history (0 if there is none).
 
+        An unreadable history is an NksimInputError naming it (``--overwrite`` discards it).
+        """
         try:
-            con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-            try:
-                row = con.execute("SELECT MAX(t) FROM populations").fetchone()
-            finally:
-                con.close()
+            return self._generations()
         except sqlite3.Error as exc:
             raise NksimInputError(f"cannot read the kept ABC history ({exc}); delete the folder or pass --overwrite "
                                   "to start afresh", source=self.db) from None
+
+    def _generations(self) -> int:
+        if not self.db.is_file():
+            return 0
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT MAX(t) FROM populations").fetchone()
+        finally:
+            con.close()
         return 0 if row is None or row[0] is None else int(row[0]) + 1
 
-    def _same_run(self) -> bool:
+    def _record(self) -> tuple[bool, str | None]:
+        """(whether ``calibration.json`` names this run, why it cannot be read: None when it can)."""
         try:
-            return json.loads(self._meta.read_text(encoding="utf-8")).get("digest") == self.digest
-        except (OSError, ValueError, AttributeError):
-            return False
+            stored = json.loads(self._meta.read_text(encoding="utf-8"))
+            digest = stored.get("digest")
+        except FileNotFoundError:
+            return False, "it is missing"
+        except (OSError, ValueError, AttributeError) as exc:
+            return False, f"it is damaged or unreadable: {type(exc).__name__}: {exc}".rstrip(": ")
+        if not isinstance(digest, str):
+            return False, "it is damaged: it holds no run digest"
+        return digest == self.digest, None
+
+    def _damage(self) -> str | None:
+        """Why the kept history cannot be read at all (a damaged ``abc.db``), or None."""
+        try:
+            self._generations()
+        except sqlite3.Error as exc:
+            return f"{self.db.name}: {exc}"
+        return None
 
     def prepare(self, *, resume: bool, overwrite: bool) -> int:
         """Check the kept history before calibrating; returns the generations to continue from (0: a new run).
 
-        Refused (NksimInputError naming the folder): ``resume`` with nothing to resume or with
-        the history of other inputs; a kept history without ``resume`` (unless ``overwrite``,
-        which discards it). A history without a finished generation is discarded.
+        Refused (NksimInputError naming the folder): ``resume`` with nothing to resume, with
+        the history of other inputs or with a damaged or missing record (``calibration.json``);
+        a kept history without ``resume`` (unless ``overwrite``, which discards it, damaged or
+        not: :attr:`discarded` then says what was discarded). A history without a finished
+        generation is discarded.
         """
+        self.discarded = None
+        if overwrite and not resume:
+            if self.folder.exists():
+                damage = self._damage()
+                n = 0 if damage else self.generations()
+                self.discard()
+                if damage:
+                    self.discarded = f"discarded the damaged ABC history kept in {self.folder} (--overwrite): {damage}"
+                elif n:
+                    self.discarded = (f"discarded the ABC history of an interrupted calibration ({n} finished "
+                                      f"generations) kept in {self.folder} (--overwrite)")
+            return 0
         n = self.generations()
         if n == 0:
             self.discard()
@@ -97,7 +133,13 @@ class AbcCheckpoint:
                 raise NksimInputError("nothing to resume: no finished ABC generation is kept here; run without "
                                       "--resume", source=self.folder, key="--resume")
             return 0
-        same = self._same_run()
+        same, problem = self._record()
+        if problem:
+            raise NksimInputError(
+                f"holds the ABC history of an interrupted calibration ({n} finished generations), but its record "
+                f"{self._meta.name} ({self._meta}) cannot be used ({problem}): the history cannot be matched to a "
+                "config, so it is never continued; pass --overwrite (without --resume) to discard it and start afresh",
+                source=self.folder, key="--resume" if resume else "checkpoint")
         if resume:
             if not same:
                 raise NksimInputError(f"the kept ABC history ({n} generations) belongs to another calibration (other "
@@ -105,9 +147,6 @@ class AbcCheckpoint:
                                       "run without --resume and with --overwrite to start afresh",
                                       source=self.folder, key="--resume")
             return n
-        if overwrite:
-            self.discard()
-            return 0
         whose = "this" if same else "another"
         raise NksimInputError(f"holds the ABC history of an interrupted calibration ({n} finished generations, "
                               f"{whose} config): continue it with --resume, or pass --overwrite to start afresh",

@@ -15,7 +15,11 @@ Everything is written into a staging folder next to the output and moved in only
 whole calibration has finished, so an interrupted run never destroys earlier results; an
 existing output folder with results is refused unless ``overwrite``. The ABC history is kept
 in ``<out>/.partial`` while the ABC runs: an interrupted calibration continues with ``resume``
-(``nksim calibrate ... --resume``; :mod:`nksim.calibration.resume`).
+(``nksim calibrate ... --resume``; :mod:`nksim.calibration.resume`); so does a calibration whose
+results could not be written after its last generation (a full disk): ``--resume`` then writes
+them from the kept history without calibrating again. The output folder's writer lock
+(:func:`nksim.io.lock.output_lock`) is held throughout: a second calibration (or ``nksim run``,
+``screen``) into the same ``--out`` is refused.
 """
 from __future__ import annotations
 
@@ -36,13 +40,19 @@ RESULT_FILES = ("abc.db", "posterior.nc", "posterior_summary.csv", "ppc_posterio
                 "report.png", "ppc.png", "diagnostics.png")
 
 
-def _interruption(kept, exc: BaseException) -> BaseException:
-    """The exception to raise for ``exc``: an :class:`~nksim.errors.Interrupted` saying what is kept, or ``exc``."""
+def _interruption(kept, exc: BaseException, complete: Path | None = None) -> BaseException:
+    """The exception to raise for ``exc``: an :class:`~nksim.errors.Interrupted` saying what is kept, or ``exc``.
+
+    ``complete``: the output folder, when every result file was already moved into it.
+    """
     from ..errors import Interrupted
     from ..interrupts import interrupted
 
     if not interrupted(exc):
         return exc
+    if complete is not None:
+        kept.discard()
+        return Interrupted(f"the calibration had finished: its results are complete in {complete}")
     n = kept.generations()
     if not n:
         kept.discard()
@@ -92,6 +102,33 @@ def _write_failure(kept, exc: BaseException) -> BaseException:
                                "and --resume")
     return NksimWriteError(f"writing the ABC history failed ({reason}) before any generation finished; nothing "
                            f"to continue from ({kept.db})")
+
+
+def _results_not_written(kept, exc: OSError, out: Path, moved: list[str]) -> BaseException:
+    """A one-line :class:`~nksim.errors.NksimWriteError` for a failed write of the results after the ABC finished.
+
+    The finished ABC history stays in ``kept`` (``--out/.partial``): ``--resume`` writes the
+    results from it without calibrating again. ``moved``: the result files already moved into ``out``.
+    """
+    from ..errors import NksimWriteError
+
+    what = f"{exc.filename}" if exc.filename else "the results"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    try:
+        n = kept.generations()
+    except Exception:  # the history itself cannot be read back: say so, do not guess
+        n = None
+    if not n:
+        return NksimWriteError(f"cannot write {what}: {reason}; the finished ABC history could not be read back "
+                               f"({kept.db}): free some space and run the calibration again")
+    if moved:
+        done = (f"{len(moved)} of {len(RESULT_FILES)} result files ({', '.join(moved)}) were moved into {out}: "
+                "run the same command with --resume --overwrite")
+    else:
+        done = f"no result file was written into {out}: run the same command with --resume"
+    return NksimWriteError(f"cannot write {what}: {reason}; the ABC-SMC had finished and its history ({n} "
+                           f"generations) is kept in {kept.db}; {done} (after freeing some space or fixing the "
+                           "permissions) to write the results without calibrating again")
 
 
 def predictive_checks(model, post: xr.Dataset, *, workers: int = 1,
@@ -175,69 +212,88 @@ def run_calibration(config: CalibrationConfig, out: str | Path, *, workers: int 
     it such a history is refused (``overwrite`` discards it). Interrupted (Ctrl-C, SIGTERM), the
     call raises :class:`~nksim.errors.Interrupted` saying how many generations are kept.
     ``dashboard``: ``HOST:PORT`` of the local Dask cluster's dashboard (``workers`` > 1), or with
-    ``scheduler`` print that scheduler's dashboard URL; None: no dashboard.
+    ``scheduler`` print that scheduler's dashboard URL; None: no dashboard. ``scheduler``: the
+    address of an existing Dask scheduler, checked before any work
+    (:func:`nksim.cluster.check_scheduler`); with no workers the run waits for the first one at
+    most ``NKSIM_WORKER_TIMEOUT`` seconds (default 600), then fails.
     """
-    if dashboard is not None and scheduler is None and workers <= 1:
-        from ..errors import NksimInputError
+    from ..errors import NksimInputError
 
+    if dashboard is not None and scheduler is None and workers <= 1:
         raise NksimInputError("a dashboard needs a Dask cluster: --workers 1 runs the single-core sampler in this "
                               "process; give --workers N (N > 1) or --scheduler", key="--dashboard")
+    if scheduler is not None:  # before any work: a malformed address is refused now
+        from ..cluster import check_scheduler
+
+        scheduler = check_scheduler(scheduler)
     from ..fileio import check_output_folder
     from ..io import write_netcdf
+    from ..io.lock import output_lock
     from .abc import run_abc
     from .model import CalibrationModel
     from .posterior import history_dataset, summary_rows, write_summary_csv
 
     stream = stream or sys.stdout
     out = Path(out)
-    check_output_folder(out, RESULT_FILES, overwrite)
-    kept = AbcCheckpoint(out, config)
-    done = kept.prepare(resume=resume, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    model = CalibrationModel(config)
-    fit = ", ".join(f"{f.key} [{f.lo:g}, {f.hi:g}]{' log' if f.scale == 'log' else ''}" for f in config.fit)
-    print(f"calibrating '{config.name}'{' (smoke)' if config.is_smoke else ''}: {len(model.slots)} evaluable "
-          f"patients x {config.virtual_trials} virtual trial(s) per particle; fitting {fit}", file=stream, flush=True)
-    print(f"observed categories (progression timing '{model.timing}') "
-          f"{dict(zip(model.categories, model.obs_counts.tolist()))}; targets "
-          f"{[(t.name, t.value, t.unit, t.protocol or config.protocol) for t in model.targets]}",
-          file=stream, flush=True)
-    if done:
-        print(f"continuing the interrupted calibration kept in {kept.folder}: {done} finished generations",
+    with output_lock(out, "nksim calibrate"):  # one writer per --out, from the checks to the last file
+        check_output_folder(out, RESULT_FILES, overwrite)
+        kept = AbcCheckpoint(out, config)
+        done = kept.prepare(resume=resume, overwrite=overwrite)
+        if kept.discarded:
+            print(kept.discarded, file=stream, flush=True)
+        t0 = time.perf_counter()
+        model = CalibrationModel(config)
+        fit = ", ".join(f"{f.key} [{f.lo:g}, {f.hi:g}]{' log' if f.scale == 'log' else ''}" for f in config.fit)
+        print(f"calibrating '{config.name}'{' (smoke)' if config.is_smoke else ''}: {len(model.slots)} evaluable "
+              f"patients x {config.virtual_trials} virtual trial(s) per particle; fitting {fit}", file=stream,
+              flush=True)
+        print(f"observed categories (progression timing '{model.timing}') "
+              f"{dict(zip(model.categories, model.obs_counts.tolist()))}; targets "
+              f"{[(t.name, t.value, t.unit, t.protocol or config.protocol) for t in model.targets]}",
               file=stream, flush=True)
-    else:
-        kept.start()
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
-        run = run_abc(config, kept.db, workers=workers, scheduler=scheduler, observed=model.observed,
-                      progress=progress, resume=bool(done), rng_dir=kept.folder, dashboard=dashboard)
-        post = history_dataset(run.history, config, seconds=run.seconds, workers=run.workers)
-        write_netcdf(post, stage / "posterior.nc")
-        rows = summary_rows(post)
-        write_summary_csv(rows, stage / "posterior_summary.csv")
-        threads = max(1, workers if scheduler is None else 1)
-        ppc_post, ppc_prior = predictive_checks(model, post, workers=threads, progress=progress)
-        write_checks_and_figures(stage, post, ppc_post, ppc_prior, calibration=config.name)
-        out.mkdir(parents=True, exist_ok=True)
-        check_output_folder(out, RESULT_FILES, overwrite)  # again: another run may have finished meanwhile
-        for f in RESULT_FILES:
-            if f != "abc.db":
-                shutil.move(str(stage / f), str(out / f))
-        shutil.move(str(kept.db), str(out / "abc.db"))  # last: until here the kept history can be resumed
-        kept.discard()
-    except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C, SIGTERM: say what is kept and how to continue
-        said = _interruption(kept, exc)
-        if said is exc:
-            raise
-        raise said from exc
-    except Exception as exc:  # a full disk or a read-only folder inside pyabc's SQLite writes
-        said = _write_failure(kept, exc)
-        if said is exc:
-            raise
-        raise said from exc
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if done:
+            print(f"continuing the interrupted calibration kept in {kept.folder}: {done} finished generations",
+                  file=stream, flush=True)
+        else:
+            kept.start()
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+        moved: list[str] = []  # result files moved into ``out``
+        try:
+            try:
+                run = run_abc(config, kept.db, workers=workers, scheduler=scheduler, observed=model.observed,
+                              progress=progress, resume=bool(done), rng_dir=kept.folder, dashboard=dashboard)
+            except Exception as exc:  # a full disk or a read-only folder inside pyabc's SQLite writes
+                said = _write_failure(kept, exc)
+                if said is exc:
+                    raise
+                raise said from exc
+            try:
+                post = history_dataset(run.history, config, seconds=run.seconds, workers=run.workers)
+                write_netcdf(post, stage / "posterior.nc")
+                rows = summary_rows(post)
+                write_summary_csv(rows, stage / "posterior_summary.csv")
+                threads = max(1, workers if scheduler is None else 1)
+                ppc_post, ppc_prior = predictive_checks(model, post, workers=threads, progress=progress)
+                write_checks_and_figures(stage, post, ppc_post, ppc_prior, calibration=config.name)
+                check_output_folder(out, RESULT_FILES, overwrite)  # again (nothing should have changed: locked)
+                for f in RESULT_FILES:
+                    if f != "abc.db":
+                        shutil.move(str(stage / f), str(out / f))
+                        moved.append(f)
+                shutil.move(str(kept.db), str(out / "abc.db"))  # last: until here the kept history can be resumed
+                moved.append("abc.db")
+            except OSError as exc:  # any failed write of the results: the finished ABC history is kept
+                if isinstance(exc, NksimInputError):
+                    raise
+                raise _results_not_written(kept, exc, out, moved) from exc
+            kept.discard()
+        except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C, SIGTERM: say what is kept and how to continue
+            said = _interruption(kept, exc, out if len(moved) == len(RESULT_FILES) else None)
+            if said is exc:
+                raise
+            raise said from exc
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     total = time.perf_counter() - t0
     print(f"\nABC-SMC: {post.sizes['generation']} generations, {run.n_simulations} simulations, "
           f"{run.seconds / 60:.1f} min on {run.workers} worker(s); final epsilon {float(post['epsilon'][-1]):.3g}",

@@ -43,6 +43,8 @@ import numpy as np
 import xarray as xr
 
 from .._optional import require
+from ..checks import check_seed
+from ..interrupts import halt_kernels_on_error
 from ..quantities import PARAMETERS
 from .config import CalibrationConfig, FitParameter
 from .model import CalibrationModel
@@ -152,7 +154,7 @@ def evaluate_points(params: Sequence[FitParameter], X: np.ndarray,
     try:
         if workers > 1 and len(thetas) > 1:
             Y[0] = work(thetas[0])
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            with ThreadPoolExecutor(max_workers=workers) as pool, halt_kernels_on_error():
                 for i, row in enumerate(pool.map(work, thetas[1:]), start=1):
                     Y[i] = row
         else:
@@ -306,8 +308,9 @@ def run_screen(config: CalibrationConfig, *, trajectories: int = 10, levels: int
     virtual_trials:
         Virtual trials (each: every evaluable patient of the trial) per design point.
     seed:
-        Design and bootstrap seed (default ``config.seed``); the simulation seed is
-        ``config.seed`` at every point (common random numbers).
+        Design and bootstrap seed (default ``config.seed``), an integer in ``[0, 2**64)``
+        (:func:`nksim.checks.check_seed`); the simulation seed is ``config.seed`` at every point
+        (common random numbers).
     workers:
         Threads evaluating design points; results do not depend on it.
     params:
@@ -326,7 +329,7 @@ def run_screen(config: CalibrationConfig, *, trajectories: int = 10, levels: int
     """
     from ..output import provenance_attrs
 
-    seed = int(config.seed if seed is None else seed)
+    seed = config.seed if seed is None else check_seed(seed, source="run_screen", key="seed")
     model = CalibrationModel(config)
     if dose_factor != 1.0:
         model.protocol = model.protocol.with_nk_dose_factor(dose_factor)

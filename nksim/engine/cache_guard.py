@@ -64,6 +64,18 @@ def kernel_cached(dispatcher) -> bool | None:
             return True  # NUMBA_DISABLE_JIT: a plain Python function
         if dispatcher.signatures:
             return True
+    except Exception:  # numba internals changed: do not guess
+        return None
+    return kernel_in_cache_files(dispatcher)
+
+
+def kernel_in_cache_files(dispatcher) -> bool | None:
+    """Whether numba's cache index on disk holds ``dispatcher`` compiled for this numba version and CPU.
+
+    Unlike :func:`kernel_cached`, a kernel compiled in this process but not saved counts as
+    absent. False when caching is off; None when it cannot tell.
+    """
+    try:
         cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
         if cache_file is None:
             return False  # caching disabled: every process compiles
@@ -72,3 +84,43 @@ def kernel_cached(dispatcher) -> bool | None:
         return any(isinstance(k, tuple) and len(k) > 1 and k[1] == magic for k in index)
     except Exception:  # numba internals changed: do not guess
         return None
+
+
+def cache_location(dispatcher) -> tuple[str | None, str | None]:
+    """Where numba really caches ``dispatcher``, and why ``NUMBA_CACHE_DIR`` is not used if it is set but unusable.
+
+    Returns ``(folder, problem)``: ``folder`` is the cache folder of the locator numba chose when
+    the function was decorated (``NUMBA_CACHE_DIR/<module folder>_<hash>`` when that folder can
+    be created and written; else ``__pycache__`` beside the source, else numba's user-wide
+    cache), None when the function is not cached at all; ``problem`` is None unless
+    ``NUMBA_CACHE_DIR`` is set and numba fell back from it, and then says why (the error numba
+    met creating or writing it).
+    """
+    import os
+
+    from numba.core import config
+
+    cache = getattr(dispatcher, "_cache", None)
+    folder = getattr(cache, "_cache_path", None)
+    user = config.CACHE_DIR
+    if not user:
+        return folder, None
+    locator = getattr(getattr(cache, "_impl", None), "locator", None)
+    try:
+        from numba.core.caching import UserProvidedCacheLocator as _User
+    except ImportError:  # pragma: no cover - numba < 0.58 names it with an underscore
+        from numba.core.caching import _UserProvidedCacheLocator as _User  # type: ignore[attr-defined,no-redef]
+    if isinstance(locator, _User):
+        return folder, None
+    py_func = getattr(dispatcher, "py_func", None)
+    if py_func is None:
+        return folder, "numba does not cache this function there"
+    target = os.path.join(user, _User.get_suitable_cache_subpath(py_func.__code__.co_filename))
+    try:  # what numba's locator does (UserProvidedCacheLocator.ensure_cache_path), to name its error
+        os.makedirs(target, exist_ok=True)
+        import tempfile
+
+        tempfile.TemporaryFile(dir=target).close()
+    except OSError as exc:
+        return folder, f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc.strerror or exc)
+    return folder, "numba could not create or write it when nksim was imported"

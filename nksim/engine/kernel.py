@@ -45,13 +45,21 @@ Each ``rng_*`` is the state array of that process's ``PCG64`` Generator
 (:func:`nksim.engine.pcg64.pack`), advanced in place by :func:`~nksim.engine.pcg64.uniform`
 and :func:`~nksim.engine.pcg64.below`: the values ``Generator.random()`` and
 ``Generator.integers(0, n)`` would give, without a call through numpy's bit generator.
+
+Halting: ``halt`` is a one-element ``int64`` array that another thread may set to nonzero (on
+Ctrl-C or SIGTERM, :mod:`nksim.simulate`); the kernel reads it with an atomic load
+(:func:`halt_requested`) at every step and every :data:`HALT_CHECK_VOXELS` voxels of a lattice
+pass, and then returns at once with ``halted`` True: its arrays are incomplete and never a
+result. Reading the flag draws nothing, so a run that is not halted is unchanged bit for bit.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from .blood import (
     N_PK,
@@ -80,6 +88,31 @@ from .layout import DONOR_STRIDE, EV, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
 from .pcg64 import below, uniform
 from .samplers import binomial, binomial_draw, binomial_setup, split_even4
 
+#: A lattice pass (initial lattice, marrow update) reads the halt flag once every this many voxels
+#: (a power of two: the test is ``v & (HALT_CHECK_VOXELS - 1) == 0``); about 30 ms of work apart.
+HALT_CHECK_VOXELS = 65536
+
+
+# --------------------------------------------------------------------------- helpers
+@intrinsic
+def halt_requested(typingctx, halt):
+    """Whether ``halt[0]`` (a one-element int64 array) is nonzero, read with an atomic (monotonic) load.
+
+    Atomic so that the compiler never hoists the read out of a loop: a flag set by another
+    thread while the kernel runs is seen at the next check.
+    """
+    if not (isinstance(halt, types.Array) and halt.dtype == types.int64 and halt.ndim == 1):
+        return None
+    sig = types.boolean(halt)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        word = ir.IntType(64)
+        value = builder.load_atomic(ary.data, "monotonic", 8, typ=word)
+        return builder.icmp_signed("!=", value, ir.Constant(word, 0))
+
+    return sig, codegen
+
 
 @njit(cache=True)
 def neighbour(v, direction, side):
@@ -98,10 +131,15 @@ def neighbour(v, direction, side):
 
 
 @njit(cache=True)
-def init_lattice(kp, rng_init, sus, res, nor):
-    """Fill the lattice: cells ~ Bin(K, cellularity), blasts ~ Bin(cells, f_blast), susceptible ~ Bin(blasts, f_sus)."""
+def init_lattice(kp, rng_init, sus, res, nor, halt):
+    """Fill the lattice: cells ~ Bin(K, cellularity), blasts ~ Bin(cells, f_blast), susceptible ~ Bin(blasts, f_sus).
+
+    Returns early, the lattice incomplete, when ``halt`` is set (:func:`halt_requested`).
+    """
     K = np.int64(kp[KP.voxel_capacity])
     for v in range(sus.shape[0]):
+        if v & (HALT_CHECK_VOXELS - 1) == 0 and halt_requested(halt):
+            return
         tot = binomial(rng_init, K, kp[KP.cellularity])
         b = binomial(rng_init, tot, kp[KP.blast_fraction0])
         s = binomial(rng_init, b, kp[KP.susceptible_fraction0])
@@ -128,7 +166,7 @@ def _death_setup(x, q):
 
 
 @njit(cache=True)
-def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt_now, delta):
+def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt_now, delta, halt):
     """Deaths and divisions of marrow cells over ``delta`` days (mean-exact tau-leap per voxel).
 
     Per capita, blasts divide at ``b`` and die at ``max(b - r (1 - occ), 0)`` so that their
@@ -141,6 +179,8 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     cannot change anything costs a branch: empty voxels, empty populations and zero
     probabilities draw nothing, the drug split is skipped without a drug hazard, the switch
     draws without a switch probability.
+
+    Returns early, the update incomplete, when ``halt`` is set (:func:`halt_requested`).
     """
     nv = sus.shape[0]
     side = int(kp[KP.lattice_side])
@@ -157,6 +197,8 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     grow_n = math.expm1(b_n * delta)
     # pass 1: deaths (in place) and number of daughters per voxel
     for v in range(nv):
+        if v & (HALT_CHECK_VOXELS - 1) == 0 and halt_requested(halt):
+            return
         s = np.int64(sus[v])
         rr = np.int64(res[v])
         n = np.int64(nor[v])
@@ -220,6 +262,8 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     spread_b = binomial_setup(kp[KP.blasts_spread_fraction])
     spread_n = binomial_setup(kp[KP.normal_spread_fraction])
     for v in range(nv):
+        if v & (HALT_CHECK_VOXELS - 1) == 0 and halt_requested(halt):
+            return
         for kind in range(3):
             if kind == 0:
                 nb = np.int64(bsus[v])
@@ -455,8 +499,12 @@ def _add_agent(a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, pos, comp, re
 
 @njit(cache=True, nogil=True)
 def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days, sync_days, rng_init, rng_move,
-                rng_kill, rng_fate, rng_traffic, rng_marrow):
-    """Simulate one patient. Returns ``(rec, cnt, snaps)``.
+                rng_kill, rng_fate, rng_traffic, rng_marrow, halt):
+    """Simulate one patient. Returns ``(rec, cnt, snaps, halted)``.
+
+    ``halt``: one-element int64 array; once another thread sets it nonzero, the kernel returns
+    within one step (or :data:`HALT_CHECK_VOXELS` voxels of a lattice pass) with ``halted``
+    True and incomplete arrays, which are never a result (module docstring).
 
     Early stopping: when ``kp[KP.stop_enabled]`` is 1, the run ends after the first record
     index in ``stop_days`` (sorted) at which the marrow blast percentage reaches the PD
@@ -503,7 +551,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     bres = np.zeros(nv, dtype=np.int32)
     bnor = np.zeros(nv, dtype=np.int32)
     nk_grid = np.zeros(nv, dtype=np.int32)
-    init_lattice(kp, rng_init, sus, res, nor)
+    init_lattice(kp, rng_init, sus, res, nor, halt)
 
     cap = 1024
     a_pos = np.zeros(cap, dtype=np.int32)
@@ -586,14 +634,22 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
         _snapshot(snaps, snap_i, sus, res, nor, nk_grid, a_pos, n_agents, side)
         snap_i += 1
 
+    halted = halt_requested(halt)
     step = 0
     while step < n_steps:
+        if halted or halt_requested(halt):
+            halted = True
+            break
         t = step * dt
         if step % spd == 0:
             quiet = _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, flu, cy)
             if not quiet and m_pending > 0:  # a merged update due at the end of the previous (quiet) day
-                marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_pending * spd * dt)
+                marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_pending * spd * dt,
+                              halt)
                 h_marrow = 0.0
+                if halt_requested(halt):  # the update may be incomplete: record nothing more
+                    halted = True
+                    break
                 r_now = step // spd
                 backfill_marrow(kp, rec, cnt, r_fresh, r_now, r_now, sus, res, nor, cnt_now)
                 r_fresh = r_now
@@ -754,8 +810,11 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             done = step + 1
         # 8. marrow cells (on quiet days merged into one update at the end of the day or of a block of days)
         if not quiet and done % m_every == 0:
-            marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_every * dt)
+            marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_every * dt, halt)
             h_marrow = 0.0
+            if halt_requested(halt):  # the update may be incomplete: record nothing more
+                halted = True
+                break
         # 1. record at day boundaries
         if done % spd == 0:
             r = done // spd
@@ -768,8 +827,11 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 if (m_pending >= m_allowed or done + spd > n_steps
                         or (sync_i < sync_days.shape[0] and sync_days[sync_i] == r)):
                     marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now,
-                                  m_pending * spd * dt)
+                                  m_pending * spd * dt, halt)
                     h_marrow = 0.0
+                    if halt_requested(halt):
+                        halted = True
+                        break
                     backfill_marrow(kp, rec, cnt, r_fresh, r - 1, r, sus, res, nor, cnt_now)
                     m_pending = 0
             hazard_now = drug_hazard(kp, flu, cy)
@@ -791,7 +853,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                                                         stop_pct):
                     break
         step = done
-    return rec, cnt, snaps
+    return rec, cnt, snaps, halted
 
 
 @njit(cache=True)

@@ -122,7 +122,8 @@ class PatientModel(mesa.Model):
         pat = protocol.patients[0] if patient is None else protocol.patient(patient)
         # The engine's streams are children 0..6 of this seed sequence; child 0 ("patient")
         # gives the same virtual patient as the engine, the extra child drives this model.
-        children = seed_sequence(int(seed), pat.id, int(replicate)).spawn(len(STREAMS) + 1)
+        # seed_sequence checks seed and replicate (integers; a seed of 1.5 or 2**64 is refused)
+        children = seed_sequence(seed, pat.id, replicate).spawn(len(STREAMS) + 1)
         super().__init__(rng=np.random.Generator(np.random.PCG64(children[-1])))
         self.params, self.protocol, self.patient = params, protocol, pat
         self.seed, self.replicate = int(seed), int(replicate)

@@ -21,7 +21,8 @@ def add_sweep_parser(sub) -> None:
     g.add_argument("--workers", type=_nonneg_int, default=None,
                    help="worker processes of a local Dask cluster (default: CPU count; 0 = in this process, no Dask)")
     g.add_argument("--scheduler", default=None,
-                   help="address of an existing Dask scheduler (e.g. tcp://10.0.0.1:8786; see README: dask-jobqueue)")
+                   help="address of an existing Dask scheduler, PROTOCOL://HOST:PORT (e.g. tcp://10.0.0.1:8786; see "
+                   "README: dask-jobqueue); waits for a first worker at most NKSIM_WORKER_TIMEOUT s (default 600)")
     add_dashboard_argument(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override a spec value, e.g. --set cohort.patients=4 --set parameters.lattice.side=8 "
@@ -32,6 +33,9 @@ def add_sweep_parser(sub) -> None:
                    help="recompute the batches of --out that fail verification (missing, changed or unreadable "
                    "chunk files) instead of refusing the store")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--yes", action="store_true",
+                   help="start a large sweep: one estimated above 24 CPU-hours or half the available memory is "
+                        "refused without it (a sweep that cannot fit in memory is refused anyway)")
 
 
 def add_summarize_parser(sub) -> None:
@@ -66,6 +70,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     (disk full, no permission) raises :class:`~nksim.errors.NksimWriteError` saying the same.
     """
     from ..interrupts import interrupted
+    from ..sizing import check_size, estimate_sweep
     from .plan import build_plan
     from .runner import run_sweep
     from .spec import load_spec
@@ -75,10 +80,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"sweep '{spec.name}' (plan {plan.digest}): {plan.n_scenarios} scenarios x {plan.n_draws} draws x "
           f"{len(plan.patients)} patients x {plan.replicates} replicates = {plan.n_simulations} simulations "
           f"in {plan.n_batches} batches", flush=True)
+    check_size(estimate_sweep(plan, args.workers, args.scheduler), "nksim sweep", yes=args.yes)  # before the store
     try:
         rep = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
                         progress=not args.no_progress, max_batches=args.max_batches, repair=args.repair,
-                        dashboard=args.dashboard)
+                        dashboard=args.dashboard, check_memory=False)
     except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C or SIGTERM (numba may wrap it in a SystemError)
         if not interrupted(exc):
             raise

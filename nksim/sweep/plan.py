@@ -260,7 +260,7 @@ def build_plan(spec: SweepSpec) -> Plan:
         if spec.clock != "infusion":  # the spec's days count from the start of lymphodepletion
             pdict["protocol"]["assessment_days"] = assessment_days_on_clock(
                 spec.assessment_days, offset, f"{src} [{key}: {label}]", "sweep.assessment_days")
-        proto = build_protocol(pdict, (), f"{src} [{key}: {label}]")  # validates the schedule
+        proto = build_protocol(pdict, spec.cohort.patients[:1], f"{src} [{key}: {label}]")  # validates the schedule
         pars = {k: float(v) for k, v in lv.items() if is_parameter(k)}
         base.with_values({**spec.parameters, **pars}, origin=f"{src} [{key}: {label}]")
         starts.append(proto.start_day)

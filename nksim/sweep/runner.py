@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import sizing
 from ..errors import NksimInputError
+from ..interrupts import raise_if_signalled
 from .execute import run_batch, warm_up
 from .plan import Plan, build_plan
 from .spec import SweepSpec, load_spec
@@ -90,7 +92,8 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 
 def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | None = None,
               scheduler: str | None = None, overrides: Sequence[str] = (), progress: bool = False,
-              max_batches: int | None = None, repair: bool = False, dashboard: str | None = None) -> SweepReport:
+              max_batches: int | None = None, repair: bool = False, dashboard: str | None = None,
+              check_memory: bool = True) -> SweepReport:
     """Run (or resume) a sweep into the Zarr store ``out``; see the module docstring.
 
     Parameters
@@ -101,7 +104,9 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
         Worker processes of the local cluster (default: CPU count); 0 runs in this process.
     scheduler:
         Address of an existing Dask scheduler (e.g. ``tcp://host:8786``, or a dask-jobqueue
-        cluster's ``scheduler_address``); excludes ``workers``.
+        cluster's ``scheduler_address``); excludes ``workers``. Checked before any work
+        (:func:`nksim.cluster.check_scheduler`); with no workers the run waits for the first one
+        at most ``NKSIM_WORKER_TIMEOUT`` seconds (default 600), then fails.
     max_batches:
         Stop after submitting this many pending batches (tests, benchmarks); resume later.
     repair:
@@ -111,6 +116,10 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
         ``HOST:PORT`` where the local cluster serves the Dask dashboard (its URL is printed);
         None (default): no dashboard, nothing listens beyond loopback. With ``scheduler``, any
         value prints that scheduler's dashboard URL. Needs a cluster (not ``workers=0``).
+    check_memory:
+        Refuse, before the store is created, a sweep whose estimated memory on this machine
+        exceeds the memory available now: :class:`nksim.sizing.TooLargeError` (a
+        :class:`MemoryError`); see :mod:`nksim.sizing`.
     """
     if scheduler is not None and workers is not None:
         raise NksimInputError("give either workers or scheduler, not both", source="sweep", key="--scheduler")
@@ -119,11 +128,17 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path, *, workers: int | N
     if dashboard is not None and workers == 0:
         raise NksimInputError("a dashboard needs a Dask cluster: --workers 0 runs in this process without one",
                               source="sweep", key="--dashboard")
+    if scheduler is not None:  # before any work: a malformed address is refused now, not after the store exists
+        from ..cluster import check_scheduler
+
+        scheduler = check_scheduler(scheduler)
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, overrides)
     elif overrides:
         raise ValueError("overrides apply to a spec file; apply them before building a SweepSpec")
     plan = build_plan(spec)
+    if check_memory:
+        sizing.check_memory(sizing.estimate_sweep(plan, workers, scheduler), "run_sweep")
     store = SweepStore.open_for_run(out, plan, dict(spec.raw))  # holds the writer lock
     try:
         return _run_locked(spec, plan, store, Path(out), workers, scheduler, progress, max_batches, repair, dashboard)
@@ -164,6 +179,7 @@ def _run_locked(spec: SweepSpec, plan: Plan, store: SweepStore, out: Path, worke
                     written += 1
                     if bar is not None:
                         bar.update(plan.batch_size(b))
+                    raise_if_signalled()  # a Ctrl-C or SIGTERM whose exception was swallowed
             except KeyboardInterrupt:
                 raise SweepInterrupted(written) from None
             n_threads = 0
@@ -215,6 +231,7 @@ def _run_dask(plan: Plan, store: SweepStore, pending: list[int], workers: int | 
                 written += 1
                 if bar is not None:
                     bar.update(plan.batch_size(result["batch"]))
+                raise_if_signalled()  # a Ctrl-C or SIGTERM whose exception was swallowed
                 top_up()
         except KeyboardInterrupt:
             raise SweepInterrupted(written) from None

@@ -7,7 +7,7 @@ A sweep spec (``experiments/*.toml``) has these tables (see
     name = "my_sweep"             # letters, digits, _ . -
     description = "..."
     model = "default"             # model name in models/ or a TOML path (relative to this file)
-    seed = 1                      # non-negative integer: same seed -> bitwise-identical store
+    seed = 1                      # an integer in [0, 2**63): same seed -> bitwise-identical store
     design = "factorial"          # "factorial" | "list" | "lhs" | "sobol"
     end_day = 365                 # last simulated day (days since first infusion)
     assessment_days = [28, 90, 180, 270, 365]
@@ -56,9 +56,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checks import check_number
+from ..checks import check_number, check_seed
 from ..errors import NksimInputError
-from ..fileio import read_toml
+from ..fileio import check_depth, read_toml
 from ..parameters import resolve_model_path
 from .factors import SCHEDULE_FACTORS, SPLIT_FACTORS, check_factor_value, is_parameter, numeric_range, unknown_factor
 
@@ -161,6 +161,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], src: str) -> 
             value = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = text.strip()
+        except RecursionError:
+            raise _err("the value is nested hundreds of levels deep", "--set", path.strip()) from None
+        check_depth(value, "--set", path.strip())
         sect = out.setdefault(table, {})
         if not isinstance(sect, dict):
             raise _err("must be a table", src, table)
@@ -244,7 +247,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     description = sw.get("description", "")
     if not isinstance(description, str):
         raise _err("must be a string", src, "sweep.description")
-    seed = _int(sw["seed"], src, "sweep.seed", 0, 2**63 - 1)
+    seed = check_seed(sw["seed"], source=src, key="sweep.seed", limit=2**63)
     model = sw.get("model", "default")
     if not isinstance(model, str) or not model.strip():
         raise _err("must be a model name or a TOML path", src, "sweep.model")
@@ -281,8 +284,12 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
             if not isinstance(pid, str) or not _PATIENT.match(pid):
                 raise _err(f"patient id {pid!r} must be 1-32 letters, digits, '_', '.' or '-'", src,
                            f"cohort.patients[{i}]")
-        if len(set(pts)) != len(pts):
-            raise _err("duplicate patient ids", src, "cohort.patients")
+        first: dict[str, int] = {}
+        for i, pid in enumerate(pts):
+            if pid in first:
+                raise _err(f"patient id '{pid}' is listed twice (also cohort.patients[{first[pid]}]); list each "
+                           "patient once (more runs of a patient: cohort.replicates)", src, f"cohort.patients[{i}]")
+            first[pid] = i
         patients = tuple(pts)
     else:
         n = _int(pts, src, "cohort.patients", 1, MAX_PATIENTS)
