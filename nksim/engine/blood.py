@@ -335,7 +335,7 @@ PK_T0, PK_FLU, PK_CY, PK_IL2_DEPOT, PK_IL2, PK_IL15A_DEPOT, PK_IL15A = 0, 1, 2, 
 N_PK = 7
 #: Relative tolerance of the quiet-day integrator (numerical choice: host counts and IL-15 within 1e-6 of a
 #: step-by-step RK4 over months; benchmarks/README.md, "Quiet days").
-QUIET_RTOL = 1e-4
+QUIET_RTOL = 1e-5
 #: A day is quiet only when the drug kill hazard on lymphocytes is below this (day-1) at its start: the fast
 #: transients right after Flu/Cy are integrated step by step.
 QUIET_MAX_HAZARD = 0.01

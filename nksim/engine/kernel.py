@@ -166,7 +166,46 @@ def _death_setup(x, q):
 
 
 @njit(cache=True)
-def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt_now, delta, halt):
+def _marrow_rates(rates, xb, xn, lb, ln_):
+    """Net per-capita growth rates (day-1) of blasts and normal cells (:func:`marrow_update`'s rules).
+
+    ``rates`` = (blast division, blast net growth, normal division, normal recovery, normal target
+    occupancy); the occupancies are ``xb exp(lb)`` and ``xn exp(ln_)`` (fractions of K).
+    """
+    b_b, r_b, b_n, r_n, c_n = rates
+    occ = xb * math.exp(lb) + xn * math.exp(ln_)
+    return b_b - max(b_b - r_b * (1.0 - occ), 0.0), b_n - max(b_n - r_n * (1.0 - occ / c_n), 0.0)
+
+
+#: RK4 sub-steps of a voxel's mean path over a merged quiet-day update (its net relative change is at most
+#: QUIET_MARROW_CHANGE, so four sub-steps leave an error far below a cell per voxel).
+_MEAN_PATH_STEPS = 4
+
+
+@njit(cache=True)
+def _mean_path_death_rates(rates, xb, xn, delta):
+    """Constant death rates (day-1) of blasts and normal cells that give each its mean growth over ``delta``.
+
+    The mean growth is that of the voxel's deterministic occupancy dynamics from occupancies
+    ``xb``, ``xn`` (fractions of K): the rates of :func:`marrow_update` (division ``b``, death
+    ``max(b - r (1 - occ), 0)``) integrated with RK4 in log space; a population that grows by
+    the factor ``F`` gets ``d = b - ln(F) / delta``. ``rates`` as in :func:`_marrow_rates`.
+    """
+    h = delta / _MEAN_PATH_STEPS
+    lb = 0.0  # log growth factors since the start
+    ln_ = 0.0
+    for _ in range(_MEAN_PATH_STEPS):
+        g1b, g1n = _marrow_rates(rates, xb, xn, lb, ln_)
+        g2b, g2n = _marrow_rates(rates, xb, xn, lb + 0.5 * h * g1b, ln_ + 0.5 * h * g1n)
+        g3b, g3n = _marrow_rates(rates, xb, xn, lb + 0.5 * h * g2b, ln_ + 0.5 * h * g2n)
+        g4b, g4n = _marrow_rates(rates, xb, xn, lb + h * g3b, ln_ + h * g3n)
+        lb += h / 6.0 * (g1b + 2.0 * g2b + 2.0 * g3b + g4b)
+        ln_ += h / 6.0 * (g1n + 2.0 * g2n + 2.0 * g3n + g4n)
+    return rates[0] - lb / delta, rates[2] - ln_ / delta
+
+
+@njit(cache=True)
+def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt_now, delta, halt, mean_path=False):
     """Deaths and divisions of marrow cells over ``delta`` days (mean-exact tau-leap per voxel).
 
     Per capita, blasts divide at ``b`` and die at ``max(b - r (1 - occ), 0)`` so that their
@@ -179,6 +218,11 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     cannot change anything costs a branch: empty voxels, empty populations and zero
     probabilities draw nothing, the drug split is skipped without a drug hazard, the switch
     draws without a switch probability.
+
+    ``mean_path`` (the long merged updates of quiet days): instead of freezing each voxel's
+    death rates at the start, take the constant rates that give the voxel's blasts and normal
+    cells the mean growth of their deterministic occupancy dynamics over ``delta``
+    (:func:`_mean_path_death_rates`), so the update's mean follows the voxel however long it is.
 
     Returns early, the update incomplete, when ``halt`` is set (:func:`halt_requested`).
     """
@@ -209,6 +253,8 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
             bnor[v] = 0
             continue
         occ = tot / K
+        if mean_path:
+            db_path, dn_path = _mean_path_death_rates((b_b, r_b, b_n, r_n, c_n), (s + rr) / K, n / K, delta)
         # Deaths and divisions are drawn independently from the cells present at the start
         # of the step with p_die = 1 - exp(-(d delta + h)) and p_div = exp(-(d delta + h))
         # (exp(b delta) - 1), so the expected count after the step is exactly
@@ -219,7 +265,7 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
         br = np.int64(0)
         db = 0.0
         if s + rr > 0:
-            db = b_b - r_b * (1.0 - occ)
+            db = db_path if mean_path else b_b - r_b * (1.0 - occ)
             if db < 0.0:
                 db = 0.0
             x = db * delta + hb
@@ -234,7 +280,7 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
         bn = np.int64(0)
         dn = 0.0
         if n > 0:
-            dn = b_n - r_n * (1.0 - occ / c_n)
+            dn = dn_path if mean_path else b_n - r_n * (1.0 - occ / c_n)
             if dn < 0.0:
                 dn = 0.0
             x = dn * delta + hn
@@ -313,12 +359,14 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
 
 
 #: Relative change of a voxel population (per-capita net rate x duration) that one merged quiet-day marrow update
-#: may cover (numerical choice: the rates are frozen over the update; benchmarks/README.md, "Quiet days").
-QUIET_MARROW_CHANGE = 0.05
+#: may cover (numerical choice: it bounds the error of the records between merged updates, which follow a
+#: straight line, to about 0.1 %; the update's mean follows the voxel's mean path, :func:`_mean_path_death_rates`).
+QUIET_MARROW_CHANGE = 0.10
 #: Largest division probability a merged quiet-day marrow update may draw with (the tau-leap's probability
 #: ``exp(-d delta) (exp(b delta) - 1)`` must stay a probability, with room).
 QUIET_MARROW_MAX_P_DIV = 0.95
-#: The counters a marrow update advances (cumulative; interpolated over merged quiet days by backfill_marrow).
+#: The counters a marrow update advances (cumulative; interpolated over merged quiet days by backfill_marrow); no
+#: NK agent lives on a quiet day, so ``blasts_killed_by_nk`` does not move there.
 MARROW_COUNTERS = (C.blast_births, C.blast_deaths, C.blast_drug_deaths, C.blast_daughters_lost, C.normal_births,
                    C.normal_deaths, C.normal_drug_deaths, C.normal_daughters_lost)
 
@@ -329,13 +377,15 @@ def _p_div_ok(b, d, days):
 
 
 @njit(cache=True)
-def quiet_marrow_days(kp, sus, res, nor, max_days):
-    """How many whole quiet days one marrow update may cover, from the lattice now (1 to ``max_days``).
+def quiet_marrow_days(kp, sus, res, nor, max_days, regular):
+    """How many whole quiet days one merged marrow update may cover, from the lattice now (0 or 1 to ``max_days``).
 
     Each voxel's per-capita rates are frozen over the update (:func:`marrow_update`), so the
     update may last as long as no population's net rate changes it by more than
     :data:`QUIET_MARROW_CHANGE` (relative), and its division probability stays at most
     :data:`QUIET_MARROW_MAX_P_DIV` in every voxel (the death rate is lowest where occupancy is).
+    0: not even the longer of a day and the ``regular`` marrow step (days) may be merged; the
+    marrow then keeps its regular cadence.
     """
     K = kp[KP.voxel_capacity]
     b_b = kp[KP.blast_birth_rate]
@@ -363,17 +413,15 @@ def quiet_marrow_days(kp, sus, res, nor, max_days):
     days = max_days
     if net * days > QUIET_MARROW_CHANGE:
         days = int(QUIET_MARROW_CHANGE / net)
-    while days > 1 and not (_p_div_ok(b_b, d_b_min, days) and _p_div_ok(b_n, d_n_min, days)):
+    while days > 0 and not (_p_div_ok(b_b, d_b_min, days) and _p_div_ok(b_n, d_n_min, days)):
         days -= 1
-    return max(days, 1)
+    return days if days >= max(1.0, regular) else 0
 
 
 @njit(cache=True)
-def _towards(x0, x1, f):
-    """``x0`` to ``x1`` at fraction ``f``: geometric (a population's mean path at frozen rates); linear with a 0."""
-    if x0 > 0.0 and x1 > 0.0:
-        return x0 * (x1 / x0) ** f
-    return x0 + (x1 - x0) * f
+def _between(c0, c1, f):
+    """The integer a fraction ``f`` of the way from ``c0`` to ``c1`` (rounded; monotone in ``f``)."""
+    return np.int64(round(c0 + (c1 - c0) * f))
 
 
 @njit(cache=True)
@@ -381,32 +429,36 @@ def backfill_marrow(kp, rec, cnt, r0, r_last, t_now, sus, res, nor, cnt_now):
     """Marrow fields of records ``r0 < r <= r_last``, written before a merged quiet-day update, from the update.
 
     Between record ``r0`` (the last one written with a current marrow) and the lattice now (at
-    record time ``t_now``), each population follows its mean path at the frozen rates
-    (geometric) and each cumulative marrow counter grows linearly; the derived fields (totals,
-    blast percentage, susceptible fraction) are computed from them as :func:`record_day` does.
+    record time ``t_now``), each cumulative marrow counter and the susceptible blasts move
+    linearly (rounded); the blast and normal-cell counts follow from the counters, so that every
+    record keeps the bookkeeping identities (cells now = cells at the start + births - deaths -
+    losses) exactly and every cumulative counter stays monotone. The derived fields (totals, blast
+    percentage, susceptible fraction) are computed from them as :func:`record_day` does. Over a
+    merged update no population changes by more than :data:`QUIET_MARROW_CHANGE`, so the linear
+    path is within a fraction of a percent of the exponential one.
     """
     scale = kp[KP.scale]
-    s1 = 0.0
-    rs1 = 0.0
-    n1 = 0.0
+    s1 = np.int64(0)
     for v in range(sus.shape[0]):
         s1 += sus[v]
-        rs1 += res[v]
-        n1 += nor[v]
-    s0 = float(cnt[r0, C.susceptible_blasts])
-    rs0 = float(cnt[r0, C.resistant_blasts])
-    n0 = float(cnt[r0, C.normal_cells])
+    b0 = cnt[r0, C.susceptible_blasts] + cnt[r0, C.resistant_blasts]
+    n0 = cnt[r0, C.normal_cells]
     for r in range(r0 + 1, r_last + 1):
         f = (r - r0) / (t_now - r0)
-        s = _towards(s0, s1, f)
-        rs = _towards(rs0, rs1, f)
-        n = _towards(n0, n1, f)
-        cnt[r, C.susceptible_blasts] = np.int64(round(s))
-        cnt[r, C.resistant_blasts] = np.int64(round(rs))
-        cnt[r, C.normal_cells] = np.int64(round(n))
         for j in MARROW_COUNTERS:
-            cnt[r, j] = np.int64(round(cnt[r0, j] + (cnt_now[j] - cnt[r0, j]) * f))
-        b = s + rs
+            cnt[r, j] = _between(cnt[r0, j], cnt_now[j], f)
+        b = (b0 + (cnt[r, C.blast_births] - cnt[r0, C.blast_births])
+             - (cnt[r, C.blast_deaths] - cnt[r0, C.blast_deaths])
+             - (cnt[r, C.blast_drug_deaths] - cnt[r0, C.blast_drug_deaths])
+             - (cnt[r, C.blast_daughters_lost] - cnt[r0, C.blast_daughters_lost]))
+        n = (n0 + (cnt[r, C.normal_births] - cnt[r0, C.normal_births])
+             - (cnt[r, C.normal_deaths] - cnt[r0, C.normal_deaths])
+             - (cnt[r, C.normal_drug_deaths] - cnt[r0, C.normal_drug_deaths])
+             - (cnt[r, C.normal_daughters_lost] - cnt[r0, C.normal_daughters_lost]))
+        s = min(max(_between(cnt[r0, C.susceptible_blasts], s1, f), 0), b)
+        cnt[r, C.susceptible_blasts] = s
+        cnt[r, C.resistant_blasts] = b - s
+        cnt[r, C.normal_cells] = n
         rec[r, R.blasts_total] = b * scale
         rec[r, R.normal_total] = n * scale
         rec[r, R.marrow_blast_pct] = 100.0 * b / (b + n) if b + n > 0 else 0.0
@@ -585,7 +637,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     quiet = False
     q_max_days = max(int(kp[KP.quiet_marrow_days]), 1)
     m_pending = 0  # quiet days whose marrow update is merged into the next one
-    m_allowed = 1  # quiet days the pending merged update may cover
+    m_allowed = 1  # quiet days the pending merged update may cover (0: the regular cadence)
+    m_last = 0  # step at which the marrow was last updated (each update covers the time since)
     r_fresh = 0  # the last record written with a current marrow
     sync_i = 0
     first_exposure = np.full(n_donors, np.inf)  # day (since start) of each donor's first infusion
@@ -644,9 +697,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
         if step % spd == 0:
             quiet = _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, flu, cy)
             if not quiet and m_pending > 0:  # a merged update due at the end of the previous (quiet) day
-                marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_pending * spd * dt,
-                              halt)
+                marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, (step - m_last) * dt,
+                              halt, True)
                 h_marrow = 0.0
+                m_last = step
                 if halt_requested(halt):  # the update may be incomplete: record nothing more
                     halted = True
                     break
@@ -666,7 +720,28 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             q_pk[PK_IL2] = il2
             q_pk[PK_IL15A_DEPOT] = il15a_depot
             q_pk[PK_IL15A] = il15a
-            h_marrow += hazard_integral(kp, flu, cy, day)
+            if m_pending == 0:
+                m_allowed = quiet_marrow_days(kp, sus, res, nor, q_max_days, m_every * dt)
+            if m_allowed > 0:
+                h_marrow += hazard_integral(kp, flu, cy, day)  # merged update at the day's (or a later day's) end
+            else:  # the marrow at its regular cadence through the day
+                s_prev = 0.0
+                for b in range(step + 1, step + spd + 1):
+                    if b % m_every == 0:
+                        s_b = (b - step) * dt
+                        h_marrow += hazard_integral(kp, flu * math.exp(-kflu * s_prev), cy * math.exp(-kcy * s_prev),
+                                                    s_b - s_prev)
+                        marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now,
+                                      (b - m_last) * dt, halt)
+                        h_marrow = 0.0
+                        m_last = b
+                        s_prev = s_b
+                if halt_requested(halt):
+                    halted = True
+                    break
+                if s_prev < day:
+                    h_marrow += hazard_integral(kp, flu * math.exp(-kflu * s_prev), cy * math.exp(-kcy * s_prev),
+                                                day - s_prev)
             flu *= math.exp(-kflu * day)
             cy *= math.exp(-kcy * day)
             if il2_depot + il2 + il15a_depot + il15a > 0.0:
@@ -810,25 +885,26 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             done = step + 1
         # 8. marrow cells (on quiet days merged into one update at the end of the day or of a block of days)
         if not quiet and done % m_every == 0:
-            marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, m_every * dt, halt)
+            marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, (done - m_last) * dt,
+                          halt)
             h_marrow = 0.0
+            m_last = done
             if halt_requested(halt):  # the update may be incomplete: record nothing more
                 halted = True
                 break
         # 1. record at day boundaries
         if done % spd == 0:
             r = done // spd
-            if quiet:
-                if m_pending == 0:
-                    m_allowed = quiet_marrow_days(kp, sus, res, nor, q_max_days)
+            if quiet and m_allowed > 0:
                 m_pending += 1
                 while sync_i < sync_days.shape[0] and sync_days[sync_i] < r:
                     sync_i += 1
                 if (m_pending >= m_allowed or done + spd > n_steps
                         or (sync_i < sync_days.shape[0] and sync_days[sync_i] == r)):
                     marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now,
-                                  m_pending * spd * dt, halt)
+                                  (done - m_last) * dt, halt, True)
                     h_marrow = 0.0
+                    m_last = done
                     if halt_requested(halt):
                         halted = True
                         break
