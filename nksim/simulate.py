@@ -178,6 +178,8 @@ class _KernelThread:
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue | None = None
         self._pid = -1
+        #: jobs submitted and not finished (0: the thread is idle)
+        self.pending = 0
 
     def submit(self, job) -> None:
         """Run ``job()`` on the thread (started on first use, and again in a forked child)."""
@@ -186,12 +188,17 @@ class _KernelThread:
                 self._queue = queue.SimpleQueue()
                 self._pid = os.getpid()
                 threading.Thread(target=self._serve, args=(self._queue,), name="nksim-kernel", daemon=True).start()
+            self.pending += 1
             self._queue.put(job)
 
-    @staticmethod
-    def _serve(jobs: queue.SimpleQueue) -> None:
+    def _serve(self, jobs: queue.SimpleQueue) -> None:
         while True:
-            jobs.get()()
+            job = jobs.get()
+            try:
+                job()
+            finally:
+                with self._lock:
+                    self.pending -= 1
 
 
 _KERNEL_THREAD = _KernelThread()

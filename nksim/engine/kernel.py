@@ -429,19 +429,25 @@ def backfill_marrow(kp, rec, cnt, r0, r_last, t_now, sus, res, nor, cnt_now):
     """Marrow fields of records ``r0 < r <= r_last``, written before a merged quiet-day update, from the update.
 
     Between record ``r0`` (the last one written with a current marrow) and the lattice now (at
-    record time ``t_now``), each cumulative marrow counter and the susceptible blasts move
-    linearly (rounded); the blast and normal-cell counts follow from the counters, so that every
-    record keeps the bookkeeping identities (cells now = cells at the start + births - deaths -
-    losses) exactly and every cumulative counter stays monotone. The derived fields (totals, blast
+    record time ``t_now``), each cumulative marrow counter moves linearly (rounded); the blast and
+    normal-cell counts follow from the counters, so that every record keeps the bookkeeping
+    identities (cells now = cells at the start + births - deaths - losses) exactly and every
+    cumulative counter stays monotone; the susceptible share of the blasts moves linearly (a class
+    absent at both ends stays absent). The derived fields (totals, blast
     percentage, susceptible fraction) are computed from them as :func:`record_day` does. Over a
     merged update no population changes by more than :data:`QUIET_MARROW_CHANGE`, so the linear
     path is within a fraction of a percent of the exponential one.
     """
     scale = kp[KP.scale]
     s1 = np.int64(0)
+    b1 = np.int64(0)
     for v in range(sus.shape[0]):
         s1 += sus[v]
+        b1 += sus[v] + res[v]
     b0 = cnt[r0, C.susceptible_blasts] + cnt[r0, C.resistant_blasts]
+    # the susceptible share moves linearly (a class absent at both ends stays absent)
+    share0 = cnt[r0, C.susceptible_blasts] / b0 if b0 > 0 else (s1 / b1 if b1 > 0 else 0.0)
+    share1 = s1 / b1 if b1 > 0 else share0
     n0 = cnt[r0, C.normal_cells]
     for r in range(r0 + 1, r_last + 1):
         f = (r - r0) / (t_now - r0)
@@ -455,7 +461,7 @@ def backfill_marrow(kp, rec, cnt, r0, r_last, t_now, sus, res, nor, cnt_now):
              - (cnt[r, C.normal_deaths] - cnt[r0, C.normal_deaths])
              - (cnt[r, C.normal_drug_deaths] - cnt[r0, C.normal_drug_deaths])
              - (cnt[r, C.normal_daughters_lost] - cnt[r0, C.normal_daughters_lost]))
-        s = min(max(_between(cnt[r0, C.susceptible_blasts], s1, f), 0), b)
+        s = min(max(np.int64(round(b * (share0 + (share1 - share0) * f))), 0), b)
         cnt[r, C.susceptible_blasts] = s
         cnt[r, C.resistant_blasts] = b - s
         cnt[r, C.normal_cells] = n
