@@ -333,9 +333,12 @@ def _hazard_at(s, h0, hmid, h1):
 #: begins, then the drug amounts (mg) and the cytokine depot and central amounts at that time.
 PK_T0, PK_FLU, PK_CY, PK_IL2_DEPOT, PK_IL2, PK_IL15A_DEPOT, PK_IL15A = 0, 1, 2, 3, 4, 5, 6
 N_PK = 7
-#: Relative tolerance of the quiet-day integrator (numerical choice: host counts and IL-15 within 1e-6 of a
-#: step-by-step RK4 over months; benchmarks/README.md, "Quiet days").
+#: Relative tolerance of the quiet-day integrator for host NK, host T and IL-15 (numerical choice: within 5e-5
+#: of a fine RK4 over months, ``tests/test_quiet_days.py``; benchmarks/README.md, "Quiet days").
 QUIET_RTOL = 1e-5
+#: Relative tolerance for the donor NK pools outside the marrow (numerical choice: on a quiet day a pool holds
+#: less than one region-equivalent agent, whose homing or egress moves it by 100 %; 0.1 % is far below that).
+QUIET_POOL_RTOL = 1e-3
 #: A day is quiet only when the drug kill hazard on lymphocytes is below this (day-1) at its start: the fast
 #: transients right after Flu/Cy are integrated step by step.
 QUIET_MAX_HAZARD = 0.01
@@ -365,19 +368,22 @@ def hazard_integral(kp, flu, cy, length):
 
 
 @njit(cache=True)
-def quiet_atol(kp, n_y):
-    """Absolute tolerances of the quiet-day integrator per blood component.
+def quiet_tolerances(kp, n_y):
+    """Absolute and relative tolerances ``(atol, rtol)`` of the quiet-day integrator, per blood component.
 
-    Host NK and T 1e-6 uL-1, IL-15 1e-9 (relative), donor NK pools 0.01 cells (whole body: below a
-    cell the pool is empty in all but name).
+    Host NK and T: 1e-6 uL-1 and :data:`QUIET_RTOL`; IL-15: 1e-9 (relative to baseline) and
+    :data:`QUIET_RTOL`; donor NK pools: 0.01 cells (whole body: below a cell a pool is empty in
+    all but name) and :data:`QUIET_POOL_RTOL`.
     """
     atol = np.full(n_y, 1e-9)
+    rtol = np.full(n_y, QUIET_RTOL)
     atol[Y.host_nk] = 1e-6
     atol[Y.host_t] = 1e-6
     for d in range(int(kp[KP.n_donors])):
-        atol[Y.donor_nk_blood + DONOR_STRIDE * d] = 1e-2
-        atol[Y.donor_nk_tissue + DONOR_STRIDE * d] = 1e-2
-    return atol
+        for j in (Y.donor_nk_blood + DONOR_STRIDE * d, Y.donor_nk_tissue + DONOR_STRIDE * d):
+            atol[j] = 1e-2
+            rtol[j] = QUIET_POOL_RTOL
+    return atol, rtol
 
 
 @njit(cache=True)
@@ -464,7 +470,7 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
 
     Rosenbrock 2(3) pair of Shampine & Reichelt (1997; MATLAB ``ode23s``): the second-order
     solution is kept, the third-order one estimates the local error, which must stay within
-    ``atol[i] + rtol * |y_i|`` for every component (max norm); the Jacobian is
+    ``atol[i] + rtol[i] * |y_i|`` for every component (max norm; :func:`quiet_tolerances`); the Jacobian is
     :func:`blood_jacobian` at each step, the time derivative a forward difference (the drug
     hazard, cytokines and priming depend on time). L-stable: the step follows the accuracy of the
     slow dynamics, not IL-15's fast relaxation. Components are kept non-negative. ``h_first``: the
@@ -521,7 +527,7 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
         _lu_solve(wmat, piv, k3)
         err = 0.0
         for i in range(n):
-            e = abs(h / 6.0 * (k1[i] - 2.0 * k2[i] + k3[i])) / (atol[i] + rtol * max(abs(y[i]), abs(yn[i])))
+            e = abs(h / 6.0 * (k1[i] - 2.0 * k2[i] + k3[i])) / (atol[i] + rtol[i] * max(abs(y[i]), abs(yn[i])))
             if e > err:
                 err = e
         steps += 1

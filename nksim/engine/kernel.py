@@ -72,7 +72,6 @@ from .blood import (
     PK_IL15A_DEPOT,
     PK_T0,
     QUIET_MAX_HAZARD,
-    QUIET_RTOL,
     cytokine_support,
     depot_step,
     donor_nk_rejection,
@@ -80,8 +79,8 @@ from .blood import (
     hazard_integral,
     nk_division_rate,
     primed_fraction,
-    quiet_atol,
     quiet_day,
+    quiet_tolerances,
     rk4_blood,
 )
 from .layout import DONOR_STRIDE, EV, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
@@ -637,7 +636,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     q_jac = np.zeros((n_y, n_y))
     q_mat = np.zeros((n_y, n_y))
     q_piv = np.zeros(n_y, dtype=np.int64)
-    q_atol = quiet_atol(kp, n_y)
+    q_atol, q_rtol = quiet_tolerances(kp, n_y)
     q_pk = np.zeros(N_PK)
     q_step = 0.1  # first step (days) of the next quiet day's integrator
     quiet = False
@@ -753,7 +752,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             if il2_depot + il2 + il15a_depot + il15a > 0.0:
                 il2_depot, il2 = depot_step(il2_depot, il2, ka2, ke2, day)
                 il15a_depot, il15a = depot_step(il15a_depot, il15a, ka15, ke15, day)
-            q_step = quiet_day(kp, y, day, q_pk, first_exposure, primed, q_step, QUIET_RTOL, q_atol, q_work, q_jac,
+            q_step = quiet_day(kp, y, day, q_pk, first_exposure, primed, q_step, q_rtol, q_atol, q_work, q_jac,
                                q_mat, q_piv)[0]
             done = step + spd
         else:
@@ -942,8 +941,9 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
 def _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, flu, cy):
     """Whether the day starting at ``step`` is quiet (its blood is then integrated by :func:`quiet_day`).
 
-    Quiet: a whole day without agents, events, a donor pool that could home (at least one
-    region-equivalent agent, ``scale`` cells) or a drug kill hazard above :data:`QUIET_MAX_HAZARD`.
+    Quiet: a whole day without agents, events, donor NK outside the marrow worth one
+    region-equivalent agent (``scale`` cells, blood and other tissues together: none could home)
+    or a drug kill hazard above :data:`QUIET_MAX_HAZARD`.
 
     On a quiet day nothing draws from the agents' or the traffic's streams, so the marrow and every
     stream stay aligned with a step-by-step run; only the blood's integrator differs.
@@ -954,10 +954,9 @@ def _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, flu, cy):
         return False
     if drug_hazard(kp, flu, cy) > QUIET_MAX_HAZARD:
         return False
-    if kp[KP.nk_homing_rate] > 0.0:
-        for d in range(int(kp[KP.n_donors])):
-            if y[Y.donor_nk_blood + DONOR_STRIDE * d] >= kp[KP.scale]:
-                return False
+    for d in range(int(kp[KP.n_donors])):  # blood and tissue: a pool that large is also an output worth its RK4
+        if y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d] >= kp[KP.scale]:
+            return False
     return True
 
 
