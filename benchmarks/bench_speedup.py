@@ -52,7 +52,7 @@ def child_calsim() -> dict:
     t0 = time.process_time()
     ds = nksim.simulate_cohort(params, "ahmadvand2023", replicates=5, seed=1)
     n = ds.sizes["patient"] * ds.sizes["replicate"]
-    return {"cpu_ms_per_simulation": (time.process_time() - t0) / n * 1e3}
+    return {"cpu_ms_per_simulation": (time.process_time() - t0) / n * 1e3, "nksim_file": nksim.__file__}
 
 
 def child_particle() -> dict:
@@ -68,13 +68,16 @@ def child_particle() -> dict:
         for s in range(4):
             model.simulate(theta, seed=100 + s)
         out[f"{name}_cpu_ms_per_particle"] = (time.process_time() - t0) / 4 * 1e3
+    import nksim
+
+    out["nksim_file"] = nksim.__file__
     return out
 
 
 def child_sweep(n_sims: int) -> dict:
     from nksim.sweep import run_sweep, spec_from_dict
 
-    patients, reps = 20, 2
+    patients, reps = 50, 2  # 100 scenarios (intervals 1-100 days) for 10^4 simulations
     n_scen = max(1, n_sims // (patients * reps))
     raw = {"sweep": {"name": f"speedup-{n_scen * patients * reps}", "seed": 1, "end_day": 365,
                      "assessment_days": [28, 90, 180, 270, 365], "landmark_day": 270, "batch_size": 50},
@@ -83,10 +86,11 @@ def child_sweep(n_sims: int) -> dict:
     spec = spec_from_dict(raw, "<bench_speedup>")
     with tempfile.TemporaryDirectory() as td:
         t0 = time.perf_counter()
-        rep = run_sweep(spec, Path(td) / "s.zarr", workers=2)
+        run_sweep(spec, Path(td) / "s.zarr", workers=2)
         wall = time.perf_counter() - t0
-    return {"simulations": rep.n_simulations if hasattr(rep, "n_simulations") else n_scen * patients * reps,
-            "wall_s": wall}
+    import nksim
+
+    return {"simulations": n_scen * patients * reps, "wall_s": wall, "nksim_file": nksim.__file__}
 
 
 CHILDREN = {"calsim": child_calsim, "particle": child_particle}
@@ -106,8 +110,14 @@ def _child(what: str, tree: Path | None, arg: str = "") -> dict:
     call = f"child_sweep({arg})" if what == "sweep" else f"CHILDREN[{what!r}]()"
     code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench_speedup as b; "
             f"print('RESULT', json.dumps(b.{call}))")
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(tree), capture_output=True, text=True, timeout=3600)
+    # from another folder: ``python -c`` puts the working folder first on sys.path, which would shadow PYTHONPATH
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(tree), capture_output=True, text=True, timeout=3600,
+                          cwd=tempfile.gettempdir())
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    where = json.loads(line[len("RESULT "):]).get("nksim_file", "") if line else ""
+    expected = str(tree) if tree is not None else str(ROOT)
+    if line and not where.startswith(expected):
+        raise RuntimeError(f"{what}: the child imported nksim from {where}, not from {expected}")
     if line is None:
         raise RuntimeError(f"{what} ({tree or 'this checkout'}) failed:\n{proc.stdout}\n{proc.stderr}")
     return json.loads(line[len("RESULT "):])
@@ -171,7 +181,8 @@ def main() -> None:
                     rows[label].append(_child("sweep", tree, str(args.sweep_sims)))
                 else:
                     rows[label].append(_child(what, tree))
-        best = {label: {k: min(r[k] for r in runs) for k in runs[0]} for label, runs in rows.items()}
+        best = {label: {k: min(r[k] for r in runs) for k in runs[0] if k != "nksim_file"}
+                for label, runs in rows.items()}
         res[what] = {"best": best, "all": rows}
         for k in best["new"]:
             if k == "simulations":

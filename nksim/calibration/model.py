@@ -118,6 +118,11 @@ class CalibrationModel:
                 source=config.origin, key="simulator.end_day")
         self.protocol: Protocol = replace(proto, end_day=float(config.end_day), snapshot_days=())
         self.window_end = max([t.window[1] for t in self.trial_targets] + [DEFAULT_WINDOW[1]])
+        #: each slot's twin is simulated only as long as a summary reads it: to the end of its observed
+        #: follow-up or of the chimerism windows (a twin lost to follow-up after day 28 stops there)
+        self.slot_protocols: tuple[Protocol, ...] = tuple(
+            replace(self.protocol, end_day=float(min(config.end_day, max(s.followup_day, self.window_end))))
+            for s in self.slots)
         self.thresholds = response_thresholds(self.base)
         self.obs_counts = observed_counts(self.slots, self.timing)
 
@@ -169,7 +174,8 @@ class CalibrationModel:
                 if self.config.early_stop:
                     lo = max(self.window_end, slot.first_day)
                     stop = [d for d in days if lo <= d <= slot.followup_day]
-                run = run_one(params, self.protocol, self.protocol.patient(slot.patient), seed, r, stop_days=stop)
+                proto = self.slot_protocols[j]
+                run = run_one(params, proto, proto.patient(slot.patient), seed, r, stop_days=stop)
                 c, call_day[r, j], cross_day[r, j] = simulated_outcome(run.rec, self.protocol.start_day, slot, days,
                                                                        self.thresholds)
                 cat[r, j] = CATEGORY_INDEX[c]

@@ -165,19 +165,19 @@ def _death_setup(x, q):
 
 
 @njit(cache=True)
-def _marrow_rates(rates, xb, xn, lb, ln_):
-    """Net per-capita growth rates (day-1) of blasts and normal cells (:func:`marrow_update`'s rules).
+def _marrow_rates(rates, xb, xn):
+    """Net per-capita growth rates (day-1) of blasts and normal cells at occupancies ``xb``, ``xn`` (fractions of K).
 
     ``rates`` = (blast division, blast net growth, normal division, normal recovery, normal target
-    occupancy); the occupancies are ``xb exp(lb)`` and ``xn exp(ln_)`` (fractions of K).
+    occupancy): :func:`marrow_update`'s rules, division ``b`` and death ``max(b - r (1 - occ), 0)``.
     """
     b_b, r_b, b_n, r_n, c_n = rates
-    occ = xb * math.exp(lb) + xn * math.exp(ln_)
+    occ = xb + xn
     return b_b - max(b_b - r_b * (1.0 - occ), 0.0), b_n - max(b_n - r_n * (1.0 - occ / c_n), 0.0)
 
 
-#: RK4 sub-steps of a voxel's mean path over a merged quiet-day update (its net relative change is at most
-#: QUIET_MARROW_CHANGE, so four sub-steps leave an error far below a cell per voxel).
+#: RK4 steps of a voxel's mean path over a merged quiet-day update (at most 7 days at net rates up to about
+#: 0.3 day-1: about 0.5 per step, a relative error near 1e-4 of the growth factor).
 _MEAN_PATH_STEPS = 4
 
 
@@ -185,22 +185,27 @@ _MEAN_PATH_STEPS = 4
 def _mean_path_death_rates(rates, xb, xn, delta):
     """Constant death rates (day-1) of blasts and normal cells that give each its mean growth over ``delta``.
 
-    The mean growth is that of the voxel's deterministic occupancy dynamics from occupancies
-    ``xb``, ``xn`` (fractions of K): the rates of :func:`marrow_update` (division ``b``, death
-    ``max(b - r (1 - occ), 0)``) integrated with RK4 in log space; a population that grows by
-    the factor ``F`` gets ``d = b - ln(F) / delta``. ``rates`` as in :func:`_marrow_rates`.
+    The mean growth is that of the voxel's deterministic occupancy dynamics ``x' = g(x) x`` from
+    occupancies ``xb``, ``xn`` (fractions of K), integrated with RK4 (``rates`` as in
+    :func:`_marrow_rates`); a population that grows by the factor ``F`` gets ``d = b - ln(F) / delta``.
     """
     h = delta / _MEAN_PATH_STEPS
-    lb = 0.0  # log growth factors since the start
-    ln_ = 0.0
+    yb = xb
+    yn = xn
     for _ in range(_MEAN_PATH_STEPS):
-        g1b, g1n = _marrow_rates(rates, xb, xn, lb, ln_)
-        g2b, g2n = _marrow_rates(rates, xb, xn, lb + 0.5 * h * g1b, ln_ + 0.5 * h * g1n)
-        g3b, g3n = _marrow_rates(rates, xb, xn, lb + 0.5 * h * g2b, ln_ + 0.5 * h * g2n)
-        g4b, g4n = _marrow_rates(rates, xb, xn, lb + h * g3b, ln_ + h * g3n)
-        lb += h / 6.0 * (g1b + 2.0 * g2b + 2.0 * g3b + g4b)
-        ln_ += h / 6.0 * (g1n + 2.0 * g2n + 2.0 * g3n + g4n)
-    return rates[0] - lb / delta, rates[2] - ln_ / delta
+        g1b, g1n = _marrow_rates(rates, yb, yn)
+        k1b, k1n = g1b * yb, g1n * yn
+        g2b, g2n = _marrow_rates(rates, yb + 0.5 * h * k1b, yn + 0.5 * h * k1n)
+        k2b, k2n = g2b * (yb + 0.5 * h * k1b), g2n * (yn + 0.5 * h * k1n)
+        g3b, g3n = _marrow_rates(rates, yb + 0.5 * h * k2b, yn + 0.5 * h * k2n)
+        k3b, k3n = g3b * (yb + 0.5 * h * k2b), g3n * (yn + 0.5 * h * k2n)
+        g4b, g4n = _marrow_rates(rates, yb + h * k3b, yn + h * k3n)
+        k4b, k4n = g4b * (yb + h * k3b), g4n * (yn + h * k3n)
+        yb += h / 6.0 * (k1b + 2.0 * k2b + 2.0 * k3b + k4b)
+        yn += h / 6.0 * (k1n + 2.0 * k2n + 2.0 * k3n + k4n)
+    d_b = rates[0] - math.log(yb / xb) / delta if xb > 0.0 and yb > 0.0 else rates[0]
+    d_n = rates[2] - math.log(yn / xn) / delta if xn > 0.0 and yn > 0.0 else rates[2]
+    return d_b, d_n
 
 
 @njit(cache=True)
@@ -357,14 +362,15 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
                 cnt_now[C.blast_daughters_lost] += lost
 
 
-#: Relative change of a voxel population (per-capita net rate x duration) that one merged quiet-day marrow update
-#: may cover (numerical choice: it bounds the error of the records between merged updates, which follow a
-#: straight line, to about 0.1 %; the update's mean follows the voxel's mean path, :func:`_mean_path_death_rates`).
-QUIET_MARROW_CHANGE = 0.10
+#: Largest bend (in log population) of a population's path over one merged quiet-day marrow update away from the
+#: straight log line along which the records between merged updates are filled (numerical choice: 0.2 %; the
+#: update's own mean follows each voxel's path, _mean_path_death_rates, however long it is).
+QUIET_MARROW_BEND = 0.002
 #: Largest division probability a merged quiet-day marrow update may draw with (the tau-leap's probability
 #: ``exp(-d delta) (exp(b delta) - 1)`` must stay a probability, with room).
 QUIET_MARROW_MAX_P_DIV = 0.95
-#: The counters a marrow update advances (cumulative; interpolated over merged quiet days by backfill_marrow); no
+#: The counters a marrow update advances (cumulative; interpolated over merged quiet days by backfill_marrow): the
+#: blasts' births, deaths, drug deaths and lost daughters, then the normal cells' (births first in each group). No
 #: NK agent lives on a quiet day, so ``blasts_killed_by_nk`` does not move there.
 MARROW_COUNTERS = (C.blast_births, C.blast_deaths, C.blast_drug_deaths, C.blast_daughters_lost, C.normal_births,
                    C.normal_deaths, C.normal_drug_deaths, C.normal_daughters_lost)
@@ -379,12 +385,13 @@ def _p_div_ok(b, d, days):
 def quiet_marrow_days(kp, sus, res, nor, max_days, regular):
     """How many whole quiet days one merged marrow update may cover, from the lattice now (0 or 1 to ``max_days``).
 
-    Each voxel's per-capita rates are frozen over the update (:func:`marrow_update`), so the
-    update may last as long as no population's net rate changes it by more than
-    :data:`QUIET_MARROW_CHANGE` (relative), and its division probability stays at most
-    :data:`QUIET_MARROW_MAX_P_DIV` in every voxel (the death rate is lowest where occupancy is).
-    0: not even the longer of a day and the ``regular`` marrow step (days) may be merged; the
-    marrow then keeps its regular cadence.
+    A merged update follows each voxel's mean path (:func:`_mean_path_death_rates`), so its
+    length is bounded by what it cannot follow: the daily records between merged updates follow
+    each population along a straight log line (:func:`backfill_marrow`), which its path may leave
+    by at most :data:`QUIET_MARROW_BEND`, and each voxel's division probability must
+    stay at most :data:`QUIET_MARROW_MAX_P_DIV` (a probability, with room; the death rate is
+    lowest in the emptiest voxel). 0: not even the longer of a day and the ``regular`` marrow step
+    (days) may be merged; the marrow then keeps its regular cadence.
     """
     K = kp[KP.voxel_capacity]
     b_b = kp[KP.blast_birth_rate]
@@ -394,7 +401,10 @@ def quiet_marrow_days(kp, sus, res, nor, max_days, regular):
     c_n = kp[KP.normal_target]
     d_b_min = np.inf
     d_n_min = np.inf
-    net = 0.0
+    blasts_all = 0.0
+    normal_all = 0.0
+    growth_b = 0.0  # the region's blasts and normal cells: net growth per day at the rates now
+    growth_n = 0.0
     for v in range(sus.shape[0]):
         blasts = sus[v] + res[v]
         tot = blasts + nor[v]
@@ -404,23 +414,37 @@ def quiet_marrow_days(kp, sus, res, nor, max_days, regular):
         if blasts > 0:
             d = max(b_b - r_b * (1.0 - occ), 0.0)
             d_b_min = min(d_b_min, d)
-            net = max(net, abs(b_b - d))
+            blasts_all += blasts
+            growth_b += blasts * (b_b - d)
         if nor[v] > 0:
             d = max(b_n - r_n * (1.0 - occ / c_n), 0.0)
             d_n_min = min(d_n_min, d)
-            net = max(net, abs(b_n - d))
+            normal_all += nor[v]
+            growth_n += nor[v] * (b_n - d)
+    # the per-capita rates drift with the occupancy, by about R x (growth of the cells per place) per day (R: a rate's
+    # sensitivity to occupancy); a population's log path then bends by drift delta^2 / 8 from the straight log line
+    # along which backfill_marrow fills the records between merged updates
+    drift = max(abs(r_b), r_n / c_n) * abs(growth_b + growth_n) / (sus.shape[0] * K)
     days = max_days
-    if net * days > QUIET_MARROW_CHANGE:
-        days = int(QUIET_MARROW_CHANGE / net)
+    if drift * days * days / 8.0 > QUIET_MARROW_BEND:
+        days = int(math.sqrt(8.0 * QUIET_MARROW_BEND / drift))
     while days > 0 and not (_p_div_ok(b_b, d_b_min, days) and _p_div_ok(b_n, d_n_min, days)):
         days -= 1
     return days if days >= max(1.0, regular) else 0
 
 
 @njit(cache=True)
-def _between(c0, c1, f):
-    """The integer a fraction ``f`` of the way from ``c0`` to ``c1`` (rounded; monotone in ``f``)."""
-    return np.int64(round(c0 + (c1 - c0) * f))
+def _growth_fraction(x0, x1, f):
+    """Fraction of a change from ``x0`` to ``x1`` done at fraction ``f`` of the time, on the exponential path.
+
+    ``(ratio^f - 1) / (ratio - 1)`` with ``ratio = x1 / x0``: at constant per-capita rates a
+    population's cumulative births and deaths grow in that same proportion; ``f`` without change
+    or without cells at an end.
+    """
+    if x0 <= 0.0 or x1 <= 0.0 or x0 == x1:
+        return f
+    ratio = x1 / x0
+    return math.expm1(f * math.log(ratio)) / (ratio - 1.0)
 
 
 @njit(cache=True)
@@ -428,38 +452,43 @@ def backfill_marrow(kp, rec, cnt, r0, r_last, t_now, sus, res, nor, cnt_now):
     """Marrow fields of records ``r0 < r <= r_last``, written before a merged quiet-day update, from the update.
 
     Between record ``r0`` (the last one written with a current marrow) and the lattice now (at
-    record time ``t_now``), each cumulative marrow counter moves linearly (rounded); the blast and
-    normal-cell counts follow from the counters, so that every record keeps the bookkeeping
-    identities (cells now = cells at the start + births - deaths - losses) exactly and every
-    cumulative counter stays monotone; the susceptible share of the blasts moves linearly (a class
-    absent at both ends stays absent). The derived fields (totals, blast
-    percentage, susceptible fraction) are computed from them as :func:`record_day` does. Over a
-    merged update no population changes by more than :data:`QUIET_MARROW_CHANGE`, so the linear
-    path is within a fraction of a percent of the exponential one.
+    record time ``t_now``), the blasts and the normal cells each follow the exponential path
+    through both ends, and so do their cumulative counters (births, deaths, drug deaths, daughters
+    lost: at constant per-capita rates each grows in proportion to the population's change,
+    :func:`_growth_fraction`). The counters are rounded and the cell counts follow from them, so
+    every record keeps the bookkeeping identities (cells now = cells at the start + births - deaths
+    - losses) exactly and every cumulative counter stays monotone; the susceptible share of the
+    blasts moves linearly (a class absent at both ends stays absent). The derived fields (totals,
+    blast percentage, susceptible fraction) are computed from them as :func:`record_day` does.
     """
     scale = kp[KP.scale]
     s1 = np.int64(0)
     b1 = np.int64(0)
+    n1 = np.int64(0)
     for v in range(sus.shape[0]):
         s1 += sus[v]
         b1 += sus[v] + res[v]
+        n1 += nor[v]
     b0 = cnt[r0, C.susceptible_blasts] + cnt[r0, C.resistant_blasts]
+    n0 = cnt[r0, C.normal_cells]
     # the susceptible share moves linearly (a class absent at both ends stays absent)
     share0 = cnt[r0, C.susceptible_blasts] / b0 if b0 > 0 else (s1 / b1 if b1 > 0 else 0.0)
     share1 = s1 / b1 if b1 > 0 else share0
-    n0 = cnt[r0, C.normal_cells]
     for r in range(r0 + 1, r_last + 1):
         f = (r - r0) / (t_now - r0)
-        for j in MARROW_COUNTERS:
-            cnt[r, j] = _between(cnt[r0, j], cnt_now[j], f)
-        b = (b0 + (cnt[r, C.blast_births] - cnt[r0, C.blast_births])
-             - (cnt[r, C.blast_deaths] - cnt[r0, C.blast_deaths])
-             - (cnt[r, C.blast_drug_deaths] - cnt[r0, C.blast_drug_deaths])
-             - (cnt[r, C.blast_daughters_lost] - cnt[r0, C.blast_daughters_lost]))
-        n = (n0 + (cnt[r, C.normal_births] - cnt[r0, C.normal_births])
-             - (cnt[r, C.normal_deaths] - cnt[r0, C.normal_deaths])
-             - (cnt[r, C.normal_drug_deaths] - cnt[r0, C.normal_drug_deaths])
-             - (cnt[r, C.normal_daughters_lost] - cnt[r0, C.normal_daughters_lost]))
+        fb = _growth_fraction(float(b0), float(b1), f)
+        fn = _growth_fraction(float(n0), float(n1), f)
+        b = b0
+        n = n0
+        for k in range(len(MARROW_COUNTERS)):
+            j = MARROW_COUNTERS[k]
+            g = fb if k < 4 else fn
+            cnt[r, j] = np.int64(round(cnt[r0, j] + (cnt_now[j] - cnt[r0, j]) * g))
+            delta = cnt[r, j] - cnt[r0, j]
+            if k < 4:
+                b += delta if k == 0 else -delta  # births in, deaths, drug deaths, daughters lost out
+            else:
+                n += delta if k == 4 else -delta
         s = min(max(np.int64(round(b * (share0 + (share1 - share0) * f))), 0), b)
         cnt[r, C.susceptible_blasts] = s
         cnt[r, C.resistant_blasts] = b - s
