@@ -176,9 +176,10 @@ def _marrow_rates(rates, xb, xn):
     return b_b - max(b_b - r_b * (1.0 - occ), 0.0), b_n - max(b_n - r_n * (1.0 - occ / c_n), 0.0)
 
 
-#: RK4 steps of a voxel's mean path over a merged quiet-day update (at most 7 days at net rates up to about
-#: 0.3 day-1: about 0.5 per step, a relative error near 1e-4 of the growth factor).
-_MEAN_PATH_STEPS = 4
+#: RK4 steps of a voxel's mean path over a merged quiet-day update. A merge lasts at most 7 days and its rates
+#: drift so little that the region's paths bend by at most QUIET_MARROW_BEND: two steps follow such a path to far
+#: better than a cell per voxel (tests/test_quiet_days.py compares a merged update with hourly ones).
+_MEAN_PATH_STEPS = 2
 
 
 @njit(cache=True)
@@ -732,7 +733,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             quiet = _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, flu, cy)
             if not quiet and m_pending > 0:  # a merged update due at the end of the previous (quiet) day
                 marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, (step - m_last) * dt,
-                              halt, True)
+                              halt, step - m_last > m_every)
                 h_marrow = 0.0
                 m_last = step
                 if halt_requested(halt):  # the update may be incomplete: record nothing more
@@ -936,7 +937,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 if (m_pending >= m_allowed or done + spd > n_steps
                         or (sync_i < sync_days.shape[0] and sync_days[sync_i] == r)):
                     marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now,
-                                  (done - m_last) * dt, halt, True)
+                                  (done - m_last) * dt, halt, done - m_last > m_every)
                     h_marrow = 0.0
                     m_last = done
                     if halt_requested(halt):
