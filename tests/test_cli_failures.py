@@ -20,13 +20,13 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from _process_util import sigint_as_in_a_terminal
 
 import nksim
 from nksim.cli import main
@@ -299,13 +299,6 @@ def test_calibrate_interrupt_is_one_line(tmp_path, capsys, monkeypatch):
     assert "calibrate: interrupted" in _one_line(capsys.readouterr().err)
 
 
-def _sigint_as_in_a_terminal() -> None:
-    """In the child: SIGINT at its default (Python then raises KeyboardInterrupt).
-
-    Tests run in a background job start their children with SIGINT ignored.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_during_nksim_run(tmp_path, sig):
@@ -320,10 +313,10 @@ def test_ctrl_c_during_nksim_run(tmp_path, sig):
     code = "import sys; from nksim.cli import main; sys.exit(main())"
     proc = subprocess.Popen([sys.executable, "-c", code, "run", "--out", str(out), "--model", str(model),
                              "--replicates", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=_sigint_as_in_a_terminal)
+                            preexec_fn=sigint_as_in_a_terminal)
     chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
-    reader.start()
+    reader.start()  # joined below: every byte of stderr is read before the assertions
     deadline = time.monotonic() + 300  # generous: the first run of a fresh checkout compiles the kernel
     try:
         while not re.search(rb"\| *[1-9]\d*/300 ", b"".join(chunks)):

@@ -20,11 +20,11 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import xarray as xr
+from _process_util import message_lines, sigint_as_in_a_terminal, stderr_reader
 from _sweep_util import INTERRUPTIBLE, batches_done, signal_group, sweep_command, tiny, wait_until, write_toml
 from test_checkpoint import REPLICATES, SMALL_MODEL, kept_files, numbers, run_argv
 from test_checkpoint import reference as run_reference  # noqa: F401  (the uninterrupted small run, a fixture)
@@ -104,21 +104,7 @@ def _model(tmp_path: Path) -> Path:
     return p
 
 
-def _as_in_a_terminal() -> None:
-    """In the child: SIGINT raises KeyboardInterrupt even if the test runs in the background (SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-
-def _stderr_reader(proc) -> list[bytes]:
-    chunks: list[bytes] = []
-    threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True).start()
-    return chunks
-
-
-def _message_lines(err: str) -> list[str]:
-    """The lines of ``err`` except progress bars, pyabc's progress and the compile notice."""
-    return [ln for ln in err.replace("\r", "\n").splitlines()
-            if ln.strip() and "%|" not in ln and "| " not in ln and not ln.startswith("nksim: compiling")]
 
 
 COMMANDS = {  # command -> (arguments after the command, file whose appearance means "computing", kept message)
@@ -149,8 +135,8 @@ def test_signal_in_every_command_is_one_line_and_130(command, sig, tmp_path):
     out = tmp_path / "out"
     code = "import sys; from nksim.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, command, *args(tmp_path, out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, preexec_fn=_as_in_a_terminal)
-    chunks = _stderr_reader(proc)
+                            stderr=subprocess.PIPE, preexec_fn=sigint_as_in_a_terminal)
+    chunks = stderr_reader(proc)
     try:
         if started is not None:
             wait_until(lambda: started(out).exists(), proc, what=f"{started(out).name} in --out")
@@ -165,7 +151,7 @@ def test_signal_in_every_command_is_one_line_and_130(command, sig, tmp_path):
     err = b"".join(chunks).decode(errors="replace")
     assert rc == 130, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    lines = _message_lines(err)
+    lines = message_lines(err)
     by = " by SIGTERM" if sig == signal.SIGTERM else ""
     expected = rf"nksim {command}: interrupted{by}; " + kept.format(partial=re.escape(str(out / ".partial")),
                                                                     out=re.escape(str(out)))

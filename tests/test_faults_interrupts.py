@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from _process_util import message_lines, sigint_as_in_a_terminal, stderr_reader
 from _sweep_util import batches_done, tiny, wait_until, write_toml
 from test_checkpoint import REPLICATES, SMALL_MODEL, kept_files, numbers, run_argv
 from test_checkpoint import reference as run_reference  # noqa: F401  (the uninterrupted small run, a fixture)
@@ -251,19 +252,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _sigint_as_in_a_terminal() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-
-def _stderr_reader(proc) -> list[bytes]:
-    chunks: list[bytes] = []
-    threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True).start()
-    return chunks
-
-
-def _message_lines(err: str) -> list[str]:
-    return [ln for ln in err.replace("\r", "\n").splitlines()
-            if ln.strip() and "%|" not in ln and not ln.startswith("nksim: compiling")]
 
 
 def _interrupt_while_computing(argv: list[str], sig: int, ready) -> tuple[int, str]:
@@ -274,8 +263,8 @@ def _interrupt_while_computing(argv: list[str], sig: int, ready) -> tuple[int, s
     """
     code = "import sys; from nksim.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            preexec_fn=_sigint_as_in_a_terminal)
-    chunks = _stderr_reader(proc)
+                            preexec_fn=sigint_as_in_a_terminal)
+    chunks = stderr_reader(proc)
     try:
         wait_until(lambda: ready(b"".join(chunks)), proc, what="the start of the computation")
         cpu = _cpu_seconds(proc.pid)
@@ -305,7 +294,7 @@ def test_signal_during_a_large_lattice_run_is_one_line_and_130(sig, workers, lar
                                           str(workers)], sig, lambda err: b"simulating" in err)
     assert rc == 130, err[-3000:]  # not -11 (SIGSEGV)
     assert "Traceback" not in err and "Segmentation" not in err and "Exception ignored" not in err, err[-3000:]
-    lines = _message_lines(err)
+    lines = message_lines(err)
     by = " by SIGTERM" if sig == signal.SIGTERM else ""
     m = re.fullmatch(rf"nksim run: interrupted{by}; (nothing written|(\d+) of 10 simulations are kept in "
                      rf"{re.escape(str(out / '.partial'))}: run the same command again to continue)", lines[-1])
@@ -326,7 +315,7 @@ def test_signal_on_the_largest_lattice_ends_the_run(workers, sig, large, tmp_pat
                                           str(out), "--workers", str(workers)], sig, lambda err: b"simulating" in err)
     assert rc == 130, err[-3000:]
     by = " by SIGTERM" if sig == signal.SIGTERM else ""
-    assert _message_lines(err) == [f"nksim run: interrupted{by}; nothing written"], err[-3000:]
+    assert message_lines(err) == [f"nksim run: interrupted{by}; nothing written"], err[-3000:]
 
 
 @needs_proc
@@ -338,7 +327,7 @@ def test_sigterm_during_an_in_process_sweep_on_a_large_lattice(tmp_path):
     rc, err = _interrupt_while_computing(["sweep", str(spec), "--out", str(out), "--workers", "0", "--no-progress"],
                                          signal.SIGTERM, lambda err: (out / "batch_done").exists())
     assert rc == 130, err[-3000:]
-    lines = _message_lines(err)
+    lines = message_lines(err)
     assert lines[-1] == f"nksim sweep: interrupted by SIGTERM; 0 of 4 batches are safely in {out}; run the same " \
                         "command again to resume", lines
     assert batches_done(out) == 0
