@@ -22,7 +22,7 @@ from nksim.engine import blood as B
 from nksim.engine import kernel as K
 from nksim.engine import pcg64, samplers
 from nksim.engine.build import patient_inputs
-from nksim.engine.layout import DONOR_STRIDE, KP, N_C, N_Y, Y
+from nksim.engine.layout import DONOR_STRIDE, KP, N_C, N_Y, C, Y
 from nksim.patients import draw_effects
 from nksim.streams import generators
 
@@ -166,15 +166,22 @@ def test_a_merged_update_has_the_mean_of_the_deterministic_voxel_path():
     z = lambda: np.zeros(4, dtype=np.int32)  # noqa: E731
     halt = np.zeros(1, dtype=np.int64)
     merged, hourly = [], []
+    births = {"merged": [], "hourly": []}  # normal-cell divisions counted
     for rep in range(300):
         st = pcg64.pack(np.random.Generator(np.random.PCG64(rep)))
         s, r, n = sus0.copy(), res0.copy(), nor0.copy()
-        K.marrow_update(kp, st, s, r, n, z(), z(), z(), 0.0, np.zeros(N_C, dtype=np.int64), 5.0, halt, True)
+        cnt = np.zeros(N_C, dtype=np.int64)
+        K.marrow_update(kp, st, s, r, n, z(), z(), z(), 0.0, cnt, 5.0, halt, True)
         merged.append([s.sum() + r.sum(), n.sum()])
+        births["merged"].append(cnt[C.normal_births])
         s, r, n = sus0.copy(), res0.copy(), nor0.copy()
+        cnt = np.zeros(N_C, dtype=np.int64)
         for _ in range(120):
-            K.marrow_update(kp, st, s, r, n, z(), z(), z(), 0.0, np.zeros(N_C, dtype=np.int64), 1.0 / 24, halt)
+            K.marrow_update(kp, st, s, r, n, z(), z(), z(), 0.0, cnt, 1.0 / 24, halt)
         hourly.append([s.sum() + r.sum(), n.sum()])
+        births["hourly"].append(cnt[C.normal_births])
+    # the division counter counts divisions, not only the lineages one long update draws (within 1 %)
+    assert abs(np.mean(births["merged"]) / np.mean(births["hourly"]) - 1.0) < 0.01, births
     merged, hourly = np.array(merged, float), np.array(hourly, float)
     se = np.sqrt(merged.var(0) / len(merged) + hourly.var(0) / len(hourly))
     assert np.all(np.abs(merged.mean(0) - hourly.mean(0)) < 4 * se + 1e-4 * hourly.mean(0)), (

@@ -210,6 +210,24 @@ def _mean_path_death_rates(rates, xb, xn, delta):
 
 
 @njit(cache=True)
+def _unresolved_turnover(n, b, d, delta):
+    """Divisions (and as many deaths) over ``delta`` days that one long update does not draw (int64, >= 0).
+
+    Over ``delta`` at division rate ``b`` and death rate ``d``, ``n`` cells divide
+    ``b n (exp(g delta) - 1) / g`` times on average (``g = b - d``), but one update draws only
+    the lineages that leave more cells than they started with, ``n exp(-d delta) (exp(b delta) - 1)``.
+    A merged quiet-day update adds the difference, rounded, to both its division and death
+    counters, so that the counters keep counting divisions and deaths (and the bookkeeping still
+    balances) however long the update; the cells themselves are unchanged.
+    """
+    g = b - d
+    divisions = b * n * (math.expm1(g * delta) / g if abs(g) > 1e-12 else delta)
+    drawn = n * math.exp(-d * delta) * math.expm1(b * delta)
+    extra = divisions - drawn
+    return np.int64(round(extra)) if extra > 0.0 else np.int64(0)
+
+
+@njit(cache=True)
 def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt_now, delta, halt, mean_path=False):
     """Deaths and divisions of marrow cells over ``delta`` days (mean-exact tau-leap per voxel).
 
@@ -227,7 +245,9 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     ``mean_path`` (the long merged updates of quiet days): instead of freezing each voxel's
     death rates at the start, take the constant rates that give the voxel's blasts and normal
     cells the mean growth of their deterministic occupancy dynamics over ``delta``
-    (:func:`_mean_path_death_rates`), so the update's mean follows the voxel however long it is.
+    (:func:`_mean_path_death_rates`), so the update's mean follows the voxel however long it is;
+    the division and death counters also get the turnover the update does not draw
+    (:func:`_unresolved_turnover`).
 
     Returns early, the update incomplete, when ``halt`` is set (:func:`halt_requested`).
     """
@@ -281,6 +301,10 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
             dr = binomial_draw(rng, rr, die_b)
             bs = binomial_draw(rng, s, birth_b)
             br = binomial_draw(rng, rr, birth_b)
+            if mean_path:
+                turnover = _unresolved_turnover(s + rr, b_b, db, delta)
+                cnt_now[C.blast_births] += turnover
+                cnt_now[C.blast_deaths] += turnover
         dnn = np.int64(0)
         bn = np.int64(0)
         dn = 0.0
@@ -292,6 +316,10 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
             surv = math.exp(-x)
             dnn = binomial_draw(rng, n, _death_setup(x, surv))
             bn = binomial_draw(rng, n, binomial_setup(min(surv * grow_n, 1.0)))
+            if mean_path:
+                turnover = _unresolved_turnover(n, b_n, dn, delta)
+                cnt_now[C.normal_births] += turnover
+                cnt_now[C.normal_deaths] += turnover
         drug_b = _split_drug(rng, ds + dr, db * delta, hb)
         drug_n = _split_drug(rng, dnn, dn * delta, hn)
         cnt_now[C.blast_deaths] += ds + dr - drug_b

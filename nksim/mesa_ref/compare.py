@@ -131,6 +131,11 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "il15_agonist.ec50": 100.0,
         "il15_agonist.proliferation_max": 0.7,
         "il15_agonist.survival_effect": 0.5,
+        # the marrow at its regular daily cadence throughout: the reference updates it every marrow step, and
+        # the engine's merged quiet-day updates (a numerical acceleration, checked against many short updates in
+        # tests/test_quiet_days.py and against 0.4.0 in benchmarks/equivalence/) would compare that instead of
+        # the per-cell rules
+        "numerics.quiet_marrow_step": 24.0,
     }
     if not random_effects:  # every between-patient standard deviation set to 0
         overrides.update(median_patient_overrides())
