@@ -83,3 +83,19 @@ def test_main_quick_cli(validation, tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "agrees" in printed and "models/default.toml" in printed
     assert (tmp_path / "validation.png").stat().st_size > 0
+
+
+def test_remission_rows_give_the_published_share_beside_both_potencies(validation):
+    rems = (validation.Remission("ahmadvand2023", "Ahmadvand", 0, 9),
+            validation.Remission("no_such_protocol", "not shipped", 3, 10))
+    rows = validation.remission_rows(replicates=2, seed=3, resolution="calibration", workers=1, remissions=rems,
+                                     bootstrap=500)
+    ahm, missing = rows
+    assert ahm["observed"] == 0.0 and ahm["ci95"][0] == 0.0 and 0.30 < ahm["ci95"][1] < 0.36  # exact: 0-33.6 %
+    assert set(ahm["models"]) == set(validation.POTENCY_MODELS)
+    for q in ahm["models"].values():
+        assert 0.0 <= q["p05"] <= q["median"] <= q["p95"] <= 1.0
+        assert q["agrees"] == (q["p05"] <= 0.0 <= q["p95"])
+    assert missing["skipped"] == "protocol not shipped" and missing["models"] == {}
+    table = validation.remission_markdown(rows)
+    assert "0/9 = 0 % (0-34 %)" in table and "protocol not shipped" in table

@@ -339,6 +339,107 @@ def build_rows(results: dict[str, object], regimens: Sequence[Regimen] = REGIMEN
     return rows
 
 
+# ----------------------------------------------------------------------------- remissions (issue 24)
+@dataclass(frozen=True)
+class Remission:
+    """A regimen that reports the share of patients in complete remission at about day 28."""
+
+    protocol: str       # shipped protocol name
+    trial: str          # table label
+    k: int              # patients in CR
+    n: int              # of n evaluable
+    note: str = ""
+    group: str | None = None  # only the patients of this dose group / cohort of the protocol
+
+
+#: Every regimen with a published day-28 remission share (docs/evidence/trials_checked.md s9), in the order of
+#: the table; protocols not shipped in this checkout are skipped (and say so).
+REMISSIONS: tuple[Remission, ...] = (
+    Remission("ahmadvand2023", "Ahmadvand 2023, Flu/Cy + expanded NK", 0, 9),
+    Remission("bachanova2014_hi_cy_flu", "Bachanova 2014, Hi-Cy/Flu + IL-2, no IL2DT", 9, 42,
+              "CR may pool CRp/CRi; cohorts 5/19 (= Miller 2005 Hi-Cy/Flu) and 4/23"),
+    Remission("bachanova2014_il2dt", "Bachanova 2014, Hi-Cy/Flu + IL-2 + IL2DT", 8, 15),
+    Remission("cooley2019_rhil15_iv", "Cooley 2019, rhIL-15 i.v.", 8, 25, "assessment day not stated (28 assumed)"),
+    Remission("cooley2019_rhil15_sc", "Cooley 2019, rhIL-15 s.c.", 6, 15, "'remission', not stated as CR"),
+    Remission("romee2016_ciml", "Romee 2016, memory-like NK + IL-2", 4, 9, "CR/CRi; day not stated (28 assumed)"),
+    Remission("curti2011_elderly", "Curti 2011, active disease", 1, 5, "transient CR; day not stated", "active"),
+    Remission("bjorklund2018_no_il2", "Bjorklund 2018, no cytokine", 4, 12, "CR among the first 12; day not stated"),
+    Remission("bednarski2022_tolerant", "Bednarski 2022, tolerant host (HCT donor)", 4, 8, "MRD-negative CR"),
+)
+#: The two ends of the NK potency axis shown side by side.
+POTENCY_MODELS: tuple[str, ...] = ("default", "high_potency")
+
+
+def _clopper_pearson(k: int, n: int) -> tuple[float, float]:
+    from scipy.stats import beta
+
+    lo = 0.0 if k == 0 else float(beta.ppf(0.025, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(0.975, k + 1, n - k))
+    return lo, hi
+
+
+def remission_rows(*, replicates: int, seed: int, resolution: str, workers: int,
+                   remissions: Sequence[Remission] = REMISSIONS, models: Sequence[str] = POTENCY_MODELS,
+                   bootstrap: int = 4000) -> list[dict]:
+    """CR at the first assessment of every regimen in ``remissions``, for each model of ``models``.
+
+    Each protocol is simulated to its first assessment for ``replicates`` virtual trials of its
+    virtual patients (calibration resolution by default). The predictive interval is that of a
+    trial **of the published size n**: ``bootstrap`` trials of n simulated patients drawn from the
+    pool, the 5-95 % range of their CR shares. Agreement (rule fixed before the runs): the
+    published k/n lies in that interval.
+    """
+    from nksim.observables import RESPONSE_CODES
+    from nksim.resources import data_path
+
+    shipped = {p.stem for p in data_path("protocols").glob("*.toml")}
+    rows = []
+    rng = np.random.default_rng(seed)
+    for rem in remissions:
+        row = {"trial": rem.trial, "protocol": rem.protocol, "k": rem.k, "n": rem.n, "note": rem.note,
+               "observed": rem.k / rem.n, "ci95": _clopper_pearson(rem.k, rem.n), "models": {}}
+        if rem.protocol not in shipped:
+            row["skipped"] = "protocol not shipped"
+            rows.append(row)
+            continue
+        proto = nksim.load_protocol(rem.protocol)
+        first = float(proto.assessment_days[0])
+        proto = replace(proto, end_day=float(first), assessment_days=(first,), snapshot_days=())
+        ids = [p.id for p in proto.patients if rem.group is None or p.group == rem.group]
+        for model in models:
+            params = nksim.load_parameters(model).with_values(dict(RESOLUTIONS[resolution]),
+                                                              origin=f"validation resolution '{resolution}'")
+            ds = nksim.simulate_cohort(params, proto, replicates=replicates, seed=seed, patients=ids,
+                                       workers=workers)
+            ev = ds.evaluable.values == 1 if "evaluable" in ds.coords else np.ones(ds.sizes["patient"], bool)
+            cr = (ds.response.isel(assessment=0).values[ev] == RESPONSE_CODES["CR"]).ravel()
+            shares = rng.choice(cr, size=(bootstrap, rem.n), replace=True).mean(axis=1)
+            lo, hi = (float(v) for v in np.quantile(shares, [0.05, 0.95]))
+            row["models"][model] = {"median": float(np.median(shares)), "p05": lo, "p95": hi,
+                                    "per_patient": float(cr.mean()), "agrees": bool(lo <= rem.k / rem.n <= hi)}
+        rows.append(row)
+    return rows
+
+
+def remission_markdown(rows: Sequence[dict], models: Sequence[str] = POTENCY_MODELS) -> str:
+    """The remission rows as a Markdown table (one column per model)."""
+    head = ("| regimen | published CR (k/n, exact 95 % CI) | " + " | ".join(
+        f"{m}: median (90 % interval) for a trial of n | agrees" for m in models) + " | note |")
+    lines = [head, "|" + "---|" * (3 + 2 * len(models))]
+    for r in rows:
+        obs = f"{r['k']}/{r['n']} = {100 * r['observed']:.0f} % ({100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f} %)"
+        cells = []
+        for m in models:
+            if "skipped" in r:
+                cells += [r["skipped"], "n/a"]
+                continue
+            q = r["models"][m]
+            cells += [f"{100 * q['median']:.0f} % ({100 * q['p05']:.0f}-{100 * q['p95']:.0f} %)",
+                      "yes" if q["agrees"] else "no"]
+        lines.append(f"| {r['trial']} (`{r['protocol']}`) | {obs} | " + " | ".join(cells) + f" | {r['note']} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- outputs
 COLUMNS = ("trial/regimen", "quantity", "published", "simulated (median, 90% interval)", "agrees")
 
@@ -472,7 +573,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--resolution", choices=sorted(RESOLUTIONS), default="calibration")
     ap.add_argument("--workers", type=int, default=1, help="threads (results do not depend on it)")
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    ap.add_argument("--remissions", action="store_true",
+                    help="instead: CR at the first assessment of every regimen that reports one, default and "
+                    "high-potency models side by side (writes remissions.json into --out)")
     args = ap.parse_args(argv)
+    if args.remissions:
+        rows = remission_rows(replicates=args.replicates, seed=args.seed, resolution=args.resolution,
+                              workers=args.workers)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "remissions.json").write_text(json.dumps(rows, indent=1))
+        print(remission_markdown(rows))
+        return 0
     rows, _, paths = run(replicates=args.replicates, seed=args.seed, out=args.out, quick=args.quick,
                          resolution=args.resolution, workers=args.workers)
     print("Validation against analogue trials (models/default.toml)")
