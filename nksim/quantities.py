@@ -127,8 +127,12 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("host.t_baseline", "uL-1", 0, 1e5, kernel=True),
         _p("host.nk_recovery_rate", "day-1", 0, 10),
         _p("host.t_recovery_rate", "day-1", 0, 10),
-        _p("host.nk_drug_sensitivity", "1", 0, 100, kernel=True),
-        _p("host.t_drug_sensitivity", "1", 0, 100, kernel=True),
+        # Flu and Cy hazards on each host lineage, relative to the reference hazard of each drug (marrow and
+        # donor NK get the reference hazards unscaled)
+        _p("host.nk_flu_sensitivity", "1", 0, 100, kernel=True),
+        _p("host.nk_cy_sensitivity", "1", 0, 100, kernel=True),
+        _p("host.t_flu_sensitivity", "1", 0, 100, kernel=True),
+        _p("host.t_cy_sensitivity", "1", 0, 100, kernel=True),
         # --- allo-rejection: priming and memory -------------------------------
         _p("allo.priming_delay", "day", 0.5, 100),
         _p("allo.priming_stages", "1", 1, 50, integer=True, kernel=True),
@@ -182,6 +186,20 @@ PARAMETERS: dict[str, ParamSpec] = {
 
 #: Model-file sections, in declaration order.
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(k.split(".")[0] for k in PARAMETERS))
+
+#: Deprecated model-file keys (nksim 0.6.0) -> the keys each sets to its value: a model file, a parameter
+#: override or a calibration ``[simulator]`` table may still use them (with a
+#: :class:`~nksim.errors.DeprecatedKeyWarning`); kept for one release.
+PARAMETER_ALIASES: dict[str, tuple[str, ...]] = {
+    # one Flu/Cy sensitivity per lineage (0.5.0) -> one per drug and lineage: the old value for both drugs
+    "host.nk_drug_sensitivity": ("host.nk_flu_sensitivity", "host.nk_cy_sensitivity"),
+    "host.t_drug_sensitivity": ("host.t_flu_sensitivity", "host.t_cy_sensitivity"),
+}
+#: Retired model-file keys (no longer part of the model) -> why; a file that still has them loads, with a
+#: :class:`~nksim.errors.DeprecatedKeyWarning`, and the value is ignored.
+RETIRED_PARAMETERS: dict[str, str] = {}
+assert not set(PARAMETER_ALIASES) & set(PARAMETERS) and not set(RETIRED_PARAMETERS) & set(PARAMETERS)
+assert all(k in PARAMETERS for keys in PARAMETER_ALIASES.values() for k in keys)
 
 
 # ============================================================================= kernel inputs
@@ -408,7 +426,8 @@ RECORD: tuple[Variable, ...] = (
              "blasts killed by NK (cumulative)", log=True, counts="cells", whole_body=True),
     Variable("nk_exhausted_fraction", "1", "fraction of killer-competent marrow NK agents that are exhausted",
              "exhausted fraction of marrow NK"),
-    Variable("drug_kill_hazard", "day-1", "Flu/Cy kill hazard on blood lymphocytes (before lineage sensitivity)",
+    Variable("drug_kill_hazard", "day-1", "Flu/Cy reference kill hazard (Flu and Cy terms at sensitivity 1, as on "
+             "marrow cells and donor NK; host lineages scale each drug's term by their own sensitivity)",
              "Flu/Cy kill hazard"),
     Variable("donor_nk_total", "1", "donor NK cells in the whole body (blood, other tissues and marrow)",
              "donor NK, whole body", log=True, counts="cells", whole_body=True),

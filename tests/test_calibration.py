@@ -348,8 +348,14 @@ def test_default_model_takes_the_committed_posterior_medians():
 
     rows = read_summary_csv(CALIBRATION_DIR / "posterior" / "posterior_summary.csv")
     params = load_parameters("default")
-    assert set(rows) == {f.key for f in load_config(CONFIG).fit}
+    # 0.6.0 split host.t_drug_sensitivity into per-drug sensitivities (docs/model.md 9.1): the config now fits
+    # host.t_cy_sensitivity, whose default is derived from the committed median (its source says how), not equal to it
+    renamed = {"host.t_drug_sensitivity": "host.t_cy_sensitivity"}
+    assert {renamed.get(k, k) for k in rows} == {f.key for f in load_config(CONFIG).fit}
     for key, r in rows.items():
+        if key in renamed:
+            assert f"{float(r['median']):.4g}" in params.parameters[renamed[key]].source, key
+            continue
         assert params[key] == pytest.approx(float(r["median"]), rel=1e-3), key
         assert float(r["q05"]) <= params[key] <= float(r["q95"])
         assert "posterior_summary.csv" in params.parameters[key].source and "90% CrI" in params.parameters[key].source

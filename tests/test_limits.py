@@ -148,8 +148,8 @@ def _reference_blood(params, weight, bsa, rec_nk, rec_t, events, days):
 
     PK: one compartment, first-order elimination k = ln2 / half-life, bolus amounts dose * BSA
     (Flu, mg m-2) and dose * weight (Cy, mg kg-1); C = amount / V (analytic).
-    Hazard h = Emax_F C_F/(C_F + EC50_F) + Emax_C C_C/(C_C + EC50_C) (day-1).
-    Host L in {NK, T}: dL/dt = rec_L L ln(L0/L) - s_L h L (own rate and drug sensitivity per lineage).
+    Reference hazards h_F = Emax_F C_F/(C_F + EC50_F), h_C = Emax_C C_C/(C_C + EC50_C) (day-1).
+    Host L in {NK, T}: dL/dt = rec_L L ln(L0/L) - (s_LF h_F + s_LC h_C) L (own rate and per-drug sensitivities).
     IL-15: dI/dt = tau - (tau/M + (tau - tau/M) L_rel) I, L_rel = (NK + T)/(NK0 + T0).
     Returns arrays at the integer days ``days`` (left limits, i.e. before that day's doses).
     """
@@ -164,20 +164,21 @@ def _reference_blood(params, weight, bsa, rec_nk, rec_t, events, days):
         return sum(a * math.exp(-k[kind] * (t - d)) for d, kk, a in doses
                    if kk == kind and (d < t if strict else d <= t)) / vol[kind]
 
-    def hazard(t):
+    def hazards(t):
         cf, cc = conc("fludarabine", t, False), conc("cyclophosphamide", t, False)
-        return (v["drugs.flu_emax"] * cf / (cf + v["drugs.flu_ec50"])
-                + v["drugs.cy_emax"] * cc / (cc + v["drugs.cy_ec50"]))
+        return (v["drugs.flu_emax"] * cf / (cf + v["drugs.flu_ec50"]),
+                v["drugs.cy_emax"] * cc / (cc + v["drugs.cy_ec50"]))
 
     n0, t0 = v["host.nk_baseline"], v["host.t_baseline"]
-    s_nk, s_t = v["host.nk_drug_sensitivity"], v["host.t_drug_sensitivity"]
     tau, m = v["il15.turnover_rate"], v["il15.max_fold"]
 
     def rhs(t, y):
-        h = hazard(t)
+        hf, hc = hazards(t)
+        h_nk = v["host.nk_flu_sensitivity"] * hf + v["host.nk_cy_sensitivity"] * hc
+        h_t = v["host.t_flu_sensitivity"] * hf + v["host.t_cy_sensitivity"] * hc
         nk, tc, il = y
         lrel = (nk + tc) / (n0 + t0)
-        return [rec_nk * nk * math.log(n0 / nk) - s_nk * h * nk, rec_t * tc * math.log(t0 / tc) - s_t * h * tc,
+        return [rec_nk * nk * math.log(n0 / nk) - h_nk * nk, rec_t * tc * math.log(t0 / tc) - h_t * tc,
                 tau - (tau / m + (tau - tau / m) * lrel) * il]
 
     y = np.array([n0, t0, 1.0])
@@ -196,8 +197,9 @@ def _reference_blood(params, weight, bsa, rec_nk, rec_t, events, days):
 @pytest.mark.parametrize("weight, bsa", [(None, None), (55.0, 1.5)])
 def test_blood_ode_with_drugs_matches_scipy(default_params, weight, bsa):
     # lineages with their own recovery rates and drug sensitivities
-    params = default_params.with_values({"lattice.side": 4, "host.t_drug_sensitivity": 1.6,
-                                         "host.nk_drug_sensitivity": 1.2, "host.t_recovery_rate": 0.01})
+    params = default_params.with_values({"lattice.side": 4, "host.t_flu_sensitivity": 1.6,
+                                         "host.t_cy_sensitivity": 0.7, "host.nk_flu_sensitivity": 1.2,
+                                         "host.nk_cy_sensitivity": 2.5, "host.t_recovery_rate": 0.01})
     patient = {"id": "p1", "group": "a"}
     if weight is not None:
         patient["body_weight"] = {"value": weight, "unit": "kg"}

@@ -36,19 +36,33 @@ def _kp(protocol: str = "ahmadvand2023", overrides: dict | None = None, patient:
     return kp
 
 
+#: Ranges of the blood's inputs (blood.U_*) drawn for the Jacobian check: up to a few times their clinical values.
+INPUT_RANGES = {B.U_HF: (0, 2), B.U_HC: (0, 2), B.U_IL2: (0, 3), B.U_IL15A: (0, 300)}
+
+
+def _random_state_and_inputs(kp, rng, n):
+    y = np.zeros(n)
+    y[Y.host_nk], y[Y.host_t], y[Y.il15] = rng.uniform(5, 300), rng.uniform(10, 1200), rng.uniform(0.5, 12)
+    for d in range(int(kp[KP.n_donors])):
+        y[Y.donor_nk_blood + DONOR_STRIDE * d], y[Y.donor_nk_tissue + DONOR_STRIDE * d] = rng.uniform(0, 1e8, 2)
+    u = np.zeros(B.N_U)
+    assert set(INPUT_RANGES) == set(range(B.N_U)), "every input of the blood needs a range here"
+    for i, (lo, hi) in INPUT_RANGES.items():
+        u[i] = rng.uniform(lo, hi) if rng.uniform() < 0.8 else 0.0  # each input also absent at times
+    return y, u
+
+
 @pytest.mark.parametrize("protocol", ["ahmadvand2023", "bachanova2014_hi_cy_flu"])
 def test_blood_jacobian_matches_finite_differences(protocol):
     kp = _kp(protocol)
     n = N_Y + DONOR_STRIDE * (int(kp[KP.n_donors]) - 1)
     rng = np.random.default_rng(3)
     for _ in range(40):
-        y = np.zeros(n)
-        y[Y.host_nk], y[Y.host_t], y[Y.il15] = rng.uniform(5, 300), rng.uniform(10, 1200), rng.uniform(0.5, 12)
-        y[Y.donor_nk_blood], y[Y.donor_nk_tissue] = rng.uniform(0, 1e8, 2)
+        y, u = _random_state_and_inputs(kp, rng, n)
         primed = rng.uniform(0, 1, int(kp[KP.n_donors]))
-        args = (rng.uniform(0, 2), 1e6, primed, rng.uniform(0, 0.5), rng.uniform(0.3, 1))  # hazard, marrow, ...
+        args = (u, 1e6, primed)  # inputs, marrow donor NK, priming
         jac = np.zeros((n, n))
-        B.blood_jacobian(kp, y, args[0], args[1], args[2], args[3], args[4], jac)
+        B.blood_jacobian(kp, y, *args, jac)
         num = np.zeros((n, n))
         for j in range(n):
             e = 1e-6 * max(abs(y[j]), 1.0)
@@ -67,13 +81,15 @@ def _reference_blood(kp, y, days, pk, first_exposure, dt=1.0 / 960):
     n = y.shape[0]
     primed = np.zeros(first_exposure.shape[0])
     out = [np.empty(n) for _ in range(5)]
+    u0, um, u1 = np.zeros(B.N_U), np.zeros(B.N_U), np.zeros(B.N_U)
+    scratch = [np.empty(B.N_U) for _ in range(3)]
     for i in range(int(round(days / dt))):
         s = i * dt
-        # RK4 with the hazard at start, middle and end, the cytokine effects and the priming at mid-step
-        h0 = B.quiet_inputs(kp, s, pk, first_exposure, primed)[0]
-        h1 = B.quiet_inputs(kp, s + dt, pk, first_exposure, primed)[0]
-        hm, pm, dm = B.quiet_inputs(kp, s + 0.5 * dt, pk, first_exposure, primed)  # leaves primed at mid-step
-        B.rk4_blood(kp, y, dt, h0, hm, h1, 0.0, primed, pm, dm, *out)
+        # RK4 with the inputs at start, middle and end, the priming at mid-step
+        B.quiet_inputs(kp, s, pk, first_exposure, primed, u0)
+        B.quiet_inputs(kp, s + dt, pk, first_exposure, primed, u1)
+        B.quiet_inputs(kp, s + 0.5 * dt, pk, first_exposure, primed, um)  # leaves primed at mid-step
+        B.rk4_blood(kp, y, dt, u0, um, u1, 0.0, primed, *out, *scratch)
     return y
 
 

@@ -20,16 +20,102 @@ import math
 import numpy as np
 from numba import njit
 
-from .layout import DONOR_STRIDE, KP, Y
+from .layout import DONOR_STRIDE, EV, KP, Y
+
+# --------------------------------------------------------------------------- PK state and its inputs to the blood
+#: The PK state ``pk`` (float64 array, :data:`N_PK`): the time (days since the start) it refers to, the
+#: drug amounts (mg) and each cytokine's s.c. depot and central amount (IL-2 in MIU, IL-15 agonist in ug).
+#: Everything here decays first order, so :func:`pk_inputs` evaluates it exactly at any later time.
+PK_T0, PK_FLU, PK_CY, PK_IL2_DEPOT, PK_IL2, PK_IL15A_DEPOT, PK_IL15A = 0, 1, 2, 3, 4, 5, 6
+N_PK = 7
+#: The inputs ``u`` of the blood ODEs at one time (float64 array, :data:`N_U`), computed from the PK state by
+#: :func:`pk_inputs`: the fludarabine and cyclophosphamide reference hazards (day-1), the IL-2 and IL-15 agonist
+#: central amounts.
+U_HF, U_HC, U_IL2, U_IL15A = 0, 1, 2, 3
+N_U = 4
+
+
+@njit(cache=True)
+def flu_hazard(kp, flu_amt):
+    """Fludarabine reference kill hazard (day-1) for an amount ``flu_amt`` (mg): an Emax term."""
+    cf = flu_amt / kp[KP.drugs_flu_volume]
+    return kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50])
+
+
+@njit(cache=True)
+def cy_hazard(kp, cy_amt):
+    """Cyclophosphamide reference kill hazard (day-1) for an amount ``cy_amt`` (mg): an Emax term."""
+    cc = cy_amt / kp[KP.drugs_cy_volume]
+    return kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50])
 
 
 @njit(cache=True)
 def drug_hazard(kp, flu_amt, cy_amt):
-    """Kill hazard (day-1) on blood lymphocytes for drug amounts (mg): sum of two Emax terms."""
-    cf = flu_amt / kp[KP.drugs_flu_volume]
-    cc = cy_amt / kp[KP.drugs_cy_volume]
-    return (kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50])
-            + kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50]))
+    """Flu + Cy reference kill hazard (day-1), as on marrow cells and donor NK: the sum of the two Emax terms.
+
+    Host lineages weigh the two terms by their own sensitivities (:func:`lineage_hazard`).
+    """
+    return flu_hazard(kp, flu_amt) + cy_hazard(kp, cy_amt)
+
+
+@njit(cache=True)
+def lineage_hazards(kp, u):
+    """Drug kill hazards (day-1) on host NK and host T at inputs ``u``: each drug term times the lineage sensitivity."""
+    hf = u[U_HF]
+    hc = u[U_HC]
+    return (kp[KP.host_nk_flu_sensitivity] * hf + kp[KP.host_nk_cy_sensitivity] * hc,
+            kp[KP.host_t_flu_sensitivity] * hf + kp[KP.host_t_cy_sensitivity] * hc)
+
+
+@njit(cache=True)
+def pk_inputs(kp, pk, s, u):
+    """Fill ``u`` with the blood's inputs ``s`` days after the PK state ``pk`` (exact first-order decay)."""
+    u[U_HF] = flu_hazard(kp, pk[PK_FLU] * math.exp(-kp[KP.flu_elimination_rate] * s))
+    u[U_HC] = cy_hazard(kp, pk[PK_CY] * math.exp(-kp[KP.cy_elimination_rate] * s))
+    u[U_IL2] = 0.0
+    u[U_IL15A] = 0.0
+    if pk[PK_IL2_DEPOT] + pk[PK_IL2] > 0.0:
+        u[U_IL2] = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate], kp[KP.il2_elimination_rate],
+                              s)[1]
+    if pk[PK_IL15A_DEPOT] + pk[PK_IL15A] > 0.0:
+        u[U_IL15A] = depot_step(pk[PK_IL15A_DEPOT], pk[PK_IL15A], kp[KP.il15_agonist_absorption_rate],
+                                kp[KP.il15_agonist_elimination_rate], s)[1]
+
+
+@njit(cache=True)
+def pk_advance(kp, pk, dt):
+    """Advance the PK state ``pk`` by ``dt`` days in place (exact), its time ``pk[PK_T0]`` included."""
+    pk[PK_T0] += dt
+    pk[PK_FLU] *= math.exp(-kp[KP.flu_elimination_rate] * dt)
+    pk[PK_CY] *= math.exp(-kp[KP.cy_elimination_rate] * dt)
+    if pk[PK_IL2_DEPOT] + pk[PK_IL2] > 0.0:
+        pk[PK_IL2_DEPOT], pk[PK_IL2] = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate],
+                                                  kp[KP.il2_elimination_rate], dt)
+    if pk[PK_IL15A_DEPOT] + pk[PK_IL15A] > 0.0:
+        pk[PK_IL15A_DEPOT], pk[PK_IL15A] = depot_step(pk[PK_IL15A_DEPOT], pk[PK_IL15A],
+                                                      kp[KP.il15_agonist_absorption_rate],
+                                                      kp[KP.il15_agonist_elimination_rate], dt)
+
+
+@njit(cache=True)
+def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
+    """Apply one protocol event (kind code ``EV.*``, ``amount`` in its amount unit) at time ``t`` (days since start).
+
+    Drug doses go into the PK amounts, cytokines into their s.c. depots, an NK infusion into its
+    donor's blood pool (the donor's first infusion starts the host's priming clock).
+    """
+    if kind == EV.fludarabine:
+        pk[PK_FLU] += amount
+    elif kind == EV.cyclophosphamide:
+        pk[PK_CY] += amount
+    elif kind == EV.nk_infusion:
+        y[Y.donor_nk_blood + DONOR_STRIDE * donor] += amount
+        if first_exposure[donor] == np.inf:
+            first_exposure[donor] = t
+    elif kind == EV.il2:
+        pk[PK_IL2_DEPOT] += amount
+    elif kind == EV.il15_agonist:
+        pk[PK_IL15A_DEPOT] += amount
 
 
 @njit(cache=True)
@@ -86,13 +172,15 @@ def depot_step(depot, central, ka, ke, dt):
 
 
 @njit(cache=True)
-def cytokine_support(kp, il2, il15a):
-    """Effects of exogenous cytokines on donor NK, from central amounts ``il2`` (MIU), ``il15a`` (ug).
+def cytokine_support(kp, y, u):
+    """Effects of exogenous cytokines on donor NK at blood state ``y`` and inputs ``u`` (:func:`pk_inputs`).
 
     Returns ``(extra division rate day-1, death-rate multiplier, combined support 0..1)``: each
-    cytokine acts through its occupancy ``f = A / (A + EC50)``; division rises by
-    ``proliferation_max * f``, homeostatic death falls by the factor ``1 - survival_effect * f``.
+    cytokine acts through its occupancy ``f = A / (A + EC50)`` of its central amount; division
+    rises by ``proliferation_max * f``, homeostatic death falls by the factor ``1 - survival_effect * f``.
     """
+    il2 = u[U_IL2]
+    il15a = u[U_IL15A]
     f2 = il2 / (il2 + kp[KP.il2_ec50]) if il2 > 0.0 else 0.0
     f15 = il15a / (il15a + kp[KP.il15_agonist_ec50]) if il15a > 0.0 else 0.0
     prolif = kp[KP.il2_proliferation_max] * f2 + kp[KP.il15_agonist_proliferation_max] * f15
@@ -131,19 +219,21 @@ def il15_consumers(kp, y, marrow_donor):
 
 
 @njit(cache=True)
-def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
-    """Right-hand side of the blood ODEs (per day); ``hazard`` is the drug kill hazard.
+def blood_rhs(kp, y, u, marrow_donor, primed, out):
+    """Right-hand side of the blood ODEs (per day) at state ``y`` and inputs ``u`` (:func:`pk_inputs`).
 
     ``y`` and ``out`` are indexed by ``Y`` (:data:`nksim.quantities.BLOOD_STATE`), donor ``d`` at
     ``+ DONOR_STRIDE * d``. ``marrow_donor``: donor NK in the marrow (whole body, held fixed over
-    the step); ``primed[d]``: the host's primed response to donor ``d``; ``sup_prolif``,
-    ``sup_death``: cytokine effects (:func:`cytokine_support`).
+    the step); ``primed[d]``: the host's primed response to donor ``d``. Host NK and T take each
+    drug's reference hazard times their own sensitivity (:func:`lineage_hazards`); donor NK take
+    the reference hazards unscaled, as marrow cells do.
     """
     hnk = max(y[Y.host_nk], 1e-12)
     ht = max(y[Y.host_t], 1e-12)
     il = y[Y.il15]
-    h_nk = kp[KP.host_nk_drug_sensitivity] * hazard
-    h_t = kp[KP.host_t_drug_sensitivity] * hazard
+    h_nk, h_t = lineage_hazards(kp, u)
+    hazard = u[U_HF] + u[U_HC]
+    sup_prolif, sup_death, _ = cytokine_support(kp, y, u)
     r_nk = kp[KP.patient_host_nk_recovery_rate]
     r_t = kp[KP.patient_host_t_recovery_rate]
     nk0 = kp[KP.host_nk_baseline]
@@ -172,7 +262,7 @@ def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
 
 
 @njit(cache=True)
-def blood_jacobian(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, jac):
+def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
     """Jacobian ``d blood_rhs / d y`` (per day) at state ``y``, with the inputs held (as :func:`blood_rhs`).
 
     Written out from :func:`blood_rhs` term by term (``tests/test_quiet_days.py`` checks it
@@ -182,18 +272,19 @@ def blood_jacobian(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, j
     for i in range(n):
         for j in range(n):
             jac[i, j] = 0.0
+    h_nk, h_t = lineage_hazards(kp, u)
+    hazard = u[U_HF] + u[U_HC]
+    sup_prolif, sup_death, _ = cytokine_support(kp, y, u)
     nk0 = kp[KP.host_nk_baseline]
     t0 = kp[KP.host_t_baseline]
     if nk0 > 0 and y[Y.host_nk] > 1e-12:
-        jac[Y.host_nk, Y.host_nk] = (kp[KP.patient_host_nk_recovery_rate] * (math.log(nk0 / y[Y.host_nk]) - 1.0)
-                                     - kp[KP.host_nk_drug_sensitivity] * hazard)
+        jac[Y.host_nk, Y.host_nk] = kp[KP.patient_host_nk_recovery_rate] * (math.log(nk0 / y[Y.host_nk]) - 1.0) - h_nk
     elif y[Y.host_nk] > 1e-12:
-        jac[Y.host_nk, Y.host_nk] = -kp[KP.host_nk_drug_sensitivity] * hazard
+        jac[Y.host_nk, Y.host_nk] = -h_nk
     if t0 > 0 and y[Y.host_t] > 1e-12:
-        jac[Y.host_t, Y.host_t] = (kp[KP.patient_host_t_recovery_rate] * (math.log(t0 / y[Y.host_t]) - 1.0)
-                                   - kp[KP.host_t_drug_sensitivity] * hazard)
+        jac[Y.host_t, Y.host_t] = kp[KP.patient_host_t_recovery_rate] * (math.log(t0 / y[Y.host_t]) - 1.0) - h_t
     elif y[Y.host_t] > 1e-12:
-        jac[Y.host_t, Y.host_t] = -kp[KP.host_t_drug_sensitivity] * hazard
+        jac[Y.host_t, Y.host_t] = -h_t
     n_donors = int(kp[KP.n_donors])
     il = y[Y.il15]
     tau = kp[KP.il15_turnover_rate]
@@ -243,18 +334,18 @@ def blood_jacobian(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, j
 
 
 @njit(cache=True)
-def _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp):
+def _rk4_substep(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp):
     n = y.shape[0]
-    blood_rhs(kp, y, h0, marrow_donor, primed, sup_prolif, sup_death, k1)
+    blood_rhs(kp, y, u0, marrow_donor, primed, k1)
     for i in range(n):
         tmp[i] = y[i] + 0.5 * dt * k1[i]
-    blood_rhs(kp, tmp, hmid, marrow_donor, primed, sup_prolif, sup_death, k2)
+    blood_rhs(kp, tmp, um, marrow_donor, primed, k2)
     for i in range(n):
         tmp[i] = y[i] + 0.5 * dt * k2[i]
-    blood_rhs(kp, tmp, hmid, marrow_donor, primed, sup_prolif, sup_death, k3)
+    blood_rhs(kp, tmp, um, marrow_donor, primed, k3)
     for i in range(n):
         tmp[i] = y[i] + dt * k3[i]
-    blood_rhs(kp, tmp, h1, marrow_donor, primed, sup_prolif, sup_death, k4)
+    blood_rhs(kp, tmp, u1, marrow_donor, primed, k4)
     for i in range(n):
         y[i] = y[i] + dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
         if y[i] < 0.0:
@@ -262,21 +353,25 @@ def _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_
 
 
 @njit(cache=True)
-def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
-    """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y``."""
+def blood_stiffness(kp, y, u, marrow_donor, primed):
+    """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y`` and inputs ``u``.
+
+    Every term grows with every input, so ``u`` may be the componentwise largest inputs over a step.
+    """
     n_donors = int(kp[KP.n_donors])
     tau = kp[KP.il15_turnover_rate]
     lrel = il15_consumers(kp, y, marrow_donor)
     lam = tau * (1.0 / kp[KP.il15_max_fold] + (1.0 - 1.0 / kp[KP.il15_max_fold]) * lrel)
+    h_nk, h_t = lineage_hazards(kp, u)
     for j in (Y.host_nk, Y.host_t):
         if j == Y.host_nk:
             l0 = kp[KP.host_nk_baseline]
             g = kp[KP.patient_host_nk_recovery_rate]
-            h = kp[KP.host_nk_drug_sensitivity] * hazard
+            h = h_nk
         else:
             l0 = kp[KP.host_t_baseline]
             g = kp[KP.patient_host_t_recovery_rate]
-            h = kp[KP.host_t_drug_sensitivity] * hazard
+            h = h_t
         if l0 > 0.0 and y[j] > 0.0:
             rate = g * (abs(math.log(l0 / y[j])) + 1.0) + h
             if rate > lam:
@@ -286,7 +381,8 @@ def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
         r = donor_nk_rejection(kp, y[Y.host_t], primed[d])
         if r > rej:
             rej = r
-    nk = (nk_division_rate(kp, y[Y.il15], sup_prolif) + kp[KP.nk_death_rate] + rej + hazard
+    sup_prolif = cytokine_support(kp, y, u)[0]
+    nk = (nk_division_rate(kp, y[Y.il15], sup_prolif) + kp[KP.nk_death_rate] + rej + u[U_HF] + u[U_HC]
           + kp[KP.donor_tissue_uptake_rate] + kp[KP.donor_tissue_return_rate])
     if nk > lam:
         lam = nk
@@ -294,29 +390,32 @@ def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
 
 
 @njit(cache=True)
-def rk4_blood(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp):
-    """Advance the blood ODEs by ``dt`` days with RK4; drug hazard given at start, middle, end.
+def rk4_blood(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp, ua, ub, uc):
+    """Advance the blood ODEs by ``dt`` days with RK4; inputs given at the step's start, middle and end.
 
     The step is split into ``n`` equal RK4 sub-steps with ``n * (fastest rate) * sub-step <= 1``
-    (RK4 is stable up to about 2.8), so any ``numerics.dt`` the schema allows is stable; the
-    hazard inside the step is the quadratic through ``h0, hmid, h1``; marrow donor NK, priming
-    and cytokine effects are held at their values for the step. With the default dt = 1 h,
-    n = 1.
+    (RK4 is stable up to about 2.8), so any ``numerics.dt`` the schema allows is stable; each input
+    inside the step is the quadratic through its values in ``u0, um, u1``; marrow donor NK and priming
+    are held at their values for the step. With the default dt = 1 h, n = 1. ``ua``, ``ub``, ``uc``
+    (length :data:`N_U`) are scratch arrays.
     """
-    lam = blood_stiffness(kp, y, max(h0, max(hmid, h1)), marrow_donor, primed, sup_prolif)
+    for i in range(u0.shape[0]):
+        ua[i] = max(u0[i], max(um[i], u1[i]))
+    lam = blood_stiffness(kp, y, ua, marrow_donor, primed)
     n_sub = int(math.ceil(lam * dt))
     if n_sub < 1:
         n_sub = 1
     if n_sub == 1:
-        _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
+        _rk4_substep(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp)
         return
     hs = dt / n_sub
     for k in range(n_sub):
-        # quadratic (Lagrange) interpolation of the hazard at the sub-step's start, middle, end
-        a = _hazard_at(k / n_sub, h0, hmid, h1)
-        m = _hazard_at((k + 0.5) / n_sub, h0, hmid, h1)
-        e = _hazard_at((k + 1.0) / n_sub, h0, hmid, h1)
-        _rk4_substep(kp, y, hs, a, m, e, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
+        # quadratic (Lagrange) interpolation of every input at the sub-step's start, middle, end
+        for i in range(u0.shape[0]):
+            ua[i] = _hazard_at(k / n_sub, u0[i], um[i], u1[i])
+            ub[i] = _hazard_at((k + 0.5) / n_sub, u0[i], um[i], u1[i])
+            uc[i] = _hazard_at((k + 1.0) / n_sub, u0[i], um[i], u1[i])
+        _rk4_substep(kp, y, hs, ua, ub, uc, marrow_donor, primed, k1, k2, k3, k4, tmp)
 
 
 @njit(cache=True)
@@ -326,13 +425,7 @@ def _hazard_at(s, h0, hmid, h1):
     return v if v > 0.0 else 0.0
 
 
-
-
 # --------------------------------------------------------------------------- quiet days: Rosenbrock 2(3)
-#: Quiet-day PK state (``pk`` argument of :func:`quiet_day`): day (since start) at which the day
-#: begins, then the drug amounts (mg) and the cytokine depot and central amounts at that time.
-PK_T0, PK_FLU, PK_CY, PK_IL2_DEPOT, PK_IL2, PK_IL15A_DEPOT, PK_IL15A = 0, 1, 2, 3, 4, 5, 6
-N_PK = 7
 #: Relative tolerance of the quiet-day integrator for host NK, host T and IL-15 (numerical choice: within 5e-5
 #: of a fine RK4 over months, ``tests/test_quiet_days.py``; benchmarks/README.md, "Quiet days").
 QUIET_RTOL = 1e-5
@@ -387,32 +480,21 @@ def quiet_tolerances(kp, n_y):
 
 
 @njit(cache=True)
-def quiet_inputs(kp, s, pk, first_exposure, primed):
-    """Drug hazard (day-1) and cytokine effects ``s`` days into a quiet day; fills ``primed`` (per donor).
+def quiet_inputs(kp, s, pk, first_exposure, primed, u):
+    """The blood's inputs ``s`` days into a quiet day into ``u``; fills ``primed`` (per donor).
 
-    The same analytic PK as the kernel's steps (first-order drug elimination, s.c. depot ->
-    central) from the amounts in ``pk`` at the start of the day. Returns ``(hazard,
-    extra division rate, death-rate multiplier)``.
+    The same analytic PK as the kernel's steps (:func:`pk_inputs`) from the PK state ``pk`` at
+    the start of the day (``pk[PK_T0]``: that day, since the start of the simulation).
     """
-    hazard = drug_hazard(kp, pk[PK_FLU] * math.exp(-kp[KP.flu_elimination_rate] * s),
-                         pk[PK_CY] * math.exp(-kp[KP.cy_elimination_rate] * s))
-    sup_prolif = 0.0
-    sup_death = 1.0
-    if pk[PK_IL2_DEPOT] + pk[PK_IL2] + pk[PK_IL15A_DEPOT] + pk[PK_IL15A] > 0.0:
-        il2 = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate], kp[KP.il2_elimination_rate], s)[1]
-        il15a = depot_step(pk[PK_IL15A_DEPOT], pk[PK_IL15A], kp[KP.il15_agonist_absorption_rate],
-                           kp[KP.il15_agonist_elimination_rate], s)[1]
-        sup_prolif, sup_death, _ = cytokine_support(kp, il2, il15a)
+    pk_inputs(kp, pk, s, u)
     for d in range(first_exposure.shape[0]):
         primed[d] = primed_fraction(kp, pk[PK_T0] + s - first_exposure[d])
-    return hazard, sup_prolif, sup_death
 
 
 @njit(cache=True)
-def _quiet_rhs(kp, y, s, pk, first_exposure, primed, out):
-    hazard, sup_prolif, sup_death = quiet_inputs(kp, s, pk, first_exposure, primed)
-    blood_rhs(kp, y, hazard, 0.0, primed, sup_prolif, sup_death, out)
-    return hazard, sup_prolif, sup_death
+def _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, out):
+    quiet_inputs(kp, s, pk, first_exposure, primed, u)
+    blood_rhs(kp, y, u, 0.0, primed, out)
 
 
 @njit(cache=True)
@@ -487,20 +569,21 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
     yn = work[_YN]
     tmp = work[_TMP]
     dfdt = work[_DFDT]
+    u = np.empty(N_U)
     s = 0.0
     h = h_first if h_first < length else length
     steps = 0
-    _quiet_rhs(kp, y, s, pk, first_exposure, primed, f0)
+    _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, f0)
     while s < length:
         last = s + h >= length * (1.0 - 1e-12)
         if last:
             h = length - s
         # the Jacobian at every step (ode23s's stability and error estimate need the current one; one kept over a
         # day let the donor pools diverge), the time derivative by a forward difference
-        hazard, sup_prolif, sup_death = quiet_inputs(kp, s, pk, first_exposure, primed)
-        blood_jacobian(kp, y, hazard, 0.0, primed, sup_prolif, sup_death, jac)
+        quiet_inputs(kp, s, pk, first_exposure, primed, u)
+        blood_jacobian(kp, y, u, 0.0, primed, jac)
         dts = 1.5e-8 * max(s, 1.0)
-        _quiet_rhs(kp, y, s + dts, pk, first_exposure, primed, tmp)
+        _quiet_rhs(kp, y, s + dts, pk, first_exposure, primed, u, tmp)
         for i in range(n):
             dfdt[i] = (tmp[i] - f0[i]) / dts
         hd = h * _D
@@ -514,14 +597,14 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
         _lu_solve(wmat, piv, k1)
         for i in range(n):
             tmp[i] = y[i] + 0.5 * h * k1[i]
-        _quiet_rhs(kp, tmp, s + 0.5 * h, pk, first_exposure, primed, f1)
+        _quiet_rhs(kp, tmp, s + 0.5 * h, pk, first_exposure, primed, u, f1)
         for i in range(n):
             k2[i] = f1[i] - k1[i]
         _lu_solve(wmat, piv, k2)
         for i in range(n):
             k2[i] += k1[i]
             yn[i] = y[i] + h * k2[i]
-        _quiet_rhs(kp, yn, s + h, pk, first_exposure, primed, f2)
+        _quiet_rhs(kp, yn, s + h, pk, first_exposure, primed, u, f2)
         for i in range(n):
             k3[i] = f2[i] - _E32 * (k2[i] - f1[i]) - 2.0 * (k1[i] - f0[i]) + hd * dfdt[i]
         _lu_solve(wmat, piv, k3)
@@ -540,7 +623,7 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
                     clipped = True
                 y[i] = yn[i]
             if clipped:
-                _quiet_rhs(kp, y, s, pk, first_exposure, primed, f0)
+                _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, f0)
             else:
                 for i in range(n):
                     f0[i] = f2[i]
