@@ -8,7 +8,8 @@ A protocol file (``experiments/protocols/<name>.toml``) holds
   on or before the last lymphodepleting dose) and ``nk_product`` (the kind of NK
   product infused, one of :data:`NK_PRODUCTS`: it selects the donor-NK trafficking
   parameters, ``nk.*`` for a fresh product, ``expanded_nk.*`` for an ex vivo
-  expanded one);
+  expanded one) and ``host_tolerant`` (optional, default false: the host tolerates the donor, as
+  after a transplant from the same donor, so donor NK are not rejected);
 * ``[[events]]``: events every patient gets (``day``, ``kind``, ``dose``, ``unit``,
   ``source``);
 * ``[groups.<id>]`` with ``[[groups.<id>.events]]``: events of a dose group;
@@ -139,6 +140,8 @@ class Protocol:
     events: tuple[Event, ...]
     groups: Mapping[str, tuple[Event, ...]]
     patients: tuple[Patient, ...]
+    #: the host tolerates the donor (NK from the patient's own transplant donor): no allo-rejection (0.6.0)
+    host_tolerant: bool = False
 
     def patient(self, patient_id: str) -> Patient:
         """The patient with id ``patient_id`` (KeyError if the protocol has none)."""
@@ -204,7 +207,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
                     "patients": "array of tables"},
     "protocol": {"name": "string", "title": "string", "source": "string", "start_day": "number",
                  "end_day": "number", "assessment_days": "array of numbers", "snapshot_days": "array of numbers",
-                 "infusions_after_lymphodepletion": "boolean", "nk_product": "string"},
+                 "infusions_after_lymphodepletion": "boolean", "nk_product": "string", "host_tolerant": "boolean"},
     "event": {"day": "number", "kind": "string", "dose": "number", "unit": "string", "source": "string",
               "donor": "string"},
     "group": {"description": "string", "source": "string", "events": "array of tables"},
@@ -338,6 +341,7 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
         events=events,
         groups=MappingProxyType(groups),
         patients=tuple(patients),
+        host_tolerant=head.get("host_tolerant", False),
     )
     _validate_schedule(proto, source)
     if not patients:  # after the schedule: its errors come first

@@ -208,8 +208,8 @@ class KernelContext:
     """What a derived kernel input may be computed from (see :func:`nksim.engine.build.kernel_parameters`).
 
     ``resolution`` is a :class:`nksim.engine.build.Resolution`; days are since the first infusion;
-    ``nk_product`` is the protocol's NK product (``"fresh"`` or ``"expanded"``,
-    :data:`nksim.protocol.NK_PRODUCTS`).
+    ``nk_product`` is the protocol's NK product (a key of :data:`nksim.protocol.NK_PRODUCTS`);
+    ``host_tolerant``: the protocol's host tolerates the donor (``protocol.host_tolerant``, 0.6.0).
     """
 
     params: ParameterSet
@@ -218,6 +218,7 @@ class KernelContext:
     start_day: float
     end_day: float
     nk_product: str
+    host_tolerant: bool = False
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,9 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     DerivedInput("allo_stage_rate", "day-1", "transit rate of each priming stage, stages / delay",
                  lambda c: c.params["allo.priming_stages"] / c.params["allo.priming_delay"],
                  ("allo.priming_stages", "allo.priming_delay")),
+    DerivedInput("allo_rejection_enabled", "1", "1: the host rejects donor NK (allogeneic); 0: the host tolerates the "
+                 "donor (protocol.host_tolerant, e.g. NK from the patient's own transplant donor): no rejection",
+                 lambda c: 0.0 if c.host_tolerant else 1.0),
     DerivedInput("n_donors", "1", "number of NK donors of this patient's protocol (set by the event arrays)",
                  lambda c: 1, integer=True),
     # cytokines (s.c. depot -> central, first order)

@@ -196,8 +196,11 @@ def donor_nk_rejection(kp, host_t, primed):
     The first term is the unprimed (innate and naive T-cell) rejection, proportional to the host
     T count; the second is the primed anti-donor response, which expands clonally from the
     surviving T-cell pool and so depends on it less than in proportion: ``e`` =
-    ``allo.primed_t_exponent`` (0: independent of the T count; 1: proportional to it).
+    ``allo.primed_t_exponent`` (0: independent of the T count; 1: proportional to it). 0 for a
+    host that tolerates the donor (``kp[KP.allo_rejection_enabled]`` = 0: ``protocol.host_tolerant``).
     """
+    if kp[KP.allo_rejection_enabled] == 0.0:  # a tolerant host (protocol.host_tolerant)
+        return 0.0
     t_rel = host_t / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0
     e = kp[KP.allo_primed_t_exponent]
     t_fac = 1.0 if e == 0.0 else (t_rel ** e if t_rel > 0.0 else 0.0)
@@ -315,7 +318,7 @@ def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
         it = Y.donor_nk_tissue + DONOR_STRIDE * d
         net = grow - donor_nk_rejection(kp, y[Y.host_t], primed[d])
         drej_dt = 0.0
-        if t_base > 0:
+        if t_base > 0 and kp[KP.allo_rejection_enabled] != 0.0:
             t_rel = y[Y.host_t] / t_base
             e = kp[KP.allo_primed_t_exponent]
             drej_dt = kp[KP.nk_rejection_rate] / t_base

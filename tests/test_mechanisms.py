@@ -1,0 +1,126 @@
+"""Paired-run direction tests of the mechanisms of nksim 0.6.0 (issue 24; docs/model.md section 9).
+
+Each test runs two (or more) protocols that differ in one thing with common random numbers: the same
+seed, patients and replicates, so every arm simulates the same virtual patients and their initial
+marrow (docs/architecture.md, "Random streams"). The tests pin the *sign* of each mechanism's effect
+(``docs/evidence/mechanisms.md`` section J and the issue's list), not its size, which the next
+calibration sets. Small lattices (4 x 4 voxels: the whole-body blood and the marrow region's scale are
+unchanged) and a few patients keep them fast.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nksim
+from nksim.engine import layout as L
+from nksim.engine.build import patient_inputs
+from nksim.engine.kernel import donor_nk_rejection
+from nksim.patients import draw_effects
+from nksim.protocol import EVENT_UNITS, protocol_from_dict
+from nksim.streams import generators
+
+SEED = 2
+N_PATIENTS = 3
+#: Flu 25 mg m-2 days -6..-2 (the Minnesota Hi-Cy/Flu fludarabine)
+FLU = [(d, "fludarabine", 25.0) for d in range(-6, -1)]
+#: Cy 60 mg kg-1 days -5, -4 (Hi-Cy)
+HI_CY = [(-5, "cyclophosphamide", 60.0), (-4, "cyclophosphamide", 60.0)]
+#: IL-2 9 MIU s.c. every other day x 6 from the infusion day (Bachanova 2014)
+IL2 = [(d, "il2", 9.0) for d in range(0, 12, 2)]
+
+
+@pytest.fixture(scope="module")
+def params():
+    return nksim.load_parameters("default").with_values({"lattice.side": 4})
+
+
+def protocol(events, *, start=-6, end=60, product="fresh", tolerant=False, n_patients=N_PATIENTS, name="paired"):
+    """A protocol of ``events`` ((day, kind, dose) in the kind's unit) for ``n_patients`` patients."""
+    return protocol_from_dict({
+        "protocol": {"name": name, "start_day": start, "end_day": end, "assessment_days": [28],
+                     "nk_product": product, "host_tolerant": tolerant},
+        "events": [{"day": d, "kind": k, "dose": x, "unit": EVENT_UNITS[k]} for d, k, x in events],
+        "patients": [{"id": f"p{i}", "group": "a"} for i in range(n_patients)],
+    }, f"<{name}>")
+
+
+def run(params, events, **kw):
+    """The cohort of ``protocol(events, **kw)`` with the fixed seed (common random numbers across arms)."""
+    return nksim.simulate_cohort(params, protocol(events, **kw), seed=SEED)
+
+
+def at(ds, name, day):
+    """``name`` on ``day`` for every (patient, replicate), flattened."""
+    return ds[name].sel(time=day).values.ravel()
+
+
+# ----------------------------------------------------------------------------- F: Flu apart from Cy
+def test_flu_alone_raises_il15_and_expansion_less_than_hi_cy_flu(params):
+    """Miller 2005's Flu-alone arm against Hi-Cy/Flu (same NK, same IL-2): a smaller IL-15 rise, less expansion."""
+    nk = [(0, "nk_infusion", 1e7)]
+    flu = run(params, FLU + nk + IL2)
+    both = run(params, FLU + HI_CY + nk + IL2)
+    assert np.all(flu.il15.max("time").values < both.il15.max("time").values)
+    assert np.all(at(flu, "host_t_blood", 0) > at(both, "host_t_blood", 0))
+    assert np.all(at(flu, "host_nk_blood", 0) > at(both, "host_nk_blood", 0))
+    assert np.all(at(flu, "donor_nk_blood", 14) < at(both, "donor_nk_blood", 14))
+    # Flu spares lymphocytes more than the 0.5.0 model let it (host NK at infusion about twice those after
+    # Hi-Cy/Flu there, Flu doing about 80 % of the depletion): now about ten times
+    assert np.all(at(flu, "host_nk_blood", 0) > 3 * at(both, "host_nk_blood", 0))
+
+
+def test_the_drugs_act_on_each_lineage_by_their_own_sensitivity(params):
+    """Cy alone spares host NK when their Cy sensitivity is 0, Flu alone when their Flu sensitivity is 0."""
+    nk = [(0, "nk_infusion", 1e6)]
+    no_cy = params.with_values({"host.nk_cy_sensitivity": 0.0})
+    no_flu = params.with_values({"host.nk_flu_sensitivity": 0.0})
+    cy_only = run(no_cy, HI_CY + nk, n_patients=1)
+    flu_only = run(no_flu, FLU + nk, n_patients=1)
+    assert np.allclose(cy_only.host_nk_blood.sel(time=slice(-6, 0)).values, params["host.nk_baseline"])
+    assert np.allclose(flu_only.host_nk_blood.sel(time=slice(-6, 0)).values, params["host.nk_baseline"])
+    # ... while host T, with both sensitivities above 0, are depleted by either drug
+    assert at(cy_only, "host_t_blood", 0)[0] < 0.5 * params["host.t_baseline"]
+    assert at(flu_only, "host_t_blood", 0)[0] < 0.5 * params["host.t_baseline"]
+
+
+# ----------------------------------------------------------------------------- E: a tolerant host
+def test_a_tolerant_host_keeps_donor_nk_past_day_90(params):
+    """NK from the patient's own transplant donor (Bednarski 2022, Shapiro 2022) are not rejected and persist."""
+    events = FLU + HI_CY + [(0, "nk_infusion", 1e7)]
+    allo = run(params, events, end=120)
+    tolerant = run(params, events, end=120, tolerant=True)
+    assert np.all(at(tolerant, "donor_nk_total", 90) > 1e3 * np.maximum(at(allo, "donor_nk_total", 90), 1.0))
+    assert np.all(at(tolerant, "donor_nk_blood", 90) > 0.1)  # per uL: measurable months later
+    assert np.all(at(tolerant, "donor_nk_total", 28) >= at(allo, "donor_nk_total", 28))
+    # before the infusion the two arms are the same run
+    for name in ("host_nk_blood", "host_t_blood", "il15", "marrow_blast_pct"):
+        np.testing.assert_array_equal(allo[name].sel(time=slice(-6, 0)).values,
+                                      tolerant[name].sel(time=slice(-6, 0)).values)
+
+
+def test_a_tolerant_host_has_no_rejection_whatever_the_rejection_parameters(params):
+    events = FLU + HI_CY + [(0, "nk_infusion", 1e7), (7, "nk_infusion", 1e7)]
+    proto = protocol(events, tolerant=True, n_patients=1)
+    pt = proto.patients[0]
+    eff = draw_effects(params, generators(SEED, pt.id, 0)["patient"], pt.covariates)
+    kp, _ = patient_inputs(params, eff, proto, pt)
+    assert kp[L.KP.allo_rejection_enabled] == 0.0
+    for t in (0.0, 10.0, 1000.0):
+        for primed in (0.0, 0.5, 1.0):
+            assert donor_nk_rejection(kp, t, primed) == 0.0
+    base = nksim.simulate_cohort(params, proto, seed=SEED)
+    other = nksim.simulate_cohort(params.with_values({"nk.rejection_rate": 0.6, "allo.primed_rejection_rate": 2.5,
+                                                      "allo.priming_delay": 5.0}), proto, seed=SEED)
+    for name in ("donor_nk_total", "donor_nk_blood", "nk_kills", "marrow_blast_pct"):
+        np.testing.assert_array_equal(base[name].values, other[name].values)
+    assert base.allo_priming.sel(time=30).item() > 0.9  # priming still runs (it is recorded), without effect
+
+
+def test_host_tolerant_must_be_a_boolean():
+    with pytest.raises(nksim.NksimInputError, match="host_tolerant") as info:
+        protocol_from_dict({"protocol": {"name": "x", "start_day": -1, "end_day": 10, "assessment_days": [5],
+                                         "nk_product": "fresh", "host_tolerant": "yes"},
+                            "events": [{"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"}],
+                            "patients": [{"id": "p", "group": "a"}]}, "<bad>")
+    assert "<bad>" in str(info.value) and "boolean" in str(info.value)
