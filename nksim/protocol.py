@@ -62,6 +62,8 @@ NK_PRODUCTS: dict[str, str] = {
              "traffic like recirculating lymphocytes (nk.tissue_uptake_rate, nk.tissue_return_rate)",
     "expanded": "ex vivo expanded and activated NK (weeks of culture with cytokines / feeders): retained in "
                 "lung, liver and spleen (expanded_nk.tissue_uptake_rate, expanded_nk.tissue_return_rate)",
+    "ciml": "cytokine-induced memory-like NK (16 h IL-12/15/18 preactivation; Romee 2016): traffic like fresh NK, "
+            "high-affinity IL-2 receptor, longer-lived, more cytotoxic (ciml_nk.*)",
 }
 
 #: Largest dose of one event of each kind, in :data:`EVENT_UNITS` (every dose must also be > 0), and why.
@@ -291,7 +293,7 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
     product = head["nk_product"]
     if product not in NK_PRODUCTS:
         raise NksimInputError(f"unknown NK product {product!r}; allowed: {sorted(NK_PRODUCTS)} "
-                              "(fresh: unexpanded donor NK; expanded: ex vivo expanded NK)",
+                              "(fresh: unexpanded donor NK; expanded: ex vivo expanded NK; ciml: memory-like NK)",
                               source=source, key="protocol.nk_product")
     # a response is assessed after the first NK infusion (day 0, the time origin) and within the simulation
     assessment = day_list("assessment_days", 0, "day (after the first NK infusion on day 0, up to end_day)",

@@ -103,10 +103,10 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("nk.speed", "um min-1", 0, 100),
         _p("nk.persistence_time", "min", 0.01, 600),
         _p("nk.engagement_interval", "h", 0.01, 1000),
-        _p("nk.kill_probability", "1", 0, 1, kernel=True),
+        _p("nk.kill_probability", "1", 0, 1),
         _p("nk.refractory_time", "h", 0, 1000),
         _p("nk.max_kills", "1", 0, 1000, integer=True, kernel=True),
-        _p("nk.competent_fraction", "1", 0, 1, kernel=True),
+        _p("nk.competent_fraction", "1", 0, 1),
         _p("nk.proliferation_rate", "day-1", 0, 10, kernel=True),
         _p("nk.il15_proliferation_max", "day-1", 0, 20),
         _p("nk.il15_ec50", "1", 1e-6, 1e6, kernel=True),
@@ -120,6 +120,13 @@ PARAMETERS: dict[str, ParamSpec] = {
         # --- donor NK of an ex vivo expanded product (protocol.nk_product = "expanded") ---------------
         _p("expanded_nk.tissue_uptake_rate", "day-1", 0, 1000),
         _p("expanded_nk.tissue_return_rate", "day-1", 0, 1000),
+        # --- donor NK of a cytokine-induced memory-like product (protocol.nk_product = "ciml", 0.6.0) -----------
+        _p("ciml_nk.tissue_uptake_rate", "day-1", 0, 1000),
+        _p("ciml_nk.tissue_return_rate", "day-1", 0, 1000),
+        _p("ciml_nk.il2_ec50", "1e6", 1e-6, 1e4),
+        _p("ciml_nk.death_rate_factor", "1", 0, 10),
+        _p("ciml_nk.kill_probability_factor", "1", 0, 100),
+        _p("ciml_nk.competent_fraction", "1", 0, 1),
         _p("nk.function_recovery_rate", "day-1", 0, 100, kernel=True),
         _p("nk.cytokine_recovery_boost", "1", 0, 100, kernel=True),
         # --- host lymphocytes (blood) ----------------------------------------
@@ -145,7 +152,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         # --- cytokine support (protocol events il2, il15_agonist) --------------
         _p("il2.absorption_half_life", "h", 0.05, 500),
         _p("il2.elimination_half_life", "h", 0.05, 500),
-        _p("il2.ec50", "1e6", 1e-6, 1e4, kernel=True),
+        _p("il2.ec50", "1e6", 1e-6, 1e4),
         _p("il2.proliferation_max", "day-1", 0, 10, kernel=True),
         _p("il2.survival_effect", "1", 0, 1, kernel=True),
         _p("il15_agonist.absorption_half_life", "h", 0.05, 500),
@@ -254,15 +261,32 @@ def _nk_hop_rate(c: KernelContext) -> float:
     return 4.0 * diffusivity / c.params["lattice.voxel_side"] ** 2
 
 
-def _product_rate(name: str) -> Callable[[KernelContext], float]:
-    """``nk.<name>`` for a fresh product, ``expanded_nk.<name>`` for an ex vivo expanded one."""
+#: NK products (``protocol.nk_product``) whose own parameters are in a section of their own, and that section.
+PRODUCT_SECTIONS: dict[str, str] = {"fresh": "nk", "expanded": "expanded_nk", "ciml": "ciml_nk"}
+
+
+def _product_value(name: str, fresh: str,
+                   combine: Callable[[float, float], float] | None = None) -> Callable[[KernelContext], float]:
+    """The value of the protocol's NK product: ``<section>.<name>`` where the product's section has that key.
+
+    ``fresh`` is the key of the fresh product's value (also the value of a product whose section
+    lacks ``name``). ``combine(fresh value, product value)`` combines the two where the product's key
+    is a factor on the fresh value (``None``: the product's value replaces it).
+    """
     def derive(c: KernelContext) -> float:
-        if c.nk_product == "fresh":
-            return c.params[f"nk.{name}"]
-        if c.nk_product == "expanded":
-            return c.params[f"expanded_nk.{name}"]
-        raise ValueError(f"unknown NK product {c.nk_product!r}; allowed: 'fresh', 'expanded'")
+        if c.nk_product not in PRODUCT_SECTIONS:
+            raise ValueError(f"unknown NK product {c.nk_product!r}; allowed: {sorted(PRODUCT_SECTIONS)}")
+        base = c.params[fresh]
+        key = f"{PRODUCT_SECTIONS[c.nk_product]}.{name}"
+        if c.nk_product == "fresh" or key not in PARAMETERS:
+            return base
+        return combine(base, c.params[key]) if combine is not None else c.params[key]
     return derive
+
+
+def _product_rate(name: str) -> Callable[[KernelContext], float]:
+    """``nk.<name>`` for a fresh product, ``<product section>.<name>`` for the others (expanded, CIML)."""
+    return _product_value(name, f"nk.{name}")
 
 
 def _elimination(key: str) -> Callable[[KernelContext], float]:
@@ -322,10 +346,27 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
                  ("nk.speed", "nk.persistence_time", "lattice.voxel_side")),
     DerivedInput("donor_tissue_uptake_rate", "day-1",
                  "rate at which blood donor NK enter other tissues, for the protocol's NK product",
-                 _product_rate("tissue_uptake_rate"), ("nk.tissue_uptake_rate", "expanded_nk.tissue_uptake_rate")),
+                 _product_rate("tissue_uptake_rate"),
+                 ("nk.tissue_uptake_rate", "expanded_nk.tissue_uptake_rate", "ciml_nk.tissue_uptake_rate")),
     DerivedInput("donor_tissue_return_rate", "day-1",
                  "rate at which donor NK in other tissues return to blood, for the protocol's NK product",
-                 _product_rate("tissue_return_rate"), ("nk.tissue_return_rate", "expanded_nk.tissue_return_rate")),
+                 _product_rate("tissue_return_rate"),
+                 ("nk.tissue_return_rate", "expanded_nk.tissue_return_rate", "ciml_nk.tissue_return_rate")),
+    DerivedInput("donor_il2_ec50", "1e6", "central IL-2 at half the maximal effect on the protocol's NK product "
+                 "(il2.ec50; ciml_nk.il2_ec50 for CIML, which carry the high-affinity IL-2 receptor)",
+                 _product_value("il2_ec50", "il2.ec50"), ("il2.ec50", "ciml_nk.il2_ec50")),
+    DerivedInput("donor_death_factor", "1", "homeostatic death of the protocol's NK product relative to nk.death_rate "
+                 "(1; ciml_nk.death_rate_factor for CIML)",
+                 lambda c: c.params["ciml_nk.death_rate_factor"] if c.nk_product == "ciml" else 1.0,
+                 ("ciml_nk.death_rate_factor",)),
+    DerivedInput("donor_kill_probability", "1", "probability that the protocol's NK product kills an engaged "
+                 "susceptible blast: nk.kill_probability (times ciml_nk.kill_probability_factor for CIML, at most 1)",
+                 _product_value("kill_probability_factor", "nk.kill_probability", combine=lambda b, f: min(1.0, b * f)),
+                 ("nk.kill_probability", "ciml_nk.kill_probability_factor")),
+    DerivedInput("donor_competent_fraction", "1", "killer-competent fraction of the protocol's NK product "
+                 "(nk.competent_fraction; ciml_nk.competent_fraction for CIML)",
+                 _product_value("competent_fraction", "nk.competent_fraction"),
+                 ("nk.competent_fraction", "ciml_nk.competent_fraction")),
     DerivedInput("nk_contact_rate", "day-1", "engagements per day in a blast-packed voxel",
                  lambda c: HOURS_PER_DAY / c.params["nk.engagement_interval"], ("nk.engagement_interval",)),
     DerivedInput("nk_refractory_days", "day", "refractory period after a kill",

@@ -124,3 +124,39 @@ def test_host_tolerant_must_be_a_boolean():
                             "events": [{"day": 0, "kind": "nk_infusion", "dose": 1e6, "unit": "kg-1"}],
                             "patients": [{"id": "p", "group": "a"}]}, "<bad>")
     assert "<bad>" in str(info.value) and "boolean" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- D: the CIML product
+def test_ciml_expand_and_kill_more_than_fresh_nk_mostly_through_il2(params):
+    """Memory-like NK (Romee 2016) against fresh NK at the same dose: more donor NK and more kills with IL-2.
+
+    Without IL-2 the difference shrinks: it comes mostly from the high-affinity IL-2 receptor (Leong 2014).
+    """
+    base = FLU + HI_CY + [(0, "nk_infusion", 1e7)]
+    fresh, ciml = run(params, base + IL2, end=30), run(params, base + IL2, end=30, product="ciml")
+    fresh0, ciml0 = run(params, base, end=30), run(params, base, end=30, product="ciml")
+    assert np.all(at(ciml, "donor_nk_blood", 14) > at(fresh, "donor_nk_blood", 14))
+    assert np.all(at(ciml, "nk_kills", 28) >= at(fresh, "nk_kills", 28))
+    assert at(ciml, "nk_kills", 28).sum() > at(fresh, "nk_kills", 28).sum()
+    with_il2 = at(ciml, "donor_nk_total", 14) / at(fresh, "donor_nk_total", 14)
+    without = at(ciml0, "donor_nk_total", 14) / at(fresh0, "donor_nk_total", 14)
+    assert np.all(without >= 1.0) and np.all(with_il2 > 2.0 * without)
+
+
+def test_product_slots_of_fresh_and_expanded_products_are_the_model_values(params):
+    """The product-specific slots added for CIML leave the fresh and expanded products as they were (0.5.0)."""
+    eff = draw_effects(params, generators(SEED, "p0", 0)["patient"])
+    from nksim.engine.build import kernel_parameters
+    for product in ("fresh", "expanded"):
+        kp = kernel_parameters(params, eff, -6.0, 30.0, nk_product=product)
+        assert kp[L.KP.donor_kill_probability] == params["nk.kill_probability"]
+        assert kp[L.KP.donor_competent_fraction] == params["nk.competent_fraction"]
+        assert kp[L.KP.donor_il2_ec50] == params["il2.ec50"]
+        assert kp[L.KP.donor_death_factor] == 1.0
+    kp = kernel_parameters(params, eff, -6.0, 30.0, nk_product="ciml")
+    assert kp[L.KP.donor_kill_probability] == pytest.approx(
+        min(1.0, params["nk.kill_probability"] * params["ciml_nk.kill_probability_factor"]))
+    assert kp[L.KP.donor_competent_fraction] == params["ciml_nk.competent_fraction"]
+    assert kp[L.KP.donor_il2_ec50] == params["ciml_nk.il2_ec50"]
+    assert kp[L.KP.donor_death_factor] == params["ciml_nk.death_rate_factor"]
+    assert kp[L.KP.donor_tissue_uptake_rate] == params["ciml_nk.tissue_uptake_rate"]

@@ -152,6 +152,18 @@ def test_reference_agrees_with_engine(engine_sample, mesa_sample):
     assert cmp.agree, cmp.report()
 
 
+def test_reference_agrees_with_engine_ciml_tolerant():
+    """A CIML product with IL-2 in a tolerant host (0.6.0) agrees too (100 seeds).
+
+    The product's own kill probability, competent fraction, IL-2 EC50 and death factor, and no rejection, in the
+    agents' rules of both implementations.
+    """
+    sc = crossval_scenario(nk_product="ciml", host_tolerant=True, name="crossval_ciml")
+    cmp = compare_samples(sample("engine", sc, range(100)), sample("mesa", sc, range(100)), alpha=ALPHA)
+    assert len(cmp.tests) > 40
+    assert cmp.agree, cmp.report()
+
+
 def test_mutated_kill_probability_is_detected(scenario, engine_sample):
     mutated = scenario.params.with_values({"nk.kill_probability": 0.35}, origin="<mutation>")
     cmp = compare_samples(engine_sample, sample("mesa", scenario, FAST_SEEDS, params=mutated), alpha=ALPHA)

@@ -176,15 +176,18 @@ def cytokine_support(kp, y, u):
     """Effects of exogenous cytokines on donor NK at blood state ``y`` and inputs ``u`` (:func:`pk_inputs`).
 
     Returns ``(extra division rate day-1, death-rate multiplier, combined support 0..1)``: each
-    cytokine acts through its occupancy ``f = A / (A + EC50)`` of its central amount; division
-    rises by ``proliferation_max * f``, homeostatic death falls by the factor ``1 - survival_effect * f``.
+    cytokine acts through its occupancy ``f = A / (A + EC50)`` of its central amount (IL-2: the
+    product's EC50, ``donor_il2_ec50``); division rises by ``proliferation_max * f``, homeostatic
+    death falls by the factor ``1 - survival_effect * f``. The multiplier of ``nk.death_rate`` includes
+    the product's own factor (``donor_death_factor``: CIML live longer).
     """
     il2 = u[U_IL2]
     il15a = u[U_IL15A]
-    f2 = il2 / (il2 + kp[KP.il2_ec50]) if il2 > 0.0 else 0.0
+    f2 = il2 / (il2 + kp[KP.donor_il2_ec50]) if il2 > 0.0 else 0.0
     f15 = il15a / (il15a + kp[KP.il15_agonist_ec50]) if il15a > 0.0 else 0.0
     prolif = kp[KP.il2_proliferation_max] * f2 + kp[KP.il15_agonist_proliferation_max] * f15
-    death = (1.0 - kp[KP.il2_survival_effect] * f2) * (1.0 - kp[KP.il15_agonist_survival_effect] * f15)
+    death = (kp[KP.donor_death_factor] * (1.0 - kp[KP.il2_survival_effect] * f2)
+             * (1.0 - kp[KP.il15_agonist_survival_effect] * f15))
     support = 1.0 - (1.0 - f2) * (1.0 - f15)
     return prolif, death, support
 
@@ -385,7 +388,8 @@ def blood_stiffness(kp, y, u, marrow_donor, primed):
         if r > rej:
             rej = r
     sup_prolif = cytokine_support(kp, y, u)[0]
-    nk = (nk_division_rate(kp, y[Y.il15], sup_prolif) + kp[KP.nk_death_rate] + rej + u[U_HF] + u[U_HC]
+    nk = (nk_division_rate(kp, y[Y.il15], sup_prolif) + kp[KP.nk_death_rate] * max(kp[KP.donor_death_factor], 1.0)
+          + rej + u[U_HF] + u[U_HC]
           + kp[KP.donor_tissue_uptake_rate] + kp[KP.donor_tissue_return_rate])
     if nk > lam:
         lam = nk

@@ -13,7 +13,7 @@ State is struct-of-arrays NumPy data:
   ``y[Y.il15]`` relative, ``y[Y.donor_nk_blood]``, ``y[Y.donor_nk_tissue]`` whole-body cells;
   declared in :data:`nksim.quantities.BLOOD_STATE`) and drug amounts ``flu``, ``cy`` (mg).
 
-Every array index is a named field of :mod:`nksim.engine.layout` (``kp[KP.nk_kill_probability]``,
+Every array index is a named field of :mod:`nksim.engine.layout` (``kp[KP.donor_kill_probability]``,
 ``rec[r, R.marrow_blast_pct]``, ``cnt_now[C.nk_homed]``), derived from :mod:`nksim.quantities`.
 
 Step order (one step of ``dt``; documented in docs/architecture.md and kept stable):
@@ -698,7 +698,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     p_hop_mean = kp[KP.nk_hop_rate] * dt
     p_zero_hops = math.exp(-p_hop_mean)
     contact = kp[KP.nk_contact_rate]
-    p_kill = kp[KP.nk_kill_probability]
+    p_kill = kp[KP.donor_kill_probability]
     # engagement probability 1 - exp(-contact (b / K) dt) of an agent in a voxel with b blasts, kept per b
     # once computed (the same expression, so the same value; -1 = not yet): one exp per distinct b
     # instead of one per agent-step
@@ -880,7 +880,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                     n_in = binomial(rng_traffic, np.int64(y[ib] / scale), p_home)
                     for _ in range(n_in):
                         pos = below(rng_traffic, np.int64(nv))
-                        comp = uniform(rng_traffic) < kp[KP.nk_competent_fraction]
+                        comp = uniform(rng_traffic) < kp[KP.donor_competent_fraction]
                         a_pos, a_comp, a_kills, a_ready, a_donor = _add_agent(
                             a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, pos, comp, step + 1, d)
                         n_agents += 1

@@ -62,7 +62,8 @@ class Scenario:
 
 
 def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int = 6, nk_dose: float = 3e9,
-                      random_effects: bool = False, name: str = "crossval") -> Scenario:
+                      random_effects: bool = False, name: str = "crossval", nk_product: str = "fresh",
+                      host_tolerant: bool = False) -> Scenario:
     """A small scenario that exercises every rule in a few simulated days.
 
     * Lymphodepletion: Flu on day -2, Cy on day -1 (drug hazard on blood, marrow blasts and
@@ -89,6 +90,10 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
     function recovery, rejection and priming, host recovery, cytokine PK and effects) are pinned
     here, so recalibrating ``models/default.toml`` does not weaken it; the others (marrow
     growth, drugs, IL-15, NK proliferation and death) come from the defaults.
+
+    ``nk_product`` and ``host_tolerant`` (0.6.0) give the protocol another product (``"ciml"``: the
+    product-specific kill probability, competent fraction, IL-2 EC50 and death factor that the agents
+    read; its trafficking pinned like the fresh product's) or a host without rejection.
     """
     overrides = {
         "lattice.side": side,
@@ -133,6 +138,9 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "il15_agonist.ec50": 100.0,
         "il15_agonist.proliferation_max": 0.7,
         "il15_agonist.survival_effect": 0.5,
+        # a CIML product traffics as the pinned fresh one (its own kill, competence, IL-2 and death values apply)
+        "ciml_nk.tissue_uptake_rate": 4.0,
+        "ciml_nk.tissue_return_rate": 0.4,
     }
     if not random_effects:  # every between-patient standard deviation set to 0
         overrides.update(median_patient_overrides())
@@ -148,7 +156,7 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
     events += [ev(day, "il2", 10.0) for day in (0, 2, 4)]
     protocol = protocol_from_dict({
         "protocol": {"name": name, "start_day": -2, "end_day": end_day, "assessment_days": [end_day],
-                     "snapshot_days": [0, end_day], "nk_product": "fresh"},
+                     "snapshot_days": [0, end_day], "nk_product": nk_product, "host_tolerant": host_tolerant},
         "events": [e for e in events if e["day"] < end_day],
         "patients": [{"id": "p1", "group": "a"}],
     }, f"<{name}>")

@@ -68,7 +68,7 @@ class Rules:
     """The rule constants, read by name from the engine's parameter vector ``kp``.
 
     Every kernel slot of :data:`nksim.engine.layout.KP` is an attribute with the same name
-    (``rules.nk_kill_probability``, ``rules.voxel_capacity``), in the kernel's units (days,
+    (``rules.donor_kill_probability``, ``rules.voxel_capacity``), in the kernel's units (days,
     cells, rates in day-1; see :mod:`nksim.quantities`); whole-number slots are ints. Two
     per-step values this model needs are added: :attr:`nk_hops_per_step` and
     :attr:`nk_refractory_steps`. Instances are read-only.
@@ -365,7 +365,7 @@ class PatientModel(mesa.Model):
             n_in = int(self.rng.binomial(int(y[slot] / rules.scale), p_home))
             for _ in range(n_in):
                 voxel = self.voxels[self.random.randrange(len(self.voxels))]
-                NKCell(self, voxel, competent=self.random.random() < rules.nk_competent_fraction,
+                NKCell(self, voxel, competent=self.random.random() < rules.donor_competent_fraction,
                        ready_step=step + 1, donor=d)
             y[slot] -= n_in * rules.scale
             self.counts["nk_homed"] += n_in
