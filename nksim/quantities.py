@@ -140,6 +140,16 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("host.nk_cy_sensitivity", "1", 0, 100, kernel=True),
         _p("host.t_flu_sensitivity", "1", 0, 100, kernel=True),
         _p("host.t_cy_sensitivity", "1", 0, 100, kernel=True),
+        _p("host.treg_baseline", "uL-1", 0, 1e5, kernel=True),
+        _p("host.treg_flu_sensitivity", "1", 0, 100, kernel=True),
+        _p("host.treg_cy_sensitivity", "1", 0, 100, kernel=True),
+        # --- host regulatory T cells (0.6.0): IL-2 expands them, they take IL-2 from donor NK, IL2DT kills them --
+        _p("treg.recovery_rate", "day-1", 0, 10, kernel=True),
+        _p("treg.il2_proliferation_max", "day-1", 0, 10, kernel=True),
+        _p("treg.il2_ec50", "1e6", 1e-6, 1e4, kernel=True),
+        _p("treg.nk_half_suppression", "uL-1", 1e-6, 1e6, kernel=True),
+        _p("il2dt.elimination_half_life", "h", 0.05, 500),
+        _p("il2dt.treg_kill", "kg ug-1 day-1", 0, 1e4),
         # --- allo-rejection: priming and memory -------------------------------
         _p("allo.priming_delay", "day", 0.5, 100),
         _p("allo.priming_stages", "1", 1, 50, integer=True, kernel=True),
@@ -393,6 +403,11 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
                  _elimination("il2.absorption_half_life"), ("il2.absorption_half_life",)),
     DerivedInput("il2_elimination_rate", "day-1", "IL-2 elimination rate, ln 2 / half-life",
                  _elimination("il2.elimination_half_life"), ("il2.elimination_half_life",)),
+    DerivedInput("il2dt_elimination_rate", "day-1", "IL-2-diphtheria toxin (denileukin diftitox) elimination rate, "
+                 "ln 2 / half-life", _elimination("il2dt.elimination_half_life"), ("il2dt.elimination_half_life",)),
+    DerivedInput("il2dt_kill_per_ug", "ug-1 day-1", "kill hazard on host Tregs per ug of IL2DT in plasma: "
+                 "il2dt.treg_kill / body weight (the hazard is proportional to the amount per kg)",
+                 lambda c: c.params["il2dt.treg_kill"] / c.effects.body_weight, ("il2dt.treg_kill",)),
     DerivedInput("il15_agonist_absorption_rate", "day-1", "IL-15 agonist absorption rate, ln 2 / half-life",
                  _elimination("il15_agonist.absorption_half_life"), ("il15_agonist.absorption_half_life",)),
     DerivedInput("il15_agonist_elimination_rate", "day-1", "IL-15 agonist elimination rate, ln 2 / half-life",
@@ -449,6 +464,7 @@ RECORD: tuple[Variable, ...] = (
     Variable("donor_nk_blood", "uL-1", "donor NK cells per uL blood", "donor NK in blood", log=True, sweep=True),
     Variable("host_nk_blood", "uL-1", "host NK cells per uL blood", "host NK in blood", log=True),
     Variable("host_t_blood", "uL-1", "host T cells per uL blood", "host T cells in blood", log=True, sweep=True),
+    Variable("host_treg_blood", "uL-1", "host regulatory T cells per uL blood", "host Tregs in blood", log=True),
     Variable("il15", "1", "plasma IL-15 relative to pre-treatment baseline", "plasma IL-15", counts="fold of baseline",
              sweep=True),
     Variable("flu_conc", "mg L-1", "plasma fludarabine (2-F-ara-A) concentration", "plasma fludarabine"),
@@ -481,6 +497,7 @@ RECORD: tuple[Variable, ...] = (
     Variable("il2_central", "1e6", "IL-2 in the central compartment (million international units)",
              "IL-2 (central)"),
     Variable("il15_agonist_central", "ug", "IL-15 agonist in the central compartment", "IL-15 agonist (central)"),
+    Variable("il2dt_amount", "ug", "IL-2-diphtheria toxin (IL2DT) in plasma", "IL2DT (plasma)"),
     Variable("cytokine_support", "1", "combined support of donor NK by IL-2 and IL-15 agonist (0 none, 1 saturating)",
              "cytokine support"),
 )
@@ -509,9 +526,9 @@ OBSERVABLES: tuple[Observable, ...] = (
                         "donor chimerism, blood NK", log=True, sweep=True),
                lambda r: chimerism(r["donor_nk_blood"], r["host_nk_blood"])),
     Observable(Variable("donor_chimerism_pbmc", "percent",
-                        "donor chimerism of blood lymphocytes (donor NK / (NK + T))",
+                        "donor chimerism of blood lymphocytes (donor NK / (NK + T + Tregs))",
                         "donor chimerism, blood lymphocytes", log=True, sweep=True),
-               lambda r: chimerism(r["donor_nk_blood"], r["host_nk_blood"], r["host_t_blood"])),
+               lambda r: chimerism(r["donor_nk_blood"], r["host_nk_blood"], r["host_t_blood"], r["host_treg_blood"])),
 )
 
 
@@ -600,6 +617,8 @@ EVENT_KINDS: tuple[EventKind, ...] = (
               "into the subcutaneous depot"),
     EventKind("il15_agonist", "ug kg-1", "kg", "ug", "IL-15 superagonist (N-803) s.c. dose, into the subcutaneous "
               "depot"),
+    EventKind("il2dt", "ug kg-1", "kg", "ug", "IL-2-diphtheria toxin (denileukin diftitox) i.v. dose, into plasma: "
+              "kills host regulatory T cells"),
 )
 
 #: The blood ODE state vector ``y``, in order: (name, unit, meaning). The last
@@ -609,6 +628,7 @@ EVENT_KINDS: tuple[EventKind, ...] = (
 BLOOD_STATE: tuple[tuple[str, str, str], ...] = (
     ("host_nk", "uL-1", "host NK cells per uL blood"),
     ("host_t", "uL-1", "host T cells per uL blood"),
+    ("host_treg", "uL-1", "host regulatory T cells per uL blood"),
     ("il15", "1", "plasma IL-15 relative to baseline"),
     ("donor_nk_blood", "1", "donor NK cells in blood (whole body), first donor"),
     ("donor_nk_tissue", "1", "donor NK cells in other tissues (whole body), first donor"),

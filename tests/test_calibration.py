@@ -632,7 +632,8 @@ def test_analogue_targets_are_simulated_with_their_own_protocol(tmp_path, smoke)
             rec = run_one(params, hcf, pat, 5, r).rec
             assert pts["target:hcf_lymphocytes"][r, k] == lymphocyte_count(rec, hcf.start_day, 0.0)
             assert pts["target:hcf_lymphocytes"][r, k] == pytest.approx(
-                rec[6, L.R.host_nk_blood] + rec[6, L.R.host_t_blood] + rec[6, L.R.donor_nk_blood])
+                rec[6, L.R.host_nk_blood] + rec[6, L.R.host_t_blood] + rec[6, L.R.host_treg_blood]
+                + rec[6, L.R.donor_nk_blood])
     s1, s2 = m.simulate(theta), m.simulate(dict(reversed(list(theta.items()))))
     assert s1["hcf_peak"] == s2["hcf_peak"] and s1["hcf_lymphocytes"] == s2["hcf_lymphocytes"]
     assert s1["hcf_lymphocytes"] > 0 and np.isfinite(m.distance(s1))

@@ -149,8 +149,9 @@ def _reference_blood(params, weight, bsa, rec_nk, rec_t, events, days):
     PK: one compartment, first-order elimination k = ln2 / half-life, bolus amounts dose * BSA
     (Flu, mg m-2) and dose * weight (Cy, mg kg-1); C = amount / V (analytic).
     Reference hazards h_F = Emax_F C_F/(C_F + EC50_F), h_C = Emax_C C_C/(C_C + EC50_C) (day-1).
-    Host L in {NK, T}: dL/dt = rec_L L ln(L0/L) - (s_LF h_F + s_LC h_C) L (own rate and per-drug sensitivities).
-    IL-15: dI/dt = tau - (tau/M + (tau - tau/M) L_rel) I, L_rel = (NK + T)/(NK0 + T0).
+    Host L in {NK, T, Treg}: dL/dt = rec_L L ln(L0/L) - (s_LF h_F + s_LC h_C) L (own rate and per-drug
+    sensitivities; Tregs without IL-2 or IL2DT here).
+    IL-15: dI/dt = tau - (tau/M + (tau - tau/M) L_rel) I, L_rel = (NK + T + Treg)/(NK0 + T0 + Treg0).
     Returns arrays at the integer days ``days`` (left limits, i.e. before that day's doses).
     """
     v = params.values()
@@ -169,19 +170,21 @@ def _reference_blood(params, weight, bsa, rec_nk, rec_t, events, days):
         return (v["drugs.flu_emax"] * cf / (cf + v["drugs.flu_ec50"]),
                 v["drugs.cy_emax"] * cc / (cc + v["drugs.cy_ec50"]))
 
-    n0, t0 = v["host.nk_baseline"], v["host.t_baseline"]
+    n0, t0, r0 = v["host.nk_baseline"], v["host.t_baseline"], v["host.treg_baseline"]
     tau, m = v["il15.turnover_rate"], v["il15.max_fold"]
 
     def rhs(t, y):
         hf, hc = hazards(t)
         h_nk = v["host.nk_flu_sensitivity"] * hf + v["host.nk_cy_sensitivity"] * hc
         h_t = v["host.t_flu_sensitivity"] * hf + v["host.t_cy_sensitivity"] * hc
-        nk, tc, il = y
-        lrel = (nk + tc) / (n0 + t0)
+        h_r = v["host.treg_flu_sensitivity"] * hf + v["host.treg_cy_sensitivity"] * hc
+        nk, tc, il, tr = y
+        lrel = (nk + tc + tr) / (n0 + t0 + r0)
         return [rec_nk * nk * math.log(n0 / nk) - h_nk * nk, rec_t * tc * math.log(t0 / tc) - h_t * tc,
-                tau - (tau / m + (tau - tau / m) * lrel) * il]
+                tau - (tau / m + (tau - tau / m) * lrel) * il,
+                v["treg.recovery_rate"] * tr * math.log(r0 / tr) - h_r * tr]
 
-    y = np.array([n0, t0, 1.0])
+    y = np.array([n0, t0, 1.0, r0])
     out = [y]
     for a, b in zip(days[:-1], days[1:]):  # integrate day by day: doses fall on day boundaries
         sol = solve_ivp(rhs, (a, b), y, method="LSODA", rtol=1e-10, atol=1e-10)
@@ -256,8 +259,9 @@ def test_blood_stays_physical_for_every_allowed_time_step(default_params, ahmadv
     v = params.values()
     d = ds.sel(time=120)
     blood_ul = v["anatomy.blood_volume"] * float(ds.body_weight) * 1000.0
-    lrel = ((d.host_nk_blood + d.host_t_blood + v["il15.donor_nk_weight"] * d.donor_nk_total / blood_ul)
-            / (v["host.nk_baseline"] + v["host.t_baseline"])).item()
+    lrel = ((d.host_nk_blood + d.host_t_blood + d.host_treg_blood
+             + v["il15.donor_nk_weight"] * d.donor_nk_total / blood_ul)
+            / (v["host.nk_baseline"] + v["host.t_baseline"] + v["host.treg_baseline"])).item()
     m = v["il15.max_fold"]
     steady = 1.0 / (1.0 / m + (1.0 - 1.0 / m) * lrel)
     assert abs(d.il15.item() / steady - 1.0) < 0.05
@@ -593,7 +597,7 @@ def test_normal_cells_regrow_logistically_after_drugs():
 def test_il15_without_host_lymphocytes_relaxes_to_max_fold():
     # host baselines 0: L_rel = 0, so dI/dt = tau - (tau/M) I and I(t) = M - (M - 1) exp(-tau t / M)
     params = nksim.load_parameters().with_values({"lattice.side": 4, "host.nk_baseline": 0.0,
-                                                  "host.t_baseline": 0.0})
+                                                  "host.t_baseline": 0.0, "host.treg_baseline": 0.0})
     proto = build_protocol([(0, "nk_infusion", 1e6)], start_day=-3, end_day=5)  # infusion 3 days after the start
     ds = nksim.simulate(params, proto, seed=1)
     tau, m = params["il15.turnover_rate"], params["il15.max_fold"]
@@ -603,6 +607,7 @@ def test_il15_without_host_lymphocytes_relaxes_to_max_fold():
     assert QUIET_RTOL <= 1e-5
     np.testing.assert_allclose(ds.il15.values, m - (m - 1) * np.exp(-tau * t / m), rtol=1e-4)
     assert np.all(ds.host_nk_blood.values == 0) and np.all(ds.host_t_blood.values == 0)
+    assert np.all(ds.host_treg_blood.values == 0)
     after = ds.time.values > 0
     np.testing.assert_allclose(ds.donor_chimerism_nk.values[after], 100.0)
 

@@ -80,7 +80,7 @@ def test_same_patient_and_same_blood_compartment(scenario):
     assert model.rules.n_donors == 2 and model.blood.shape == (L.N_Y + L.DONOR_STRIDE,)
     # analytic PK of drugs and cytokines, cytokine support and allo-priming (deterministic)
     for r in (L.R.flu_conc, L.R.cy_conc, L.R.drug_kill_hazard, L.R.il2_central, L.R.il15_agonist_central,
-              L.R.cytokine_support, L.R.allo_priming):
+              L.R.il2dt_amount, L.R.allo_priming):
         np.testing.assert_array_equal(ref.rec[:, r], eng.rec[:, r])
     assert ref.rec[:, L.R.il2_central].max() > 0 and ref.rec[:, L.R.il15_agonist_central].max() > 0
     assert 0 < ref.rec[-1, L.R.allo_priming] < 1
@@ -90,7 +90,8 @@ def test_same_patient_and_same_blood_compartment(scenario):
         np.testing.assert_array_equal(ref.rec[:3, r], eng.rec[:3, r])
     # afterwards host NK and T differ only numerically: the number of RK4 sub-steps depends on
     # the (stochastic) donor NK in blood
-    for r in (L.R.host_nk_blood, L.R.host_t_blood):
+    # (cytokine support too since 0.6.0: host Tregs take their share of IL-2)
+    for r in (L.R.host_nk_blood, L.R.host_t_blood, L.R.host_treg_blood, L.R.cytokine_support):
         np.testing.assert_allclose(ref.rec[:, r], eng.rec[:, r], rtol=1e-7)
     assert ref.rec.shape == eng.rec.shape and ref.cnt.shape == eng.cnt.shape and ref.snaps.shape == eng.snaps.shape
 

@@ -37,12 +37,13 @@ def _kp(protocol: str = "ahmadvand2023", overrides: dict | None = None, patient:
 
 
 #: Ranges of the blood's inputs (blood.U_*) drawn for the Jacobian check: up to a few times their clinical values.
-INPUT_RANGES = {B.U_HF: (0, 2), B.U_HC: (0, 2), B.U_IL2: (0, 3), B.U_IL15A: (0, 300)}
+INPUT_RANGES = {B.U_HF: (0, 2), B.U_HC: (0, 2), B.U_IL2: (0, 3), B.U_IL15A: (0, 300), B.U_DTX: (0, 40)}
 
 
 def _random_state_and_inputs(kp, rng, n):
     y = np.zeros(n)
     y[Y.host_nk], y[Y.host_t], y[Y.il15] = rng.uniform(5, 300), rng.uniform(10, 1200), rng.uniform(0.5, 12)
+    y[Y.host_treg] = rng.uniform(0.5, 400)
     for d in range(int(kp[KP.n_donors])):
         y[Y.donor_nk_blood + DONOR_STRIDE * d], y[Y.donor_nk_tissue + DONOR_STRIDE * d] = rng.uniform(0, 1e8, 2)
     u = np.zeros(B.N_U)
@@ -98,7 +99,7 @@ def test_a_quiet_day_follows_a_fine_rk4_of_the_same_equations(case):
     kp = _kp("bachanova2014_hi_cy_flu" if "IL-2" in case else "ahmadvand2023")
     n = N_Y + DONOR_STRIDE * (int(kp[KP.n_donors]) - 1)
     y0 = np.zeros(n)
-    y0[Y.host_nk], y0[Y.host_t], y0[Y.il15] = 30.0, 120.0, 6.0
+    y0[Y.host_nk], y0[Y.host_t], y0[Y.il15], y0[Y.host_treg] = 30.0, 120.0, 6.0, 5.0
     y0[Y.donor_nk_blood], y0[Y.donor_nk_tissue] = 2e5, 4e5
     pk = np.zeros(B.N_PK)
     # drug amounts whose hazard is just below the quiet threshold; for the second case IL-2 in depot and blood
@@ -123,7 +124,7 @@ def test_quiet_days_over_months_stay_on_the_reference():
     kp = _kp()
     n = N_Y + DONOR_STRIDE * (int(kp[KP.n_donors]) - 1)
     y = np.zeros(n)
-    y[Y.host_nk], y[Y.host_t], y[Y.il15] = 20.0, 100.0, 8.0
+    y[Y.host_nk], y[Y.host_t], y[Y.il15], y[Y.host_treg] = 20.0, 100.0, 8.0, 3.0
     ref = y.copy()
     pk = np.zeros(B.N_PK)
     first = np.array([np.inf])
@@ -138,7 +139,7 @@ def test_quiet_days_over_months_stay_on_the_reference():
         total += steps
         ref = _reference_blood(kp, ref, 1.0, pk, first, dt=1.0 / 96)
     assert total <= 4 * 60  # a few steps a day, not 24
-    for j in (Y.host_nk, Y.host_t, Y.il15):
+    for j in (Y.host_nk, Y.host_t, Y.host_treg, Y.il15):
         assert abs(y[j] / ref[j] - 1.0) < 5e-5, (j, y[j], ref[j])
 
 

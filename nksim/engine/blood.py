@@ -24,15 +24,16 @@ from .layout import DONOR_STRIDE, EV, KP, Y
 
 # --------------------------------------------------------------------------- PK state and its inputs to the blood
 #: The PK state ``pk`` (float64 array, :data:`N_PK`): the time (days since the start) it refers to, the
-#: drug amounts (mg) and each cytokine's s.c. depot and central amount (IL-2 in MIU, IL-15 agonist in ug).
-#: Everything here decays first order, so :func:`pk_inputs` evaluates it exactly at any later time.
-PK_T0, PK_FLU, PK_CY, PK_IL2_DEPOT, PK_IL2, PK_IL15A_DEPOT, PK_IL15A = 0, 1, 2, 3, 4, 5, 6
-N_PK = 7
+#: drug amounts (mg), each cytokine's s.c. depot and central amount (IL-2 in MIU, IL-15 agonist in ug) and the
+#: IL2DT amount in plasma (ug). Everything here decays first order, so :func:`pk_inputs` evaluates it exactly
+#: at any later time.
+PK_T0, PK_FLU, PK_CY, PK_IL2_DEPOT, PK_IL2, PK_IL15A_DEPOT, PK_IL15A, PK_IL2DT = 0, 1, 2, 3, 4, 5, 6, 7
+N_PK = 8
 #: The inputs ``u`` of the blood ODEs at one time (float64 array, :data:`N_U`), computed from the PK state by
 #: :func:`pk_inputs`: the fludarabine and cyclophosphamide reference hazards (day-1), the IL-2 and IL-15 agonist
-#: central amounts.
-U_HF, U_HC, U_IL2, U_IL15A = 0, 1, 2, 3
-N_U = 4
+#: central amounts, the IL2DT kill hazard on host Tregs (day-1).
+U_HF, U_HC, U_IL2, U_IL15A, U_DTX = 0, 1, 2, 3, 4
+N_U = 5
 
 
 @njit(cache=True)
@@ -60,11 +61,15 @@ def drug_hazard(kp, flu_amt, cy_amt):
 
 @njit(cache=True)
 def lineage_hazards(kp, u):
-    """Drug kill hazards (day-1) on host NK and host T at inputs ``u``: each drug term times the lineage sensitivity."""
+    """Flu/Cy kill hazards (day-1) on host NK, T and Tregs at inputs ``u``: each drug term times a sensitivity.
+
+    IL2DT's hazard on Tregs (``u[U_DTX]``) is not included.
+    """
     hf = u[U_HF]
     hc = u[U_HC]
     return (kp[KP.host_nk_flu_sensitivity] * hf + kp[KP.host_nk_cy_sensitivity] * hc,
-            kp[KP.host_t_flu_sensitivity] * hf + kp[KP.host_t_cy_sensitivity] * hc)
+            kp[KP.host_t_flu_sensitivity] * hf + kp[KP.host_t_cy_sensitivity] * hc,
+            kp[KP.host_treg_flu_sensitivity] * hf + kp[KP.host_treg_cy_sensitivity] * hc)
 
 
 @njit(cache=True)
@@ -74,6 +79,7 @@ def pk_inputs(kp, pk, s, u):
     u[U_HC] = cy_hazard(kp, pk[PK_CY] * math.exp(-kp[KP.cy_elimination_rate] * s))
     u[U_IL2] = 0.0
     u[U_IL15A] = 0.0
+    u[U_DTX] = kp[KP.il2dt_kill_per_ug] * pk[PK_IL2DT] * math.exp(-kp[KP.il2dt_elimination_rate] * s)
     if pk[PK_IL2_DEPOT] + pk[PK_IL2] > 0.0:
         u[U_IL2] = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate], kp[KP.il2_elimination_rate],
                               s)[1]
@@ -88,6 +94,7 @@ def pk_advance(kp, pk, dt):
     pk[PK_T0] += dt
     pk[PK_FLU] *= math.exp(-kp[KP.flu_elimination_rate] * dt)
     pk[PK_CY] *= math.exp(-kp[KP.cy_elimination_rate] * dt)
+    pk[PK_IL2DT] *= math.exp(-kp[KP.il2dt_elimination_rate] * dt)
     if pk[PK_IL2_DEPOT] + pk[PK_IL2] > 0.0:
         pk[PK_IL2_DEPOT], pk[PK_IL2] = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate],
                                                   kp[KP.il2_elimination_rate], dt)
@@ -116,6 +123,8 @@ def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
         pk[PK_IL2_DEPOT] += amount
     elif kind == EV.il15_agonist:
         pk[PK_IL15A_DEPOT] += amount
+    elif kind == EV.il2dt:
+        pk[PK_IL2DT] += amount
 
 
 @njit(cache=True)
@@ -172,6 +181,12 @@ def depot_step(depot, central, ka, ke, dt):
 
 
 @njit(cache=True)
+def treg_competition(kp, y):
+    """Share of the IL-2 signal left to donor NK by host Tregs: ``1 / (1 + R / treg.nk_half_suppression)``."""
+    return 1.0 / (1.0 + y[Y.host_treg] / kp[KP.treg_nk_half_suppression])
+
+
+@njit(cache=True)
 def cytokine_support(kp, y, u):
     """Effects of exogenous cytokines on donor NK at blood state ``y`` and inputs ``u`` (:func:`pk_inputs`).
 
@@ -179,11 +194,13 @@ def cytokine_support(kp, y, u):
     cytokine acts through its occupancy ``f = A / (A + EC50)`` of its central amount (IL-2: the
     product's EC50, ``donor_il2_ec50``); division rises by ``proliferation_max * f``, homeostatic
     death falls by the factor ``1 - survival_effect * f``. The multiplier of ``nk.death_rate`` includes
-    the product's own factor (``donor_death_factor``: CIML live longer).
+    the product's own factor (``donor_death_factor``: CIML live longer). Host Tregs compete for
+    IL-2 (Bachanova 2014: by competition for IL-2, not IL-15): the IL-2 occupancy is scaled by
+    :func:`treg_competition`.
     """
     il2 = u[U_IL2]
     il15a = u[U_IL15A]
-    f2 = il2 / (il2 + kp[KP.donor_il2_ec50]) if il2 > 0.0 else 0.0
+    f2 = treg_competition(kp, y) * il2 / (il2 + kp[KP.donor_il2_ec50]) if il2 > 0.0 else 0.0
     f15 = il15a / (il15a + kp[KP.il15_agonist_ec50]) if il15a > 0.0 else 0.0
     prolif = kp[KP.il2_proliferation_max] * f2 + kp[KP.il15_agonist_proliferation_max] * f15
     death = (kp[KP.donor_death_factor] * (1.0 - kp[KP.il2_survival_effect] * f2)
@@ -212,16 +229,30 @@ def donor_nk_rejection(kp, host_t, primed):
 
 @njit(cache=True)
 def il15_consumers(kp, y, marrow_donor):
-    """IL-15 consumers relative to baseline: (host NK + host T + w * all donor NK) / (NK0 + T0).
+    """IL-15 consumers relative to baseline: (host NK + host T + Tregs + w * all donor NK) / (NK0 + T0 + R0).
 
     Host blood counts stand for their whole-body pools; donor NK (blood, other tissues and
     ``marrow_donor``, whole body) enter on the same scale through ``donor_il15_consumption``.
+    Tregs consume like any host lymphocyte (weight 1; an assumption).
     """
     donor = marrow_donor
     for d in range(int(kp[KP.n_donors])):
         donor += y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d]
-    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
-    return (y[Y.host_nk] + y[Y.host_t] + kp[KP.donor_il15_consumption] * donor) / base if base > 0 else 0.0
+    base = _il15_consumer_base(kp)
+    return ((y[Y.host_nk] + y[Y.host_t] + y[Y.host_treg] + kp[KP.donor_il15_consumption] * donor) / base
+            if base > 0 else 0.0)
+
+
+@njit(cache=True)
+def _il15_consumer_base(kp):
+    """The host lymphocytes per uL at baseline that consume IL-15: NK0 + T0 + R0."""
+    return kp[KP.host_nk_baseline] + kp[KP.host_t_baseline] + kp[KP.host_treg_baseline]
+
+
+@njit(cache=True)
+def _gompertz(rate, base, x):
+    """Gompertz regrowth ``rate * x * ln(base / x)`` toward ``base`` (0 without a baseline)."""
+    return rate * x * math.log(base / x) if base > 0 else 0.0
 
 
 @njit(cache=True)
@@ -230,24 +261,24 @@ def blood_rhs(kp, y, u, marrow_donor, primed, out):
 
     ``y`` and ``out`` are indexed by ``Y`` (:data:`nksim.quantities.BLOOD_STATE`), donor ``d`` at
     ``+ DONOR_STRIDE * d``. ``marrow_donor``: donor NK in the marrow (whole body, held fixed over
-    the step); ``primed[d]``: the host's primed response to donor ``d``. Host NK and T take each
-    drug's reference hazard times their own sensitivity (:func:`lineage_hazards`); donor NK take
-    the reference hazards unscaled, as marrow cells do.
+    the step); ``primed[d]``: the host's primed response to donor ``d``. Host NK, T and Tregs take
+    each drug's reference hazard times their own sensitivity (:func:`lineage_hazards`); donor NK take
+    the reference hazards unscaled, as marrow cells do. Tregs regrow (Gompertz), expand under IL-2
+    and are killed by IL2DT.
     """
     hnk = max(y[Y.host_nk], 1e-12)
     ht = max(y[Y.host_t], 1e-12)
+    hr = max(y[Y.host_treg], 1e-12)
     il = y[Y.il15]
-    h_nk, h_t = lineage_hazards(kp, u)
+    h_nk, h_t, h_r = lineage_hazards(kp, u)
     hazard = u[U_HF] + u[U_HC]
     sup_prolif, sup_death, _ = cytokine_support(kp, y, u)
-    r_nk = kp[KP.patient_host_nk_recovery_rate]
-    r_t = kp[KP.patient_host_t_recovery_rate]
-    nk0 = kp[KP.host_nk_baseline]
-    t0 = kp[KP.host_t_baseline]
-    out[Y.host_nk] = r_nk * hnk * math.log(nk0 / hnk) - h_nk * hnk if nk0 > 0 else -h_nk * hnk
-    out[Y.host_t] = r_t * ht * math.log(t0 / ht) - h_t * ht if t0 > 0 else -h_t * ht
+    out[Y.host_nk] = _gompertz(kp[KP.patient_host_nk_recovery_rate], kp[KP.host_nk_baseline], hnk) - h_nk * hnk
+    out[Y.host_t] = _gompertz(kp[KP.patient_host_t_recovery_rate], kp[KP.host_t_baseline], ht) - h_t * ht
+    out[Y.host_treg] = (_gompertz(kp[KP.treg_recovery_rate], kp[KP.host_treg_baseline], hr)
+                        + (treg_il2_growth(kp, u) - h_r - u[U_DTX]) * hr)
     # IL-15: production balances removal at baseline (il = 1); removal = clearance + consumption by
-    # every lymphocyte: host NK and T (blood counts standing for their whole-body pools) and all
+    # every lymphocyte: host NK, T and Tregs (blood counts standing for their whole-body pools) and all
     # donor NK (blood, other tissues, marrow) converted to the same blood-count scale
     n_donors = int(kp[KP.n_donors])
     tau = kp[KP.il15_turnover_rate]
@@ -268,6 +299,19 @@ def blood_rhs(kp, y, u, marrow_donor, primed, out):
 
 
 @njit(cache=True)
+def treg_il2_growth(kp, u):
+    """IL-2-driven expansion of host Tregs (day-1): ``treg.il2_proliferation_max * C2 / (C2 + treg.il2_ec50)``."""
+    il2 = u[U_IL2]
+    return kp[KP.treg_il2_proliferation_max] * il2 / (il2 + kp[KP.treg_il2_ec50]) if il2 > 0.0 else 0.0
+
+
+@njit(cache=True)
+def _gompertz_slope(rate, base, x):
+    """d/dx of :func:`_gompertz`: ``rate * (ln(base / x) - 1)``."""
+    return rate * (math.log(base / x) - 1.0) if base > 0 else 0.0
+
+
+@njit(cache=True)
 def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
     """Jacobian ``d blood_rhs / d y`` (per day) at state ``y``, with the inputs held (as :func:`blood_rhs`).
 
@@ -278,41 +322,58 @@ def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
     for i in range(n):
         for j in range(n):
             jac[i, j] = 0.0
-    h_nk, h_t = lineage_hazards(kp, u)
+    h_nk, h_t, h_r = lineage_hazards(kp, u)
     hazard = u[U_HF] + u[U_HC]
     sup_prolif, sup_death, _ = cytokine_support(kp, y, u)
-    nk0 = kp[KP.host_nk_baseline]
-    t0 = kp[KP.host_t_baseline]
-    if nk0 > 0 and y[Y.host_nk] > 1e-12:
-        jac[Y.host_nk, Y.host_nk] = kp[KP.patient_host_nk_recovery_rate] * (math.log(nk0 / y[Y.host_nk]) - 1.0) - h_nk
-    elif y[Y.host_nk] > 1e-12:
-        jac[Y.host_nk, Y.host_nk] = -h_nk
-    if t0 > 0 and y[Y.host_t] > 1e-12:
-        jac[Y.host_t, Y.host_t] = kp[KP.patient_host_t_recovery_rate] * (math.log(t0 / y[Y.host_t]) - 1.0) - h_t
-    elif y[Y.host_t] > 1e-12:
-        jac[Y.host_t, Y.host_t] = -h_t
+    if y[Y.host_nk] > 1e-12:
+        jac[Y.host_nk, Y.host_nk] = (_gompertz_slope(kp[KP.patient_host_nk_recovery_rate], kp[KP.host_nk_baseline],
+                                                     y[Y.host_nk]) - h_nk)
+    if y[Y.host_t] > 1e-12:
+        jac[Y.host_t, Y.host_t] = (_gompertz_slope(kp[KP.patient_host_t_recovery_rate], kp[KP.host_t_baseline],
+                                                   y[Y.host_t]) - h_t)
+    if y[Y.host_treg] > 1e-12:
+        jac[Y.host_treg, Y.host_treg] = (_gompertz_slope(kp[KP.treg_recovery_rate], kp[KP.host_treg_baseline],
+                                                         y[Y.host_treg]) + treg_il2_growth(kp, u) - h_r - u[U_DTX])
     n_donors = int(kp[KP.n_donors])
     il = y[Y.il15]
     tau = kp[KP.il15_turnover_rate]
     k_clear = tau / kp[KP.il15_max_fold]
     k_cons = tau - k_clear
-    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
+    base = _il15_consumer_base(kp)
     lrel = il15_consumers(kp, y, marrow_donor)
     jac[Y.il15, Y.il15] = -(k_clear + k_cons * lrel)
     if base > 0:
         per = -k_cons * il / base
         jac[Y.il15, Y.host_nk] = per
         jac[Y.il15, Y.host_t] = per
+        jac[Y.il15, Y.host_treg] = per
         for d in range(n_donors):
             jac[Y.il15, Y.donor_nk_blood + DONOR_STRIDE * d] = per * kp[KP.donor_il15_consumption]
             jac[Y.il15, Y.donor_nk_tissue + DONOR_STRIDE * d] = per * kp[KP.donor_il15_consumption]
-    # donor NK: division (through IL-15, below its cap) - death - rejection (through host T) - drug, exchange
+    # donor NK: division (through IL-15 and the Tregs' share of IL-2, below its cap) - death (through the
+    # Tregs' share of IL-2) - rejection (through host T) - drug, exchange
     grow = nk_division_rate(kp, il, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
+    below_cap = nk_proliferation(kp, il) + sup_prolif < kp[KP.nk_max_division_rate]
     ddiv_dil = 0.0
     x = il - 1.0
-    if x > 0.0 and nk_proliferation(kp, il) + sup_prolif < kp[KP.nk_max_division_rate]:
+    if x > 0.0 and below_cap:
         ec50 = kp[KP.nk_il15_ec50]
         ddiv_dil = kp[KP.patient_nk_il15_proliferation_max] * ec50 / ((x + ec50) * (x + ec50))
+    # Treg competition phi = 1 / (1 + R / R_half) scales the IL-2 occupancy f2 of cytokine_support
+    dgrow_dr = 0.0
+    il2 = u[U_IL2]
+    if il2 > 0.0:
+        r_half = kp[KP.treg_nk_half_suppression]
+        q = 1.0 + y[Y.host_treg] / r_half
+        dphi_dr = -1.0 / (r_half * q * q)
+        f2_raw = il2 / (il2 + kp[KP.donor_il2_ec50])
+        il15a = u[U_IL15A]
+        f15 = il15a / (il15a + kp[KP.il15_agonist_ec50]) if il15a > 0.0 else 0.0
+        dsd_dr = (kp[KP.donor_death_factor] * (-kp[KP.il2_survival_effect] * f2_raw * dphi_dr)
+                  * (1.0 - kp[KP.il15_agonist_survival_effect] * f15))
+        dgrow_dr = -kp[KP.nk_death_rate] * dsd_dr
+        if below_cap:
+            dgrow_dr += kp[KP.il2_proliferation_max] * f2_raw * dphi_dr
     t_base = kp[KP.host_t_baseline]
     up = kp[KP.donor_tissue_uptake_rate]
     back = kp[KP.donor_tissue_return_rate]
@@ -337,6 +398,8 @@ def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
         jac[it, Y.il15] = ddiv_dil * y[it]
         jac[ib, Y.host_t] = -drej_dt * y[ib]
         jac[it, Y.host_t] = -drej_dt * y[it]
+        jac[ib, Y.host_treg] = dgrow_dr * y[ib]
+        jac[it, Y.host_treg] = dgrow_dr * y[it]
 
 
 @njit(cache=True)
@@ -368,18 +431,22 @@ def blood_stiffness(kp, y, u, marrow_donor, primed):
     tau = kp[KP.il15_turnover_rate]
     lrel = il15_consumers(kp, y, marrow_donor)
     lam = tau * (1.0 / kp[KP.il15_max_fold] + (1.0 - 1.0 / kp[KP.il15_max_fold]) * lrel)
-    h_nk, h_t = lineage_hazards(kp, u)
-    for j in (Y.host_nk, Y.host_t):
+    h_nk, h_t, h_r = lineage_hazards(kp, u)
+    for j in (Y.host_nk, Y.host_t, Y.host_treg):
         if j == Y.host_nk:
             l0 = kp[KP.host_nk_baseline]
             g = kp[KP.patient_host_nk_recovery_rate]
             h = h_nk
-        else:
+        elif j == Y.host_t:
             l0 = kp[KP.host_t_baseline]
             g = kp[KP.patient_host_t_recovery_rate]
             h = h_t
-        if l0 > 0.0 and y[j] > 0.0:
-            rate = g * (abs(math.log(l0 / y[j])) + 1.0) + h
+        else:
+            l0 = kp[KP.host_treg_baseline]
+            g = kp[KP.treg_recovery_rate]
+            h = h_r + u[U_DTX] + treg_il2_growth(kp, u)
+        if y[j] > 0.0:
+            rate = (g * (abs(math.log(l0 / y[j])) + 1.0) if l0 > 0.0 else 0.0) + h
             if rate > lam:
                 lam = rate
     rej = 0.0
@@ -471,7 +538,7 @@ def hazard_integral(kp, flu, cy, length):
 def quiet_tolerances(kp, n_y):
     """Absolute and relative tolerances ``(atol, rtol)`` of the quiet-day integrator, per blood component.
 
-    Host NK and T: 1e-6 uL-1 and :data:`QUIET_RTOL`; IL-15: 1e-9 (relative to baseline) and
+    Host NK, T and Tregs: 1e-6 uL-1 and :data:`QUIET_RTOL`; IL-15: 1e-9 (relative to baseline) and
     :data:`QUIET_RTOL`; donor NK pools: 0.01 cells (whole body: below a cell a pool is empty in
     all but name) and :data:`QUIET_POOL_RTOL`.
     """
@@ -479,6 +546,7 @@ def quiet_tolerances(kp, n_y):
     rtol = np.full(n_y, QUIET_RTOL)
     atol[Y.host_nk] = 1e-6
     atol[Y.host_t] = 1e-6
+    atol[Y.host_treg] = 1e-6
     for d in range(int(kp[KP.n_donors])):
         for j in (Y.donor_nk_blood + DONOR_STRIDE * d, Y.donor_nk_tissue + DONOR_STRIDE * d):
             atol[j] = 1e-2

@@ -68,6 +68,7 @@ from .blood import (
     PK_CY,
     PK_FLU,
     PK_IL2,
+    PK_IL2DT,
     PK_IL15A,
     PK_T0,
     QUIET_MAX_HAZARD,
@@ -545,6 +546,7 @@ def record_day(kp, rec, cnt, r, y, pk, u, sus, res, nor, n_agents, a_comp, a_kil
     rec[r, R.donor_nk_blood] = blood / kp[KP.blood_volume_ul]
     rec[r, R.host_nk_blood] = y[Y.host_nk]
     rec[r, R.host_t_blood] = y[Y.host_t]
+    rec[r, R.host_treg_blood] = y[Y.host_treg]
     rec[r, R.il15] = y[Y.il15]
     rec[r, R.flu_conc] = pk[PK_FLU] / kp[KP.drugs_flu_volume]
     rec[r, R.cy_conc] = pk[PK_CY] / kp[KP.drugs_cy_volume]
@@ -563,6 +565,7 @@ def record_day(kp, rec, cnt, r, y, pk, u, sus, res, nor, n_agents, a_comp, a_kil
     rec[r, R.allo_priming] = prim
     rec[r, R.il2_central] = pk[PK_IL2]
     rec[r, R.il15_agonist_central] = pk[PK_IL15A]
+    rec[r, R.il2dt_amount] = pk[PK_IL2DT]
     rec[r, R.cytokine_support] = cytokine_support(kp, y, u)[2]
     for j in range(cnt.shape[1]):
         cnt[r, j] = cnt_now[j]
@@ -656,6 +659,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     y = np.zeros(n_y)  # blood state, named by Y (donor d at + DONOR_STRIDE * d)
     y[Y.host_nk] = kp[KP.host_nk_baseline]
     y[Y.host_t] = kp[KP.host_t_baseline]
+    y[Y.host_treg] = kp[KP.host_treg_baseline]
     y[Y.il15] = 1.0
     k1 = np.empty(n_y)
     k2 = np.empty(n_y)
@@ -940,7 +944,7 @@ def _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, pk):
 
     Quiet: a whole day without agents, events, donor NK outside the marrow worth one
     region-equivalent agent (``scale`` cells, blood and other tissues together: none could home)
-    or a drug kill hazard above :data:`QUIET_MAX_HAZARD`.
+    or a drug kill hazard (Flu/Cy reference hazard, or IL2DT's on Tregs) above :data:`QUIET_MAX_HAZARD`.
 
     On a quiet day nothing draws from the agents' or the traffic's streams, so the marrow and every
     stream stay aligned with a step-by-step run; only the blood's integrator differs.
@@ -950,6 +954,8 @@ def _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, pk):
     if ev_i < ev_step.shape[0] and ev_step[ev_i] < step + spd:
         return False
     if drug_hazard(kp, pk[PK_FLU], pk[PK_CY]) > QUIET_MAX_HAZARD:
+        return False
+    if kp[KP.il2dt_kill_per_ug] * pk[PK_IL2DT] > QUIET_MAX_HAZARD:  # IL2DT still killing Tregs
         return False
     for d in range(int(kp[KP.n_donors])):  # blood and tissue: a pool that large is also an output worth its RK4
         if y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d] >= kp[KP.scale]:

@@ -42,7 +42,20 @@ from mesa.discrete_space import OrthogonalVonNeumannGrid
 
 from .._version import __version__
 from ..engine import RawRun
-from ..engine.blood import N_PK, N_U, PK_CY, PK_FLU, PK_IL2, PK_IL15A, U_HC, U_HF, apply_event, pk_advance, pk_inputs
+from ..engine.blood import (
+    N_PK,
+    N_U,
+    PK_CY,
+    PK_FLU,
+    PK_IL2,
+    PK_IL2DT,
+    PK_IL15A,
+    U_HC,
+    U_HF,
+    apply_event,
+    pk_advance,
+    pk_inputs,
+)
 from ..engine.build import patient_inputs
 from ..engine.kernel import (
     cytokine_support,
@@ -139,13 +152,14 @@ class PatientModel(mesa.Model):
         self.snapshot_days = [int(d - protocol.start_day) for d in protocol.snapshot_days]
         self.snapshots: dict[int, np.ndarray] = {}
 
-        # Blood compartment (shared with the engine): [host NK uL-1, host T uL-1,
+        # Blood compartment (shared with the engine): [host NK uL-1, host T uL-1, host Tregs uL-1,
         # IL-15 relative, then per donor d: donor NK in blood (cells), donor NK in other
         # tissues (cells)], donor d's pools at Y.donor_nk_blood / Y.donor_nk_tissue + DONOR_STRIDE * d.
         n_y = N_Y + DONOR_STRIDE * (rules.n_donors - 1)
         self.blood = np.zeros(n_y)
         self.blood[Y.host_nk] = self.kp[KP.host_nk_baseline]
         self.blood[Y.host_t] = self.kp[KP.host_t_baseline]
+        self.blood[Y.host_treg] = self.kp[KP.host_treg_baseline]
         self.blood[Y.il15] = 1.0
         self._rk4_work = tuple(np.empty(n_y) for _ in range(5))
         self._u_work = tuple(np.empty(N_U) for _ in range(3))
@@ -455,6 +469,7 @@ class PatientModel(mesa.Model):
             "donor_nk_blood": blood / rules.blood_volume_ul,
             "host_nk_blood": y[Y.host_nk],
             "host_t_blood": y[Y.host_t],
+            "host_treg_blood": y[Y.host_treg],
             "il15": y[Y.il15],
             "flu_conc": self.pk[PK_FLU] / kp[KP.drugs_flu_volume],
             "cy_conc": self.pk[PK_CY] / kp[KP.drugs_cy_volume],
@@ -473,6 +488,7 @@ class PatientModel(mesa.Model):
             "allo_priming": float(max(0.0, *self.primed_at(self.step_index * rules.dt))),
             "il2_central": self.pk[PK_IL2],
             "il15_agonist_central": self.pk[PK_IL15A],
+            "il2dt_amount": self.pk[PK_IL2DT],
             "cytokine_support": cytokine_support(kp, y, u_now)[2],  # at the day boundary
         }
         missing = set(TIME_VARIABLES) - set(obs)
