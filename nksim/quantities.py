@@ -160,6 +160,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("il15.turnover_rate", "day-1", 1e-3, 1e4, kernel=True),
         _p("il15.donor_nk_weight", "1", 0, 1e4),
         # --- cytokine support (protocol events il2, il15_agonist) --------------
+        _p("il2.bioavailability", "1", 0, 1, kernel=True),
         _p("il2.absorption_half_life", "h", 0.05, 500),
         _p("il2.elimination_half_life", "h", 0.05, 500),
         _p("il2.ec50", "1e6", 1e-6, 1e4),
@@ -614,7 +615,7 @@ EVENT_KINDS: tuple[EventKind, ...] = (
     EventKind("cyclophosphamide", "mg kg-1", "kg", "mg", "cyclophosphamide dose (i.v.), into the plasma compartment"),
     EventKind("nk_infusion", "kg-1", "kg", "1", "donor NK cells infused into blood (optional field donor)"),
     EventKind("il2", "1e6", "", "1e6", "IL-2 (aldesleukin) s.c. dose in million international units (MIU), "
-              "into the subcutaneous depot"),
+              "into the subcutaneous depot (times il2.bioavailability)"),
     EventKind("il15_agonist", "ug kg-1", "kg", "ug", "IL-15 superagonist (N-803) s.c. dose, into the subcutaneous "
               "depot"),
     EventKind("il2dt", "ug kg-1", "kg", "ug", "IL-2-diphtheria toxin (denileukin diftitox) i.v. dose, into plasma: "

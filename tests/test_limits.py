@@ -690,7 +690,7 @@ def test_second_infusion_meets_the_primed_response_of_its_donor(default_params):
 
 
 def test_cytokine_pk_and_support_match_their_equations(default_params):
-    # IL-2 (MIU, flat dose) and IL-15 agonist (ug kg-1) go into s.c. depots: D' = -ka D,
+    # IL-2 (MIU, flat dose, times its bioavailability) and IL-15 agonist (ug kg-1) go into s.c. depots: D' = -ka D,
     # C' = ka D - ke C, solved independently with LSODA; the recorded support is
     # 1 - (1 - f2)(1 - f15) with f = C / (C + EC50).
     params = default_params.with_values({"lattice.side": 4})
@@ -716,7 +716,8 @@ def test_cytokine_pk_and_support_match_their_equations(default_params):
             out.append(y[1])
         return np.array(out)
 
-    c2 = central(il2_doses, v["il2.absorption_half_life"], v["il2.elimination_half_life"], 1.0)
+    # an s.c. IL-2 dose puts its bioavailable share into the depot (0.6.0)
+    c2 = central(il2_doses, v["il2.absorption_half_life"], v["il2.elimination_half_life"], v["il2.bioavailability"])
     c15 = central(il15_doses, v["il15_agonist.absorption_half_life"], v["il15_agonist.elimination_half_life"], w)
     np.testing.assert_allclose(ds.il2_central.values, c2, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(ds.il15_agonist_central.values, c15, rtol=1e-6, atol=1e-12)

@@ -108,8 +108,9 @@ def pk_advance(kp, pk, dt):
 def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
     """Apply one protocol event (kind code ``EV.*``, ``amount`` in its amount unit) at time ``t`` (days since start).
 
-    Drug doses go into the PK amounts, cytokines into their s.c. depots, an NK infusion into its
-    donor's blood pool (the donor's first infusion starts the host's priming clock).
+    Drug doses go into the PK amounts, cytokines into their s.c. depots (IL-2 times its
+    bioavailability), an NK infusion into its donor's blood pool (the donor's first infusion starts
+    the host's priming clock).
     """
     if kind == EV.fludarabine:
         pk[PK_FLU] += amount
@@ -120,7 +121,7 @@ def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
         if first_exposure[donor] == np.inf:
             first_exposure[donor] = t
     elif kind == EV.il2:
-        pk[PK_IL2_DEPOT] += amount
+        pk[PK_IL2_DEPOT] += kp[KP.il2_bioavailability] * amount  # the share of an s.c. dose that reaches plasma
     elif kind == EV.il15_agonist:
         pk[PK_IL15A_DEPOT] += amount
     elif kind == EV.il2dt:
