@@ -79,7 +79,10 @@ MAX_DOSE: dict[str, tuple[float, str]] = {
     "nk_infusion": (1e10, "larger doses make the number of simulated NK cells, and so run time and memory, "
                           "unbounded; clinical doses are below 1e8 kg-1 and sweeps cap the total dose at 1e10 kg-1"),
     "il2": (1000.0, "in million IU (MIU): s.c. doses are 1-10 MIU, high-dose i.v. bolus about 50-110 MIU"),
-    "il15_agonist": (100.0, "N-803 s.c. doses are 6-20 ug kg-1"),
+    "il15_agonist": (100.0, "N-803 s.c. doses are 1-20 ug kg-1 (deprecated alias of n803)"),
+    "rhil15_iv": (10.0, "rhIL-15 i.v. doses are 0.25-3 ug kg-1 (Cooley 2019; Miller 2018)"),
+    "rhil15_sc": (20.0, "rhIL-15 s.c. doses are at most 3 ug kg-1"),
+    "n803": (100.0, "N-803 s.c. doses are 1-20 ug kg-1 (Romee 2018)"),
     "il2dt": (100.0, "denileukin diftitox doses are 9-18 ug kg-1 (Attia 2005; Bachanova 2014)"),
 }
 assert set(MAX_DOSE) == set(EVENT_UNITS), "every event kind needs a dose range"

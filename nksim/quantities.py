@@ -77,6 +77,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("anatomy.body_weight", "kg", 1, 300),
         _p("anatomy.body_surface_area", "m2", 0.2, 3.5),
         _p("anatomy.blood_volume", "mL kg-1", 30, 150),
+        _p("anatomy.plasma_volume", "mL kg-1", 10, 100),
         _p("anatomy.marrow_cells_per_kg", "kg-1", 1e8, 1e12),
         _p("anatomy.reference_cellularity", "percent", 1, 100),
         _p("anatomy.lymphocyte_body_to_blood_ratio", "1", 1, 1000),
@@ -140,6 +141,10 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("host.nk_cy_sensitivity", "1", 0, 100, kernel=True),
         _p("host.t_flu_sensitivity", "1", 0, 100, kernel=True),
         _p("host.t_cy_sensitivity", "1", 0, 100, kernel=True),
+        # host NK and T grow under exogenous IL-15 (rhIL-15, N-803; 0.6.0)
+        _p("host.nk_il15_proliferation_max", "day-1", 0, 10, kernel=True),
+        _p("host.t_il15_proliferation_max", "day-1", 0, 10, kernel=True),
+        _p("host.t_il15_ec50", "1", 1e-6, 1e6, kernel=True),
         _p("host.treg_baseline", "uL-1", 0, 1e5, kernel=True),
         _p("host.treg_flu_sensitivity", "1", 0, 100, kernel=True),
         _p("host.treg_cy_sensitivity", "1", 0, 100, kernel=True),
@@ -155,10 +160,13 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("allo.priming_stages", "1", 1, 50, integer=True, kernel=True),
         _p("allo.primed_rejection_rate", "day-1", 0, 100, kernel=True),
         _p("allo.primed_t_exponent", "1", 0, 1, kernel=True),
+        _p("allo.il15_rejection_boost", "1", 0, 100, kernel=True),
         # --- IL-15 ------------------------------------------------------------
         _p("il15.max_fold", "1", 1, 1e5, kernel=True),
         _p("il15.turnover_rate", "day-1", 1e-3, 1e4, kernel=True),
         _p("il15.donor_nk_weight", "1", 0, 1e4),
+        _p("il15.baseline_concentration", "pg mL-1", 1e-3, 1e4),
+        _p("il15.exo_survival_effect", "1", 0, 1, kernel=True),
         # --- cytokine support (protocol events il2, il15_agonist) --------------
         _p("il2.bioavailability", "1", 0, 1, kernel=True),
         _p("il2.absorption_half_life", "h", 0.05, 500),
@@ -166,11 +174,14 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("il2.ec50", "1e6", 1e-6, 1e4),
         _p("il2.proliferation_max", "day-1", 0, 10, kernel=True),
         _p("il2.survival_effect", "1", 0, 1, kernel=True),
-        _p("il15_agonist.absorption_half_life", "h", 0.05, 500),
-        _p("il15_agonist.elimination_half_life", "h", 0.05, 500),
-        _p("il15_agonist.ec50", "ug", 1e-6, 1e6, kernel=True),
-        _p("il15_agonist.proliferation_max", "day-1", 0, 10, kernel=True),
-        _p("il15_agonist.survival_effect", "1", 0, 1, kernel=True),
+        # --- IL-15 agonists as their own drugs (0.6.0): rhIL-15 i.v./s.c. into the exogenous IL-15 state, N-803 ---
+        _p("rhil15.elimination_half_life", "h", 0.05, 500),
+        _p("rhil15.sc_absorption_half_life", "h", 0.05, 500),
+        _p("rhil15.sc_bioavailability", "1", 0, 1, kernel=True),
+        _p("rhil15.potency", "1", 0, 1e3),
+        _p("n803.potency", "1", 0, 1e4),
+        _p("n803.absorption_half_life", "h", 0.05, 500),
+        _p("n803.elimination_half_life", "h", 0.05, 500),
         # --- lymphodepleting drugs -------------------------------------------
         _p("drugs.flu_half_life", "h", 0.1, 1000),
         _p("drugs.flu_volume", "L", 0.1, 1e5, kernel=True),
@@ -212,10 +223,19 @@ PARAMETER_ALIASES: dict[str, tuple[str, ...]] = {
     # one Flu/Cy sensitivity per lineage (0.5.0) -> one per drug and lineage: the old value for both drugs
     "host.nk_drug_sensitivity": ("host.nk_flu_sensitivity", "host.nk_cy_sensitivity"),
     "host.t_drug_sensitivity": ("host.t_flu_sensitivity", "host.t_cy_sensitivity"),
+    # the IL-15 agonist of 0.5.0 is N-803; its survival effect is that of every exogenous IL-15 signal
+    "il15_agonist.absorption_half_life": ("n803.absorption_half_life",),
+    "il15_agonist.elimination_half_life": ("n803.elimination_half_life",),
+    "il15_agonist.survival_effect": ("il15.exo_survival_effect",),
 }
 #: Retired model-file keys (no longer part of the model) -> why; a file that still has them loads, with a
 #: :class:`~nksim.errors.DeprecatedKeyWarning`, and the value is ignored.
-RETIRED_PARAMETERS: dict[str, str] = {}
+RETIRED_PARAMETERS: dict[str, str] = {
+    "il15_agonist.proliferation_max": "0.6.0: N-803 acts through the donor NK's IL-15 dose-response "
+                                      "(nk.il15_proliferation_max, nk.il15_ec50) at its exposure (n803.potency)",
+    "il15_agonist.ec50": "0.6.0: N-803's exposure is in IL-15 fold units (n803.potency, il15.baseline_concentration, "
+                         "anatomy.plasma_volume); its EC50 is nk.il15_ec50",
+}
 assert not set(PARAMETER_ALIASES) & set(PARAMETERS) and not set(RETIRED_PARAMETERS) & set(PARAMETERS)
 assert all(k in PARAMETERS for keys in PARAMETER_ALIASES.values() for k in keys)
 
@@ -298,6 +318,12 @@ def _product_value(name: str, fresh: str,
 def _product_rate(name: str) -> Callable[[KernelContext], float]:
     """``nk.<name>`` for a fresh product, ``<product section>.<name>`` for the others (expanded, CIML)."""
     return _product_value(name, f"nk.{name}")
+
+
+def _il15_fold_per_ug(c: KernelContext, potency: str) -> float:
+    """IL-15 signal, in folds of the baseline concentration, of 1 ug of an IL-15 agonist in plasma (ug-1)."""
+    plasma_ml = c.params["anatomy.plasma_volume"] * c.effects.body_weight
+    return 1e6 * c.params[potency] / (plasma_ml * c.params["il15.baseline_concentration"])
 
 
 def _elimination(key: str) -> Callable[[KernelContext], float]:
@@ -409,10 +435,22 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     DerivedInput("il2dt_kill_per_ug", "ug-1 day-1", "kill hazard on host Tregs per ug of IL2DT in plasma: "
                  "il2dt.treg_kill / body weight (the hazard is proportional to the amount per kg)",
                  lambda c: c.params["il2dt.treg_kill"] / c.effects.body_weight, ("il2dt.treg_kill",)),
-    DerivedInput("il15_agonist_absorption_rate", "day-1", "IL-15 agonist absorption rate, ln 2 / half-life",
-                 _elimination("il15_agonist.absorption_half_life"), ("il15_agonist.absorption_half_life",)),
-    DerivedInput("il15_agonist_elimination_rate", "day-1", "IL-15 agonist elimination rate, ln 2 / half-life",
-                 _elimination("il15_agonist.elimination_half_life"), ("il15_agonist.elimination_half_life",)),
+    DerivedInput("n803_absorption_rate", "day-1", "N-803 absorption rate from the s.c. depot, ln 2 / half-life",
+                 _elimination("n803.absorption_half_life"), ("n803.absorption_half_life",)),
+    DerivedInput("n803_elimination_rate", "day-1", "N-803 elimination rate, ln 2 / half-life",
+                 _elimination("n803.elimination_half_life"), ("n803.elimination_half_life",)),
+    DerivedInput("n803_fold_per_ug", "ug-1", "exogenous IL-15 signal (fold of the baseline IL-15 concentration) per ug "
+                 "of N-803 in the central compartment: 1e6 pg/ug x n803.potency / (plasma volume x IL-15 baseline)",
+                 lambda c: _il15_fold_per_ug(c, "n803.potency"),
+                 ("n803.potency", "anatomy.plasma_volume", "il15.baseline_concentration")),
+    DerivedInput("rhil15_fold_per_ug", "ug-1", "exogenous IL-15 signal (fold of the baseline IL-15 concentration) "
+                 "per ug of rhIL-15 in plasma: 1e6 pg/ug x rhil15.potency / (plasma volume x IL-15 baseline)",
+                 lambda c: _il15_fold_per_ug(c, "rhil15.potency"),
+                 ("rhil15.potency", "anatomy.plasma_volume", "il15.baseline_concentration")),
+    DerivedInput("rhil15_elimination_rate", "day-1", "rhIL-15 renal elimination rate, ln 2 / half-life",
+                 _elimination("rhil15.elimination_half_life"), ("rhil15.elimination_half_life",)),
+    DerivedInput("rhil15_sc_absorption_rate", "day-1", "rhIL-15 absorption rate from the s.c. depot, ln 2 / half-life",
+                 _elimination("rhil15.sc_absorption_half_life"), ("rhil15.sc_absorption_half_life",)),
     # drugs
     DerivedInput("flu_elimination_rate", "day-1", "fludarabine elimination rate, ln 2 / half-life",
                  _elimination("drugs.flu_half_life"), ("drugs.flu_half_life",)),
@@ -497,10 +535,12 @@ RECORD: tuple[Variable, ...] = (
              "(largest over this patient's donors)", "anti-donor priming"),
     Variable("il2_central", "1e6", "IL-2 in the central compartment (million international units)",
              "IL-2 (central)"),
-    Variable("il15_agonist_central", "ug", "IL-15 agonist in the central compartment", "IL-15 agonist (central)"),
+    Variable("il15_exogenous", "1", "exogenous IL-15 signal (rhIL-15 and N-803) relative to the baseline IL-15 "
+             "concentration", "exogenous IL-15", counts="fold of baseline"),
+    Variable("n803_central", "ug", "IL-15 superagonist N-803 in the central compartment", "N-803 (central)"),
     Variable("il2dt_amount", "ug", "IL-2-diphtheria toxin (IL2DT) in plasma", "IL2DT (plasma)"),
-    Variable("cytokine_support", "1", "combined support of donor NK by IL-2 and IL-15 agonist (0 none, 1 saturating)",
-             "cytokine support"),
+    Variable("cytokine_support", "1", "combined support of donor NK by IL-2 and exogenous IL-15 (0 none, 1 "
+             "saturating)", "cytokine support"),
 )
 
 
@@ -616,10 +656,16 @@ EVENT_KINDS: tuple[EventKind, ...] = (
     EventKind("nk_infusion", "kg-1", "kg", "1", "donor NK cells infused into blood (optional field donor)"),
     EventKind("il2", "1e6", "", "1e6", "IL-2 (aldesleukin) s.c. dose in million international units (MIU), "
               "into the subcutaneous depot (times il2.bioavailability)"),
-    EventKind("il15_agonist", "ug kg-1", "kg", "ug", "IL-15 superagonist (N-803) s.c. dose, into the subcutaneous "
-              "depot"),
+    EventKind("il15_agonist", "ug kg-1", "kg", "ug", "deprecated alias of n803 (0.6.0): IL-15 superagonist N-803 s.c. "
+              "dose, into its subcutaneous depot"),
     EventKind("il2dt", "ug kg-1", "kg", "ug", "IL-2-diphtheria toxin (denileukin diftitox) i.v. dose, into plasma: "
               "kills host regulatory T cells"),
+    EventKind("rhil15_iv", "ug kg-1", "kg", "ug", "recombinant human IL-15 i.v. bolus, into the exogenous IL-15 "
+              "signal"),
+    EventKind("rhil15_sc", "ug kg-1", "kg", "ug", "recombinant human IL-15 s.c. dose, into its subcutaneous depot "
+              "(times rhil15.sc_bioavailability)"),
+    EventKind("n803", "ug kg-1", "kg", "ug", "IL-15 superagonist N-803 (ALT-803) s.c. dose, into its subcutaneous "
+              "depot"),
 )
 
 #: The blood ODE state vector ``y``, in order: (name, unit, meaning). The last
@@ -631,6 +677,7 @@ BLOOD_STATE: tuple[tuple[str, str, str], ...] = (
     ("host_t", "uL-1", "host T cells per uL blood"),
     ("host_treg", "uL-1", "host regulatory T cells per uL blood"),
     ("il15", "1", "plasma IL-15 relative to baseline"),
+    ("il15_exo", "1", "exogenous rhIL-15 in plasma, as fold of the baseline IL-15 concentration"),
     ("donor_nk_blood", "1", "donor NK cells in blood (whole body), first donor"),
     ("donor_nk_tissue", "1", "donor NK cells in other tissues (whole body), first donor"),
 )

@@ -27,7 +27,7 @@ ANALOGUES: dict[str, set[str]] = {
 }
 #: Protocols of trials without cytokine support.
 NO_CYTOKINES = {"ahmadvand2023", "hi_cy_flu", "cart_flucy_ld"}
-CYTOKINES = {"il2", "il15_agonist"}
+CYTOKINES = {"il2", "il15_agonist", "n803", "rhil15_iv", "rhil15_sc"}
 
 
 def test_analogue_protocols_are_shipped():

@@ -690,14 +690,15 @@ def test_second_infusion_meets_the_primed_response_of_its_donor(default_params):
 
 
 def test_cytokine_pk_and_support_match_their_equations(default_params):
-    # IL-2 (MIU, flat dose, times its bioavailability) and IL-15 agonist (ug kg-1) go into s.c. depots: D' = -ka D,
-    # C' = ka D - ke C, solved independently with LSODA; the recorded support is
-    # 1 - (1 - f2)(1 - f15) with f = C / (C + EC50).
+    # IL-2 (MIU, flat dose, times its bioavailability) and N-803 (ug kg-1) go into s.c. depots: D' = -ka D,
+    # C' = ka D - ke C, solved independently with LSODA; N-803's exogenous IL-15 signal is
+    # n803_fold_per_ug x C; the recorded support is 1 - (1 - f2)(1 - fe) with f2 = phi C2 / (C2 + EC50)
+    # (phi = 1 / (1 + Tregs / half suppression)) and fe = x / (x + nk.il15_ec50).
     params = default_params.with_values({"lattice.side": 4})
     v = params.values()
     il2_doses = [(0, 10.0), (2, 10.0), (4, 10.0)]
-    il15_doses = [(1, 10.0)]
-    events = [(d, "il2", x) for d, x in il2_doses] + [(d, "il15_agonist", x) for d, x in il15_doses] + [
+    n803_doses = [(1, 10.0)]
+    events = [(d, "il2", x) for d, x in il2_doses] + [(d, "n803", x) for d, x in n803_doses] + [
         (0, "nk_infusion", 1e6)]
     proto = build_protocol(events, start_day=0, end_day=8)
     ds = nksim.simulate(params, proto, seed=1)
@@ -718,10 +719,23 @@ def test_cytokine_pk_and_support_match_their_equations(default_params):
 
     # an s.c. IL-2 dose puts its bioavailable share into the depot (0.6.0)
     c2 = central(il2_doses, v["il2.absorption_half_life"], v["il2.elimination_half_life"], v["il2.bioavailability"])
-    c15 = central(il15_doses, v["il15_agonist.absorption_half_life"], v["il15_agonist.elimination_half_life"], w)
+    cn = central(n803_doses, v["n803.absorption_half_life"], v["n803.elimination_half_life"], w)
     np.testing.assert_allclose(ds.il2_central.values, c2, rtol=1e-6, atol=1e-12)
-    np.testing.assert_allclose(ds.il15_agonist_central.values, c15, rtol=1e-6, atol=1e-12)
-    assert c15.max() > v["il15_agonist.ec50"] and c2[1:].max() > 1e-3  # the doses are pharmacologically active
+    np.testing.assert_allclose(ds.n803_central.values, cn, rtol=1e-6, atol=1e-12)
+    fold = 1e6 * v["n803.potency"] / (v["anatomy.plasma_volume"] * w * v["il15.baseline_concentration"])
+    np.testing.assert_allclose(ds.il15_exogenous.values, fold * cn, rtol=1e-6, atol=1e-12)
+    x = fold * cn
+    assert x.max() > v["nk.il15_ec50"] and c2[1:].max() > 1e-3  # the doses are pharmacologically active
+    phi = 1.0 / (1.0 + ds.host_treg_blood.values / v["treg.nk_half_suppression"])
+    f2 = phi * c2 / (c2 + v["il2.ec50"])
+    fe = x / (x + v["nk.il15_ec50"])
+    np.testing.assert_allclose(ds.cytokine_support.values, 1 - (1 - f2) * (1 - fe), rtol=1e-6, atol=1e-12)
+    # the deprecated event kind il15_agonist is N-803
+    alias = build_protocol([(d, "il2", x) for d, x in il2_doses] + [(d, "il15_agonist", x) for d, x in n803_doses]
+                           + [(0, "nk_infusion", 1e6)], start_day=0, end_day=8)
+    same = nksim.simulate(params, alias, seed=1)
+    for name in ("n803_central", "il15_exogenous", "donor_nk_total", "host_t_blood"):
+        np.testing.assert_array_equal(same[name].values, ds[name].values)
 
 
 def test_primed_rejection_scales_with_surviving_t_cells(default_params):
@@ -741,11 +755,12 @@ def test_primed_rejection_scales_with_surviving_t_cells(default_params):
         for t_rel in (1.0, 0.25, 0.04, 0.0):
             for primed in (0.0, 0.6, 1.0):
                 expected = 0.2 * t_rel + 1.5 * primed * (1.0 if e == 0.0 else t_rel ** e)
-                assert donor_nk_rejection(kp, t_rel * t0, primed) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+                assert donor_nk_rejection(kp, t_rel * t0, primed, 0.0) == pytest.approx(expected, rel=1e-12,
+                                                                                         abs=1e-15)
     # at the host's baseline T count the exponent changes nothing; after deep depletion it delays rejection
     kp_half = kernel_parameters(default_params.with_values({"allo.primed_t_exponent": 0.5}), eff, -9.0, 30.0,
                                 nk_product="expanded")
     kp_zero = kernel_parameters(default_params.with_values({"allo.primed_t_exponent": 0.0}), eff, -9.0, 30.0,
                                 nk_product="expanded")
-    assert donor_nk_rejection(kp_half, t0, 1.0) == donor_nk_rejection(kp_zero, t0, 1.0)
-    assert donor_nk_rejection(kp_half, 0.02 * t0, 1.0) < donor_nk_rejection(kp_zero, 0.02 * t0, 1.0)
+    assert donor_nk_rejection(kp_half, t0, 1.0, 0.0) == donor_nk_rejection(kp_zero, t0, 1.0, 0.0)
+    assert donor_nk_rejection(kp_half, 0.02 * t0, 1.0, 0.0) < donor_nk_rejection(kp_zero, 0.02 * t0, 1.0, 0.0)

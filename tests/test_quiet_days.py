@@ -27,9 +27,9 @@ from nksim.patients import draw_effects
 from nksim.streams import generators
 
 
-def _kp(protocol: str = "ahmadvand2023", overrides: dict | None = None, patient: int = 1):
+def _kp(protocol: str = "ahmadvand2023", overrides: dict | None = None, patient: int = 1, **head):
     params = nksim.load_parameters("default").with_values(overrides or {})
-    proto = nksim.load_protocol(protocol)
+    proto = dataclasses.replace(nksim.load_protocol(protocol), **head)  # head: e.g. nk_product, host_tolerant
     pt = proto.patients[patient]
     eff = draw_effects(params, generators(0, pt.id, 0)["patient"], pt.covariates)
     kp, _ = patient_inputs(params, eff, proto, pt)
@@ -37,13 +37,15 @@ def _kp(protocol: str = "ahmadvand2023", overrides: dict | None = None, patient:
 
 
 #: Ranges of the blood's inputs (blood.U_*) drawn for the Jacobian check: up to a few times their clinical values.
-INPUT_RANGES = {B.U_HF: (0, 2), B.U_HC: (0, 2), B.U_IL2: (0, 3), B.U_IL15A: (0, 300), B.U_DTX: (0, 40)}
+INPUT_RANGES = {B.U_HF: (0, 2), B.U_HC: (0, 2), B.U_IL2: (0, 3), B.U_N803: (0, 300), B.U_DTX: (0, 40),
+                B.U_RH_IN: (0, 5000)}
 
 
 def _random_state_and_inputs(kp, rng, n):
     y = np.zeros(n)
     y[Y.host_nk], y[Y.host_t], y[Y.il15] = rng.uniform(5, 300), rng.uniform(10, 1200), rng.uniform(0.5, 12)
     y[Y.host_treg] = rng.uniform(0.5, 400)
+    y[Y.il15_exo] = rng.uniform(0, 50) if rng.uniform() < 0.7 else 0.0
     for d in range(int(kp[KP.n_donors])):
         y[Y.donor_nk_blood + DONOR_STRIDE * d], y[Y.donor_nk_tissue + DONOR_STRIDE * d] = rng.uniform(0, 1e8, 2)
     u = np.zeros(B.N_U)
@@ -53,9 +55,14 @@ def _random_state_and_inputs(kp, rng, n):
     return y, u
 
 
-@pytest.mark.parametrize("protocol", ["ahmadvand2023", "bachanova2014_hi_cy_flu"])
-def test_blood_jacobian_matches_finite_differences(protocol):
-    kp = _kp(protocol)
+@pytest.mark.parametrize("protocol, head", [
+    ("ahmadvand2023", {}), ("bachanova2014_hi_cy_flu", {}),
+    ("bachanova2014_hi_cy_flu", {"nk_product": "ciml"}), ("bachanova2014_hi_cy_flu", {"host_tolerant": True}),
+    ("ahmadvand2023", {"nk_product": "ciml", "host_tolerant": True}),
+])
+def test_blood_jacobian_matches_finite_differences(protocol, head):
+    """Every state (host NK, T, Tregs, IL-15, exogenous IL-15, each donor's pools) and input (blood.U_*)."""
+    kp = _kp(protocol, **head)
     n = N_Y + DONOR_STRIDE * (int(kp[KP.n_donors]) - 1)
     rng = np.random.default_rng(3)
     for _ in range(40):
@@ -65,6 +72,14 @@ def test_blood_jacobian_matches_finite_differences(protocol):
         jac = np.zeros((n, n))
         B.blood_jacobian(kp, y, *args, jac)
         num = np.zeros((n, n))
+        rounding = np.zeros((n, n))
+        # the rounding error of a central difference: eps x (largest term of the row) / step; a row's largest
+        # term is at most the fastest rate times the cells it moves (a donor's blood and tissue pools together)
+        lam = B.blood_stiffness(kp, y, u, 1e6, primed)
+        scale = lam * np.abs(y)
+        for d in range(int(kp[KP.n_donors])):
+            ib, it = Y.donor_nk_blood + DONOR_STRIDE * d, Y.donor_nk_tissue + DONOR_STRIDE * d
+            scale[ib] = scale[it] = lam * (y[ib] + y[it])
         for j in range(n):
             e = 1e-6 * max(abs(y[j]), 1.0)
             up, dn = y.copy(), y.copy()
@@ -72,9 +87,20 @@ def test_blood_jacobian_matches_finite_differences(protocol):
             dn[j] -= e
             fu, fd = np.zeros(n), np.zeros(n)
             B.blood_rhs(kp, up, *args, fu)
-            B.blood_rhs(kp, dn, *args, fd)
-            num[:, j] = (fu - fd) / (2 * e)
-        np.testing.assert_allclose(jac, num, rtol=1e-4, atol=1e-7 * np.abs(num).max())
+            if j == Y.il15_exo and y[j] == 0.0:
+                # no rhIL-15 in plasma: the state cannot go below 0, where the IL-15 Emax terms have their kink
+                # (without N-803), so the Jacobian is the derivative from above: a second-order forward difference
+                f0, f2 = np.zeros(n), np.zeros(n)
+                up2 = y.copy()
+                up2[j] += 2 * e
+                B.blood_rhs(kp, y, *args, f0)
+                B.blood_rhs(kp, up2, *args, f2)
+                num[:, j] = (4 * fu - f2 - 3 * f0) / (2 * e)
+            else:
+                B.blood_rhs(kp, dn, *args, fd)
+                num[:, j] = (fu - fd) / (2 * e)
+            rounding[:, j] = 1e-14 * scale / e
+        np.testing.assert_array_less(np.abs(jac - num), 1e-4 * np.abs(num) + 1e-7 * np.abs(num).max() + rounding)
 
 
 def _reference_blood(kp, y, days, pk, first_exposure, dt=1.0 / 960):

@@ -69,7 +69,7 @@ from .blood import (
     PK_FLU,
     PK_IL2,
     PK_IL2DT,
-    PK_IL15A,
+    PK_N803,
     PK_T0,
     QUIET_MAX_HAZARD,
     U_HC,
@@ -79,6 +79,7 @@ from .blood import (
     donor_nk_rejection,
     drug_hazard,
     hazard_integral,
+    il15_exogenous,
     nk_division_rate,
     pk_advance,
     pk_inputs,
@@ -564,7 +565,8 @@ def record_day(kp, rec, cnt, r, y, pk, u, sus, res, nor, n_agents, a_comp, a_kil
     rec[r, R.donor_nk_total] = blood + tissue + n_agents * scale
     rec[r, R.allo_priming] = prim
     rec[r, R.il2_central] = pk[PK_IL2]
-    rec[r, R.il15_agonist_central] = pk[PK_IL15A]
+    rec[r, R.il15_exogenous] = il15_exogenous(kp, y, u)
+    rec[r, R.n803_central] = pk[PK_N803]
     rec[r, R.il2dt_amount] = pk[PK_IL2DT]
     rec[r, R.cytokine_support] = cytokine_support(kp, y, u)[2]
     for j in range(cnt.shape[1]):
@@ -838,9 +840,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                                 a_ready[i] = step + 1 + refract_steps
                                 cnt_now[C.blasts_killed_by_nk] += 1
             # 6. NK fate: divide / die / egress (competing risks over dt); death depends on the donor
-            rate_div = nk_division_rate(kp, il15, sup_prolif)
+            x_exo = il15_exogenous(kp, y, um)
+            rate_div = nk_division_rate(kp, il15, x_exo, sup_prolif)
             for d in range(n_donors):
-                rate_die[d] = (kp[KP.nk_death_rate] * sup_death + donor_nk_rejection(kp, y[Y.host_t], primed[d])
+                rate_die[d] = (kp[KP.nk_death_rate] * sup_death + donor_nk_rejection(kp, y[Y.host_t], primed[d], x_exo)
                                + h_step / dt)
                 rate_tot[d] = rate_div + rate_die[d] + p_egress_rate
                 p_any[d] = 1.0 - math.exp(-rate_tot[d] * dt)

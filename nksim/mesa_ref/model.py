@@ -49,10 +49,11 @@ from ..engine.blood import (
     PK_FLU,
     PK_IL2,
     PK_IL2DT,
-    PK_IL15A,
+    PK_N803,
     U_HC,
     U_HF,
     apply_event,
+    il15_exogenous,
     pk_advance,
     pk_inputs,
 )
@@ -174,6 +175,7 @@ class PatientModel(mesa.Model):
         # Exogenous cytokines: their effects on donor NK during the current step (cytokine_support at the
         # mid-step inputs, on the blood after the step).
         self.support_prolif, self.support_death, self.support = 0.0, 1.0, 0.0
+        self.x_exo = 0.0  # exogenous IL-15 signal (rhIL-15, N-803) during the current step
         self.marrow_hazard = 0.0  # drug hazard integrated since the last marrow update
         self.counts = {label: 0 for label in COUNTERS}  # cumulative region events
         self.step_index = 0  # steps done
@@ -290,12 +292,13 @@ class PatientModel(mesa.Model):
         return dt / 6.0 * (h[0] + 4.0 * h[1] + h[2])
 
     def _cytokines(self) -> None:
-        """IL-2 and IL-15 agonist: their effects on donor NK agents during this step.
+        """IL-2 and exogenous IL-15 (rhIL-15, N-803): their effects on donor NK agents during this step.
 
-        From the mid-step inputs (:func:`~nksim.engine.kernel.cytokine_support`) and the blood
-        after the step, as the engine.
+        From the mid-step inputs (:func:`~nksim.engine.kernel.cytokine_support`,
+        :func:`~nksim.engine.blood.il15_exogenous`) and the blood after the step, as the engine.
         """
         self.support_prolif, self.support_death, self.support = cytokine_support(self.kp, self.blood, self.um)
+        self.x_exo = il15_exogenous(self.kp, self.blood, self.um)
 
     def primed_at(self, t: float) -> list[float]:
         """The host's primed response to each donor at time ``t`` (days since start).
@@ -312,10 +315,10 @@ class PatientModel(mesa.Model):
     def rejection_rate(self, donor: int) -> float:
         """Rejection rate (day-1) of donor ``donor``'s NK now.
 
-        An unprimed part proportional to host T plus the host's primed response to that donor
-        (:func:`~nksim.engine.kernel.donor_nk_rejection`).
+        An unprimed part proportional to host T plus the host's primed response to that donor,
+        sped up by exogenous IL-15 (:func:`~nksim.engine.kernel.donor_nk_rejection`); 0 in a tolerant host.
         """
-        return donor_nk_rejection(self.kp, self.blood[Y.host_t], self.primed[donor])
+        return donor_nk_rejection(self.kp, self.blood[Y.host_t], self.primed[donor], self.x_exo)
 
     def _nk_motility_and_killing(self, step: int) -> None:
         """Each agent (in order) moves, may restore one lytic unit, then may kill a blast.
@@ -335,13 +338,13 @@ class PatientModel(mesa.Model):
     def _nk_fate(self, step: int, h_step: float) -> None:
         """Divide / die / egress, competing risks, for the agents alive at the start of the pass.
 
-        Newborns wait a step. Division at ``proliferation + IL-15 Emax + cytokine
-        extra``; death at ``death * cytokine factor + rejection(donor) + drug hazard`` (the
+        Newborns wait a step. Division at ``proliferation + IL-15 Emax (endogenous and exogenous
+        IL-15) + IL-2 extra``; death at ``death * cytokine factor + rejection(donor) + drug hazard`` (the
         rejection of each donor's cells depends on the host's priming against that donor);
         egress returns ``scale`` cells to the agent's donor pool in blood.
         """
         rules, y = self.rules, self.blood
-        rate_divide = nk_division_rate(self.kp, y[Y.il15], self.support_prolif)
+        rate_divide = nk_division_rate(self.kp, y[Y.il15], self.x_exo, self.support_prolif)
         rate_die = [rules.nk_death_rate * self.support_death + self.rejection_rate(d) + h_step / rules.dt
                     for d in range(rules.n_donors)]
         rate_total = [rate_divide + die + rules.nk_egress_rate for die in rate_die]
@@ -487,7 +490,8 @@ class PatientModel(mesa.Model):
             # priming now, at the day boundary (largest over the donors)
             "allo_priming": float(max(0.0, *self.primed_at(self.step_index * rules.dt))),
             "il2_central": self.pk[PK_IL2],
-            "il15_agonist_central": self.pk[PK_IL15A],
+            "il15_exogenous": il15_exogenous(kp, y, u_now),
+            "n803_central": self.pk[PK_N803],
             "il2dt_amount": self.pk[PK_IL2DT],
             "cytokine_support": cytokine_support(kp, y, u_now)[2],  # at the day boundary
         }
