@@ -449,3 +449,15 @@ def test_deprecated_key_beside_the_keys_it_sets_is_an_error(tmp_path, default_pa
     expect_error(p, "host.t_drug_sensitivity", "give the new keys only")
     with pytest.raises(nksim.NksimInputError, match="give the new keys only"):
         default_params.with_values({"host.t_drug_sensitivity": 0.7, "host.t_flu_sensitivity": 0.5})
+
+
+def test_the_il15_agonist_keys_of_0_5_0_load(tmp_path):
+    """0.6.0: N-803 keys renamed (deprecated aliases), the agonist's own Emax and EC50 retired (ignored)."""
+    p = child(tmp_path, {"il15_agonist.absorption_half_life": entry("il15_agonist.absorption_half_life", 12.0,
+                                                                    unit="h"),
+                         "il15_agonist.ec50": entry("il15_agonist.ec50", 100.0, unit="ug")})
+    with pytest.warns(nksim.errors.DeprecatedKeyWarning) as record:
+        ps = nksim.load_parameters(p)
+    messages = " ".join(str(w.message) for w in record)
+    assert "n803.absorption_half_life" in messages and "retired and ignored" in messages
+    assert ps["n803.absorption_half_life"] == 12.0 and "il15_agonist.ec50" not in ps
