@@ -120,9 +120,10 @@ def _reference_blood(kp, y, days, pk, first_exposure, dt=1.0 / 960):
     return y
 
 
-@pytest.mark.parametrize("case", ["after lymphodepletion", "with IL-2 and a donor pool"])
+@pytest.mark.parametrize("case", ["after lymphodepletion", "with IL-2 and a donor pool",
+                                  "with IL-15 agonists, IL2DT and a donor pool"])
 def test_a_quiet_day_follows_a_fine_rk4_of_the_same_equations(case):
-    kp = _kp("bachanova2014_hi_cy_flu" if "IL-2" in case else "ahmadvand2023")
+    kp = _kp("ahmadvand2023" if case == "after lymphodepletion" else "bachanova2014_hi_cy_flu")
     n = N_Y + DONOR_STRIDE * (int(kp[KP.n_donors]) - 1)
     y0 = np.zeros(n)
     y0[Y.host_nk], y0[Y.host_t], y0[Y.il15], y0[Y.host_treg] = 30.0, 120.0, 6.0, 5.0
@@ -132,6 +133,12 @@ def test_a_quiet_day_follows_a_fine_rk4_of_the_same_equations(case):
     pk[B.PK_FLU], pk[B.PK_CY] = 0.1, 1.0
     if "IL-2" in case:
         pk[B.PK_IL2_DEPOT], pk[B.PK_IL2] = 9.0, 2.0
+    if "agonists" in case:  # (0.6.0) N-803 in its depot and central, rhIL-15 (depot, plasma) and IL2DT just below
+        pk[B.PK_N803_DEPOT], pk[B.PK_N803] = 0.5, 0.05  # their quiet thresholds
+        pk[B.PK_RH_DEPOT] = 0.45 * B.QUIET_MAX_RHIL15 / kp[KP.rhil15_fold_per_ug]
+        pk[B.PK_IL2DT] = 0.9 * B.QUIET_MAX_HAZARD / kp[KP.il2dt_kill_per_ug]
+        y0[Y.il15_exo] = 0.45 * B.QUIET_MAX_RHIL15
+        assert kp[KP.n803_fold_per_ug] * pk[B.PK_N803] > kp[KP.nk_il15_ec50]  # N-803 active
     assert 0.002 < B.drug_hazard(kp, pk[B.PK_FLU], pk[B.PK_CY]) < B.QUIET_MAX_HAZARD
     first = np.array([-3.0])  # the donor was first infused 3 days before this day: priming under way
     ref = _reference_blood(kp, y0.copy(), 1.0, pk, first)
@@ -286,3 +293,31 @@ def test_a_merged_update_is_not_taken_when_it_would_be_inaccurate():
     rng = np.random.default_rng(4)
     assert K.quiet_marrow_days(kp, *_lattice(kp, 4, rng, occ=0.5, blast_share=0.9), 7, 1.0) == 0
     assert math.isfinite(K.QUIET_MARROW_MAX_P_DIV) and K.QUIET_MARROW_MAX_P_DIV < 1.0
+
+
+def test_days_with_il2dt_or_rhil15_are_not_quiet():
+    """IL2DT (t 1/2 about 1 h) killing Tregs and rhIL-15 (cleared within hours) keep a day step by step (0.6.0)."""
+    kp = _kp()
+    n = N_Y + DONOR_STRIDE * (int(kp[KP.n_donors]) - 1)
+    spd, n_steps = int(kp[KP.steps_per_day]), int(kp[KP.n_steps])
+    y = np.zeros(n)
+    y[Y.host_nk], y[Y.host_t], y[Y.host_treg], y[Y.il15] = 50.0, 100.0, 5.0, 3.0
+    none = np.zeros(0, dtype=np.int64)
+
+    def quiet(pk, y):
+        return K._quiet(kp, np.int64(spd * 40), np.int64(spd), np.int64(n_steps), np.int64(0), y, none, np.int64(0),
+                        pk)
+
+    pk = np.zeros(B.N_PK)
+    assert quiet(pk, y)
+    pk[B.PK_IL2DT] = 2 * B.QUIET_MAX_HAZARD / kp[KP.il2dt_kill_per_ug]
+    assert not quiet(pk, y)
+    pk[B.PK_IL2DT] = 0.0
+    pk[B.PK_RH_DEPOT] = 2 * B.QUIET_MAX_RHIL15 / kp[KP.rhil15_fold_per_ug]
+    assert not quiet(pk, y)
+    pk[B.PK_RH_DEPOT] = 0.0
+    y2 = y.copy()
+    y2[Y.il15_exo] = 2 * B.QUIET_MAX_RHIL15
+    assert not quiet(pk, y2)
+    pk[B.PK_N803_DEPOT] = 100.0  # N-803 (hours to days) is integrated on quiet days
+    assert quiet(pk, y)

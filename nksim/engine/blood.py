@@ -592,6 +592,10 @@ QUIET_POOL_RTOL = 1e-3
 #: A day is quiet only when the drug kill hazard on lymphocytes is below this (day-1) at its start: the fast
 #: transients right after Flu/Cy are integrated step by step.
 QUIET_MAX_HAZARD = 0.01
+#: A day is quiet only when rhIL-15 (in plasma, and in its s.c. depot in the same fold units) is below this (fold of
+#: the baseline IL-15 concentration) at its start: its fast clearance (about 1 h) would make the quiet-day integrator
+#: take more steps than the step-by-step one (0.6.0). N-803 (hours to days) needs no such bound.
+QUIET_MAX_RHIL15 = 0.01
 #: Rows of the work array of :func:`quiet_day` (each of the blood state's length).
 _F0, _F1, _F2, _K1, _K2, _K3, _YN, _TMP, _DFDT, _ERR = range(10)
 N_WORK = 10
@@ -622,7 +626,8 @@ def quiet_tolerances(kp, n_y):
     """Absolute and relative tolerances ``(atol, rtol)`` of the quiet-day integrator, per blood component.
 
     Host NK, T and Tregs: 1e-6 uL-1 and :data:`QUIET_RTOL`; IL-15: 1e-9 (relative to baseline) and
-    :data:`QUIET_RTOL`; donor NK pools: 0.01 cells (whole body: below a cell a pool is empty in
+    :data:`QUIET_RTOL`; exogenous rhIL-15: 1 % of :data:`QUIET_MAX_RHIL15` (fold units: a quiet day has less than
+    that) and :data:`QUIET_RTOL`; donor NK pools: 0.01 cells (whole body: below a cell a pool is empty in
     all but name) and :data:`QUIET_POOL_RTOL`.
     """
     atol = np.full(n_y, 1e-9)
@@ -630,6 +635,7 @@ def quiet_tolerances(kp, n_y):
     atol[Y.host_nk] = 1e-6
     atol[Y.host_t] = 1e-6
     atol[Y.host_treg] = 1e-6
+    atol[Y.il15_exo] = 1e-2 * QUIET_MAX_RHIL15  # below the quiet bound rhIL-15 is negligible (fold units)
     for d in range(int(kp[KP.n_donors])):
         for j in (Y.donor_nk_blood + DONOR_STRIDE * d, Y.donor_nk_tissue + DONOR_STRIDE * d):
             atol[j] = 1e-2

@@ -70,8 +70,10 @@ from .blood import (
     PK_IL2,
     PK_IL2DT,
     PK_N803,
+    PK_RH_DEPOT,
     PK_T0,
     QUIET_MAX_HAZARD,
+    QUIET_MAX_RHIL15,
     U_HC,
     U_HF,
     apply_event,
@@ -947,7 +949,8 @@ def _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, pk):
 
     Quiet: a whole day without agents, events, donor NK outside the marrow worth one
     region-equivalent agent (``scale`` cells, blood and other tissues together: none could home)
-    or a drug kill hazard (Flu/Cy reference hazard, or IL2DT's on Tregs) above :data:`QUIET_MAX_HAZARD`.
+    a drug kill hazard (Flu/Cy reference hazard, or IL2DT's on Tregs) above :data:`QUIET_MAX_HAZARD`,
+    or rhIL-15 (plasma and s.c. depot) above :data:`~nksim.engine.blood.QUIET_MAX_RHIL15`.
 
     On a quiet day nothing draws from the agents' or the traffic's streams, so the marrow and every
     stream stay aligned with a step-by-step run; only the blood's integrator differs.
@@ -959,6 +962,8 @@ def _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, pk):
     if drug_hazard(kp, pk[PK_FLU], pk[PK_CY]) > QUIET_MAX_HAZARD:
         return False
     if kp[KP.il2dt_kill_per_ug] * pk[PK_IL2DT] > QUIET_MAX_HAZARD:  # IL2DT still killing Tregs
+        return False
+    if y[Y.il15_exo] + kp[KP.rhil15_fold_per_ug] * pk[PK_RH_DEPOT] > QUIET_MAX_RHIL15:  # rhIL-15 still around
         return False
     for d in range(int(kp[KP.n_donors])):  # blood and tissue: a pool that large is also an output worth its RK4
         if y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d] >= kp[KP.scale]:
