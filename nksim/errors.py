@@ -64,6 +64,14 @@ class OutsidePriorWarning(NksimWarning):
     """
 
 
+class DeprecatedKeyWarning(NksimWarning):
+    """A deprecated model-file key (an alias of newer keys) or a retired one was read.
+
+    The message names the file (or override), the key and what replaces it
+    (:data:`nksim.quantities.PARAMETER_ALIASES`, :data:`nksim.quantities.RETIRED_PARAMETERS`).
+    """
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a command; :attr:`kept` says what was kept.
 

@@ -29,9 +29,9 @@ import numpy as np
 
 from ._frozen import reduce_frozen
 from .checks import check_number, check_table
-from .errors import NksimInputError, OutsidePriorWarning
+from .errors import DeprecatedKeyWarning, NksimInputError, OutsidePriorWarning
 from .fileio import check_keys, read_toml
-from .quantities import PARAMETERS, SECTIONS, ParamSpec
+from .quantities import PARAMETER_ALIASES, PARAMETERS, RETIRED_PARAMETERS, SECTIONS, ParamSpec
 from .resources import data_path
 from .units import check_unit
 
@@ -109,7 +109,7 @@ class ParameterSet:
         calibration and sampling generate).
         """
         params = dict(self.parameters)
-        for key, value in overrides.items():
+        for key, value in resolve_aliases(overrides, origin).items():
             if key not in PARAMETERS:
                 raise NksimInputError(_unknown_msg(key), source=origin, key=key)
             spec = PARAMETERS[key]
@@ -128,6 +128,35 @@ class ParameterSet:
         return json.dumps(
             {k: {"value": p.value, "unit": p.unit} for k, p in self.parameters.items()}, sort_keys=True
         )
+
+
+def resolve_aliases(values: Mapping[str, Any], source: str | Path) -> dict[str, Any]:
+    """``values`` with deprecated keys replaced by the keys they set and retired keys dropped (each warned once).
+
+    A deprecated key (:data:`nksim.quantities.PARAMETER_ALIASES`) gives its value to every key it
+    stands for, unless ``values`` also has that key itself (an error: two values for one key).
+    A retired key (:data:`nksim.quantities.RETIRED_PARAMETERS`) is ignored. Both warn
+    (:class:`~nksim.errors.DeprecatedKeyWarning`).
+    """
+    out = {k: v for k, v in values.items() if k not in PARAMETER_ALIASES and k not in RETIRED_PARAMETERS}
+    for key, value in values.items():
+        if key in RETIRED_PARAMETERS:
+            warnings.warn(f"{source}: key '{key}' is retired and ignored ({RETIRED_PARAMETERS[key]})",
+                          DeprecatedKeyWarning, stacklevel=3)
+        elif key in PARAMETER_ALIASES:
+            new = PARAMETER_ALIASES[key]
+            both = [k for k in new if k in values]
+            if both:
+                raise NksimInputError(f"deprecated key '{key}' sets {list(new)}, which are also given ({both}): "
+                                      "give the new keys only", source=source, key=key)
+            warnings.warn(f"{source}: key '{key}' is deprecated: its value sets {', '.join(new)} (give those "
+                          "instead)", DeprecatedKeyWarning, stacklevel=3)
+            out.update(dict.fromkeys(new, value))
+    return out
+
+
+#: Sections of deprecated and retired keys only (a model file of an earlier release may still have them).
+_OLD_SECTIONS = frozenset(k.split(".")[0] for k in (*PARAMETER_ALIASES, *RETIRED_PARAMETERS)) - set(SECTIONS)
 
 
 def _unknown_msg(key: str) -> str:
@@ -203,17 +232,34 @@ def _load(path: Path, seen: tuple[Path, ...]) -> ParameterSet:
 
     params: dict[str, Parameter] = dict(base)
     for section, table in data.items():
-        if section not in SECTIONS:
+        if section not in SECTIONS and section not in _OLD_SECTIONS:
             raise NksimInputError(f"unknown section; allowed sections: {list(SECTIONS)}", source=path, key=section)
         if not isinstance(table, dict):
             raise NksimInputError("must be a table of parameters", source=path, key=section)
         for name, entry in table.items():
             key = f"{section}.{name}"
-            if key not in PARAMETERS:
+            if key in RETIRED_PARAMETERS:
+                warnings.warn(f"{path}: key '{key}' is retired and ignored ({RETIRED_PARAMETERS[key]})",
+                              DeprecatedKeyWarning, stacklevel=3)
+                continue
+            targets = PARAMETER_ALIASES.get(key, (key,))
+            if key not in PARAMETERS and key not in PARAMETER_ALIASES:
                 raise NksimInputError(_unknown_msg(key), source=path, key=key)
-            params[key] = _parse_entry(entry, PARAMETERS[key], path, key)
-            inherited = base[key].prior if key in base else None
-            warn_outside_prior(params[key], path, params[key].prior or inherited)
+            if key in PARAMETER_ALIASES:
+                both = [k for k in targets if k.split(".", 1)[1] in data.get(k.split(".")[0], {})]
+                if both:
+                    raise NksimInputError(f"deprecated key '{key}' sets {list(targets)}, which the file also "
+                                          f"gives ({both}): give the new keys only", source=path, key=key)
+                warnings.warn(f"{path}: key '{key}' is deprecated: its value sets {', '.join(targets)} (give those "
+                              "instead)", DeprecatedKeyWarning, stacklevel=3)
+            for target in targets:
+                entry_t = entry
+                if key in PARAMETER_ALIASES and isinstance(entry, dict) and "description" in entry:
+                    entry_t = {**entry, "description": f"{entry['description']} (from deprecated key {key})"}
+                params[target] = _parse_entry(entry_t, PARAMETERS[target], path, key)
+                params[target] = replace(params[target], key=target)
+                inherited = base[target].prior if target in base else None
+                warn_outside_prior(params[target], path, params[target].prior or inherited)
 
     missing = [k for k in PARAMETERS if k not in params]
     if missing:

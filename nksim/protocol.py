@@ -8,7 +8,8 @@ A protocol file (``experiments/protocols/<name>.toml``) holds
   on or before the last lymphodepleting dose) and ``nk_product`` (the kind of NK
   product infused, one of :data:`NK_PRODUCTS`: it selects the donor-NK trafficking
   parameters, ``nk.*`` for a fresh product, ``expanded_nk.*`` for an ex vivo
-  expanded one);
+  expanded one) and ``host_tolerant`` (optional, default false: the host tolerates the donor, as
+  after a transplant from the same donor, so donor NK are not rejected);
 * ``[[events]]``: events every patient gets (``day``, ``kind``, ``dose``, ``unit``,
   ``source``);
 * ``[groups.<id>]`` with ``[[groups.<id>.events]]``: events of a dose group;
@@ -61,6 +62,8 @@ NK_PRODUCTS: dict[str, str] = {
              "traffic like recirculating lymphocytes (nk.tissue_uptake_rate, nk.tissue_return_rate)",
     "expanded": "ex vivo expanded and activated NK (weeks of culture with cytokines / feeders): retained in "
                 "lung, liver and spleen (expanded_nk.tissue_uptake_rate, expanded_nk.tissue_return_rate)",
+    "ciml": "cytokine-induced memory-like NK (16 h IL-12/15/18 preactivation; Romee 2016): traffic like fresh NK, "
+            "high-affinity IL-2 receptor, longer-lived, more cytotoxic (ciml_nk.*)",
 }
 
 #: Largest dose of one event of each kind, in :data:`EVENT_UNITS` (every dose must also be > 0), and why.
@@ -76,7 +79,11 @@ MAX_DOSE: dict[str, tuple[float, str]] = {
     "nk_infusion": (1e10, "larger doses make the number of simulated NK cells, and so run time and memory, "
                           "unbounded; clinical doses are below 1e8 kg-1 and sweeps cap the total dose at 1e10 kg-1"),
     "il2": (1000.0, "in million IU (MIU): s.c. doses are 1-10 MIU, high-dose i.v. bolus about 50-110 MIU"),
-    "il15_agonist": (100.0, "N-803 s.c. doses are 6-20 ug kg-1"),
+    "il15_agonist": (100.0, "N-803 s.c. doses are 1-20 ug kg-1 (deprecated alias of n803)"),
+    "rhil15_iv": (10.0, "rhIL-15 i.v. doses are 0.25-3 ug kg-1 (Cooley 2019; Miller 2018)"),
+    "rhil15_sc": (20.0, "rhIL-15 s.c. doses are at most 3 ug kg-1"),
+    "n803": (100.0, "N-803 s.c. doses are 1-20 ug kg-1 (Romee 2018)"),
+    "il2dt": (100.0, "denileukin diftitox doses are 9-18 ug kg-1 (Attia 2005; Bachanova 2014)"),
 }
 assert set(MAX_DOSE) == set(EVENT_UNITS), "every event kind needs a dose range"
 
@@ -139,6 +146,8 @@ class Protocol:
     events: tuple[Event, ...]
     groups: Mapping[str, tuple[Event, ...]]
     patients: tuple[Patient, ...]
+    #: the host tolerates the donor (NK from the patient's own transplant donor): no allo-rejection (0.6.0)
+    host_tolerant: bool = False
 
     def patient(self, patient_id: str) -> Patient:
         """The patient with id ``patient_id`` (KeyError if the protocol has none)."""
@@ -204,7 +213,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
                     "patients": "array of tables"},
     "protocol": {"name": "string", "title": "string", "source": "string", "start_day": "number",
                  "end_day": "number", "assessment_days": "array of numbers", "snapshot_days": "array of numbers",
-                 "infusions_after_lymphodepletion": "boolean", "nk_product": "string"},
+                 "infusions_after_lymphodepletion": "boolean", "nk_product": "string", "host_tolerant": "boolean"},
     "event": {"day": "number", "kind": "string", "dose": "number", "unit": "string", "source": "string",
               "donor": "string"},
     "group": {"description": "string", "source": "string", "events": "array of tables"},
@@ -288,7 +297,7 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
     product = head["nk_product"]
     if product not in NK_PRODUCTS:
         raise NksimInputError(f"unknown NK product {product!r}; allowed: {sorted(NK_PRODUCTS)} "
-                              "(fresh: unexpanded donor NK; expanded: ex vivo expanded NK)",
+                              "(fresh: unexpanded donor NK; expanded: ex vivo expanded NK; ciml: memory-like NK)",
                               source=source, key="protocol.nk_product")
     # a response is assessed after the first NK infusion (day 0, the time origin) and within the simulation
     assessment = day_list("assessment_days", 0, "day (after the first NK infusion on day 0, up to end_day)",
@@ -338,6 +347,7 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
         events=events,
         groups=MappingProxyType(groups),
         patients=tuple(patients),
+        host_tolerant=head.get("host_tolerant", False),
     )
     _validate_schedule(proto, source)
     if not patients:  # after the schedule: its errors come first

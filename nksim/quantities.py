@@ -77,6 +77,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("anatomy.body_weight", "kg", 1, 300),
         _p("anatomy.body_surface_area", "m2", 0.2, 3.5),
         _p("anatomy.blood_volume", "mL kg-1", 30, 150),
+        _p("anatomy.plasma_volume", "mL kg-1", 10, 100),
         _p("anatomy.marrow_cells_per_kg", "kg-1", 1e8, 1e12),
         _p("anatomy.reference_cellularity", "percent", 1, 100),
         _p("anatomy.lymphocyte_body_to_blood_ratio", "1", 1, 1000),
@@ -103,10 +104,10 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("nk.speed", "um min-1", 0, 100),
         _p("nk.persistence_time", "min", 0.01, 600),
         _p("nk.engagement_interval", "h", 0.01, 1000),
-        _p("nk.kill_probability", "1", 0, 1, kernel=True),
+        _p("nk.kill_probability", "1", 0, 1),
         _p("nk.refractory_time", "h", 0, 1000),
         _p("nk.max_kills", "1", 0, 1000, integer=True, kernel=True),
-        _p("nk.competent_fraction", "1", 0, 1, kernel=True),
+        _p("nk.competent_fraction", "1", 0, 1),
         _p("nk.proliferation_rate", "day-1", 0, 10, kernel=True),
         _p("nk.il15_proliferation_max", "day-1", 0, 20),
         _p("nk.il15_ec50", "1", 1e-6, 1e6, kernel=True),
@@ -120,6 +121,13 @@ PARAMETERS: dict[str, ParamSpec] = {
         # --- donor NK of an ex vivo expanded product (protocol.nk_product = "expanded") ---------------
         _p("expanded_nk.tissue_uptake_rate", "day-1", 0, 1000),
         _p("expanded_nk.tissue_return_rate", "day-1", 0, 1000),
+        # --- donor NK of a cytokine-induced memory-like product (protocol.nk_product = "ciml", 0.6.0) -----------
+        _p("ciml_nk.tissue_uptake_rate", "day-1", 0, 1000),
+        _p("ciml_nk.tissue_return_rate", "day-1", 0, 1000),
+        _p("ciml_nk.il2_ec50", "1e6", 1e-6, 1e4),
+        _p("ciml_nk.death_rate_factor", "1", 0, 10),
+        _p("ciml_nk.kill_probability_factor", "1", 0, 100),
+        _p("ciml_nk.competent_fraction", "1", 0, 1),
         _p("nk.function_recovery_rate", "day-1", 0, 100, kernel=True),
         _p("nk.cytokine_recovery_boost", "1", 0, 100, kernel=True),
         # --- host lymphocytes (blood) ----------------------------------------
@@ -127,28 +135,53 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("host.t_baseline", "uL-1", 0, 1e5, kernel=True),
         _p("host.nk_recovery_rate", "day-1", 0, 10),
         _p("host.t_recovery_rate", "day-1", 0, 10),
-        _p("host.nk_drug_sensitivity", "1", 0, 100, kernel=True),
-        _p("host.t_drug_sensitivity", "1", 0, 100, kernel=True),
+        # Flu and Cy hazards on each host lineage, relative to the reference hazard of each drug (marrow and
+        # donor NK get the reference hazards unscaled)
+        _p("host.nk_flu_sensitivity", "1", 0, 100, kernel=True),
+        _p("host.nk_cy_sensitivity", "1", 0, 100, kernel=True),
+        _p("host.t_flu_sensitivity", "1", 0, 100, kernel=True),
+        _p("host.t_cy_sensitivity", "1", 0, 100, kernel=True),
+        # host NK and T grow under exogenous IL-15 (rhIL-15, N-803; 0.6.0)
+        _p("host.nk_il15_proliferation_max", "day-1", 0, 10, kernel=True),
+        _p("host.t_il15_proliferation_max", "day-1", 0, 10, kernel=True),
+        _p("host.t_il15_ec50", "1", 1e-6, 1e6, kernel=True),
+        _p("host.treg_baseline", "uL-1", 0, 1e5, kernel=True),
+        _p("host.treg_flu_sensitivity", "1", 0, 100, kernel=True),
+        _p("host.treg_cy_sensitivity", "1", 0, 100, kernel=True),
+        # --- host regulatory T cells (0.6.0): IL-2 expands them, they take IL-2 from donor NK, IL2DT kills them --
+        _p("treg.recovery_rate", "day-1", 0, 10, kernel=True),
+        _p("treg.il2_proliferation_max", "day-1", 0, 10, kernel=True),
+        _p("treg.il2_ec50", "1e6", 1e-6, 1e4, kernel=True),
+        _p("treg.nk_half_suppression", "uL-1", 1e-6, 1e6, kernel=True),
+        _p("il2dt.elimination_half_life", "h", 0.05, 500),
+        _p("il2dt.treg_kill", "kg ug-1 day-1", 0, 1e4),
         # --- allo-rejection: priming and memory -------------------------------
         _p("allo.priming_delay", "day", 0.5, 100),
         _p("allo.priming_stages", "1", 1, 50, integer=True, kernel=True),
         _p("allo.primed_rejection_rate", "day-1", 0, 100, kernel=True),
         _p("allo.primed_t_exponent", "1", 0, 1, kernel=True),
+        _p("allo.il15_rejection_boost", "1", 0, 100, kernel=True),
         # --- IL-15 ------------------------------------------------------------
         _p("il15.max_fold", "1", 1, 1e5, kernel=True),
         _p("il15.turnover_rate", "day-1", 1e-3, 1e4, kernel=True),
         _p("il15.donor_nk_weight", "1", 0, 1e4),
+        _p("il15.baseline_concentration", "pg mL-1", 1e-3, 1e4),
+        _p("il15.exo_survival_effect", "1", 0, 1, kernel=True),
         # --- cytokine support (protocol events il2, il15_agonist) --------------
+        _p("il2.bioavailability", "1", 0, 1, kernel=True),
         _p("il2.absorption_half_life", "h", 0.05, 500),
         _p("il2.elimination_half_life", "h", 0.05, 500),
-        _p("il2.ec50", "1e6", 1e-6, 1e4, kernel=True),
+        _p("il2.ec50", "1e6", 1e-6, 1e4),
         _p("il2.proliferation_max", "day-1", 0, 10, kernel=True),
         _p("il2.survival_effect", "1", 0, 1, kernel=True),
-        _p("il15_agonist.absorption_half_life", "h", 0.05, 500),
-        _p("il15_agonist.elimination_half_life", "h", 0.05, 500),
-        _p("il15_agonist.ec50", "ug", 1e-6, 1e6, kernel=True),
-        _p("il15_agonist.proliferation_max", "day-1", 0, 10, kernel=True),
-        _p("il15_agonist.survival_effect", "1", 0, 1, kernel=True),
+        # --- IL-15 agonists as their own drugs (0.6.0): rhIL-15 i.v./s.c. into the exogenous IL-15 state, N-803 ---
+        _p("rhil15.elimination_half_life", "h", 0.05, 500),
+        _p("rhil15.sc_absorption_half_life", "h", 0.05, 500),
+        _p("rhil15.sc_bioavailability", "1", 0, 1, kernel=True),
+        _p("rhil15.potency", "1", 0, 1e3),
+        _p("n803.potency", "1", 0, 1e4),
+        _p("n803.absorption_half_life", "h", 0.05, 500),
+        _p("n803.elimination_half_life", "h", 0.05, 500),
         # --- lymphodepleting drugs -------------------------------------------
         _p("drugs.flu_half_life", "h", 0.1, 1000),
         _p("drugs.flu_volume", "L", 0.1, 1e5, kernel=True),
@@ -183,6 +216,29 @@ PARAMETERS: dict[str, ParamSpec] = {
 #: Model-file sections, in declaration order.
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(k.split(".")[0] for k in PARAMETERS))
 
+#: Deprecated model-file keys (nksim 0.6.0) -> the keys each sets to its value: a model file, a parameter
+#: override or a calibration ``[simulator]`` table may still use them (with a
+#: :class:`~nksim.errors.DeprecatedKeyWarning`); kept for one release.
+PARAMETER_ALIASES: dict[str, tuple[str, ...]] = {
+    # one Flu/Cy sensitivity per lineage (0.5.0) -> one per drug and lineage: the old value for both drugs
+    "host.nk_drug_sensitivity": ("host.nk_flu_sensitivity", "host.nk_cy_sensitivity"),
+    "host.t_drug_sensitivity": ("host.t_flu_sensitivity", "host.t_cy_sensitivity"),
+    # the IL-15 agonist of 0.5.0 is N-803; its survival effect is that of every exogenous IL-15 signal
+    "il15_agonist.absorption_half_life": ("n803.absorption_half_life",),
+    "il15_agonist.elimination_half_life": ("n803.elimination_half_life",),
+    "il15_agonist.survival_effect": ("il15.exo_survival_effect",),
+}
+#: Retired model-file keys (no longer part of the model) -> why; a file that still has them loads, with a
+#: :class:`~nksim.errors.DeprecatedKeyWarning`, and the value is ignored.
+RETIRED_PARAMETERS: dict[str, str] = {
+    "il15_agonist.proliferation_max": "0.6.0: N-803 acts through the donor NK's IL-15 dose-response "
+                                      "(nk.il15_proliferation_max, nk.il15_ec50) at its exposure (n803.potency)",
+    "il15_agonist.ec50": "0.6.0: N-803's exposure is in IL-15 fold units (n803.potency, il15.baseline_concentration, "
+                         "anatomy.plasma_volume); its EC50 is nk.il15_ec50",
+}
+assert not set(PARAMETER_ALIASES) & set(PARAMETERS) and not set(RETIRED_PARAMETERS) & set(PARAMETERS)
+assert all(k in PARAMETERS for keys in PARAMETER_ALIASES.values() for k in keys)
+
 
 # ============================================================================= kernel inputs
 @dataclass(frozen=True)
@@ -190,8 +246,8 @@ class KernelContext:
     """What a derived kernel input may be computed from (see :func:`nksim.engine.build.kernel_parameters`).
 
     ``resolution`` is a :class:`nksim.engine.build.Resolution`; days are since the first infusion;
-    ``nk_product`` is the protocol's NK product (``"fresh"`` or ``"expanded"``,
-    :data:`nksim.protocol.NK_PRODUCTS`).
+    ``nk_product`` is the protocol's NK product (a key of :data:`nksim.protocol.NK_PRODUCTS`);
+    ``host_tolerant``: the protocol's host tolerates the donor (``protocol.host_tolerant``, 0.6.0).
     """
 
     params: ParameterSet
@@ -200,6 +256,7 @@ class KernelContext:
     start_day: float
     end_day: float
     nk_product: str
+    host_tolerant: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,15 +292,38 @@ def _nk_hop_rate(c: KernelContext) -> float:
     return 4.0 * diffusivity / c.params["lattice.voxel_side"] ** 2
 
 
-def _product_rate(name: str) -> Callable[[KernelContext], float]:
-    """``nk.<name>`` for a fresh product, ``expanded_nk.<name>`` for an ex vivo expanded one."""
+#: NK products (``protocol.nk_product``) whose own parameters are in a section of their own, and that section.
+PRODUCT_SECTIONS: dict[str, str] = {"fresh": "nk", "expanded": "expanded_nk", "ciml": "ciml_nk"}
+
+
+def _product_value(name: str, fresh: str,
+                   combine: Callable[[float, float], float] | None = None) -> Callable[[KernelContext], float]:
+    """The value of the protocol's NK product: ``<section>.<name>`` where the product's section has that key.
+
+    ``fresh`` is the key of the fresh product's value (also the value of a product whose section
+    lacks ``name``). ``combine(fresh value, product value)`` combines the two where the product's key
+    is a factor on the fresh value (``None``: the product's value replaces it).
+    """
     def derive(c: KernelContext) -> float:
-        if c.nk_product == "fresh":
-            return c.params[f"nk.{name}"]
-        if c.nk_product == "expanded":
-            return c.params[f"expanded_nk.{name}"]
-        raise ValueError(f"unknown NK product {c.nk_product!r}; allowed: 'fresh', 'expanded'")
+        if c.nk_product not in PRODUCT_SECTIONS:
+            raise ValueError(f"unknown NK product {c.nk_product!r}; allowed: {sorted(PRODUCT_SECTIONS)}")
+        base = c.params[fresh]
+        key = f"{PRODUCT_SECTIONS[c.nk_product]}.{name}"
+        if c.nk_product == "fresh" or key not in PARAMETERS:
+            return base
+        return combine(base, c.params[key]) if combine is not None else c.params[key]
     return derive
+
+
+def _product_rate(name: str) -> Callable[[KernelContext], float]:
+    """``nk.<name>`` for a fresh product, ``<product section>.<name>`` for the others (expanded, CIML)."""
+    return _product_value(name, f"nk.{name}")
+
+
+def _il15_fold_per_ug(c: KernelContext, potency: str) -> float:
+    """IL-15 signal, in folds of the baseline concentration, of 1 ug of an IL-15 agonist in plasma (ug-1)."""
+    plasma_ml = c.params["anatomy.plasma_volume"] * c.effects.body_weight
+    return 1e6 * c.params[potency] / (plasma_ml * c.params["il15.baseline_concentration"])
 
 
 def _elimination(key: str) -> Callable[[KernelContext], float]:
@@ -303,10 +383,27 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
                  ("nk.speed", "nk.persistence_time", "lattice.voxel_side")),
     DerivedInput("donor_tissue_uptake_rate", "day-1",
                  "rate at which blood donor NK enter other tissues, for the protocol's NK product",
-                 _product_rate("tissue_uptake_rate"), ("nk.tissue_uptake_rate", "expanded_nk.tissue_uptake_rate")),
+                 _product_rate("tissue_uptake_rate"),
+                 ("nk.tissue_uptake_rate", "expanded_nk.tissue_uptake_rate", "ciml_nk.tissue_uptake_rate")),
     DerivedInput("donor_tissue_return_rate", "day-1",
                  "rate at which donor NK in other tissues return to blood, for the protocol's NK product",
-                 _product_rate("tissue_return_rate"), ("nk.tissue_return_rate", "expanded_nk.tissue_return_rate")),
+                 _product_rate("tissue_return_rate"),
+                 ("nk.tissue_return_rate", "expanded_nk.tissue_return_rate", "ciml_nk.tissue_return_rate")),
+    DerivedInput("donor_il2_ec50", "1e6", "central IL-2 at half the maximal effect on the protocol's NK product "
+                 "(il2.ec50; ciml_nk.il2_ec50 for CIML, which carry the high-affinity IL-2 receptor)",
+                 _product_value("il2_ec50", "il2.ec50"), ("il2.ec50", "ciml_nk.il2_ec50")),
+    DerivedInput("donor_death_factor", "1", "homeostatic death of the protocol's NK product relative to nk.death_rate "
+                 "(1; ciml_nk.death_rate_factor for CIML)",
+                 lambda c: c.params["ciml_nk.death_rate_factor"] if c.nk_product == "ciml" else 1.0,
+                 ("ciml_nk.death_rate_factor",)),
+    DerivedInput("donor_kill_probability", "1", "probability that the protocol's NK product kills an engaged "
+                 "susceptible blast: nk.kill_probability (times ciml_nk.kill_probability_factor for CIML, at most 1)",
+                 _product_value("kill_probability_factor", "nk.kill_probability", combine=lambda b, f: min(1.0, b * f)),
+                 ("nk.kill_probability", "ciml_nk.kill_probability_factor")),
+    DerivedInput("donor_competent_fraction", "1", "killer-competent fraction of the protocol's NK product "
+                 "(nk.competent_fraction; ciml_nk.competent_fraction for CIML)",
+                 _product_value("competent_fraction", "nk.competent_fraction"),
+                 ("nk.competent_fraction", "ciml_nk.competent_fraction")),
     DerivedInput("nk_contact_rate", "day-1", "engagements per day in a blast-packed voxel",
                  lambda c: HOURS_PER_DAY / c.params["nk.engagement_interval"], ("nk.engagement_interval",)),
     DerivedInput("nk_refractory_days", "day", "refractory period after a kill",
@@ -323,6 +420,9 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     DerivedInput("allo_stage_rate", "day-1", "transit rate of each priming stage, stages / delay",
                  lambda c: c.params["allo.priming_stages"] / c.params["allo.priming_delay"],
                  ("allo.priming_stages", "allo.priming_delay")),
+    DerivedInput("allo_rejection_enabled", "1", "1: the host rejects donor NK (allogeneic); 0: the host tolerates the "
+                 "donor (protocol.host_tolerant, e.g. NK from the patient's own transplant donor): no rejection",
+                 lambda c: 0.0 if c.host_tolerant else 1.0),
     DerivedInput("n_donors", "1", "number of NK donors of this patient's protocol (set by the event arrays)",
                  lambda c: 1, integer=True),
     # cytokines (s.c. depot -> central, first order)
@@ -330,10 +430,27 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
                  _elimination("il2.absorption_half_life"), ("il2.absorption_half_life",)),
     DerivedInput("il2_elimination_rate", "day-1", "IL-2 elimination rate, ln 2 / half-life",
                  _elimination("il2.elimination_half_life"), ("il2.elimination_half_life",)),
-    DerivedInput("il15_agonist_absorption_rate", "day-1", "IL-15 agonist absorption rate, ln 2 / half-life",
-                 _elimination("il15_agonist.absorption_half_life"), ("il15_agonist.absorption_half_life",)),
-    DerivedInput("il15_agonist_elimination_rate", "day-1", "IL-15 agonist elimination rate, ln 2 / half-life",
-                 _elimination("il15_agonist.elimination_half_life"), ("il15_agonist.elimination_half_life",)),
+    DerivedInput("il2dt_elimination_rate", "day-1", "IL-2-diphtheria toxin (denileukin diftitox) elimination rate, "
+                 "ln 2 / half-life", _elimination("il2dt.elimination_half_life"), ("il2dt.elimination_half_life",)),
+    DerivedInput("il2dt_kill_per_ug", "ug-1 day-1", "kill hazard on host Tregs per ug of IL2DT in plasma: "
+                 "il2dt.treg_kill / body weight (the hazard is proportional to the amount per kg)",
+                 lambda c: c.params["il2dt.treg_kill"] / c.effects.body_weight, ("il2dt.treg_kill",)),
+    DerivedInput("n803_absorption_rate", "day-1", "N-803 absorption rate from the s.c. depot, ln 2 / half-life",
+                 _elimination("n803.absorption_half_life"), ("n803.absorption_half_life",)),
+    DerivedInput("n803_elimination_rate", "day-1", "N-803 elimination rate, ln 2 / half-life",
+                 _elimination("n803.elimination_half_life"), ("n803.elimination_half_life",)),
+    DerivedInput("n803_fold_per_ug", "ug-1", "exogenous IL-15 signal (fold of the baseline IL-15 concentration) per ug "
+                 "of N-803 in the central compartment: 1e6 pg/ug x n803.potency / (plasma volume x IL-15 baseline)",
+                 lambda c: _il15_fold_per_ug(c, "n803.potency"),
+                 ("n803.potency", "anatomy.plasma_volume", "il15.baseline_concentration")),
+    DerivedInput("rhil15_fold_per_ug", "ug-1", "exogenous IL-15 signal (fold of the baseline IL-15 concentration) "
+                 "per ug of rhIL-15 in plasma: 1e6 pg/ug x rhil15.potency / (plasma volume x IL-15 baseline)",
+                 lambda c: _il15_fold_per_ug(c, "rhil15.potency"),
+                 ("rhil15.potency", "anatomy.plasma_volume", "il15.baseline_concentration")),
+    DerivedInput("rhil15_elimination_rate", "day-1", "rhIL-15 renal elimination rate, ln 2 / half-life",
+                 _elimination("rhil15.elimination_half_life"), ("rhil15.elimination_half_life",)),
+    DerivedInput("rhil15_sc_absorption_rate", "day-1", "rhIL-15 absorption rate from the s.c. depot, ln 2 / half-life",
+                 _elimination("rhil15.sc_absorption_half_life"), ("rhil15.sc_absorption_half_life",)),
     # drugs
     DerivedInput("flu_elimination_rate", "day-1", "fludarabine elimination rate, ln 2 / half-life",
                  _elimination("drugs.flu_half_life"), ("drugs.flu_half_life",)),
@@ -386,6 +503,7 @@ RECORD: tuple[Variable, ...] = (
     Variable("donor_nk_blood", "uL-1", "donor NK cells per uL blood", "donor NK in blood", log=True, sweep=True),
     Variable("host_nk_blood", "uL-1", "host NK cells per uL blood", "host NK in blood", log=True),
     Variable("host_t_blood", "uL-1", "host T cells per uL blood", "host T cells in blood", log=True, sweep=True),
+    Variable("host_treg_blood", "uL-1", "host regulatory T cells per uL blood", "host Tregs in blood", log=True),
     Variable("il15", "1", "plasma IL-15 relative to pre-treatment baseline", "plasma IL-15", counts="fold of baseline",
              sweep=True),
     Variable("flu_conc", "mg L-1", "plasma fludarabine (2-F-ara-A) concentration", "plasma fludarabine"),
@@ -408,7 +526,8 @@ RECORD: tuple[Variable, ...] = (
              "blasts killed by NK (cumulative)", log=True, counts="cells", whole_body=True),
     Variable("nk_exhausted_fraction", "1", "fraction of killer-competent marrow NK agents that are exhausted",
              "exhausted fraction of marrow NK"),
-    Variable("drug_kill_hazard", "day-1", "Flu/Cy kill hazard on blood lymphocytes (before lineage sensitivity)",
+    Variable("drug_kill_hazard", "day-1", "Flu/Cy reference kill hazard (Flu and Cy terms at sensitivity 1, as on "
+             "marrow cells and donor NK; host lineages scale each drug's term by their own sensitivity)",
              "Flu/Cy kill hazard"),
     Variable("donor_nk_total", "1", "donor NK cells in the whole body (blood, other tissues and marrow)",
              "donor NK, whole body", log=True, counts="cells", whole_body=True),
@@ -416,9 +535,12 @@ RECORD: tuple[Variable, ...] = (
              "(largest over this patient's donors)", "anti-donor priming"),
     Variable("il2_central", "1e6", "IL-2 in the central compartment (million international units)",
              "IL-2 (central)"),
-    Variable("il15_agonist_central", "ug", "IL-15 agonist in the central compartment", "IL-15 agonist (central)"),
-    Variable("cytokine_support", "1", "combined support of donor NK by IL-2 and IL-15 agonist (0 none, 1 saturating)",
-             "cytokine support"),
+    Variable("il15_exogenous", "1", "exogenous IL-15 signal (rhIL-15 and N-803) relative to the baseline IL-15 "
+             "concentration", "exogenous IL-15", counts="fold of baseline"),
+    Variable("n803_central", "ug", "IL-15 superagonist N-803 in the central compartment", "N-803 (central)"),
+    Variable("il2dt_amount", "ug", "IL-2-diphtheria toxin (IL2DT) in plasma", "IL2DT (plasma)"),
+    Variable("cytokine_support", "1", "combined support of donor NK by IL-2 and exogenous IL-15 (0 none, 1 "
+             "saturating)", "cytokine support"),
 )
 
 
@@ -445,9 +567,9 @@ OBSERVABLES: tuple[Observable, ...] = (
                         "donor chimerism, blood NK", log=True, sweep=True),
                lambda r: chimerism(r["donor_nk_blood"], r["host_nk_blood"])),
     Observable(Variable("donor_chimerism_pbmc", "percent",
-                        "donor chimerism of blood lymphocytes (donor NK / (NK + T))",
+                        "donor chimerism of blood lymphocytes (donor NK / (NK + T + Tregs))",
                         "donor chimerism, blood lymphocytes", log=True, sweep=True),
-               lambda r: chimerism(r["donor_nk_blood"], r["host_nk_blood"], r["host_t_blood"])),
+               lambda r: chimerism(r["donor_nk_blood"], r["host_nk_blood"], r["host_t_blood"], r["host_treg_blood"])),
 )
 
 
@@ -533,8 +655,16 @@ EVENT_KINDS: tuple[EventKind, ...] = (
     EventKind("cyclophosphamide", "mg kg-1", "kg", "mg", "cyclophosphamide dose (i.v.), into the plasma compartment"),
     EventKind("nk_infusion", "kg-1", "kg", "1", "donor NK cells infused into blood (optional field donor)"),
     EventKind("il2", "1e6", "", "1e6", "IL-2 (aldesleukin) s.c. dose in million international units (MIU), "
-              "into the subcutaneous depot"),
-    EventKind("il15_agonist", "ug kg-1", "kg", "ug", "IL-15 superagonist (N-803) s.c. dose, into the subcutaneous "
+              "into the subcutaneous depot (times il2.bioavailability)"),
+    EventKind("il15_agonist", "ug kg-1", "kg", "ug", "deprecated alias of n803 (0.6.0): IL-15 superagonist N-803 s.c. "
+              "dose, into its subcutaneous depot"),
+    EventKind("il2dt", "ug kg-1", "kg", "ug", "IL-2-diphtheria toxin (denileukin diftitox) i.v. dose, into plasma: "
+              "kills host regulatory T cells"),
+    EventKind("rhil15_iv", "ug kg-1", "kg", "ug", "recombinant human IL-15 i.v. bolus, into the exogenous IL-15 "
+              "signal"),
+    EventKind("rhil15_sc", "ug kg-1", "kg", "ug", "recombinant human IL-15 s.c. dose, into its subcutaneous depot "
+              "(times rhil15.sc_bioavailability)"),
+    EventKind("n803", "ug kg-1", "kg", "ug", "IL-15 superagonist N-803 (ALT-803) s.c. dose, into its subcutaneous "
               "depot"),
 )
 
@@ -545,7 +675,9 @@ EVENT_KINDS: tuple[EventKind, ...] = (
 BLOOD_STATE: tuple[tuple[str, str, str], ...] = (
     ("host_nk", "uL-1", "host NK cells per uL blood"),
     ("host_t", "uL-1", "host T cells per uL blood"),
+    ("host_treg", "uL-1", "host regulatory T cells per uL blood"),
     ("il15", "1", "plasma IL-15 relative to baseline"),
+    ("il15_exo", "1", "exogenous rhIL-15 in plasma, as fold of the baseline IL-15 concentration"),
     ("donor_nk_blood", "1", "donor NK cells in blood (whole body), first donor"),
     ("donor_nk_tissue", "1", "donor NK cells in other tissues (whole body), first donor"),
 )

@@ -27,7 +27,7 @@ ANALOGUES: dict[str, set[str]] = {
 }
 #: Protocols of trials without cytokine support.
 NO_CYTOKINES = {"ahmadvand2023", "hi_cy_flu", "cart_flucy_ld"}
-CYTOKINES = {"il2", "il15_agonist"}
+CYTOKINES = {"il2", "il15_agonist", "n803", "rhil15_iv", "rhil15_sc"}
 
 
 def test_analogue_protocols_are_shipped():
@@ -119,3 +119,39 @@ def test_analogue_protocol_simulates(name):
     for v in ("donor_nk_blood", "host_nk_blood", "host_t_blood", "il15"):
         assert np.isfinite(ds[v].values).all()
     assert float(ds.il15.max()) > 1.0
+
+
+#: The protocols of the responding trials (issue 24, docs/evidence/protocols.md): NK product, tolerant host, and the
+#: cytokine (or IL2DT) event kinds of every patient.
+RESPONDING: dict[str, tuple[str, bool, set[str]]] = {
+    "bachanova2014_il2dt": ("fresh", False, {"il2", "il2dt"}),
+    "cooley2019_rhil15_iv": ("fresh", False, {"rhil15_iv"}),
+    "cooley2019_rhil15_sc": ("fresh", False, {"rhil15_sc"}),
+    "romee2016_ciml": ("ciml", False, {"il2"}),
+    "fehniger2018_cndo109": ("fresh", False, set()),
+    "bjorklund2018_no_il2": ("fresh", False, set()),
+    "curti2011_elderly": ("fresh", False, {"il2"}),
+    "geller2011_no_tbi": ("fresh", False, {"il2"}),
+    "berrien_elliott2022_n803": ("ciml", False, {"n803"}),
+    "berrien_elliott2022_il2": ("ciml", False, {"il2"}),
+    "bednarski2022_tolerant": ("ciml", True, set()),
+    "shapiro2022_tolerant": ("ciml", True, {"il2"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESPONDING))
+def test_responding_trial_protocol_loads_and_simulates(name):
+    """Every arm of issue 24 ships: its product, host and cytokines as its header says; a short run is finite."""
+    assert name in SHIPPED
+    product, tolerant, kinds = RESPONDING[name]
+    p = nksim.load_protocol(name)
+    assert (p.nk_product, p.host_tolerant) == (product, tolerant)
+    for pt in p.patients:
+        assert {e.kind for e in p.events_for(pt)} & (CYTOKINES | {"il2dt"}) == kinds, pt.id
+    header = (PROTOCOLS_DIR / f"{name}.toml").read_text().split("[protocol]")[0]
+    assert "ASSUMPTION" in header and "Confidence" in header  # what is from the source, what is assumed
+    params = nksim.load_parameters("default").with_values({"lattice.side": 4, "lattice.voxel_side": 4000.0})
+    ds = nksim.simulate_cohort(params, p, patients=[p.patients[0].id], replicates=1, seed=3)
+    for v in ("donor_nk_blood", "host_nk_blood", "host_t_blood", "host_treg_blood", "il15", "il15_exogenous"):
+        assert np.isfinite(ds[v].values).all(), v
+    assert float(ds.donor_nk_total.sel(time=1).max()) > 0

@@ -130,13 +130,15 @@ def test_percentages_in_range(small_cohort):
 def test_chimerism_definition(small_cohort):
     ds = small_cohort
     d, h, t = ds.donor_nk_blood.values, ds.host_nk_blood.values, ds.host_t_blood.values
+    r = ds.host_treg_blood.values  # host Tregs (0.6.0) are blood lymphocytes too
     np.testing.assert_allclose(ds.donor_chimerism_nk.values, 100 * d / (d + h), rtol=1e-12)
-    np.testing.assert_allclose(ds.donor_chimerism_pbmc.values, 100 * d / (d + h + t), rtol=1e-12)
+    np.testing.assert_allclose(ds.donor_chimerism_pbmc.values, 100 * d / (d + h + t + r), rtol=1e-12)
 
 
 def test_other_state_variables_physical(small_cohort):
     ds = small_cohort
-    for v in ("donor_nk_blood", "host_nk_blood", "host_t_blood", "il15", "flu_conc", "cy_conc", "donor_nk_tissue",
+    for v in ("donor_nk_blood", "host_nk_blood", "host_t_blood", "host_treg_blood", "il15", "flu_conc", "cy_conc",
+              "donor_nk_tissue",
               "drug_kill_hazard", "nk_kills"):
         x = ds[v].values
         assert np.all(np.isfinite(x)) and np.all(x >= 0), v

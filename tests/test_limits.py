@@ -148,9 +148,10 @@ def _reference_blood(params, weight, bsa, rec_nk, rec_t, events, days):
 
     PK: one compartment, first-order elimination k = ln2 / half-life, bolus amounts dose * BSA
     (Flu, mg m-2) and dose * weight (Cy, mg kg-1); C = amount / V (analytic).
-    Hazard h = Emax_F C_F/(C_F + EC50_F) + Emax_C C_C/(C_C + EC50_C) (day-1).
-    Host L in {NK, T}: dL/dt = rec_L L ln(L0/L) - s_L h L (own rate and drug sensitivity per lineage).
-    IL-15: dI/dt = tau - (tau/M + (tau - tau/M) L_rel) I, L_rel = (NK + T)/(NK0 + T0).
+    Reference hazards h_F = Emax_F C_F/(C_F + EC50_F), h_C = Emax_C C_C/(C_C + EC50_C) (day-1).
+    Host L in {NK, T, Treg}: dL/dt = rec_L L ln(L0/L) - (s_LF h_F + s_LC h_C) L (own rate and per-drug
+    sensitivities; Tregs without IL-2 or IL2DT here).
+    IL-15: dI/dt = tau - (tau/M + (tau - tau/M) L_rel) I, L_rel = (NK + T + Treg)/(NK0 + T0 + Treg0).
     Returns arrays at the integer days ``days`` (left limits, i.e. before that day's doses).
     """
     v = params.values()
@@ -164,23 +165,26 @@ def _reference_blood(params, weight, bsa, rec_nk, rec_t, events, days):
         return sum(a * math.exp(-k[kind] * (t - d)) for d, kk, a in doses
                    if kk == kind and (d < t if strict else d <= t)) / vol[kind]
 
-    def hazard(t):
+    def hazards(t):
         cf, cc = conc("fludarabine", t, False), conc("cyclophosphamide", t, False)
-        return (v["drugs.flu_emax"] * cf / (cf + v["drugs.flu_ec50"])
-                + v["drugs.cy_emax"] * cc / (cc + v["drugs.cy_ec50"]))
+        return (v["drugs.flu_emax"] * cf / (cf + v["drugs.flu_ec50"]),
+                v["drugs.cy_emax"] * cc / (cc + v["drugs.cy_ec50"]))
 
-    n0, t0 = v["host.nk_baseline"], v["host.t_baseline"]
-    s_nk, s_t = v["host.nk_drug_sensitivity"], v["host.t_drug_sensitivity"]
+    n0, t0, r0 = v["host.nk_baseline"], v["host.t_baseline"], v["host.treg_baseline"]
     tau, m = v["il15.turnover_rate"], v["il15.max_fold"]
 
     def rhs(t, y):
-        h = hazard(t)
-        nk, tc, il = y
-        lrel = (nk + tc) / (n0 + t0)
-        return [rec_nk * nk * math.log(n0 / nk) - s_nk * h * nk, rec_t * tc * math.log(t0 / tc) - s_t * h * tc,
-                tau - (tau / m + (tau - tau / m) * lrel) * il]
+        hf, hc = hazards(t)
+        h_nk = v["host.nk_flu_sensitivity"] * hf + v["host.nk_cy_sensitivity"] * hc
+        h_t = v["host.t_flu_sensitivity"] * hf + v["host.t_cy_sensitivity"] * hc
+        h_r = v["host.treg_flu_sensitivity"] * hf + v["host.treg_cy_sensitivity"] * hc
+        nk, tc, il, tr = y
+        lrel = (nk + tc + tr) / (n0 + t0 + r0)
+        return [rec_nk * nk * math.log(n0 / nk) - h_nk * nk, rec_t * tc * math.log(t0 / tc) - h_t * tc,
+                tau - (tau / m + (tau - tau / m) * lrel) * il,
+                v["treg.recovery_rate"] * tr * math.log(r0 / tr) - h_r * tr]
 
-    y = np.array([n0, t0, 1.0])
+    y = np.array([n0, t0, 1.0, r0])
     out = [y]
     for a, b in zip(days[:-1], days[1:]):  # integrate day by day: doses fall on day boundaries
         sol = solve_ivp(rhs, (a, b), y, method="LSODA", rtol=1e-10, atol=1e-10)
@@ -196,8 +200,9 @@ def _reference_blood(params, weight, bsa, rec_nk, rec_t, events, days):
 @pytest.mark.parametrize("weight, bsa", [(None, None), (55.0, 1.5)])
 def test_blood_ode_with_drugs_matches_scipy(default_params, weight, bsa):
     # lineages with their own recovery rates and drug sensitivities
-    params = default_params.with_values({"lattice.side": 4, "host.t_drug_sensitivity": 1.6,
-                                         "host.nk_drug_sensitivity": 1.2, "host.t_recovery_rate": 0.01})
+    params = default_params.with_values({"lattice.side": 4, "host.t_flu_sensitivity": 1.6,
+                                         "host.t_cy_sensitivity": 0.7, "host.nk_flu_sensitivity": 1.2,
+                                         "host.nk_cy_sensitivity": 2.5, "host.t_recovery_rate": 0.01})
     patient = {"id": "p1", "group": "a"}
     if weight is not None:
         patient["body_weight"] = {"value": weight, "unit": "kg"}
@@ -254,8 +259,9 @@ def test_blood_stays_physical_for_every_allowed_time_step(default_params, ahmadv
     v = params.values()
     d = ds.sel(time=120)
     blood_ul = v["anatomy.blood_volume"] * float(ds.body_weight) * 1000.0
-    lrel = ((d.host_nk_blood + d.host_t_blood + v["il15.donor_nk_weight"] * d.donor_nk_total / blood_ul)
-            / (v["host.nk_baseline"] + v["host.t_baseline"])).item()
+    lrel = ((d.host_nk_blood + d.host_t_blood + d.host_treg_blood
+             + v["il15.donor_nk_weight"] * d.donor_nk_total / blood_ul)
+            / (v["host.nk_baseline"] + v["host.t_baseline"] + v["host.treg_baseline"])).item()
     m = v["il15.max_fold"]
     steady = 1.0 / (1.0 / m + (1.0 - 1.0 / m) * lrel)
     assert abs(d.il15.item() / steady - 1.0) < 0.05
@@ -591,7 +597,7 @@ def test_normal_cells_regrow_logistically_after_drugs():
 def test_il15_without_host_lymphocytes_relaxes_to_max_fold():
     # host baselines 0: L_rel = 0, so dI/dt = tau - (tau/M) I and I(t) = M - (M - 1) exp(-tau t / M)
     params = nksim.load_parameters().with_values({"lattice.side": 4, "host.nk_baseline": 0.0,
-                                                  "host.t_baseline": 0.0})
+                                                  "host.t_baseline": 0.0, "host.treg_baseline": 0.0})
     proto = build_protocol([(0, "nk_infusion", 1e6)], start_day=-3, end_day=5)  # infusion 3 days after the start
     ds = nksim.simulate(params, proto, seed=1)
     tau, m = params["il15.turnover_rate"], params["il15.max_fold"]
@@ -601,6 +607,7 @@ def test_il15_without_host_lymphocytes_relaxes_to_max_fold():
     assert QUIET_RTOL <= 1e-5
     np.testing.assert_allclose(ds.il15.values, m - (m - 1) * np.exp(-tau * t / m), rtol=1e-4)
     assert np.all(ds.host_nk_blood.values == 0) and np.all(ds.host_t_blood.values == 0)
+    assert np.all(ds.host_treg_blood.values == 0)
     after = ds.time.values > 0
     np.testing.assert_allclose(ds.donor_chimerism_nk.values[after], 100.0)
 
@@ -683,14 +690,15 @@ def test_second_infusion_meets_the_primed_response_of_its_donor(default_params):
 
 
 def test_cytokine_pk_and_support_match_their_equations(default_params):
-    # IL-2 (MIU, flat dose) and IL-15 agonist (ug kg-1) go into s.c. depots: D' = -ka D,
-    # C' = ka D - ke C, solved independently with LSODA; the recorded support is
-    # 1 - (1 - f2)(1 - f15) with f = C / (C + EC50).
+    # IL-2 (MIU, flat dose, times its bioavailability) and N-803 (ug kg-1) go into s.c. depots: D' = -ka D,
+    # C' = ka D - ke C, solved independently with LSODA; N-803's exogenous IL-15 signal is
+    # n803_fold_per_ug x C; the recorded support is 1 - (1 - f2)(1 - fe) with f2 = phi C2 / (C2 + EC50)
+    # (phi = 1 / (1 + Tregs / half suppression)) and fe = x / (x + nk.il15_ec50).
     params = default_params.with_values({"lattice.side": 4})
     v = params.values()
     il2_doses = [(0, 10.0), (2, 10.0), (4, 10.0)]
-    il15_doses = [(1, 10.0)]
-    events = [(d, "il2", x) for d, x in il2_doses] + [(d, "il15_agonist", x) for d, x in il15_doses] + [
+    n803_doses = [(1, 10.0)]
+    events = [(d, "il2", x) for d, x in il2_doses] + [(d, "n803", x) for d, x in n803_doses] + [
         (0, "nk_infusion", 1e6)]
     proto = build_protocol(events, start_day=0, end_day=8)
     ds = nksim.simulate(params, proto, seed=1)
@@ -709,11 +717,25 @@ def test_cytokine_pk_and_support_match_their_equations(default_params):
             out.append(y[1])
         return np.array(out)
 
-    c2 = central(il2_doses, v["il2.absorption_half_life"], v["il2.elimination_half_life"], 1.0)
-    c15 = central(il15_doses, v["il15_agonist.absorption_half_life"], v["il15_agonist.elimination_half_life"], w)
+    # an s.c. IL-2 dose puts its bioavailable share into the depot (0.6.0)
+    c2 = central(il2_doses, v["il2.absorption_half_life"], v["il2.elimination_half_life"], v["il2.bioavailability"])
+    cn = central(n803_doses, v["n803.absorption_half_life"], v["n803.elimination_half_life"], w)
     np.testing.assert_allclose(ds.il2_central.values, c2, rtol=1e-6, atol=1e-12)
-    np.testing.assert_allclose(ds.il15_agonist_central.values, c15, rtol=1e-6, atol=1e-12)
-    assert c15.max() > v["il15_agonist.ec50"] and c2[1:].max() > 1e-3  # the doses are pharmacologically active
+    np.testing.assert_allclose(ds.n803_central.values, cn, rtol=1e-6, atol=1e-12)
+    fold = 1e6 * v["n803.potency"] / (v["anatomy.plasma_volume"] * w * v["il15.baseline_concentration"])
+    np.testing.assert_allclose(ds.il15_exogenous.values, fold * cn, rtol=1e-6, atol=1e-12)
+    x = fold * cn
+    assert x.max() > v["nk.il15_ec50"] and c2[1:].max() > 1e-3  # the doses are pharmacologically active
+    phi = 1.0 / (1.0 + ds.host_treg_blood.values / v["treg.nk_half_suppression"])
+    f2 = phi * c2 / (c2 + v["il2.ec50"])
+    fe = x / (x + v["nk.il15_ec50"])
+    np.testing.assert_allclose(ds.cytokine_support.values, 1 - (1 - f2) * (1 - fe), rtol=1e-6, atol=1e-12)
+    # the deprecated event kind il15_agonist is N-803
+    alias = build_protocol([(d, "il2", x) for d, x in il2_doses] + [(d, "il15_agonist", x) for d, x in n803_doses]
+                           + [(0, "nk_infusion", 1e6)], start_day=0, end_day=8)
+    same = nksim.simulate(params, alias, seed=1)
+    for name in ("n803_central", "il15_exogenous", "donor_nk_total", "host_t_blood"):
+        np.testing.assert_array_equal(same[name].values, ds[name].values)
 
 
 def test_primed_rejection_scales_with_surviving_t_cells(default_params):
@@ -733,11 +755,12 @@ def test_primed_rejection_scales_with_surviving_t_cells(default_params):
         for t_rel in (1.0, 0.25, 0.04, 0.0):
             for primed in (0.0, 0.6, 1.0):
                 expected = 0.2 * t_rel + 1.5 * primed * (1.0 if e == 0.0 else t_rel ** e)
-                assert donor_nk_rejection(kp, t_rel * t0, primed) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+                assert donor_nk_rejection(kp, t_rel * t0, primed, 0.0) == pytest.approx(expected, rel=1e-12,
+                                                                                         abs=1e-15)
     # at the host's baseline T count the exponent changes nothing; after deep depletion it delays rejection
     kp_half = kernel_parameters(default_params.with_values({"allo.primed_t_exponent": 0.5}), eff, -9.0, 30.0,
                                 nk_product="expanded")
     kp_zero = kernel_parameters(default_params.with_values({"allo.primed_t_exponent": 0.0}), eff, -9.0, 30.0,
                                 nk_product="expanded")
-    assert donor_nk_rejection(kp_half, t0, 1.0) == donor_nk_rejection(kp_zero, t0, 1.0)
-    assert donor_nk_rejection(kp_half, 0.02 * t0, 1.0) < donor_nk_rejection(kp_zero, 0.02 * t0, 1.0)
+    assert donor_nk_rejection(kp_half, t0, 1.0, 0.0) == donor_nk_rejection(kp_zero, t0, 1.0, 0.0)
+    assert donor_nk_rejection(kp_half, 0.02 * t0, 1.0, 0.0) < donor_nk_rejection(kp_zero, 0.02 * t0, 1.0, 0.0)

@@ -79,10 +79,10 @@ def test_same_patient_and_same_blood_compartment(scenario):
     assert model.effects == eng.effects
     assert model.rules.n_donors == 2 and model.blood.shape == (L.N_Y + L.DONOR_STRIDE,)
     # analytic PK of drugs and cytokines, cytokine support and allo-priming (deterministic)
-    for r in (L.R.flu_conc, L.R.cy_conc, L.R.drug_kill_hazard, L.R.il2_central, L.R.il15_agonist_central,
-              L.R.cytokine_support, L.R.allo_priming):
+    for r in (L.R.flu_conc, L.R.cy_conc, L.R.drug_kill_hazard, L.R.il2_central, L.R.n803_central,
+              L.R.il2dt_amount, L.R.allo_priming):
         np.testing.assert_array_equal(ref.rec[:, r], eng.rec[:, r])
-    assert ref.rec[:, L.R.il2_central].max() > 0 and ref.rec[:, L.R.il15_agonist_central].max() > 0
+    assert ref.rec[:, L.R.il2_central].max() > 0 and ref.rec[:, L.R.n803_central].max() > 0
     assert 0 < ref.rec[-1, L.R.allo_priming] < 1
     assert not np.isnan(ref.rec).all(axis=0).any()  # every record variable is observed
     # before the infusion (record days 0..2) the whole blood record is identical
@@ -90,8 +90,12 @@ def test_same_patient_and_same_blood_compartment(scenario):
         np.testing.assert_array_equal(ref.rec[:3, r], eng.rec[:3, r])
     # afterwards host NK and T differ only numerically: the number of RK4 sub-steps depends on
     # the (stochastic) donor NK in blood
-    for r in (L.R.host_nk_blood, L.R.host_t_blood):
+    # (cytokine support too since 0.6.0: host Tregs take their share of IL-2)
+    for r in (L.R.host_nk_blood, L.R.host_t_blood, L.R.host_treg_blood, L.R.cytokine_support):
         np.testing.assert_allclose(ref.rec[:, r], eng.rec[:, r], rtol=1e-7)
+    # exogenous rhIL-15 (0.6.0) is consumed by every lymphocyte, the (stochastic) marrow donor NK included, like
+    # endogenous IL-15 (not compared here); N-803's part of the signal is deterministic: close, not equal
+    np.testing.assert_allclose(ref.rec[:, L.R.il15_exogenous], eng.rec[:, L.R.il15_exogenous], rtol=1e-4)
     assert ref.rec.shape == eng.rec.shape and ref.cnt.shape == eng.cnt.shape and ref.snaps.shape == eng.snaps.shape
 
 
@@ -152,6 +156,18 @@ def test_reference_agrees_with_engine(engine_sample, mesa_sample):
     assert cmp.agree, cmp.report()
 
 
+def test_reference_agrees_with_engine_ciml_tolerant():
+    """A CIML product with IL-2 in a tolerant host (0.6.0) agrees too (100 seeds).
+
+    The product's own kill probability, competent fraction, IL-2 EC50 and death factor, and no rejection, in the
+    agents' rules of both implementations.
+    """
+    sc = crossval_scenario(nk_product="ciml", host_tolerant=True, name="crossval_ciml")
+    cmp = compare_samples(sample("engine", sc, range(100)), sample("mesa", sc, range(100)), alpha=ALPHA)
+    assert len(cmp.tests) > 40
+    assert cmp.agree, cmp.report()
+
+
 def test_mutated_kill_probability_is_detected(scenario, engine_sample):
     mutated = scenario.params.with_values({"nk.kill_probability": 0.35}, origin="<mutation>")
     cmp = compare_samples(engine_sample, sample("mesa", scenario, FAST_SEEDS, params=mutated), alpha=ALPHA)
@@ -162,12 +178,12 @@ def test_mutated_kill_probability_is_detected(scenario, engine_sample):
 # Port bugs: the reference's agent rules broken on purpose (shared blood code intact).
 def _rejected_as_first_donor(self, donor):
     """Bug: every marrow NK agent is rejected at donor 0's (A's) rate, whatever its donor."""
-    return donor_nk_rejection(self.kp, self.blood[L.Y.host_t], self.primed[0])
+    return donor_nk_rejection(self.kp, self.blood[L.Y.host_t], self.primed[0], self.x_exo)
 
 
 def _rejected_unprimed(self, donor):
     """Bug: marrow NK agents ignore the host's priming (the blood pools do not)."""
-    return donor_nk_rejection(self.kp, self.blood[L.Y.host_t], 0.0)
+    return donor_nk_rejection(self.kp, self.blood[L.Y.host_t], 0.0, self.x_exo)
 
 
 _NK_FATE = PatientModel._nk_fate
@@ -175,12 +191,12 @@ _NK_FATE = PatientModel._nk_fate
 
 def _fate_without_cytokines(self, step, h_step):
     """Bug: marrow NK agents divide and die as if no cytokine had been given."""
-    saved = self.support_prolif, self.support_death
-    self.support_prolif, self.support_death = 0.0, 1.0
+    saved = self.support_prolif, self.support_death, self.x_exo
+    self.support_prolif, self.support_death, self.x_exo = 0.0, 1.0, 0.0
     try:
         _NK_FATE(self, step, h_step)
     finally:
-        self.support_prolif, self.support_death = saved
+        self.support_prolif, self.support_death, self.x_exo = saved
 
 
 def test_donor_mixup_is_detected(scenario, engine_sample, monkeypatch):

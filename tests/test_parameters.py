@@ -428,3 +428,36 @@ def test_sweep_values_outside_the_prior_warn_once_each():
     assert len(msgs) == 2, msgs  # 0.9 once although two scenarios use it; the fixed value once
     assert "[factors]: key 'nk.kill_probability': value 0.9" in msgs[0] and "[0.2, 0.7]" in msgs[0]
     assert "[parameters]: key 'nk.max_kills': value 12" in msgs[1] and "[3, 10]" in msgs[1]
+
+
+# ----------------------------------------------------------------------------- deprecated keys (0.6.0)
+def test_deprecated_drug_sensitivity_sets_both_drugs_with_a_warning(tmp_path, default_params):
+    """``host.t_drug_sensitivity`` (0.5.0) still loads: its value sets the Flu and the Cy sensitivity of host T."""
+    p = child(tmp_path, {"host.t_drug_sensitivity": entry("host.t_drug_sensitivity", 0.75, unit="1")})
+    with pytest.warns(nksim.errors.DeprecatedKeyWarning, match="host.t_drug_sensitivity.*host.t_flu_sensitivity"):
+        ps = nksim.load_parameters(p)
+    assert ps["host.t_flu_sensitivity"] == ps["host.t_cy_sensitivity"] == 0.75
+    assert "host.t_drug_sensitivity" not in ps
+    with pytest.warns(nksim.errors.DeprecatedKeyWarning, match="host.nk_drug_sensitivity"):
+        over = default_params.with_values({"host.nk_drug_sensitivity": 1.0})
+    assert over["host.nk_flu_sensitivity"] == over["host.nk_cy_sensitivity"] == 1.0
+
+
+def test_deprecated_key_beside_the_keys_it_sets_is_an_error(tmp_path, default_params):
+    p = child(tmp_path, {"host.t_drug_sensitivity": entry("host.t_drug_sensitivity", 0.75, unit="1"),
+                         "host.t_cy_sensitivity": entry("host.t_cy_sensitivity", 1.0)})
+    expect_error(p, "host.t_drug_sensitivity", "give the new keys only")
+    with pytest.raises(nksim.NksimInputError, match="give the new keys only"):
+        default_params.with_values({"host.t_drug_sensitivity": 0.7, "host.t_flu_sensitivity": 0.5})
+
+
+def test_the_il15_agonist_keys_of_0_5_0_load(tmp_path):
+    """0.6.0: N-803 keys renamed (deprecated aliases), the agonist's own Emax and EC50 retired (ignored)."""
+    p = child(tmp_path, {"il15_agonist.absorption_half_life": entry("il15_agonist.absorption_half_life", 12.0,
+                                                                    unit="h"),
+                         "il15_agonist.ec50": entry("il15_agonist.ec50", 100.0, unit="ug")})
+    with pytest.warns(nksim.errors.DeprecatedKeyWarning) as record:
+        ps = nksim.load_parameters(p)
+    messages = " ".join(str(w.message) for w in record)
+    assert "n803.absorption_half_life" in messages and "retired and ignored" in messages
+    assert ps["n803.absorption_half_life"] == 12.0 and "il15_agonist.ec50" not in ps

@@ -99,7 +99,7 @@ def test_mesa_rules_expose_every_kernel_slot():
         expected = int(kp[getattr(L.KP, name)]) if name in Q.INTEGER_SLOTS else kp[getattr(L.KP, name)]
         assert getattr(rules, name) == expected
     with pytest.raises(AttributeError):
-        rules.nk_kill_probability = 0.1
+        rules.donor_kill_probability = 0.1
 
 
 def test_cache_guard_discards_caches_of_another_layout(tmp_path):

@@ -27,29 +27,59 @@ from nksim.patients import draw_effects
 from nksim.streams import generators
 
 
-def _kp(protocol: str = "ahmadvand2023", overrides: dict | None = None, patient: int = 1):
+def _kp(protocol: str = "ahmadvand2023", overrides: dict | None = None, patient: int = 1, **head):
     params = nksim.load_parameters("default").with_values(overrides or {})
-    proto = nksim.load_protocol(protocol)
+    proto = dataclasses.replace(nksim.load_protocol(protocol), **head)  # head: e.g. nk_product, host_tolerant
     pt = proto.patients[patient]
     eff = draw_effects(params, generators(0, pt.id, 0)["patient"], pt.covariates)
     kp, _ = patient_inputs(params, eff, proto, pt)
     return kp
 
 
-@pytest.mark.parametrize("protocol", ["ahmadvand2023", "bachanova2014_hi_cy_flu"])
-def test_blood_jacobian_matches_finite_differences(protocol):
-    kp = _kp(protocol)
+#: Ranges of the blood's inputs (blood.U_*) drawn for the Jacobian check: up to a few times their clinical values.
+INPUT_RANGES = {B.U_HF: (0, 2), B.U_HC: (0, 2), B.U_IL2: (0, 3), B.U_N803: (0, 300), B.U_DTX: (0, 40),
+                B.U_RH_IN: (0, 5000)}
+
+
+def _random_state_and_inputs(kp, rng, n):
+    y = np.zeros(n)
+    y[Y.host_nk], y[Y.host_t], y[Y.il15] = rng.uniform(5, 300), rng.uniform(10, 1200), rng.uniform(0.5, 12)
+    y[Y.host_treg] = rng.uniform(0.5, 400)
+    y[Y.il15_exo] = rng.uniform(0, 50) if rng.uniform() < 0.7 else 0.0
+    for d in range(int(kp[KP.n_donors])):
+        y[Y.donor_nk_blood + DONOR_STRIDE * d], y[Y.donor_nk_tissue + DONOR_STRIDE * d] = rng.uniform(0, 1e8, 2)
+    u = np.zeros(B.N_U)
+    assert set(INPUT_RANGES) == set(range(B.N_U)), "every input of the blood needs a range here"
+    for i, (lo, hi) in INPUT_RANGES.items():
+        u[i] = rng.uniform(lo, hi) if rng.uniform() < 0.8 else 0.0  # each input also absent at times
+    return y, u
+
+
+@pytest.mark.parametrize("protocol, head", [
+    ("ahmadvand2023", {}), ("bachanova2014_hi_cy_flu", {}),
+    ("bachanova2014_hi_cy_flu", {"nk_product": "ciml"}), ("bachanova2014_hi_cy_flu", {"host_tolerant": True}),
+    ("ahmadvand2023", {"nk_product": "ciml", "host_tolerant": True}),
+])
+def test_blood_jacobian_matches_finite_differences(protocol, head):
+    """Every state (host NK, T, Tregs, IL-15, exogenous IL-15, each donor's pools) and input (blood.U_*)."""
+    kp = _kp(protocol, **head)
     n = N_Y + DONOR_STRIDE * (int(kp[KP.n_donors]) - 1)
     rng = np.random.default_rng(3)
     for _ in range(40):
-        y = np.zeros(n)
-        y[Y.host_nk], y[Y.host_t], y[Y.il15] = rng.uniform(5, 300), rng.uniform(10, 1200), rng.uniform(0.5, 12)
-        y[Y.donor_nk_blood], y[Y.donor_nk_tissue] = rng.uniform(0, 1e8, 2)
+        y, u = _random_state_and_inputs(kp, rng, n)
         primed = rng.uniform(0, 1, int(kp[KP.n_donors]))
-        args = (rng.uniform(0, 2), 1e6, primed, rng.uniform(0, 0.5), rng.uniform(0.3, 1))  # hazard, marrow, ...
+        args = (u, 1e6, primed)  # inputs, marrow donor NK, priming
         jac = np.zeros((n, n))
-        B.blood_jacobian(kp, y, args[0], args[1], args[2], args[3], args[4], jac)
+        B.blood_jacobian(kp, y, *args, jac)
         num = np.zeros((n, n))
+        rounding = np.zeros((n, n))
+        # the rounding error of a central difference: eps x (largest term of the row) / step; a row's largest
+        # term is at most the fastest rate times the cells it moves (a donor's blood and tissue pools together)
+        lam = B.blood_stiffness(kp, y, u, 1e6, primed)
+        scale = lam * np.abs(y)
+        for d in range(int(kp[KP.n_donors])):
+            ib, it = Y.donor_nk_blood + DONOR_STRIDE * d, Y.donor_nk_tissue + DONOR_STRIDE * d
+            scale[ib] = scale[it] = lam * (y[ib] + y[it])
         for j in range(n):
             e = 1e-6 * max(abs(y[j]), 1.0)
             up, dn = y.copy(), y.copy()
@@ -57,9 +87,20 @@ def test_blood_jacobian_matches_finite_differences(protocol):
             dn[j] -= e
             fu, fd = np.zeros(n), np.zeros(n)
             B.blood_rhs(kp, up, *args, fu)
-            B.blood_rhs(kp, dn, *args, fd)
-            num[:, j] = (fu - fd) / (2 * e)
-        np.testing.assert_allclose(jac, num, rtol=1e-4, atol=1e-7 * np.abs(num).max())
+            if j == Y.il15_exo and y[j] == 0.0:
+                # no rhIL-15 in plasma: the state cannot go below 0, where the IL-15 Emax terms have their kink
+                # (without N-803), so the Jacobian is the derivative from above: a second-order forward difference
+                f0, f2 = np.zeros(n), np.zeros(n)
+                up2 = y.copy()
+                up2[j] += 2 * e
+                B.blood_rhs(kp, y, *args, f0)
+                B.blood_rhs(kp, up2, *args, f2)
+                num[:, j] = (4 * fu - f2 - 3 * f0) / (2 * e)
+            else:
+                B.blood_rhs(kp, dn, *args, fd)
+                num[:, j] = (fu - fd) / (2 * e)
+            rounding[:, j] = 1e-14 * scale / e
+        np.testing.assert_array_less(np.abs(jac - num), 1e-4 * np.abs(num) + 1e-7 * np.abs(num).max() + rounding)
 
 
 def _reference_blood(kp, y, days, pk, first_exposure, dt=1.0 / 960):
@@ -67,28 +108,37 @@ def _reference_blood(kp, y, days, pk, first_exposure, dt=1.0 / 960):
     n = y.shape[0]
     primed = np.zeros(first_exposure.shape[0])
     out = [np.empty(n) for _ in range(5)]
+    u0, um, u1 = np.zeros(B.N_U), np.zeros(B.N_U), np.zeros(B.N_U)
+    scratch = [np.empty(B.N_U) for _ in range(3)]
     for i in range(int(round(days / dt))):
         s = i * dt
-        # RK4 with the hazard at start, middle and end, the cytokine effects and the priming at mid-step
-        h0 = B.quiet_inputs(kp, s, pk, first_exposure, primed)[0]
-        h1 = B.quiet_inputs(kp, s + dt, pk, first_exposure, primed)[0]
-        hm, pm, dm = B.quiet_inputs(kp, s + 0.5 * dt, pk, first_exposure, primed)  # leaves primed at mid-step
-        B.rk4_blood(kp, y, dt, h0, hm, h1, 0.0, primed, pm, dm, *out)
+        # RK4 with the inputs at start, middle and end, the priming at mid-step
+        B.quiet_inputs(kp, s, pk, first_exposure, primed, u0)
+        B.quiet_inputs(kp, s + dt, pk, first_exposure, primed, u1)
+        B.quiet_inputs(kp, s + 0.5 * dt, pk, first_exposure, primed, um)  # leaves primed at mid-step
+        B.rk4_blood(kp, y, dt, u0, um, u1, 0.0, primed, *out, *scratch)
     return y
 
 
-@pytest.mark.parametrize("case", ["after lymphodepletion", "with IL-2 and a donor pool"])
+@pytest.mark.parametrize("case", ["after lymphodepletion", "with IL-2 and a donor pool",
+                                  "with IL-15 agonists, IL2DT and a donor pool"])
 def test_a_quiet_day_follows_a_fine_rk4_of_the_same_equations(case):
-    kp = _kp("bachanova2014_hi_cy_flu" if "IL-2" in case else "ahmadvand2023")
+    kp = _kp("ahmadvand2023" if case == "after lymphodepletion" else "bachanova2014_hi_cy_flu")
     n = N_Y + DONOR_STRIDE * (int(kp[KP.n_donors]) - 1)
     y0 = np.zeros(n)
-    y0[Y.host_nk], y0[Y.host_t], y0[Y.il15] = 30.0, 120.0, 6.0
+    y0[Y.host_nk], y0[Y.host_t], y0[Y.il15], y0[Y.host_treg] = 30.0, 120.0, 6.0, 5.0
     y0[Y.donor_nk_blood], y0[Y.donor_nk_tissue] = 2e5, 4e5
     pk = np.zeros(B.N_PK)
     # drug amounts whose hazard is just below the quiet threshold; for the second case IL-2 in depot and blood
     pk[B.PK_FLU], pk[B.PK_CY] = 0.1, 1.0
     if "IL-2" in case:
         pk[B.PK_IL2_DEPOT], pk[B.PK_IL2] = 9.0, 2.0
+    if "agonists" in case:  # (0.6.0) N-803 in its depot and central, rhIL-15 (depot, plasma) and IL2DT just below
+        pk[B.PK_N803_DEPOT], pk[B.PK_N803] = 0.5, 0.05  # their quiet thresholds
+        pk[B.PK_RH_DEPOT] = 0.45 * B.QUIET_MAX_RHIL15 / kp[KP.rhil15_fold_per_ug]
+        pk[B.PK_IL2DT] = 0.9 * B.QUIET_MAX_HAZARD / kp[KP.il2dt_kill_per_ug]
+        y0[Y.il15_exo] = 0.45 * B.QUIET_MAX_RHIL15
+        assert kp[KP.n803_fold_per_ug] * pk[B.PK_N803] > kp[KP.nk_il15_ec50]  # N-803 active
     assert 0.002 < B.drug_hazard(kp, pk[B.PK_FLU], pk[B.PK_CY]) < B.QUIET_MAX_HAZARD
     first = np.array([-3.0])  # the donor was first infused 3 days before this day: priming under way
     ref = _reference_blood(kp, y0.copy(), 1.0, pk, first)
@@ -107,7 +157,7 @@ def test_quiet_days_over_months_stay_on_the_reference():
     kp = _kp()
     n = N_Y + DONOR_STRIDE * (int(kp[KP.n_donors]) - 1)
     y = np.zeros(n)
-    y[Y.host_nk], y[Y.host_t], y[Y.il15] = 20.0, 100.0, 8.0
+    y[Y.host_nk], y[Y.host_t], y[Y.il15], y[Y.host_treg] = 20.0, 100.0, 8.0, 3.0
     ref = y.copy()
     pk = np.zeros(B.N_PK)
     first = np.array([np.inf])
@@ -122,7 +172,7 @@ def test_quiet_days_over_months_stay_on_the_reference():
         total += steps
         ref = _reference_blood(kp, ref, 1.0, pk, first, dt=1.0 / 96)
     assert total <= 4 * 60  # a few steps a day, not 24
-    for j in (Y.host_nk, Y.host_t, Y.il15):
+    for j in (Y.host_nk, Y.host_t, Y.host_treg, Y.il15):
         assert abs(y[j] / ref[j] - 1.0) < 5e-5, (j, y[j], ref[j])
 
 
@@ -250,3 +300,31 @@ def test_a_merged_update_is_not_taken_when_it_would_be_inaccurate():
     rng = np.random.default_rng(4)
     assert K.quiet_marrow_days(kp, *_lattice(kp, 4, rng, occ=0.5, blast_share=0.9), 7, 1.0) == 0
     assert math.isfinite(K.QUIET_MARROW_MAX_P_DIV) and K.QUIET_MARROW_MAX_P_DIV < 1.0
+
+
+def test_days_with_il2dt_or_rhil15_are_not_quiet():
+    """IL2DT (t 1/2 about 1 h) killing Tregs and rhIL-15 (cleared within hours) keep a day step by step (0.6.0)."""
+    kp = _kp()
+    n = N_Y + DONOR_STRIDE * (int(kp[KP.n_donors]) - 1)
+    spd, n_steps = int(kp[KP.steps_per_day]), int(kp[KP.n_steps])
+    y = np.zeros(n)
+    y[Y.host_nk], y[Y.host_t], y[Y.host_treg], y[Y.il15] = 50.0, 100.0, 5.0, 3.0
+    none = np.zeros(0, dtype=np.int64)
+
+    def quiet(pk, y):
+        return K._quiet(kp, np.int64(spd * 40), np.int64(spd), np.int64(n_steps), np.int64(0), y, none, np.int64(0),
+                        pk)
+
+    pk = np.zeros(B.N_PK)
+    assert quiet(pk, y)
+    pk[B.PK_IL2DT] = 2 * B.QUIET_MAX_HAZARD / kp[KP.il2dt_kill_per_ug]
+    assert not quiet(pk, y)
+    pk[B.PK_IL2DT] = 0.0
+    pk[B.PK_RH_DEPOT] = 2 * B.QUIET_MAX_RHIL15 / kp[KP.rhil15_fold_per_ug]
+    assert not quiet(pk, y)
+    pk[B.PK_RH_DEPOT] = 0.0
+    y2 = y.copy()
+    y2[Y.il15_exo] = 2 * B.QUIET_MAX_RHIL15
+    assert not quiet(pk, y2)
+    pk[B.PK_N803_DEPOT] = 100.0  # N-803 (hours to days) is integrated on quiet days
+    assert quiet(pk, y)

@@ -29,7 +29,7 @@ from ..errors import NksimInputError
 from ..fileio import check_keys, read_toml
 from ..parameters import ParameterSet, load_parameters
 from ..protocol import resolve_protocol_path
-from ..quantities import PARAMETERS
+from ..quantities import PARAMETER_ALIASES, PARAMETERS
 from ..resources import data_path
 
 #: Folder of the shipped calibration configs, data and results (``calibration/`` at the repository
@@ -244,8 +244,8 @@ def _simulator(table: Mapping[str, Any], src: str, section: str) -> tuple[dict[s
             if not isinstance(v, bool):
                 raise _err(f"must be true or false, got {v!r}", src, key)
             other[k] = v
-        elif k in PARAMETERS:
-            spec = PARAMETERS[k]
+        elif k in PARAMETERS or k in PARAMETER_ALIASES:  # a deprecated key sets the keys it stands for (warned)
+            spec = PARAMETERS[PARAMETER_ALIASES.get(k, (k,))[0]]
             over[k] = _float(v, src, key, spec.lo, spec.hi)
         else:
             raise _err("unknown key: [simulator] takes end_day, early_stop and model parameter keys "
@@ -314,6 +314,9 @@ def load_config(path: str | Path) -> CalibrationConfig:
     model_priors = base.priors()
     fit: list[FitParameter] = []
     for n in names:
+        if n in PARAMETER_ALIASES:
+            raise _err(f"'{n}' is deprecated (it sets {list(PARAMETER_ALIASES[n])}): fit one of those instead", src,
+                       "fit.parameters")
         if n not in PARAMETERS:
             raise _err(f"unknown parameter '{n}' (see nksim/quantities.py)", src, "fit.parameters")
         spec = PARAMETERS[n]

@@ -79,7 +79,7 @@ BELOW_LOD = "<lod"
 #: * ``peak_donor_chimerism_pbmc`` / ``_nk``: peak over the window of the donor chimerism of blood
 #:   lymphocytes / of blood NK (percent; compared on the log10 scale, ``log10_sd``);
 #: * ``peak_day``: day of the PBMC chimerism peak within the window (linear scale, ``sd``);
-#: * ``lymphocyte_count``: blood lymphocytes per uL (host NK + host T + donor NK) on the single
+#: * ``lymphocyte_count``: blood lymphocytes per uL (host NK + host T + Tregs + donor NK) on the single
 #:   day ``window = [d, d]`` (log10 scale, ``log10_sd``).
 TARGET_QUANTITIES: dict[str, str] = {
     "peak_donor_chimerism_pbmc": "percent",

@@ -272,5 +272,5 @@ def donor_nk_per_ul(rec: np.ndarray, start_day: float, day: float) -> float:
 
 
 def lymphocyte_count(rec: np.ndarray, start_day: float, day: float) -> float:
-    """Blood lymphocytes per uL (host NK + host T + donor NK) on ``day`` (NaN if not simulated)."""
-    return _day_sum(rec, start_day, day, ("host_nk_blood", "host_t_blood", "donor_nk_blood"))
+    """Blood lymphocytes per uL (host NK + host T + host Tregs + donor NK) on ``day`` (NaN if not simulated)."""
+    return _day_sum(rec, start_day, day, ("host_nk_blood", "host_t_blood", "host_treg_blood", "donor_nk_blood"))

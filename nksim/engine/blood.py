@@ -1,17 +1,18 @@
 """The blood compartment: drug PK/PD, cytokines, priming, rejection and the blood ODEs with their integrators.
 
-Well mixed and deterministic (docs/architecture.md, "What one simulation is"): host NK and host
-T per uL, IL-15 relative to baseline, each donor's NK in blood and in other tissues (whole-body
-cells), driven by the drug kill hazard (Flu/Cy amounts, analytic first-order elimination), the
-exogenous cytokines (s.c. depot -> central, analytic) and the host's primed response to each
-donor (Erlang delay). Two integrators advance the same right-hand side (:func:`blood_rhs`):
+Well mixed and deterministic (docs/architecture.md, "What one simulation is"): host NK, host T and
+host Tregs per uL, endogenous IL-15 relative to baseline, exogenous rhIL-15 (fold of the baseline
+IL-15 concentration), each donor's NK in blood and in other tissues (whole-body cells), driven by
+the PK state (Flu/Cy amounts, the cytokines' s.c. depots and central amounts, IL2DT: all first order,
+analytic; :func:`pk_inputs`) and the host's primed response to each donor (Erlang delay). Two
+integrators advance the same right-hand side (:func:`blood_rhs`):
 
 * :func:`rk4_blood`: one kernel step ``dt`` while NK agents live in the marrow (the agents and the
   blood exchange cells every step), sub-stepped where the system is stiff;
 * :func:`quiet_day`: a whole quiet day (no agent, no event, no donor pool large enough to home)
   with the Rosenbrock 2(3) pair of Shampine & Reichelt (MATLAB's ``ode23s``) under error control:
   L-stable, so IL-15's fast relaxation (about 10 day-1) does not force short steps; the drug
-  hazard, the cytokine effects and the priming are evaluated at each stage's own time.
+  hazards, the cytokine amounts and the priming are evaluated at each stage's own time.
 """
 from __future__ import annotations
 
@@ -20,31 +21,151 @@ import math
 import numpy as np
 from numba import njit
 
-from .layout import DONOR_STRIDE, KP, Y
+from .layout import DONOR_STRIDE, EV, KP, Y
+
+# --------------------------------------------------------------------------- PK state and its inputs to the blood
+#: The PK state ``pk`` (float64 array, :data:`N_PK`): the time (days since the start) it refers to, the
+#: drug amounts (mg), the s.c. depot and central amount of IL-2 (MIU) and of N-803 (ug), the IL2DT amount in
+#: plasma (ug) and the s.c. depot of rhIL-15 (ug). Everything here decays first order, so :func:`pk_inputs`
+#: evaluates it exactly at any later time.
+PK_T0, PK_FLU, PK_CY, PK_IL2_DEPOT, PK_IL2, PK_N803_DEPOT, PK_N803, PK_IL2DT, PK_RH_DEPOT = range(9)
+N_PK = 9
+#: The inputs ``u`` of the blood ODEs at one time (float64 array, :data:`N_U`), computed from the PK state by
+#: :func:`pk_inputs`: the fludarabine and cyclophosphamide reference hazards (day-1), the IL-2 (MIU) and N-803
+#: (ug) central amounts, the IL2DT kill hazard on host Tregs (day-1) and the rhIL-15 absorbed from its s.c.
+#: depot (fold of the baseline IL-15 concentration per day).
+U_HF, U_HC, U_IL2, U_N803, U_DTX, U_RH_IN = range(6)
+N_U = 6
+
+
+@njit(cache=True)
+def flu_hazard(kp, flu_amt):
+    """Fludarabine reference kill hazard (day-1) for an amount ``flu_amt`` (mg): an Emax term."""
+    cf = flu_amt / kp[KP.drugs_flu_volume]
+    return kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50])
+
+
+@njit(cache=True)
+def cy_hazard(kp, cy_amt):
+    """Cyclophosphamide reference kill hazard (day-1) for an amount ``cy_amt`` (mg): an Emax term."""
+    cc = cy_amt / kp[KP.drugs_cy_volume]
+    return kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50])
 
 
 @njit(cache=True)
 def drug_hazard(kp, flu_amt, cy_amt):
-    """Kill hazard (day-1) on blood lymphocytes for drug amounts (mg): sum of two Emax terms."""
-    cf = flu_amt / kp[KP.drugs_flu_volume]
-    cc = cy_amt / kp[KP.drugs_cy_volume]
-    return (kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50])
-            + kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50]))
+    """Flu + Cy reference kill hazard (day-1), as on marrow cells and donor NK: the sum of the two Emax terms.
+
+    Host lineages weigh the two terms by their own sensitivities (:func:`lineage_hazards`).
+    """
+    return flu_hazard(kp, flu_amt) + cy_hazard(kp, cy_amt)
 
 
 @njit(cache=True)
-def nk_proliferation(kp, il15):
-    """Donor NK division rate (day-1) at relative IL-15 ``il15``: basal + Emax in the excess over 1."""
+def lineage_hazards(kp, u):
+    """Flu/Cy kill hazards (day-1) on host NK, T and Tregs at inputs ``u``: each drug term times a sensitivity.
+
+    IL2DT's hazard on Tregs (``u[U_DTX]``) is not included.
+    """
+    hf = u[U_HF]
+    hc = u[U_HC]
+    return (kp[KP.host_nk_flu_sensitivity] * hf + kp[KP.host_nk_cy_sensitivity] * hc,
+            kp[KP.host_t_flu_sensitivity] * hf + kp[KP.host_t_cy_sensitivity] * hc,
+            kp[KP.host_treg_flu_sensitivity] * hf + kp[KP.host_treg_cy_sensitivity] * hc)
+
+
+@njit(cache=True)
+def pk_inputs(kp, pk, s, u):
+    """Fill ``u`` with the blood's inputs ``s`` days after the PK state ``pk`` (exact first-order decay)."""
+    u[U_HF] = flu_hazard(kp, pk[PK_FLU] * math.exp(-kp[KP.flu_elimination_rate] * s))
+    u[U_HC] = cy_hazard(kp, pk[PK_CY] * math.exp(-kp[KP.cy_elimination_rate] * s))
+    u[U_IL2] = 0.0
+    u[U_N803] = 0.0
+    u[U_DTX] = 0.0
+    u[U_RH_IN] = 0.0
+    if pk[PK_IL2_DEPOT] + pk[PK_IL2] > 0.0:
+        u[U_IL2] = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate], kp[KP.il2_elimination_rate],
+                              s)[1]
+    if pk[PK_N803_DEPOT] + pk[PK_N803] > 0.0:
+        u[U_N803] = depot_step(pk[PK_N803_DEPOT], pk[PK_N803], kp[KP.n803_absorption_rate],
+                               kp[KP.n803_elimination_rate], s)[1]
+    if pk[PK_IL2DT] > 0.0:
+        u[U_DTX] = kp[KP.il2dt_kill_per_ug] * pk[PK_IL2DT] * math.exp(-kp[KP.il2dt_elimination_rate] * s)
+    if pk[PK_RH_DEPOT] > 0.0:
+        ka = kp[KP.rhil15_sc_absorption_rate]
+        u[U_RH_IN] = ka * pk[PK_RH_DEPOT] * math.exp(-ka * s) * kp[KP.rhil15_fold_per_ug]
+
+
+@njit(cache=True)
+def pk_advance(kp, pk, dt):
+    """Advance the PK state ``pk`` by ``dt`` days in place (exact), its time ``pk[PK_T0]`` included."""
+    pk[PK_T0] += dt
+    pk[PK_FLU] *= math.exp(-kp[KP.flu_elimination_rate] * dt)
+    pk[PK_CY] *= math.exp(-kp[KP.cy_elimination_rate] * dt)
+    pk[PK_IL2DT] *= math.exp(-kp[KP.il2dt_elimination_rate] * dt)
+    pk[PK_RH_DEPOT] *= math.exp(-kp[KP.rhil15_sc_absorption_rate] * dt)
+    if pk[PK_IL2_DEPOT] + pk[PK_IL2] > 0.0:
+        pk[PK_IL2_DEPOT], pk[PK_IL2] = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate],
+                                                  kp[KP.il2_elimination_rate], dt)
+    if pk[PK_N803_DEPOT] + pk[PK_N803] > 0.0:
+        pk[PK_N803_DEPOT], pk[PK_N803] = depot_step(pk[PK_N803_DEPOT], pk[PK_N803], kp[KP.n803_absorption_rate],
+                                                    kp[KP.n803_elimination_rate], dt)
+
+
+@njit(cache=True)
+def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
+    """Apply one protocol event (kind code ``EV.*``, ``amount`` in its amount unit) at time ``t`` (days since start).
+
+    Drug doses go into the PK amounts, IL2DT into plasma, s.c. cytokines into their depots (IL-2
+    and rhIL-15 s.c. times their bioavailability), an i.v. rhIL-15 bolus into the exogenous IL-15
+    state, an NK infusion into its donor's blood pool (the donor's first infusion starts the host's
+    priming clock). ``il15_agonist`` is N-803 (a deprecated alias).
+    """
+    if kind == EV.fludarabine:
+        pk[PK_FLU] += amount
+    elif kind == EV.cyclophosphamide:
+        pk[PK_CY] += amount
+    elif kind == EV.nk_infusion:
+        y[Y.donor_nk_blood + DONOR_STRIDE * donor] += amount
+        if first_exposure[donor] == np.inf:
+            first_exposure[donor] = t
+    elif kind == EV.il2:
+        pk[PK_IL2_DEPOT] += kp[KP.il2_bioavailability] * amount  # the share of an s.c. dose that reaches plasma
+    elif kind == EV.n803 or kind == EV.il15_agonist:
+        pk[PK_N803_DEPOT] += amount
+    elif kind == EV.il2dt:
+        pk[PK_IL2DT] += amount
+    elif kind == EV.rhil15_iv:
+        y[Y.il15_exo] += kp[KP.rhil15_fold_per_ug] * amount
+    elif kind == EV.rhil15_sc:
+        pk[PK_RH_DEPOT] += kp[KP.rhil15_sc_bioavailability] * amount
+
+
+# --------------------------------------------------------------------------- IL-15 signals and donor NK rates
+@njit(cache=True)
+def il15_exogenous(kp, y, u):
+    """The exogenous IL-15 signal (fold of the baseline IL-15 concentration): rhIL-15 in plasma plus N-803."""
+    return y[Y.il15_exo] + kp[KP.n803_fold_per_ug] * u[U_N803]
+
+
+@njit(cache=True)
+def nk_proliferation(kp, il15, x_exo):
+    """Donor NK division rate (day-1) from IL-15: basal + Emax in the IL-15 signal above baseline.
+
+    The signal is the endogenous excess ``max(il15 - 1, 0)`` plus the exogenous signal ``x_exo``
+    (rhIL-15, N-803: one dose-response for every IL-15 signal).
+    """
     x = il15 - 1.0
     if x < 0.0:
         x = 0.0
+    x += x_exo
     return kp[KP.nk_proliferation_rate] + kp[KP.patient_nk_il15_proliferation_max] * x / (x + kp[KP.nk_il15_ec50])
 
 
 @njit(cache=True)
-def nk_division_rate(kp, il15, sup_prolif):
-    """Donor NK division rate (day-1): IL-15-driven plus cytokine support, at most ``nk.max_division_rate``."""
-    rate = nk_proliferation(kp, il15) + sup_prolif
+def nk_division_rate(kp, il15, x_exo, sup_prolif):
+    """Donor NK division rate (day-1): IL-15-driven plus IL-2 support, at most ``nk.max_division_rate``."""
+    rate = nk_proliferation(kp, il15, x_exo) + sup_prolif
     cap = kp[KP.nk_max_division_rate]
     return rate if rate < cap else cap
 
@@ -86,93 +207,171 @@ def depot_step(depot, central, ka, ke, dt):
 
 
 @njit(cache=True)
-def cytokine_support(kp, il2, il15a):
-    """Effects of exogenous cytokines on donor NK, from central amounts ``il2`` (MIU), ``il15a`` (ug).
+def treg_competition(kp, y):
+    """Share of the IL-2 signal left to donor NK by host Tregs: ``1 / (1 + R / treg.nk_half_suppression)``."""
+    return 1.0 / (1.0 + y[Y.host_treg] / kp[KP.treg_nk_half_suppression])
 
-    Returns ``(extra division rate day-1, death-rate multiplier, combined support 0..1)``: each
-    cytokine acts through its occupancy ``f = A / (A + EC50)``; division rises by
-    ``proliferation_max * f``, homeostatic death falls by the factor ``1 - survival_effect * f``.
+
+@njit(cache=True)
+def cytokine_support(kp, y, u):
+    """Effects of exogenous cytokines on donor NK at blood state ``y`` and inputs ``u`` (:func:`pk_inputs`).
+
+    Returns ``(extra division rate day-1 from IL-2, death-rate multiplier, combined support 0..1)``.
+    IL-2 acts through its occupancy ``f2 = phi C2 / (C2 + EC50)`` of its central amount (the
+    product's EC50, ``donor_il2_ec50``; ``phi``: the share host Tregs leave, :func:`treg_competition`,
+    Bachanova 2014: competition for IL-2, not IL-15): division rises by ``il2.proliferation_max * f2``,
+    homeostatic death falls by ``1 - il2.survival_effect * f2``. Exogenous IL-15 (rhIL-15, N-803:
+    :func:`il15_exogenous`) drives division through the IL-15 dose-response (:func:`nk_proliferation`)
+    and lowers death by ``1 - il15.exo_survival_effect * fe``, ``fe = x / (x + nk.il15_ec50)``. The
+    multiplier of ``nk.death_rate`` includes the product's own factor (``donor_death_factor``).
     """
-    f2 = il2 / (il2 + kp[KP.il2_ec50]) if il2 > 0.0 else 0.0
-    f15 = il15a / (il15a + kp[KP.il15_agonist_ec50]) if il15a > 0.0 else 0.0
-    prolif = kp[KP.il2_proliferation_max] * f2 + kp[KP.il15_agonist_proliferation_max] * f15
-    death = (1.0 - kp[KP.il2_survival_effect] * f2) * (1.0 - kp[KP.il15_agonist_survival_effect] * f15)
-    support = 1.0 - (1.0 - f2) * (1.0 - f15)
+    il2 = u[U_IL2]
+    f2 = treg_competition(kp, y) * il2 / (il2 + kp[KP.donor_il2_ec50]) if il2 > 0.0 else 0.0
+    xe = il15_exogenous(kp, y, u)
+    fe = xe / (xe + kp[KP.nk_il15_ec50]) if xe > 0.0 else 0.0
+    prolif = kp[KP.il2_proliferation_max] * f2
+    death = (kp[KP.donor_death_factor] * (1.0 - kp[KP.il2_survival_effect] * f2)
+             * (1.0 - kp[KP.il15_exo_survival_effect] * fe))
+    support = 1.0 - (1.0 - f2) * (1.0 - fe)
     return prolif, death, support
 
 
 @njit(cache=True)
-def donor_nk_rejection(kp, host_t, primed):
-    """Rejection rate (day-1) of one donor's NK: ``rejection_rate * T/T0 + primed_rejection_rate * primed * (T/T0)^e``.
+def _primed_t_factor(kp, t_rel):
+    """``(T/T0)^e`` of the primed rejection (1 for ``e`` = 0; 0 without host T)."""
+    e = kp[KP.allo_primed_t_exponent]
+    return 1.0 if e == 0.0 else (t_rel ** e if t_rel > 0.0 else 0.0)
+
+
+@njit(cache=True)
+def _rejection_boost(kp, x_exo):
+    """Factor on the primed rejection from exogenous IL-15: ``1 + boost x / (x + host.t_il15_ec50)``."""
+    return 1.0 + kp[KP.allo_il15_rejection_boost] * x_exo / (x_exo + kp[KP.host_t_il15_ec50]) if x_exo > 0.0 else 1.0
+
+
+@njit(cache=True)
+def donor_nk_rejection(kp, host_t, primed, x_exo):
+    """Rejection rate (day-1) of one donor's NK: ``rejection_rate T/T0 + primed_rejection_rate primed (T/T0)^e B``.
 
     The first term is the unprimed (innate and naive T-cell) rejection, proportional to the host
     T count; the second is the primed anti-donor response, which expands clonally from the
     surviving T-cell pool and so depends on it less than in proportion: ``e`` =
     ``allo.primed_t_exponent`` (0: independent of the T count; 1: proportional to it).
+    ``B = 1 + allo.il15_rejection_boost x / (x + host.t_il15_ec50)``: exogenous IL-15 (``x_exo``,
+    :func:`il15_exogenous`) speeds the primed T cells' killing of donor NK (Berrien-Elliott 2022).
+    0 for a host that tolerates the donor (``kp[KP.allo_rejection_enabled]`` = 0: ``protocol.host_tolerant``).
     """
+    if kp[KP.allo_rejection_enabled] == 0.0:  # a tolerant host (protocol.host_tolerant)
+        return 0.0
     t_rel = host_t / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0
-    e = kp[KP.allo_primed_t_exponent]
-    t_fac = 1.0 if e == 0.0 else (t_rel ** e if t_rel > 0.0 else 0.0)
-    return kp[KP.nk_rejection_rate] * t_rel + kp[KP.allo_primed_rejection_rate] * primed * t_fac
+    return (kp[KP.nk_rejection_rate] * t_rel
+            + kp[KP.allo_primed_rejection_rate] * primed * _primed_t_factor(kp, t_rel) * _rejection_boost(kp, x_exo))
 
 
 @njit(cache=True)
 def il15_consumers(kp, y, marrow_donor):
-    """IL-15 consumers relative to baseline: (host NK + host T + w * all donor NK) / (NK0 + T0).
+    """IL-15 consumers relative to baseline: (host NK + host T + Tregs + w * all donor NK) / (NK0 + T0 + R0).
 
     Host blood counts stand for their whole-body pools; donor NK (blood, other tissues and
     ``marrow_donor``, whole body) enter on the same scale through ``donor_il15_consumption``.
+    Tregs consume like any host lymphocyte (weight 1; an assumption).
     """
     donor = marrow_donor
     for d in range(int(kp[KP.n_donors])):
         donor += y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d]
-    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
-    return (y[Y.host_nk] + y[Y.host_t] + kp[KP.donor_il15_consumption] * donor) / base if base > 0 else 0.0
+    base = _il15_consumer_base(kp)
+    return ((y[Y.host_nk] + y[Y.host_t] + y[Y.host_treg] + kp[KP.donor_il15_consumption] * donor) / base
+            if base > 0 else 0.0)
 
 
 @njit(cache=True)
-def blood_rhs(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, out):
-    """Right-hand side of the blood ODEs (per day); ``hazard`` is the drug kill hazard.
+def _il15_consumer_base(kp):
+    """The host lymphocytes per uL at baseline that consume IL-15: NK0 + T0 + R0."""
+    return kp[KP.host_nk_baseline] + kp[KP.host_t_baseline] + kp[KP.host_treg_baseline]
+
+
+@njit(cache=True)
+def _gompertz(rate, base, x):
+    """Gompertz regrowth ``rate * x * ln(base / x)`` toward ``base`` (0 without a baseline)."""
+    return rate * x * math.log(base / x) if base > 0 else 0.0
+
+
+@njit(cache=True)
+def _gompertz_slope(rate, base, x):
+    """d/dx of :func:`_gompertz`: ``rate * (ln(base / x) - 1)``."""
+    return rate * (math.log(base / x) - 1.0) if base > 0 else 0.0
+
+
+@njit(cache=True)
+def treg_il2_growth(kp, u):
+    """IL-2-driven expansion of host Tregs (day-1): ``treg.il2_proliferation_max * C2 / (C2 + treg.il2_ec50)``."""
+    il2 = u[U_IL2]
+    return kp[KP.treg_il2_proliferation_max] * il2 / (il2 + kp[KP.treg_il2_ec50]) if il2 > 0.0 else 0.0
+
+
+@njit(cache=True)
+def host_il15_growth(kp, x_exo):
+    """Growth (day-1) of host NK and host T under exogenous IL-15 ``x_exo`` (rhIL-15, N-803): an Emax each.
+
+    Only the exogenous signal: the endogenous rise after lymphodepletion is in the calibrated
+    Gompertz recovery. Tregs have no IL-15 term (Romee 2018).
+    """
+    if x_exo <= 0.0:
+        return 0.0, 0.0
+    return (kp[KP.host_nk_il15_proliferation_max] * x_exo / (x_exo + kp[KP.nk_il15_ec50]),
+            kp[KP.host_t_il15_proliferation_max] * x_exo / (x_exo + kp[KP.host_t_il15_ec50]))
+
+
+@njit(cache=True)
+def blood_rhs(kp, y, u, marrow_donor, primed, out):
+    """Right-hand side of the blood ODEs (per day) at state ``y`` and inputs ``u`` (:func:`pk_inputs`).
 
     ``y`` and ``out`` are indexed by ``Y`` (:data:`nksim.quantities.BLOOD_STATE`), donor ``d`` at
     ``+ DONOR_STRIDE * d``. ``marrow_donor``: donor NK in the marrow (whole body, held fixed over
-    the step); ``primed[d]``: the host's primed response to donor ``d``; ``sup_prolif``,
-    ``sup_death``: cytokine effects (:func:`cytokine_support`).
+    the step); ``primed[d]``: the host's primed response to donor ``d``. Host NK, T and Tregs take
+    each drug's reference hazard times their own sensitivity (:func:`lineage_hazards`); donor NK take
+    the reference hazards unscaled, as marrow cells do. Tregs regrow (Gompertz), expand under IL-2
+    and are killed by IL2DT; host NK and T grow under exogenous IL-15; exogenous rhIL-15 is absorbed
+    from its depot, cleared renally and consumed by lymphocytes like endogenous IL-15.
     """
     hnk = max(y[Y.host_nk], 1e-12)
     ht = max(y[Y.host_t], 1e-12)
+    hr = max(y[Y.host_treg], 1e-12)
     il = y[Y.il15]
-    h_nk = kp[KP.host_nk_drug_sensitivity] * hazard
-    h_t = kp[KP.host_t_drug_sensitivity] * hazard
-    r_nk = kp[KP.patient_host_nk_recovery_rate]
-    r_t = kp[KP.patient_host_t_recovery_rate]
-    nk0 = kp[KP.host_nk_baseline]
-    t0 = kp[KP.host_t_baseline]
-    out[Y.host_nk] = r_nk * hnk * math.log(nk0 / hnk) - h_nk * hnk if nk0 > 0 else -h_nk * hnk
-    out[Y.host_t] = r_t * ht * math.log(t0 / ht) - h_t * ht if t0 > 0 else -h_t * ht
+    h_nk, h_t, h_r = lineage_hazards(kp, u)
+    hazard = u[U_HF] + u[U_HC]
+    xe = il15_exogenous(kp, y, u)
+    g_nk, g_t = host_il15_growth(kp, xe)
+    sup_prolif, sup_death, _ = cytokine_support(kp, y, u)
+    out[Y.host_nk] = _gompertz(kp[KP.patient_host_nk_recovery_rate], kp[KP.host_nk_baseline], hnk) + (g_nk - h_nk) * hnk
+    out[Y.host_t] = _gompertz(kp[KP.patient_host_t_recovery_rate], kp[KP.host_t_baseline], ht) + (g_t - h_t) * ht
+    out[Y.host_treg] = (_gompertz(kp[KP.treg_recovery_rate], kp[KP.host_treg_baseline], hr)
+                        + (treg_il2_growth(kp, u) - h_r - u[U_DTX]) * hr)
     # IL-15: production balances removal at baseline (il = 1); removal = clearance + consumption by
-    # every lymphocyte: host NK and T (blood counts standing for their whole-body pools) and all
-    # donor NK (blood, other tissues, marrow) converted to the same blood-count scale
+    # every lymphocyte: host NK, T and Tregs (blood counts standing for their whole-body pools) and all
+    # donor NK (blood, other tissues, marrow) converted to the same blood-count scale. Exogenous rhIL-15:
+    # input from its s.c. depot, renal clearance and the same consumption.
     n_donors = int(kp[KP.n_donors])
     tau = kp[KP.il15_turnover_rate]
     k_clear = tau / kp[KP.il15_max_fold]
     k_cons = tau - k_clear
     lrel = il15_consumers(kp, y, marrow_donor)
     out[Y.il15] = tau - (k_clear + k_cons * lrel) * il
+    out[Y.il15_exo] = u[U_RH_IN] - (kp[KP.rhil15_elimination_rate] + k_cons * lrel) * y[Y.il15_exo]
     # donor NK outside the marrow: division - death - rejection - drug, and tissue exchange
-    grow = nk_division_rate(kp, il, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
+    grow = nk_division_rate(kp, il, xe, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
     up = kp[KP.donor_tissue_uptake_rate]
     back = kp[KP.donor_tissue_return_rate]
     for d in range(n_donors):
         ib = Y.donor_nk_blood + DONOR_STRIDE * d
         it = Y.donor_nk_tissue + DONOR_STRIDE * d
-        net = grow - donor_nk_rejection(kp, y[Y.host_t], primed[d])
+        net = grow - donor_nk_rejection(kp, y[Y.host_t], primed[d], xe)
         out[ib] = net * y[ib] - up * y[ib] + back * y[it]
         out[it] = net * y[it] + up * y[ib] - back * y[it]
 
 
 @njit(cache=True)
-def blood_jacobian(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, jac):
+def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
     """Jacobian ``d blood_rhs / d y`` (per day) at state ``y``, with the inputs held (as :func:`blood_rhs`).
 
     Written out from :func:`blood_rhs` term by term (``tests/test_quiet_days.py`` checks it
@@ -182,79 +381,118 @@ def blood_jacobian(kp, y, hazard, marrow_donor, primed, sup_prolif, sup_death, j
     for i in range(n):
         for j in range(n):
             jac[i, j] = 0.0
-    nk0 = kp[KP.host_nk_baseline]
-    t0 = kp[KP.host_t_baseline]
-    if nk0 > 0 and y[Y.host_nk] > 1e-12:
-        jac[Y.host_nk, Y.host_nk] = (kp[KP.patient_host_nk_recovery_rate] * (math.log(nk0 / y[Y.host_nk]) - 1.0)
-                                     - kp[KP.host_nk_drug_sensitivity] * hazard)
-    elif y[Y.host_nk] > 1e-12:
-        jac[Y.host_nk, Y.host_nk] = -kp[KP.host_nk_drug_sensitivity] * hazard
-    if t0 > 0 and y[Y.host_t] > 1e-12:
-        jac[Y.host_t, Y.host_t] = (kp[KP.patient_host_t_recovery_rate] * (math.log(t0 / y[Y.host_t]) - 1.0)
-                                   - kp[KP.host_t_drug_sensitivity] * hazard)
-    elif y[Y.host_t] > 1e-12:
-        jac[Y.host_t, Y.host_t] = -kp[KP.host_t_drug_sensitivity] * hazard
+    h_nk, h_t, h_r = lineage_hazards(kp, u)
+    hazard = u[U_HF] + u[U_HC]
+    xe = il15_exogenous(kp, y, u)
+    g_nk, g_t = host_il15_growth(kp, xe)
+    ec_nk = kp[KP.nk_il15_ec50]
+    ec_t = kp[KP.host_t_il15_ec50]
+    dfe_nk = ec_nk / ((xe + ec_nk) * (xe + ec_nk))  # d/dx of x / (x + EC50) (x = xe >= 0)
+    dfe_t = ec_t / ((xe + ec_t) * (xe + ec_t))
+    fe_nk = xe / (xe + ec_nk)
+    sup_prolif, sup_death, _ = cytokine_support(kp, y, u)
+    hnk = max(y[Y.host_nk], 1e-12)
+    ht = max(y[Y.host_t], 1e-12)
+    if y[Y.host_nk] > 1e-12:
+        jac[Y.host_nk, Y.host_nk] = (_gompertz_slope(kp[KP.patient_host_nk_recovery_rate], kp[KP.host_nk_baseline],
+                                                     y[Y.host_nk]) + g_nk - h_nk)
+    if y[Y.host_t] > 1e-12:
+        jac[Y.host_t, Y.host_t] = (_gompertz_slope(kp[KP.patient_host_t_recovery_rate], kp[KP.host_t_baseline],
+                                                   y[Y.host_t]) + g_t - h_t)
+    jac[Y.host_nk, Y.il15_exo] = kp[KP.host_nk_il15_proliferation_max] * dfe_nk * hnk
+    jac[Y.host_t, Y.il15_exo] = kp[KP.host_t_il15_proliferation_max] * dfe_t * ht
+    if y[Y.host_treg] > 1e-12:
+        jac[Y.host_treg, Y.host_treg] = (_gompertz_slope(kp[KP.treg_recovery_rate], kp[KP.host_treg_baseline],
+                                                         y[Y.host_treg]) + treg_il2_growth(kp, u) - h_r - u[U_DTX])
     n_donors = int(kp[KP.n_donors])
     il = y[Y.il15]
     tau = kp[KP.il15_turnover_rate]
     k_clear = tau / kp[KP.il15_max_fold]
     k_cons = tau - k_clear
-    base = kp[KP.host_nk_baseline] + kp[KP.host_t_baseline]
+    base = _il15_consumer_base(kp)
     lrel = il15_consumers(kp, y, marrow_donor)
     jac[Y.il15, Y.il15] = -(k_clear + k_cons * lrel)
+    jac[Y.il15_exo, Y.il15_exo] = -(kp[KP.rhil15_elimination_rate] + k_cons * lrel)
     if base > 0:
-        per = -k_cons * il / base
-        jac[Y.il15, Y.host_nk] = per
-        jac[Y.il15, Y.host_t] = per
-        for d in range(n_donors):
-            jac[Y.il15, Y.donor_nk_blood + DONOR_STRIDE * d] = per * kp[KP.donor_il15_consumption]
-            jac[Y.il15, Y.donor_nk_tissue + DONOR_STRIDE * d] = per * kp[KP.donor_il15_consumption]
-    # donor NK: division (through IL-15, below its cap) - death - rejection (through host T) - drug, exchange
-    grow = nk_division_rate(kp, il, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
-    ddiv_dil = 0.0
-    x = il - 1.0
-    if x > 0.0 and nk_proliferation(kp, il) + sup_prolif < kp[KP.nk_max_division_rate]:
-        ec50 = kp[KP.nk_il15_ec50]
-        ddiv_dil = kp[KP.patient_nk_il15_proliferation_max] * ec50 / ((x + ec50) * (x + ec50))
+        for row, level in ((Y.il15, il), (Y.il15_exo, y[Y.il15_exo])):
+            per = -k_cons * level / base
+            jac[row, Y.host_nk] = per
+            jac[row, Y.host_t] = per
+            jac[row, Y.host_treg] = per
+            for d in range(n_donors):
+                jac[row, Y.donor_nk_blood + DONOR_STRIDE * d] = per * kp[KP.donor_il15_consumption]
+                jac[row, Y.donor_nk_tissue + DONOR_STRIDE * d] = per * kp[KP.donor_il15_consumption]
+    # donor NK: division (through endogenous and exogenous IL-15 and the Tregs' share of IL-2, below its cap) -
+    # death (through the Tregs' share of IL-2 and exogenous IL-15) - rejection (through host T and exogenous
+    # IL-15) - drug, exchange
+    grow = nk_division_rate(kp, il, xe, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard
+    below_cap = nk_proliferation(kp, il, xe) + sup_prolif < kp[KP.nk_max_division_rate]
+    x_tot = max(il - 1.0, 0.0) + xe
+    ddiv_dx = 0.0  # d division / d (IL-15 signal), below the cap
+    if below_cap:
+        ddiv_dx = kp[KP.patient_nk_il15_proliferation_max] * ec_nk / ((x_tot + ec_nk) * (x_tot + ec_nk))
+    ddiv_dil = ddiv_dx if il > 1.0 else 0.0
+    se = kp[KP.il15_exo_survival_effect]
+    il2 = u[U_IL2]
+    f2 = treg_competition(kp, y) * il2 / (il2 + kp[KP.donor_il2_ec50]) if il2 > 0.0 else 0.0
+    # exogenous IL-15: division through the signal, death through 1 - se fe
+    dgrow_dx = ddiv_dx + kp[KP.nk_death_rate] * kp[KP.donor_death_factor] * (
+        1.0 - kp[KP.il2_survival_effect] * f2) * se * dfe_nk
+    # Treg competition phi = 1 / (1 + R / R_half) scales the IL-2 occupancy f2 of cytokine_support
+    dgrow_dr = 0.0
+    if il2 > 0.0:
+        r_half = kp[KP.treg_nk_half_suppression]
+        q = 1.0 + y[Y.host_treg] / r_half
+        dphi_dr = -1.0 / (r_half * q * q)
+        f2_raw = il2 / (il2 + kp[KP.donor_il2_ec50])
+        dsd_dr = kp[KP.donor_death_factor] * (-kp[KP.il2_survival_effect] * f2_raw * dphi_dr) * (1.0 - se * fe_nk)
+        dgrow_dr = -kp[KP.nk_death_rate] * dsd_dr
+        if below_cap:
+            dgrow_dr += kp[KP.il2_proliferation_max] * f2_raw * dphi_dr
     t_base = kp[KP.host_t_baseline]
+    enabled = kp[KP.allo_rejection_enabled] != 0.0
+    boost = _rejection_boost(kp, xe)
     up = kp[KP.donor_tissue_uptake_rate]
     back = kp[KP.donor_tissue_return_rate]
     for d in range(n_donors):
         ib = Y.donor_nk_blood + DONOR_STRIDE * d
         it = Y.donor_nk_tissue + DONOR_STRIDE * d
-        net = grow - donor_nk_rejection(kp, y[Y.host_t], primed[d])
+        net = grow - donor_nk_rejection(kp, y[Y.host_t], primed[d], xe)
         drej_dt = 0.0
-        if t_base > 0:
+        drej_dx = 0.0
+        if t_base > 0 and enabled:
             t_rel = y[Y.host_t] / t_base
             e = kp[KP.allo_primed_t_exponent]
             drej_dt = kp[KP.nk_rejection_rate] / t_base
+            primed_rate = kp[KP.allo_primed_rejection_rate] * primed[d]
             if e == 1.0:
-                drej_dt += kp[KP.allo_primed_rejection_rate] * primed[d] / t_base
+                drej_dt += primed_rate * boost / t_base
             elif e > 0.0 and t_rel > 0.0:
-                drej_dt += kp[KP.allo_primed_rejection_rate] * primed[d] * e * t_rel ** (e - 1.0) / t_base
+                drej_dt += primed_rate * boost * e * t_rel ** (e - 1.0) / t_base
+            drej_dx = primed_rate * _primed_t_factor(kp, t_rel) * kp[KP.allo_il15_rejection_boost] * dfe_t
         jac[ib, ib] = net - up
         jac[ib, it] = back
         jac[it, it] = net - back
         jac[it, ib] = up
-        jac[ib, Y.il15] = ddiv_dil * y[ib]
-        jac[it, Y.il15] = ddiv_dil * y[it]
-        jac[ib, Y.host_t] = -drej_dt * y[ib]
-        jac[it, Y.host_t] = -drej_dt * y[it]
+        for j, slope in ((Y.il15, ddiv_dil), (Y.host_t, -drej_dt), (Y.host_treg, dgrow_dr),
+                         (Y.il15_exo, dgrow_dx - drej_dx)):
+            jac[ib, j] = slope * y[ib]
+            jac[it, j] = slope * y[it]
 
 
 @njit(cache=True)
-def _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp):
+def _rk4_substep(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp):
     n = y.shape[0]
-    blood_rhs(kp, y, h0, marrow_donor, primed, sup_prolif, sup_death, k1)
+    blood_rhs(kp, y, u0, marrow_donor, primed, k1)
     for i in range(n):
         tmp[i] = y[i] + 0.5 * dt * k1[i]
-    blood_rhs(kp, tmp, hmid, marrow_donor, primed, sup_prolif, sup_death, k2)
+    blood_rhs(kp, tmp, um, marrow_donor, primed, k2)
     for i in range(n):
         tmp[i] = y[i] + 0.5 * dt * k2[i]
-    blood_rhs(kp, tmp, hmid, marrow_donor, primed, sup_prolif, sup_death, k3)
+    blood_rhs(kp, tmp, um, marrow_donor, primed, k3)
     for i in range(n):
         tmp[i] = y[i] + dt * k3[i]
-    blood_rhs(kp, tmp, h1, marrow_donor, primed, sup_prolif, sup_death, k4)
+    blood_rhs(kp, tmp, u1, marrow_donor, primed, k4)
     for i in range(n):
         y[i] = y[i] + dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
         if y[i] < 0.0:
@@ -262,61 +500,79 @@ def _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_
 
 
 @njit(cache=True)
-def blood_stiffness(kp, y, hazard, marrow_donor, primed, sup_prolif):
-    """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y``."""
+def blood_stiffness(kp, y, u, marrow_donor, primed):
+    """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y`` and inputs ``u``.
+
+    Every term grows with every input, so ``u`` may be the componentwise largest inputs over a step.
+    """
     n_donors = int(kp[KP.n_donors])
     tau = kp[KP.il15_turnover_rate]
     lrel = il15_consumers(kp, y, marrow_donor)
-    lam = tau * (1.0 / kp[KP.il15_max_fold] + (1.0 - 1.0 / kp[KP.il15_max_fold]) * lrel)
-    for j in (Y.host_nk, Y.host_t):
+    k_cons = tau * (1.0 - 1.0 / kp[KP.il15_max_fold])
+    lam = tau / kp[KP.il15_max_fold] + k_cons * lrel
+    lam_exo = kp[KP.rhil15_elimination_rate] + k_cons * lrel
+    if lam_exo > lam:
+        lam = lam_exo
+    h_nk, h_t, h_r = lineage_hazards(kp, u)
+    xe = il15_exogenous(kp, y, u)
+    g_nk, g_t = host_il15_growth(kp, xe)
+    for j in (Y.host_nk, Y.host_t, Y.host_treg):
         if j == Y.host_nk:
             l0 = kp[KP.host_nk_baseline]
             g = kp[KP.patient_host_nk_recovery_rate]
-            h = kp[KP.host_nk_drug_sensitivity] * hazard
-        else:
+            h = h_nk + g_nk
+        elif j == Y.host_t:
             l0 = kp[KP.host_t_baseline]
             g = kp[KP.patient_host_t_recovery_rate]
-            h = kp[KP.host_t_drug_sensitivity] * hazard
-        if l0 > 0.0 and y[j] > 0.0:
-            rate = g * (abs(math.log(l0 / y[j])) + 1.0) + h
+            h = h_t + g_t
+        else:
+            l0 = kp[KP.host_treg_baseline]
+            g = kp[KP.treg_recovery_rate]
+            h = h_r + u[U_DTX] + treg_il2_growth(kp, u)
+        if y[j] > 0.0:
+            rate = (g * (abs(math.log(l0 / y[j])) + 1.0) if l0 > 0.0 else 0.0) + h
             if rate > lam:
                 lam = rate
     rej = 0.0
     for d in range(n_donors):
-        r = donor_nk_rejection(kp, y[Y.host_t], primed[d])
+        r = donor_nk_rejection(kp, y[Y.host_t], primed[d], xe)
         if r > rej:
             rej = r
-    nk = (nk_division_rate(kp, y[Y.il15], sup_prolif) + kp[KP.nk_death_rate] + rej + hazard
-          + kp[KP.donor_tissue_uptake_rate] + kp[KP.donor_tissue_return_rate])
+    sup_prolif = cytokine_support(kp, y, u)[0]
+    nk = (nk_division_rate(kp, y[Y.il15], xe, sup_prolif) + kp[KP.nk_death_rate] * max(kp[KP.donor_death_factor], 1.0)
+          + rej + u[U_HF] + u[U_HC] + kp[KP.donor_tissue_uptake_rate] + kp[KP.donor_tissue_return_rate])
     if nk > lam:
         lam = nk
     return lam
 
 
 @njit(cache=True)
-def rk4_blood(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp):
-    """Advance the blood ODEs by ``dt`` days with RK4; drug hazard given at start, middle, end.
+def rk4_blood(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp, ua, ub, uc):
+    """Advance the blood ODEs by ``dt`` days with RK4; inputs given at the step's start, middle and end.
 
     The step is split into ``n`` equal RK4 sub-steps with ``n * (fastest rate) * sub-step <= 1``
-    (RK4 is stable up to about 2.8), so any ``numerics.dt`` the schema allows is stable; the
-    hazard inside the step is the quadratic through ``h0, hmid, h1``; marrow donor NK, priming
-    and cytokine effects are held at their values for the step. With the default dt = 1 h,
-    n = 1.
+    (RK4 is stable up to about 2.8), so any ``numerics.dt`` the schema allows is stable; each input
+    inside the step is the quadratic through its values in ``u0, um, u1``; marrow donor NK and priming
+    are held at their values for the step. With the default dt = 1 h, n = 1. ``ua``, ``ub``, ``uc``
+    (length :data:`N_U`) are scratch arrays.
     """
-    lam = blood_stiffness(kp, y, max(h0, max(hmid, h1)), marrow_donor, primed, sup_prolif)
+    for i in range(u0.shape[0]):
+        ua[i] = max(u0[i], max(um[i], u1[i]))
+    lam = blood_stiffness(kp, y, ua, marrow_donor, primed)
     n_sub = int(math.ceil(lam * dt))
     if n_sub < 1:
         n_sub = 1
     if n_sub == 1:
-        _rk4_substep(kp, y, dt, h0, hmid, h1, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
+        _rk4_substep(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp)
         return
     hs = dt / n_sub
     for k in range(n_sub):
-        # quadratic (Lagrange) interpolation of the hazard at the sub-step's start, middle, end
-        a = _hazard_at(k / n_sub, h0, hmid, h1)
-        m = _hazard_at((k + 0.5) / n_sub, h0, hmid, h1)
-        e = _hazard_at((k + 1.0) / n_sub, h0, hmid, h1)
-        _rk4_substep(kp, y, hs, a, m, e, marrow_donor, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
+        # quadratic (Lagrange) interpolation of every input at the sub-step's start, middle, end
+        for i in range(u0.shape[0]):
+            ua[i] = _hazard_at(k / n_sub, u0[i], um[i], u1[i])
+            ub[i] = _hazard_at((k + 0.5) / n_sub, u0[i], um[i], u1[i])
+            uc[i] = _hazard_at((k + 1.0) / n_sub, u0[i], um[i], u1[i])
+        _rk4_substep(kp, y, hs, ua, ub, uc, marrow_donor, primed, k1, k2, k3, k4, tmp)
 
 
 @njit(cache=True)
@@ -326,13 +582,7 @@ def _hazard_at(s, h0, hmid, h1):
     return v if v > 0.0 else 0.0
 
 
-
-
 # --------------------------------------------------------------------------- quiet days: Rosenbrock 2(3)
-#: Quiet-day PK state (``pk`` argument of :func:`quiet_day`): day (since start) at which the day
-#: begins, then the drug amounts (mg) and the cytokine depot and central amounts at that time.
-PK_T0, PK_FLU, PK_CY, PK_IL2_DEPOT, PK_IL2, PK_IL15A_DEPOT, PK_IL15A = 0, 1, 2, 3, 4, 5, 6
-N_PK = 7
 #: Relative tolerance of the quiet-day integrator for host NK, host T and IL-15 (numerical choice: within 5e-5
 #: of a fine RK4 over months, ``tests/test_quiet_days.py``; benchmarks/README.md, "Quiet days").
 QUIET_RTOL = 1e-5
@@ -342,6 +592,10 @@ QUIET_POOL_RTOL = 1e-3
 #: A day is quiet only when the drug kill hazard on lymphocytes is below this (day-1) at its start: the fast
 #: transients right after Flu/Cy are integrated step by step.
 QUIET_MAX_HAZARD = 0.01
+#: A day is quiet only when rhIL-15 (in plasma, and in its s.c. depot in the same fold units) is below this (fold of
+#: the baseline IL-15 concentration) at its start: its fast clearance (about 1 h) would make the quiet-day integrator
+#: take more steps than the step-by-step one (0.6.0). N-803 (hours to days) needs no such bound.
+QUIET_MAX_RHIL15 = 0.01
 #: Rows of the work array of :func:`quiet_day` (each of the blood state's length).
 _F0, _F1, _F2, _K1, _K2, _K3, _YN, _TMP, _DFDT, _ERR = range(10)
 N_WORK = 10
@@ -371,14 +625,17 @@ def hazard_integral(kp, flu, cy, length):
 def quiet_tolerances(kp, n_y):
     """Absolute and relative tolerances ``(atol, rtol)`` of the quiet-day integrator, per blood component.
 
-    Host NK and T: 1e-6 uL-1 and :data:`QUIET_RTOL`; IL-15: 1e-9 (relative to baseline) and
-    :data:`QUIET_RTOL`; donor NK pools: 0.01 cells (whole body: below a cell a pool is empty in
+    Host NK, T and Tregs: 1e-6 uL-1 and :data:`QUIET_RTOL`; IL-15: 1e-9 (relative to baseline) and
+    :data:`QUIET_RTOL`; exogenous rhIL-15: 1 % of :data:`QUIET_MAX_RHIL15` (fold units: a quiet day has less than
+    that) and :data:`QUIET_RTOL`; donor NK pools: 0.01 cells (whole body: below a cell a pool is empty in
     all but name) and :data:`QUIET_POOL_RTOL`.
     """
     atol = np.full(n_y, 1e-9)
     rtol = np.full(n_y, QUIET_RTOL)
     atol[Y.host_nk] = 1e-6
     atol[Y.host_t] = 1e-6
+    atol[Y.host_treg] = 1e-6
+    atol[Y.il15_exo] = 1e-2 * QUIET_MAX_RHIL15  # below the quiet bound rhIL-15 is negligible (fold units)
     for d in range(int(kp[KP.n_donors])):
         for j in (Y.donor_nk_blood + DONOR_STRIDE * d, Y.donor_nk_tissue + DONOR_STRIDE * d):
             atol[j] = 1e-2
@@ -387,32 +644,21 @@ def quiet_tolerances(kp, n_y):
 
 
 @njit(cache=True)
-def quiet_inputs(kp, s, pk, first_exposure, primed):
-    """Drug hazard (day-1) and cytokine effects ``s`` days into a quiet day; fills ``primed`` (per donor).
+def quiet_inputs(kp, s, pk, first_exposure, primed, u):
+    """The blood's inputs ``s`` days into a quiet day into ``u``; fills ``primed`` (per donor).
 
-    The same analytic PK as the kernel's steps (first-order drug elimination, s.c. depot ->
-    central) from the amounts in ``pk`` at the start of the day. Returns ``(hazard,
-    extra division rate, death-rate multiplier)``.
+    The same analytic PK as the kernel's steps (:func:`pk_inputs`) from the PK state ``pk`` at
+    the start of the day (``pk[PK_T0]``: that day, since the start of the simulation).
     """
-    hazard = drug_hazard(kp, pk[PK_FLU] * math.exp(-kp[KP.flu_elimination_rate] * s),
-                         pk[PK_CY] * math.exp(-kp[KP.cy_elimination_rate] * s))
-    sup_prolif = 0.0
-    sup_death = 1.0
-    if pk[PK_IL2_DEPOT] + pk[PK_IL2] + pk[PK_IL15A_DEPOT] + pk[PK_IL15A] > 0.0:
-        il2 = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate], kp[KP.il2_elimination_rate], s)[1]
-        il15a = depot_step(pk[PK_IL15A_DEPOT], pk[PK_IL15A], kp[KP.il15_agonist_absorption_rate],
-                           kp[KP.il15_agonist_elimination_rate], s)[1]
-        sup_prolif, sup_death, _ = cytokine_support(kp, il2, il15a)
+    pk_inputs(kp, pk, s, u)
     for d in range(first_exposure.shape[0]):
         primed[d] = primed_fraction(kp, pk[PK_T0] + s - first_exposure[d])
-    return hazard, sup_prolif, sup_death
 
 
 @njit(cache=True)
-def _quiet_rhs(kp, y, s, pk, first_exposure, primed, out):
-    hazard, sup_prolif, sup_death = quiet_inputs(kp, s, pk, first_exposure, primed)
-    blood_rhs(kp, y, hazard, 0.0, primed, sup_prolif, sup_death, out)
-    return hazard, sup_prolif, sup_death
+def _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, out):
+    quiet_inputs(kp, s, pk, first_exposure, primed, u)
+    blood_rhs(kp, y, u, 0.0, primed, out)
 
 
 @njit(cache=True)
@@ -487,20 +733,21 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
     yn = work[_YN]
     tmp = work[_TMP]
     dfdt = work[_DFDT]
+    u = np.empty(N_U)
     s = 0.0
     h = h_first if h_first < length else length
     steps = 0
-    _quiet_rhs(kp, y, s, pk, first_exposure, primed, f0)
+    _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, f0)
     while s < length:
         last = s + h >= length * (1.0 - 1e-12)
         if last:
             h = length - s
         # the Jacobian at every step (ode23s's stability and error estimate need the current one; one kept over a
         # day let the donor pools diverge), the time derivative by a forward difference
-        hazard, sup_prolif, sup_death = quiet_inputs(kp, s, pk, first_exposure, primed)
-        blood_jacobian(kp, y, hazard, 0.0, primed, sup_prolif, sup_death, jac)
+        quiet_inputs(kp, s, pk, first_exposure, primed, u)
+        blood_jacobian(kp, y, u, 0.0, primed, jac)
         dts = 1.5e-8 * max(s, 1.0)
-        _quiet_rhs(kp, y, s + dts, pk, first_exposure, primed, tmp)
+        _quiet_rhs(kp, y, s + dts, pk, first_exposure, primed, u, tmp)
         for i in range(n):
             dfdt[i] = (tmp[i] - f0[i]) / dts
         hd = h * _D
@@ -514,14 +761,14 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
         _lu_solve(wmat, piv, k1)
         for i in range(n):
             tmp[i] = y[i] + 0.5 * h * k1[i]
-        _quiet_rhs(kp, tmp, s + 0.5 * h, pk, first_exposure, primed, f1)
+        _quiet_rhs(kp, tmp, s + 0.5 * h, pk, first_exposure, primed, u, f1)
         for i in range(n):
             k2[i] = f1[i] - k1[i]
         _lu_solve(wmat, piv, k2)
         for i in range(n):
             k2[i] += k1[i]
             yn[i] = y[i] + h * k2[i]
-        _quiet_rhs(kp, yn, s + h, pk, first_exposure, primed, f2)
+        _quiet_rhs(kp, yn, s + h, pk, first_exposure, primed, u, f2)
         for i in range(n):
             k3[i] = f2[i] - _E32 * (k2[i] - f1[i]) - 2.0 * (k1[i] - f0[i]) + hd * dfdt[i]
         _lu_solve(wmat, piv, k3)
@@ -540,7 +787,7 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
                     clipped = True
                 y[i] = yn[i]
             if clipped:
-                _quiet_rhs(kp, y, s, pk, first_exposure, primed, f0)
+                _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, f0)
             else:
                 for i in range(n):
                     f0[i] = f2[i]

@@ -56,14 +56,15 @@ def resolution(params: ParameterSet) -> Resolution:
 
 
 def kernel_parameters(params: ParameterSet, eff: PatientEffects, start_day: float, end_day: float, *,
-                      nk_product: str) -> np.ndarray:
+                      nk_product: str, host_tolerant: bool = False) -> np.ndarray:
     """The kernel parameter vector ``kp``, one slot per name of :data:`~nksim.engine.layout.KP`.
 
     Slots come from :mod:`nksim.quantities`: derived inputs are computed by their declared
-    ``derive`` function; ``kernel=True`` parameters are copied unchanged. ``nk_product``
-    (``"fresh"`` or ``"expanded"``) selects the donor-NK trafficking parameters.
+    ``derive`` function; ``kernel=True`` parameters are copied unchanged. ``nk_product`` (a key of
+    :data:`nksim.protocol.NK_PRODUCTS`) selects the product's donor-NK parameters; ``host_tolerant``
+    switches allo-rejection off (``kp[KP.allo_rejection_enabled]`` = 0).
     """
-    ctx = KernelContext(params, eff, resolution(params), start_day, end_day, nk_product)
+    ctx = KernelContext(params, eff, resolution(params), start_day, end_day, nk_product, host_tolerant)
     kp = np.zeros(L.N_P)
     for d in DERIVED_INPUTS:
         kp[getattr(L.KP, d.slot)] = d.derive(ctx)
@@ -106,7 +107,8 @@ def patient_inputs(params: ParameterSet, eff: PatientEffects, protocol: Protocol
     ``kp[KP.n_donors]`` is set from the events (donors numbered 0, 1, ... in order of first
     infusion; at least one), which :func:`kernel_parameters` alone cannot know.
     """
-    kp = kernel_parameters(params, eff, protocol.start_day, protocol.end_day, nk_product=protocol.nk_product)
+    kp = kernel_parameters(params, eff, protocol.start_day, protocol.end_day, nk_product=protocol.nk_product,
+                           host_tolerant=protocol.host_tolerant)
     ev = event_arrays(protocol.events_for(patient), eff, protocol.start_day, int(kp[L.KP.steps_per_day]),
                       protocol.origin)
     kp[L.KP.n_donors] = max(int(ev[3].max(initial=0)) + 1, 1)

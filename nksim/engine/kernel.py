@@ -13,7 +13,7 @@ State is struct-of-arrays NumPy data:
   ``y[Y.il15]`` relative, ``y[Y.donor_nk_blood]``, ``y[Y.donor_nk_tissue]`` whole-body cells;
   declared in :data:`nksim.quantities.BLOOD_STATE`) and drug amounts ``flu``, ``cy`` (mg).
 
-Every array index is a named field of :mod:`nksim.engine.layout` (``kp[KP.nk_kill_probability]``,
+Every array index is a named field of :mod:`nksim.engine.layout` (``kp[KP.donor_kill_probability]``,
 ``rec[r, R.marrow_blast_pct]``, ``cnt_now[C.nk_homed]``), derived from :mod:`nksim.quantities`.
 
 Step order (one step of ``dt``; documented in docs/architecture.md and kept stable):
@@ -63,27 +63,34 @@ from numba.extending import intrinsic
 
 from .blood import (
     N_PK,
+    N_U,
     N_WORK,
     PK_CY,
     PK_FLU,
     PK_IL2,
-    PK_IL2_DEPOT,
-    PK_IL15A,
-    PK_IL15A_DEPOT,
+    PK_IL2DT,
+    PK_N803,
+    PK_RH_DEPOT,
     PK_T0,
     QUIET_MAX_HAZARD,
+    QUIET_MAX_RHIL15,
+    U_HC,
+    U_HF,
+    apply_event,
     cytokine_support,
-    depot_step,
     donor_nk_rejection,
     drug_hazard,
     hazard_integral,
+    il15_exogenous,
     nk_division_rate,
+    pk_advance,
+    pk_inputs,
     primed_fraction,
     quiet_day,
     quiet_tolerances,
     rk4_blood,
 )
-from .layout import DONOR_STRIDE, EV, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
+from .layout import DONOR_STRIDE, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
 from .pcg64 import below, uniform
 from .samplers import binomial, binomial_draw, binomial_setup, split_even4
 
@@ -537,9 +544,8 @@ def _grow(arr, n):
 
 
 @njit(cache=True)
-def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_comp, a_kills, cnt_now, primed,
-               il2, il15a, support):
-    """Fill day ``r`` of the record from the current state."""
+def record_day(kp, rec, cnt, r, y, pk, u, sus, res, nor, n_agents, a_comp, a_kills, cnt_now, primed):
+    """Fill day ``r`` of the record from the current state (``u``: the blood's inputs now, :func:`pk_inputs`)."""
     scale = kp[KP.scale]
     ss = 0
     rs = 0
@@ -571,9 +577,10 @@ def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_c
     rec[r, R.donor_nk_blood] = blood / kp[KP.blood_volume_ul]
     rec[r, R.host_nk_blood] = y[Y.host_nk]
     rec[r, R.host_t_blood] = y[Y.host_t]
+    rec[r, R.host_treg_blood] = y[Y.host_treg]
     rec[r, R.il15] = y[Y.il15]
-    rec[r, R.flu_conc] = flu / kp[KP.drugs_flu_volume]
-    rec[r, R.cy_conc] = cy / kp[KP.drugs_cy_volume]
+    rec[r, R.flu_conc] = pk[PK_FLU] / kp[KP.drugs_flu_volume]
+    rec[r, R.cy_conc] = pk[PK_CY] / kp[KP.drugs_cy_volume]
     rec[r, R.donor_nk_marrow] = n_agents * scale
     rec[r, R.donor_nk_tissue] = tissue
     rec[r, R.donor_nk_agents] = n_agents
@@ -584,12 +591,14 @@ def record_day(kp, rec, cnt, r, y, flu, cy, hazard, sus, res, nor, n_agents, a_c
     rec[r, R.blast_susceptible_fraction] = ss / b if b > 0 else np.nan
     rec[r, R.nk_kills] = cnt_now[C.blasts_killed_by_nk] * scale
     rec[r, R.nk_exhausted_fraction] = exh / comp if comp > 0 else np.nan
-    rec[r, R.drug_kill_hazard] = hazard
+    rec[r, R.drug_kill_hazard] = u[U_HF] + u[U_HC]
     rec[r, R.donor_nk_total] = blood + tissue + n_agents * scale
     rec[r, R.allo_priming] = prim
-    rec[r, R.il2_central] = il2
-    rec[r, R.il15_agonist_central] = il15a
-    rec[r, R.cytokine_support] = support
+    rec[r, R.il2_central] = pk[PK_IL2]
+    rec[r, R.il15_exogenous] = il15_exogenous(kp, y, u)
+    rec[r, R.n803_central] = pk[PK_N803]
+    rec[r, R.il2dt_amount] = pk[PK_IL2DT]
+    rec[r, R.cytokine_support] = cytokine_support(kp, y, u)[2]
     for j in range(cnt.shape[1]):
         cnt[r, j] = cnt_now[j]
 
@@ -682,6 +691,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     y = np.zeros(n_y)  # blood state, named by Y (donor d at + DONOR_STRIDE * d)
     y[Y.host_nk] = kp[KP.host_nk_baseline]
     y[Y.host_t] = kp[KP.host_t_baseline]
+    y[Y.host_treg] = kp[KP.host_treg_baseline]
     y[Y.il15] = 1.0
     k1 = np.empty(n_y)
     k2 = np.empty(n_y)
@@ -695,7 +705,6 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     q_mat = np.zeros((n_y, n_y))
     q_piv = np.zeros(n_y, dtype=np.int64)
     q_atol, q_rtol = quiet_tolerances(kp, n_y)
-    q_pk = np.zeros(N_PK)
     q_step = 0.1  # first step (days) of the next quiet day's integrator
     quiet = False
     q_max_days = max(int(kp[KP.quiet_marrow_days]), 1)
@@ -709,25 +718,23 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     rate_die = np.zeros(n_donors)
     p_any = np.zeros(n_donors)
     rate_tot = np.zeros(n_donors)
-    flu = 0.0
-    cy = 0.0
+    # PK state (drug amounts, cytokine depots and central amounts; blood.PK_*) and the blood's inputs computed
+    # from it (drug hazards, cytokine amounts; blood.U_*) at a step's start, middle and end
+    pk = np.zeros(N_PK)
+    u0 = np.zeros(N_U)
+    um = np.zeros(N_U)
+    u1 = np.zeros(N_U)
+    ua = np.zeros(N_U)
+    ub = np.zeros(N_U)
+    uc = np.zeros(N_U)
     kflu = kp[KP.flu_elimination_rate]
     kcy = kp[KP.cy_elimination_rate]
-    il2_depot = 0.0
-    il2 = 0.0
-    il15a_depot = 0.0
-    il15a = 0.0
-    ka2 = kp[KP.il2_absorption_rate]
-    ke2 = kp[KP.il2_elimination_rate]
-    ka15 = kp[KP.il15_agonist_absorption_rate]
-    ke15 = kp[KP.il15_agonist_elimination_rate]
-    support = 0.0
     h_marrow = 0.0  # integrated drug hazard since the last marrow update
 
     p_hop_mean = kp[KP.nk_hop_rate] * dt
     p_zero_hops = math.exp(-p_hop_mean)
     contact = kp[KP.nk_contact_rate]
-    p_kill = kp[KP.nk_kill_probability]
+    p_kill = kp[KP.donor_kill_probability]
     # engagement probability 1 - exp(-contact (b / K) dt) of an agent in a voxel with b blasts, kept per b
     # once computed (the same expression, so the same value; -1 = not yet): one exp per distinct b
     # instead of one per agent-step
@@ -741,9 +748,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     ev_i = 0
     n_ev = ev_step.shape[0]
     snap_i = np.int64(0)
-    hazard_now = drug_hazard(kp, flu, cy)
-    record_day(kp, rec, cnt, np.int64(0), y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now,
-               primed, il2, il15a, support)
+    pk_inputs(kp, pk, 0.0, u0)
+    record_day(kp, rec, cnt, np.int64(0), y, pk, u0, sus, res, nor, n_agents, a_comp, a_kills, cnt_now, primed)
     stop_pct = pd_threshold_pct(kp, rec[0, R.marrow_blast_pct])
     stop_i = 0
     if snap_i < snap_days.shape[0] and snap_days[snap_i] == 0:
@@ -758,7 +764,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             break
         t = step * dt
         if step % spd == 0:
-            quiet = _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, flu, cy)
+            quiet = _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, pk)
             if not quiet and m_pending > 0:  # a merged update due at the end of the previous (quiet) day
                 marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, (step - m_last) * dt,
                               halt, step - m_last > m_every)
@@ -776,13 +782,9 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             # cytokine depots decay exactly over the day, the drug hazard on the marrow is integrated over it
             # (Simpson), and the blood is integrated over it by quiet_day from the PK state at its start.
             day = spd * dt
-            q_pk[PK_T0] = t
-            q_pk[PK_FLU] = flu
-            q_pk[PK_CY] = cy
-            q_pk[PK_IL2_DEPOT] = il2_depot
-            q_pk[PK_IL2] = il2
-            q_pk[PK_IL15A_DEPOT] = il15a_depot
-            q_pk[PK_IL15A] = il15a
+            pk[PK_T0] = t
+            flu = pk[PK_FLU]
+            cy = pk[PK_CY]
             if m_pending == 0:
                 m_allowed = quiet_marrow_days(kp, sus, res, nor, q_max_days, m_every * dt)
             if m_allowed > 0:
@@ -805,54 +807,29 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 if s_prev < day:
                     h_marrow += hazard_integral(kp, flu * math.exp(-kflu * s_prev), cy * math.exp(-kcy * s_prev),
                                                 day - s_prev)
-            flu *= math.exp(-kflu * day)
-            cy *= math.exp(-kcy * day)
-            if il2_depot + il2 + il15a_depot + il15a > 0.0:
-                il2_depot, il2 = depot_step(il2_depot, il2, ka2, ke2, day)
-                il15a_depot, il15a = depot_step(il15a_depot, il15a, ka15, ke15, day)
-            q_step = quiet_day(kp, y, day, q_pk, first_exposure, primed, q_step, q_rtol, q_atol, q_work, q_jac,
+            q_step = quiet_day(kp, y, day, pk, first_exposure, primed, q_step, q_rtol, q_atol, q_work, q_jac,
                                q_mat, q_piv)[0]
+            pk_advance(kp, pk, day)
             done = step + spd
         else:
             # 2. events
             while ev_i < n_ev and ev_step[ev_i] == step:
-                kind = ev_kind[ev_i]
-                if kind == EV.fludarabine:
-                    flu += ev_amount[ev_i]
-                elif kind == EV.cyclophosphamide:
-                    cy += ev_amount[ev_i]
-                elif kind == EV.nk_infusion:
-                    d = ev_donor[ev_i]
-                    y[Y.donor_nk_blood + DONOR_STRIDE * d] += ev_amount[ev_i]
-                    if first_exposure[d] == np.inf:
-                        first_exposure[d] = t
-                elif kind == EV.il2:
-                    il2_depot += ev_amount[ev_i]
-                elif kind == EV.il15_agonist:
-                    il15a_depot += ev_amount[ev_i]
+                apply_event(kp, ev_kind[ev_i], ev_amount[ev_i], ev_donor[ev_i], t, pk, y, first_exposure)
                 ev_i += 1
             # 3. PK and hazard over [t, t + dt]; cytokine effects and priming at mid-step
-            h0 = drug_hazard(kp, flu, cy)
-            hmid = drug_hazard(kp, flu * math.exp(-kflu * 0.5 * dt), cy * math.exp(-kcy * 0.5 * dt))
-            flu *= math.exp(-kflu * dt)
-            cy *= math.exp(-kcy * dt)
-            h1 = drug_hazard(kp, flu, cy)
-            h_step = dt / 6.0 * (h0 + 4.0 * hmid + h1)
+            pk_inputs(kp, pk, 0.0, u0)
+            pk_inputs(kp, pk, 0.5 * dt, um)
+            pk_inputs(kp, pk, dt, u1)
+            pk_advance(kp, pk, dt)
+            h_step = dt / 6.0 * (u0[U_HF] + u0[U_HC] + 4.0 * (um[U_HF] + um[U_HC]) + u1[U_HF] + u1[U_HC])
             h_marrow += h_step
-            sup_prolif = 0.0
-            sup_death = 1.0
-            support = 0.0
-            if il2_depot + il2 + il15a_depot + il15a > 0.0:
-                il2_mid = depot_step(il2_depot, il2, ka2, ke2, 0.5 * dt)[1]
-                il15a_mid = depot_step(il15a_depot, il15a, ka15, ke15, 0.5 * dt)[1]
-                sup_prolif, sup_death, support = cytokine_support(kp, il2_mid, il15a_mid)
-                il2_depot, il2 = depot_step(il2_depot, il2, ka2, ke2, dt)
-                il15a_depot, il15a = depot_step(il15a_depot, il15a, ka15, ke15, dt)
             for d in range(n_donors):  # at mid-step: second-order accurate over the step
                 primed[d] = primed_fraction(kp, t + 0.5 * dt - first_exposure[d])
             # 4. blood and IL-15
-            rk4_blood(kp, y, dt, h0, hmid, h1, n_agents * scale, primed, sup_prolif, sup_death, k1, k2, k3, k4, tmp)
+            rk4_blood(kp, y, dt, u0, um, u1, n_agents * scale, primed, k1, k2, k3, k4, tmp, ua, ub, uc)
             il15 = y[Y.il15]
+            # cytokine effects on the agents during the step: at mid-step inputs, on the blood state after it
+            sup_prolif, sup_death, support = cytokine_support(kp, y, um)
             # 5. NK motility, recovery of lytic function, killing
             p_recover = -math.expm1(-recover_rate * (1.0 + kp[KP.nk_cytokine_recovery_boost] * support) * dt)
             for i in range(n_agents):
@@ -861,12 +838,12 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                     u = uniform(rng_move)
                     if u > p_zero_hops:
                         nh = 0
-                        pk = p_zero_hops
+                        pmf = p_zero_hops
                         cdf = p_zero_hops
                         while u > cdf and nh < 10000:
                             nh += 1
-                            pk *= p_hop_mean / nh
-                            cdf += pk
+                            pmf *= p_hop_mean / nh
+                            cdf += pmf
                         pos = np.int64(a_pos[i])
                         for _ in range(nh):
                             pos = neighbour(pos, below(rng_move, np.int64(4)), side)
@@ -893,9 +870,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                                 a_ready[i] = step + 1 + refract_steps
                                 cnt_now[C.blasts_killed_by_nk] += 1
             # 6. NK fate: divide / die / egress (competing risks over dt); death depends on the donor
-            rate_div = nk_division_rate(kp, il15, sup_prolif)
+            x_exo = il15_exogenous(kp, y, um)
+            rate_div = nk_division_rate(kp, il15, x_exo, sup_prolif)
             for d in range(n_donors):
-                rate_die[d] = (kp[KP.nk_death_rate] * sup_death + donor_nk_rejection(kp, y[Y.host_t], primed[d])
+                rate_die[d] = (kp[KP.nk_death_rate] * sup_death + donor_nk_rejection(kp, y[Y.host_t], primed[d], x_exo)
                                + h_step / dt)
                 rate_tot[d] = rate_div + rate_die[d] + p_egress_rate
                 p_any[d] = 1.0 - math.exp(-rate_tot[d] * dt)
@@ -939,7 +917,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                     n_in = binomial(rng_traffic, np.int64(y[ib] / scale), p_home)
                     for _ in range(n_in):
                         pos = below(rng_traffic, np.int64(nv))
-                        comp = uniform(rng_traffic) < kp[KP.nk_competent_fraction]
+                        comp = uniform(rng_traffic) < kp[KP.donor_competent_fraction]
                         a_pos, a_comp, a_kills, a_ready, a_donor = _add_agent(
                             a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, pos, comp, step + 1, d)
                         n_agents += 1
@@ -973,12 +951,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                         break
                     backfill_marrow(kp, rec, cnt, r_fresh, r - 1, r, sus, res, nor, cnt_now)
                     m_pending = 0
-            hazard_now = drug_hazard(kp, flu, cy)
             for d in range(n_donors):  # priming and cytokine support at the day boundary, for the record
                 primed[d] = primed_fraction(kp, done * dt - first_exposure[d])
-            support_now = cytokine_support(kp, il2, il15a)[2]
-            record_day(kp, rec, cnt, r, y, flu, cy, hazard_now, sus, res, nor, n_agents, a_comp, a_kills, cnt_now,
-                       primed, il2, il15a, support_now)
+            pk_inputs(kp, pk, 0.0, u0)
+            record_day(kp, rec, cnt, r, y, pk, u0, sus, res, nor, n_agents, a_comp, a_kills, cnt_now, primed)
             if m_pending == 0:
                 r_fresh = r
             if snap_i < snap_days.shape[0] and snap_days[snap_i] == r:
@@ -996,12 +972,13 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
 
 
 @njit(cache=True)
-def _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, flu, cy):
+def _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, pk):
     """Whether the day starting at ``step`` is quiet (its blood is then integrated by :func:`quiet_day`).
 
     Quiet: a whole day without agents, events, donor NK outside the marrow worth one
     region-equivalent agent (``scale`` cells, blood and other tissues together: none could home)
-    or a drug kill hazard above :data:`QUIET_MAX_HAZARD`.
+    a drug kill hazard (Flu/Cy reference hazard, or IL2DT's on Tregs) above :data:`QUIET_MAX_HAZARD`,
+    or rhIL-15 (plasma and s.c. depot) above :data:`~nksim.engine.blood.QUIET_MAX_RHIL15`.
 
     On a quiet day nothing draws from the agents' or the traffic's streams, so the marrow and every
     stream stay aligned with a step-by-step run; only the blood's integrator differs.
@@ -1010,7 +987,11 @@ def _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, flu, cy):
         return False
     if ev_i < ev_step.shape[0] and ev_step[ev_i] < step + spd:
         return False
-    if drug_hazard(kp, flu, cy) > QUIET_MAX_HAZARD:
+    if drug_hazard(kp, pk[PK_FLU], pk[PK_CY]) > QUIET_MAX_HAZARD:
+        return False
+    if kp[KP.il2dt_kill_per_ug] * pk[PK_IL2DT] > QUIET_MAX_HAZARD:  # IL2DT still killing Tregs
+        return False
+    if y[Y.il15_exo] + kp[KP.rhil15_fold_per_ug] * pk[PK_RH_DEPOT] > QUIET_MAX_RHIL15:  # rhIL-15 still around
         return False
     for d in range(int(kp[KP.n_donors])):  # blood and tissue: a pool that large is also an output worth its RK4
         if y[Y.donor_nk_blood + DONOR_STRIDE * d] + y[Y.donor_nk_tissue + DONOR_STRIDE * d] >= kp[KP.scale]:

@@ -2,7 +2,7 @@
 
 Derived from the declarations in :mod:`nksim.quantities`, never written by hand:
 
-* ``KP`` -- the kernel parameter vector ``kp`` (float64): ``kp[KP.nk_kill_probability]``;
+* ``KP`` -- the kernel parameter vector ``kp`` (float64): ``kp[KP.donor_kill_probability]``;
   slot names are the model-file keys with ``.`` -> ``_``, or the derived inputs' names;
 * ``R`` -- the daily record ``rec[day, R.marrow_blast_pct]`` (float64);
 * ``C`` -- the region event counters ``cnt[day, C.blasts_killed_by_nk]`` (int64);
@@ -11,7 +11,7 @@ Derived from the declarations in :mod:`nksim.quantities`, never written by hand:
 * ``Y`` -- the blood ODE state ``y[Y.donor_nk_blood]``.
 
 Each is a named tuple of consecutive ints; numba freezes global tuples into the compiled
-code, so ``kp[KP.nk_kill_probability]`` costs the same as a literal index. ``N_*`` give the
+code, so ``kp[KP.donor_kill_probability]`` costs the same as a literal index. ``N_*`` give the
 lengths. :data:`LAYOUT_DIGEST` identifies the layout; :mod:`nksim.engine.cache_guard` uses it
 to discard numba cache files compiled against another layout.
 """

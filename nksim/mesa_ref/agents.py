@@ -230,7 +230,7 @@ class NKCell(CellAgent):
         if rnd.random() >= 1.0 - math.exp(-rules.nk_contact_rate * (len(blasts) / rules.voxel_capacity) * rules.dt):
             return None
         target = rnd.choice(blasts)
-        if not (target.susceptible and rnd.random() < rules.nk_kill_probability):
+        if not (target.susceptible and rnd.random() < rules.donor_kill_probability):
             return None
         target.remove()
         self.kills += 1

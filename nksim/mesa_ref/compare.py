@@ -62,7 +62,8 @@ class Scenario:
 
 
 def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int = 6, nk_dose: float = 3e9,
-                      random_effects: bool = False, name: str = "crossval") -> Scenario:
+                      random_effects: bool = False, name: str = "crossval", nk_product: str = "fresh",
+                      host_tolerant: bool = False) -> Scenario:
     """A small scenario that exercises every rule in a few simulated days.
 
     * Lymphodepletion: Flu on day -2, Cy on day -1 (drug hazard on blood, marrow blasts and
@@ -74,9 +75,9 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
       priming delay 3 days in 2 stages, primed rejection 0.5 day-1, unprimed rejection 0.5 day-1
       at baseline host T, host T regrowth 0.1 day-1 (host NK 0.2 day-1), so that rejection and
       priming matter within a few days.
-    * Cytokines: IL-2 10 MIU s.c. on days 0, 2 and 4 and an IL-15 agonist 10 ug kg-1 on day 1
-      (s.c. depots; extra division, lower death, faster function recovery); their PK and
-      effect parameters are pinned.
+    * Cytokines: IL-2 10 MIU s.c. on days 0, 2 and 4, N-803 10 ug kg-1 on day 1 and rhIL-15
+      1 ug kg-1 s.c. on day 2 (s.c. depots; extra division, lower death, faster function recovery,
+      exogenous IL-15 speeding primed rejection); their PK and effect parameters are pinned.
     * NK function: one lytic unit (``nk.max_kills`` 1), restored at 1 day-1 (3x faster at full
       cytokine support), and a 2 h refractory period, so serial killing relies on recovery.
     * Marrow at 80 % cellularity (voxels fill up, so daughters are lost), susceptibility
@@ -89,6 +90,10 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
     function recovery, rejection and priming, host recovery, cytokine PK and effects) are pinned
     here, so recalibrating ``models/default.toml`` does not weaken it; the others (marrow
     growth, drugs, IL-15, NK proliferation and death) come from the defaults.
+
+    ``nk_product`` and ``host_tolerant`` (0.6.0) give the protocol another product (``"ciml"``: the
+    product-specific kill probability, competent fraction, IL-2 EC50 and death factor that the agents
+    read; its trafficking pinned like the fresh product's) or a host without rejection.
     """
     overrides = {
         "lattice.side": side,
@@ -111,8 +116,10 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "nk.rejection_rate": 0.5,
         "host.nk_recovery_rate": 0.2,
         "host.t_recovery_rate": 0.1,
-        "host.nk_drug_sensitivity": 1.0,
-        "host.t_drug_sensitivity": 1.0,
+        "host.nk_flu_sensitivity": 1.0,
+        "host.nk_cy_sensitivity": 1.0,
+        "host.t_flu_sensitivity": 1.0,
+        "host.t_cy_sensitivity": 1.0,
         "allo.priming_delay": 3.0,
         "allo.priming_stages": 2,
         "allo.primed_rejection_rate": 0.5,
@@ -126,11 +133,19 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "il2.ec50": 0.5,
         "il2.proliferation_max": 0.5,
         "il2.survival_effect": 0.5,
-        "il15_agonist.absorption_half_life": 20.0,
-        "il15_agonist.elimination_half_life": 8.0,
-        "il15_agonist.ec50": 100.0,
-        "il15_agonist.proliferation_max": 0.7,
-        "il15_agonist.survival_effect": 0.5,
+        "n803.absorption_half_life": 20.0,
+        "n803.elimination_half_life": 8.0,
+        "n803.potency": 3.0,
+        "rhil15.sc_absorption_half_life": 6.0,
+        "rhil15.elimination_half_life": 1.0,
+        "rhil15.potency": 0.3,
+        "il15.exo_survival_effect": 0.5,
+        "host.nk_il15_proliferation_max": 0.3,
+        "host.t_il15_proliferation_max": 0.15,
+        "allo.il15_rejection_boost": 1.0,
+        # a CIML product traffics as the pinned fresh one (its own kill, competence, IL-2 and death values apply)
+        "ciml_nk.tissue_uptake_rate": 4.0,
+        "ciml_nk.tissue_return_rate": 0.4,
         # the marrow at its regular daily cadence throughout: the reference updates it every marrow step, and
         # the engine's merged quiet-day updates (a numerical acceleration, checked against many short updates in
         # tests/test_quiet_days.py and against 0.4.0 in benchmarks/equivalence/) would compare that instead of
@@ -147,11 +162,11 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
     events = [ev(-2, "fludarabine", 25.0), ev(-1, "cyclophosphamide", 30.0),
               ev(0, "nk_infusion", nk_dose, donor="A"),
               ev(3, "nk_infusion", 0.5 * nk_dose, donor="A"), ev(3, "nk_infusion", 0.5 * nk_dose, donor="B"),
-              ev(1, "il15_agonist", 10.0)]
+              ev(1, "n803", 10.0), ev(2, "rhil15_sc", 1.0)]
     events += [ev(day, "il2", 10.0) for day in (0, 2, 4)]
     protocol = protocol_from_dict({
         "protocol": {"name": name, "start_day": -2, "end_day": end_day, "assessment_days": [end_day],
-                     "snapshot_days": [0, end_day], "nk_product": "fresh"},
+                     "snapshot_days": [0, end_day], "nk_product": nk_product, "host_tolerant": host_tolerant},
         "events": [e for e in events if e["day"] < end_day],
         "patients": [{"id": "p1", "group": "a"}],
     }, f"<{name}>")

@@ -11,12 +11,14 @@ the engine and not re-implemented:
   the protocol's event arrays (:func:`nksim.engine.build.event_arrays`) and the virtual
   patient (:func:`nksim.patients.draw_effects`, drawn from the same ``patient`` stream, so a
   given ``(seed, patient, replicate)`` is the same virtual patient in both implementations);
-* PK, the drug kill hazard, the blood/IL-15 ODEs (host NK and T recovery, every donor's
-  blood and tissue pools), NK proliferation, allo-priming, the s.c. cytokine depots and their
+* the events (:func:`~nksim.engine.blood.apply_event`), PK and the blood's inputs (drug hazards,
+  cytokine amounts: :func:`~nksim.engine.blood.pk_inputs`, :func:`~nksim.engine.blood.pk_advance`),
+  the blood/IL-15 ODEs (host NK and T recovery, every donor's
+  blood and tissue pools), NK proliferation, allo-priming, the cytokine
   effects, and the rejection rate: the kernel's own numba functions
-  :func:`~nksim.engine.kernel.drug_hazard`, :func:`~nksim.engine.kernel.rk4_blood`,
+  :func:`~nksim.engine.kernel.rk4_blood`,
   :func:`~nksim.engine.kernel.nk_division_rate`, :func:`~nksim.engine.kernel.primed_fraction`,
-  :func:`~nksim.engine.kernel.depot_step`, :func:`~nksim.engine.kernel.cytokine_support`,
+  :func:`~nksim.engine.kernel.cytokine_support`,
   :func:`~nksim.engine.kernel.donor_nk_rejection`;
 * the output Dataset (:func:`nksim.output.build_dataset`), so variable names, units and the
   response classification are those of the engine.
@@ -40,17 +42,30 @@ from mesa.discrete_space import OrthogonalVonNeumannGrid
 
 from .._version import __version__
 from ..engine import RawRun
+from ..engine.blood import (
+    N_PK,
+    N_U,
+    PK_CY,
+    PK_FLU,
+    PK_IL2,
+    PK_IL2DT,
+    PK_N803,
+    U_HC,
+    U_HF,
+    apply_event,
+    il15_exogenous,
+    pk_advance,
+    pk_inputs,
+)
 from ..engine.build import patient_inputs
 from ..engine.kernel import (
     cytokine_support,
-    depot_step,
     donor_nk_rejection,
-    drug_hazard,
     nk_division_rate,
     primed_fraction,
     rk4_blood,
 )
-from ..engine.layout import DONOR_STRIDE, EV, KP, N_S, N_Y, R, S, Y
+from ..engine.layout import DONOR_STRIDE, KP, N_S, N_Y, R, S, Y
 from ..output import COUNTERS, TIME_VARIABLES, build_dataset
 from ..parameters import ParameterSet, load_parameters
 from ..patients import draw_effects
@@ -67,7 +82,7 @@ class Rules:
     """The rule constants, read by name from the engine's parameter vector ``kp``.
 
     Every kernel slot of :data:`nksim.engine.layout.KP` is an attribute with the same name
-    (``rules.nk_kill_probability``, ``rules.voxel_capacity``), in the kernel's units (days,
+    (``rules.donor_kill_probability``, ``rules.voxel_capacity``), in the kernel's units (days,
     cells, rates in day-1; see :mod:`nksim.quantities`); whole-number slots are ints. Two
     per-step values this model needs are added: :attr:`nk_hops_per_step` and
     :attr:`nk_refractory_steps`. Instances are read-only.
@@ -138,26 +153,29 @@ class PatientModel(mesa.Model):
         self.snapshot_days = [int(d - protocol.start_day) for d in protocol.snapshot_days]
         self.snapshots: dict[int, np.ndarray] = {}
 
-        # Blood compartment (shared with the engine): [host NK uL-1, host T uL-1,
+        # Blood compartment (shared with the engine): [host NK uL-1, host T uL-1, host Tregs uL-1,
         # IL-15 relative, then per donor d: donor NK in blood (cells), donor NK in other
         # tissues (cells)], donor d's pools at Y.donor_nk_blood / Y.donor_nk_tissue + DONOR_STRIDE * d.
         n_y = N_Y + DONOR_STRIDE * (rules.n_donors - 1)
         self.blood = np.zeros(n_y)
         self.blood[Y.host_nk] = self.kp[KP.host_nk_baseline]
         self.blood[Y.host_t] = self.kp[KP.host_t_baseline]
+        self.blood[Y.host_treg] = self.kp[KP.host_treg_baseline]
         self.blood[Y.il15] = 1.0
         self._rk4_work = tuple(np.empty(n_y) for _ in range(5))
-        self.flu = 0.0  # drug amounts (mg)
-        self.cy = 0.0
+        self._u_work = tuple(np.empty(N_U) for _ in range(3))
+        # PK state (drug amounts, cytokine depots and central amounts: nksim.engine.blood.PK_*) and the
+        # blood's inputs computed from it at the current step's start, middle and end (blood.U_*)
+        self.pk = np.zeros(N_PK)
+        self.u0, self.um, self.u1 = np.zeros(N_U), np.zeros(N_U), np.zeros(N_U)
         # Allo-priming: time (days since start) of each donor's first infusion, and the host's
         # primed fraction against each donor (evaluated at the middle of every step).
         self.first_exposure = np.full(rules.n_donors, np.inf)
         self.primed = np.zeros(rules.n_donors)
-        # Exogenous cytokines: s.c. depot and central amounts (IL-2 in MIU, IL-15 agonist in ug)
-        # and their effects on donor NK during the current step (cytokine_support at mid-step).
-        self.il2_depot = self.il2 = 0.0
-        self.il15a_depot = self.il15a = 0.0
+        # Exogenous cytokines: their effects on donor NK during the current step (cytokine_support at the
+        # mid-step inputs, on the blood after the step).
         self.support_prolif, self.support_death, self.support = 0.0, 1.0, 0.0
+        self.x_exo = 0.0  # exogenous IL-15 signal (rhIL-15, N-803) during the current step
         self.marrow_hazard = 0.0  # drug hazard integrated since the last marrow update
         self.counts = {label: 0 for label in COUNTERS}  # cumulative region events
         self.step_index = 0  # steps done
@@ -210,14 +228,13 @@ class PatientModel(mesa.Model):
             return
         step = self.step_index
         self._apply_events()  # 2. drug doses, NK infusions into blood, cytokines into depots
-        h0, hmid, h1 = self._pharmacokinetics()  # 3. PK, hazard integrated over the step
-        h_step = rules.dt / 6.0 * (h0 + 4.0 * hmid + h1)
+        h_step = self._pharmacokinetics()  # 3. PK, hazard integrated over the step
         self.marrow_hazard += h_step
-        self._cytokines()  # 3. cytokine effects at mid-step; depots advance by dt
         self._priming(step * rules.dt + 0.5 * rules.dt)  # 3. primed fraction per donor at mid-step
         marrow_donor = len(self.agents_of(NKCell)) * rules.scale
-        rk4_blood(self.kp, self.blood, rules.dt, h0, hmid, h1, marrow_donor, self.primed,  # 4. blood, IL-15
-                  self.support_prolif, self.support_death, *self._rk4_work)
+        rk4_blood(self.kp, self.blood, rules.dt, self.u0, self.um, self.u1, marrow_donor, self.primed,  # 4. blood
+                  *self._rk4_work, *self._u_work)
+        self._cytokines()  # cytokine effects on the agents during the step
         self._nk_motility_and_killing(step)  # 5.
         self._nk_fate(step, h_step)  # 6.
         self._homing(step)  # 7.
@@ -248,58 +265,40 @@ class PatientModel(mesa.Model):
         return Y.donor_nk_tissue + DONOR_STRIDE * donor
 
     def _apply_events(self) -> None:
+        """Apply the step's events with the engine's function (:func:`~nksim.engine.blood.apply_event`).
+
+        Drug doses into the PK amounts, cytokines into their depots, an NK infusion into its donor's
+        blood pool (the donor's first infusion starts the host's priming clock).
+        """
         t = self.step_index * self.rules.dt
         while self._next_event < self.ev_step.shape[0] and self.ev_step[self._next_event] == self.step_index:
-            kind, amount = int(self.ev_kind[self._next_event]), float(self.ev_amount[self._next_event])
-            if kind == EV.fludarabine:
-                self.flu += amount
-            elif kind == EV.cyclophosphamide:
-                self.cy += amount
-            elif kind == EV.nk_infusion:  # into the donor's blood pool; first exposure starts priming
-                donor = int(self.ev_donor[self._next_event])
-                self.blood[self.blood_slot(donor)] += amount
-                if self.first_exposure[donor] == np.inf:
-                    self.first_exposure[donor] = t
-            elif kind == EV.il2:
-                self.il2_depot += amount
-            elif kind == EV.il15_agonist:
-                self.il15a_depot += amount
+            i = self._next_event
+            apply_event(self.kp, self.ev_kind[i], self.ev_amount[i], self.ev_donor[i], t, self.pk, self.blood,
+                        self.first_exposure)
             self._next_event += 1
 
-    def _pharmacokinetics(self) -> tuple[float, float, float]:
-        """Drug amounts decay first-order over the step.
+    def _pharmacokinetics(self) -> float:
+        """The blood's inputs at the step's start, middle and end, then the PK state advanced by ``dt``.
 
-        Returns the lymphocyte kill hazard
-        at its start, middle and end (the engine's expressions, for identical values).
+        Returns the reference drug hazard integrated over the step (Simpson), which the marrow
+        accumulates (the engine's expressions, for identical values).
         """
         kp, dt = self.kp, self.rules.dt
-        kflu, kcy = kp[KP.flu_elimination_rate], kp[KP.cy_elimination_rate]
-        h0 = drug_hazard(kp, self.flu, self.cy)
-        hmid = drug_hazard(kp, self.flu * math.exp(-kflu * 0.5 * dt), self.cy * math.exp(-kcy * 0.5 * dt))
-        self.flu *= math.exp(-kflu * dt)
-        self.cy *= math.exp(-kcy * dt)
-        h1 = drug_hazard(kp, self.flu, self.cy)
-        return h0, hmid, h1
+        pk_inputs(kp, self.pk, 0.0, self.u0)
+        pk_inputs(kp, self.pk, 0.5 * dt, self.um)
+        pk_inputs(kp, self.pk, dt, self.u1)
+        pk_advance(kp, self.pk, dt)
+        h = [u[U_HF] + u[U_HC] for u in (self.u0, self.um, self.u1)]
+        return dt / 6.0 * (h[0] + 4.0 * h[1] + h[2])
 
     def _cytokines(self) -> None:
-        """IL-2 and IL-15 agonist: their effects on donor NK during this step.
+        """IL-2 and exogenous IL-15 (rhIL-15, N-803): their effects on donor NK agents during this step.
 
-        The effects come from the central
-        amounts at mid-step (:func:`~nksim.engine.kernel.cytokine_support`); then depot and
-        central amounts advance by ``dt`` (exact first-order absorption and elimination). No
-        effect while no cytokine was ever given (or all has gone).
+        From the mid-step inputs (:func:`~nksim.engine.kernel.cytokine_support`,
+        :func:`~nksim.engine.blood.il15_exogenous`) and the blood after the step, as the engine.
         """
-        kp, dt = self.kp, self.rules.dt
-        self.support_prolif, self.support_death, self.support = 0.0, 1.0, 0.0
-        if self.il2_depot + self.il2 + self.il15a_depot + self.il15a <= 0.0:
-            return
-        ka2, ke2 = kp[KP.il2_absorption_rate], kp[KP.il2_elimination_rate]
-        ka15, ke15 = kp[KP.il15_agonist_absorption_rate], kp[KP.il15_agonist_elimination_rate]
-        il2_mid = depot_step(self.il2_depot, self.il2, ka2, ke2, 0.5 * dt)[1]
-        il15a_mid = depot_step(self.il15a_depot, self.il15a, ka15, ke15, 0.5 * dt)[1]
-        self.support_prolif, self.support_death, self.support = cytokine_support(kp, il2_mid, il15a_mid)
-        self.il2_depot, self.il2 = depot_step(self.il2_depot, self.il2, ka2, ke2, dt)
-        self.il15a_depot, self.il15a = depot_step(self.il15a_depot, self.il15a, ka15, ke15, dt)
+        self.support_prolif, self.support_death, self.support = cytokine_support(self.kp, self.blood, self.um)
+        self.x_exo = il15_exogenous(self.kp, self.blood, self.um)
 
     def primed_at(self, t: float) -> list[float]:
         """The host's primed response to each donor at time ``t`` (days since start).
@@ -316,10 +315,10 @@ class PatientModel(mesa.Model):
     def rejection_rate(self, donor: int) -> float:
         """Rejection rate (day-1) of donor ``donor``'s NK now.
 
-        An unprimed part proportional to host T plus the host's primed response to that donor
-        (:func:`~nksim.engine.kernel.donor_nk_rejection`).
+        An unprimed part proportional to host T plus the host's primed response to that donor,
+        sped up by exogenous IL-15 (:func:`~nksim.engine.kernel.donor_nk_rejection`); 0 in a tolerant host.
         """
-        return donor_nk_rejection(self.kp, self.blood[Y.host_t], self.primed[donor])
+        return donor_nk_rejection(self.kp, self.blood[Y.host_t], self.primed[donor], self.x_exo)
 
     def _nk_motility_and_killing(self, step: int) -> None:
         """Each agent (in order) moves, may restore one lytic unit, then may kill a blast.
@@ -339,13 +338,13 @@ class PatientModel(mesa.Model):
     def _nk_fate(self, step: int, h_step: float) -> None:
         """Divide / die / egress, competing risks, for the agents alive at the start of the pass.
 
-        Newborns wait a step. Division at ``proliferation + IL-15 Emax + cytokine
-        extra``; death at ``death * cytokine factor + rejection(donor) + drug hazard`` (the
+        Newborns wait a step. Division at ``proliferation + IL-15 Emax (endogenous and exogenous
+        IL-15) + IL-2 extra``; death at ``death * cytokine factor + rejection(donor) + drug hazard`` (the
         rejection of each donor's cells depends on the host's priming against that donor);
         egress returns ``scale`` cells to the agent's donor pool in blood.
         """
         rules, y = self.rules, self.blood
-        rate_divide = nk_division_rate(self.kp, y[Y.il15], self.support_prolif)
+        rate_divide = nk_division_rate(self.kp, y[Y.il15], self.x_exo, self.support_prolif)
         rate_die = [rules.nk_death_rate * self.support_death + self.rejection_rate(d) + h_step / rules.dt
                     for d in range(rules.n_donors)]
         rate_total = [rate_divide + die + rules.nk_egress_rate for die in rate_die]
@@ -383,7 +382,7 @@ class PatientModel(mesa.Model):
             n_in = int(self.rng.binomial(int(y[slot] / rules.scale), p_home))
             for _ in range(n_in):
                 voxel = self.voxels[self.random.randrange(len(self.voxels))]
-                NKCell(self, voxel, competent=self.random.random() < rules.nk_competent_fraction,
+                NKCell(self, voxel, competent=self.random.random() < rules.donor_competent_fraction,
                        ready_step=step + 1, donor=d)
             y[slot] -= n_in * rules.scale
             self.counts["nk_homed"] += n_in
@@ -464,6 +463,8 @@ class PatientModel(mesa.Model):
         competent = [a for a in nks if a.competent]
         n_exhausted = sum(1 for a in competent if a.exhausted)
         donors = range(rules.n_donors)
+        u_now = np.zeros(N_U)
+        pk_inputs(kp, self.pk, 0.0, u_now)  # the blood's inputs now (day boundary)
         blood = sum(y[self.blood_slot(d)] for d in donors)  # all donors together
         tissue = sum(y[self.tissue_slot(d)] for d in donors)
         obs: dict[str, float] = {
@@ -471,9 +472,10 @@ class PatientModel(mesa.Model):
             "donor_nk_blood": blood / rules.blood_volume_ul,
             "host_nk_blood": y[Y.host_nk],
             "host_t_blood": y[Y.host_t],
+            "host_treg_blood": y[Y.host_treg],
             "il15": y[Y.il15],
-            "flu_conc": self.flu / kp[KP.drugs_flu_volume],
-            "cy_conc": self.cy / kp[KP.drugs_cy_volume],
+            "flu_conc": self.pk[PK_FLU] / kp[KP.drugs_flu_volume],
+            "cy_conc": self.pk[PK_CY] / kp[KP.drugs_cy_volume],
             "donor_nk_marrow": len(nks) * rules.scale,
             "donor_nk_tissue": tissue,
             "donor_nk_agents": len(nks),
@@ -483,13 +485,15 @@ class PatientModel(mesa.Model):
             "blast_susceptible_fraction": n_sus / n_blast if n_blast > 0 else math.nan,
             "nk_kills": self.counts["blasts_killed_by_nk"] * rules.scale,
             "nk_exhausted_fraction": n_exhausted / len(competent) if competent else math.nan,
-            "drug_kill_hazard": drug_hazard(kp, self.flu, self.cy),
+            "drug_kill_hazard": u_now[U_HF] + u_now[U_HC],
             "donor_nk_total": blood + tissue + len(nks) * rules.scale,
             # priming now, at the day boundary (largest over the donors)
             "allo_priming": float(max(0.0, *self.primed_at(self.step_index * rules.dt))),
-            "il2_central": self.il2,
-            "il15_agonist_central": self.il15a,
-            "cytokine_support": cytokine_support(kp, self.il2, self.il15a)[2],  # at the day boundary
+            "il2_central": self.pk[PK_IL2],
+            "il15_exogenous": il15_exogenous(kp, y, u_now),
+            "n803_central": self.pk[PK_N803],
+            "il2dt_amount": self.pk[PK_IL2DT],
+            "cytokine_support": cytokine_support(kp, y, u_now)[2],  # at the day boundary
         }
         missing = set(TIME_VARIABLES) - set(obs)
         if missing:  # every record variable of nksim.quantities.RECORD must be observed

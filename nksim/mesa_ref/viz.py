@@ -104,7 +104,8 @@ class PatientView(PatientModel):
     def history(self):
         """The daily DataCollector table with chimerism columns (percent) added."""
         df = self.datacollector.get_model_vars_dataframe().set_index("time")
-        donor, host_nk, host_t = df["donor_nk_blood"], df["host_nk_blood"], df["host_t_blood"]
+        donor, host_nk = df["donor_nk_blood"], df["host_nk_blood"]
+        host_t = df["host_t_blood"] + df["host_treg_blood"]  # all host T cells (Tregs since 0.6.0)
         df["chimerism_nk"] = 100.0 * donor / (donor + host_nk).where(donor + host_nk > 0)
         df["chimerism_pbmc"] = 100.0 * donor / (donor + host_nk + host_t).where(donor + host_nk + host_t > 0)
         return df

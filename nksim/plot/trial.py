@@ -126,7 +126,11 @@ def trial_figure(ds: xr.Dataset, *, xmax: float = 120.0,
     ax.legend(handles=h + prot, fontsize=7)
 
     ax = axes[0, 2]
-    _band(ax, tsel.host_nk_blood + tsel.host_t_blood, "C2", "host lymphocytes (NK + T)", log=True)
+    host = tsel.host_nk_blood + tsel.host_t_blood
+    if "host_treg_blood" in tsel:  # since 0.6.0 (files of earlier versions have no Tregs)
+        host = host + tsel.host_treg_blood
+    _band(ax, host, "C2", "host lymphocytes (NK + T + Tregs)" if "host_treg_blood" in tsel else
+          "host lymphocytes (NK + T)", log=True)
     prot = _mark_protocol(ax, ds)
     ax.set(xlabel=TIME_LABEL, ylabel="host lymphocytes (cells µL$^{-1}$)", title="Host lymphodepletion and IL-15")
     ax2 = ax.twinx()

@@ -138,6 +138,7 @@ def posterior_draws(params: ParameterSet, path: str | Path, n: int, seed: int,
     except Exception as exc:  # noqa: BLE001  h5py/xarray raise many types for foreign or broken files
         raise NksimInputError(f"cannot read a calibrated posterior from it ({type(exc).__name__}: {exc})",
                               source=p, key="cohort.draws_from") from None
+    values = carry_deprecated(params, values, weights)
     for k in values:
         if k not in PARAMETERS:
             raise NksimInputError(f"posterior parameter '{k}' is not a model parameter", source=p)
@@ -145,6 +146,30 @@ def posterior_draws(params: ParameterSet, path: str | Path, n: int, seed: int,
     out = [{k: float(v[i]) for k, v in values.items()} for i in idx]
     for i, d in enumerate(out):
         params.with_values(d, origin=f"{source} posterior draw {i}")  # validates
+    return out
+
+
+def carry_deprecated(params: ParameterSet, values: dict[str, np.ndarray],
+                     weights: np.ndarray) -> dict[str, np.ndarray]:
+    """A posterior's populations with deprecated keys carried to the keys that replace them.
+
+    A posterior calibrated before a key was split (:data:`nksim.quantities.PARAMETER_ALIASES`, e.g.
+    ``host.t_drug_sensitivity`` into a Flu and a Cy sensitivity in 0.6.0) is kept as its spread
+    around its weighted median: each new key takes the model's value times the draw over that
+    median, so the posterior's median particle is the model's values and its relative spread is
+    kept. Keys the posterior also has itself, and retired keys, are left as they are.
+    """
+    from ..calibration.posterior import weighted_quantile
+    from ..quantities import PARAMETER_ALIASES
+
+    out = {k: v for k, v in values.items() if k not in PARAMETER_ALIASES}
+    for k, v in values.items():
+        if k not in PARAMETER_ALIASES:
+            continue
+        median = float(weighted_quantile(v, weights, [0.5])[0])
+        for new in PARAMETER_ALIASES[k]:
+            if new not in out and median > 0:
+                out[new] = params[new] * v / median
     return out
 
 
