@@ -76,6 +76,8 @@ class TrialReference:
     check_draws: int
     #: why the predictive intervals are not shown (None when they are)
     no_interval_reason: str | None
+    #: the nksim version that computed the predictive check
+    check_version: str = "?"
 
     def row(self, name: str) -> ReferenceRow:
         """The row of statistic ``name`` (a key of :data:`STATISTICS`)."""
@@ -130,8 +132,10 @@ def trial_reference(ds: xr.Dataset, params: ParameterSet, protocol: Protocol) ->
             interval = (float(attrs["interval_90_lo"]), float(attrs["interval_90_hi"])) if default_model else None
             rows.append(ReferenceRow(name, label, float(attrs["observed"]), sim, interval))
         draws = int(check.attrs.get("n_draws", check.sizes.get("draw", 0)))
+        check_version = str(check.attrs.get("nksim_version", "?"))
     reason = None if default_model else "the committed predictive intervals belong to the default model"
-    return TrialReference(trial, len(slots), tuple(rows), tuple(outcomes), _display_path(check_path), draws, reason)
+    return TrialReference(trial, len(slots), tuple(rows), tuple(outcomes), _display_path(check_path), draws, reason,
+                          check_version)
 
 
 def simulated_categories(ds: xr.Dataset, slots: Sequence) -> np.ndarray:
@@ -198,8 +202,8 @@ def reference_table(ref: TrialReference) -> str:
             mark, outside = " *", True
         lines.append(f"{r.label:<{width}}{r.observed:>6g}  {run_count(r.simulated):>{run_width}}  {pi:>13}{mark}")
     if ref.no_interval_reason is None:
-        lines.append(f"model 90 % PI: {ref.check_draws} virtual trials over the calibrated posterior "
-                     f"({ref.check_file}).")
+        lines.append(f"model 90 % PI: {ref.check_draws} virtual trials over the calibrated posterior, simulated by "
+                     f"nksim {ref.check_version} ({ref.check_file}).")
         if outside:
             lines.append("* this virtual trial lies outside the model's 90 % interval, as about one in ten does.")
         lines.append(f"One virtual trial of {ref.evaluable} patients can sit far from the trial while the calibration "
