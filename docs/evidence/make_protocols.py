@@ -113,7 +113,7 @@ FILES["bachanova2014_il2dt"] = (
     "# ASSUMPTIONS: the 4 patients with 18 ug/kg are the 4 with two doses, given on days -2 and -1; the others 12 ug/kg\n"
     "#   on day -1; IL-2 '4 h after' on day 0 (same step); 7 + 3 virtual patients (trial 11 + 4); model default adult;\n"
     "#   baseline blasts from the population draw. 'CR' read as marrow blasts < 5 % (the paper may pool CRp/CRi).\n"
-    "# NEEDS: event kind il2dt (mechanisms.md A).\n" + CONF + "\n"
+    "# Uses (0.6.0): event kind il2dt (mechanisms.md A).\n" + CONF + "\n"
     + head("bachanova2014_il2dt", "Bachanova 2014, IL2DT arm: Hi-Cy/Flu, IL2DT d-1, haplo NK 26e6/kg d0, IL-2 9 MIU qod x6",
            "Bachanova 2014 Blood 123:3855 (A: abstract, Fig 1); product and dose B (PMC4635041 Table 1)", -6, 90, "fresh",
            snaps=(-6, 0, 7, 14, 28))
@@ -141,7 +141,7 @@ s = ("# Cooley et al. 2019, Blood Adv 3:1970, phase 1 (NCT01385423): haploidenti
      "# ASSUMPTIONS: lymphodepletion = the Minnesota Hi-Cy/Flu (Bachanova 2014 Fig 1; the stored pages say only 'Cy/Flu');\n"
      "#   NK dose 10e6 kg-1 (not in the stored pages; Minnesota products 3.4-26e6 kg-1); rhIL-15 on days 1..12; virtual\n"
      "#   cohorts 2/2/4/2 over 0.3/0.5/0.75/1.0 ug/kg (trial cohort sizes not read); default adult; blasts drawn.\n"
-     "# NEEDS: event kind rhil15_iv (mechanisms.md C).\n" + CONF + "\n"
+     "# Uses (0.6.0): event kind rhil15_iv (mechanisms.md C).\n" + CONF + "\n"
      + head("cooley2019_rhil15_iv", "Cooley 2019 phase 1: Hi-Cy/Flu, haplo NK d0, rhIL-15 i.v. 0.3-1.0 ug/kg d1-12",
             "Cooley 2019 Blood Adv 3:1970 (A: abstract); Cooley 2015 ASH abstract Blood 126:566 (B)", -6, 90, "fresh")
      + hicyflu("assumption: Minnesota Hi-Cy/Flu as Bachanova 2014 Fig 1 (Cooley: 'lymphodepleting chemotherapy')")
@@ -162,7 +162,7 @@ FILES["cooley2019_rhil15_sc"] = (
     "# From the registry (B, NCT02395822): 'CD3/CD19 depleted, IL-15 activated, donor natural killer (NK) cells' after a\n"
     "#   preparative regimen.\n"
     "# ASSUMPTIONS: Minnesota Hi-Cy/Flu; NK 10e6 kg-1; rhIL-15 days 1..10; 10 virtual patients; default adult.\n"
-    "# NEEDS: event kind rhil15_sc (mechanisms.md C).\n" + CONF + "\n"
+    "# Uses (0.6.0): event kind rhil15_sc (mechanisms.md C).\n" + CONF + "\n"
     + head("cooley2019_rhil15_sc", "Cooley 2019 phase 2: Hi-Cy/Flu, haplo NK d0, rhIL-15 s.c. 2 ug/kg d1-10",
            "Cooley 2019 Blood Adv 3:1970 (A: abstract); NCT02395822 (B)", -6, 90, "fresh")
     + hicyflu("assumption: Minnesota Hi-Cy/Flu as Bachanova 2014 Fig 1")
@@ -182,7 +182,7 @@ s = ("# Romee et al. 2016, Sci Transl Med 8:357ra123, first-in-human phase 1 of 
      "# ASSUMPTIONS: Flu 25 mg m-2 d-6..-2 + Cy 60 mg kg-1 d-5,-4 (doses not in the stored pages); IL-2 1 MIU m-2 s.c.\n"
      "#   every other day x7 from day 0 = 1.8 MIU flat (dose/schedule not read; the low-dose schedule that CD25+ CIML\n"
      "#   answer to, Leong 2014); 3/3/4 virtual patients over the dose levels (trial split not read).\n"
-     "# NEEDS: nk_product = \"ciml\" (mechanisms.md D).\n" + CONF + "\n"
+     "# Uses (0.6.0): nk_product = \"ciml\" (mechanisms.md D).\n" + CONF + "\n"
      + head("romee2016_ciml", "Romee 2016: Flu/Cy, haplo CIML NK 0.5-10e6/kg d0, low-dose IL-2 qod x7",
             "Romee 2016 Sci Transl Med 8:357ra123; numbers B (PMC7694052 Table 1)", -6, 90, "ciml")
      + hicyflu("assumption: Flu/Cy doses not in the stored pages; Minnesota Hi-Cy/Flu days")
@@ -285,7 +285,7 @@ be_common = ("# Berrien-Elliott et al. 2022, Blood 139:1177: two haploidentical-
              "#   10 virtual patients; default adult. Held-out direction check: donor NK at day 14-21 and CR lower with N-803.\n")
 FILES["berrien_elliott2022_n803"] = (
     be_common + "# This file: N-803 10 ug/kg s.c. weekly x3 (days 0, 7, 14; Romee 2018 upper dose, '3 weeks' as in the\n"
-    "#   Berrien-Elliott STM 2022 HCT trial) -- assumption.\n# NEEDS: event kind n803, product ciml.\n" + CONF + "\n"
+    "#   Berrien-Elliott STM 2022 HCT trial) -- assumption.\n# Uses (0.6.0): event kind n803, product ciml.\n" + CONF + "\n"
     + head("berrien_elliott2022_n803", "Berrien-Elliott 2022 (mechanism pair): Hi-Cy/Flu, CIML NK d0, N-803 10 ug/kg weekly x3",
            "Berrien-Elliott 2022 Blood 139:1177 (A: direction only); schedule assumption", -6, 90, "ciml", snaps=(0, 7, 14, 21, 28))
     + hicyflu("assumption: Minnesota Hi-Cy/Flu")
@@ -295,7 +295,7 @@ FILES["berrien_elliott2022_n803"] = (
     + patients("ben_", [("all", 10)])
 )
 FILES["berrien_elliott2022_il2"] = (
-    be_common + "# This file: IL-2 1 MIU m-2 s.c. every other day x7 (1.8 MIU flat) -- assumption.\n# NEEDS: product ciml.\n"
+    be_common + "# This file: IL-2 1 MIU m-2 s.c. every other day x7 (1.8 MIU flat) -- assumption.\n# Uses (0.6.0): product ciml.\n"
     + CONF + "\n"
     + head("berrien_elliott2022_il2", "Berrien-Elliott 2022 (mechanism pair): Hi-Cy/Flu, CIML NK d0, IL-2 1 MIU/m2 qod x7",
            "Berrien-Elliott 2022 Blood 139:1177 (A: direction only); schedule assumption", -6, 90, "ciml", snaps=(0, 7, 14, 21, 28))
@@ -317,7 +317,7 @@ FILES["bednarski2022_tolerant"] = (
     "#   and the DLI are NOT MODELLED; CIML 10e6 kg-1 (upper dose); the host tolerates the donor (host_tolerant = true:\n"
     "#   no allo-rejection); body 40 kg, 1.3 m2 (children/young adults; not read); blasts drawn (relapsed AML).\n"
     "#   Chimerism observables are not meaningful after HCT (host cells carry the donor's STR): compare donor NK counts.\n"
-    "#   Held-out check.\n# NEEDS: product ciml, protocol field host_tolerant.\n" + CONF + "\n"
+    "#   Held-out check.\n# Uses (0.6.0): product ciml, protocol field host_tolerant.\n" + CONF + "\n"
     + head("bednarski2022_tolerant", "Bednarski 2022: FLAG (Flu only modelled) d-22..-18, HCT-donor CIML NK d0, no cytokine, tolerant host",
            "Bednarski 2022 Blood 139:1670 (A: abstract, Table 3)", -22, 180, "ciml", assess=(28, 90, 180),
            snaps=(0, 7, 14, 28, 90), tolerant=True)
@@ -335,7 +335,7 @@ FILES["shapiro2022_tolerant"] = (
     "# ASSUMPTIONS: lymphodepletion = Flu 25 mg m-2 d-6..-2 + Cy 60 mg kg-1 d-5,-4 (not read); IL-2 1 MIU m-2 every other\n"
     "#   day x7 (dose/interval not read); CIML 10e6 kg-1; host tolerant; 6 virtual patients; default adult. 'Fold' of\n"
     "#   what is not in the abstract: compare donor NK/uL at day 28-90 with its day-1 value. Held-out check.\n"
-    "# NEEDS: product ciml, protocol field host_tolerant.\n" + CONF + "\n"
+    "# Uses (0.6.0): product ciml, protocol field host_tolerant.\n" + CONF + "\n"
     + head("shapiro2022_tolerant", "Shapiro 2022: Flu/Cy, HCT-donor CIML NK d0, IL-2 x7, tolerant host",
            "Shapiro 2022 J Clin Invest 132:e154334 (A: abstract)", -6, 180, "ciml", assess=(28, 90, 180),
            snaps=(0, 7, 14, 28, 90), tolerant=True)
