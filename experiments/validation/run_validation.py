@@ -371,11 +371,10 @@ POTENCY_MODELS: tuple[str, ...] = ("default", "high_potency")
 
 
 def _clopper_pearson(k: int, n: int) -> tuple[float, float]:
-    from scipy.stats import beta
+    """Exact 95 % interval of k/n (:func:`nksim.calibration.registry.clopper_pearson`)."""
+    from nksim.calibration.registry import clopper_pearson
 
-    lo = 0.0 if k == 0 else float(beta.ppf(0.025, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(0.975, k + 1, n - k))
-    return lo, hi
+    return clopper_pearson(k, n)
 
 
 def remission_rows(*, replicates: int, seed: int, resolution: str, workers: int,
@@ -389,7 +388,7 @@ def remission_rows(*, replicates: int, seed: int, resolution: str, workers: int,
     pool, the 5-95 % range of their CR shares. Agreement (rule fixed before the runs): the
     published k/n lies in that interval.
     """
-    from nksim.observables import RESPONSE_CODES
+    from nksim.calibration.registry import first_assessment_cr, share_interval
     from nksim.resources import data_path
 
     shipped = {p.stem for p in data_path("protocols").glob("*.toml")}
@@ -411,11 +410,10 @@ def remission_rows(*, replicates: int, seed: int, resolution: str, workers: int,
                                                               origin=f"validation resolution '{resolution}'")
             ds = nksim.simulate_cohort(params, proto, replicates=replicates, seed=seed, patients=ids,
                                        workers=workers)
-            ev = ds.evaluable.values == 1 if "evaluable" in ds.coords else np.ones(ds.sizes["patient"], bool)
-            cr = (ds.response.isel(assessment=0).values[ev] == RESPONSE_CODES["CR"]).ravel()
-            shares = rng.choice(cr, size=(bootstrap, rem.n), replace=True).mean(axis=1)
-            lo, hi = (float(v) for v in np.quantile(shares, [0.05, 0.95]))
-            row["models"][model] = {"median": float(np.median(shares)), "p05": lo, "p95": hi,
+            cr = first_assessment_cr(ds)        # (patient, replicate); NaN = not evaluable
+            cr = cr[np.isfinite(cr)]
+            med, lo, hi = share_interval(cr, rem.n, rng=rng, draws=bootstrap, level=0.90)
+            row["models"][model] = {"median": med, "p05": lo, "p95": hi,
                                     "per_patient": float(cr.mean()), "agrees": bool(lo <= rem.k / rem.n <= hi)}
         rows.append(row)
     return rows

@@ -4,6 +4,9 @@ Public API::
 
     load_config, CalibrationConfig        # calibration/<name>.toml
     load_observed, default_observed       # calibration/data/ (outcomes, analogue targets, series)
+    load_registry, Registry               # calibration/data/trials/: every trial arm's observations and the
+    TrialArm, TrialObservation            #   declared target / held-out split (issue 26)
+    simulated_per_patient, simulated_per_trial, predictive_interval   # their simulated counterparts
     CalibrationModel                      # theta -> virtual trial -> summaries, distance
     run_calibration                       # ABC-SMC + posterior + predictive checks + figures
     run_screen, screen_figure             # Morris elementary effects (SALib); figure from nksim.plot
@@ -20,6 +23,9 @@ from typing import Any
 _EXPORTS = {
     "load_config": ".config", "CalibrationConfig": ".config",
     "load_observed": ".data", "default_observed": ".data", "ObservedTrial": ".data",
+    "load_registry": ".registry", "Registry": ".registry", "TrialArm": ".registry",
+    "TrialObservation": ".registry", "simulated_per_patient": ".registry", "simulated_per_trial": ".registry",
+    "predictive_interval": ".registry",
     "CalibrationModel": ".model",
     "run_calibration": ".run",
     "run_screen": ".screen", "screen_figure": "..plot.calibration",

@@ -132,8 +132,8 @@ OBSERVABLES: dict[str, Observable] = {
         "or above `threshold`, among patients where it is reached at all"),
     "relapse_free_days": Observable(
         "day", "quantity", (), (),
-        "Kaplan-Meier median over patients of the first day >= 0 with marrow blasts >= 5 % (censored at the "
-        "end of the run)"),
+        "Kaplan-Meier median over patients of the first marrow assessment (the protocol's assessment days) with "
+        "blasts >= 5 % (censored at the last assessment in the run; inf when not reached)"),
     "other": Observable(
         "", "none", (), ("day", "window", "statistic", "threshold", "chimerism", "reference_day"),
         "reported, but with no simulated counterpart in nksim (survival beyond the run, CRS, a transplant, "
@@ -707,6 +707,15 @@ def _in(ds: xarray.Dataset, arr: np.ndarray, window: tuple[float, float]) -> tup
     return arr[..., m], t[m]
 
 
+def _assessment_days(ds: xarray.Dataset) -> np.ndarray:
+    """The protocol's assessment days that lie in the record (marrow is sampled on them)."""
+    t = ds["time"].values
+    days = np.asarray([d for d in ds["assessment"].values if d in t], float)
+    if not days.size:
+        raise ValueError("no assessment day of the protocol lies in the simulation's record")
+    return days
+
+
 def _chimerism(ds: xarray.Dataset, which: str) -> np.ndarray:
     return ds[f"donor_chimerism_{which}"].values
 
@@ -738,7 +747,7 @@ def simulated_per_patient(obs: TrialObservation, ds: xarray.Dataset) -> np.ndarr
     Shares give 0/1 flags; quantities their value in ``obs.unit``. NaN where the patient does
     not count (not evaluable for a response; not an expander for ``*_in_expanders``; never
     detected for ``persistence_beyond_day``). ``relapse_free_days`` gives each patient's first
-    day with marrow blasts >= 5 % (NaN = not by the end of the run). ``ds``: a
+    assessment day with marrow blasts >= 5 % (NaN = not by the last assessment of the run). ``ds``: a
     :func:`nksim.simulate_cohort` Dataset of ``obs.protocol`` run at least to :attr:`TrialObservation.last_day`.
     """
     if not obs.has_counterpart:
@@ -799,9 +808,10 @@ def simulated_per_patient(obs: TrialObservation, ds: xarray.Dataset) -> np.ndarr
         last = tw[arr.shape[-1] - 1 - np.argmax(hit[..., ::-1], axis=-1)].astype(float)
         out = np.where(hit.any(axis=-1), last, np.nan)
     elif o == "relapse_free_days":
-        t = ds["time"].values
-        hit = (ds["marrow_blast_pct"].values >= RELAPSE_BLAST_PCT) & (t >= 0)
-        out = np.where(hit.any(axis=-1), t[np.argmax(hit, axis=-1)], np.nan).astype(float)
+        days = _assessment_days(ds)
+        blasts = np.stack([_at(ds, ds["marrow_blast_pct"].values, d) for d in days], axis=-1)
+        hit = blasts >= RELAPSE_BLAST_PCT
+        out = np.where(hit.any(axis=-1), days[np.argmax(hit, axis=-1)], np.nan).astype(float)
     else:  # pragma: no cover - every observable with a counterpart is handled above
         raise AssertionError(o)
     return np.asarray(out, float)[keep]
@@ -818,7 +828,7 @@ def simulated_per_trial(obs: TrialObservation, ds: xarray.Dataset) -> np.ndarray
     if obs.observable == "relapse_free_days":
         from ..observables import km_median
 
-        end = float(ds["time"].values[-1])
+        end = float(_assessment_days(ds)[-1])
         return np.array([km_median(x[:, r], end) for r in range(x.shape[1])])
     out = np.full(x.shape[1], np.nan)
     for r in range(x.shape[1]):
@@ -844,7 +854,10 @@ def predictive_interval(obs: TrialObservation, ds: xarray.Dataset, *, level: flo
     if x.size == 0:
         return math.nan, math.nan, math.nan
     a = (1.0 - level) / 2.0
-    return float(np.median(x)), float(np.quantile(x, a)), float(np.quantile(x, 1.0 - a))
+    # a Kaplan-Meier median not reached is inf: quantiles without interpolation then
+    method = "linear" if np.isfinite(x).all() else "inverted_cdf"
+    lo, hi = np.quantile(x, [a, 1.0 - a], method=method)
+    return float(np.quantile(x, 0.5, method=method)), float(lo), float(hi)
 
 
 def simulation_end_day(observations: Sequence[TrialObservation]) -> float:
