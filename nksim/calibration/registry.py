@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -264,7 +264,6 @@ class Registry:
     observations: tuple[TrialObservation, ...]
     directory: str
     split_declared: str = SPLIT_DECLARED
-    _by_name: Mapping[str, TrialObservation] = field(default_factory=dict, repr=False, compare=False)
 
     def with_role(self, role: str) -> tuple[TrialObservation, ...]:
         """The observations of ``role`` (one of :data:`ROLES`), in file order."""
@@ -300,10 +299,10 @@ class Registry:
 
     def observation(self, name: str) -> TrialObservation:
         """The observation ``name`` (KeyError naming the known ones)."""
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise KeyError(f"no observation {name!r}; known: {sorted(self._by_name)}") from None
+        for o in self.observations:
+            if o.name == name:
+                return o
+        raise KeyError(f"no observation {name!r}; known: {sorted(o.name for o in self.observations)}")
 
     def trials(self) -> tuple[str, ...]:
         """The distinct trials (``arm.trial``), in file order."""
@@ -646,7 +645,7 @@ def load_registry(path: str | Path | None = None) -> Registry:
         if other.observable != o.observable:
             raise _fail(f"'{o.versus}' is a '{other.observable}' observation; allowed: one of the same observable "
                         f"('{o.observable}')", o.file, f"{o.key}.versus")
-    return Registry(tuple(arms), tuple(observations), str(folder), _by_name=by_name)
+    return Registry(tuple(arms), tuple(observations), str(folder))
 
 
 # ----------------------------------------------------------------------------- simulated counterparts
