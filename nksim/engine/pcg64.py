@@ -50,7 +50,7 @@ def _mulhi(typingctx, a, b):
     return sig, codegen
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def next64(st):
     """Advance the state (``state * M + inc`` mod 2**128) and return the XSL-RR output (uint64)."""
     hi = st[_S_HI]
@@ -68,13 +68,13 @@ def next64(st):
     return (x >> rot) | (x << ((np.uint64(64) - rot) & np.uint64(63)))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def uniform(st):
     """``Generator.random()``: a uniform double in [0, 1) (float64)."""
     return np.float64(next64(st) >> np.uint64(11)) * _TO_DOUBLE
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _next32(st):
     """PCG64's 32-bit output: the buffered upper half of the last 64-bit output, else a new one's lower half."""
     if st[_HAS32] != 0:
@@ -86,7 +86,7 @@ def _next32(st):
     return x & _U32_MAX
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def below(st, n):
     """``Generator.integers(0, n)`` (int64) for an int64 ``1 <= n < 2**32``; ``n == 1`` draws nothing."""
     rng = np.uint64(n - 1)
