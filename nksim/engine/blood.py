@@ -102,8 +102,10 @@ def pk_advance(kp, pk, dt):
     pk[PK_T0] += dt
     pk[PK_FLU] *= math.exp(-kp[KP.flu_elimination_rate] * dt)
     pk[PK_CY] *= math.exp(-kp[KP.cy_elimination_rate] * dt)
-    pk[PK_IL2DT] *= math.exp(-kp[KP.il2dt_elimination_rate] * dt)
-    pk[PK_RH_DEPOT] *= math.exp(-kp[KP.rhil15_sc_absorption_rate] * dt)
+    if pk[PK_IL2DT] > 0.0:  # (0 times the factor is 0: no exp for a drug never given)
+        pk[PK_IL2DT] *= math.exp(-kp[KP.il2dt_elimination_rate] * dt)
+    if pk[PK_RH_DEPOT] > 0.0:
+        pk[PK_RH_DEPOT] *= math.exp(-kp[KP.rhil15_sc_absorption_rate] * dt)
     if pk[PK_IL2_DEPOT] + pk[PK_IL2] > 0.0:
         pk[PK_IL2_DEPOT], pk[PK_IL2] = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate],
                                                   kp[KP.il2_elimination_rate], dt)
@@ -569,6 +571,11 @@ def rk4_blood(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp, 
     for k in range(n_sub):
         # quadratic (Lagrange) interpolation of every input at the sub-step's start, middle, end
         for i in range(u0.shape[0]):
+            if u0[i] == 0.0 and um[i] == 0.0 and u1[i] == 0.0:  # an absent input (no IL-2, ...): 0 throughout
+                ua[i] = 0.0
+                ub[i] = 0.0
+                uc[i] = 0.0
+                continue
             ua[i] = _hazard_at(k / n_sub, u0[i], um[i], u1[i])
             ub[i] = _hazard_at((k + 0.5) / n_sub, u0[i], um[i], u1[i])
             uc[i] = _hazard_at((k + 1.0) / n_sub, u0[i], um[i], u1[i])
@@ -596,9 +603,10 @@ QUIET_MAX_HAZARD = 0.01
 #: the baseline IL-15 concentration) at its start: its fast clearance (about 1 h) would make the quiet-day integrator
 #: take more steps than the step-by-step one (0.6.0). N-803 (hours to days) needs no such bound.
 QUIET_MAX_RHIL15 = 0.01
-#: Rows of the work array of :func:`quiet_day` (each of the blood state's length).
-_F0, _F1, _F2, _K1, _K2, _K3, _YN, _TMP, _DFDT, _ERR = range(10)
-N_WORK = 10
+#: Rows of the work array of :func:`quiet_day` (each of the blood state's length, which is at least :data:`N_U`):
+#: stages, the inputs ``u`` of the latest right-hand side and those at the current step's start with its priming.
+_F0, _F1, _F2, _K1, _K2, _K3, _YN, _TMP, _DFDT, _ERR, _U, _U_S, _PRIMED_S = range(13)
+N_WORK = 13
 _D = 1.0 / (2.0 + math.sqrt(2.0))
 _E32 = 6.0 + math.sqrt(2.0)
 
@@ -659,6 +667,15 @@ def quiet_inputs(kp, s, pk, first_exposure, primed, u):
 def _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, out):
     quiet_inputs(kp, s, pk, first_exposure, primed, u)
     blood_rhs(kp, y, u, 0.0, primed, out)
+
+
+@njit(cache=True, error_model="numpy")
+def _copy_inputs(u, primed, u_to, primed_to):
+    """Copy the inputs ``u`` and the priming ``primed`` into ``u_to`` and ``primed_to``."""
+    for i in range(u.shape[0]):
+        u_to[i] = u[i]
+    for d in range(primed.shape[0]):
+        primed_to[d] = primed[d]
 
 
 @njit(cache=True, error_model="numpy")
@@ -733,19 +750,22 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
     yn = work[_YN]
     tmp = work[_TMP]
     dfdt = work[_DFDT]
-    u = np.empty(N_U)
+    u = work[_U, :N_U]
+    u_s = work[_U_S, :N_U]
+    n_d = first_exposure.shape[0]
+    primed_s = work[_PRIMED_S, :n_d]
     s = 0.0
     h = h_first if h_first < length else length
     steps = 0
     _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, f0)
+    _copy_inputs(u, primed, u_s, primed_s)  # the inputs at s, kept for the Jacobian until the step is accepted
     while s < length:
         last = s + h >= length * (1.0 - 1e-12)
         if last:
             h = length - s
         # the Jacobian at every step (ode23s's stability and error estimate need the current one; one kept over a
         # day let the donor pools diverge), the time derivative by a forward difference
-        quiet_inputs(kp, s, pk, first_exposure, primed, u)
-        blood_jacobian(kp, y, u, 0.0, primed, jac)
+        blood_jacobian(kp, y, u_s, 0.0, primed_s, jac)
         dts = 1.5e-8 * max(s, 1.0)
         _quiet_rhs(kp, y, s + dts, pk, first_exposure, primed, u, tmp)
         for i in range(n):
@@ -791,6 +811,7 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
             else:
                 for i in range(n):
                     f0[i] = f2[i]
+            _copy_inputs(u, primed, u_s, primed_s)  # f2's inputs, at s + h: the new s
         fac = 5.0 if err == 0.0 else 0.8 * err ** (-1.0 / 3.0)
         fac = min(5.0, max(0.2, fac))
         if err <= 1.0 and last:
