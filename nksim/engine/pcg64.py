@@ -52,7 +52,7 @@ def _mulhi(typingctx, a, b):
     return sig, codegen
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def next64(st):
     """Advance the state (``state * M + inc`` mod 2**128) and return the XSL-RR output (uint64)."""
     hi = st[_S_HI]
@@ -70,13 +70,13 @@ def next64(st):
     return (x >> rot) | (x << ((np.uint64(64) - rot) & np.uint64(63)))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def uniform(st):
     """``Generator.random()``: a uniform double in [0, 1) (float64)."""
     return np.float64(next64(st) >> np.uint64(11)) * _TO_DOUBLE
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _next32(st):
     """PCG64's 32-bit output: the buffered upper half of the last 64-bit output, else a new one's lower half."""
     if st[_HAS32] != 0:
@@ -88,7 +88,7 @@ def _next32(st):
     return x & _U32_MAX
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def below(st, n):
     """``Generator.integers(0, n)`` (int64) for an int64 ``1 <= n < 2**32``; ``n == 1`` draws nothing."""
     rng = np.uint64(n - 1)
@@ -141,7 +141,7 @@ _M32 = np.uint64(0xFFFFFFFF)
 _XSHIFT = np.uint64(16)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _hashmix(value, hash_const):
     """SeedSequence's ``hashmix`` on 32-bit words (held in uint64); returns ``(value, next hash_const)``."""
     value = (value ^ hash_const) & _M32
@@ -150,14 +150,14 @@ def _hashmix(value, hash_const):
     return value ^ (value >> _XSHIFT), hash_const
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _mix(x, y):
     """SeedSequence's ``mix`` of two 32-bit words (held in uint64)."""
     r = (_MIX_MULT_L * x - _MIX_MULT_R * y) & _M32
     return r ^ (r >> _XSHIFT)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _step128(st):
     """One LCG step of the 128-bit state: ``state * M + inc`` (mod 2**128), in place."""
     hi = st[_S_HI]
