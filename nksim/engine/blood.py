@@ -21,6 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .jitopts import ENGINE_JIT, LEAF_JIT
 from .layout import DONOR_STRIDE, EV, KP, Y
 
 # --------------------------------------------------------------------------- PK state and its inputs to the blood
@@ -38,21 +39,21 @@ U_HF, U_HC, U_IL2, U_N803, U_DTX, U_RH_IN = range(6)
 N_U = 6
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def flu_hazard(kp, flu_amt):
     """Fludarabine reference kill hazard (day-1) for an amount ``flu_amt`` (mg): an Emax term."""
     cf = flu_amt / kp[KP.drugs_flu_volume]
     return kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50])
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def cy_hazard(kp, cy_amt):
     """Cyclophosphamide reference kill hazard (day-1) for an amount ``cy_amt`` (mg): an Emax term."""
     cc = cy_amt / kp[KP.drugs_cy_volume]
     return kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50])
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def drug_hazard(kp, flu_amt, cy_amt):
     """Flu + Cy reference kill hazard (day-1), as on marrow cells and donor NK: the sum of the two Emax terms.
 
@@ -61,7 +62,7 @@ def drug_hazard(kp, flu_amt, cy_amt):
     return flu_hazard(kp, flu_amt) + cy_hazard(kp, cy_amt)
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def lineage_hazards(kp, u):
     """Flu/Cy kill hazards (day-1) on host NK, T and Tregs at inputs ``u``: each drug term times a sensitivity.
 
@@ -74,7 +75,7 @@ def lineage_hazards(kp, u):
             kp[KP.host_treg_flu_sensitivity] * hf + kp[KP.host_treg_cy_sensitivity] * hc)
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def pk_inputs(kp, pk, s, u):
     """Fill ``u`` with the blood's inputs ``s`` days after the PK state ``pk`` (exact first-order decay)."""
     u[U_HF] = flu_hazard(kp, pk[PK_FLU] * math.exp(-kp[KP.flu_elimination_rate] * s))
@@ -96,7 +97,7 @@ def pk_inputs(kp, pk, s, u):
         u[U_RH_IN] = ka * pk[PK_RH_DEPOT] * math.exp(-ka * s) * kp[KP.rhil15_fold_per_ug]
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def pk_advance(kp, pk, dt):
     """Advance the PK state ``pk`` by ``dt`` days in place (exact), its time ``pk[PK_T0]`` included."""
     pk[PK_T0] += dt
@@ -114,7 +115,7 @@ def pk_advance(kp, pk, dt):
                                                     kp[KP.n803_elimination_rate], dt)
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
     """Apply one protocol event (kind code ``EV.*``, ``amount`` in its amount unit) at time ``t`` (days since start).
 
@@ -144,13 +145,13 @@ def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
 
 
 # --------------------------------------------------------------------------- IL-15 signals and donor NK rates
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def il15_exogenous(kp, y, u):
     """The exogenous IL-15 signal (fold of the baseline IL-15 concentration): rhIL-15 in plasma plus N-803."""
     return y[Y.il15_exo] + kp[KP.n803_fold_per_ug] * u[U_N803]
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def nk_proliferation(kp, il15, x_exo):
     """Donor NK division rate (day-1) from IL-15: basal + Emax in the IL-15 signal above baseline.
 
@@ -164,7 +165,7 @@ def nk_proliferation(kp, il15, x_exo):
     return kp[KP.nk_proliferation_rate] + kp[KP.patient_nk_il15_proliferation_max] * x / (x + kp[KP.nk_il15_ec50])
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def nk_division_rate(kp, il15, x_exo, sup_prolif):
     """Donor NK division rate (day-1): IL-15-driven plus IL-2 support, at most ``nk.max_division_rate``."""
     rate = nk_proliferation(kp, il15, x_exo) + sup_prolif
@@ -172,7 +173,7 @@ def nk_division_rate(kp, il15, x_exo, sup_prolif):
     return rate if rate < cap else cap
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def primed_fraction(kp, since):
     """Fraction of the primed anti-donor response reached ``since`` days after first exposure.
 
@@ -193,7 +194,7 @@ def primed_fraction(kp, since):
     return out if out > 0.0 else 0.0
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def depot_step(depot, central, ka, ke, dt):
     """Advance a first-order s.c. depot -> central -> elimination model by ``dt`` (exact).
 
@@ -208,13 +209,13 @@ def depot_step(depot, central, ka, ke, dt):
     return depot * ea, c
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def treg_competition(kp, y):
     """Share of the IL-2 signal left to donor NK by host Tregs: ``1 / (1 + R / treg.nk_half_suppression)``."""
     return 1.0 / (1.0 + y[Y.host_treg] / kp[KP.treg_nk_half_suppression])
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def cytokine_support(kp, y, u):
     """Effects of exogenous cytokines on donor NK at blood state ``y`` and inputs ``u`` (:func:`pk_inputs`).
 
@@ -238,20 +239,20 @@ def cytokine_support(kp, y, u):
     return prolif, death, support
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _primed_t_factor(kp, t_rel):
     """``(T/T0)^e`` of the primed rejection (1 for ``e`` = 0; 0 without host T)."""
     e = kp[KP.allo_primed_t_exponent]
     return 1.0 if e == 0.0 else (t_rel ** e if t_rel > 0.0 else 0.0)
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _rejection_boost(kp, x_exo):
     """Factor on the primed rejection from exogenous IL-15: ``1 + boost x / (x + host.t_il15_ec50)``."""
     return 1.0 + kp[KP.allo_il15_rejection_boost] * x_exo / (x_exo + kp[KP.host_t_il15_ec50]) if x_exo > 0.0 else 1.0
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def donor_nk_rejection(kp, host_t, primed, x_exo):
     """Rejection rate (day-1) of one donor's NK: ``rejection_rate T/T0 + primed_rejection_rate primed (T/T0)^e B``.
 
@@ -270,7 +271,7 @@ def donor_nk_rejection(kp, host_t, primed, x_exo):
             + kp[KP.allo_primed_rejection_rate] * primed * _primed_t_factor(kp, t_rel) * _rejection_boost(kp, x_exo))
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def il15_consumers(kp, y, marrow_donor):
     """IL-15 consumers relative to baseline: (host NK + host T + Tregs + w * all donor NK) / (NK0 + T0 + R0).
 
@@ -286,32 +287,32 @@ def il15_consumers(kp, y, marrow_donor):
             if base > 0 else 0.0)
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _il15_consumer_base(kp):
     """The host lymphocytes per uL at baseline that consume IL-15: NK0 + T0 + R0."""
     return kp[KP.host_nk_baseline] + kp[KP.host_t_baseline] + kp[KP.host_treg_baseline]
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _gompertz(rate, base, x):
     """Gompertz regrowth ``rate * x * ln(base / x)`` toward ``base`` (0 without a baseline)."""
     return rate * x * math.log(base / x) if base > 0 else 0.0
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _gompertz_slope(rate, base, x):
     """d/dx of :func:`_gompertz`: ``rate * (ln(base / x) - 1)``."""
     return rate * (math.log(base / x) - 1.0) if base > 0 else 0.0
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def treg_il2_growth(kp, u):
     """IL-2-driven expansion of host Tregs (day-1): ``treg.il2_proliferation_max * C2 / (C2 + treg.il2_ec50)``."""
     il2 = u[U_IL2]
     return kp[KP.treg_il2_proliferation_max] * il2 / (il2 + kp[KP.treg_il2_ec50]) if il2 > 0.0 else 0.0
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def host_il15_growth(kp, x_exo):
     """Growth (day-1) of host NK and host T under exogenous IL-15 ``x_exo`` (rhIL-15, N-803): an Emax each.
 
@@ -324,7 +325,7 @@ def host_il15_growth(kp, x_exo):
             kp[KP.host_t_il15_proliferation_max] * x_exo / (x_exo + kp[KP.host_t_il15_ec50]))
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def blood_rhs(kp, y, u, marrow_donor, primed, out):
     """Right-hand side of the blood ODEs (per day) at state ``y`` and inputs ``u`` (:func:`pk_inputs`).
 
@@ -372,7 +373,7 @@ def blood_rhs(kp, y, u, marrow_donor, primed, out):
         out[it] = net * y[it] + up * y[ib] - back * y[it]
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
     """Jacobian ``d blood_rhs / d y`` (per day) at state ``y``, with the inputs held (as :func:`blood_rhs`).
 
@@ -482,7 +483,7 @@ def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
             jac[it, j] = slope * y[it]
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _rk4_substep(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp):
     n = y.shape[0]
     blood_rhs(kp, y, u0, marrow_donor, primed, k1)
@@ -501,7 +502,7 @@ def _rk4_substep(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tm
             y[i] = 0.0
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def blood_stiffness(kp, y, u, marrow_donor, primed):
     """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y`` and inputs ``u``.
 
@@ -548,7 +549,7 @@ def blood_stiffness(kp, y, u, marrow_donor, primed):
     return lam
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def rk4_blood(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp, ua, ub, uc):
     """Advance the blood ODEs by ``dt`` days with RK4; inputs given at the step's start, middle and end.
 
@@ -582,7 +583,7 @@ def rk4_blood(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp, 
         _rk4_substep(kp, y, hs, ua, ub, uc, marrow_donor, primed, k1, k2, k3, k4, tmp)
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _hazard_at(s, h0, hmid, h1):
     """Quadratic through (0, h0), (1/2, hmid), (1, h1) at fraction ``s`` of the step (>= 0)."""
     v = h0 * (2.0 * s - 1.0) * (s - 1.0) + hmid * 4.0 * s * (1.0 - s) + h1 * s * (2.0 * s - 1.0)
@@ -611,7 +612,7 @@ _D = 1.0 / (2.0 + math.sqrt(2.0))
 _E32 = 6.0 + math.sqrt(2.0)
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def hazard_integral(kp, flu, cy, length):
     """Integral (dimensionless) of the drug kill hazard over ``length`` days from amounts ``flu``, ``cy`` (mg).
 
@@ -629,7 +630,7 @@ def hazard_integral(kp, flu, cy, length):
     return acc * h / 3.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**ENGINE_JIT)
 def quiet_tolerances(kp, n_y):
     """Absolute and relative tolerances ``(atol, rtol)`` of the quiet-day integrator, per blood component.
 
@@ -651,7 +652,7 @@ def quiet_tolerances(kp, n_y):
     return atol, rtol
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def quiet_inputs(kp, s, pk, first_exposure, primed, u):
     """The blood's inputs ``s`` days into a quiet day into ``u``; fills ``primed`` (per donor).
 
@@ -663,13 +664,13 @@ def quiet_inputs(kp, s, pk, first_exposure, primed, u):
         primed[d] = primed_fraction(kp, pk[PK_T0] + s - first_exposure[d])
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, out):
     quiet_inputs(kp, s, pk, first_exposure, primed, u)
     blood_rhs(kp, y, u, 0.0, primed, out)
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _copy_inputs(u, primed, u_to, primed_to):
     """Copy the inputs ``u`` and the priming ``primed`` into ``u_to`` and ``primed_to``."""
     for i in range(u.shape[0]):
@@ -678,7 +679,7 @@ def _copy_inputs(u, primed, u_to, primed_to):
         primed_to[d] = primed[d]
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _lu_factor(a, piv):
     """LU decomposition with partial pivoting of the small square matrix ``a``, in place."""
     n = a.shape[0]
@@ -705,7 +706,7 @@ def _lu_factor(a, piv):
                     a[i, j] -= f * a[k, j]
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _lu_solve(a, piv, b):
     """Solve ``A x = b`` in place in ``b`` with the factors of :func:`_lu_factor`."""
     n = a.shape[0]
@@ -727,7 +728,7 @@ def _lu_solve(a, piv, b):
         b[i] = acc / a[i, i] if a[i, i] != 0.0 else acc
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, work, jac, wmat, piv):
     """Advance the blood state ``y`` (in place) over ``length`` days of a quiet day; returns ``(next step, steps)``.
 

@@ -28,6 +28,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from .jitopts import ENGINE_JIT, LEAF_JIT
+
 #: Words of one state array: 128-bit state (high, low), 128-bit increment (high, low), whether a
 #: buffered 32-bit half is pending (0/1), the buffered half.
 STATE_WORDS = 6
@@ -52,7 +54,7 @@ def _mulhi(typingctx, a, b):
     return sig, codegen
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def next64(st):
     """Advance the state (``state * M + inc`` mod 2**128) and return the XSL-RR output (uint64)."""
     hi = st[_S_HI]
@@ -70,13 +72,13 @@ def next64(st):
     return (x >> rot) | (x << ((np.uint64(64) - rot) & np.uint64(63)))
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def uniform(st):
     """``Generator.random()``: a uniform double in [0, 1) (float64)."""
     return np.float64(next64(st) >> np.uint64(11)) * _TO_DOUBLE
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _next32(st):
     """PCG64's 32-bit output: the buffered upper half of the last 64-bit output, else a new one's lower half."""
     if st[_HAS32] != 0:
@@ -88,7 +90,7 @@ def _next32(st):
     return x & _U32_MAX
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def below(st, n):
     """``Generator.integers(0, n)`` (int64) for an int64 ``1 <= n < 2**32``; ``n == 1`` draws nothing."""
     rng = np.uint64(n - 1)
@@ -141,7 +143,7 @@ _M32 = np.uint64(0xFFFFFFFF)
 _XSHIFT = np.uint64(16)
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _hashmix(value, hash_const):
     """SeedSequence's ``hashmix`` on 32-bit words (held in uint64); returns ``(value, next hash_const)``."""
     value = (value ^ hash_const) & _M32
@@ -150,14 +152,14 @@ def _hashmix(value, hash_const):
     return value ^ (value >> _XSHIFT), hash_const
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _mix(x, y):
     """SeedSequence's ``mix`` of two 32-bit words (held in uint64)."""
     r = (_MIX_MULT_L * x - _MIX_MULT_R * y) & _M32
     return r ^ (r >> _XSHIFT)
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(**LEAF_JIT)
 def _step128(st):
     """One LCG step of the 128-bit state: ``state * M + inc`` (mod 2**128), in place."""
     hi = st[_S_HI]
@@ -170,7 +172,7 @@ def _step128(st):
     st[_S_LO] = s_lo
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**ENGINE_JIT)
 def spawned_states(entropy, first, count):
     """PCG64 states (uint64, ``(count, STATE_WORDS)``) of children ``first .. first + count - 1`` of a SeedSequence.
 
