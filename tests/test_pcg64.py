@@ -2,8 +2,9 @@
 
 Value-for-value equality with ``Generator.random()`` and ``Generator.integers(0, n)``
 interleaved (including the buffered upper 32-bit half that PCG64 keeps between bounded draws),
-state round trips through pack/unpack, and a whole simulation that leaves each Generator where
-drawing the same values through numpy would have left it.
+state round trips through pack/unpack, the states spawned_states derives from a SeedSequence's
+entropy equal those of numpy's spawned Generators, and a simulation starts its kernel from the
+states of its streams' Generators.
 """
 from __future__ import annotations
 
@@ -70,26 +71,63 @@ def test_pack_copies_and_unpack_restores():
     assert g.bit_generator.state == ref.bit_generator.state
 
 
-def test_simulation_advances_the_generators_it_was_given(monkeypatch):
-    """run_one writes the kernel's advanced states back into the Generators (the lattice and marrow always draw)."""
+def _entropy_words(seed, key):
+    """SeedSequence's assembled entropy, written out independently of nksim.streams."""
+    def words(v):
+        out = [v & 0xFFFFFFFF]
+        v >>= 32
+        while v:
+            out.append(v & 0xFFFFFFFF)
+            v >>= 32
+        return out
+    run = words(seed)
+    return np.array(run + [0] * (4 - len(run)) + [w for k in key for w in words(k)], dtype=np.uint64)
+
+
+def test_spawned_states_equal_the_states_of_spawned_generators():
+    """spawned_states gives, child by child, the state of Generator(PCG64(child)) of numpy's SeedSequence.spawn."""
+    rng = np.random.default_rng(0)
+    seeds = [0, 1, 2**32 - 1, 2**32, 2**63, 2**64 - 1] + [int(x) for x in rng.integers(0, 2**63, size=20)]
+    keys = [(0, 0), (2**32 - 1, 1), (17, 2**32 + 3), (123456789, 2**40)] + [
+        (int(a), int(b)) for a, b in zip(rng.integers(0, 2**32, size=20), rng.integers(0, 1000, size=20))]
+    for seed in seeds:
+        for key in keys:
+            got = pcg64.spawned_states(_entropy_words(seed, key), 0, 8)
+            for i, child in enumerate(np.random.SeedSequence(seed, spawn_key=key).spawn(8)):
+                want = pcg64.pack(np.random.Generator(np.random.PCG64(child)))
+                np.testing.assert_array_equal(got[i], want, err_msg=f"seed {seed}, key {key}, child {i}")
+    later = pcg64.spawned_states(_entropy_words(5, (1, 2)), 3, 2)  # children 3 and 4 alone
+    np.testing.assert_array_equal(later, pcg64.spawned_states(_entropy_words(5, (1, 2)), 0, 5)[3:])
+
+
+@pytest.mark.parametrize("seed,replicate", [(3, 0), (2**64 - 1, 7), (np.uint64(12), np.int64(2))])
+def test_simulation_starts_the_kernel_from_the_streams_generators(monkeypatch, seed, replicate):
+    """run_one hands the kernel the states of generators(seed, patient, replicate), stream by stream."""
     import importlib
 
     from nksim import load_protocol
     from nksim.parameters import load_parameters
-    from nksim.streams import generators
+    from nksim.streams import generators, stream_generator
 
     sim = importlib.import_module("nksim.simulate")
-    params = load_parameters("default").with_values({"lattice.side": 4}, origin="test")
+    params = load_parameters("default").with_values({"lattice.side": 2}, origin="test")
     proto = load_protocol("ahmadvand2023")
     pat = proto.patients[0]
-    fresh = generators(3, pat.id, 0)
-    captured = {}
+    fresh = generators(seed, pat.id, replicate)
+    states = sim.kernel_states(seed, pat.id, replicate)
+    assert len(states) == len(sim.KERNEL_STREAMS)
+    for name, st in zip(sim.KERNEL_STREAMS, states):
+        np.testing.assert_array_equal(st, pcg64.pack(fresh[name]), err_msg=name)
+    assert (stream_generator(seed, pat.id, replicate, "patient").bit_generator.state
+            == fresh["patient"].bit_generator.state)
+    captured = []
+    real = sim.run_patient
 
     def spy(*args):
-        captured.update(generators(*args))
-        return captured
+        captured.append([a.copy() for a in args[-7:-1]])
+        return real(*args)
 
-    monkeypatch.setattr(sim, "generators", spy)
-    sim.run_one(params, proto, pat, 3, 0)
-    for name in ("init", "marrow"):
-        assert captured[name].bit_generator.state != fresh[name].bit_generator.state, name
+    monkeypatch.setattr(sim, "run_patient", spy)
+    sim.run_one(params, proto, pat, seed, replicate)
+    for name, st in zip(sim.KERNEL_STREAMS, captured[0]):
+        np.testing.assert_array_equal(st, pcg64.pack(fresh[name]), err_msg=name)

@@ -21,6 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .jitopts import ENGINE_JIT, LEAF_JIT
 from .layout import DONOR_STRIDE, EV, KP, Y
 
 # --------------------------------------------------------------------------- PK state and its inputs to the blood
@@ -38,21 +39,21 @@ U_HF, U_HC, U_IL2, U_N803, U_DTX, U_RH_IN = range(6)
 N_U = 6
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def flu_hazard(kp, flu_amt):
     """Fludarabine reference kill hazard (day-1) for an amount ``flu_amt`` (mg): an Emax term."""
     cf = flu_amt / kp[KP.drugs_flu_volume]
     return kp[KP.drugs_flu_emax] * cf / (cf + kp[KP.drugs_flu_ec50])
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def cy_hazard(kp, cy_amt):
     """Cyclophosphamide reference kill hazard (day-1) for an amount ``cy_amt`` (mg): an Emax term."""
     cc = cy_amt / kp[KP.drugs_cy_volume]
     return kp[KP.drugs_cy_emax] * cc / (cc + kp[KP.drugs_cy_ec50])
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def drug_hazard(kp, flu_amt, cy_amt):
     """Flu + Cy reference kill hazard (day-1), as on marrow cells and donor NK: the sum of the two Emax terms.
 
@@ -61,7 +62,7 @@ def drug_hazard(kp, flu_amt, cy_amt):
     return flu_hazard(kp, flu_amt) + cy_hazard(kp, cy_amt)
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def lineage_hazards(kp, u):
     """Flu/Cy kill hazards (day-1) on host NK, T and Tregs at inputs ``u``: each drug term times a sensitivity.
 
@@ -74,7 +75,7 @@ def lineage_hazards(kp, u):
             kp[KP.host_treg_flu_sensitivity] * hf + kp[KP.host_treg_cy_sensitivity] * hc)
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def pk_inputs(kp, pk, s, u):
     """Fill ``u`` with the blood's inputs ``s`` days after the PK state ``pk`` (exact first-order decay)."""
     u[U_HF] = flu_hazard(kp, pk[PK_FLU] * math.exp(-kp[KP.flu_elimination_rate] * s))
@@ -96,14 +97,16 @@ def pk_inputs(kp, pk, s, u):
         u[U_RH_IN] = ka * pk[PK_RH_DEPOT] * math.exp(-ka * s) * kp[KP.rhil15_fold_per_ug]
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def pk_advance(kp, pk, dt):
     """Advance the PK state ``pk`` by ``dt`` days in place (exact), its time ``pk[PK_T0]`` included."""
     pk[PK_T0] += dt
     pk[PK_FLU] *= math.exp(-kp[KP.flu_elimination_rate] * dt)
     pk[PK_CY] *= math.exp(-kp[KP.cy_elimination_rate] * dt)
-    pk[PK_IL2DT] *= math.exp(-kp[KP.il2dt_elimination_rate] * dt)
-    pk[PK_RH_DEPOT] *= math.exp(-kp[KP.rhil15_sc_absorption_rate] * dt)
+    if pk[PK_IL2DT] > 0.0:  # (0 times the factor is 0: no exp for a drug never given)
+        pk[PK_IL2DT] *= math.exp(-kp[KP.il2dt_elimination_rate] * dt)
+    if pk[PK_RH_DEPOT] > 0.0:
+        pk[PK_RH_DEPOT] *= math.exp(-kp[KP.rhil15_sc_absorption_rate] * dt)
     if pk[PK_IL2_DEPOT] + pk[PK_IL2] > 0.0:
         pk[PK_IL2_DEPOT], pk[PK_IL2] = depot_step(pk[PK_IL2_DEPOT], pk[PK_IL2], kp[KP.il2_absorption_rate],
                                                   kp[KP.il2_elimination_rate], dt)
@@ -112,7 +115,7 @@ def pk_advance(kp, pk, dt):
                                                     kp[KP.n803_elimination_rate], dt)
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
     """Apply one protocol event (kind code ``EV.*``, ``amount`` in its amount unit) at time ``t`` (days since start).
 
@@ -142,13 +145,13 @@ def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
 
 
 # --------------------------------------------------------------------------- IL-15 signals and donor NK rates
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def il15_exogenous(kp, y, u):
     """The exogenous IL-15 signal (fold of the baseline IL-15 concentration): rhIL-15 in plasma plus N-803."""
     return y[Y.il15_exo] + kp[KP.n803_fold_per_ug] * u[U_N803]
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def nk_proliferation(kp, il15, x_exo):
     """Donor NK division rate (day-1) from IL-15: basal + Emax in the IL-15 signal above baseline.
 
@@ -162,7 +165,7 @@ def nk_proliferation(kp, il15, x_exo):
     return kp[KP.nk_proliferation_rate] + kp[KP.patient_nk_il15_proliferation_max] * x / (x + kp[KP.nk_il15_ec50])
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def nk_division_rate(kp, il15, x_exo, sup_prolif):
     """Donor NK division rate (day-1): IL-15-driven plus IL-2 support, at most ``nk.max_division_rate``."""
     rate = nk_proliferation(kp, il15, x_exo) + sup_prolif
@@ -170,7 +173,7 @@ def nk_division_rate(kp, il15, x_exo, sup_prolif):
     return rate if rate < cap else cap
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def primed_fraction(kp, since):
     """Fraction of the primed anti-donor response reached ``since`` days after first exposure.
 
@@ -191,7 +194,7 @@ def primed_fraction(kp, since):
     return out if out > 0.0 else 0.0
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def depot_step(depot, central, ka, ke, dt):
     """Advance a first-order s.c. depot -> central -> elimination model by ``dt`` (exact).
 
@@ -206,13 +209,13 @@ def depot_step(depot, central, ka, ke, dt):
     return depot * ea, c
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def treg_competition(kp, y):
     """Share of the IL-2 signal left to donor NK by host Tregs: ``1 / (1 + R / treg.nk_half_suppression)``."""
     return 1.0 / (1.0 + y[Y.host_treg] / kp[KP.treg_nk_half_suppression])
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def cytokine_support(kp, y, u):
     """Effects of exogenous cytokines on donor NK at blood state ``y`` and inputs ``u`` (:func:`pk_inputs`).
 
@@ -236,20 +239,20 @@ def cytokine_support(kp, y, u):
     return prolif, death, support
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _primed_t_factor(kp, t_rel):
     """``(T/T0)^e`` of the primed rejection (1 for ``e`` = 0; 0 without host T)."""
     e = kp[KP.allo_primed_t_exponent]
     return 1.0 if e == 0.0 else (t_rel ** e if t_rel > 0.0 else 0.0)
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _rejection_boost(kp, x_exo):
     """Factor on the primed rejection from exogenous IL-15: ``1 + boost x / (x + host.t_il15_ec50)``."""
     return 1.0 + kp[KP.allo_il15_rejection_boost] * x_exo / (x_exo + kp[KP.host_t_il15_ec50]) if x_exo > 0.0 else 1.0
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def donor_nk_rejection(kp, host_t, primed, x_exo):
     """Rejection rate (day-1) of one donor's NK: ``rejection_rate T/T0 + primed_rejection_rate primed (T/T0)^e B``.
 
@@ -268,7 +271,7 @@ def donor_nk_rejection(kp, host_t, primed, x_exo):
             + kp[KP.allo_primed_rejection_rate] * primed * _primed_t_factor(kp, t_rel) * _rejection_boost(kp, x_exo))
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def il15_consumers(kp, y, marrow_donor):
     """IL-15 consumers relative to baseline: (host NK + host T + Tregs + w * all donor NK) / (NK0 + T0 + R0).
 
@@ -284,32 +287,32 @@ def il15_consumers(kp, y, marrow_donor):
             if base > 0 else 0.0)
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _il15_consumer_base(kp):
     """The host lymphocytes per uL at baseline that consume IL-15: NK0 + T0 + R0."""
     return kp[KP.host_nk_baseline] + kp[KP.host_t_baseline] + kp[KP.host_treg_baseline]
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _gompertz(rate, base, x):
     """Gompertz regrowth ``rate * x * ln(base / x)`` toward ``base`` (0 without a baseline)."""
     return rate * x * math.log(base / x) if base > 0 else 0.0
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _gompertz_slope(rate, base, x):
     """d/dx of :func:`_gompertz`: ``rate * (ln(base / x) - 1)``."""
     return rate * (math.log(base / x) - 1.0) if base > 0 else 0.0
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def treg_il2_growth(kp, u):
     """IL-2-driven expansion of host Tregs (day-1): ``treg.il2_proliferation_max * C2 / (C2 + treg.il2_ec50)``."""
     il2 = u[U_IL2]
     return kp[KP.treg_il2_proliferation_max] * il2 / (il2 + kp[KP.treg_il2_ec50]) if il2 > 0.0 else 0.0
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def host_il15_growth(kp, x_exo):
     """Growth (day-1) of host NK and host T under exogenous IL-15 ``x_exo`` (rhIL-15, N-803): an Emax each.
 
@@ -322,7 +325,7 @@ def host_il15_growth(kp, x_exo):
             kp[KP.host_t_il15_proliferation_max] * x_exo / (x_exo + kp[KP.host_t_il15_ec50]))
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def blood_rhs(kp, y, u, marrow_donor, primed, out):
     """Right-hand side of the blood ODEs (per day) at state ``y`` and inputs ``u`` (:func:`pk_inputs`).
 
@@ -370,7 +373,7 @@ def blood_rhs(kp, y, u, marrow_donor, primed, out):
         out[it] = net * y[it] + up * y[ib] - back * y[it]
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
     """Jacobian ``d blood_rhs / d y`` (per day) at state ``y``, with the inputs held (as :func:`blood_rhs`).
 
@@ -480,7 +483,7 @@ def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
             jac[it, j] = slope * y[it]
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _rk4_substep(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp):
     n = y.shape[0]
     blood_rhs(kp, y, u0, marrow_donor, primed, k1)
@@ -499,7 +502,7 @@ def _rk4_substep(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tm
             y[i] = 0.0
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def blood_stiffness(kp, y, u, marrow_donor, primed):
     """Upper bound (day-1) on the fastest decay rate of the blood ODEs at state ``y`` and inputs ``u``.
 
@@ -546,7 +549,7 @@ def blood_stiffness(kp, y, u, marrow_donor, primed):
     return lam
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def rk4_blood(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp, ua, ub, uc):
     """Advance the blood ODEs by ``dt`` days with RK4; inputs given at the step's start, middle and end.
 
@@ -569,13 +572,18 @@ def rk4_blood(kp, y, dt, u0, um, u1, marrow_donor, primed, k1, k2, k3, k4, tmp, 
     for k in range(n_sub):
         # quadratic (Lagrange) interpolation of every input at the sub-step's start, middle, end
         for i in range(u0.shape[0]):
+            if u0[i] == 0.0 and um[i] == 0.0 and u1[i] == 0.0:  # an absent input (no IL-2, ...): 0 throughout
+                ua[i] = 0.0
+                ub[i] = 0.0
+                uc[i] = 0.0
+                continue
             ua[i] = _hazard_at(k / n_sub, u0[i], um[i], u1[i])
             ub[i] = _hazard_at((k + 0.5) / n_sub, u0[i], um[i], u1[i])
             uc[i] = _hazard_at((k + 1.0) / n_sub, u0[i], um[i], u1[i])
         _rk4_substep(kp, y, hs, ua, ub, uc, marrow_donor, primed, k1, k2, k3, k4, tmp)
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _hazard_at(s, h0, hmid, h1):
     """Quadratic through (0, h0), (1/2, hmid), (1, h1) at fraction ``s`` of the step (>= 0)."""
     v = h0 * (2.0 * s - 1.0) * (s - 1.0) + hmid * 4.0 * s * (1.0 - s) + h1 * s * (2.0 * s - 1.0)
@@ -596,14 +604,15 @@ QUIET_MAX_HAZARD = 0.01
 #: the baseline IL-15 concentration) at its start: its fast clearance (about 1 h) would make the quiet-day integrator
 #: take more steps than the step-by-step one (0.6.0). N-803 (hours to days) needs no such bound.
 QUIET_MAX_RHIL15 = 0.01
-#: Rows of the work array of :func:`quiet_day` (each of the blood state's length).
-_F0, _F1, _F2, _K1, _K2, _K3, _YN, _TMP, _DFDT, _ERR = range(10)
-N_WORK = 10
+#: Rows of the work array of :func:`quiet_day` (each of the blood state's length, which is at least :data:`N_U`):
+#: stages, the inputs ``u`` of the latest right-hand side and those at the current step's start with its priming.
+_F0, _F1, _F2, _K1, _K2, _K3, _YN, _TMP, _DFDT, _ERR, _U, _U_S, _PRIMED_S = range(13)
+N_WORK = 13
 _D = 1.0 / (2.0 + math.sqrt(2.0))
 _E32 = 6.0 + math.sqrt(2.0)
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def hazard_integral(kp, flu, cy, length):
     """Integral (dimensionless) of the drug kill hazard over ``length`` days from amounts ``flu``, ``cy`` (mg).
 
@@ -621,7 +630,7 @@ def hazard_integral(kp, flu, cy, length):
     return acc * h / 3.0
 
 
-@njit(cache=True)
+@njit(**ENGINE_JIT)
 def quiet_tolerances(kp, n_y):
     """Absolute and relative tolerances ``(atol, rtol)`` of the quiet-day integrator, per blood component.
 
@@ -643,7 +652,7 @@ def quiet_tolerances(kp, n_y):
     return atol, rtol
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def quiet_inputs(kp, s, pk, first_exposure, primed, u):
     """The blood's inputs ``s`` days into a quiet day into ``u``; fills ``primed`` (per donor).
 
@@ -655,13 +664,22 @@ def quiet_inputs(kp, s, pk, first_exposure, primed, u):
         primed[d] = primed_fraction(kp, pk[PK_T0] + s - first_exposure[d])
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, out):
     quiet_inputs(kp, s, pk, first_exposure, primed, u)
     blood_rhs(kp, y, u, 0.0, primed, out)
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
+def _copy_inputs(u, primed, u_to, primed_to):
+    """Copy the inputs ``u`` and the priming ``primed`` into ``u_to`` and ``primed_to``."""
+    for i in range(u.shape[0]):
+        u_to[i] = u[i]
+    for d in range(primed.shape[0]):
+        primed_to[d] = primed[d]
+
+
+@njit(**LEAF_JIT)
 def _lu_factor(a, piv):
     """LU decomposition with partial pivoting of the small square matrix ``a``, in place."""
     n = a.shape[0]
@@ -688,7 +706,7 @@ def _lu_factor(a, piv):
                     a[i, j] -= f * a[k, j]
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _lu_solve(a, piv, b):
     """Solve ``A x = b`` in place in ``b`` with the factors of :func:`_lu_factor`."""
     n = a.shape[0]
@@ -710,7 +728,7 @@ def _lu_solve(a, piv, b):
         b[i] = acc / a[i, i] if a[i, i] != 0.0 else acc
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, work, jac, wmat, piv):
     """Advance the blood state ``y`` (in place) over ``length`` days of a quiet day; returns ``(next step, steps)``.
 
@@ -733,19 +751,22 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
     yn = work[_YN]
     tmp = work[_TMP]
     dfdt = work[_DFDT]
-    u = np.empty(N_U)
+    u = work[_U, :N_U]
+    u_s = work[_U_S, :N_U]
+    n_d = first_exposure.shape[0]
+    primed_s = work[_PRIMED_S, :n_d]
     s = 0.0
     h = h_first if h_first < length else length
     steps = 0
     _quiet_rhs(kp, y, s, pk, first_exposure, primed, u, f0)
+    _copy_inputs(u, primed, u_s, primed_s)  # the inputs at s, kept for the Jacobian until the step is accepted
     while s < length:
         last = s + h >= length * (1.0 - 1e-12)
         if last:
             h = length - s
         # the Jacobian at every step (ode23s's stability and error estimate need the current one; one kept over a
         # day let the donor pools diverge), the time derivative by a forward difference
-        quiet_inputs(kp, s, pk, first_exposure, primed, u)
-        blood_jacobian(kp, y, u, 0.0, primed, jac)
+        blood_jacobian(kp, y, u_s, 0.0, primed_s, jac)
         dts = 1.5e-8 * max(s, 1.0)
         _quiet_rhs(kp, y, s + dts, pk, first_exposure, primed, u, tmp)
         for i in range(n):
@@ -791,6 +812,7 @@ def quiet_day(kp, y, length, pk, first_exposure, primed, h_first, rtol, atol, wo
             else:
                 for i in range(n):
                     f0[i] = f2[i]
+            _copy_inputs(u, primed, u_s, primed_s)  # f2's inputs, at s + h: the new s
         fac = 5.0 if err == 0.0 else 0.8 * err ** (-1.0 / 3.0)
         fac = min(5.0, max(0.2, fac))
         if err <= 1.0 and last:

@@ -66,12 +66,31 @@ def kernel_parameters(params: ParameterSet, eff: PatientEffects, start_day: floa
     """
     ctx = KernelContext(params, eff, resolution(params), start_day, end_day, nk_product, host_tolerant)
     kp = np.zeros(L.N_P)
-    for d in DERIVED_INPUTS:
-        kp[getattr(L.KP, d.slot)] = d.derive(ctx)
-    for spec in PARAMETERS.values():
-        if spec.kernel:
-            kp[getattr(L.KP, spec.slot)] = params[spec.key]
+    for slot, d in zip(_DERIVED_SLOTS, DERIVED_INPUTS):
+        kp[slot] = d.derive(ctx)
+    kp[_COPIED_SLOTS] = _copied_values(params)
     return kp
+
+
+#: The kernel slots of :data:`~nksim.quantities.DERIVED_INPUTS`, in their order.
+_DERIVED_SLOTS: tuple[int, ...] = tuple(getattr(L.KP, d.slot) for d in DERIVED_INPUTS)
+#: The ``kernel=True`` parameters (copied unchanged into ``kp``): their keys and their slots.
+_COPIED_KEYS: tuple[str, ...] = tuple(spec.key for spec in PARAMETERS.values() if spec.kernel)
+_COPIED_SLOTS = np.array([getattr(L.KP, PARAMETERS[k].slot) for k in _COPIED_KEYS], dtype=np.int64)
+#: ``(params, values)`` of the last :func:`_copied_values` call: a cohort or a calibration particle builds the
+#: parameter vectors of all its simulations from one ParameterSet (immutable), so its copied values are read once.
+_copied_last: tuple[ParameterSet | None, np.ndarray] = (None, np.zeros(0))
+
+
+def _copied_values(params: ParameterSet) -> np.ndarray:
+    """The values of the ``kernel=True`` parameters of ``params`` (float64, in :data:`_COPIED_KEYS` order)."""
+    global _copied_last
+    last = _copied_last  # one read: another thread may replace it meanwhile
+    if last[0] is params:
+        return last[1]
+    values = np.array([params[k] for k in _COPIED_KEYS], dtype=np.float64)
+    _copied_last = (params, values)
+    return values
 
 
 def event_arrays(events: tuple[Event, ...], eff: PatientEffects, start_day: float, steps_per_day: int,

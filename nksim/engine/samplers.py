@@ -39,6 +39,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from .jitopts import LEAF_JIT
 from .pcg64 import uniform
 
 #: Mean ``n p'`` (``p' = min(p, 1 - p)``) below which inversion is used, at or above which BTRS.
@@ -54,7 +55,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _TWO53 = 9007199254740992.0  # 2**53: random() * 2**53 is a uniform 53-bit integer
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def log_factorial(k):
     """log(k!) for an integer ``k >= 0``: table below 8192, Stirling's series with 3 terms beyond."""
     if k < _LF_SIZE:
@@ -65,7 +66,7 @@ def log_factorial(k):
             + (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / (1260.0 * x2)) / x2) / x)
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def binomial_setup(p):
     """Set-up for Bin(n, ``p``) draws that share ``p``: ``(p', q', log q', flip)``, ``p' <= 1/2``.
 
@@ -81,7 +82,7 @@ def binomial_setup(p):
     return p, 1.0 - p, math.log1p(-p), False
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _binomial_inversion(rng, n, p, q, logq):
     """Bin(n, p) by sequential search from 0 (p <= 1/2, small mean); one uniform per try.
 
@@ -104,7 +105,7 @@ def _binomial_inversion(rng, n, p, q, logq):
             return x
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def _binomial_btrs(rng, n, p, q, logq):
     """Bin(n, p) by Hormann's BTRS (p <= 1/2, mean n p >= 10): ~1.2 tries of two uniforms."""
     mean = n * p
@@ -139,7 +140,7 @@ def _binomial_btrs(rng, n, p, q, logq):
             return k
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def binomial_draw(rng, n, setup):
     """Bin(``n``, p) with ``setup = binomial_setup(p)``; ``n`` is int64. No draw when the result is certain."""
     p, q, logq, flip = setup
@@ -155,7 +156,7 @@ def binomial_draw(rng, n, setup):
     return n - x if flip else x
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def binomial(rng, n, p):
     """Bin(``n``, ``p``) (``n`` int64): exact; 0 for ``n <= 0`` or ``p <= 0``, ``n`` for ``p >= 1``, no draw then."""
     if n <= 0 or not p > 0.0:
@@ -179,7 +180,7 @@ def _popcount(typingctx, x):
 _EVEN_BITS = np.int64(0x5555555555555555)
 
 
-@njit(cache=True)
+@njit(**LEAF_JIT)
 def split_even4(rng, m):
     """Multinomial(``m``; 1/4 each) as a tuple of 4 int64 counts: 2 random bits per item.
 
