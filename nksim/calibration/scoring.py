@@ -410,8 +410,8 @@ def _fmt(v: float, unit: str) -> str:
         return "none"
     if math.isinf(v):
         return "not reached" if v > 0 else "-inf"
-    if unit == "1":
-        return f"{v:.4g}"
+    if unit == "1":  # folds: 3 significant digits, trailing zeros kept (1.00, not 1)
+        return f"{v:#.3g}" if 1e-3 <= abs(v) < 1000 else f"{v:.3g}"
     a = abs(v)
     if a == 0:
         return "0"
