@@ -10,7 +10,8 @@ Public API::
 
 Subpackages: ``nksim.sweep`` (schedule sweeps on Dask into Zarr: ``run_sweep``, ``summarize``,
 ``open_sweep``), ``nksim.calibration`` (trial data, ABC-SMC, Morris screen, parameter recovery,
-predictive checks: ``run_calibration``, ``run_screen``, ``run_recovery``), ``nksim.mesa_ref``
+predictive checks, the trial registry and its scoring: ``run_calibration``, ``run_screen``, ``run_recovery``,
+``load_registry``, ``score_registry``), ``nksim.mesa_ref``
 (Mesa reference model: ``simulate_reference``), ``nksim.engine`` (the numba kernel),
 ``nksim.plot`` (figures: time courses, swimmer, Kaplan-Meier, heatmaps, lattice snapshots,
 prior vs posterior, predictive checks, Morris screen, parameter recovery), ``nksim.io`` (file I/O:

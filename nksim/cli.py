@@ -1,4 +1,4 @@
-"""Command line interface: ``nksim run``, ``sweep``, ``summarize``, ``calibrate``, ``screen``."""
+"""Command line interface: ``nksim run``, ``sweep``, ``summarize``, ``calibrate``, ``screen``, ``score``."""
 from __future__ import annotations
 
 import argparse
@@ -35,7 +35,7 @@ def _freeze_imported_objects() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``nksim`` argument parser with its subcommands (run, warmup, sweep, summarize, calibrate, screen)."""
+    """The ``nksim`` argument parser with its subcommands (run, warmup, sweep, summarize, calibrate, screen, score)."""
     parser = argparse.ArgumentParser(prog="nksim", description="Spatial agent-based model of NK-cell therapy of AML.")
     from ._version import __version__
 
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .calibration.cli_screen import add_screen_parser
 
     add_screen_parser(sub)
+    from .calibration.cli_score import add_score_parser
+
+    add_score_parser(sub)
     return parser
 
 
@@ -316,6 +319,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .calibration.cli_screen import cmd_screen
 
         return cmd_screen(args)
+    if args.command == "score":
+        from .calibration.cli_score import cmd_score
+
+        return cmd_score(args)
     return 1
 
 

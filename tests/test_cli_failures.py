@@ -374,6 +374,7 @@ SIGTERM_TARGETS = {  # command -> (function SIGTERM interrupts, its extra)
     "summarize": ("nksim.sweep.summaries.summarize", None),
     "calibrate": ("nksim.calibration.run.run_calibration", "pyabc"),
     "screen": ("nksim.calibration.screen.run_screen", "SALib"),
+    "score": ("nksim.calibration.scoring.score_registry", None),
 }
 
 
@@ -391,7 +392,8 @@ def test_sigterm_in_every_command_is_one_line_and_130(command, tmp_path, small_m
             "sweep": ["sweep", str(spec), "--out", str(out), "--workers", "0", "--no-progress"],
             "summarize": ["summarize", str(store), "--netcdf", str(out / "summary.nc")],
             "calibrate": ["calibrate", "ahmadvand2023", "--smoke", "--out", str(out), "--no-progress"],
-            "screen": ["screen", "ahmadvand2023", "--smoke", "--out", str(out), "--no-progress"]}[command]
+            "screen": ["screen", "ahmadvand2023", "--smoke", "--out", str(out), "--no-progress"],
+            "score": ["score", "--out", str(out), "--no-progress", "--replicates", "1"]}[command]
     def unhandled(signum, frame):  # what the test sees if the command does not handle SIGTERM
         raise AssertionError("SIGTERM reached the previous handler")
 

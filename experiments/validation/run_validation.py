@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 import nksim
+from nksim.calibration.scoring import RESOLUTIONS  # lattice overrides by resolution (shared with ``nksim score``)
 
 #: Published values: (value, text, source, confidence). A = read in a stored page of the
 #: primary source; B = secondary (review table / docs/model.md summary of the abstract).
@@ -50,12 +51,6 @@ EXPANSION_DAY = 14
 #: the usual sensitivity of STR chimerism (assumption; the trials report STR chimerism).
 DETECTION_PCT = 1.0
 WINDOW = (0, 28)  # days after infusion used for peaks (the trials followed chimerism to day 28)
-
-#: Resolutions: lattice overrides over the same marrow region.
-RESOLUTIONS = {
-    "calibration": {"lattice.side": 5, "lattice.voxel_side": 3200.0},
-    "default": {},
-}
 
 
 @dataclass(frozen=True)

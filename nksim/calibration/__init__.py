@@ -1,4 +1,4 @@
-"""Calibration against the Ahmadvand 2023 trial (``nksim calibrate``, ``nksim screen``).
+"""Calibration against the Ahmadvand 2023 trial (``nksim calibrate``, ``nksim screen``, ``nksim score``).
 
 Public API::
 
@@ -7,6 +7,8 @@ Public API::
     load_registry, Registry               # calibration/data/trials/: every trial arm's observations and the
     TrialArm, TrialObservation            #   declared target / held-out split (issue 26)
     simulated_per_patient, simulated_per_trial, predictive_interval   # their simulated counterparts
+    score_registry, scores_summary, scores_table   # every target / held-out row scored against a model
+                                                   #   (nksim score; nksim/calibration/scoring.py)
     CalibrationModel                      # theta -> virtual trial -> summaries, distance
     run_calibration                       # ABC-SMC + posterior + predictive checks + figures
     run_screen, screen_figure             # Morris elementary effects (SALib); figure from nksim.plot
@@ -26,6 +28,8 @@ _EXPORTS = {
     "load_registry": ".registry", "Registry": ".registry", "TrialArm": ".registry",
     "TrialObservation": ".registry", "simulated_per_patient": ".registry", "simulated_per_trial": ".registry",
     "predictive_interval": ".registry",
+    "score_registry": ".scoring", "scores_summary": ".scoring", "scores_table": ".scoring",
+    "scores_markdown": ".scoring",
     "CalibrationModel": ".model",
     "run_calibration": ".run",
     "run_screen": ".screen", "screen_figure": "..plot.calibration",
