@@ -123,6 +123,14 @@ def test_version_entry_point():
     assert res.stdout.strip() == f"nksim {nksim.__version__}"
 
 
+def test_python_dash_m_nksim():
+    """``python -m nksim`` is the console script (for environments whose scripts folder is not on PATH)."""
+    res = subprocess.run([sys.executable, "-m", "nksim", "--version"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"nksim {nksim.__version__}"
+
+
 def test_out_path_that_is_a_file(tmp_path, small_model, capsys):
     target = tmp_path / "results_file"
     target.write_text("not a folder")
