@@ -115,7 +115,7 @@ def build_dataset(runs: Sequence[RawRun], params: ParameterSet, protocol: Protoc
     th = response_thresholds(params)
     blast = rec[..., L.R.marrow_blast_pct]
     baseline = blast[..., 0]
-    a_idx = np.array([int(d - protocol.start_day) for d in protocol.assessment_days])
+    a_idx = np.array([int(d - protocol.start_day) for d in protocol.assessment_days], dtype=np.intp)
     resp = classify_response(blast[..., a_idx], baseline[..., None], th)
     data["response"] = _variable(resp, dims=("patient", "replicate", "assessment"), attrs=dict(RESPONSE_ATTRS))
     data["time_to_progression"] = _variable(
