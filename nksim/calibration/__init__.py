@@ -12,6 +12,7 @@ Public API::
     CalibrationModel                      # theta -> virtual trial -> summaries, distance
     run_calibration                       # ABC-SMC + posterior + predictive checks + figures
     run_screen, screen_figure             # Morris elementary effects (SALib); figure from nksim.plot
+    run_registry_screen                   # the same screen on the registry's rows (nksim screen --registry)
     run_recovery, recovery_figure         # parameter recovery on synthetic trials; figure from nksim.plot
     apply_to_model                        # posterior medians -> a model TOML
 
@@ -32,7 +33,7 @@ _EXPORTS = {
     "scores_markdown": ".scoring",
     "CalibrationModel": ".model",
     "run_calibration": ".run",
-    "run_screen": ".screen", "screen_figure": "..plot.calibration",
+    "run_screen": ".screen", "screen_figure": "..plot.calibration", "run_registry_screen": ".registry_screen",
     "run_recovery": ".recovery", "recovery_figure": "..plot.calibration",
     "apply_to_model": ".posterior",
 }

@@ -153,13 +153,13 @@ def verdict(obs: TrialObservation, median: float, lo: float, hi: float, *,
 
 
 # ----------------------------------------------------------------------------- arguments
-def _roles(roles: Any) -> tuple[str, ...]:
+def _roles(roles: Any, source: str = "score_registry") -> tuple[str, ...]:
     if isinstance(roles, str) or not isinstance(roles, Sequence) or not roles:
         raise NksimInputError(f"roles must be a non-empty list of role names, got {show(roles)}; allowed: "
-                              f"{', '.join(ROLES)}", source="score_registry", key="roles")
+                              f"{', '.join(ROLES)}", source=source, key="roles")
     for r in roles:
         if r not in ROLES:
-            raise NksimInputError(f"unknown role {show(r)}; allowed: {', '.join(ROLES)}", source="score_registry",
+            raise NksimInputError(f"unknown role {show(r)}; allowed: {', '.join(ROLES)}", source=source,
                                   key="roles")
     return tuple(dict.fromkeys(roles))
 

@@ -70,6 +70,14 @@ SELECTION_THRESHOLD = 0.1
 
 
 # ---------------------------------------------------------------------------------- parameters
+def prior_parameter(key: str, lo: float, hi: float) -> FitParameter:
+    """The parameter ``key`` with prior ``[lo, hi]``: log scale when ``hi / lo >= 10`` and ``lo > 0``, else linear."""
+    spec = PARAMETERS[key]
+    lo, hi = float(lo), float(hi)
+    scale = "log" if lo > 0 and hi / lo >= 10 else "linear"
+    return FitParameter(key, lo, hi, scale, spec.unit, spec.integer)
+
+
 def screen_parameters(config: CalibrationConfig, model: CalibrationModel | None = None) -> list[FitParameter]:
     """The screened parameters: every base-model parameter with a prior, plus the config's fit parameters.
 
@@ -84,10 +92,7 @@ def screen_parameters(config: CalibrationConfig, model: CalibrationModel | None 
         if key in fit:
             out.append(fit[key])
             continue
-        spec = PARAMETERS[key]
-        lo, hi = float(lo), float(hi)
-        scale = "log" if lo > 0 and hi / lo >= 10 else "linear"
-        out.append(FitParameter(key, lo, hi, scale, spec.unit, spec.integer))
+        out.append(prior_parameter(key, lo, hi))
     seen = {f.key for f in out}
     out.extend(f for f in config.fit if f.key not in seen)
     return out
