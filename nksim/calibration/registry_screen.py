@@ -38,7 +38,15 @@ from ..checks import check_seed, show
 from ..errors import NksimInputError
 from .config import FitParameter
 from .registry import OBSERVABLES, Registry, TrialObservation, load_registry, simulated_per_patient
-from .scoring import DEFAULT_SEED, RESOLUTIONS, _roles, derived_seed, observed_value, protocol_run, resolution_params
+from .scoring import (
+    DEFAULT_SEED,
+    _roles,
+    derived_seed,
+    observed_value,
+    protocol_run,
+    registry_run_attrs,
+    resolution_params,
+)
 from .screen import SELECTION_THRESHOLD, morris_indices, prior_parameter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -172,7 +180,6 @@ def run_registry_screen(params: ParameterSet | str | Path = "default", registry:
         ``X`` / ``theta`` and outputs ``Y``); outputs are the registry row names, with coordinates
         ``protocol``, ``group``, ``observable``, ``role``, ``transform``, ``observed_on_output_scale``.
     """
-    from ..output import tool_attrs
     from ..simulate import simulate_cohort
 
     seed = check_seed(seed, source=_SOURCE, key="seed")
@@ -238,26 +245,14 @@ def run_registry_screen(params: ParameterSet | str | Path = "default", registry:
     )
     ds["Y"].attrs["long_name"] = ("registry outputs at the design points (NaN where undefined; units per output in "
                                   "output_units)")
-    base = tool_attrs()
     attrs = {
-        "Conventions": base["Conventions"],
-        "title": "nksim Morris sensitivity screen of the prior ranges on the trial registry",
-        **{k: base[k] for k in ("institution", "source", "history", "references")},
-        "comment": (f"{ds.sizes['point']} design points x {len(by_protocol)} protocols, each {replicates} virtual "
-                    f"trial(s) of the patients its rows need at the '{resolution}' resolution; protocol P simulated "
-                    "with derived_seed(seed, 'protocol:P') at every point (common random numbers). A Morris screen "
-                    f"with few trajectories ranks parameters; it is not a variance decomposition. Parameter set "
-                    f"'{p.name}': {p.status}"),
-        "nksim_version": base["nksim_version"],
-        "git_commit": base["git_commit"],
-        "parameter_set": p.name,
-        "parameter_status": p.status,
-        "parameter_file": p.origin,
-        "parameter_digest": p.digest(),
-        "parameters": p.as_json(),
-        "resolution": resolution,
-        "lattice_overrides": json.dumps({**RESOLUTIONS[resolution], **(lattice_overrides or {})}, sort_keys=True),
-        "registry": str(registry.directory),
+        **registry_run_attrs(
+            "nksim Morris sensitivity screen of the prior ranges on the trial registry",
+            f"{ds.sizes['point']} design points x {len(by_protocol)} protocols, each {replicates} virtual "
+            f"trial(s) of the patients its rows need at the '{resolution}' resolution; protocol P simulated "
+            "with derived_seed(seed, 'protocol:P') at every point (common random numbers). A Morris screen "
+            "with few trajectories ranks parameters; it is not a variance decomposition",
+            p, resolution=resolution, lattice_overrides=lattice_overrides, registry=registry),
         "roles": " ".join(roles),
         "replicates": int(replicates),
         "virtual_trials": int(replicates),

@@ -253,7 +253,6 @@ def score_registry(params: ParameterSet | str | Path = "default", registry: Regi
     """
     import xarray as xr
 
-    from ..output import tool_attrs
     from ..simulate import simulate_cohort
     from .registry import predictive_interval, simulated_per_trial
 
@@ -366,25 +365,13 @@ def score_registry(params: ParameterSet | str | Path = "default", registry: Regi
     }
     out = xr.Dataset(data, coords={"observation": ("observation", np.array([o.name for o in rows], dtype=object),
                                                    {"long_name": "registry observation name"})})
-    base = tool_attrs()
     out.attrs = {
-        "Conventions": base["Conventions"],
-        "title": "nksim trial registry scored against a model",
-        **{k: base[k] for k in ("institution", "source", "history", "references")},
-        "comment": (f"each protocol simulated once ({replicates} virtual trials, '{resolution}' resolution); targets "
-                    f"scored inside their {100 * LEVEL:.0f} % predictive interval, held-out rows by their declared "
-                    "check (calibration/data/trials/README.md); parameter set "
-                    f"'{p.name}': {p.status}"),
-        "nksim_version": base["nksim_version"],
-        "git_commit": base["git_commit"],
-        "parameter_set": p.name,
-        "parameter_status": p.status,
-        "parameter_file": p.origin,
-        "parameter_digest": p.digest(),
-        "parameters": p.as_json(),
-        "resolution": resolution,
-        "lattice_overrides": json.dumps({**RESOLUTIONS[resolution], **(lattice_overrides or {})}, sort_keys=True),
-        "registry": str(registry.directory),
+        **registry_run_attrs(
+            "nksim trial registry scored against a model",
+            f"each protocol simulated once ({replicates} virtual trials, '{resolution}' resolution); targets "
+            f"scored inside their {100 * LEVEL:.0f} % predictive interval, held-out rows by their declared "
+            "check (calibration/data/trials/README.md)",
+            p, resolution=resolution, lattice_overrides=lattice_overrides, registry=registry),
         "split_declared": registry.split_declared,
         "roles": " ".join(roles),
         "seed": int(seed),
@@ -497,3 +484,32 @@ def scores_csv(ds: xarray.Dataset) -> str:
             "unit", "simulated_median", "simulated_lo", "simulated_hi", "simulated", "defined_trials", "check",
             "versus", "verdict", "agrees", "note", "rule", "grade"]
     return scores_table(ds)[cols].to_csv(index=False, lineterminator="\n")
+
+
+def registry_run_attrs(title: str, comment: str, p: ParameterSet, *, resolution: str,
+                       lattice_overrides: Mapping[str, float] | None, registry: Registry) -> dict[str, Any]:
+    """The CF and provenance attributes every registry output carries (scores, the registry screen).
+
+    ``comment`` is completed with the parameter set's name and status; the rest names the nksim
+    version and commit, the parameter set (file, digest, values), the resolution with its lattice
+    overrides and the registry folder.
+    """
+    from ..output import tool_attrs
+
+    base = tool_attrs()
+    return {
+        "Conventions": base["Conventions"],
+        "title": title,
+        **{k: base[k] for k in ("institution", "source", "history", "references")},
+        "comment": f"{comment}; parameter set '{p.name}': {p.status}",
+        "nksim_version": base["nksim_version"],
+        "git_commit": base["git_commit"],
+        "parameter_set": p.name,
+        "parameter_status": p.status,
+        "parameter_file": p.origin,
+        "parameter_digest": p.digest(),
+        "parameters": p.as_json(),
+        "resolution": resolution,
+        "lattice_overrides": json.dumps({**RESOLUTIONS[resolution], **(lattice_overrides or {})}, sort_keys=True),
+        "registry": str(registry.directory),
+    }
