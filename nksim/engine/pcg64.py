@@ -57,17 +57,9 @@ def _mulhi(typingctx, a, b):
 @njit(**LEAF_JIT)
 def next64(st):
     """Advance the state (``state * M + inc`` mod 2**128) and return the XSL-RR output (uint64)."""
-    hi = st[_S_HI]
-    lo = st[_S_LO]
-    new_lo = lo * _M_LO
-    new_hi = _mulhi(lo, _M_LO) + hi * _M_LO + lo * _M_HI
-    inc_lo = st[_I_LO]
-    s_lo = new_lo + inc_lo
-    carry = np.uint64(1) if s_lo < inc_lo else np.uint64(0)
-    s_hi = new_hi + st[_I_HI] + carry
-    st[_S_HI] = s_hi
-    st[_S_LO] = s_lo
-    x = s_hi ^ s_lo
+    _step128(st)
+    s_hi = st[_S_HI]
+    x = s_hi ^ st[_S_LO]
     rot = s_hi >> np.uint64(58)
     return (x >> rot) | (x << ((np.uint64(64) - rot) & np.uint64(63)))
 
