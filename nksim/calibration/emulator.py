@@ -67,7 +67,8 @@ class RowEmulator:
     def log_likelihood(self, u: np.ndarray, observed: tuple[float, float]) -> np.ndarray:
         """Log-likelihood of the row's observation at each point of ``u``.
 
-        ``observed``: ``(k, n)`` for share rows; ``(log10 value, 0)`` for quantity rows.
+        ``observed``: ``(k, n)`` for share rows; ``(log10 value, sd)`` for quantity rows, ``sd`` the
+        observation's own error (log10 units), added in quadrature to the emulator's residual one.
         """
         from scipy import stats
 
@@ -75,8 +76,8 @@ class RowEmulator:
             k, n = observed
             p = np.clip(self.predict(u), P_FLOOR, 1.0 - P_FLOOR)
             return stats.binom.logpmf(int(k), int(n), p)
-        y, _ = observed
-        return stats.norm.logpdf(y, loc=self.predict(u), scale=self.sd)
+        y, sd_obs = observed
+        return stats.norm.logpdf(y, loc=self.predict(u), scale=math.hypot(self.sd, sd_obs))
 
 
 def _classifier(seed: int):
@@ -155,15 +156,15 @@ def fit_row_emulator(name: str, kind: str, u: np.ndarray, outcome: np.ndarray | 
                                     "skill": 1.0 - sd ** 2 / max(float(np.var(y)), 1e-12)})
 
 
-def observed_pair(o: TrialObservation) -> tuple[float, float]:
-    """A row's observation as the emulator's likelihood takes it: ``(k, n)`` or ``(log10 value, 0)``."""
+def observed_pair(o: TrialObservation, sd_log10: float = 0.0) -> tuple[float, float]:
+    """A row's observation as the emulator's likelihood takes it: ``(k, n)`` or ``(log10 value, sd_log10)``."""
     if o.is_share:
         if o.k is None or o.n is None:
             raise NksimInputError(f"share row {o.name!r} needs k and n to be fitted", source=o.file, key=o.key)
         return float(o.k), float(o.n)
     if o.value is None or not o.value > 0:
         raise NksimInputError(f"quantity row {o.name!r} needs a positive value to be fitted", source=o.file, key=o.key)
-    return math.log10(o.value), 0.0
+    return math.log10(o.value), float(sd_log10)
 
 
 @dataclass

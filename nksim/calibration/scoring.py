@@ -215,7 +215,8 @@ def protocol_run(name: str, observations: Sequence[TrialObservation]):
 
 
 # ----------------------------------------------------------------------------- scoring
-def score_registry(params: ParameterSet | str | Path = "default", registry: Registry | str | Path | None = None, *,
+def score_registry(params: ParameterSet | str | Path | Sequence[ParameterSet] = "default",
+                   registry: Registry | str | Path | None = None, *,
                    roles: Sequence[str] = ("target", "held_out"), replicates: int = 50, seed: int = DEFAULT_SEED,
                    resolution: str = "calibration", lattice_overrides: Mapping[str, float] | None = None,
                    workers: int = 1, progress: bool = True, draws: int = DRAWS) -> xarray.Dataset:
@@ -226,6 +227,9 @@ def score_registry(params: ParameterSet | str | Path = "default", registry: Regi
     params:
         The model: a parameter set, a name in ``models/`` or a TOML path; run at ``resolution``
         (:data:`RESOLUTIONS`, default the calibration simulator's) plus ``lattice_overrides``.
+        Or a sequence of parameter sets (posterior draws): virtual trial ``r`` of every protocol is
+        then simulated with draw ``r mod len(params)`` (seed ``derived_seed(protocol seed,
+        "replicate:r")``), so the intervals are posterior predictive ones.
     registry:
         A :class:`~nksim.calibration.registry.Registry`, a registry folder, or None (the shipped one).
     roles:
@@ -266,7 +270,17 @@ def score_registry(params: ParameterSet | str | Path = "default", registry: Regi
     elif not isinstance(registry, Registry):
         raise NksimInputError(f"registry must be a Registry, a folder or None, got {show(registry)}",
                               source="score_registry", key="registry")
-    p = resolution_params(params, resolution, lattice_overrides)
+    draws_mode = not isinstance(params, (ParameterSetType(), str, Path))
+    if draws_mode:
+        sets = list(params)
+        if not sets or not all(isinstance(q, ParameterSetType()) for q in sets):
+            raise NksimInputError("params must be a parameter set, a name, a path or a non-empty sequence of "
+                                  "parameter sets (posterior draws)", source="score_registry", key="params")
+        sets = [resolution_params(q, resolution, lattice_overrides) for q in sets]
+        p = sets[0]
+    else:
+        p = resolution_params(params, resolution, lattice_overrides)
+        sets = [p]
     rows, to_simulate = _needed(registry, roles)
     if not rows:
         raise NksimInputError(f"the registry has no row of role(s) {', '.join(roles)}", source=registry.directory,
@@ -289,8 +303,11 @@ def score_registry(params: ParameterSet | str | Path = "default", registry: Regi
                 bar.set_postfix_str(name, refresh=True)
             proto, ids = protocol_run(name, obs)
             protocol_seeds[name] = derived_seed(seed, f"protocol:{name}")
-            ds = simulate_cohort(p, proto, replicates=replicates, seed=protocol_seeds[name], patients=ids,
-                                 workers=workers)
+            if draws_mode:
+                ds = _simulate_draws(sets, proto, replicates, protocol_seeds[name], ids, workers)
+            else:
+                ds = simulate_cohort(p, proto, replicates=replicates, seed=protocol_seeds[name], patients=ids,
+                                     workers=workers)
             for o in obs:
                 med, lo, hi = predictive_interval(o, ds, level=LEVEL, draws=draws,
                                                   seed=derived_seed(seed, f"observation:{o.name}"))
@@ -373,6 +390,7 @@ def score_registry(params: ParameterSet | str | Path = "default", registry: Regi
             "check (calibration/data/trials/README.md)",
             p, resolution=resolution, lattice_overrides=lattice_overrides, registry=registry),
         "split_declared": registry.split_declared,
+        "posterior_draws": len(sets) if draws_mode else 0,
         "roles": " ".join(roles),
         "seed": int(seed),
         "replicates": int(replicates),
@@ -383,6 +401,35 @@ def score_registry(params: ParameterSet | str | Path = "default", registry: Regi
         "wall_time_s": float(seconds),
     }
     return out
+
+
+def ParameterSetType() -> type:  # noqa: N802 - a deferred import of the class
+    """:class:`nksim.parameters.ParameterSet` (imported on first use)."""
+    from ..parameters import ParameterSet
+
+    return ParameterSet
+
+
+def _simulate_draws(sets: Sequence[ParameterSet], proto, replicates: int, seed: int, ids, workers: int):
+    """Virtual trial ``r`` with ``sets[r % len(sets)]``, joined along ``replicate`` (posterior predictive)."""
+    import xarray as xr
+
+    from ..simulate import simulate_cohort
+
+    def one(r: int):
+        return simulate_cohort(sets[r % len(sets)], proto, replicates=1, seed=derived_seed(seed, f"replicate:{r}"),
+                               patients=ids, workers=1)
+
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(one, range(replicates)))
+    else:
+        parts = [one(r) for r in range(replicates)]
+    ds = xr.concat(parts, dim="replicate", data_vars="minimal", coords="minimal", compat="override",
+                   combine_attrs="override")
+    return ds.assign_coords(replicate=np.arange(replicates))
 
 
 def _observable_unit(o: TrialObservation) -> str:
