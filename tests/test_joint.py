@@ -258,6 +258,20 @@ def test_shipped_spec_loads():
      "fit.priors.nk.kill_probability"),
     ("[fit]\nparameters = ['nk.kill_probability']\n[fit.priors]\n'nk.homing_rate' = [1.0, 2.0]\n",
      "fit.priors.nk.homing_rate"),
+    ("[fit]\nparameters = ['nk.kill_probability']\n[fit.observation_sd_log10]\nno_such_row = 0.1\n",
+     "fit.observation_sd_log10.no_such_row"),
+    ("[fit]\nparameters = ['nk.kill_probability']\n[fit.observation_sd_log10]\ncart_ld_lymphocytes_d0 = -1\n",
+     "fit.observation_sd_log10.cart_ld_lymphocytes_d0"),
+    ("[fit]\nparameters = ['nk.kill_probability']\n[fit.excluded]\nromee_cr = ''\n", "fit.excluded"),
+    ("[fit]\nparameters = ['nk.kill_probability']\n[fit.informative_priors]\n"
+     "'nk.kill_probability' = {median = 0.5, q05 = 0.6, q95 = 0.65, source = 'x'}\n",
+     "fit.informative_priors.nk.kill_probability"),
+    ("[fit]\nparameters = ['nk.kill_probability']\n[fit.informative_priors]\n"
+     "'nk.kill_probability' = {median = 0.5, q05 = 0.3, q95 = 0.65}\n",
+     "fit.informative_priors.nk.kill_probability.source"),
+    ("[fit]\nparameters = ['nk.kill_probability']\n[fit.informative_priors]\n"
+     "'nk.homing_rate' = {median = 2, q05 = 1, q95 = 3, source = 'x'}\n",
+     "fit.informative_priors.nk.homing_rate"),
 ])
 def test_bad_spec_names_file_and_key(tmp_path, text, key):
     f = tmp_path / "joint.toml"
@@ -289,3 +303,66 @@ def test_run_joint_end_to_end_on_a_tiny_bank(tmp_path):
     post = open_output(tmp_path / "out" / "posterior.nc")
     assert post.sizes["draw"] == 300 and (post["u"] >= 0).all() and (post["u"] <= 1).all()
     assert "Recovery study" in (tmp_path / "out" / "REPORT.md").read_text()
+
+
+def test_informative_prior_is_the_stated_gaussian():
+    """log_prior on the cube: 0 at the median, -1.645^2/2 at median -+ (q95 - q05)/2 (sampling scale)."""
+    from pathlib import Path
+
+    spec = load_joint_spec(Path(__file__).resolve().parents[1] / "calibration" / "joint" / "joint.toml")
+    lp = spec.log_prior()
+    keys = [f.key for f in spec.parameters]
+    for ip in spec.informative_priors:
+        j = keys.index(ip.key)
+        f = spec.parameters[j]
+        m, a, b = values_to_prior_unit([f], np.array([[ip.median], [ip.q05], [ip.q95]]))[:, 0]
+        u = np.array([m, m - (b - a) / 2, m + (b - a) / 2])
+        pts = np.full((3, len(keys)), 0.5)
+        pts[:, j] = u
+        v = lp(pts)
+        assert abs(v[0]) < 1e-12
+        assert np.allclose(v[1:], -0.5 * 1.6448536269514722 ** 2)
+
+
+def test_prior_draws_follow_the_informative_prior():
+    """Draws from the fit's prior (rejection): the informed parameter's 5/95 % quantiles are those of the
+    Gaussian cut to the cube (scipy's truncnorm), +-0.01 on the cube with 20000 draws."""
+    from scipy.stats import truncnorm
+
+    from pathlib import Path
+
+    from nksim.calibration.joint_run import _prior_draws
+
+    spec = load_joint_spec(Path(__file__).resolve().parents[1] / "calibration" / "joint" / "joint.toml")
+    u = _prior_draws(spec, 20000, np.random.default_rng(0))
+    keys = [f.key for f in spec.parameters]
+    for ip in spec.informative_priors:
+        j = keys.index(ip.key)
+        m, a, b = values_to_prior_unit([spec.parameters[j]], np.array([[ip.median], [ip.q05], [ip.q95]]))[:, 0]
+        sd = (b - a) / (2 * 1.6448536269514722)
+        want = truncnorm.ppf([0.05, 0.95], (0 - m) / sd, (1 - m) / sd, loc=m, scale=sd)
+        got = np.quantile(u[:, j], [0.05, 0.95])
+        assert np.all(np.abs(got - want) < 0.01), (got, want)
+    other = [j for j, k in enumerate(keys) if k not in {ip.key for ip in spec.informative_priors}][0]
+    assert abs(u[:, other].mean() - 0.5) < 0.02  # uninformed parameters stay uniform
+
+
+def test_score_registry_under_posterior_draws(tmp_path):
+    """Virtual trial r uses draw r mod n: one draw with every blast killed by the drugs, one with none."""
+    from nksim import load_parameters
+    from nksim.calibration.registry import load_registry
+    from nksim.calibration.scoring import score_registry
+
+    reg = load_registry(_tiny_registry(tmp_path))
+    base = load_parameters("default")
+    sets = [base.with_values({"blasts.drug_sensitivity": 0.01}), base.with_values({"blasts.drug_sensitivity": 0.5})]
+    one = score_registry(sets[:1], reg, roles=("target",), replicates=4, progress=False,
+                         lattice_overrides={"lattice.cell_diameter": 40.0})
+    both = score_registry(sets, reg, roles=("target",), replicates=4, progress=False,
+                          lattice_overrides={"lattice.cell_diameter": 40.0})
+    assert one.attrs["posterior_draws"] == 1 and both.attrs["posterior_draws"] == 2
+    # the second draw (strong chemotherapy effect) raises the simulated CR share
+    assert float(both["simulated_median"].sel(observation="romee_cr")) > float(
+        one["simulated_median"].sel(observation="romee_cr"))
+    with pytest.raises(NksimInputError, match="sequence of parameter sets"):
+        score_registry([base, "default"], reg, roles=("target",), replicates=2, progress=False)

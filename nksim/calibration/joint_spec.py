@@ -14,8 +14,9 @@ Tables and keys (unknown ones are errors naming the file and key):
     ``[fit.observation_sd_log10]``: ``row = sd`` (>= 0, log10 units), the own error of a quantity
     row's published value; ``[fit.excluded]``: ``row = "reason"``, rows of ``roles`` left out of the
     likelihood (scored and reported all the same); ``[fit.informative_priors]``: ``key = {median,
-    q05, q95, source}``, a Gaussian on the parameter's sampling scale with that median and central
-    90 % range, inside its prior box (e.g. an earlier stage's posterior).
+    q05, q95, source}``, a Gaussian on the parameter's sampling scale, mean at the median and standard
+    deviation (q95 - q05) / (2 x 1.645) (the 90 % range's width; a skewed range is made symmetric), cut
+    to the prior box (e.g. an earlier stage's posterior).
 """
 from __future__ import annotations
 
