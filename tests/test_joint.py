@@ -295,8 +295,8 @@ def test_run_joint_end_to_end_on_a_tiny_bank(tmp_path):
                   recovery_datasets=3, particles=300, recovery_particles=200, workers=2, progress=False)
     assert s["rows_fitted"] == ["romee_cr"] and s["ppc_rows"] == 1
     assert 0 <= s["recovery"]["covered"] <= s["recovery"]["pairs"] == 6
-    for f in ("posterior.nc", "posterior.csv", "ppc.csv", "recovery.nc", "recovery.csv", "emulators.csv",
-              "summary.json", "REPORT.md"):
+    for f in ("posterior.nc", "posterior_draws.csv", "posterior.csv", "ppc.csv", "recovery.nc", "recovery.csv",
+              "emulators.csv", "summary.json", "REPORT.md"):
         assert (tmp_path / "out" / f).stat().st_size > 0, f
     from nksim.io import open_output
 
@@ -325,11 +325,14 @@ def test_informative_prior_is_the_stated_gaussian():
 
 
 def test_prior_draws_follow_the_informative_prior():
-    """Draws from the fit's prior (rejection): the informed parameter's 5/95 % quantiles are those of the
-    Gaussian cut to the cube (scipy's truncnorm), +-0.01 on the cube with 20000 draws."""
-    from scipy.stats import truncnorm
+    """Draws from the fit's prior (rejection) follow the informative prior.
 
+    The informed parameter's 5/95 % quantiles are those of the Gaussian cut to the cube (scipy's
+    truncnorm), +-0.01 on the cube with 20000 draws.
+    """
     from pathlib import Path
+
+    from scipy.stats import truncnorm
 
     from nksim.calibration.joint_run import _prior_draws
 

@@ -4,6 +4,7 @@ Steps (each written to ``out``):
 
 1. emulators of every target row from the bank (``emulators.csv``: examples, skill);
 2. the posterior of the fitted parameters given the targets not excluded (``posterior.nc``: draws;
+   ``posterior_draws.csv``: the same in random order, as a sweep's ``cohort.draws_from`` reads them;
    ``posterior.csv``: prior and posterior median / 90 % interval per parameter, the interval's
    width as a share of the prior's, on the sampling scale, and the derived NK potency);
 3. the posterior predictive check of every target row, simulated by nksim at posterior draws with
@@ -188,6 +189,10 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
                "rows_fitted": " ".join(o.name for o in fitted), "rows_excluded": json.dumps(excluded),
                "spec": spec.source, "seed": int(seed)})
     write_netcdf(post_ds, out / "posterior.nc", overwrite=True)
+    # the draws as a sweep reads them (cohort.draws_from = "<this file>": the first n rows), in random order
+    order = np.random.default_rng(seed + 5).permutation(theta.shape[0])
+    pd_draws = __import__("pandas").DataFrame(theta[order], columns=[f.key for f in fit])
+    pd_draws.to_csv(out / "posterior_draws.csv", index=False, float_format="%.6g")
     # --- posterior predictive check by simulation
     m = min(ppc_draws, theta.shape[0])
     idx = np.random.default_rng(seed + 1).choice(theta.shape[0], m, replace=False)
