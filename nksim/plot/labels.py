@@ -33,6 +33,7 @@ _SWEEP_LABELS = {
     "first_dose_pct": ("first dose share", None),
     "n_infusions": ("number of infusions", "count"),
     "nk_product": ("NK product", None),
+    "cytokine": ("cytokine support", None),
     "rmst_landmark": ("restricted mean progression-free time", None),
 }
 #: Paired contrasts of sweep summaries (``<contrast>_diff``, :data:`nksim.sweep.summaries.CONTRASTS`).

@@ -17,6 +17,14 @@ factor             unit       meaning
 ``nk_product``     --         NK product infused: ``"expanded"`` (ex vivo expanded, the trial's;
                               default) or ``"fresh"`` (unexpanded haploidentical, as in
                               Miller 2005 / Bachanova 2014); see ``nksim.protocol.NK_PRODUCTS``
+``cytokine``       --         cytokine support after the infusions (:data:`CYTOKINES`): ``"none"``
+                              (default), ``"il2"`` (IL-2 9 MIU s.c. every other day x6 from day 0,
+                              Bachanova 2014), ``"rhil15_iv"`` (rhIL-15 0.75 ug kg-1 i.v. daily,
+                              days 1-12, Cooley 2019 phase 1 at the MTD), ``"rhil15_sc"`` (rhIL-15
+                              2 ug kg-1 s.c. daily, days 1-10, Cooley 2019 phase 2) or ``"n803"``
+                              (N-803 10 ug kg-1 s.c. on days 0, 7, 14, Berrien-Elliott 2022); the
+                              doses and days of that shipped protocol, counted from the first
+                              infusion
 ``gap``            day        days from the last lymphodepleting dose to the first infusion
                               (default: the regimen's own gap, 7 for trial, 2 for Hi-Cy/Flu);
                               with ``regimen = "none"``, days simulated before the infusion
@@ -32,6 +40,10 @@ factor             unit       meaning
 
 ``dose_split``, ``n_infusions`` and ``first_dose_pct`` describe the same thing: a scenario
 sets at most one of them (a swept one replaces the baseline's).
+
+``cytokine = "none"`` leaves a scenario exactly as before the factor existed (its schedule, and
+so the plan digest, carry no ``cytokine`` key); cytokine doses on or after the sweep's
+``end_day`` are left out (they could not act within the simulated window).
 """
 from __future__ import annotations
 
@@ -48,6 +60,24 @@ from ..quantities import PARAMETERS
 
 #: Regimen name -> shipped protocol whose lymphodepleting events it uses (None: no lymphodepletion).
 REGIMENS: dict[str, str | None] = {"trial": "ahmadvand2023", "hi_cy_flu": "hi_cy_flu", "none": None}
+
+#: Cytokine name -> shipped protocol whose cytokine events (:data:`CYTOKINE_KINDS`) it uses, with
+#: their doses and their days counted from that protocol's first NK infusion (None: no cytokine).
+CYTOKINES: dict[str, str | None] = {
+    "none": None,
+    "il2": "bachanova2014_hi_cy_flu",
+    "rhil15_iv": "cooley2019_rhil15_iv",
+    "rhil15_sc": "cooley2019_rhil15_sc",
+    "n803": "berrien_elliott2022_n803",
+}
+
+#: Dose group to take a cytokine's events from where its protocol's groups differ in them: Cooley 2019
+#: phase 1 gave rhIL-15 i.v. at 0.3-1.0 ug kg-1 by cohort; 0.75 ug kg-1 was the maximum tolerated dose
+#: (Cooley 2015 ASH abstract, Blood 126:566, source B of cooley2019_rhil15_iv.toml).
+CYTOKINE_GROUPS: dict[str, str] = {"rhil15_iv": "d075"}
+
+#: Event kinds that are cytokine support (``il2dt``, which depletes regulatory T cells, is not).
+CYTOKINE_KINDS: tuple[str, ...] = ("il2", "rhil15_iv", "rhil15_sc", "n803")
 
 #: Mutually exclusive ways to give the dose split.
 SPLIT_FACTORS: tuple[str, ...] = ("dose_split", "n_infusions", "first_dose_pct")
@@ -68,7 +98,7 @@ class FactorSpec:
     description: str
 
 
-#: Numeric schedule factors (``regimen`` and ``dose_split`` are checked separately).
+#: Numeric schedule factors (``regimen``, ``nk_product``, ``cytokine`` and ``dose_split`` are checked separately).
 NUMERIC_FACTORS: dict[str, FactorSpec] = {f.name: f for f in [
     FactorSpec("gap", "day", 1, 180, True, "days from the last lymphodepleting dose to the first infusion"),
     FactorSpec("interval", "day", 0, 180, True, "days between consecutive infusions"),
@@ -81,6 +111,7 @@ NUMERIC_FACTORS: dict[str, FactorSpec] = {f.name: f for f in [
 SCHEDULE_FACTORS: dict[str, str] = {
     "regimen": "-",
     "nk_product": "-",
+    "cytokine": "-",
     **{k: f.unit for k, f in NUMERIC_FACTORS.items()},
     "dose_split": "percent",
 }
@@ -145,6 +176,11 @@ def check_factor_value(name: str, value: Any, source: str, key: str) -> Any:
     if name == "nk_product":
         if not isinstance(value, str) or value not in NK_PRODUCTS:
             raise NksimInputError(f"value {value!r} is not an allowed NK product; allowed: {sorted(NK_PRODUCTS)}",
+                                  source=source, key=key)
+        return value
+    if name == "cytokine":
+        if not isinstance(value, str) or value not in CYTOKINES:
+            raise NksimInputError(f"value {value!r} is not an allowed cytokine; allowed: {sorted(CYTOKINES)}",
                                   source=source, key=key)
         return value
     if name == "dose_split":

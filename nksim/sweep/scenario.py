@@ -8,6 +8,10 @@ protocol file):
   NK cells per kg (infusions with a 0 share are left out; day 0 is always the first infusion);
 * the regimen's lymphodepleting doses (from the shipped protocol named in
   :data:`~nksim.sweep.factors.REGIMENS`), shifted so that the last one falls on day ``-gap``;
+* the cytokine's doses (``cytokine`` other than ``"none"``: from the shipped protocol named in
+  :data:`~nksim.sweep.factors.CYTOKINES`, see :func:`cytokine_events`) as many days after day 0 as
+  they come after that protocol's first infusion, with the same doses and units; doses on or after
+  ``end_day`` are left out;
 * the simulation starts on the first lymphodepleting day (``-gap`` without lymphodepletion)
   and ends on the sweep's ``end_day``; no lattice snapshots are taken.
 
@@ -28,12 +32,21 @@ from typing import Any
 
 from ..errors import NksimInputError
 from ..protocol import LYMPHODEPLETING, Protocol, load_protocol, protocol_from_dict
-from .factors import REGIMENS, SPLIT_FACTORS, is_parameter, split_label
+from .factors import (
+    CYTOKINE_GROUPS,
+    CYTOKINE_KINDS,
+    CYTOKINES,
+    REGIMENS,
+    SPLIT_FACTORS,
+    is_parameter,
+    split_label,
+)
 
 #: Schedule values used when neither the baseline nor the scenario gives them.
 DEFAULT_SCHEDULE: dict[str, Any] = {
     "regimen": "trial",
     "nk_product": "expanded",
+    "cytokine": "none",
     "interval": 7.0,
     "dose_split": (50.0, 50.0),
     "total_dose": 1.5e7,
@@ -55,6 +68,39 @@ def regimen_events(regimen: str) -> tuple[tuple[float, str, float], ...]:
     return tuple(sorted((e.day - last, e.kind, e.dose) for e in ld))
 
 
+@cache
+def cytokine_events(cytokine: str) -> tuple[tuple[float, str, float, str], ...]:
+    """Cytokine doses of a ``cytokine`` level as ``(day relative to the first NK infusion, kind, dose, unit)``.
+
+    Taken from the shipped protocol named in :data:`~nksim.sweep.factors.CYTOKINES`: the events
+    of the kinds :data:`~nksim.sweep.factors.CYTOKINE_KINDS` (common or of a dose group) that its
+    patients get, with their days counted from each patient's first NK infusion, their doses and
+    their units (:data:`nksim.protocol.EVENT_UNITS`: IL-2 in ``1e6`` IU, i.e. MIU; IL-15 agonists
+    in ``ug kg-1``). Where the protocol's groups differ, the patients of the group named in
+    :data:`~nksim.sweep.factors.CYTOKINE_GROUPS`; they must all share one schedule. ``"none"``
+    has none.
+    """
+    name = CYTOKINES[cytokine]
+    if name is None:
+        return ()
+    proto: Protocol = load_protocol(name)
+    group = CYTOKINE_GROUPS.get(cytokine)
+    schedules = set()
+    for p in proto.patients:
+        if group is not None and p.group != group:
+            continue
+        evs = proto.events_for(p)
+        first = min(e.day for e in evs if e.kind == "nk_infusion")
+        schedules.add(tuple(sorted((e.day - first, e.kind, e.dose, e.unit) for e in evs if e.kind in CYTOKINE_KINDS)))
+    where = f" (group '{group}')" if group is not None else ""
+    if len(schedules) != 1 or not next(iter(schedules)):
+        raise NksimInputError(
+            f"cytokine '{cytokine}': the patients of protocol '{name}'{where} do not share one non-empty schedule of "
+            f"{list(CYTOKINE_KINDS)} events ({len(schedules)} different schedules); name a dose group in "
+            "nksim.sweep.factors.CYTOKINE_GROUPS", source=proto.origin, key="events")
+    return schedules.pop()
+
+
 def native_gap(regimen: str) -> float:
     """Days from the regimen's last lymphodepleting dose to the first infusion in its own protocol.
 
@@ -73,9 +119,10 @@ def effective_schedule(baseline: Mapping[str, Any], levels: Mapping[str, Any], s
     """Merge a scenario's schedule levels over the baseline (and the defaults).
 
     The three dose-split factors are one group: a scenario that sets any of them replaces the
-    baseline's. Returns ``regimen``, ``gap``, ``interval``, ``dose_split`` (tuple of percent),
-    ``total_dose``, plus the derived ``n_infusions`` (infusions actually given) and
-    ``first_dose_pct``.
+    baseline's. Returns ``regimen``, ``nk_product``, ``gap``, ``interval``, ``dose_split`` (tuple of
+    percent), ``total_dose``, plus the derived ``n_infusions`` (infusions actually given) and
+    ``first_dose_pct``; and ``cytokine`` only where it is not ``"none"`` (so that the schedules, and
+    the plan digests, of sweeps without cytokine are those of before the factor existed).
     """
     merged: dict[str, Any] = dict(DEFAULT_SCHEDULE)
     base = {k: v for k, v in baseline.items() if not is_parameter(k)}
@@ -112,14 +159,20 @@ def effective_schedule(baseline: Mapping[str, Any], levels: Mapping[str, Any], s
     # infusions actually given: an interval of 0 puts them all on day 0, given as one (schedule_protocol)
     out["n_infusions"] = sum(1 for s in split if s > 0) if out["interval"] > 0 else 1
     out["first_dose_pct"] = split[0]
+    if str(merged["cytokine"]) != "none":  # recorded only when given: schedules without one are unchanged
+        out["cytokine"] = str(merged["cytokine"])
     return out
 
 
 def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end_day: float,
-                      assessment_days: Sequence[float], ld_events: Sequence[Sequence[Any]]) -> dict[str, Any]:
+                      assessment_days: Sequence[float], ld_events: Sequence[Sequence[Any]],
+                      cyto_events: Sequence[Sequence[Any]] | None = None) -> dict[str, Any]:
     """The protocol dictionary (``protocol_from_dict`` format, without patients) of a schedule.
 
-    ``ld_events`` are the regimen's ``(relative day, kind, dose)`` from :func:`regimen_events`.
+    ``ld_events`` are the regimen's ``(relative day, kind, dose)`` from :func:`regimen_events`;
+    ``cyto_events`` the cytokine's ``(day after the first infusion, kind, dose, unit)`` (default:
+    :func:`cytokine_events` of ``schedule["cytokine"]``, none without that key). Cytokine doses on or
+    after ``end_day`` are left out (they could not act within the simulated window).
     """
     gap = float(schedule["gap"])
     events = [{"day": -gap + float(rel), "kind": str(kind), "dose": float(dose),
@@ -132,6 +185,12 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
     # interval 0: the infusions of one day are one infusion of their summed dose (a protocol refuses two)
     events += [{"day": day, "kind": "nk_infusion", "dose": dose, "unit": "kg-1"} for day, dose in doses.items()]
     start = min([e["day"] for e in events if e["kind"] != "nk_infusion"], default=-gap)
+    if cyto_events is None:
+        cyto_events = cytokine_events(str(schedule.get("cytokine", "none")))
+    cyto = [{"day": float(rel), "kind": str(kind), "dose": float(dose), "unit": str(unit)}
+            for rel, kind, dose, unit in cyto_events if float(rel) < float(end_day)]  # day 0 = the first infusion
+    events += cyto
+    start = min([start, *(e["day"] for e in cyto)])
     return {
         "protocol": {
             "name": name,

@@ -26,6 +26,7 @@ A sweep spec (``experiments/*.toml``) has these tables (see
     [baseline]                    # schedule of every scenario unless a factor changes it
     regimen = "trial"
     nk_product = "expanded"       # or "fresh" (see nksim.protocol.NK_PRODUCTS)
+    cytokine = "none"             # or "il2", "rhil15_iv", "rhil15_sc", "n803" (nksim.sweep.factors.CYTOKINES)
     interval = 7
     dose_split = [50, 50]
     total_dose = 1.5e7
@@ -193,7 +194,7 @@ def _levels(name: str, values: Any, src: str, key: str) -> tuple[Any, ...]:
 
 
 def _range(name: str, value: Any, src: str, key: str) -> tuple[float, float, str]:
-    if name in ("regimen", "nk_product", "dose_split"):
+    if name in ("regimen", "nk_product", "cytokine", "dose_split"):
         raise _err(f"'{name}' is categorical and cannot be sampled; sample first_dose_pct, or use a factorial "
                    "or list design", src, key)
     if not is_parameter(name) and name not in SCHEDULE_FACTORS:

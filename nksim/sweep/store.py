@@ -8,6 +8,7 @@ Layout (one Zarr array per variable, readable with ``xarray.open_zarr(path)``; Z
     scenario, draw, patient, replicate, time, assessment, batch     dimension coordinates
     label, regimen, nk_product, gap, interval, dose_split, n_infusions, first_dose_pct, total_dose,
     start_day, events, <swept parameter keys>                        (scenario) coordinates
+    cytokine                          (scenario) coordinate, only where some scenario has a cytokine
     draw_values (draw, draw_parameter)                               drawn parameter values
     donor_chimerism_nk ... il15     float32 (scenario, draw, patient, replicate, time)
     response                        int8    (scenario, draw, patient, replicate, assessment)
@@ -459,8 +460,10 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
     pb, rb = plan.batch_shape
     swept_params = [k for k in c["swept"] if "." in k]
     g = zio.create_group(path)
-    scen_coords = ["label", "regimen", "nk_product", "gap", "interval", "dose_split", "n_infusions", "first_dose_pct",
-                   "total_dose", "start_day", *swept_params]
+    # cytokine only where a scenario has one: stores of sweeps without cytokine keep their layout
+    cytokine = any("cytokine" in sc["schedule"] for sc in c["scenarios"])
+    scen_coords = ["label", "regimen", "nk_product", *(["cytokine"] if cytokine else []), "gap", "interval",
+                   "dose_split", "n_infusions", "first_dose_pct", "total_dose", "start_day", *swept_params]
     g.attrs.update({
         "Conventions": "CF-1.8",
         "title": f"nksim schedule sweep '{c['name']}'",
@@ -505,6 +508,9 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
         attrs={"long_name": "lymphodepleting regimen"})
     arr("nk_product", (S,), str, ("scenario",), values=np.array([s["nk_product"] for s in sched]),
         attrs={"long_name": "NK product infused (fresh or ex vivo expanded)"})
+    if cytokine:
+        arr("cytokine", (S,), str, ("scenario",), values=np.array([s.get("cytokine", "none") for s in sched]),
+            attrs={"long_name": "cytokine support after the infusions (none, il2, rhil15_iv, rhil15_sc, n803)"})
     arr("dose_split", (S,), str, ("scenario",), values=np.array([s["dose_split_label"] for s in sched]),
         attrs={"units": "percent", "long_name": "share of the total dose per infusion"})
     for name, units, long_name in [

@@ -285,6 +285,8 @@ def trial_schedule() -> dict[str, Any]:
 def _same_schedule(a: dict[str, Any], b: dict[str, Any]) -> bool:
     if any(str(a[k]) != str(b[k]) for k in ("regimen", "nk_product")):
         return False
+    if str(a.get("cytokine", "none")) != str(b.get("cytokine", "none")):
+        return False
     if any(not np.isclose(float(a[k]), float(b[k]), rtol=1e-9, atol=0.0) for k in ("gap", "interval", "total_dose")):
         return False
     sa, sb = [float(x) for x in a["dose_split"]], [float(x) for x in b["dose_split"]]
@@ -378,8 +380,9 @@ def summarize(store: SweepStore | str | Path, reference: int | None = None,
         per_draw_rank.append(np.array([f(_subset(o, d)) for d in range(o["ttp"].shape[0])]))
         outcomes[s] = {name: np.asarray(fn(o, landmark), dtype=float) for name, (_, _, fn) in CONTRASTS.items()}
     ds = xr.Dataset(coords={"scenario": ("scenario", complete.astype(np.int64), {"long_name": "scenario index"})})
-    for name in ["label", "regimen", "nk_product", "gap", "interval", "dose_split", "n_infusions", "first_dose_pct",
-                 "total_dose", "start_day", *[k for k in plan["swept"] if "." in k]]:
+    cytokine = ["cytokine"] if any("cytokine" in sc["schedule"] for sc in plan["scenarios"]) else []
+    for name in ["label", "regimen", "nk_product", *cytokine, "gap", "interval", "dose_split", "n_infusions",
+                 "first_dose_pct", "total_dose", "start_day", *[k for k in plan["swept"] if "." in k]]:
         arr = store.array(name)
         values = np.asarray(store.coord(name))[complete]
         if values.dtype.kind in "TU":  # numpy StringDType from zarr -> object strings (netCDF char arrays)
