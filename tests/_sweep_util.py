@@ -104,3 +104,37 @@ def signal_group(proc, sig) -> None:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def constructed_store(path, spec, fill):
+    """A store of ``spec``'s plan whose batches hold ``fill(plan, s, d, ps, rs) -> {name: array}``.
+
+    Arrays not returned by ``fill`` are neutral: blasts 10 %, chimerism 0, response SD, no
+    progression (NaN), PD threshold 20 %.
+    """
+    import numpy as np
+
+    from nksim.observables import RESPONSE_CODES
+    from nksim.sweep import build_plan
+    from nksim.sweep.execute import SCALARS
+    from nksim.sweep.plan import code_digest
+    from nksim.sweep.store import SweepStore
+
+    plan = build_plan(spec)
+    store = SweepStore.create(path, plan, dict(spec.raw))
+    try:
+        for b in range(plan.n_batches):
+            s, d, ps, rs = plan.batch(b)
+            shape = (ps.stop - ps.start, rs.stop - rs.start)
+            arrays = {name: np.zeros(shape + (plan.n_time,), np.float32) for name in plan["time_series"]}
+            arrays["marrow_blast_pct"][:] = 10.0
+            arrays["response"] = np.full(shape + (len(plan["assessment_days"]),), RESPONSE_CODES["SD"], np.int8)
+            arrays.update({name: np.zeros(shape) for name in SCALARS})
+            arrays["time_to_progression"] = np.full(shape, np.nan)
+            arrays["pd_threshold_pct"] = np.full(shape, 20.0)
+            for name, value in fill(plan, s, d, ps, rs).items():
+                arrays[name] = np.broadcast_to(value, arrays[name].shape).astype(arrays[name].dtype)
+            store.write_batch({"batch": b, "plan": plan.digest, "code": code_digest(), "arrays": arrays})
+    finally:
+        store.unlock()
+    return path

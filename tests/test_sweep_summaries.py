@@ -6,11 +6,12 @@ import math
 import numpy as np
 import pytest
 import xarray as xr
-from _sweep_util import tiny, write_toml
+from _sweep_util import constructed_store, tiny, tiny_spec, write_toml
 
 from nksim.cli import main
+from nksim.observables import RESPONSE_CODES
 from nksim.sweep import km_median, km_survival, summarize
-from nksim.sweep.summaries import METRICS, rank_order, scenario_metrics
+from nksim.sweep.summaries import CONTRASTS, METRICS, Z95, rank_order, scenario_metrics
 
 END = 365.0
 
@@ -36,10 +37,14 @@ def test_km_on_hand_made_data():
 def test_uncertainty_over_replicates_and_draws():
     # 2 draws x 2 patients x 2 replicates; PD at first assessment by hand
     pd = np.array([[[1, 0], [1, 0]], [[0, 0], [1, 1]]], dtype=float)
-    o = {"pd_first": pd, "ttp": np.full(pd.shape, np.nan), "peak_nk": np.ones(pd.shape),
+    cr = np.array([[[0, 1], [0, 1]], [[1, 1], [0, 0]]], dtype=float)  # never CR where PD
+    o = {"pd_first": pd, "cr_first": cr, "ttp": np.full(pd.shape, np.nan), "peak_nk": np.ones(pd.shape),
          "peak_pbmc": np.ones(pd.shape), "auc": np.arange(8.0).reshape(pd.shape)}
     m = scenario_metrics(o, END, 270)
     assert m["p_pd_first"] == 0.5
+    assert m["p_cr_first"] == 0.5  # replicate 0: 0,0,1,0 ; replicate 1: 1,1,1,0 ; draw 0: 2/4, draw 1: 2/4
+    assert m["p_cr_first_mc_se"] == pytest.approx(np.std([1 / 4, 3 / 4], ddof=1) / np.sqrt(2))
+    assert (m["p_cr_first_draw_lo"], m["p_cr_first_draw_hi"]) == (0.5, 0.5)
     per_rep = np.array([3 / 4, 1 / 4])  # replicate 0: 1,1,0,1 ; replicate 1: 0,0,0,1
     assert m["p_pd_first_mc_se"] == pytest.approx(np.std(per_rep, ddof=1) / np.sqrt(2))
     assert (m["p_pd_first_draw_lo"], m["p_pd_first_draw_hi"]) == (0.5, 0.5)
@@ -100,3 +105,52 @@ def test_rank_order_with_tie_breaks():
     ds = xr.Dataset({k: ("scenario", np.array(vals.get(k, [0.0] * 4), dtype=float)) for k in METRICS})
     assert list(rank_order(ds, "pfs_landmark")) == [2, 1, 0, 3]  # tie 0.8 broken by lower P(PD); NaN last
     assert list(rank_order(ds, "p_pd_first")) == [3, 0, 2, 1]
+
+
+def test_p_cr_first_is_the_share_in_cr_at_the_first_assessment(tmp_path):
+    """A constructed store whose response codes are known: p_cr_first is the CR share; its contrast the difference."""
+    # scenario 0 = the trial's schedule (gap 7, the reference); scenario 1 = gap 14. 2 draws x 3 patients x 2 replicates
+    spec = tiny_spec(sweep={"design": "list"}, factors=None, cohort={"draws": 2, "patients": 3, "replicates": 2},
+                     scenarios=[{"gap": 7}, {"gap": 14}])
+    cr, pr, pd = RESPONSE_CODES["CR"], RESPONSE_CODES["PR"], RESPONSE_CODES["PD"]
+
+    def first(s, d, p, r):  # response code at the first assessment
+        if s == 0:
+            return cr if p == 0 else pd  # 1/3 in CR, whatever the draw and replicate
+        return cr if (p + r + d) % 2 == 0 else (pr if p == 1 else pd)  # CR in 6 of 12 simulations
+
+    def fill(plan, s, d, ps, rs):
+        resp = np.full((ps.stop - ps.start, rs.stop - rs.start, len(plan["assessment_days"])), RESPONSE_CODES["SD"])
+        for i, p in enumerate(range(ps.start, ps.stop)):
+            for j, r in enumerate(range(rs.start, rs.stop)):
+                resp[i, j, 0] = first(s, d, p, r)
+                resp[i, j, 1:] = cr  # later assessments do not count
+        return {"response": resp}
+
+    ds = summarize(constructed_store(tmp_path / "cr.zarr", spec, fill))
+    known = np.array([[[[first(s, d, p, r) == cr for r in range(2)] for p in range(3)] for d in range(2)]
+                      for s in range(2)], dtype=float)  # (scenario, draw, patient, replicate)
+    assert ds.attrs["reference_scenario"] == 0 and "trial's schedule" in ds.attrs["reference_rule"]
+    np.testing.assert_allclose(ds.p_cr_first.values, known.mean(axis=(1, 2, 3)), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(ds.p_cr_first.values, [1 / 3, 1 / 2], rtol=0, atol=1e-15)
+    pd_known = np.array([[[[first(s, d, p, r) == pd for r in range(2)] for p in range(3)] for d in range(2)]
+                         for s in range(2)], dtype=float)
+    np.testing.assert_allclose(ds.p_pd_first.values, pd_known.mean(axis=(1, 2, 3)), rtol=0, atol=1e-15)  # unchanged
+    # uncertainty: per replicate and per draw, as for every metric
+    per_rep = known[1].mean(axis=(0, 1))
+    assert float(ds.p_cr_first_mc_se[1]) == pytest.approx(np.std(per_rep, ddof=1) / np.sqrt(2))
+    per_draw = known[1].mean(axis=(1, 2))
+    assert (float(ds.p_cr_first_draw_lo[1]), float(ds.p_cr_first_draw_hi[1])) == (per_draw.min(), per_draw.max())
+    # the paired contrast is the difference of the two shares, with its paired SE and 95 % interval
+    diff = (known[1] - known[0]).ravel()
+    assert float(ds.p_cr_first_diff[1]) == pytest.approx(1 / 2 - 1 / 3, abs=1e-15)
+    assert float(ds.p_cr_first_diff[1]) == pytest.approx(float(ds.p_cr_first[1] - ds.p_cr_first[0]), abs=1e-15)
+    se = np.std(diff, ddof=1) / np.sqrt(diff.size)
+    assert float(ds.p_cr_first_diff_se[1]) == pytest.approx(se)
+    assert (float(ds.p_cr_first_diff_lo[1]), float(ds.p_cr_first_diff_hi[1])) == pytest.approx(
+        (1 / 6 - Z95 * se, 1 / 6 + Z95 * se))
+    assert [float(ds[f"p_cr_first{x}"][0]) for x in ("_diff", "_diff_se", "_diff_lo", "_diff_hi")] == [0.0] * 4
+    # CF metadata like its neighbours
+    assert ds.p_cr_first.attrs["units"] == "1" and "complete remission" in ds.p_cr_first.attrs["long_name"]
+    assert ds.p_cr_first_diff.attrs["units"] == "1" and "complete remission" in ds.p_cr_first_diff.attrs["long_name"]
+    assert "p_cr_first" in METRICS and "p_cr_first" in CONTRASTS and METRICS["p_cr_first"][2] is True

@@ -19,6 +19,7 @@ from .labels import unit_text
 CONTRAST_NAMES = {
     "pfs_landmark": "Δ P(progression-free at landmark)",
     "p_pd_first": "Δ P(PD at first assessment)",
+    "p_cr_first": "Δ P(CR at first assessment)",
     "rmst_landmark": "Δ restricted mean progression-free time",
     "blast_change_d28": "Δ day-28 marrow blast change",
     "peak_chimerism_nk_d28": "Δ peak donor chimerism, blood NK, days 0-28",

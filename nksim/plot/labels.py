@@ -21,6 +21,7 @@ LOG_VARIABLES = frozenset(name for name, v in _VARIABLES.items() if v.log)
 #: (:data:`nksim.sweep.summaries.METRICS`) and schedule factors (:mod:`nksim.sweep.factors`).
 _SWEEP_LABELS = {
     "p_pd_first": ("P(PD at first assessment)", "probability"),
+    "p_cr_first": ("P(CR at first assessment)", "probability"),
     "pfs_landmark": ("P(progression-free at landmark)", "probability"),
     "median_pfs": ("median progression-free time", None),
     "peak_chimerism_nk": ("peak donor chimerism, blood NK", None),
@@ -40,6 +41,7 @@ _SWEEP_LABELS = {
 _CONTRAST_SHORT = {
     "pfs_landmark": ("Δ P(progression-free at landmark)", "probability"),
     "p_pd_first": ("Δ P(PD at first assessment)", "probability"),
+    "p_cr_first": ("Δ P(CR at first assessment)", "probability"),
     "rmst_landmark": ("Δ restricted mean progression-free time", None),
     "blast_change_d28": ("Δ day-28 blast change", None),
     "peak_chimerism_nk_d28": ("Δ peak chimerism, blood NK, days 0-28", None),

@@ -21,6 +21,8 @@ Metrics (per scenario, pooled over draws x patients x replicates):
 
 ===================== ============ ===========================================================
 ``p_pd_first``        1            fraction with progressive disease (PD) at the first assessment
+``p_cr_first``        1            share of virtual patients in complete remission (CR) at the
+                                   first assessment
 ``pfs_landmark``      1            Kaplan-Meier probability of being progression-free at the
                                    landmark day (``landmark_day``, default 270 = 9 months)
 ``rmst_landmark``     day          restricted mean progression-free time up to the landmark
@@ -59,6 +61,7 @@ simulation whose difference is NaN is left out):
 ========================== ============ =======================================================
 ``pfs_landmark``           1            progression-free at the landmark (0/1)
 ``p_pd_first``             1            PD at the first assessment (0/1)
+``p_cr_first``             1            CR at the first assessment (0/1)
 ``rmst_landmark``          day          min(time to progression, landmark)
 ``blast_change_d28``       percent      marrow blasts on day 28 (on the summary's clock) minus
                                         baseline (first simulated day), percentage points
@@ -107,6 +110,7 @@ _CLOCK_ORIGIN = {"infusion": "the first NK infusion", "lymphodepletion": "the st
 #: metric -> (units, long_name, higher_is_better)
 METRICS: dict[str, tuple[str, str, bool]] = {
     "p_pd_first": ("1", "probability of progressive disease at the first assessment", False),
+    "p_cr_first": ("1", "share of virtual patients in complete remission at the first assessment", True),
     "pfs_landmark": ("1", "Kaplan-Meier probability of being progression-free at the landmark day", True),
     "rmst_landmark": ("day", "restricted mean progression-free time up to the landmark day", True),
     "median_pfs": ("day", "Kaplan-Meier median progression-free time (inf: not reached)", True),
@@ -133,6 +137,7 @@ CONTRASTS: dict[str, tuple[str, str, Callable[[dict[str, np.ndarray], float], np
     "pfs_landmark": ("1", "progression-free at the landmark day (0/1)",
                      lambda o, lm: (~(o["ttp"] <= lm)).astype(float)),  # NaN (censored at end >= landmark) -> 1
     "p_pd_first": ("1", "progressive disease at the first assessment (0/1)", lambda o, lm: o["pd_first"]),
+    "p_cr_first": ("1", "complete remission at the first assessment (0/1)", lambda o, lm: o["cr_first"]),
     "rmst_landmark": ("day", "restricted mean progression-free time up to the landmark day",
                       lambda o, lm: _rmst(o["ttp"], lm)),
     "blast_change_d28": ("percent", f"change of marrow blasts from baseline to day {BLAST_DAY:g} "
@@ -178,6 +183,7 @@ def per_simulation(store: SweepStore, s: int, offset: float = 0.0) -> dict[str, 
     resp = store.read("response", s)
     out = {
         "pd_first": (resp[..., 0] == RESPONSE_CODES["PD"]).astype(float),
+        "cr_first": (resp[..., 0] == RESPONSE_CODES["CR"]).astype(float),
         "ttp": store.read("time_to_progression", s) + float(offset),
     }
     window = (time >= CHIMERISM_WINDOW[0]) & (time <= CHIMERISM_WINDOW[1])
@@ -204,6 +210,7 @@ def per_simulation(store: SweepStore, s: int, offset: float = 0.0) -> dict[str, 
 def _metric_functions(end_day: float, landmark: float) -> dict[str, Callable[[dict[str, np.ndarray]], float]]:
     return {
         "p_pd_first": lambda o: float(np.mean(o["pd_first"])),
+        "p_cr_first": lambda o: float(np.mean(o["cr_first"])),
         "pfs_landmark": lambda o: km_survival(o["ttp"], end_day, landmark),
         "rmst_landmark": lambda o: float(np.mean(_rmst(o["ttp"], landmark))),
         "median_pfs": lambda o: km_median(o["ttp"], end_day),

@@ -1,43 +1,96 @@
-"""Regenerate the two-infusion schedule study: both potency scenarios, summaries, figures and tables.
+"""Regenerate the two-infusion schedule study: every run, summaries, figures and tables.
 
-    python experiments/studies/two_infusion/run_study.py                 # the study (see REPORT.md)
+    python experiments/studies/two_infusion/run_study.py                 # every run (see REPORT.md)
+    python experiments/studies/two_infusion/run_study.py --only default high_potency   # the 0.4.0 study
+    python experiments/studies/two_infusion/run_study.py --only joint expanding_joint  # under the joint
+        # posterior (calibration/joint/results/posterior_draws.csv; other file: --joint-draws PATH)
     python experiments/studies/two_infusion/run_study.py --quick         # a smoke run (minutes)
     python experiments/studies/two_infusion/run_study.py --scheduler tcp://host:8786   # on a Dask cluster
 
-The spec is ``schedules.toml`` beside this file. It is run once per **potency scenario** (the
-NK-killing parameters that the trial cannot identify): ``default`` (the calibrated model, killing
-at its literature values) and ``high_potency`` (``models/high_potency.toml``: the same with the
-killing parameters at the potent end of their priors). Stores go to ``--out`` (default
-``outputs/studies/two_infusion/``; resumable: a second run only finishes what is missing); the
-figures and tables that ``REPORT.md`` shows are written to ``--report`` (default: the ``results/``
-folder beside this file, which is committed).
+The runs (:data:`RUNS`, ``name -> (spec file beside this file, overrides, description)``):
 
-Outputs per potency scenario ``<p>``: ``<p>.zarr`` (the sweep store), ``<p>_summary.nc``
-(``nksim.sweep.summarize`` on the study's lymphodepletion clock, with paired contrasts against
-the trial's schedule), and in ``--report``: ``contrasts_<p>.csv`` (one row per scenario),
-``forest_<p>.png``, ``heatmap_<p>.png`` (difference in progression-free survival at the
-landmark over interval x split) and ``km_<p>.png``, plus ``contrasts.md`` (both scenarios, the
-table of REPORT.md) and ``study.json`` (run time, sizes, versions, digests).
+* ``default``: ``schedules.toml`` with the calibrated model (NK killing at its literature values)
+  and draws from the ABC posterior;
+* ``high_potency``: the same with ``models/high_potency.toml`` (the killing parameters at the
+  potent end of their priors) -- with ``default``, the **potency axis**;
+* ``joint``: ``schedules.toml`` with draws from the joint calibration across trials (its
+  posterior draws file) at the resolution of its simulation bank (40 um cell places);
+* ``expanding_joint``: ``expanding.toml`` (a fresh haploidentical product after Hi-Cy/Flu with
+  IL-2: two-infusion schedules against one infusion, Bachanova 2014) with the joint draws.
+
+The joint runs are skipped, with a message, while the joint posterior's draws file does not exist.
+Stores go to ``--out`` (default ``outputs/studies/two_infusion/``; resumable: a second run only
+finishes what is missing); the figures and tables that ``REPORT.md`` shows are written to
+``--report`` (default: the ``results/`` folder beside this file, which is committed).
+
+Outputs per run ``<r>``: ``<r>.zarr`` (the sweep store), ``<r>_summary.nc`` (``nksim.sweep.summarize``
+on the study's lymphodepletion clock, with paired contrasts against the run's reference: the
+trial's schedule, or for ``expanding.toml`` its one-infusion baseline), and in ``--report``:
+``contrasts_<r>.csv`` (one row per scenario), ``forest_<r>.png``, ``heatmap_<r>.png`` (paired
+differences over interval x split of the two-infusion schedules with the reference's regimen,
+product, gap and cytokine) and ``km_<r>.png``, plus ``contrasts.md`` (the table of REPORT.md) and
+``study.json`` (run time, sizes, versions, digests). ``contrasts.md`` and ``study.json`` hold every
+run that has results: runs not re-run by this call keep the rows of their ``contrasts_<r>.csv`` and
+their earlier ``study.json`` record.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
+import math
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SPEC = HERE / "schedules.toml"
-POTENCY = {"default": "default", "high_potency": "high_potency"}
+ROOT = HERE.parents[2]
+#: The joint calibration's posterior draws (relative to the repository root; a sweep draws file).
+JOINT_DRAWS = Path("calibration/joint/results/posterior_draws.csv")
+#: Placeholder in a run's overrides for the joint posterior's draws file (an absolute path when run).
+DRAWS = "{joint_draws}"
+#: run name -> (spec file beside this file, overrides ``TABLE.KEY=VALUE``, description)
+RUNS: dict[str, tuple[str, list[str], str]] = {
+    "default": ("schedules.toml", ['sweep.model="default"'],
+                "the trial's expanded product; calibrated model, ABC posterior draws"),
+    "high_potency": ("schedules.toml", ['sweep.model="high_potency"'],
+                     "the trial's expanded product; NK killing at the potent end of its priors, ABC posterior draws"),
+    "joint": ("schedules.toml", ['sweep.model="default"', f'cohort.draws_from="{DRAWS}"',
+                                 "parameters.lattice.cell_diameter=40.0"],
+              "the trial's expanded product; joint posterior draws, 40 um cell places (the bank's)"),
+    "expanding_joint": ("expanding.toml", [f'cohort.draws_from="{DRAWS}"'],
+                        "fresh product after Hi-Cy/Flu with IL-2; joint posterior draws, 40 um cell places"),
+}
+#: Per spec: what its reference is, and which contrasts the forest plot and heatmap show.
+VIEWS: dict[str, dict] = {
+    "schedules.toml": {
+        "reference": "the trial's schedule (Flu/Cy, interval 7 d, 50/50)",
+        "forest": ["pfs_landmark", "rmst_landmark", "blast_change_d28"],
+        "heatmap": [("rmst_landmark_diff", "Δ RMST to 9 months (days)"),
+                    ("auc_chimerism_pbmc_d28_diff", "Δ chimerism AUC, days 0-28 (% day)")],
+        "heatmap_title": "Two infusions of the trial's total dose vs the trial's schedule",
+    },
+    "expanding.toml": {
+        "reference": "one infusion with IL-2 after Hi-Cy/Flu (Bachanova 2014)",
+        "forest": ["pfs_landmark", "rmst_landmark", "p_cr_first", "blast_change_d28"],
+        "heatmap": [("rmst_landmark_diff", "Δ RMST to 9 months (days)"),
+                    ("p_cr_first_diff", "Δ P(CR at day 28)"),
+                    ("auc_chimerism_pbmc_d28_diff", "Δ chimerism AUC, days 0-28 (% day)")],
+        "heatmap_title": "Two infusions of a fresh product with IL-2 vs one infusion (Bachanova 2014)",
+    },
+}
 #: contrasts reported in the table (name, label, scale factor for display, unit text)
 TABLE_CONTRASTS = [
     ("pfs_landmark", "PFS at 9 months", 100.0, "points"),
     ("rmst_landmark", "RMST to 9 months", 1.0, "days"),
+    ("p_cr_first", "CR at day 28", 100.0, "points"),
     ("blast_change_d28", "blast change day 28", 1.0, "points"),
     ("auc_chimerism_pbmc_d28", "chimerism AUC days 0-28", 1.0, "% day"),
 ]
+#: per-scenario values of a row besides the contrasts
+ROW_METRICS = ("pfs_landmark", "rmst_landmark", "p_cr_first")
 
 
 def _contrast_rows(summary) -> list[dict]:
@@ -45,8 +98,8 @@ def _contrast_rows(summary) -> list[dict]:
     for s in summary.scenario.values:
         r = summary.sel(scenario=s)
         row = {"scenario": int(s), "label": str(r.label.values), "reference": int(r.reference.values),
-               "p_best": float(r.p_best.values) if "p_best" in summary else float("nan"),
-               "pfs_landmark": float(r.pfs_landmark.values), "rmst_landmark": float(r.rmst_landmark.values)}
+               "p_best": float(r.p_best.values) if "p_best" in summary else float("nan")}
+        row |= {m: float(r[m].values) for m in ROW_METRICS}
         for name, _, _, _ in TABLE_CONTRASTS:
             for suffix in ("_diff", "_diff_lo", "_diff_hi"):
                 row[name + suffix] = float(r[name + suffix].values)
@@ -54,34 +107,95 @@ def _contrast_rows(summary) -> list[dict]:
     return rows
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a ``contrasts_<r>.csv`` written earlier (numbers as floats; missing columns stay missing)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict = {}
+            for k, v in raw.items():
+                if k == "label":
+                    row[k] = v
+                elif k in ("scenario", "reference"):
+                    row[k] = int(v)
+                else:
+                    row[k] = float(v) if v not in (None, "") else float("nan")
+            rows.append(row)
+    return rows
+
+
 def _fmt_ci(row: dict, name: str, scale: float) -> str:
+    if f"{name}_diff" not in row:  # a run written before the contrast existed
+        return "n/a"
     d, lo, hi = (row[f"{name}{s}"] * scale for s in ("_diff", "_diff_lo", "_diff_hi"))
+    if math.isnan(d):
+        return "n/a"
     star = " *" if lo > 0 or hi < 0 else ""
     return f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]{star}"
 
 
-def markdown_table(rows_by_potency: dict[str, list[dict]]) -> str:
-    """The contrast table of REPORT.md: one row per scenario and potency scenario."""
+def _landmark_note(spec_file: str) -> str:
+    sw = tomllib.loads((HERE / spec_file).read_text(encoding="utf-8"))["sweep"]
+    return (f"landmark day {sw['landmark_day']:g} since the start of lymphodepletion, first assessment day "
+            f"{sw['assessment_days'][0]:g}")
+
+
+def markdown_table(rows_by_run: dict[str, list[dict]]) -> str:
+    """The contrast table of REPORT.md: one row per scenario and run."""
     deltas = " | ".join(f"Δ {lab} ({unit})" for _, lab, _, unit in TABLE_CONTRASTS)
-    head = f"| potency | scenario | PFS 9 mo | {deltas} | P(best) |"
+    head = f"| run | scenario | PFS 9 mo | {deltas} | P(best) |"
     lines = [head, "|" + "---|" * (4 + len(TABLE_CONTRASTS))]
-    for potency, rows in rows_by_potency.items():
+    for run, rows in rows_by_run.items():
         for row in sorted(rows, key=lambda r: -r["pfs_landmark_diff"]):
             ref = " (reference)" if row["scenario"] == row["reference"] else ""
-            cells = [potency, row["label"] + ref, f"{100 * row['pfs_landmark']:.0f} %"]
+            cells = [run, row["label"] + ref, f"{100 * row['pfs_landmark']:.0f} %"]
             cells += [_fmt_ci(row, name, scale) for name, _, scale, _ in TABLE_CONTRASTS]
             cells.append(f"{row['p_best']:.2f}")
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Δ: scenario minus the trial's schedule (interval 7 d, 50/50), paired over posterior draws x "
-                 "patients x replicates (common random numbers); [95 % CI]; * the CI excludes 0. PFS and RMST "
-                 "on the lymphodepletion clock (landmark day 279 = 270 days after the trial's first infusion).")
+    lines.append("Δ: scenario minus the run's reference, paired over parameter draws x patients x replicates "
+                 "(common random numbers); [95 % CI]; * the CI excludes 0; n/a: not in that run's results. "
+                 "PFS, RMST and the day-28 assessment on the lymphodepletion clock (every scenario of a run is "
+                 "assessed on the same days after the start of lymphodepletion; landmark = 270 days and first "
+                 "assessment = 28 days after the reference's first infusion). CR at day 28: complete remission "
+                 "at the first assessment.")
+    lines.append("")
+    for run in rows_by_run:
+        spec_file, _, description = RUNS[run]
+        lines.append(f"- **{run}**: `{spec_file}`, {description}; reference {VIEWS[spec_file]['reference']}; "
+                     f"{_landmark_note(spec_file)}.")
     return "\n".join(lines) + "\n"
 
 
+def _heatmap_where(summary) -> dict:
+    """The two-infusion schedules that share the reference's regimen, product, gap and cytokine.
+
+    For ``schedules.toml``: regimen "trial", gap 7, expanded product (the 0.4.0 study's filter); for
+    ``expanding.toml``: Hi-Cy/Flu, gap 2, fresh product, IL-2.
+    """
+    r = summary.sel(scenario=int(summary.attrs["reference_scenario"]))
+    where: dict = {k: str(r[k].values) for k in ("regimen", "nk_product", "cytokine") if k in summary.coords}
+    return where | {"gap": float(r["gap"].values), "n_infusions": 2}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = None,
-        scheduler: str | None = None) -> dict:
-    """Run both potency scenarios and write summaries, figures and tables; returns the run record."""
+        scheduler: str | None = None, only: list[str] | None = None, joint_draws: Path | None = None) -> dict:
+    """Run the runs named in ``only`` (default: all) and write summaries, figures and tables; returns the record.
+
+    ``joint_draws``: the joint posterior's draws file (default :data:`JOINT_DRAWS` in the
+    repository); runs that use it are skipped while it does not exist.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,71 +205,102 @@ def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = N
     from nksim.plot import contrast_forest, heatmap, km_plot
     from nksim.sweep import open_sweep, run_sweep, summarize
 
+    names = list(RUNS) if not only else list(only)
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        raise ValueError(f"unknown run(s) {unknown}; the runs are {list(RUNS)}")
+    draws_file = (joint_draws if joint_draws is not None else ROOT / JOINT_DRAWS).resolve()
     out.mkdir(parents=True, exist_ok=True)
     report.mkdir(parents=True, exist_ok=True)
     previous = {}
-    if (report / "study.json").is_file():  # keep the timing of a run that computed what a resume skips
-        previous = json.loads((report / "study.json").read_text(encoding="utf-8")).get("potency", {})
-    record: dict = {"nksim_version": nksim.__version__, "spec": str(SPEC.relative_to(HERE.parents[2])),
-                    "quick": quick, "potency": {}}
-    rows_by_potency: dict[str, list[dict]] = {}
+    if (report / "study.json").is_file():  # keep the records of runs not re-run now, and timings a resume skips
+        old = json.loads((report / "study.json").read_text(encoding="utf-8"))
+        previous = old.get("runs", old.get("potency", {}))  # "potency": before the runs table
+    record: dict = {"nksim_version": nksim.__version__, "quick": quick, "runs": {}}
+    rows_by_run: dict[str, list[dict]] = {}
     t_all = time.perf_counter()
-    for potency, model in POTENCY.items():
-        overrides = [f'sweep.model="{model}"']
+    for name in RUNS:
+        spec_file, run_overrides, description = RUNS[name]
+        spec = HERE / spec_file
+        if name not in names:
+            continue
+        needs_joint = any(DRAWS in o for o in run_overrides)
+        if needs_joint and not draws_file.is_file():
+            print(f"run '{name}' skipped: the joint posterior's draws file {_rel(draws_file)} does not exist "
+                  "(run calibration/joint/run_joint.py first, or pass --joint-draws PATH)", file=sys.stderr)
+            continue
+        view = VIEWS[spec_file]
+        overrides = [o.replace(DRAWS, str(draws_file)) for o in run_overrides]
+        shown = [o.replace(DRAWS, _rel(draws_file)) for o in run_overrides]  # study.json: no machine's absolute path
         if quick:
-            overrides += ["cohort.patients=4", "cohort.draws=2", "cohort.replicates=1", "parameters.lattice.side=8",
-                          "parameters.lattice.voxel_side=2000.0"]
-        store = out / f"{potency}.zarr"
+            small = ["cohort.patients=4", "cohort.draws=2", "cohort.replicates=1", "parameters.lattice.side=8",
+                     "parameters.lattice.voxel_side=2000.0"]
+            overrides, shown = overrides + small, shown + small
+        store = out / f"{name}.zarr"
         t0 = time.perf_counter()
-        rep = run_sweep(SPEC, store, workers=workers, scheduler=scheduler, overrides=overrides, progress=True)
+        rep = run_sweep(spec, store, workers=workers, scheduler=scheduler, overrides=overrides, progress=True)
         wall = time.perf_counter() - t0
         summary = summarize(store)
-        summary.to_netcdf(out / f"{potency}_summary.nc")
+        summary.to_netcdf(out / f"{name}_summary.nc")
         rows = _contrast_rows(summary)
-        rows_by_potency[potency] = rows
-        with open(report / f"contrasts_{potency}.csv", "w", newline="", encoding="utf-8") as fh:
+        rows_by_run[name] = rows
+        with open(report / f"contrasts_{name}.csv", "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-        fig = contrast_forest(summary, ["pfs_landmark", "rmst_landmark", "blast_change_d28"])
-        fig.suptitle(f"Paired contrasts vs the trial's schedule ({potency} potency)", fontsize=10)
-        fig.savefig(report / f"forest_{potency}.png", dpi=120, bbox_inches="tight")
+        fig = contrast_forest(summary, view["forest"])
+        fig.suptitle(f"Paired contrasts vs {view['reference']} ({name})", fontsize=10)
+        fig.savefig(report / f"forest_{name}.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
-        two = {"regimen": "trial", "gap": float(summary.gap.values[0]) if quick else 7.0, "n_infusions": 2,
-               "nk_product": "expanded"}
+        two = _heatmap_where(summary)
         try:
-            fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
-            for ax, outcome, title in zip(axes, ["rmst_landmark_diff", "auc_chimerism_pbmc_d28_diff"],
-                                          ["Δ RMST to 9 months (days)", "Δ chimerism AUC, days 0-28 (% day)"],
-                                          strict=True):
+            panels = view["heatmap"]
+            fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), layout="constrained")
+            for ax, (outcome, title) in zip(axes, panels, strict=True):
                 heatmap(summary, outcome, "interval", "dose_split", where=two, ax=ax)
                 ax.set_title(title, fontsize=9)
-            fig.suptitle(f"Two infusions of the trial's total dose vs the trial's schedule ({potency} potency; "
-                         "paired differences)", fontsize=9)
-            fig.savefig(report / f"heatmap_{potency}.png", dpi=120, bbox_inches="tight")
+            fig.suptitle(f"{view['heatmap_title']} ({name}; paired differences)", fontsize=9)
+            fig.savefig(report / f"heatmap_{name}.png", dpi=120, bbox_inches="tight")
             plt.close(fig)
         except ValueError as exc:  # a quick run may not hold the full grid
+            plt.close("all")
             print(f"heatmap skipped: {exc}", file=sys.stderr)
         ds = open_sweep(store)
         best = sorted(rows, key=lambda r: -r["pfs_landmark_diff"])[:3]
         select = sorted({r["scenario"] for r in best} | {rows[0]["reference"]})
         fig = km_plot(ds, select=select)
-        fig.axes[0].set_title(f"Progression-free survival, leading schedules and the trial's ({potency} potency)",
+        fig.axes[0].set_title(f"Progression-free survival, leading schedules and {view['reference']} ({name})",
                               fontsize=9)
-        fig.savefig(report / f"km_{potency}.png", dpi=120, bbox_inches="tight")
+        fig.savefig(report / f"km_{name}.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
         timing = {"wall_time_s": round(wall, 1), "workers": rep.workers, "batches_run": rep.batches_run}
-        if rep.batches_run == 0 and potency in previous:  # nothing computed now: the earlier run's timing stands
-            timing = {k: previous[potency].get(k) for k in timing}
-        record["potency"][potency] = {
-            "model": model, "store": str(store), "simulations": int(rep.n_simulations), **timing,
-            "scenarios": int(summary.sizes["scenario"]),
+        if rep.batches_run == 0 and name in previous:  # nothing computed now: the earlier run's timing stands
+            timing = {k: previous[name].get(k) for k in timing}
+        entry = {
+            "spec": _rel(spec), "overrides": shown, "description": description, "quick": quick,
+            "model": ds.attrs.get("parameter_set"), "store": str(store), "simulations": int(rep.n_simulations),
+            **timing, "scenarios": int(summary.sizes["scenario"]),
             "plan_digest": ds.attrs.get("plan_digest"), "draws_from": ds.attrs.get("draws_from"),
             "clock": summary.attrs.get("clock")}
-    record["wall_time_s"] = round(sum(float(v["wall_time_s"] or 0.0) for v in record["potency"].values()), 1)
+        if needs_joint:
+            entry["draws_file"] = {"path": _rel(draws_file), "sha256": _digest(draws_file)}
+        record["runs"][name] = entry
+    # every run with results: this call's, then the earlier ones' (their CSVs and records), in RUNS order
+    all_rows: dict[str, list[dict]] = {}
+    runs: dict[str, dict] = {}
+    for name in RUNS:
+        if name in rows_by_run:
+            all_rows[name], runs[name] = rows_by_run[name], record["runs"][name]
+        elif (report / f"contrasts_{name}.csv").is_file():
+            all_rows[name] = read_rows(report / f"contrasts_{name}.csv")
+            if name in previous:
+                runs[name] = previous[name]
+    record["runs"] = runs
+    record["wall_time_s"] = round(sum(float(v.get("wall_time_s") or 0.0) for v in runs.values()), 1)
     record["this_call_s"] = round(time.perf_counter() - t_all, 1)
     record["date"] = time.strftime("%Y-%m-%d", time.gmtime())
-    (report / "contrasts.md").write_text(markdown_table(rows_by_potency), encoding="utf-8")
+    if all_rows:
+        (report / "contrasts.md").write_text(markdown_table(all_rows), encoding="utf-8")
     (report / "study.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     return record
 
@@ -167,8 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a tiny cohort on a tiny lattice (smoke run)")
     ap.add_argument("--workers", type=int, default=None, help="local Dask workers (default: all cores)")
     ap.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    ap.add_argument("--only", nargs="+", choices=list(RUNS), metavar="NAME", default=None,
+                    help=f"run only these runs (default: all of {', '.join(RUNS)})")
+    ap.add_argument("--joint-draws", type=Path, default=ROOT / JOINT_DRAWS,
+                    help=f"the joint posterior's draws file (default: {JOINT_DRAWS} in the repository)")
     a = ap.parse_args(argv)
-    rec = run(a.out, a.report, quick=a.quick, workers=a.workers, scheduler=a.scheduler)
+    rec = run(a.out, a.report, quick=a.quick, workers=a.workers, scheduler=a.scheduler, only=a.only,
+              joint_draws=a.joint_draws)
     print(json.dumps(rec, indent=2, default=str))
     return 0
 
