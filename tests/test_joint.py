@@ -369,3 +369,28 @@ def test_score_registry_under_posterior_draws(tmp_path):
         one["simulated_median"].sel(observation="romee_cr"))
     with pytest.raises(NksimInputError, match="sequence of parameter sets"):
         score_registry([base, "default"], reg, roles=("target",), replicates=2, progress=False)
+
+
+def test_bank_interrupt_cancels_points_not_started(tmp_path, monkeypatch):
+    """An interrupt in a chunk stops the bank at once: no further point is simulated and no part written."""
+    import nksim.calibration.bank as bank_mod
+
+    calls = []
+    real = bank_mod.simulate_point
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(bank_mod, "simulate_point", flaky)
+    reg = _tiny_registry(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_bank(tmp_path / "a", parameters=_TINY, points=16, chunk=16, progress=False, registry=reg, workers=1)
+    assert len(calls) <= 3  # the failing point, at most one the worker had already taken
+    assert not list((tmp_path / "a").glob("part-*.nc"))
+    # the same command completes the bank afterwards
+    monkeypatch.setattr(bank_mod, "simulate_point", real)
+    run_bank(tmp_path / "a", parameters=_TINY, points=16, chunk=16, progress=False, registry=reg, workers=1)
+    assert open_bank(tmp_path / "a").sizes["point"] == 16

@@ -226,7 +226,8 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
 
             bar = tqdm(total=points, initial=points - sum(min(chunk, points - c * chunk) for c in todo),
                        desc="bank points", unit="point")
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             for c in todo:
                 idx = list(range(c * chunk, min((c + 1) * chunk, points)))
                 results = []
@@ -238,6 +239,10 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
                 write_netcdf(ds, out / PART_PATTERN.format(c), overwrite=False)
                 if on_part is not None:
                     on_part(c, n_parts)
+        finally:
+            # an interrupt (or error) stops at once: points not started are cancelled, running ones finish
+            # (at most `workers` simulations), the unfinished part is not written; finished parts are kept
+            pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
     return out
