@@ -210,6 +210,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("numerics.dt", "h", 0.01, 24),
         _p("numerics.marrow_step", "h", 0.01, 168),
         _p("numerics.quiet_marrow_step", "h", 24, 720),
+        _p("numerics.max_marrow_donor_nk", "1", 1e6, 1e16),
     ]
 }
 
@@ -341,6 +342,11 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     DerivedInput("quiet_marrow_days", "1", "longest merged marrow update on quiet days (whole days)",
                  lambda c: int(c.params["numerics.quiet_marrow_step"] // HOURS_PER_DAY),
                  ("numerics.quiet_marrow_step",), integer=True),
+    DerivedInput("max_donor_agents", "1", "most donor NK agents in the region (numerics.max_marrow_donor_nk / scale, "
+                 "at least 1): at this number an agent's division is suppressed",
+                 lambda c: max(1, int(c.params["numerics.max_marrow_donor_nk"] / _marrow_scale(c))),
+                 ("numerics.max_marrow_donor_nk", "anatomy.marrow_cells_per_kg", "anatomy.reference_cellularity"),
+                 integer=True),
     DerivedInput("steps_per_day", "1", "time steps per day", lambda c: c.resolution.steps_per_day, ("numerics.dt",),
                  integer=True),
     DerivedInput("n_steps", "1", "time steps from start to end of the simulation",

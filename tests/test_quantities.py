@@ -114,8 +114,11 @@ def test_cache_guard_discards_caches_of_another_layout(tmp_path):
     (tmp_path / "kernel.run_patient-1.py311.nbi").write_text("x")
     (tmp_path / "kernel.run_patient-1.py311.1.nbc").write_text("x")
     (tmp_path / "other.f-1.py311.nbi").write_text("x")
-    assert cache_guard.check(FakeDispatcher(), "kernel", "digest-a") is True
-    assert not list(tmp_path.glob("kernel.*"))
+    # blood.py's cached functions freeze the layout too (a kernel recompiled after a layout change links them:
+    # 2026-12-06, a new kernel slot with blood.py's cache kept gave wrong allo-priming and runaway expansion)
+    (tmp_path / "blood.rk4_blood-1.py311.nbi").write_text("x")
+    assert cache_guard.check(FakeDispatcher(), ("kernel", "blood"), "digest-a") is True
+    assert not list(tmp_path.glob("kernel.*")) and not list(tmp_path.glob("blood.*"))
     assert (tmp_path / "other.f-1.py311.nbi").exists()
     (tmp_path / "kernel.run_patient-1.py311.nbi").write_text("x")
     assert cache_guard.check(FakeDispatcher(), "kernel", "digest-a") is False  # same layout: kept

@@ -140,6 +140,12 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
 
     say(f"bank: {ds_bank.sizes['point']} points; fitting emulators of {len(rows)} rows")
     em_all = fit_joint_emulator(ds_bank, rows, seed=seed)
+    import pandas as pd
+
+    # each table is written as soon as it exists (a later step that fails leaves the earlier ones)
+    emu = [{"row": r.name, "kind": r.kind, "examples": r.n_examples, "fitted": r.name not in excluded,
+            **{k2: round(v, 4) for k2, v in r.diagnostics.items()}} for r in em_all.rows]
+    pd.DataFrame(emu).to_csv(out / "emulators.csv", index=False)
     em = JointEmulator(tuple(r for r in em_all.rows if r.name not in excluded))
     data = observed_data(fitted, sd_obs)
     k = len(fit)
@@ -191,8 +197,9 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
     write_netcdf(post_ds, out / "posterior.nc", overwrite=True)
     # the draws as a sweep reads them (cohort.draws_from = "<this file>": the first n rows), in random order
     order = np.random.default_rng(seed + 5).permutation(theta.shape[0])
-    pd_draws = __import__("pandas").DataFrame(theta[order], columns=[f.key for f in fit])
-    pd_draws.to_csv(out / "posterior_draws.csv", index=False, float_format="%.6g")
+    pd.DataFrame(theta[order], columns=[f.key for f in fit]).to_csv(out / "posterior_draws.csv", index=False,
+                                                                     float_format="%.6g")
+    pd.DataFrame(par_rows).to_csv(out / "posterior.csv", index=False)
     # --- posterior predictive check by simulation
     m = min(ppc_draws, theta.shape[0])
     idx = np.random.default_rng(seed + 1).choice(theta.shape[0], m, replace=False)
@@ -200,6 +207,7 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
     ppc = predictive_check(spec, rows, theta[idx], seed=seed, workers=workers)
     for r in ppc:
         r["fitted"] = r["row"] not in excluded
+    pd.DataFrame(ppc).to_csv(out / "ppc.csv", index=False)
     # --- recovery study
     say(f"recovery study: {recovery_datasets} synthetic datasets simulated at prior draws")
     truths = _prior_draws(spec, recovery_datasets, np.random.default_rng(seed + 2))
@@ -258,14 +266,6 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
         scored = np.isfinite(agree)
         held = {"scored": int(scored.sum()), "agree": int(np.nansum(agree)),
                 "trials": int(len(set(ho["trial"].values[scored]))), "summary": scores_summary(sc)}
-    # --- tables
-    import pandas as pd
-
-    emu = [{"row": r.name, "kind": r.kind, "examples": r.n_examples, "fitted": r.name not in excluded,
-            **{k2: round(v, 4) for k2, v in r.diagnostics.items()}} for r in em_all.rows]
-    pd.DataFrame(emu).to_csv(out / "emulators.csv", index=False)
-    pd.DataFrame(par_rows).to_csv(out / "posterior.csv", index=False)
-    pd.DataFrame(ppc).to_csv(out / "ppc.csv", index=False)
     pd.DataFrame(rec_rows).to_csv(out / "recovery.csv", index=False)
     summary = {
         "bank_points": int(ds_bank.sizes["point"]), "bank_cpu_seconds": float(ds_bank["cpu_seconds"].sum()),

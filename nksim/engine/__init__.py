@@ -19,6 +19,7 @@ from .raw import RawRun
 KERNEL_DIGEST: str = "-".join([_LAYOUT_DIGEST]
                               + [_cache_guard.file_digest(m.__file__) for m in (_samplers, pcg64, _blood, _jitopts)]
                               + ["nrt" if "_nrt" in _jitopts.LEAF_JIT else "rt"])
-_cache_guard.check(run_patient, "kernel", KERNEL_DIGEST)
+# the kernel and every module whose cached functions it calls and that read the layout (blood.py)
+_cache_guard.check(run_patient, ("kernel", "blood"), KERNEL_DIGEST)
 
 __all__ = ["RawRun", "Resolution", "pcg64", "event_arrays", "kernel_parameters", "resolution", "run_patient"]

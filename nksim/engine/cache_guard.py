@@ -23,8 +23,13 @@ def file_digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def check(dispatcher, module_stem: str, digest: str) -> bool:
-    """Remove ``module_stem.*.nbi/.nbc`` cache files if they were built for another ``digest``.
+def check(dispatcher, module_stem: str | tuple[str, ...], digest: str) -> bool:
+    """Remove the ``<stem>.*.nbi/.nbc`` cache files of every stem in ``module_stem`` if built for another ``digest``.
+
+    Every engine module whose cached functions freeze the layout must be named: a kernel
+    recompiled after a layout change links the *cached* machine code of the functions it calls
+    (``blood.py``'s among them), so removing the kernel's files alone would leave it reading
+    the old slots through them.
 
     Returns True when files were removed. Does nothing if caching is off or the cache folder
     cannot be written (numba then compiles in memory).
@@ -39,7 +44,8 @@ def check(dispatcher, module_stem: str, digest: str) -> bool:
         if stamp.is_file() and stamp.read_text().strip() == digest:
             return False
         removed = False
-        for f in list(folder.glob(f"{module_stem}.*.nbi")) + list(folder.glob(f"{module_stem}.*.nbc")):
+        stems = (module_stem,) if isinstance(module_stem, str) else tuple(module_stem)
+        for f in [f for stem in stems for f in (*folder.glob(f"{stem}.*.nbi"), *folder.glob(f"{stem}.*.nbc"))]:
             f.unlink(missing_ok=True)
             removed = True
         folder.mkdir(parents=True, exist_ok=True)

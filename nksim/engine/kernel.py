@@ -685,6 +685,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     scale = kp[KP.scale]
     maxk = int(kp[KP.nk_max_kills])
     n_donors = int(kp[KP.n_donors])
+    max_agents = np.int64(kp[KP.max_donor_agents])
     for i in range(ev_donor.shape[0]):
         if ev_donor[i] < 0 or ev_donor[i] >= n_donors:
             raise ValueError("an event's donor index is outside 0 .. kp[KP.n_donors] - 1")
@@ -913,6 +914,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                     continue
                 w = u / p_any[d] * rate_tot[d]
                 if w < rate_div:
+                    if n_agents >= max_agents:  # numerics.max_marrow_donor_nk reached: no division
+                        continue
                     a_pos, a_comp, a_kills, a_ready, a_donor = _add_agent(
                         a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, np.int64(a_pos[i]), a_comp[i], step + 1,
                         np.int64(d))
@@ -941,6 +944,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                     # the blood pool holds floor(blood / scale) whole region-equivalent agents; each
                     # homes with probability 1 - exp(-homing_rate dt) during the step
                     n_in = binomial(rng_traffic, np.int64(y[ib] / scale), p_home)
+                    if n_agents + n_in > max_agents:  # the ceiling: the rest stay in the blood
+                        n_in = max(max_agents - n_agents, np.int64(0))
                     for _ in range(n_in):
                         pos = below(rng_traffic, np.int64(nv))
                         comp = uniform(rng_traffic) < kp[KP.donor_competent_fraction]
