@@ -23,10 +23,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--ppc-draws", type=int, default=40)
     ap.add_argument("--recovery-datasets", type=int, default=30)
+    ap.add_argument("--score-draws", type=int, default=50,
+                    help="posterior draws (one virtual trial each) to score every registry row with; 0: skip")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     run_joint(load_joint_spec(args.spec), args.bank, args.out, ppc_draws=args.ppc_draws,
-              recovery_datasets=args.recovery_datasets, workers=args.workers)
+              recovery_datasets=args.recovery_datasets, score_draws=args.score_draws, workers=args.workers)
 
 
 if __name__ == "__main__":
