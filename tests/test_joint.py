@@ -88,6 +88,20 @@ def test_posterior_concentrates_at_the_truth(synthetic_emulator):
     del rng
 
 
+def test_coverage_quick(synthetic_emulator):
+    """A quick recovery study (12 datasets, 36 pairs): coverage of the 90 % intervals in [70 %, 100 %].
+
+    At a true rate of 0.90, 36 pairs fall below 70 % with probability < 0.2 % (binomial); the slow
+    test below checks the issue's band [80 %, 97 %] with 40 datasets.
+    """
+    rng = np.random.default_rng(7)
+    truths = rng.random((12, 3))
+    datasets = [_dataset(t[None, :], rng) for t in truths]
+    res = coverage_study(synthetic_emulator, truths, datasets, seed=200, particles=500, moves=4)
+    assert 0.70 <= res.coverage() <= 1.0, res.coverage()
+
+
+@pytest.mark.slow
 def test_coverage_of_the_90_percent_intervals(synthetic_emulator):
     """Recovery study on 40 synthetic datasets: coverage of the 90 % intervals in [80 %, 97 %].
 
