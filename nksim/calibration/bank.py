@@ -47,7 +47,7 @@ import numpy as np
 from ..checks import check_seed, show
 from ..errors import NksimInputError
 from .config import FitParameter
-from .registry import Registry, TrialObservation, load_registry, simulated_per_patient
+from .registry import Registry, TrialObservation, group_by_protocol, load_registry, simulated_per_patient
 from .scoring import derived_seed, protocol_run, registry_run_attrs, resolution_params
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -179,9 +179,7 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
     if not rows:
         raise NksimInputError(f"the registry has no simulated row of role(s) {', '.join(roles)}",
                               source=registry.directory, key="roles")
-    by_protocol: dict[str, list[TrialObservation]] = {}
-    for o in rows:
-        by_protocol.setdefault(o.protocol, []).append(o)
+    by_protocol = group_by_protocol(rows)
     runs = {name: protocol_run(name, obs) for name, obs in by_protocol.items()}
     slots = {o.name: len(runs[o.protocol][1]) * replicates for o in rows}
     n_slot = max(slots.values())

@@ -31,7 +31,7 @@ from ..errors import NksimInputError
 from .bank import prior_unit_to_values, row_statistic, simulate_point
 from .config import FitParameter
 from .emulator import JointEmulator, observed_pair
-from .registry import TrialObservation
+from .registry import TrialObservation, group_by_protocol
 from .scoring import derived_seed, protocol_run
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -186,13 +186,6 @@ def nk_potency(theta: Mapping[str, Any], base: ParameterSet, *, blast_fraction: 
 
 
 # ----------------------------------------------------------------------------- synthetic data
-def _by_protocol(rows: Sequence[TrialObservation]) -> dict[str, list[TrialObservation]]:
-    out: dict[str, list[TrialObservation]] = {}
-    for o in rows:
-        out.setdefault(o.protocol, []).append(o)
-    return out
-
-
 def simulate_dataset(p: ParameterSet, fit: Sequence[FitParameter], theta: np.ndarray,
                      rows: Sequence[TrialObservation], seed: int) -> dict[str, tuple[float, float]]:
     """A synthetic registry dataset simulated by nksim at ``theta``, with each row's published size.
@@ -203,7 +196,7 @@ def simulate_dataset(p: ParameterSet, fit: Sequence[FitParameter], theta: np.nda
     ``p`` carries the resolution (as the bank's); protocol ``P`` uses ``derived_seed(seed, "protocol:P")``.
     """
     q = p.with_values({f.key: float(theta[j]) for j, f in enumerate(fit)}, origin=f"{p.origin} (synthetic truth)")
-    by_protocol = _by_protocol(rows)
+    by_protocol = group_by_protocol(rows)
     runs = {name: protocol_run(name, obs) for name, obs in by_protocol.items()}
     data: dict[str, tuple[float, float]] = {}
     for name, obs in by_protocol.items():

@@ -859,6 +859,14 @@ def predictive_interval(obs: TrialObservation, ds: xarray.Dataset, *, level: flo
     return float(np.quantile(x, 0.5, method=method)), float(lo), float(hi)
 
 
+def group_by_protocol(rows: Sequence[TrialObservation]) -> dict[str, list[TrialObservation]]:
+    """Rows grouped by the protocol that simulates them (first-seen order of protocols and rows)."""
+    out: dict[str, list[TrialObservation]] = {}
+    for o in rows:
+        out.setdefault(o.protocol, []).append(o)
+    return out
+
+
 def simulation_end_day(observations: Sequence[TrialObservation]) -> float:
     """The last day a simulation must reach for all ``observations`` (CR rows: the first assessment)."""
     from ..protocol import load_protocol

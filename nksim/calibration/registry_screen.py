@@ -37,7 +37,7 @@ import numpy as np
 from ..checks import check_seed, show
 from ..errors import NksimInputError
 from .config import FitParameter
-from .registry import OBSERVABLES, Registry, TrialObservation, load_registry, simulated_per_patient
+from .registry import OBSERVABLES, Registry, TrialObservation, group_by_protocol, load_registry, simulated_per_patient
 from .scoring import (
     DEFAULT_SEED,
     _roles,
@@ -201,9 +201,7 @@ def run_registry_screen(params: ParameterSet | str | Path = "default", registry:
     if not rows:
         raise NksimInputError(f"the registry has no simulated row of role(s) {', '.join(roles)}",
                               source=registry.directory, key="roles")
-    by_protocol: dict[str, list[TrialObservation]] = {}
-    for o in rows:
-        by_protocol.setdefault(o.protocol, []).append(o)
+    by_protocol = group_by_protocol(rows)
     runs = {name: protocol_run(name, obs) for name, obs in by_protocol.items()}
     seeds = {name: derived_seed(seed, f"protocol:{name}") for name in by_protocol}
     names = [o.name for o in rows]
