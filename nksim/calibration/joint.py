@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import NksimInputError
-from .bank import prior_unit_to_values, row_statistic, simulate_point
+from .bank import row_statistic, simulate_point
 from .config import FitParameter
 from .emulator import JointEmulator, observed_pair
 from .registry import TrialObservation, group_by_protocol
@@ -274,11 +274,6 @@ def observed_data(rows: Sequence[TrialObservation],
     """
     sd = sd_log10 or {}
     return {o.name: observed_pair(o, sd.get(o.name, 0.0)) for o in rows}
-
-
-def draws_to_values(fit: Sequence[FitParameter], draws_u: np.ndarray) -> np.ndarray:
-    """Unit-cube draws -> parameter values (re-exported for the report)."""
-    return prior_unit_to_values(fit, draws_u)
 
 
 def run_in_threads(func: Callable[[int], Any], n: int, workers: int) -> list[Any]:

@@ -214,8 +214,7 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
     truths_theta = prior_unit_to_values(fit, truths)
 
     def synth(i: int) -> dict[str, tuple[float, float]]:
-        d = simulate_dataset(p_sim, fit, truths_theta[i], fitted, derived_seed(seed, f"recovery:{i}"))
-        return {name: (v[0], sd_obs.get(name, 0.0)) if name in sd_obs else v for name, v in d.items()}
+        return simulate_dataset(p_sim, fit, truths_theta[i], fitted, derived_seed(seed, f"recovery:{i}"))
 
     datasets = run_in_threads(synth, recovery_datasets, workers)
     # quantity rows: the synthetic observation gets the same observation error as the real one
