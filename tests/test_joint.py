@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,6 +255,54 @@ def test_open_bank_refuses_a_foreign_part(tmp_path):
         open_bank(tmp_path / "a")
 
 
+def test_rows_added_to_the_registry_go_into_a_supplement_equal_to_a_fresh_bank(tmp_path):
+    """A row added after the bank started is simulated alone and joined: as if built with it from the start.
+
+    The supplement holds only the new row's protocol, at the same points and seeds per protocol, so
+    open_bank gives the same outcomes as a bank built with both rows from the start.
+    """
+    import shutil
+
+    from nksim.calibration.registry import load_registry
+
+    reg = _tiny_registry(tmp_path)
+    kw = dict(parameters=_TINY, points=4, chunk=2, progress=False, workers=1)
+    run_bank(tmp_path / "grown", registry=reg, **kw)
+    assert open_bank(tmp_path / "grown").sizes["row"] == 1
+    shutil.copy(Path(load_registry().directory) / "cart_flucy_ld.toml", reg)
+    run_bank(tmp_path / "grown", registry=reg, **kw)
+    supplements = sorted((tmp_path / "grown").glob("rows-*"))
+    assert len(supplements) == 1 and len(list(supplements[0].glob("part-*.nc"))) == 2
+    run_bank(tmp_path / "fresh", registry=reg, **kw)
+    grown, fresh = open_bank(tmp_path / "grown"), open_bank(tmp_path / "fresh")
+    assert sorted(grown["row"].values) == sorted(fresh["row"].values) and grown.attrs["supplements"] == 1
+    for r in fresh["row"].values:
+        a, b = grown["outcome"].sel(row=r).values, fresh["outcome"].sel(row=r).values
+        n = min(a.shape[1], b.shape[1])
+        np.testing.assert_array_equal(a[:, :n], b[:, :n])
+        assert np.isnan(a[:, n:]).all() and np.isnan(b[:, n:]).all()
+    np.testing.assert_array_equal(grown["theta"].values, fresh["theta"].values)
+    assert json.loads(grown.attrs["design"])["rows"] == [str(r) for r in grown["row"].values]
+    # a supplement of another design (here: another seed) is refused by name
+    d = json.loads((supplements[0] / "bank.json").read_text())
+    (supplements[0] / "bank.json").write_text(json.dumps(dict(d, seed=d["seed"] + 1)))
+    with pytest.raises(NksimInputError, match="row supplement of another design") as e:
+        open_bank(tmp_path / "grown")
+    assert "rows-" in str(e.value)
+
+
+def test_a_bank_whose_row_left_the_registry_cannot_be_completed(tmp_path):
+    reg = _tiny_registry(tmp_path)
+    run_bank(tmp_path / "a", parameters=_TINY, points=2, chunk=2, progress=False, registry=reg)
+    (reg / "romee2016_ciml.toml").unlink()
+    from nksim.calibration.registry import load_registry
+
+    shutil_src = Path(load_registry().directory) / "cart_flucy_ld.toml"
+    (reg / "cart_flucy_ld.toml").write_text(shutil_src.read_text())
+    with pytest.raises(NksimInputError, match="no longer has"):
+        run_bank(tmp_path / "a", parameters=_TINY, points=2, chunk=2, progress=False, registry=reg)
+
+
 # ----------------------------------------------------------------------------- the spec
 def test_shipped_spec_loads():
     from pathlib import Path
@@ -317,6 +366,17 @@ def test_run_joint_end_to_end_on_a_tiny_bank(tmp_path):
     post = open_output(tmp_path / "out" / "posterior.nc")
     assert post.sizes["draw"] == 300 and (post["u"] >= 0).all() and (post["u"] <= 1).all()
     assert "Recovery study" in (tmp_path / "out" / "REPORT.md").read_text()
+    # the same without the recovery study and the scores, with the trial's outcome table under the posterior
+    root = Path(__file__).resolve().parents[1] / "calibration"
+    s2 = run_joint(spec, tmp_path / "bank", tmp_path / "out2", registry=load_registry(reg_dir), ppc_draws=2,
+                   recovery_datasets=0, score_draws=0, particles=300, workers=2, progress=False,
+                   outcome_table=(root / "ahmadvand2023.toml", root / "posterior" / "posterior.nc"), table_draws=4)
+    assert s2["recovery"] == {} and not (tmp_path / "out2" / "recovery.nc").exists()
+    names = [r["statistic"] for r in s2["outcome_table"]]
+    assert {"n_pd_first", "n_response_first"} <= set(names)
+    report = (tmp_path / "out2" / "REPORT.md").read_text()
+    assert "## Recovery study\n\nNot run." in report and "outcome table" in report
+    assert (tmp_path / "out2" / "outcome_table.csv").stat().st_size > 0
 
 
 def test_informative_prior_is_the_stated_gaussian():
@@ -408,3 +468,29 @@ def test_bank_interrupt_cancels_points_not_started(tmp_path, monkeypatch):
     monkeypatch.setattr(bank_mod, "simulate_point", real)
     run_bank(tmp_path / "a", parameters=_TINY, points=16, chunk=16, progress=False, registry=reg, workers=1)
     assert open_bank(tmp_path / "a").sizes["point"] == 16
+
+
+def test_outcome_table_under_joint_draws_sees_the_drugs_blast_kill():
+    """Stage A's table simulated with joint draws: the joint value of a shared parameter overrides stage A's.
+
+    The blasts' drug sensitivity at the top of its prior (0.5) against the bottom (0.01), everything else
+    from the same stage-A draws and seeds: more CR/PR and less PD at the first assessment (9 patients,
+    30 virtual trials each: a difference in the mean of at least one patient is far outside the noise).
+    """
+    from nksim.calibration.config import load_config
+    from nksim.calibration.joint_table import combined_thetas, outcome_table_check, table_rows
+    from nksim.calibration.model import CalibrationModel
+
+    root = Path(__file__).resolve().parents[1] / "calibration"
+    cfg, post = root / "ahmadvand2023.toml", root / "posterior" / "posterior.nc"
+    model = CalibrationModel(load_config(cfg))
+    th = combined_thetas(model, post, {"blasts.drug_sensitivity": np.array([0.5, 0.4])}, 5, seed=3)
+    assert [t["blasts.drug_sensitivity"] for t in th] == [0.5, 0.4, 0.5, 0.4, 0.5]
+    assert all(set(t) >= {f.key for f in model.config.fit} for t in th)
+    assert len({t["blasts.net_growth_rate"] for t in th}) > 1      # stage A's draws vary
+    hi = outcome_table_check(cfg, post, {"blasts.drug_sensitivity": np.array([0.5])}, draws=30, seed=3, workers=2)
+    lo = outcome_table_check(cfg, post, {"blasts.drug_sensitivity": np.array([0.01])}, draws=30, seed=3, workers=2)
+    assert hi["n_response_first"].mean() >= lo["n_response_first"].mean() + 1.0
+    assert hi["n_pd_first"].mean() < lo["n_pd_first"].mean()
+    rows = {r["statistic"]: r for r in table_rows(lo)}
+    assert rows["n_response_first"]["observed"] == 0 and rows["n_pd_first"]["observed"] == 3

@@ -26,7 +26,7 @@ def reg() -> R.Registry:
 
 # ----------------------------------------------------------------------------- the shipped registry
 def test_shipped_registry_loads_with_the_declared_counts(reg):
-    assert reg.counts() == {"target": 13, "held_out": 43, "context": 28}
+    assert reg.counts() == {"target": 14, "held_out": 43, "context": 28}
     assert len(reg.arms) == 19
     held_trials = {o.trial for o in reg.held_out()}
     assert len(held_trials) >= 8

@@ -19,11 +19,13 @@ def main() -> None:
     ap.add_argument("--spec", default=str(HERE / "joint.toml"))
     ap.add_argument("--out", default=str(HERE.parents[1] / "outputs" / "joint" / "bank"))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--upto", type=int, default=None,
+                    help="simulate only the parts of the first UPTO points now (the same command completes the rest)")
     args = ap.parse_args()
     spec = load_joint_spec(args.spec)
     run_bank(args.out, spec.model, parameters=spec.parameters, points=spec.points, replicates=spec.replicates,
              seed=spec.seed, chunk=spec.chunk, workers=args.workers, lattice_overrides=spec.lattice_overrides,
-             roles=spec.roles)
+             roles=spec.roles, upto=args.upto)
 
 
 if __name__ == "__main__":

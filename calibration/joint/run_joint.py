@@ -2,7 +2,8 @@
 
 Reads ``calibration/joint/joint.toml`` and the bank in ``outputs/joint/bank/`` (made by
 ``run_bank.py``; a bank still being built is used as far as its finished parts go), and writes
-the posterior, the posterior predictive check, the recovery study and ``REPORT.md`` into
+the posterior, the posterior predictive check, the trial's outcome table under the joint
+posterior (with stage A's draws), the recovery study and ``REPORT.md`` into
 ``calibration/joint/results/`` (nksim.calibration.joint_run).
 """
 from __future__ import annotations
@@ -25,10 +26,18 @@ def main() -> None:
     ap.add_argument("--recovery-datasets", type=int, default=30)
     ap.add_argument("--score-draws", type=int, default=50,
                     help="posterior draws (one virtual trial each) to score every registry row with; 0: skip")
+    ap.add_argument("--table-config", default=str(HERE.parent / "ahmadvand2023.toml"),
+                    help="stage A's calibration config: its outcome table is simulated at the joint posterior "
+                         "draws ('none': skip)")
+    ap.add_argument("--table-posterior", default=str(HERE.parent / "posterior" / "posterior.nc"),
+                    help="stage A's posterior (its draws fill the parameters the joint fit does not fit)")
+    ap.add_argument("--table-draws", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
+    table = None if args.table_config == "none" else (args.table_config, args.table_posterior)
     run_joint(load_joint_spec(args.spec), args.bank, args.out, ppc_draws=args.ppc_draws,
-              recovery_datasets=args.recovery_datasets, score_draws=args.score_draws, workers=args.workers)
+              recovery_datasets=args.recovery_datasets, score_draws=args.score_draws, workers=args.workers,
+              outcome_table=table, table_draws=args.table_draws)
 
 
 if __name__ == "__main__":

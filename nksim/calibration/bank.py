@@ -58,6 +58,8 @@ if TYPE_CHECKING:  # pragma: no cover
 _SOURCE = "run_bank"
 DESIGN_FILE = "bank.json"
 PART_PATTERN = "part-{:05d}.nc"
+#: Sub-folder prefix of a row supplement (rows added to the registry after the bank was started).
+SUPPLEMENT_PREFIX = "rows-"
 #: ``lattice.cell_diameter`` of the bank's resolution (um): 16 x fewer cell places and NK agents than the
 #: calibration resolution's 10 um, same region, same whole-body scale (calibration/README.md, "cost cap").
 BANK_CELL_DIAMETER = 40.0
@@ -147,7 +149,7 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
              registry: Registry | str | Path | None = None, *, parameters: Sequence[FitParameter],
              points: int, replicates: int = 1, seed: int = 20261206, chunk: int = 32, workers: int = 1,
              resolution: str = "calibration", lattice_overrides: Mapping[str, float] | None = None,
-             roles: Sequence[str] = ("target",), progress: bool = True,
+             roles: Sequence[str] = ("target",), progress: bool = True, upto: int | None = None,
              on_part: Callable[[int, int], None] | None = None) -> Path:
     """Simulate (or complete) the bank in folder ``out``; returns the folder.
 
@@ -155,7 +157,8 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
     box; ``replicates``: virtual trials per protocol and point; ``chunk``: points per part file;
     ``workers``: threads (the simulation kernel releases the GIL; results do not depend on it);
     ``lattice_overrides`` on top of ``resolution`` (default ``lattice.cell_diameter`` =
-    :data:`BANK_CELL_DIAMETER`). Parts already in ``out`` with the same design are kept.
+    :data:`BANK_CELL_DIAMETER`). Parts already in ``out`` with the same design are kept. ``upto``:
+    simulate only the parts of the first ``upto`` points now (a later run completes the design).
     """
     from ..io import write_netcdf
     from ..io.lock import output_lock
@@ -179,71 +182,129 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
     if not rows:
         raise NksimInputError(f"the registry has no simulated row of role(s) {', '.join(roles)}",
                               source=registry.directory, key="roles")
-    by_protocol = group_by_protocol(rows)
-    runs = {name: protocol_run(name, obs) for name, obs in by_protocol.items()}
-    slots = {o.name: len(runs[o.protocol][1]) * replicates for o in rows}
-    n_slot = max(slots.values())
     design = _design(p, fit, rows, points=points, replicates=replicates, seed=seed, chunk=chunk,
                      resolution=resolution, overrides=overrides)
     u_all = sobol_design(len(fit), points, seed)
     theta_all = prior_unit_to_values(fit, u_all)
     out = Path(out)
+    attrs = registry_run_attrs(
+        "nksim simulation bank on the trial registry (training set of the joint fit)",
+        f"{points} scrambled Sobol' points over the prior box of {len(fit)} parameters, each protocol "
+        f"simulated for {replicates} virtual trial(s) at the '{resolution}' resolution with "
+        f"lattice.cell_diameter {overrides['lattice.cell_diameter']:g} um; point i simulates protocol P "
+        "with derived_seed(seed, 'bank:i:protocol:P')", p, resolution=resolution,
+        lattice_overrides=overrides, registry=registry)
+    attrs["seed"] = int(seed)
     with output_lock(out, "nksim bank"):
-        dfile = out / DESIGN_FILE
-        if dfile.exists():
-            old = json.loads(dfile.read_text())
-            if old != json.loads(json.dumps(design)):
-                raise NksimInputError("the folder holds a bank of another design (parameters, priors, rows, seed, "
-                                      "points, chunk or resolution differ); choose another folder",
-                                      source=dfile)
-        else:
-            dfile.write_text(json.dumps(design, indent=1))
+        folders = _bank_folders(out, design, rows, registry)
         n_parts = -(-points // chunk)
-        todo = [c for c in range(n_parts) if not (out / PART_PATTERN.format(c)).exists()]
-        attrs = registry_run_attrs(
-            "nksim simulation bank on the trial registry (training set of the joint fit)",
-            f"{points} scrambled Sobol' points over the prior box of {len(fit)} parameters, each protocol "
-            f"simulated for {replicates} virtual trial(s) at the '{resolution}' resolution with "
-            f"lattice.cell_diameter {overrides['lattice.cell_diameter']:g} um; point i simulates protocol P "
-            "with derived_seed(seed, 'bank:i:protocol:P')", p, resolution=resolution,
-            lattice_overrides=overrides, registry=registry)
-        attrs["design_digest"] = _digest(design)
-        attrs["seed"] = int(seed)
-
-        def one(i: int) -> tuple[dict[str, np.ndarray], float]:
-            q = p.with_values({f.key: float(theta_all[i, j]) for j, f in enumerate(fit)},
-                              origin=f"{p.origin} (bank point {i})")
-            seeds = {name: derived_seed(seed, f"bank:{i}:protocol:{name}") for name in by_protocol}
-            t0 = time.thread_time()
-            res = simulate_point(q, runs, by_protocol, seeds, replicates)
-            return res, time.thread_time() - t0
-
+        pool = ThreadPoolExecutor(max_workers=workers)
+        last = n_parts if upto is None else min(n_parts, -(-int(upto) // chunk))
+        todo = [(c, f, r, d) for c in range(last) for f, r, d in folders
+                if not (f / PART_PATTERN.format(c)).exists()]
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=points, initial=points - sum(min(chunk, points - c * chunk) for c in todo),
-                       desc="bank points", unit="point")
-        pool = ThreadPoolExecutor(max_workers=workers)
+            bar = tqdm(total=sum(min(chunk, points - c * chunk) for c, *_ in todo), desc="bank points",
+                       unit="point")
         try:
-            for c in todo:
+            # part by part, the main folder and its row supplements side by side: a supplement first catches
+            # up with the parts the main folder already has, then the bank grows in step
+            for c, folder, frows, fdesign in todo:
+                by_protocol = group_by_protocol(frows)
+                runs = {name: protocol_run(name, obs) for name, obs in by_protocol.items()}
+                n_slot = max(len(runs[o.protocol][1]) * replicates for o in frows)
+
+                def one(i: int, by_protocol=by_protocol, runs=runs) -> tuple[dict[str, np.ndarray], float]:
+                    q = p.with_values({f.key: float(theta_all[i, j]) for j, f in enumerate(fit)},
+                                      origin=f"{p.origin} (bank point {i})")
+                    seeds = {name: derived_seed(seed, f"bank:{i}:protocol:{name}") for name in by_protocol}
+                    t0 = time.thread_time()
+                    res = simulate_point(q, runs, by_protocol, seeds, replicates)
+                    return res, time.thread_time() - t0
+
                 idx = list(range(c * chunk, min((c + 1) * chunk, points)))
                 results = []
                 for r in pool.map(one, idx):
                     results.append(r)
                     if bar is not None:
                         bar.update(1)
-                ds = _part_dataset(fit, rows, idx, u_all, theta_all, results, n_slot, attrs)
-                write_netcdf(ds, out / PART_PATTERN.format(c), overwrite=False)
+                part_attrs = dict(attrs, design_digest=_digest(fdesign))
+                ds = _part_dataset(fit, frows, idx, u_all, theta_all, results, n_slot, part_attrs)
+                write_netcdf(ds, folder / PART_PATTERN.format(c), overwrite=False)
                 if on_part is not None:
                     on_part(c, n_parts)
         finally:
             # an interrupt (or error) stops at once: points not started are cancelled, running ones finish
             # (at most `workers` simulations), the unfinished part is not written; finished parts are kept
             pool.shutdown(wait=True, cancel_futures=True)
-        if bar is not None:
-            bar.close()
+            if bar is not None:
+                bar.close()
     return out
+
+
+def _without_rows(design: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in design.items() if k != "rows"}
+
+
+def _bank_folders(out: Path, design: dict[str, Any], rows: Sequence[TrialObservation],
+                  registry: Registry) -> list[tuple[Path, list[TrialObservation], dict[str, Any]]]:
+    """The folders a bank of ``design`` writes: (folder, rows, design) for the main folder and each supplement.
+
+    A new folder gets every row. A folder whose bank has the same design but fewer rows (rows added to
+    the registry since) keeps its rows; the missing ones go into a **row supplement**
+    ``rows-<digest>/`` (same points, seeds and resolution, only the protocols those rows need), which
+    :func:`open_bank` joins: rows are added without simulating the old ones again. Any other
+    difference is refused.
+    """
+    design = json.loads(json.dumps(design))
+    dfile = out / DESIGN_FILE
+    if not dfile.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        dfile.write_text(json.dumps(design, indent=1))
+        return [(out, list(rows), design)]
+    old = _read_design(dfile)
+    if _without_rows(old) != _without_rows(design):
+        raise NksimInputError("the folder holds a bank of another design (parameters, priors, seed, points, chunk "
+                              "or resolution differ); choose another folder", source=dfile)
+    by_name = {o.name: o for o in registry.observations}
+    folders = []
+    have: set[str] = set()
+    for folder, d in [(out, old), *_supplements(out, old)]:
+        lost = [r for r in d["rows"] if r not in by_name]
+        if lost:
+            raise NksimInputError(f"the bank has row(s) {', '.join(lost)} that the registry no longer has; it cannot "
+                                  "be completed: choose another folder", source=folder / DESIGN_FILE)
+        folders.append((folder, [by_name[r] for r in d["rows"]], d))
+        have.update(d["rows"])
+    new = [o for o in rows if o.name not in have]
+    if new:
+        sdesign = dict(design, rows=[o.name for o in new])
+        folder = out / f"{SUPPLEMENT_PREFIX}{_digest(sdesign)[:8]}"
+        folder.mkdir(exist_ok=True)
+        (folder / DESIGN_FILE).write_text(json.dumps(sdesign, indent=1))
+        folders.append((folder, new, sdesign))
+    return folders
+
+
+def _read_design(dfile: Path) -> dict[str, Any]:
+    try:
+        return json.loads(dfile.read_text())
+    except (OSError, ValueError) as exc:
+        raise NksimInputError(f"cannot read the bank design ({exc})", source=dfile) from None
+
+
+def _supplements(out: Path, design: Mapping[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
+    """The row supplements of the bank in ``out`` (sorted by name); one of another design is refused."""
+    found = []
+    for dfile in sorted(out.glob(f"{SUPPLEMENT_PREFIX}*/{DESIGN_FILE}")):
+        d = _read_design(dfile)
+        if _without_rows(d) != _without_rows(design):
+            raise NksimInputError("a row supplement of another design (parameters, priors, seed, points, chunk or "
+                                  "resolution differ from the main bank's)", source=dfile)
+        found.append((dfile.parent, d))
+    return found
 
 
 def _part_dataset(fit, rows, idx, u_all, theta_all, results, n_slot, attrs) -> xarray.Dataset:
@@ -290,21 +351,47 @@ def _part_dataset(fit, rows, idx, u_all, theta_all, results, n_slot, attrs) -> x
 def open_bank(folder: str | Path) -> xarray.Dataset:
     """The bank in ``folder``: its parts joined along ``point`` (only complete parts; see module docstring).
 
-    The design (``bank.json``) is in ``attrs['design']`` (JSON) and the parameters as
-    :class:`~nksim.calibration.config.FitParameter` via :func:`bank_parameters`.
+    Row supplements (``rows-*/``, rows added to the registry after the bank was started) are joined
+    along ``row``, on the points that the main folder and every supplement have finished. The
+    design (``bank.json``, its ``rows`` those of the joined bank) is in ``attrs['design']`` (JSON)
+    and the parameters as :class:`~nksim.calibration.config.FitParameter` via :func:`bank_parameters`.
     """
     import xarray as xr
-
-    from ..io import open_output
 
     folder = Path(folder)
     dfile = folder / DESIGN_FILE
     if not dfile.exists():
         raise NksimInputError(f"not a bank folder (no {DESIGN_FILE})", source=folder)
-    try:
-        design = json.loads(dfile.read_text())
-    except (OSError, ValueError) as exc:
-        raise NksimInputError(f"cannot read the bank design ({exc})", source=dfile) from None
+    design = _read_design(dfile)
+    banks = [_open_parts(folder, design)] + [_open_parts(f, d) for f, d in _supplements(folder, design)]
+    ds = banks[0]
+    if len(banks) > 1:
+        common = sorted(set.intersection(*(set(b["point"].values.tolist()) for b in banks)))
+        if not common:
+            raise NksimInputError("the bank and its row supplements have no finished point in common", source=folder)
+        banks = [b.sel(point=common) for b in banks]
+        for b, (f, _) in zip(banks[1:], _supplements(folder, design)):
+            if not np.array_equal(b["theta"].values, banks[0]["theta"].values):
+                raise NksimInputError("a row supplement's points differ from the main bank's", source=f)
+        n_slot = max(b.sizes["slot"] for b in banks)
+        banks = [b.pad(slot=(0, n_slot - b.sizes["slot"])) if b.sizes["slot"] < n_slot else b for b in banks]
+        cpu = sum(b["cpu_seconds"] for b in banks)
+        ds = xr.concat([b[["outcome", "statistic"]] for b in banks], dim="row", combine_attrs="override")
+        ds = ds.assign(theta=banks[0]["theta"], u=banks[0]["u"],
+                       cpu_seconds=cpu.assign_attrs(banks[0]["cpu_seconds"].attrs))
+        ds.attrs = dict(banks[0].attrs)
+        design = dict(design, rows=[str(r) for r in ds["row"].values])
+        ds.attrs["supplements"] = len(banks) - 1
+    ds.attrs["design"] = json.dumps(design)
+    return ds
+
+
+def _open_parts(folder: Path, design: Mapping[str, Any]) -> xarray.Dataset:
+    """The finished parts of one bank folder joined along ``point``; a part of another design is refused."""
+    import xarray as xr
+
+    from ..io import open_output
+
     digest = _digest(design)
     parts = sorted(folder.glob("part-*.nc"))
     if not parts:
@@ -318,7 +405,6 @@ def open_bank(folder: str | Path) -> xarray.Dataset:
         dss.append(ds)
     ds = xr.concat(dss, dim="point", data_vars="minimal", coords="minimal", compat="override",
                    combine_attrs="override")
-    ds.attrs["design"] = json.dumps(design)
     ds.attrs["parts"] = len(parts)
     return ds
 

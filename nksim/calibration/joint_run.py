@@ -9,10 +9,14 @@ Steps (each written to ``out``):
    width as a share of the prior's, on the sampling scale, and the derived NK potency);
 3. the posterior predictive check of every target row, simulated by nksim at posterior draws with
    each row's published trial size (``ppc.csv``: median and 90 % interval, observed inside?);
-4. the recovery study: synthetic datasets simulated by nksim at parameters drawn from the prior,
+4. optionally the trial's own outcome table (stage A's fit) simulated at joint posterior draws
+   combined with stage A's draws (``outcome_table.nc``, ``outcome_table.csv``;
+   :mod:`nksim.calibration.joint_table`): can the two posteriors hold together?
+5. the recovery study: synthetic datasets simulated by nksim at parameters drawn from the prior,
    fitted as the real data (``recovery.nc``, ``recovery.csv``: coverage of the 90 % intervals per
    parameter and overall, median interval width);
-5. ``summary.json`` and ``REPORT.md`` (the tables above in Markdown).
+6. every registry row scored under posterior draws (``scores.nc``);
+7. ``summary.json`` and ``REPORT.md`` (the tables above in Markdown).
 """
 from __future__ import annotations
 
@@ -103,8 +107,15 @@ def predictive_check(spec: JointSpec, rows: Sequence[TrialObservation], draws_th
 def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: Registry | None = None,
               ppc_draws: int = 40, recovery_datasets: int = 30, particles: int = 4000,
               recovery_particles: int = 2000, score_draws: int = 50, workers: int = 1, seed: int = 20261206,
+              outcome_table: tuple[str | Path, str | Path] | None = None, table_draws: int = 200,
               progress: bool = True) -> dict[str, Any]:
-    """The joint calibration from a finished (or partly finished) bank; writes the files of the module docstring."""
+    """The joint calibration from a finished (or partly finished) bank; writes the files of the module docstring.
+
+    ``recovery_datasets`` / ``score_draws`` = 0 skip the recovery study / the registry scores.
+    ``outcome_table``: (calibration config, its posterior ``posterior.nc``) of a stage fitted to the trial's
+    outcome table; the table is then simulated at ``table_draws`` joint posterior draws combined with that
+    stage's draws (:mod:`nksim.calibration.joint_table`).
+    """
     import xarray as xr
 
     from ..io import write_netcdf
@@ -208,7 +219,73 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
     for r in ppc:
         r["fitted"] = r["row"] not in excluded
     pd.DataFrame(ppc).to_csv(out / "ppc.csv", index=False)
+    # --- the trial's outcome table (stage A's fit) under the joint posterior
+    table: list[dict[str, Any]] = []
+    if outcome_table is not None:
+        from .joint_table import outcome_table_check, table_rows
+
+        say(f"the trial's outcome table at {table_draws} joint posterior draws (with stage A's draws)")
+        tsel = np.random.default_rng(seed + 6).choice(theta.shape[0], min(table_draws, theta.shape[0]),
+                                                      replace=False)
+        tds = outcome_table_check(outcome_table[0], outcome_table[1],
+                                  {f.key: theta[tsel, j] for j, f in enumerate(fit)}, draws=table_draws,
+                                  seed=seed, workers=workers)
+        write_netcdf(tds, out / "outcome_table.nc", overwrite=True)
+        table = table_rows(tds)
+        pd.DataFrame(table).to_csv(out / "outcome_table.csv", index=False)
     # --- recovery study
+    recovery: dict[str, Any] = {}
+    rec_rows: list[dict[str, Any]] = []
+    if recovery_datasets > 0:
+        recovery, rec_rows = _recovery(spec, em, fit, fitted, p_sim, sd_obs, log_prior, plo, phi, recovery_datasets,
+                                       recovery_particles, seed, workers, out, provenance, say)
+        pd.DataFrame(rec_rows).to_csv(out / "recovery.csv", index=False)
+    # --- every registry row scored under the posterior (targets and held-out rows, nksim score's rules)
+    scores_md = ""
+    held = {}
+    if score_draws > 0:
+        from .scoring import score_registry, scores_markdown, scores_summary
+
+        say(f"scoring the registry under the posterior: {score_draws} virtual trials per protocol, one per draw")
+        n_s = min(score_draws, theta.shape[0])
+        sel = np.random.default_rng(seed + 4).choice(theta.shape[0], n_s, replace=False)
+        sets = [base.with_values({f.key: float(theta[i, j]) for j, f in enumerate(fit)},
+                                 origin=f"{base.origin} (joint posterior draw {i})") for i in sel]
+        sc = score_registry(sets, registry, roles=("target", "held_out"), replicates=score_draws, seed=seed,
+                            lattice_overrides=spec.lattice_overrides, workers=workers, progress=False)
+        write_netcdf(sc, out / "scores.nc", overwrite=True)
+        scores_md = scores_markdown(sc)
+        ho = sc.where(sc["role"] == "held_out", drop=True)
+        agree = ho["agrees"].values
+        scored = np.isfinite(agree)
+        held = {"scored": int(scored.sum()), "agree": int(np.nansum(agree)),
+                "trials": int(len(set(ho["trial"].values[scored]))), "summary": scores_summary(sc)}
+    summary = {
+        "bank_points": int(ds_bank.sizes["point"]), "bank_cpu_seconds": float(ds_bank["cpu_seconds"].sum()),
+        "rows_fitted": [o.name for o in fitted], "rows_excluded": excluded,
+        "posterior": {"ess": post.ess, "rounds": post.rounds, "acceptance": post.acceptance,
+                      "log_evidence": post.log_evidence},
+        "learnt": [r["parameter"] for r in par_rows if r["learnt"]],
+        "potency": potency, "ppc_inside": sum(r["inside"] for r in ppc), "ppc_rows": len(ppc),
+        "ppc_fitted_inside": sum(r["inside"] for r in ppc if r["fitted"]),
+        "ppc_fitted_rows": sum(r["fitted"] for r in ppc),
+        "recovery": recovery, "held_out": held, "outcome_table": table,
+        "wall_seconds": time.perf_counter() - t_start, "seed": int(seed),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "REPORT.md").write_text(report_markdown(summary, par_rows, ppc, rec_rows, emu, scores_md))
+    say(f"done: {summary['ppc_inside']}/{summary['ppc_rows']} targets inside their 90 % PPI"
+        + (f"; recovery coverage {recovery['coverage']:.2f}" if recovery else ""))
+    return summary
+
+
+def _recovery(spec, em, fit, fitted, p_sim, sd_obs, log_prior, plo, phi, recovery_datasets, recovery_particles,
+              seed, workers, out, provenance, say) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The recovery study (``recovery.nc``): synthetic datasets simulated at prior draws, fitted as the real data."""
+    import xarray as xr
+
+    from ..io import write_netcdf
+
     say(f"recovery study: {recovery_datasets} synthetic datasets simulated at prior draws")
     truths = _prior_draws(spec, recovery_datasets, np.random.default_rng(seed + 2))
     truths_theta = prior_unit_to_values(fit, truths)
@@ -245,49 +322,13 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
                             "synthetic datasets simulated by nksim at prior draws, fitted as the real data"),
                "level": LEVEL, "coverage": recovery["coverage"]})
     write_netcdf(rec_ds, out / "recovery.nc", overwrite=True)
-    # --- every registry row scored under the posterior (targets and held-out rows, nksim score's rules)
-    scores_md = ""
-    held = {}
-    if score_draws > 0:
-        from .scoring import score_registry, scores_markdown, scores_summary
-
-        say(f"scoring the registry under the posterior: {score_draws} virtual trials per protocol, one per draw")
-        n_s = min(score_draws, theta.shape[0])
-        sel = np.random.default_rng(seed + 4).choice(theta.shape[0], n_s, replace=False)
-        sets = [base.with_values({f.key: float(theta[i, j]) for j, f in enumerate(fit)},
-                                 origin=f"{base.origin} (joint posterior draw {i})") for i in sel]
-        sc = score_registry(sets, registry, roles=("target", "held_out"), replicates=score_draws, seed=seed,
-                            lattice_overrides=spec.lattice_overrides, workers=workers, progress=False)
-        write_netcdf(sc, out / "scores.nc", overwrite=True)
-        scores_md = scores_markdown(sc)
-        ho = sc.where(sc["role"] == "held_out", drop=True)
-        agree = ho["agrees"].values
-        scored = np.isfinite(agree)
-        held = {"scored": int(scored.sum()), "agree": int(np.nansum(agree)),
-                "trials": int(len(set(ho["trial"].values[scored]))), "summary": scores_summary(sc)}
-    pd.DataFrame(rec_rows).to_csv(out / "recovery.csv", index=False)
-    summary = {
-        "bank_points": int(ds_bank.sizes["point"]), "bank_cpu_seconds": float(ds_bank["cpu_seconds"].sum()),
-        "rows_fitted": [o.name for o in fitted], "rows_excluded": excluded,
-        "posterior": {"ess": post.ess, "rounds": post.rounds, "acceptance": post.acceptance,
-                      "log_evidence": post.log_evidence},
-        "learnt": [r["parameter"] for r in par_rows if r["learnt"]],
-        "potency": potency, "ppc_inside": sum(r["inside"] for r in ppc), "ppc_rows": len(ppc),
-        "ppc_fitted_inside": sum(r["inside"] for r in ppc if r["fitted"]),
-        "ppc_fitted_rows": sum(r["fitted"] for r in ppc),
-        "recovery": recovery, "held_out": held, "wall_seconds": time.perf_counter() - t_start, "seed": int(seed),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "REPORT.md").write_text(report_markdown(summary, par_rows, ppc, rec_rows, emu, scores_md))
-    say(f"done: {summary['ppc_inside']}/{summary['ppc_rows']} targets inside their 90 % PPI; recovery coverage "
-        f"{recovery['coverage']:.2f}")
-    return summary
+    return recovery, rec_rows
 
 
 def report_markdown(summary: dict[str, Any], par_rows: list[dict], ppc: list[dict], rec_rows: list[dict],
                     emu: list[dict], scores_md: str = "") -> str:
     """The generated tables of the joint calibration (``REPORT.md``)."""
-    rec = summary["recovery"]
+    rec = summary.get("recovery") or {}
     pot = summary["potency"]
     parts = [
         "# Joint calibration across trials: generated report",
@@ -324,16 +365,13 @@ def report_markdown(summary: dict[str, Any], par_rows: list[dict], ppc: list[dic
         f"{', '.join(_fmt(x) for x in pot['posterior_q05_q50_q95'])}; default model {_fmt(pot['default'])}. "
         f"Posterior 90 % width (log scale) = {pot['width_share_of_prior_log10']:.2f} of the prior's.",
         "",
+        "## The trial's outcome table (stage A's fit) under the joint posterior",
+        "",
+        *_table_section(summary.get("outcome_table") or []),
+        "",
         "## Recovery study",
         "",
-        f"{rec['datasets']} synthetic datasets simulated by nksim at prior draws, each fitted as the real data: "
-        f"{rec['covered']} of {rec['pairs']} (dataset, parameter) pairs inside their 90 % interval = "
-        f"**{rec['coverage']:.1%}** (exact 95 % CI {rec['coverage_95ci'][0]:.1%} - {rec['coverage_95ci'][1]:.1%}; "
-        "target 80 - 97 %).",
-        "",
-        _md_table(["parameter", "coverage", "median 90 % width (share of prior)"],
-                  [[r["parameter"], f"{r['coverage']:.2f}", f"{r['median_width_share_of_prior']:.2f}"]
-                   for r in rec_rows]),
+        *_recovery_section(rec, rec_rows),
         "",
         "## Every registry row under the posterior (nksim score's rules)",
         "",
@@ -354,3 +392,36 @@ def report_markdown(summary: dict[str, Any], par_rows: list[dict], ppc: list[dic
         "",
     ]
     return "\n".join(parts)
+
+
+def _table_section(table: list[dict[str, Any]]) -> list[str]:
+    if not table:
+        return ["Not run."]
+    inside = sum(bool(r["inside"]) for r in table)
+    return [
+        "Simulated with stage A's configuration (`calibration/ahmadvand2023.toml`: its resolution, the trial's "
+        "twins to day 270, its analogue targets), one virtual trial per draw: stage A's posterior draw for the "
+        "parameters stage A fitted, the joint posterior draw for the joint fit's parameters "
+        "(`nksim.calibration.joint_table`).",
+        "",
+        _md_table(["statistic", "observed", "90 % predictive interval", "inside"],
+                  [[r["long_name"], _fmt(float(r["observed"])), f"{_fmt(float(r['lo']))} - {_fmt(float(r['hi']))}",
+                    "yes" if r["inside"] else "**no**"] for r in table]),
+        "",
+        f"{inside} of {len(table)} statistics inside.",
+    ]
+
+
+def _recovery_section(rec: dict[str, Any], rec_rows: list[dict[str, Any]]) -> list[str]:
+    if not rec:
+        return ["Not run."]
+    return [
+        f"{rec['datasets']} synthetic datasets simulated by nksim at prior draws, each fitted as the real data: "
+        f"{rec['covered']} of {rec['pairs']} (dataset, parameter) pairs inside their 90 % interval = "
+        f"**{rec['coverage']:.1%}** (exact 95 % CI {rec['coverage_95ci'][0]:.1%} - {rec['coverage_95ci'][1]:.1%}; "
+        "target 80 - 97 %).",
+        "",
+        _md_table(["parameter", "coverage", "median 90 % width (share of prior)"],
+                  [[r["parameter"], f"{r['coverage']:.2f}", f"{r['median_width_share_of_prior']:.2f}"]
+                   for r in rec_rows]),
+    ]
