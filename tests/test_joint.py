@@ -239,6 +239,16 @@ def test_bank_is_deterministic_and_resumable(tmp_path):
     assert json.loads(da.attrs["lattice_overrides"])["lattice.cell_diameter"] == BANK_CELL_DIAMETER
 
 
+def test_bank_upto_simulates_the_first_parts_only(tmp_path):
+    reg = _tiny_registry(tmp_path)
+    kw = dict(parameters=_TINY, points=6, chunk=2, progress=False, registry=reg)
+    run_bank(tmp_path / "a", upto=3, **kw)     # the parts holding the first 3 points: 0 and 1
+    assert sorted(p.name for p in (tmp_path / "a").glob("part-*.nc")) == ["part-00000.nc", "part-00001.nc"]
+    assert open_bank(tmp_path / "a").sizes["point"] == 4
+    run_bank(tmp_path / "a", **kw)
+    assert open_bank(tmp_path / "a").sizes["point"] == 6
+
+
 def test_bank_refuses_another_design_in_the_same_folder(tmp_path):
     reg = _tiny_registry(tmp_path)
     run_bank(tmp_path / "a", parameters=_TINY, points=2, chunk=2, progress=False, registry=reg)
