@@ -322,6 +322,19 @@ def test_shipped_spec_loads():
     assert spec.lattice_overrides == {"lattice.cell_diameter": spec.cell_diameter}
 
 
+@pytest.mark.parametrize("name", ["joint_drug_at_stage_a.toml", "joint_flat_drug_prior.toml"])
+def test_sensitivity_specs_differ_from_the_main_one_only_in_the_drug_prior(name):
+    """The sensitivity fits use the main spec's bank and rows: same design, one informative prior changed."""
+    import dataclasses
+
+    d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
+    main, other = load_joint_spec(d / "joint.toml"), load_joint_spec(d / name)
+    strip = dict(source="", informative_priors=())
+    assert dataclasses.replace(main, **strip) == dataclasses.replace(other, **strip)
+    assert [ip.key for ip in main.informative_priors] == ["blasts.drug_sensitivity"]
+    assert main.informative_priors != other.informative_priors
+
+
 @pytest.mark.parametrize("text, key", [
     ("[bank]\npoints = 0\n[fit]\nparameters = ['nk.kill_probability']\n", "bank.points"),
     ("[bank]\ncell_diameter = 5.0\n[fit]\nparameters = ['nk.kill_probability']\n", "bank.cell_diameter"),
