@@ -278,9 +278,6 @@ def observed_data(rows: Sequence[TrialObservation],
 
 def run_in_threads(func: Callable[[int], Any], n: int, workers: int) -> list[Any]:
     """``[func(i) for i in range(n)]`` on ``workers`` threads, in order (the kernels release the GIL)."""
-    if workers <= 1:
-        return [func(i) for i in range(n)]
-    from concurrent.futures import ThreadPoolExecutor
+    from ..threads import ordered_thread_map
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(func, range(n)))
+    return ordered_thread_map(func, range(n), workers)

@@ -91,9 +91,7 @@ def trial_statistics(model: CalibrationModel, summary: dict, patients: dict | No
 def predictive_check(model: CalibrationModel, thetas: list[dict[str, float]], *, seed: int, label: str,
                      workers: int = 1, progress: bool = False) -> xr.Dataset:
     """Simulate one virtual trial per parameter vector; statistics vs observed (see module docstring)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..interrupts import halt_kernels_on_error
+    from ..threads import ordered_thread_map
 
     seeds = np.random.SeedSequence([int(seed), 0x9C]).generate_state(len(thetas), dtype=np.uint64) >> np.uint64(1)
 
@@ -106,19 +104,9 @@ def predictive_check(model: CalibrationModel, thetas: list[dict[str, float]], *,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(thetas), desc=f"{label} predictive", unit="trial")
-    results: list[tuple[dict[str, float], np.ndarray, np.ndarray]] = []
     try:
-        if workers > 1:
-            with ThreadPoolExecutor(max_workers=workers) as pool, halt_kernels_on_error():
-                for r in pool.map(one, range(len(thetas))):
-                    results.append(r)
-                    if bar is not None:
-                        bar.update(1)
-        else:
-            for i in range(len(thetas)):
-                results.append(one(i))
-                if bar is not None:
-                    bar.update(1)
+        results = ordered_thread_map(one, range(len(thetas)), workers,
+                                     on_result=None if bar is None else (lambda _: bar.update(1)))
     finally:
         if bar is not None:
             bar.close()

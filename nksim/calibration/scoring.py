@@ -420,13 +420,9 @@ def _simulate_draws(sets: Sequence[ParameterSet], proto, replicates: int, seed: 
         return simulate_cohort(sets[r % len(sets)], proto, replicates=1, seed=derived_seed(seed, f"replicate:{r}"),
                                patients=ids, workers=1)
 
-    if workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
+    from ..threads import ordered_thread_map
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(one, range(replicates)))
-    else:
-        parts = [one(r) for r in range(replicates)]
+    parts = ordered_thread_map(one, range(replicates), workers)
     ds = xr.concat(parts, dim="replicate", data_vars="minimal", coords="minimal", compat="override",
                    combine_attrs="override")
     return ds.assign_coords(replicate=np.arange(replicates))

@@ -37,15 +37,14 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import xarray as xr
 
 from .._optional import require
 from ..checks import check_seed
-from ..interrupts import halt_kernels_on_error
 from ..quantities import PARAMETERS
+from ..threads import ordered_thread_map
 from .config import CalibrationConfig, FitParameter
 from .model import CalibrationModel
 from .summaries import CATEGORY_INDEX, PROGRESSED
@@ -159,9 +158,8 @@ def evaluate_points(params: Sequence[FitParameter], X: np.ndarray,
     try:
         if workers > 1 and len(thetas) > 1:
             Y[0] = work(thetas[0])
-            with ThreadPoolExecutor(max_workers=workers) as pool, halt_kernels_on_error():
-                for i, row in enumerate(pool.map(work, thetas[1:]), start=1):
-                    Y[i] = row
+            for i, row in enumerate(ordered_thread_map(work, thetas[1:], workers), start=1):
+                Y[i] = row
         else:
             for i, theta in enumerate(thetas):
                 Y[i] = work(theta)
