@@ -676,6 +676,43 @@ def share_interval(flags: np.ndarray, n: int, *, rng: np.random.Generator, draws
     return float(np.median(shares)), float(lo), float(hi)
 
 
+def share_interval_between_trials(flags: np.ndarray, n: int, *, level: float = 0.90) -> tuple[float, float, float]:
+    """Median and central ``level`` interval of the share in a trial of ``n`` patients, when virtual trials differ.
+
+    ``flags``: (patient, virtual trial) 0/1 outcomes (NaN = not applicable), each virtual trial
+    simulated with its own parameter draw (a posterior predictive). Pooling the patients of every
+    trial (:func:`share_interval`) would keep only the binomial noise around the mean share and
+    drop the spread between draws. Here the per-trial shares' variance, less its expected binomial
+    part (method of moments, each trial's own number of patients), is the between-draw variance of
+    the patient probability; the trial of ``n`` is then beta-binomial with that mean and variance
+    (binomial when the estimate is not positive). Returns NaNs when there is no simulated patient.
+    """
+    from scipy.stats import betabinom, binom
+
+    f = np.asarray(flags, float)
+    f = f.reshape(f.shape[0], -1) if f.ndim > 1 else f[:, None]
+    m = np.sum(np.isfinite(f), axis=0)
+    k = np.nansum(f, axis=0)
+    use = m > 0
+    if not use.any():
+        return math.nan, math.nan, math.nan
+    m, k = m[use], k[use]
+    p = float(k.sum() / m.sum())
+    a = (1.0 - level) / 2.0
+    q = (a, 0.5, 1.0 - a)
+    between = 0.0
+    if use.sum() > 1 and 0.0 < p < 1.0:
+        ph = k / m
+        between = float(np.var(ph, ddof=1) - np.mean(ph * (1.0 - ph) / np.maximum(m - 1, 1)))
+    if between <= 0.0 or not 0.0 < p < 1.0:
+        lo, med, hi = binom.ppf(q, n, p) / n
+    else:
+        between = min(between, 0.999 * p * (1.0 - p))
+        s = p * (1.0 - p) / between - 1.0      # alpha + beta of the beta distribution of the probability
+        lo, med, hi = betabinom.ppf(q, n, p * s, (1.0 - p) * s) / n
+    return float(med), float(lo), float(hi)
+
+
 def first_assessment_cr(ds: xarray.Dataset) -> np.ndarray:
     """CR at the first assessment, (patient, replicate) of 0/1; NaN for patients not evaluable."""
     from ..observables import RESPONSE_CODES
@@ -838,13 +875,17 @@ def simulated_per_trial(obs: TrialObservation, ds: xarray.Dataset) -> np.ndarray
 
 
 def predictive_interval(obs: TrialObservation, ds: xarray.Dataset, *, level: float = 0.90, draws: int = 4000,
-                        seed: int = 0) -> tuple[float, float, float]:
+                        seed: int = 0, between_trials: bool = False) -> tuple[float, float, float]:
     """Median and central ``level`` predictive interval of the observable.
 
     Shares with a published ``n``: trials of ``n`` patients drawn from all simulated patients
-    (:func:`share_interval`, as the day-28 remission table of ``experiments/validation``).
+    (:func:`share_interval`, as the day-28 remission table of ``experiments/validation``); with
+    ``between_trials`` (virtual trials simulated with different parameter draws) the beta-binomial
+    of :func:`share_interval_between_trials`, which keeps the spread between draws.
     Otherwise: quantiles of :func:`simulated_per_trial` over the virtual trials (NaNs dropped).
     """
+    if obs.is_share and obs.n is not None and between_trials:
+        return share_interval_between_trials(simulated_per_patient(obs, ds), obs.n, level=level)
     if obs.is_share and obs.n is not None:
         return share_interval(simulated_per_patient(obs, ds), obs.n, rng=np.random.default_rng(seed), draws=draws,
                               level=level)

@@ -5,7 +5,8 @@ Each protocol of the registry is simulated **once**: the patients of every group
 (:func:`~nksim.calibration.registry.simulation_end_day`; assessment days kept up to that day).
 Each row then gets its simulated median and 90 % predictive interval
 (:func:`~nksim.calibration.registry.predictive_interval`: for a share with a published ``n``, the
-interval of trials of n patients; else the quantiles over virtual trials) and a verdict:
+interval of trials of n patients -- under posterior draws the beta-binomial that keeps the spread
+between draws; else the quantiles over virtual trials) and a verdict:
 
 * **held-out rows** by their ``check``, fixed before any fit (``calibration/data/trials/README.md``):
   ``binomial_90`` the published k/n lies in the 90 % predictive interval; ``factor`` the simulated
@@ -310,7 +311,8 @@ def score_registry(params: ParameterSet | str | Path | Sequence[ParameterSet] = 
                                      workers=workers)
             for o in obs:
                 med, lo, hi = predictive_interval(o, ds, level=LEVEL, draws=draws,
-                                                  seed=derived_seed(seed, f"observation:{o.name}"))
+                                                  seed=derived_seed(seed, f"observation:{o.name}"),
+                                                  between_trials=draws_mode)
                 defined = int(np.sum(~np.isnan(simulated_per_trial(o, ds))))
                 sim[o.name] = (med, lo, hi, defined)
             del ds

@@ -2,8 +2,9 @@
 
     python experiments/studies/two_infusion/run_study.py                 # every run (see REPORT.md)
     python experiments/studies/two_infusion/run_study.py --only default high_potency   # the 0.4.0 study
-    python experiments/studies/two_infusion/run_study.py --only joint expanding_joint  # under the joint
-        # posterior (calibration/joint/results/posterior_draws.csv; other file: --joint-draws PATH)
+    python experiments/studies/two_infusion/run_study.py --only joint expanding_joint expanding_nk_potent
+        # under the joint posterior (calibration/joint/results/posterior_draws.csv; other file:
+        # --joint-draws PATH) and its sensitivity analysis with the drugs' blast kill of stage A
     python experiments/studies/two_infusion/run_study.py --quick         # a smoke run (minutes)
     python experiments/studies/two_infusion/run_study.py --scheduler tcp://host:8786   # on a Dask cluster
 
@@ -16,9 +17,12 @@ The runs (:data:`RUNS`, ``name -> (spec file beside this file, overrides, descri
 * ``joint``: ``schedules.toml`` with draws from the joint calibration across trials (its
   posterior draws file) at the resolution of its simulation bank (40 um cell places);
 * ``expanding_joint``: ``expanding.toml`` (a fresh haploidentical product after Hi-Cy/Flu with
-  IL-2: two-infusion schedules against one infusion, Bachanova 2014) with the joint draws.
+  IL-2: two-infusion schedules against one infusion, Bachanova 2014) with the joint draws;
+* ``expanding_nk_potent``: the same with the draws of the joint fit that holds the drugs' blast
+  kill at stage A's (``calibration/joint/results_drug_at_stage_a/``): NK potency at the top of its
+  priors, the sensitivity analysis for a product whose NK do the killing.
 
-The joint runs are skipped, with a message, while the joint posterior's draws file does not exist.
+The joint runs are skipped, with a message, while their posterior draws file does not exist.
 Stores go to ``--out`` (default ``outputs/studies/two_infusion/``; resumable: a second run only
 finishes what is missing); the figures and tables that ``REPORT.md`` shows are written to
 ``--report`` (default: the ``results/`` folder beside this file, which is committed).
@@ -49,8 +53,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 #: The joint calibration's posterior draws (relative to the repository root; a sweep draws file).
 JOINT_DRAWS = Path("calibration/joint/results/posterior_draws.csv")
+#: The joint posterior conditional on the drugs' blast kill of stage A (NK potency at the top of its priors;
+#: calibration/README.md, "Second joint fit"): the sensitivity analysis of a product whose NK do the killing.
+DRUG_AT_STAGE_A_DRAWS = Path("calibration/joint/results_drug_at_stage_a/posterior_draws.csv")
 #: Placeholder in a run's overrides for the joint posterior's draws file (an absolute path when run).
 DRAWS = "{joint_draws}"
+#: Placeholder for DRUG_AT_STAGE_A_DRAWS.
+POTENT_DRAWS = "{drug_at_stage_a_draws}"
 #: run name -> (spec file beside this file, overrides ``TABLE.KEY=VALUE``, description)
 RUNS: dict[str, tuple[str, list[str], str]] = {
     "default": ("schedules.toml", ['sweep.model="default"'],
@@ -62,6 +71,9 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
               "the trial's expanded product; joint posterior draws, 40 um cell places (the bank's)"),
     "expanding_joint": ("expanding.toml", [f'cohort.draws_from="{DRAWS}"'],
                         "fresh product after Hi-Cy/Flu with IL-2; joint posterior draws, 40 um cell places"),
+    "expanding_nk_potent": ("expanding.toml", [f'cohort.draws_from="{POTENT_DRAWS}"'],
+                            "fresh product after Hi-Cy/Flu with IL-2; joint posterior with the drugs' blast kill "
+                            "held at stage A's (NK potency at the top of its priors), 40 um cell places"),
 }
 #: Per spec: what its reference is, and which contrasts the forest plot and heatmap show.
 VIEWS: dict[str, dict] = {
@@ -224,14 +236,17 @@ def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = N
         spec = HERE / spec_file
         if name not in names:
             continue
-        needs_joint = any(DRAWS in o for o in run_overrides)
-        if needs_joint and not draws_file.is_file():
-            print(f"run '{name}' skipped: the joint posterior's draws file {_rel(draws_file)} does not exist "
+        files = {DRAWS: draws_file, POTENT_DRAWS: (ROOT / DRUG_AT_STAGE_A_DRAWS).resolve()}
+        missing = [f for ph, f in files.items() if any(ph in o for o in run_overrides) and not f.is_file()]
+        if missing:
+            print(f"run '{name}' skipped: the posterior draws file {_rel(missing[0])} does not exist "
                   "(run calibration/joint/run_joint.py first, or pass --joint-draws PATH)", file=sys.stderr)
             continue
         view = VIEWS[spec_file]
-        overrides = [o.replace(DRAWS, str(draws_file)) for o in run_overrides]
-        shown = [o.replace(DRAWS, _rel(draws_file)) for o in run_overrides]  # study.json: no machine's absolute path
+        overrides, shown = list(run_overrides), list(run_overrides)
+        for ph, f in files.items():
+            overrides = [o.replace(ph, str(f)) for o in overrides]
+            shown = [o.replace(ph, _rel(f)) for o in shown]  # study.json: no machine's absolute path
         if quick:
             small = ["cohort.patients=4", "cohort.draws=2", "cohort.replicates=1", "parameters.lattice.side=8",
                      "parameters.lattice.voxel_side=2000.0"]
@@ -282,8 +297,9 @@ def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = N
             **timing, "scenarios": int(summary.sizes["scenario"]),
             "plan_digest": ds.attrs.get("plan_digest"), "draws_from": ds.attrs.get("draws_from"),
             "clock": summary.attrs.get("clock")}
-        if needs_joint:
-            entry["draws_file"] = {"path": _rel(draws_file), "sha256": _digest(draws_file)}
+        used = [f for ph, f in files.items() if any(ph in o for o in run_overrides)]
+        if used:
+            entry["draws_file"] = {"path": _rel(used[0]), "sha256": _digest(used[0])}
         record["runs"][name] = entry
     # every run with results: this call's, then the earlier ones' (their CSVs and records), in RUNS order
     all_rows: dict[str, list[dict]] = {}
