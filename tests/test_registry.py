@@ -276,7 +276,7 @@ def test_between_trials_interval_is_binomial_when_trials_share_one_probability()
 
 
 def test_between_trials_interval_keeps_the_spread_between_draws():
-    """p varies between draws (Beta(2, 6)): the interval matches the true beta-binomial, and 90 % coverage holds.
+    """The probability varies between draws (Beta(2, 6)): the interval is the true beta-binomial; coverage 90 %.
 
     400 virtual trials of 10 patients each (as nksim score simulates a protocol under posterior draws);
     the pooled bootstrap (share_interval) is too narrow. Coverage of 2000 trials drawn from the truth:
