@@ -461,9 +461,10 @@ def test_score_registry_under_posterior_draws(tmp_path):
     both = score_registry(sets, reg, roles=("target",), replicates=4, progress=False,
                           lattice_overrides={"lattice.cell_diameter": 40.0})
     assert one.attrs["posterior_draws"] == 1 and both.attrs["posterior_draws"] == 2
-    # the second draw (strong chemotherapy effect) raises the simulated CR share
-    assert float(both["simulated_median"].sel(observation="romee_cr")) > float(
-        one["simulated_median"].sel(observation="romee_cr"))
+    # the second draw (strong chemotherapy effect) puts remissions into the predictive interval (half the
+    # trials have none, so the posterior predictive's median may stay at 0: its upper end moves)
+    assert float(one["simulated_hi"].sel(observation="romee_cr")) == 0.0
+    assert float(both["simulated_hi"].sel(observation="romee_cr")) >= 0.3
     with pytest.raises(NksimInputError, match="sequence of parameter sets"):
         score_registry([base, "default"], reg, roles=("target",), replicates=2, progress=False)
 
