@@ -202,6 +202,11 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
         last = n_parts if upto is None else min(n_parts, -(-int(upto) // chunk))
         todo = [(c, f, r, d) for c in range(last) for f, r, d in folders
                 if not (f / PART_PATTERN.format(c)).exists()]
+        plans = {}  # per folder: its rows by protocol, each protocol's run, the slots of its largest protocol
+        for f, frows, _ in folders:
+            by_protocol = group_by_protocol(frows)
+            runs = {name: protocol_run(name, obs) for name, obs in by_protocol.items()}
+            plans[f] = (by_protocol, runs, max(len(runs[o.protocol][1]) * replicates for o in frows))
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -212,9 +217,7 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
             # part by part, the main folder and its row supplements side by side: a supplement first catches
             # up with the parts the main folder already has, then the bank grows in step
             for c, folder, frows, fdesign in todo:
-                by_protocol = group_by_protocol(frows)
-                runs = {name: protocol_run(name, obs) for name, obs in by_protocol.items()}
-                n_slot = max(len(runs[o.protocol][1]) * replicates for o in frows)
+                by_protocol, runs, n_slot = plans[folder]
 
                 def one(i: int, by_protocol=by_protocol, runs=runs) -> tuple[dict[str, np.ndarray], float]:
                     q = p.with_values({f.key: float(theta_all[i, j]) for j, f in enumerate(fit)},
@@ -363,14 +366,15 @@ def open_bank(folder: str | Path) -> xarray.Dataset:
     if not dfile.exists():
         raise NksimInputError(f"not a bank folder (no {DESIGN_FILE})", source=folder)
     design = _read_design(dfile)
-    banks = [_open_parts(folder, design)] + [_open_parts(f, d) for f, d in _supplements(folder, design)]
+    supplements = _supplements(folder, design)
+    banks = [_open_parts(folder, design)] + [_open_parts(f, d) for f, d in supplements]
     ds = banks[0]
     if len(banks) > 1:
         common = sorted(set.intersection(*(set(b["point"].values.tolist()) for b in banks)))
         if not common:
             raise NksimInputError("the bank and its row supplements have no finished point in common", source=folder)
         banks = [b.sel(point=common) for b in banks]
-        for b, (f, _) in zip(banks[1:], _supplements(folder, design)):
+        for b, (f, _) in zip(banks[1:], supplements):
             if not np.array_equal(b["theta"].values, banks[0]["theta"].values):
                 raise NksimInputError("a row supplement's points differ from the main bank's", source=f)
         n_slot = max(b.sizes["slot"] for b in banks)
