@@ -20,6 +20,7 @@ import pandas as pd
 from scipy.stats import binom
 
 from nksim.calibration.bank import open_bank
+from nksim.calibration.joint_run import md_table
 from nksim.calibration.joint_spec import load_joint_spec
 from nksim.calibration.registry import load_registry
 
@@ -61,10 +62,7 @@ def main() -> None:
     df = pd.DataFrame(out)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     df.to_csv(Path(args.out) / "bank_by_drug_sensitivity.csv", index=False)
-    cols = list(df.columns)
-    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for r in df.itertuples(index=False):
-        print("| " + " | ".join(str(v) for v in r) + " |")
+    print(md_table(list(df.columns), df.itertuples(index=False)))
 
 
 if __name__ == "__main__":

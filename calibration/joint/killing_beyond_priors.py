@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nksim.calibration.joint_run import md_table
 from nksim.calibration.registry import load_registry, simulated_per_patient
 from nksim.calibration.scoring import protocol_run, resolution_params
 from nksim.simulate import simulate_cohort
@@ -63,10 +64,7 @@ def main() -> None:
     df = pd.DataFrame(out)
     (HERE / "results").mkdir(exist_ok=True)
     df.to_csv(HERE / "results" / "killing_beyond_priors.csv", index=False)
-    cols = list(df.columns)
-    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for r in df.itertuples(index=False):
-        print("| " + " | ".join(str(v) for v in r) + " |")
+    print(md_table(list(df.columns), df.itertuples(index=False)))
 
 
 if __name__ == "__main__":

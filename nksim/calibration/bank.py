@@ -38,7 +38,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +45,7 @@ import numpy as np
 
 from ..checks import check_seed, show
 from ..errors import NksimInputError
+from ..threads import ordered_thread_map
 from .config import FitParameter
 from .registry import Registry, TrialObservation, group_by_protocol, load_registry, simulated_per_patient
 from .scoring import derived_seed, protocol_run, registry_run_attrs, resolution_params
@@ -198,7 +198,6 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
     with output_lock(out, "nksim bank"):
         folders = _bank_folders(out, design, rows, registry)
         n_parts = -(-points // chunk)
-        pool = ThreadPoolExecutor(max_workers=workers)
         last = n_parts if upto is None else min(n_parts, -(-int(upto) // chunk))
         todo = [(c, f, r, d) for c in range(last) for f, r, d in folders
                 if not (f / PART_PATTERN.format(c)).exists()]
@@ -228,20 +227,16 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
                     return res, time.thread_time() - t0
 
                 idx = list(range(c * chunk, min((c + 1) * chunk, points)))
-                results = []
-                for r in pool.map(one, idx):
-                    results.append(r)
-                    if bar is not None:
-                        bar.update(1)
+                # an interrupt (or error) stops at once: points not started are cancelled, running kernels halt,
+                # the unfinished part is not written; finished parts are kept
+                results = ordered_thread_map(one, idx, workers,
+                                             on_result=None if bar is None else (lambda _: bar.update(1)))
                 part_attrs = dict(attrs, design_digest=_digest(fdesign))
                 ds = _part_dataset(fit, frows, idx, u_all, theta_all, results, n_slot, part_attrs)
                 write_netcdf(ds, folder / PART_PATTERN.format(c), overwrite=False)
                 if on_part is not None:
                     on_part(c, n_parts)
         finally:
-            # an interrupt (or error) stops at once: points not started are cancelled, running ones finish
-            # (at most `workers` simulations), the unfinished part is not written; finished parts are kept
-            pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:
                 bar.close()
     return out

@@ -274,10 +274,3 @@ def observed_data(rows: Sequence[TrialObservation],
     """
     sd = sd_log10 or {}
     return {o.name: observed_pair(o, sd.get(o.name, 0.0)) for o in rows}
-
-
-def run_in_threads(func: Callable[[int], Any], n: int, workers: int) -> list[Any]:
-    """``[func(i) for i in range(n)]`` on ``workers`` threads, in order (the kernels release the GIL)."""
-    from ..threads import ordered_thread_map
-
-    return ordered_thread_map(func, range(n), workers)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import NksimInputError
+from ..threads import ordered_thread_map
 from .bank import bank_parameters, open_bank, prior_unit_to_values
 from .emulator import JointEmulator, fit_joint_emulator
 from .joint import (
@@ -40,7 +41,6 @@ from .joint import (
     nk_potency,
     observed_data,
     posterior_sample,
-    run_in_threads,
     simulate_dataset,
 )
 from .joint_spec import JointSpec
@@ -63,7 +63,8 @@ def _prior_draws(spec: JointSpec, n: int, rng: np.random.Generator) -> np.ndarra
     return np.vstack(out)[:n]
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table: ``header`` and one line per row (cells by ``str``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -85,7 +86,7 @@ def predictive_check(spec: JointSpec, rows: Sequence[TrialObservation], draws_th
     def one(i: int) -> dict[str, tuple[float, float]]:
         return simulate_dataset(p, fit, draws_theta[i], rows, derived_seed(seed, f"ppc:{i}"))
 
-    sims = run_in_threads(one, draws_theta.shape[0], workers)
+    sims = ordered_thread_map(one, range(draws_theta.shape[0]), workers)
     out = []
     a = (1.0 - LEVEL) / 2.0
     for o in rows:
@@ -293,7 +294,7 @@ def _recovery(spec, em, fit, fitted, p_sim, sd_obs, log_prior, plo, phi, recover
     def synth(i: int) -> dict[str, tuple[float, float]]:
         return simulate_dataset(p_sim, fit, truths_theta[i], fitted, derived_seed(seed, f"recovery:{i}"))
 
-    datasets = run_in_threads(synth, recovery_datasets, workers)
+    datasets = ordered_thread_map(synth, range(recovery_datasets), workers)
     # quantity rows: the synthetic observation gets the same observation error as the real one
     rng_obs = np.random.default_rng(seed + 3)
     for d in datasets:
@@ -340,7 +341,7 @@ def report_markdown(summary: dict[str, Any], par_rows: list[dict], ppc: list[dic
         "",
         "## Targets: posterior predictive check (simulated with the published trial sizes)",
         "",
-        _md_table(["row", "observed", "simulated median", "90 % interval", "inside", "fitted"],
+        md_table(["row", "observed", "simulated median", "90 % interval", "inside", "fitted"],
                   [[r["row"], r["observed_text"], _fmt(r["median"]), f"{_fmt(r['lo'])} - {_fmt(r['hi'])}",
                     "yes" if r["inside"] else "**no**", "yes" if r["fitted"] else "excluded"] for r in ppc]),
         "",
@@ -352,7 +353,7 @@ def report_markdown(summary: dict[str, Any], par_rows: list[dict], ppc: list[dic
         "Width: the posterior 90 % interval as a share of the prior's, on the sampling scale; learnt: <= "
         f"{LEARNT_WIDTH}.",
         "",
-        _md_table(["parameter", "unit", "prior", "default", "posterior median", "90 % interval", "width", "learnt"],
+        md_table(["parameter", "unit", "prior", "default", "posterior median", "90 % interval", "width", "learnt"],
                   [[r["parameter"], r["unit"], f"{_fmt(r['prior_lo'])} - {_fmt(r['prior_hi'])} ({r['scale']})",
                     _fmt(r["default"]), _fmt(r["median"]), f"{_fmt(r['q05'])} - {_fmt(r['q95'])}",
                     f"{r['width_share_of_prior']:.2f}", "yes" if r["learnt"] else "no"] for r in par_rows]),
@@ -386,7 +387,7 @@ def report_markdown(summary: dict[str, Any], par_rows: list[dict], ppc: list[dic
         "Skill: 1 - out-of-fold log-loss / log-loss of a constant (shares); 1 - residual / total variance "
         "(quantities).",
         "",
-        _md_table(["row", "kind", "examples", "skill", "fitted"],
+        md_table(["row", "kind", "examples", "skill", "fitted"],
                   [[e["row"], e["kind"], e["examples"], _fmt(e.get("skill", math.nan)),
                     "yes" if e["fitted"] else "excluded"] for e in emu]),
         "",
@@ -404,7 +405,7 @@ def _table_section(table: list[dict[str, Any]]) -> list[str]:
         "parameters stage A fitted, the joint posterior draw for the joint fit's parameters "
         "(`nksim.calibration.joint_table`).",
         "",
-        _md_table(["statistic", "observed", "90 % predictive interval", "inside"],
+        md_table(["statistic", "observed", "90 % predictive interval", "inside"],
                   [[r["long_name"], _fmt(float(r["observed"])), f"{_fmt(float(r['lo']))} - {_fmt(float(r['hi']))}",
                     "yes" if r["inside"] else "**no**"] for r in table]),
         "",
@@ -421,7 +422,7 @@ def _recovery_section(rec: dict[str, Any], rec_rows: list[dict[str, Any]]) -> li
         f"**{rec['coverage']:.1%}** (exact 95 % CI {rec['coverage_95ci'][0]:.1%} - {rec['coverage_95ci'][1]:.1%}; "
         "target 80 - 97 %).",
         "",
-        _md_table(["parameter", "coverage", "median 90 % width (share of prior)"],
+        md_table(["parameter", "coverage", "median 90 % width (share of prior)"],
                   [[r["parameter"], f"{r['coverage']:.2f}", f"{r['median_width_share_of_prior']:.2f}"]
                    for r in rec_rows]),
     ]
