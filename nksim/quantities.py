@@ -130,6 +130,8 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("ciml_nk.competent_fraction", "1", 0, 1),
         _p("nk.function_recovery_rate", "day-1", 0, 100, kernel=True),
         _p("nk.cytokine_recovery_boost", "1", 0, 100, kernel=True),
+        _p("nk.cytokine_killing_boost", "1", 0, 1000, kernel=True),
+        _p("nk.activation_half_life", "day", 1e-3, 100, kernel=True),
         # --- host lymphocytes (blood) ----------------------------------------
         _p("host.nk_baseline", "uL-1", 0, 1e5, kernel=True),
         _p("host.t_baseline", "uL-1", 0, 1e5, kernel=True),

@@ -178,6 +178,20 @@ def test_potency_increases_with_killing_and_saturates_at_recovery():
     assert math.isclose(float(capped), base["nk.competent_fraction"] * 1.0 / 10.0)
 
 
+def test_potency_under_cytokine_activation_is_a_faster_engagement():
+    """Activation a with boost b is the same potency as engagements every interval / (1 + a b) without cytokine."""
+    from nksim import load_parameters
+
+    base = load_parameters("default")
+    plenty = {"nk.max_kills": 1000.0}  # lytic units do not cap the kills
+    theta = {"nk.cytokine_killing_boost": 9.0, "nk.engagement_interval": 2.0, **plenty}
+    assert float(nk_potency(theta, base)) == float(nk_potency({"nk.engagement_interval": 2.0, **plenty}, base))
+    active = nk_potency(theta, base, activation=0.5)
+    faster = nk_potency({"nk.engagement_interval": 2.0 / (1.0 + 9.0 * 0.5), **plenty}, base)
+    assert math.isclose(float(active), float(faster), rel_tol=1e-12)
+    assert float(active) > float(nk_potency(theta, base))
+
+
 def test_observed_pair_of_registry_rows():
     from nksim.calibration.registry import load_registry
 

@@ -163,9 +163,18 @@ POTENCY_DEFINITION = (
     "blast-packed voxel, times the blast share, times blasts.susceptible_fraction times nk.kill_probability, "
     "with nk.refractory_time between kills, at most nk.max_kills plus nk.function_recovery_rate per day restored)")
 
+#: Mean cytokine activation of donor-NK killing over an s.c. IL-2 course (9-10 MIU every other day; docs/model.md
+#: section 9.8, at the second joint fit's medians): the activation of :func:`nk_potency`'s IL-2 variant.
+IL2_COURSE_ACTIVATION = 0.14
+
+#: What the IL-2 variant of :func:`nk_potency` measures (for reports).
+POTENCY_IL2_DEFINITION = (
+    "NK potency under IL-2: the same, with engagements faster by 1 + nk.cytokine_killing_boost x 0.14 (the mean "
+    "activation over an s.c. IL-2 course every other day, docs/model.md section 9.8)")
+
 
 def nk_potency(theta: Mapping[str, Any], base: ParameterSet, *, blast_fraction: float = 0.5,
-               days: float = 7.0) -> np.ndarray:
+               days: float = 7.0, activation: float = 0.0) -> np.ndarray:
     """Derived NK potency: blasts killed per infused donor NK per day in marrow (fresh product).
 
     A donor NK in a voxel whose cell places are ``blast_fraction`` blasts (E:T << 1, blasts not
@@ -173,13 +182,15 @@ def nk_potency(theta: Mapping[str, Any], base: ParameterSet, *, blast_fraction: 
     engages blasts at ``24 / nk.engagement_interval * blast_fraction`` per day, kills a susceptible one
     (``blasts.susceptible_fraction``) with ``nk.kill_probability``, then rests ``nk.refractory_time``;
     it kills at most ``nk.max_kills`` before its lytic units are restored at
-    ``nk.function_recovery_rate`` per day. Units: day-1. Keys missing from ``theta`` come from ``base``.
+    ``nk.function_recovery_rate`` per day. ``activation`` (0..1): the cytokine activation of killing, which
+    speeds engagements by ``1 + nk.cytokine_killing_boost * activation`` (0: no cytokine). Units: day-1. Keys
+    missing from ``theta`` come from ``base``.
     """
     def get(key: str) -> np.ndarray:
         return np.asarray(theta[key], float) if key in theta else np.asarray(base[key], float)
 
     engage = 24.0 / get("nk.engagement_interval") * blast_fraction * get("blasts.susceptible_fraction") \
-        * get("nk.kill_probability")
+        * get("nk.kill_probability") * (1.0 + get("nk.cytokine_killing_boost") * activation)
     rate = 1.0 / (1.0 / engage + get("nk.refractory_time") / 24.0)
     kills = np.minimum(rate * days, get("nk.max_kills") + get("nk.function_recovery_rate") * days)
     return get("nk.competent_fraction") * kills / days

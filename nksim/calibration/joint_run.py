@@ -30,12 +30,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import NksimInputError
+from ..parameters import ParameterSet
 from ..threads import ordered_thread_map
 from .bank import bank_parameters, open_bank, prior_unit_to_values
 from .emulator import JointEmulator, fit_joint_emulator
 from .joint import (
+    IL2_COURSE_ACTIVATION,
     LEVEL,
     POTENCY_DEFINITION,
+    POTENCY_IL2_DEFINITION,
     coverage_study,
     interval,
     nk_potency,
@@ -179,17 +182,15 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
                          "default": float(base[f.key]), "median": float(v[1]), "q05": float(v[0]),
                          "q95": float(v[2]), "width_share_of_prior": float(width),
                          "learnt": bool(width <= LEARNT_WIDTH)})
-    pot_post = nk_potency({f.key: theta[:, j] for j, f in enumerate(fit)}, base)
-    theta_prior = prior_unit_to_values(fit, prior_u)
-    pot_prior = nk_potency({f.key: theta_prior[:, j] for j, f in enumerate(fit)}, base)
-    lq = lambda x: np.log10(np.quantile(x, [0.05, 0.5, 0.95]))  # noqa: E731
-    pp, pq = lq(pot_prior), lq(pot_post)
-    potency = {"units": "day-1", "definition": POTENCY_DEFINITION,
-               "prior_q05_q50_q95": (10 ** pp).tolist(), "posterior_q05_q50_q95": (10 ** pq).tolist(),
-               "width_share_of_prior_log10": float((pq[2] - pq[0]) / (pp[2] - pp[0])),
-               "default": float(nk_potency({}, base))}
+    theta_post = {f.key: theta[:, j] for j, f in enumerate(fit)}
+    theta_prior_u = prior_unit_to_values(fit, prior_u)
+    theta_prior = {f.key: theta_prior_u[:, j] for j, f in enumerate(fit)}
+    potency, pot_post = _potency_summary(POTENCY_DEFINITION, theta_prior, theta_post, base, 0.0)
+    potency_il2, pot_post_il2 = _potency_summary(POTENCY_IL2_DEFINITION, theta_prior, theta_post, base,
+                                                 IL2_COURSE_ACTIVATION)
     say(f"posterior: ESS {post.ess:.0f}, {post.rounds} tempering rounds, acceptance {post.acceptance:.2f}; "
-        f"potency 90 % width {potency['width_share_of_prior_log10']:.2f} of the prior's")
+        f"potency 90 % width {potency['width_share_of_prior_log10']:.2f} of the prior's "
+        f"(under IL-2: {potency_il2['width_share_of_prior_log10']:.2f})")
     post_ds = xr.Dataset(
         {"theta": (("draw", "parameter"), theta, {"long_name": "posterior draw of the parameter (unit per "
                                                                "parameter in parameter_unit)"}),
@@ -197,7 +198,11 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
                                                    "units": "1"}),
          "nk_potency": (("draw",), pot_post, {"long_name": "blasts killed per donor NK per day in marrow "
                                                            "(nksim.calibration.joint.nk_potency)",
-                                              "units": "day-1"})},
+                                              "units": "day-1"}),
+         "nk_potency_il2": (("draw",), pot_post_il2, {"long_name": "blasts killed per donor NK per day in marrow "
+                                                                   "under an s.c. IL-2 course (nksim.calibration."
+                                                                   "joint.nk_potency, activation 0.14)",
+                                                      "units": "day-1"})},
         coords={"parameter": [f.key for f in fit], "parameter_unit": ("parameter", [f.unit for f in fit])},
         attrs={**provenance("nksim joint calibration across trials: posterior draws",
                             "posterior of the fitted parameters given the registry's calibration targets (emulated "
@@ -267,7 +272,8 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
         "posterior": {"ess": post.ess, "rounds": post.rounds, "acceptance": post.acceptance,
                       "log_evidence": post.log_evidence},
         "learnt": [r["parameter"] for r in par_rows if r["learnt"]],
-        "potency": potency, "ppc_inside": sum(r["inside"] for r in ppc), "ppc_rows": len(ppc),
+        "potency": potency, "potency_il2": potency_il2,
+        "ppc_inside": sum(r["inside"] for r in ppc), "ppc_rows": len(ppc),
         "ppc_fitted_inside": sum(r["inside"] for r in ppc if r["fitted"]),
         "ppc_fitted_rows": sum(r["fitted"] for r in ppc),
         "recovery": recovery, "held_out": held, "outcome_table": table,
@@ -326,6 +332,33 @@ def _recovery(spec, em, fit, fitted, p_sim, sd_obs, log_prior, plo, phi, recover
     return recovery, rec_rows
 
 
+def _potency_summary(definition: str, theta_prior: dict[str, np.ndarray], theta_post: dict[str, np.ndarray],
+                     base: ParameterSet, activation: float) -> tuple[dict[str, Any], np.ndarray]:
+    """Prior and posterior 5/50/95 % of :func:`~nksim.calibration.joint.nk_potency` at ``activation``.
+
+    Returns the summary (units, definition, quantiles, the posterior's 90 % width on the log10 scale as a share
+    of the prior's, the default model's value) and the posterior draws' potencies.
+    """
+    pot_post = nk_potency(theta_post, base, activation=activation)
+    pot_prior = nk_potency(theta_prior, base, activation=activation)
+    pp = np.log10(np.quantile(pot_prior, [0.05, 0.5, 0.95]))
+    pq = np.log10(np.quantile(pot_post, [0.05, 0.5, 0.95]))
+    return ({"units": "day-1", "definition": definition, "activation": activation,
+             "prior_q05_q50_q95": (10 ** pp).tolist(), "posterior_q05_q50_q95": (10 ** pq).tolist(),
+             "width_share_of_prior_log10": float((pq[2] - pq[0]) / (pp[2] - pp[0])),
+             "default": float(nk_potency({}, base, activation=activation))}, pot_post)
+
+
+def _potency_lines(pot: dict[str, Any] | None) -> list[str]:
+    """Report lines of a second derived potency (none for a summary written before it existed)."""
+    if not pot:
+        return []
+    return ["", pot["definition"], "",
+            f"Prior 5/50/95 %: {', '.join(_fmt(x) for x in pot['prior_q05_q50_q95'])} {pot['units']}; posterior: "
+            f"{', '.join(_fmt(x) for x in pot['posterior_q05_q50_q95'])}; default model {_fmt(pot['default'])}. "
+            f"Posterior 90 % width (log scale) = {pot['width_share_of_prior_log10']:.2f} of the prior's."]
+
+
 def report_markdown(summary: dict[str, Any], par_rows: list[dict], ppc: list[dict], rec_rows: list[dict],
                     emu: list[dict], scores_md: str = "") -> str:
     """The generated tables of the joint calibration (``REPORT.md``)."""
@@ -365,6 +398,7 @@ def report_markdown(summary: dict[str, Any], par_rows: list[dict], ppc: list[dic
         f"Prior 5/50/95 %: {', '.join(_fmt(x) for x in pot['prior_q05_q50_q95'])} {pot['units']}; posterior: "
         f"{', '.join(_fmt(x) for x in pot['posterior_q05_q50_q95'])}; default model {_fmt(pot['default'])}. "
         f"Posterior 90 % width (log scale) = {pot['width_share_of_prior_log10']:.2f} of the prior's.",
+        *_potency_lines(summary.get("potency_il2")),
         "",
         "## The trial's outcome table (stage A's fit) under the joint posterior",
         "",

@@ -31,7 +31,9 @@ Step order (one step of ``dt``; documented in docs/architecture.md and kept stab
    lymphocyte, donor NK included; donor NK division, death, unprimed and primed rejection, tissue exchange);
 5. NK agents: motility (Poisson number of voxel hops), recovery of one lytic unit (with
    probability ``1 - exp(-recovery_rate (1 + boost support) dt)`` for an agent with used units),
-   then contact killing while fewer than ``max_kills`` units are used;
+   then contact killing while fewer than ``max_kills`` units are used (engagements faster by
+   ``1 + nk.cytokine_killing_boost * activation``, the activation following the IL-2 / IL-15 support
+   with half-life ``nk.activation_half_life``);
 6. NK agents: fate (divide / die / egress to their donor's blood pool), competing risks, the
    death rate depending on the agent's donor (primed rejection);
 7. homing: per donor, a binomial number of whole blood donor NK (pool / scale) entering the region;
@@ -767,6 +769,13 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     # instead of one per agent-step
     n_engage = min(K, 4096) + 1
     p_engage = np.full(n_engage, -1.0)
+    contact_cached = contact  # the engagement rate p_engage was computed at
+    # cytokine activation of killing (0..1): relaxes towards the cytokine support with half-life
+    # nk.activation_half_life; multiplies the engagement rate by 1 + nk.cytokine_killing_boost * activation
+    k_act_boost = kp[KP.nk_cytokine_killing_boost]
+    k_act = math.log(2.0) / kp[KP.nk_activation_half_life] if k_act_boost > 0.0 else 0.0
+    f_act_step = math.exp(-k_act * dt)
+    activation = 0.0
     # refractory period in whole steps after the kill step (ceil, so never shorter than asked)
     refract_steps = int(math.ceil(kp[KP.nk_refractory_days] / dt - 1e-9))
     p_egress_rate = kp[KP.nk_egress_rate]
@@ -837,6 +846,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             q_step = quiet_day(kp, y, day, pk, first_exposure, primed, q_step, q_rtol, q_atol, q_work, q_jac,
                                q_mat, q_piv)[0]
             pk_advance(kp, pk, day)
+            if k_act_boost > 0.0:  # activation relaxes over the day towards the support at its end
+                pk_inputs(kp, pk, 0.0, u0)
+                s_end = cytokine_support(kp, y, u0)[2]
+                activation = s_end + (activation - s_end) * math.exp(-k_act * day)
             done = step + spd
         else:
             # 2. events
@@ -859,6 +872,14 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             sup_prolif, sup_death, support = cytokine_support(kp, y, um)
             # 5. NK motility, recovery of lytic function, killing
             p_recover = -math.expm1(-recover_rate * (1.0 + kp[KP.nk_cytokine_recovery_boost] * support) * dt)
+            # cytokine activation of killing: engagements faster by 1 + boost * activation (nk.cytokine_killing_boost);
+            # the per-b engagement probabilities are kept while the rate is unchanged (always, for boost 0)
+            if k_act_boost > 0.0:  # activation follows the support with half-life nk.activation_half_life
+                activation = support + (activation - support) * f_act_step
+            contact_now = contact * (1.0 + k_act_boost * activation)
+            if contact_now != contact_cached:
+                p_engage[:] = -1.0
+                contact_cached = contact_now
             for i in range(n_agents):
                 if p_hop_mean > 0.0:
                     # Poisson number of hops by inversion of its CDF with one uniform (usually 0 hops)
@@ -885,10 +906,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                         if b < n_engage:
                             pe = p_engage[b]
                             if pe < 0.0:
-                                pe = 1.0 - math.exp(-contact * (b / K) * dt)
+                                pe = 1.0 - math.exp(-contact_now * (b / K) * dt)
                                 p_engage[b] = pe
                         else:
-                            pe = 1.0 - math.exp(-contact * (b / K) * dt)
+                            pe = 1.0 - math.exp(-contact_now * (b / K) * dt)
                         if u < pe:
                             # engaged a blast: susceptible with prob sus/b, then killed with p_kill
                             if uniform(rng_kill) * b < sus[v] and uniform(rng_kill) < p_kill:

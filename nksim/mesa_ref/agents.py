@@ -215,7 +215,8 @@ class NKCell(CellAgent):
         """Contact killing during time step ``step``; returns the blast killed, if any.
 
         The agent engages a blast of its voxel with probability ``1 - exp(-contact (b/K) dt)``
-        (``b`` blasts in the voxel); the blast engaged is a uniformly chosen one, and dies
+        (``b`` blasts in the voxel; ``contact`` faster by ``1 + nk.cytokine_killing_boost * activation`` under
+        IL-2 / IL-15); the blast engaged is a uniformly chosen one, and dies
         with ``kill_probability`` if it is susceptible. After a kill the agent is refractory
         for ``refractory_time`` rounded up to whole steps, counted from the next step. At
         most one kill per step.
@@ -227,7 +228,8 @@ class NKCell(CellAgent):
         blasts = [a for a in self.cell.agents if isinstance(a, Blast)]
         if not blasts:
             return None
-        if rnd.random() >= 1.0 - math.exp(-rules.nk_contact_rate * (len(blasts) / rules.voxel_capacity) * rules.dt):
+        contact = rules.nk_contact_rate * (1.0 + rules.nk_cytokine_killing_boost * self.model.activation)
+        if rnd.random() >= 1.0 - math.exp(-contact * (len(blasts) / rules.voxel_capacity) * rules.dt):
             return None
         target = rnd.choice(blasts)
         if not (target.susceptible and rnd.random() < rules.donor_kill_probability):

@@ -79,7 +79,8 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
       1 ug kg-1 s.c. on day 2 (s.c. depots; extra division, lower death, faster function recovery,
       exogenous IL-15 speeding primed rejection); their PK and effect parameters are pinned.
     * NK function: one lytic unit (``nk.max_kills`` 1), restored at 1 day-1 (3x faster at full
-      cytokine support), and a 2 h refractory period, so serial killing relies on recovery.
+      cytokine support), and a 2 h refractory period, so serial killing relies on recovery;
+      engagements 4x faster at full cytokine support (``nk.cytokine_killing_boost`` 3).
     * Marrow at 80 % cellularity (voxels fill up, so daughters are lost), susceptibility
       switching at division (5 %); NK tissue uptake / return pinned at 4 / 0.4 day-1 (so the
       infused cells reach the marrow).
@@ -106,6 +107,7 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "nk.refractory_time": 2.0,
         "nk.function_recovery_rate": 1.0,
         "nk.cytokine_recovery_boost": 2.0,
+        "nk.cytokine_killing_boost": 3.0,
         # trafficking pinned (not the calibrated values, which send most infused cells to other
         # tissues) so that tens of NK agents reach the region and kill
         "nk.homing_rate": 2.0,

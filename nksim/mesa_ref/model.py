@@ -175,6 +175,7 @@ class PatientModel(mesa.Model):
         # Exogenous cytokines: their effects on donor NK during the current step (cytokine_support at the
         # mid-step inputs, on the blood after the step).
         self.support_prolif, self.support_death, self.support = 0.0, 1.0, 0.0
+        self.activation = 0.0  # cytokine activation of killing (0..1), nk.cytokine_killing_boost
         self.x_exo = 0.0  # exogenous IL-15 signal (rhIL-15, N-803) during the current step
         self.marrow_hazard = 0.0  # drug hazard integrated since the last marrow update
         self.counts = {label: 0 for label in COUNTERS}  # cumulative region events
@@ -295,10 +296,14 @@ class PatientModel(mesa.Model):
         """IL-2 and exogenous IL-15 (rhIL-15, N-803): their effects on donor NK agents during this step.
 
         From the mid-step inputs (:func:`~nksim.engine.kernel.cytokine_support`,
-        :func:`~nksim.engine.blood.il15_exogenous`) and the blood after the step, as the engine.
+        :func:`~nksim.engine.blood.il15_exogenous`) and the blood after the step, as the engine; the
+        activation of killing relaxes towards the support over the step (half-life ``nk.activation_half_life``).
         """
         self.support_prolif, self.support_death, self.support = cytokine_support(self.kp, self.blood, self.um)
         self.x_exo = il15_exogenous(self.kp, self.blood, self.um)
+        if self.rules.nk_cytokine_killing_boost > 0.0:  # the activation of killing follows the support
+            relax = math.exp(-math.log(2.0) / self.rules.nk_activation_half_life * self.rules.dt)
+            self.activation = self.support + (self.activation - self.support) * relax
 
     def primed_at(self, t: float) -> list[float]:
         """The host's primed response to each donor at time ``t`` (days since start).
