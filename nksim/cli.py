@@ -12,7 +12,7 @@ from pathlib import Path
 from ._optional import MissingOptionalDependency
 from .argtypes import SEED_LIMIT, int_at_least, positive_int
 from .errors import Interrupted, NksimInputError, NksimWriteError
-from .interrupts import interrupted, interruption_line, raise_if_signalled, sigterm_as_interrupt
+from .interrupts import interrupted, interruption_keeps, interruption_line, raise_if_signalled, sigterm_as_interrupt
 
 _seed = int_at_least(0, "non-negative integer seed", below=SEED_LIMIT)
 
@@ -255,11 +255,8 @@ def _simulate_kept(ckpt, params, protocol, **kwargs):
     from .simulate import simulate_cohort
 
     try:
-        return simulate_cohort(params, protocol, checkpoint=ckpt, check_memory=False, **kwargs)  # checked before
-    except (KeyboardInterrupt, SystemError) as exc:
-        if not interrupted(exc):
-            raise
-        raise Interrupted(_kept(ckpt, "run the same command again to continue")) from exc
+        with interruption_keeps(lambda: _kept(ckpt, "run the same command again to continue")):
+            return simulate_cohort(params, protocol, checkpoint=ckpt, check_memory=False, **kwargs)  # checked before
     except OSError as exc:  # the checkpoint could not be written (disk full, no permission)
         where = exc.filename or ckpt.folder
         advice = "free some space (or fix the permission) and run the same command again to continue"

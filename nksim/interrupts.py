@@ -18,7 +18,7 @@ import itertools
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +45,22 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
 def interrupted(exc: BaseException) -> bool:
     """Whether ``exc`` is (or was caused by) Ctrl-C or SIGTERM (a numba kernel may have wrapped it in a SystemError)."""
     return any(isinstance(e, KeyboardInterrupt) for e in _chain(exc))
+
+
+@contextmanager
+def interruption_keeps(kept: str | Callable[[], str]) -> Iterator[None]:
+    """Turn Ctrl-C or SIGTERM inside the block into :class:`~nksim.errors.Interrupted` saying what is ``kept``.
+
+    ``kept`` (or its value when it is a function, called only on an interruption): what is on disk and how
+    to continue. An :class:`~nksim.errors.Interrupted` raised inside passes unchanged (it already says what
+    is kept); an exception that is no interruption passes unchanged too.
+    """
+    try:
+        yield
+    except (KeyboardInterrupt, SystemError) as exc:  # numba may wrap the KeyboardInterrupt in a SystemError
+        if isinstance(exc, Interrupted) or not interrupted(exc):
+            raise
+        raise Interrupted(kept() if callable(kept) else kept) from exc
 
 
 def interruption_line(command: str, exc: BaseException, signal_name: str | None = None) -> str:

@@ -96,9 +96,9 @@ def write_scores(ds, out: Path, *, overwrite: bool = False) -> dict[str, Path]:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Run ``nksim score`` for parsed ``args``; returns the exit code (0)."""
-    from ..errors import Interrupted, NksimWriteError
+    from ..errors import NksimWriteError
     from ..fileio import check_output_folder
-    from ..interrupts import interrupted, raise_if_signalled
+    from ..interrupts import interruption_keeps, raise_if_signalled
     from ..io.lock import output_lock
     from ..parameters import load_parameters
     from .registry import load_registry
@@ -111,7 +111,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         check_output_folder(out, SCORE_FILES, args.overwrite)
         unchanged = "nothing written" + (f"; the files already in {out} are unchanged"
                                          if any((out / n).exists() for n in SCORE_FILES) else "")
-        try:
+        with interruption_keeps(unchanged):
             ds = score_registry(params, registry, roles=tuple(args.roles), replicates=args.replicates,
                                 seed=args.seed, resolution=args.resolution, workers=args.workers,
                                 progress=not args.no_progress)
@@ -121,10 +121,6 @@ def cmd_score(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise NksimWriteError(f"cannot write the scores into {out}: {exc.strerror or exc}; "
                                       f"{unchanged}") from None
-        except (KeyboardInterrupt, SystemError) as exc:
-            if isinstance(exc, Interrupted) or not interrupted(exc):
-                raise
-            raise Interrupted(unchanged) from exc
     print(f"trial registry {ds.attrs['registry']} scored against parameters {ds.attrs['parameter_set']} "
           f"({ds.attrs['parameter_status']}): {ds.attrs['replicates']} virtual trials per protocol, seed "
           f"{ds.attrs['seed']}, {ds.attrs['resolution']} resolution, {ds.attrs['wall_time_s']:.1f} s")

@@ -107,9 +107,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
 def _cmd_registry_screen(args: argparse.Namespace) -> int:
     """``nksim screen --registry``: Morris screen on the registry rows; writes morris.nc/.csv/.png atomically."""
-    from ..errors import Interrupted, NksimInputError, NksimWriteError
+    from ..errors import NksimInputError, NksimWriteError
     from ..fileio import check_output_folder, save_figure
-    from ..interrupts import interrupted, raise_if_signalled
+    from ..interrupts import interruption_keeps, raise_if_signalled
     from ..io import write_netcdf
     from ..io.lock import output_lock
     from ..parameters import load_parameters
@@ -139,7 +139,7 @@ def _cmd_registry_screen(args: argparse.Namespace) -> int:
         unchanged = "nothing written" + (f"; the files already in {out} are unchanged"
                                          if any((out / n).exists() for n in REGISTRY_FILES) else "")
         staged: str | None = None
-        try:
+        with interruption_keeps(unchanged):
             ds = run_registry_screen(params, registry, roles=roles, parameters=args.parameters,
                                      trajectories=args.trajectories, levels=args.levels, replicates=replicates,
                                      seed=seed, workers=args.workers, progress=not args.no_progress)
@@ -156,10 +156,6 @@ def _cmd_registry_screen(args: argparse.Namespace) -> int:
             finally:
                 if staged is not None:
                     Path(staged).unlink(missing_ok=True)
-        except (KeyboardInterrupt, SystemError) as exc:
-            if isinstance(exc, Interrupted) or not interrupted(exc):
-                raise
-            raise Interrupted(unchanged) from exc
     print(f"Morris screen of the trial registry ({', '.join(roles)} rows) with parameters {ds.attrs['parameter_set']}: "
           f"{ds.sizes['parameter']} parameters, {ds.sizes['point']} design points x {replicates} virtual trials per "
           f"protocol in {ds.attrs['wall_time_s']:.1f} s")

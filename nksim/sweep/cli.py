@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..argtypes import add_dashboard_argument, int_at_least
-from ..errors import Interrupted, NksimInputError, NksimWriteError
+from ..errors import NksimInputError, NksimWriteError
 
 _nonneg_int = int_at_least(0, "non-negative integer")
 
@@ -69,7 +69,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     the store holds (the command line prints it on one line and exits with 130); a write error
     (disk full, no permission) raises :class:`~nksim.errors.NksimWriteError` saying the same.
     """
-    from ..interrupts import interrupted
+    from ..interrupts import interruption_keeps
     from ..sizing import check_size, estimate_sweep
     from .plan import build_plan
     from .runner import run_sweep
@@ -82,14 +82,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"in {plan.n_batches} batches", flush=True)
     check_size(estimate_sweep(plan, args.workers, args.scheduler), "nksim sweep", yes=args.yes)  # before the store
     try:
-        rep = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
-                        progress=not args.no_progress, max_batches=args.max_batches, repair=args.repair,
-                        dashboard=args.dashboard, check_memory=False)
-    except (KeyboardInterrupt, SystemError) as exc:  # Ctrl-C or SIGTERM (numba may wrap it in a SystemError)
-        if not interrupted(exc):
-            raise
-        raise Interrupted(f"{_batches_kept(args.out, plan.n_batches)}; run the same command again to "
-                          "resume") from exc
+        with interruption_keeps(lambda: f"{_batches_kept(args.out, plan.n_batches)}; run the same command again "
+                                        "to resume"):
+            rep = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
+                            progress=not args.no_progress, max_batches=args.max_batches, repair=args.repair,
+                            dashboard=args.dashboard, check_memory=False)
     except NksimInputError:
         raise
     except OSError as exc:  # disk full, no permission while writing a batch: the finished batches are kept
