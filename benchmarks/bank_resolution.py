@@ -4,6 +4,8 @@ Run from the repository root::
 
     python benchmarks/bank_resolution.py                    # default and high-potency models, 10 virtual trials
     python benchmarks/bank_resolution.py --trials 4 --models high_potency
+    python benchmarks/bank_resolution.py --trials 20 --models default \
+        --draws calibration/joint/results/posterior_draws.csv   # the joint posterior, trial t at draw t
 
 The bank of the joint calibration (``calibration/joint/joint.toml``, ``[bank] cell_diameter``) runs the
 calibration resolution's 16 mm x 16 mm marrow region (5 x 5 voxels of 3.2 mm) with cell places of
@@ -23,6 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import pandas as pd
 from _common import source_digest
 
 from nksim.calibration.bank import row_statistic
@@ -31,7 +35,12 @@ from nksim.calibration.scoring import derived_seed, protocol_run, resolution_par
 from nksim.simulate import simulate_cohort
 
 
-def run(model: str, cell_diameter: float, trials: int, rows) -> dict:
+def run(model: str, cell_diameter: float, trials: int, rows, draws: pd.DataFrame | None = None) -> dict:
+    """Every row's statistic over ``trials`` virtual trials at ``cell_diameter``.
+
+    With ``draws``, trial ``t`` is simulated with the parameters of draw ``t`` (a posterior predictive), else
+    every trial with ``model``.
+    """
     p = resolution_params(model, "calibration", {"lattice.cell_diameter": cell_diameter})
     by_protocol: dict[str, list] = {}
     for o in rows:
@@ -40,11 +49,18 @@ def run(model: str, cell_diameter: float, trials: int, rows) -> dict:
     for name, obs in by_protocol.items():
         proto, ids = protocol_run(name, obs)
         t0 = time.process_time()
-        ds = simulate_cohort(p, proto, replicates=trials, seed=derived_seed(7, f"protocol:{name}"), patients=ids,
-                             workers=1)
+        if draws is None:
+            runs = [simulate_cohort(p, proto, replicates=trials, seed=derived_seed(7, f"protocol:{name}"),
+                                    patients=ids, workers=1)]
+        else:
+            runs = [simulate_cohort(p.with_values({k: float(v) for k, v in draws.iloc[t].items()},
+                                                  origin=f"posterior draw {t}"),
+                                    proto, replicates=1, seed=derived_seed(7 + t, f"protocol:{name}"), patients=ids,
+                                    workers=1)
+                    for t in range(trials)]
         out["cpu_s"] += time.process_time() - t0
         for o in obs:
-            x = simulated_per_patient(o, ds).ravel()
+            x = np.concatenate([simulated_per_patient(o, ds).ravel() for ds in runs])
             out["stat"][o.name] = row_statistic(o, x)
             out["n"][o.name] = int(sum(1 for v in x if v == v))
     out["cpu_s_per_trial"] = out["cpu_s"] / trials
@@ -56,12 +72,18 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--models", nargs="+", default=["default", "high_potency"])
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--draws", type=Path, default=None,
+                    help="posterior draws (a CSV such as calibration/joint/results/posterior_draws.csv): virtual trial "
+                         "t uses draw t, on top of each --models parameter set")
     args = ap.parse_args()
     rows = [o for o in load_registry().targets() if o.has_counterpart]
-    result = {"trials": args.trials, "engine": source_digest(), "models": {}}
+    draws = None if args.draws is None else pd.read_csv(args.draws).iloc[:args.trials]
+    if draws is not None and len(draws) < args.trials:
+        raise SystemExit(f"{args.draws}: {len(draws)} draws, fewer than --trials {args.trials}")
+    result = {"trials": args.trials, "engine": source_digest(), "draws": str(args.draws or ""), "models": {}}
     for model in args.models:
-        fine = run(model, 10.0, args.trials, rows)
-        coarse = run(model, 40.0, args.trials, rows)
+        fine = run(model, 10.0, args.trials, rows, draws)
+        coarse = run(model, 40.0, args.trials, rows, draws)
         print(f"\n{model}: CPU per joint virtual trial {fine['cpu_s_per_trial']:.2f} s (10 um) vs "
               f"{coarse['cpu_s_per_trial']:.2f} s (40 um) = {fine['cpu_s_per_trial'] / coarse['cpu_s_per_trial']:.1f}x")
         print(f"{'row':32s} {'10 um':>9s} {'40 um':>9s} {'diff':>8s} {'SE':>7s}")

@@ -95,6 +95,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("blasts.susceptible_fraction", "1", 0, 1),
         _p("blasts.switch_probability", "1", 0, 1, kernel=True),
         _p("blasts.drug_sensitivity", "1", 0, 100, kernel=True),
+        _p("blasts.cy_exposure_kill", "L mg-1 day-1", 0, 10, kernel=True),
         # --- normal haematopoiesis -------------------------------------------
         _p("normal.division_rate", "day-1", 0, 10),
         _p("normal.recovery_rate", "day-1", 0, 10, kernel=True),

@@ -561,6 +561,35 @@ def test_drug_kill_in_frozen_marrow_is_exponential_in_hazard_integral():
     assert np.all(rc.sel(counter="blast_deaths").values == 0) and np.all(rc.sel(counter="normal_deaths").values == 0)
 
 
+def test_cy_exposure_kill_of_blasts_is_exponential_in_the_cy_auc():
+    # Frozen marrow as above, blasts insensitive to the reference hazard (drug_sensitivity 0) but killed at
+    # blasts.cy_exposure_kill per mg L-1 of plasma Cy: B(t) ~ Bin(B0, exp(-k AUC_cy(t))), with the AUC of
+    # first-order elimination in closed form, dose / V (1 - exp(-kel (t - d))) / kel; normal cells untouched.
+    k = 0.02
+    params = nksim.load_parameters().with_values({
+        "lattice.side": 8, "lattice.voxel_side": 1000.0, "lattice.marrow_cellularity": 100.0,
+        "blasts.net_growth_rate": 0.0, "blasts.growth_fraction": 0.0, "random_effects.blast_growth_log_sd": 0.0,
+        "normal.division_rate": 0.0, "normal.recovery_rate": 0.0,
+        "blasts.drug_sensitivity": 0.0, "normal.drug_sensitivity": 0.0, "blasts.cy_exposure_kill": k,
+        "nk.homing_rate": 0.0})
+    proto = build_protocol(DRUG_EVENTS + [(0, "nk_infusion", 1.0)], start_day=-40, end_day=2,
+                           patients=[fixed_blast_patient(pct=50.0)])
+    ds = nksim.simulate(params, proto, seed=22)
+    v = params.values()
+    kel = math.log(2) / (v["drugs.cy_half_life"] / HOURS)
+    weight = float(ds.body_weight)
+    days = np.arange(-39, 3)
+    auc = np.array([sum(x * weight / v["drugs.cy_volume"] * -math.expm1(-kel * (t - d)) / kel
+                        for d, kind, x in DRUG_EVENTS if kind == "cyclophosphamide" and d <= t) for t in days])
+    assert k * auc[-1] > 0.5, "regimen must remove a sizeable fraction"
+    rc = ds.region_counts
+    n = (rc.sel(counter="susceptible_blasts") + rc.sel(counter="resistant_blasts")).values.astype(float)
+    p = np.exp(-k * auc)
+    se = np.sqrt(n[0] * p * (1 - p))
+    assert np.all(np.abs(n[1:] - n[0] * p) < 4 * se + 1e-9 * n[0]), n[1:] / (n[0] * p) - 1
+    np.testing.assert_array_equal(rc.sel(counter="normal_cells").values, rc.sel(counter="normal_cells").values[0])
+
+
 def test_normal_cells_regrow_logistically_after_drugs():
     # Normal-only marrow: occupancy regrows as r_n (1 - occ / c) toward the target occupancy c,
     # i.e. logistic with capacity c K. Drugs push it down first; from day -20 on (>= 18

@@ -630,6 +630,18 @@ def hazard_integral(kp, flu, cy, length):
     return acc * h / 3.0
 
 
+@njit(**LEAF_JIT)
+def cy_exposure(kp, cy, length):
+    """Integral of the plasma cyclophosphamide concentration (mg day L-1) over ``length`` days from amount ``cy`` (mg).
+
+    Exact for the first-order elimination: ``cy / V (1 - exp(-k length)) / k``.
+    """
+    if cy <= 0.0:
+        return 0.0
+    k = kp[KP.cy_elimination_rate]
+    return cy / kp[KP.drugs_cy_volume] * -math.expm1(-k * length) / k
+
+
 @njit(**ENGINE_JIT)
 def quiet_tolerances(kp, n_y):
     """Absolute and relative tolerances ``(atol, rtol)`` of the quiet-day integrator, per blood component.

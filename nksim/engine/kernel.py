@@ -104,6 +104,7 @@ from .blood import (
     U_HC,
     U_HF,
     apply_event,
+    cy_exposure,
     cytokine_support,
     donor_nk_rejection,
     drug_hazard,
@@ -263,14 +264,18 @@ def _unresolved_turnover(n, b, d, delta):
 
 
 @njit(**LEAF_JIT)
-def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt_now, delta, halt, mean_path=False):
+def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt_now, delta, halt, mean_path=False,
+                  cy_exposure_integral=0.0):
     """Deaths and divisions of marrow cells over ``delta`` days (mean-exact tau-leap per voxel).
 
     Per capita, blasts divide at ``b`` and die at ``max(b - r (1 - occ), 0)`` so that their
     net growth is logistic, ``r (1 - occ)``, in the voxel occupancy ``occ = cells / K``;
     normal cells regrow as ``r_n (1 - occ / c)`` toward the target occupancy ``c`` and are
     crowded out by blasts. ``hazard_integral`` (dimensionless) is the integrated drug kill
-    hazard on lymphocytes, scaled by each population's drug sensitivity.
+    hazard on lymphocytes, scaled by each population's drug sensitivity; blasts are killed in
+    addition at ``blasts.cy_exposure_kill`` times ``cy_exposure_integral`` (mg day L-1, the integral
+    of the plasma cyclophosphamide concentration over the update): a log kill proportional to the
+    alkylator's exposure (docs/model.md section 9.9).
 
     Draws come from :mod:`nksim.engine.samplers` (exact binomials; counts as int64). Work that
     cannot change anything costs a branch: empty voxels, empty populations and zero
@@ -294,7 +299,7 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     b_n = kp[KP.normal_birth_rate]
     r_n = kp[KP.normal_recovery_rate]
     c_n = kp[KP.normal_target]
-    hb = kp[KP.blasts_drug_sensitivity] * hazard_integral
+    hb = kp[KP.blasts_drug_sensitivity] * hazard_integral + kp[KP.blasts_cy_exposure_kill] * cy_exposure_integral
     hn = kp[KP.normal_drug_sensitivity] * hazard_integral
     p_switch = kp[KP.blasts_switch_probability]
     grow_b = math.expm1(b_b * delta)  # exp(b delta) - 1, the same for every voxel
@@ -759,6 +764,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     kflu = kp[KP.flu_elimination_rate]
     kcy = kp[KP.cy_elimination_rate]
     h_marrow = 0.0  # integrated drug hazard since the last marrow update
+    e_marrow = 0.0  # integrated plasma cyclophosphamide since then (mg day L-1; blasts.cy_exposure_kill)
 
     p_hop_mean = kp[KP.nk_hop_rate] * dt
     p_zero_hops = math.exp(-p_hop_mean)
@@ -803,8 +809,9 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             quiet = _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, pk)
             if not quiet and m_pending > 0:  # a merged update due at the end of the previous (quiet) day
                 marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, (step - m_last) * dt,
-                              halt, step - m_last > m_every)
+                              halt, step - m_last > m_every, e_marrow)
                 h_marrow = 0.0
+                e_marrow = 0.0
                 m_last = step
                 if halt_requested(halt):  # the update may be incomplete: record nothing more
                     halted = True
@@ -825,6 +832,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 m_allowed = quiet_marrow_days(kp, sus, res, nor, q_max_days, m_every * dt)
             if m_allowed > 0:
                 h_marrow += hazard_integral(kp, flu, cy, day)  # merged update at the day's (or a later day's) end
+                e_marrow += cy_exposure(kp, cy, day)
             else:  # the marrow at its regular cadence through the day
                 s_prev = 0.0
                 for b in range(step + 1, step + spd + 1):
@@ -832,9 +840,11 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                         s_b = (b - step) * dt
                         h_marrow += hazard_integral(kp, flu * math.exp(-kflu * s_prev), cy * math.exp(-kcy * s_prev),
                                                     s_b - s_prev)
+                        e_marrow += cy_exposure(kp, cy * math.exp(-kcy * s_prev), s_b - s_prev)
                         marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now,
-                                      (b - m_last) * dt, halt)
+                                      (b - m_last) * dt, halt, False, e_marrow)
                         h_marrow = 0.0
+                        e_marrow = 0.0
                         m_last = b
                         s_prev = s_b
                 if halt_requested(halt):
@@ -843,6 +853,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 if s_prev < day:
                     h_marrow += hazard_integral(kp, flu * math.exp(-kflu * s_prev), cy * math.exp(-kcy * s_prev),
                                                 day - s_prev)
+                    e_marrow += cy_exposure(kp, cy * math.exp(-kcy * s_prev), day - s_prev)
             q_step = quiet_day(kp, y, day, pk, first_exposure, primed, q_step, q_rtol, q_atol, q_work, q_jac,
                                q_mat, q_piv)[0]
             pk_advance(kp, pk, day)
@@ -860,6 +871,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             pk_inputs(kp, pk, 0.0, u0)
             pk_inputs(kp, pk, 0.5 * dt, um)
             pk_inputs(kp, pk, dt, u1)
+            e_marrow += cy_exposure(kp, pk[PK_CY], dt)
             pk_advance(kp, pk, dt)
             h_step = dt / 6.0 * (u0[U_HF] + u0[U_HC] + 4.0 * (um[U_HF] + um[U_HC]) + u1[U_HF] + u1[U_HC])
             h_marrow += h_step
@@ -979,8 +991,9 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
         # 8. marrow cells (on quiet days merged into one update at the end of the day or of a block of days)
         if not quiet and done % m_every == 0:
             marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, (done - m_last) * dt,
-                          halt)
+                          halt, False, e_marrow)
             h_marrow = 0.0
+            e_marrow = 0.0
             m_last = done
             if halt_requested(halt):  # the update may be incomplete: record nothing more
                 halted = True
@@ -995,8 +1008,9 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 if (m_pending >= m_allowed or done + spd > n_steps
                         or (sync_i < sync_days.shape[0] and sync_days[sync_i] == r)):
                     marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now,
-                                  (done - m_last) * dt, halt, done - m_last > m_every)
+                                  (done - m_last) * dt, halt, done - m_last > m_every, e_marrow)
                     h_marrow = 0.0
+                    e_marrow = 0.0
                     m_last = done
                     if halt_requested(halt):
                         halted = True

@@ -65,12 +65,20 @@ class MarrowCell(CellAgent):
         """Drug kill hazard on this kind relative to the lymphocyte hazard."""
         raise NotImplementedError
 
+    @staticmethod
+    def cy_exposure_kill(rules) -> float:
+        """Drug kill hazard per unit of cyclophosphamide exposure (L mg-1 day-1) on top of the reference hazard."""
+        return 0.0
+
     @classmethod
     def update_probabilities(cls, rules, occ: float, hazard_integral: float,
-                             delta: float) -> tuple[float, float, float]:
-        """``(p_die, p_divide, p_drug | death)`` for a cell of this kind in a voxel at occupancy ``occ``."""
+                             delta: float, cy_exposure: float = 0.0) -> tuple[float, float, float]:
+        """``(p_die, p_divide, p_drug | death)`` for a cell of this kind in a voxel at occupancy ``occ``.
+
+        ``cy_exposure``: the plasma cyclophosphamide integrated over the update (mg day L-1).
+        """
         d = cls.death_rate(rules, occ)
-        h = cls.drug_sensitivity(rules) * hazard_integral
+        h = cls.drug_sensitivity(rules) * hazard_integral + cls.cy_exposure_kill(rules) * cy_exposure
         survive = math.exp(-(d * delta + h))
         p_die = 1.0 - survive
         p_divide = min(survive * (math.exp(cls.division_rate(rules) * delta) - 1.0), 1.0)
@@ -109,6 +117,11 @@ class Blast(MarrowCell):
     def drug_sensitivity(rules) -> float:
         """``blasts.drug_sensitivity``."""
         return rules.blasts_drug_sensitivity
+
+    @staticmethod
+    def cy_exposure_kill(rules) -> float:
+        """``blasts.cy_exposure_kill``: a log kill proportional to the cyclophosphamide exposure."""
+        return rules.blasts_cy_exposure_kill
 
     def daughter_kind(self) -> str:
         """A daughter inherits susceptibility, switching class with ``switch_probability``."""

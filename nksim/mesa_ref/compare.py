@@ -67,7 +67,7 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
     """A small scenario that exercises every rule in a few simulated days.
 
     * Lymphodepletion: Flu on day -2, Cy on day -1 (drug hazard on blood, marrow blasts and
-      normal cells).
+      normal cells; blasts also by the Cy exposure, ``blasts.cy_exposure_kill`` 0.01).
     * Two donors and allo-priming: an NK infusion from donor ``A`` on day 0 large enough to give
       tens of NK agents and kills on a tiny lattice (``nk_dose`` kg-1; the region scale is huge
       on a small lattice), then on day 3 half that dose from donor ``A`` again (it meets the
@@ -108,6 +108,7 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "nk.function_recovery_rate": 1.0,
         "nk.cytokine_recovery_boost": 2.0,
         "nk.cytokine_killing_boost": 3.0,
+        "blasts.cy_exposure_kill": 0.01,  # blasts killed by the Cy exposure too (about a sixth by the dose)
         # trafficking pinned (not the calibrated values, which send most infused cells to other
         # tissues) so that tens of NK agents reach the region and kill
         "nk.homing_rate": 2.0,

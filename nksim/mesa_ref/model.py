@@ -53,6 +53,7 @@ from ..engine.blood import (
     U_HC,
     U_HF,
     apply_event,
+    cy_exposure,
     il15_exogenous,
     pk_advance,
     pk_inputs,
@@ -178,6 +179,8 @@ class PatientModel(mesa.Model):
         self.activation = 0.0  # cytokine activation of killing (0..1), nk.cytokine_killing_boost
         self.x_exo = 0.0  # exogenous IL-15 signal (rhIL-15, N-803) during the current step
         self.marrow_hazard = 0.0  # drug hazard integrated since the last marrow update
+        self.marrow_cy_exposure = 0.0  # plasma cyclophosphamide integrated since then (mg day L-1)
+        self.step_cy_exposure = 0.0  # the same over the current step
         self.counts = {label: 0 for label in COUNTERS}  # cumulative region events
         self.step_index = 0  # steps done
 
@@ -231,6 +234,7 @@ class PatientModel(mesa.Model):
         self._apply_events()  # 2. drug doses, NK infusions into blood, cytokines into depots
         h_step = self._pharmacokinetics()  # 3. PK, hazard integrated over the step
         self.marrow_hazard += h_step
+        self.marrow_cy_exposure += self.step_cy_exposure
         self._priming(step * rules.dt + 0.5 * rules.dt)  # 3. primed fraction per donor at mid-step
         marrow_donor = len(self.agents_of(NKCell)) * rules.scale
         rk4_blood(self.kp, self.blood, rules.dt, self.u0, self.um, self.u1, marrow_donor, self.primed,  # 4. blood
@@ -242,6 +246,7 @@ class PatientModel(mesa.Model):
         if (self.step_index + 1) % rules.marrow_every == 0:  # 8. marrow cells
             self._marrow_update(rules.marrow_every * rules.dt)
             self.marrow_hazard = 0.0
+            self.marrow_cy_exposure = 0.0
         self.step_index += 1
         if self.step_index % rules.steps_per_day == 0:  # 1. record at day boundaries
             self._record()
@@ -288,6 +293,7 @@ class PatientModel(mesa.Model):
         pk_inputs(kp, self.pk, 0.0, self.u0)
         pk_inputs(kp, self.pk, 0.5 * dt, self.um)
         pk_inputs(kp, self.pk, dt, self.u1)
+        self.step_cy_exposure = cy_exposure(kp, self.pk[PK_CY], dt)  # blasts.cy_exposure_kill acts on it
         pk_advance(kp, self.pk, dt)
         h = [u[U_HF] + u[U_HC] for u in (self.u0, self.um, self.u1)]
         return dt / 6.0 * (h[0] + 4.0 * h[1] + h[2])
@@ -403,13 +409,15 @@ class PatientModel(mesa.Model):
         """
         rules, rnd, counts = self.rules, self.random, self.counts
         hazard = self.marrow_hazard
+        exposure = self.marrow_cy_exposure
         daughters: dict[object, dict[str, int]] = {}
         for voxel in self.voxels:  # pass 1
             cells = marrow_cells(voxel)
             if not cells:
                 continue
             occ = len(cells) / rules.voxel_capacity
-            probabilities = {kind: kind.update_probabilities(rules, occ, hazard, delta) for kind in (Blast, NormalCell)}
+            probabilities = {kind: kind.update_probabilities(rules, occ, hazard, delta, exposure)
+                             for kind in (Blast, NormalCell)}
             born = dict.fromkeys(DAUGHTER_ORDER, 0)
             for cell in cells:
                 p_die, p_divide, p_drug = probabilities[type(cell)]
