@@ -7,7 +7,7 @@ bank's resolution (40 um cell places) with the parameters of the joint fit that 
 at stage A's (``results_drug_at_stage_a/posterior.csv``, medians: NK potency already at the top of its
 priors), then with the killing parameters pushed **beyond** their priors step by step. Nothing else
 changes, so the expansion share stays where it is and the CR shares show what per-cell killing alone can
-do. Writes ``results/killing_beyond_priors.csv`` and prints it. Diagnostic for the next model change
+do. Writes ``results_second_fit/killing_beyond_priors.csv`` and prints it. Diagnostic for the next model change
 (calibration/README.md, "Second joint fit"): not a fit, and the values beyond the priors have no source.
 """
 from __future__ import annotations
@@ -62,8 +62,8 @@ def main() -> None:
             rec[f"{o.name} ({o.k}/{o.n})"] = round(float(np.nanmean(simulated_per_patient(o, ds))), 3)
         out.append(rec)
     df = pd.DataFrame(out)
-    (HERE / "results").mkdir(exist_ok=True)
-    df.to_csv(HERE / "results" / "killing_beyond_priors.csv", index=False)
+    (HERE / "results_second_fit").mkdir(exist_ok=True)
+    df.to_csv(HERE / "results_second_fit" / "killing_beyond_priors.csv", index=False)
     print(md_table(list(df.columns), df.itertuples(index=False)))
 
 
