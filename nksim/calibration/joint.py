@@ -169,8 +169,9 @@ IL2_COURSE_ACTIVATION = 0.14
 
 #: What the IL-2 variant of :func:`nk_potency` measures (for reports).
 POTENCY_IL2_DEFINITION = (
-    "NK potency under IL-2: the same, with engagements faster by 1 + nk.cytokine_killing_boost x 0.14 (the mean "
-    "activation over an s.c. IL-2 course every other day, docs/model.md section 9.8)")
+    f"NK potency under IL-2: the same, with engagements faster by 1 + nk.cytokine_killing_boost x "
+    f"{IL2_COURSE_ACTIVATION:g} (the mean activation over an s.c. IL-2 course every other day, docs/model.md "
+    "section 9.8)")
 
 
 def nk_potency(theta: Mapping[str, Any], base: ParameterSet, *, blast_fraction: float = 0.5,

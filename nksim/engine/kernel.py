@@ -636,6 +636,16 @@ def record_day(kp, rec, cnt, r, y, pk, u, sus, res, nor, n_agents, a_comp, a_kil
         cnt[r, j] = cnt_now[j]
 
 
+@njit(**LEAF_JIT)
+def _drug_integrals(kp, flu, cy, length):
+    """What the marrow accumulates over ``length`` days from drug amounts ``flu``, ``cy`` (mg), quiet days.
+
+    ``(integrated reference kill hazard, integrated plasma Cy in mg day L-1)``: :func:`hazard_integral`
+    and :func:`cy_exposure` of the same interval, kept together so that every quiet-day path adds both.
+    """
+    return hazard_integral(kp, flu, cy, length), cy_exposure(kp, cy, length)
+
+
 @njit(**ENGINE_JIT)
 def _add_agent(a_pos, a_comp, a_kills, a_ready, a_donor, n_agents, pos, comp, ready, donor):
     """Append an agent, growing the arrays when full; returns the (possibly new) arrays."""
@@ -831,16 +841,18 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             if m_pending == 0:
                 m_allowed = quiet_marrow_days(kp, sus, res, nor, q_max_days, m_every * dt)
             if m_allowed > 0:
-                h_marrow += hazard_integral(kp, flu, cy, day)  # merged update at the day's (or a later day's) end
-                e_marrow += cy_exposure(kp, cy, day)
+                dh, de = _drug_integrals(kp, flu, cy, day)  # merged update at the day's (or a later day's) end
+                h_marrow += dh
+                e_marrow += de
             else:  # the marrow at its regular cadence through the day
                 s_prev = 0.0
                 for b in range(step + 1, step + spd + 1):
                     if b % m_every == 0:
                         s_b = (b - step) * dt
-                        h_marrow += hazard_integral(kp, flu * math.exp(-kflu * s_prev), cy * math.exp(-kcy * s_prev),
-                                                    s_b - s_prev)
-                        e_marrow += cy_exposure(kp, cy * math.exp(-kcy * s_prev), s_b - s_prev)
+                        dh, de = _drug_integrals(kp, flu * math.exp(-kflu * s_prev), cy * math.exp(-kcy * s_prev),
+                                                 s_b - s_prev)
+                        h_marrow += dh
+                        e_marrow += de
                         marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now,
                                       (b - m_last) * dt, halt, False, e_marrow)
                         h_marrow = 0.0
@@ -851,9 +863,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                     halted = True
                     break
                 if s_prev < day:
-                    h_marrow += hazard_integral(kp, flu * math.exp(-kflu * s_prev), cy * math.exp(-kcy * s_prev),
-                                                day - s_prev)
-                    e_marrow += cy_exposure(kp, cy * math.exp(-kcy * s_prev), day - s_prev)
+                    dh, de = _drug_integrals(kp, flu * math.exp(-kflu * s_prev), cy * math.exp(-kcy * s_prev),
+                                             day - s_prev)
+                    h_marrow += dh
+                    e_marrow += de
             q_step = quiet_day(kp, y, day, pk, first_exposure, primed, q_step, q_rtol, q_atol, q_work, q_jac,
                                q_mat, q_piv)[0]
             pk_advance(kp, pk, day)

@@ -84,12 +84,12 @@ class Rules:
 
     Every kernel slot of :data:`nksim.engine.layout.KP` is an attribute with the same name
     (``rules.donor_kill_probability``, ``rules.voxel_capacity``), in the kernel's units (days,
-    cells, rates in day-1; see :mod:`nksim.quantities`); whole-number slots are ints. Two
-    per-step values this model needs are added: :attr:`nk_hops_per_step` and
-    :attr:`nk_refractory_steps`. Instances are read-only.
+    cells, rates in day-1; see :mod:`nksim.quantities`); whole-number slots are ints. Three
+    per-step values this model needs are added: :attr:`nk_hops_per_step`,
+    :attr:`nk_refractory_steps` and :attr:`nk_activation_relax_per_step`. Instances are read-only.
     """
 
-    __slots__ = (*KP._fields, "nk_hops_per_step", "nk_refractory_steps")
+    __slots__ = (*KP._fields, "nk_hops_per_step", "nk_refractory_steps", "nk_activation_relax_per_step")
 
     def __init__(self, kp: np.ndarray):
         for name, index in zip(KP._fields, KP):
@@ -99,6 +99,9 @@ class Rules:
         object.__setattr__(self, "nk_hops_per_step", float(kp[KP.nk_hop_rate] * kp[KP.dt]))
         #: refractory period in whole steps (rounded up), after the kill step
         object.__setattr__(self, "nk_refractory_steps", int(math.ceil(kp[KP.nk_refractory_days] / kp[KP.dt] - 1e-9)))
+        #: how much of the cytokine activation's distance to the support remains after one step (as the engine)
+        object.__setattr__(self, "nk_activation_relax_per_step",
+                           math.exp(-math.log(2.0) / kp[KP.nk_activation_half_life] * kp[KP.dt]))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Rules are read-only")
@@ -308,8 +311,7 @@ class PatientModel(mesa.Model):
         self.support_prolif, self.support_death, self.support = cytokine_support(self.kp, self.blood, self.um)
         self.x_exo = il15_exogenous(self.kp, self.blood, self.um)
         if self.rules.nk_cytokine_killing_boost > 0.0:  # the activation of killing follows the support
-            relax = math.exp(-math.log(2.0) / self.rules.nk_activation_half_life * self.rules.dt)
-            self.activation = self.support + (self.activation - self.support) * relax
+            self.activation = self.support + (self.activation - self.support) * self.rules.nk_activation_relax_per_step
 
     def primed_at(self, t: float) -> list[float]:
         """The host's primed response to each donor at time ``t`` (days since start).
