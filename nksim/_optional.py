@@ -21,6 +21,7 @@ from types import ModuleType
 #: Extra -> what it adds (for messages and the README).
 EXTRAS = {
     "sweep": "schedule sweeps (nksim sweep / summarize): dask[distributed,diagnostics], zarr",
+    "optimise": "schedule optimisation (nksim optimise): optuna, dask[distributed] (for --scheduler)",
     "calibrate": "calibration (nksim calibrate / screen): pyabc, SALib, pandas, dask[distributed,diagnostics]",
     "mesa": "the Mesa reference model (nksim.mesa_ref): mesa",
     "viz": "the browser view of the Mesa reference model (nksim.mesa_ref.viz): mesa[viz], solara",

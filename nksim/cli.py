@@ -1,4 +1,7 @@
-"""Command line interface: ``nksim run``, ``sweep``, ``summarize``, ``calibrate``, ``screen``, ``score``."""
+"""Command line interface: ``nksim run`` and the other subcommands.
+
+Subcommands: ``run``, ``warmup``, ``sweep``, ``summarize``, ``optimise``, ``calibrate``, ``screen``, ``score``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -74,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .calibration.cli_screen import add_screen_parser
 
     add_screen_parser(sub)
+    from .optimise.cli import add_optimise_parser
+
+    add_optimise_parser(sub)
     from .calibration.cli_score import add_score_parser
 
     add_score_parser(sub)
@@ -316,6 +322,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .calibration.cli_screen import cmd_screen
 
         return cmd_screen(args)
+    if args.command == "optimise":
+        from .optimise.cli import cmd_optimise
+
+        return cmd_optimise(args)
     if args.command == "score":
         from .calibration.cli_score import cmd_score
 

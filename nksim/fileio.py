@@ -283,3 +283,24 @@ def check_writable(folder: str | Path) -> None:
     if free < MIN_FREE_BYTES:
         raise NksimInputError(f"the disk holding {base} is full ({free} bytes free); free some space or choose "
                               "another --out", source=folder)
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file beside it, then rename); returns the path.
+
+    A process killed at any moment leaves either the old file or the new one, never a part.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    blob = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

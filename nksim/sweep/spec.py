@@ -144,20 +144,57 @@ def _day(v: Any, src: str, key: str, lo: float, hi: float) -> float:
     return check_number(v, source=src, key=key, lo=lo, hi=hi, unit="day", integer=True)
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], src: str) -> dict[str, Any]:
+def resolve_spec_model(model: Any, base_dir: Path, src: str, key: str) -> Path:
+    """The model file a spec names: a name in ``models/`` or a TOML path relative to ``base_dir``."""
+    if not isinstance(model, str) or not model.strip():
+        raise _err("must be a model name or a TOML path", src, key)
+    model_arg: str | Path = (base_dir / model) if model.endswith(".toml") else model
+    try:
+        return resolve_model_path(model_arg).resolve()
+    except NksimInputError as exc:
+        raise _err(f"cannot resolve model {model!r}: {exc}", src, key) from None
+
+
+def resolve_draws_from(draws_from: Any, draws: int, base_dir: Path, src: str, key: str, draws_key: str) -> str:
+    """Where parameter draws come from: ``"posterior"``, ``"posterior:<path>"``, ``"prior"`` or a CSV path.
+
+    Files are resolved against ``base_dir`` and checked to exist; a file needs ``draws >= 1``.
+    """
+    if not isinstance(draws_from, str) or not draws_from.strip():
+        raise _err("must be 'posterior', 'posterior:FILE.nc', 'prior' or a CSV file path", src, key)
+    if draws_from.startswith("posterior:"):
+        nc = (base_dir / draws_from.split(":", 1)[1]).resolve()
+        if not nc.is_file():
+            raise _err(f"posterior file '{nc}' does not exist", src, key)
+        return f"posterior:{nc}"
+    if draws_from in ("prior", "posterior"):
+        return draws_from
+    csv = (base_dir / draws_from).resolve()
+    if csv.suffix.lower() != ".csv" or not csv.is_file():
+        raise _err(f"'{draws_from}' is neither 'prior' nor an existing .csv file", src, key)
+    if draws < 1:
+        raise _err("draws_from a file needs draws >= 1 (how many rows to use)", src, draws_key)
+    return str(csv)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], src: str, tables: Sequence[str] | None = None,
+                    nested: Sequence[str] = (), example: str = "cohort.patients=4") -> dict[str, Any]:
     """Apply ``TABLE.KEY=VALUE`` overrides (CLI ``--set``) to a parsed spec.
 
     ``VALUE`` is read as a TOML value (``8``, ``[0, 7]``, ``"hi_cy_flu"``; a bare word is a
-    string). The key after the table name may contain dots (``parameters.lattice.side=8``).
+    string). The key after the table name may contain dots (``parameters.lattice.side=8``); in the
+    ``nested`` tables the dots descend into sub-tables instead (``optimise.banks.search.draws=4``).
+    ``tables``: the tables an override may name (default: a sweep spec's, less ``scenarios``).
     """
+    allowed = sorted(tables if tables is not None else _TOP - {"scenarios"})
     out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise _err(f"override {item!r} must look like TABLE.KEY=VALUE (e.g. cohort.patients=4)", "--set", item)
+            raise _err(f"override {item!r} must look like TABLE.KEY=VALUE (e.g. {example})", "--set", item)
         path, text = item.split("=", 1)
         table, key = path.strip().split(".", 1)
-        if table not in _TOP - {"scenarios"}:
-            raise _err(f"unknown table '{table}'; allowed: {sorted(_TOP - {'scenarios'})}", "--set", item)
+        if table not in allowed:
+            raise _err(f"unknown table '{table}'; allowed: {allowed}", "--set", item)
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:
@@ -168,7 +205,15 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], src: str) -> 
         sect = out.setdefault(table, {})
         if not isinstance(sect, dict):
             raise _err("must be a table", src, table)
-        sect[key.strip().strip('"')] = value
+        parts = key.strip().split(".") if table in nested else [key.strip()]
+        where = table
+        for part in parts[:-1]:
+            where = f"{where}.{part}"
+            inner = sect.get(part, {})
+            if not isinstance(inner, Mapping):
+                raise _err("must be a table", src, where)
+            sect[part] = sect = dict(inner)
+        sect[parts[-1].strip('"')] = value
     return out
 
 
@@ -249,14 +294,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     if not isinstance(description, str):
         raise _err("must be a string", src, "sweep.description")
     seed = check_seed(sw["seed"], source=src, key="sweep.seed", limit=2**63)
-    model = sw.get("model", "default")
-    if not isinstance(model, str) or not model.strip():
-        raise _err("must be a model name or a TOML path", src, "sweep.model")
-    model_arg: str | Path = (base_dir / model) if model.endswith(".toml") else model
-    try:
-        model_path = resolve_model_path(model_arg).resolve()
-    except NksimInputError as exc:
-        raise _err(f"cannot resolve model {model!r}: {exc}", src, "sweep.model") from None
+    model_path = resolve_spec_model(sw.get("model", "default"), base_dir, src, "sweep.model")
     design = sw.get("design", "factorial")
     if design not in DESIGNS:
         raise _err(f"design {design!r} is not one of {list(DESIGNS)}", src, "sweep.design")
@@ -297,21 +335,8 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
         patients = tuple(f"vp{i:04d}" for i in range(n))
     replicates = _int(co.get("replicates", 1), src, "cohort.replicates", 1, MAX_REPLICATES)
     draws = _int(co.get("draws", 0), src, "cohort.draws", 0, MAX_DRAWS)
-    draws_from = co.get("draws_from", "posterior")
-    if not isinstance(draws_from, str) or not draws_from.strip():
-        raise _err("must be 'posterior', 'posterior:FILE.nc', 'prior' or a CSV file path", src, "cohort.draws_from")
-    if draws_from.startswith("posterior:"):
-        nc = (base_dir / draws_from.split(":", 1)[1]).resolve()
-        if not nc.is_file():
-            raise _err(f"posterior file '{nc}' does not exist", src, "cohort.draws_from")
-        draws_from = f"posterior:{nc}"
-    elif draws_from not in ("prior", "posterior"):
-        csv = (base_dir / draws_from).resolve()
-        if csv.suffix.lower() != ".csv" or not csv.is_file():
-            raise _err(f"'{draws_from}' is neither 'prior' nor an existing .csv file", src, "cohort.draws_from")
-        if draws < 1:
-            raise _err("draws_from a file needs draws >= 1 (how many rows to use)", src, "cohort.draws")
-        draws_from = str(csv)
+    draws_from = resolve_draws_from(co.get("draws_from", "posterior"), draws, base_dir, src, "cohort.draws_from",
+                                    "cohort.draws")
 
     bl = _table(raw, "baseline", None, src)
     baseline: dict[str, Any] = {}
