@@ -9,9 +9,10 @@ Public API::
     classify_response, time_to_progression
 
 Subpackages: ``nksim.sweep`` (schedule sweeps on Dask into Zarr: ``run_sweep``, ``summarize``,
-``open_sweep``), ``nksim.calibration`` (trial data, ABC-SMC, Morris screen, parameter recovery,
-predictive checks, the trial registry and its scoring: ``run_calibration``, ``run_screen``, ``run_recovery``,
-``load_registry``, ``score_registry``), ``nksim.mesa_ref``
+``open_sweep``), ``nksim.optimise`` (the best schedule of a declared space under posterior uncertainty:
+``optimise``, ``Candidate``, ``load_spec``), ``nksim.calibration`` (trial data, ABC-SMC, Morris screen,
+parameter recovery, predictive checks, the trial registry and its scoring: ``run_calibration``,
+``run_screen``, ``run_recovery``, ``load_registry``, ``score_registry``), ``nksim.mesa_ref``
 (Mesa reference model: ``simulate_reference``), ``nksim.engine`` (the numba kernel),
 ``nksim.plot`` (figures: time courses, swimmer, Kaplan-Meier, heatmaps, lattice snapshots,
 prior vs posterior, predictive checks, Morris screen, parameter recovery), ``nksim.io`` (file I/O:

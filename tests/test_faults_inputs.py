@@ -470,3 +470,15 @@ def test_scheduler_without_workers_is_waited_for_a_bounded_time(tmp_path, capsys
     assert f"waiting up to 1 s for a Dask worker to join the scheduler {address}" in captured.out
     err = _one_line(captured.err)
     assert "no Dask worker joined the scheduler within 1 s" in err and "NKSIM_WORKER_TIMEOUT" in err, err
+
+
+def test_every_optimise_spec_field_of_the_wrong_toml_type_is_one_line_naming_file_and_key(tmp_path):
+    pytest.importorskip("optuna")
+    from nksim.optimise.spec import load_spec
+
+    doc = tomllib.loads((PROTOCOLS_DIR.parent / "optimise" / "expanding_two_infusions.toml").read_text())
+    doc["optimise"]["draws_from"] = "prior"
+    # a fixed value instead of a range or a choice is a dimension's other valid form
+    allowed = {(f"optimise.space.{k}", t) for k in ("n_infusions", "gap", "interval") for t in ("integer", "float")}
+    allowed |= {("optimise.space.cytokine", "string"), ("optimise.space.total_dose", "integer")}
+    assert _fuzz(doc, load_spec, tmp_path / "optimise.toml", allowed) > 150

@@ -85,13 +85,16 @@ def test_cli_writes_labelled_outputs_and_resumes_without_simulating(tiny, tmp_pa
     assert main([ "optimise", str(tiny), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
     first = capsys.readouterr().out
     for name in ("result.nc", "REPORT.md", "history.csv", "optimise.json", "search_history.png", "near_optimal.png",
-                 "factors.png", "per_draw_best.png"):
+                 "factors.png", "per_draw_best.png", "profiles.png"):
         assert (out / name).is_file(), name
     with xr.open_dataset(out / "result.nc") as ds:
         ds.load()
     for v in ds.data_vars:
         assert "units" in ds[v].attrs and "long_name" in ds[v].attrs, v
     assert ds["selected"].sum() == 1
+    sel = json.loads(ds.attrs["selected_schedule"])
+    own = (ds["profile_factor"] == "gap") & (ds["profile_level"] == sel["gap"])
+    assert int(own.sum()) == 1 and ds["profile_diff"].where(own, drop=True).item() == 0.0  # the selected itself
     assert (ds["role"].values == "reference").any() or any("reference" in r for r in ds["role"].values)
     assert ds.attrs["held_out_value_lo"] <= ds.attrs["held_out_value"] <= ds.attrs["held_out_value_hi"]
     assert np.all((ds["pfs_mean"] >= 0) & (ds["pfs_mean"] <= 1))
@@ -164,6 +167,13 @@ def test_bad_spec_is_one_line_exit_2(tiny, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_malformed_scheduler_is_one_line_before_any_work(tiny, tmp_path, capsys):
+    assert main(["optimise", str(tiny), "--out", str(tmp_path / "x"), "--scheduler", "not a url"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--scheduler" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
 def test_outcome_of_one_unit_follows_the_progression_rule():
     """The outcome of one unit follows the progression rule.
 
@@ -211,3 +221,28 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_result(tiny, tmp_pat
         xr.testing.assert_identical(ds.load(), whole.dataset)
     meta = json.loads((out / "optimise.json").read_text())
     assert meta["name"] == "tiny"
+
+
+@pytest.mark.slow
+def test_dask_scheduler_gives_the_threads_result(tiny):
+    """--scheduler: the units go to an existing Dask cluster's worker processes, in chunks; same result."""
+    from distributed import LocalCluster
+
+    spec = load_spec(tiny)
+    local = optimise(spec, None, workers=2, figures=False)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    try:
+        remote = optimise(spec, None, scheduler=cluster.scheduler_address, figures=False)
+    finally:
+        cluster.close()
+    _same(local.dataset, remote.dataset)
+
+
+def test_pairwise_differences_are_antisymmetric_and_match_the_columns(tiny):
+    ds = optimise(load_spec(tiny), None, workers=2, figures=False).dataset
+    d = ds["paired_diff"].values
+    np.testing.assert_allclose(d, -d.T, atol=1e-12)
+    assert np.all(np.diag(d) == 0)
+    ref = int(np.flatnonzero(["reference" in r for r in ds["role"].values])[0])
+    np.testing.assert_allclose(ds["gain_vs_reference"].values, d[:, ref])
+    assert np.all(ds["paired_diff_lo"].values <= d + 1e-12) and np.all(d <= ds["paired_diff_hi"].values + 1e-12)

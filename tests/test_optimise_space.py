@@ -149,3 +149,34 @@ def test_reference_needs_values_the_space_varies():
         spec_from_dict(raw, "spec.toml")
     raw["optimise"]["reference"]["cytokine"] = "il2"
     assert spec_from_dict(raw, "spec.toml").reference.cytokine == "il2"
+
+
+def test_cytokine_length_shortens_the_course_and_keeps_old_keys():
+    whole = _cand()
+    short = _cand(cytokine_days=5.0)
+    day_of = lambda c: sorted(e["day"] for e in c.protocol_dict(name="x", end_day=200, assessment_days=[28])["events"]  # noqa: E731
+                              if e["kind"] == "il2")
+    assert day_of(whole) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]  # Bachanova: IL-2 every other day x6 from day 0
+    assert day_of(short) == [0.0, 2.0, 4.0]
+    assert day_of(_cand(cytokine_days=5.0, cytokine_start=3.0)) == [3.0, 5.0, 7.0]
+    assert "cytokine_days" not in whole.key() and "cytokine_days" in short.key()
+    assert Candidate.from_mapping(whole.as_dict()) == whole and Candidate.from_mapping(short.as_dict()) == short
+    space = parse_space({**SPACE, "cytokine_days": {"low": 2, "high": 10}}, {}, "<t>")
+    nb = {n.cytokine_days for n in space.neighbours(_cand(cytokine_days=5.0))}
+    assert {4.0, 6.0} <= nb
+
+
+def test_profile_varies_one_factor_and_stays_in_the_space():
+    space = parse_space(SPACE, {"last_infusion_day": 42}, "<t>")
+    c = _cand(days=(0.0, 14.0, 20.0), shares=(40.0, 40.0, 20.0), donors=("donor1", "donor1", "donor2"), gap=5.0)
+    prof = space.profile(c, levels=6)
+    assert set(prof) == {"gap", "interval", "first_share"}
+    for pts in prof.values():
+        assert all(space.contains(p) for _, p in pts)
+        assert any(p == c for _, p in pts)  # the schedule's own level is a point
+        for _, p in pts:
+            changed = [f for f in ("gap", "days", "shares") if getattr(p, f) != getattr(c, f)]
+            assert len(changed) <= 1
+    assert min(lv for lv, _ in prof["gap"]) == 1 and max(lv for lv, _ in prof["gap"]) == 14
+    assert all(p.shares[0] + p.shares[1] == 80.0 and p.shares[2] == 20.0 for _, p in prof["first_share"])
+    assert all(p.intervals[1] == 6.0 for _, p in prof["interval"])  # later infusions move with the first interval

@@ -10,6 +10,8 @@ field              unit       meaning
 ``cytokine``       --         cytokine course (:data:`nksim.sweep.factors.CYTOKINES`), ``"none"``
 ``cytokine_start`` day        days after the first infusion by which the shipped course is
                               shifted (0: as in its trial)
+``cytokine_days``  day        length of the course from its first dose: doses given later are
+                              left out (0: the whole shipped course; a course is never extended)
 ``gap``            day        last lymphodepleting dose to the first infusion
 ``days``           day        infusion days since the first (``days[0] == 0``, increasing)
 ``shares``         percent    share of ``total_dose`` in each infusion (sum 100)
@@ -36,7 +38,10 @@ from ..sweep.factors import CYTOKINES, REGIMENS, split_label
 from ..sweep.scenario import cytokine_events, regimen_events
 
 #: Fields of a candidate, in :meth:`Candidate.key` order.
-FIELDS = ("regimen", "nk_product", "cytokine", "cytokine_start", "gap", "days", "shares", "donors", "total_dose")
+FIELDS = ("regimen", "nk_product", "cytokine", "cytokine_start", "gap", "days", "shares", "donors", "total_dose",
+          "cytokine_days")
+#: Fields that may be left out of a mapping (their default: the whole cytokine course).
+OPTIONAL = {"cytokine_days": 0.0}
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Candidate:
     shares: tuple[float, ...]
     donors: tuple[str, ...]
     total_dose: float
+    cytokine_days: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("days", "shares", "donors"):  # lists (from JSON or as_dict) become tuples: one representation
@@ -64,6 +70,9 @@ class Candidate:
         d = asdict(self)
         for k in ("days", "shares", "donors"):
             d[k] = list(d[k])
+        for k, default in OPTIONAL.items():  # left out at its default: keys of schedules without it never change
+            if d[k] == default:
+                del d[k]
         return d
 
     def key(self) -> str:
@@ -100,6 +109,7 @@ class Candidate:
         text += f" gap {self.gap:g}"
         if self.cytokine != "none":
             text += f" {self.cytokine}" + (f"@{self.cytokine_start:+g}" if self.cytokine_start else "")
+            text += f" x{self.cytokine_days:g}d" if self.cytokine_days else ""
         return text
 
     @classmethod
@@ -108,26 +118,59 @@ class Candidate:
         unknown = sorted(set(d) - set(FIELDS))
         if unknown:
             raise NksimInputError(f"unknown field(s) {unknown}; allowed: {list(FIELDS)}", source=source, key=key)
+        d = {**OPTIONAL, **d}
         missing = [f for f in FIELDS if f not in d]
         if missing:
             raise NksimInputError(f"missing field(s) {missing}", source=source, key=key)
-        try:
-            cand = object.__new__(cls)
-            for f in FIELDS:
-                v = d[f]
-                if f in ("days", "shares"):
-                    v = tuple(float(x) for x in v)
-                elif f == "donors":
-                    v = tuple(str(x) for x in v)
-                elif f in ("cytokine_start", "gap", "total_dose"):
-                    v = float(v)
-                else:
-                    v = str(v)
-                object.__setattr__(cand, f, v)
-        except (TypeError, ValueError) as exc:
-            raise NksimInputError(f"not a schedule: {exc}", source=source, key=key) from None
+        def number(v: Any, k: str) -> float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise NksimInputError(f"must be a number, got {v!r}", source=source, key=k)
+            return float(v)
+
+        def text(v: Any, k: str) -> str:
+            if not isinstance(v, str):
+                raise NksimInputError(f"must be a string, got {v!r}", source=source, key=k)
+            return v
+
+        values: dict[str, Any] = {}
+        for f in FIELDS:
+            v, k = d[f], f"{key}.{f}"
+            if f in ("days", "shares", "donors"):
+                if not isinstance(v, (list, tuple)):
+                    raise NksimInputError(f"must be a list (one entry per infusion), got {v!r}", source=source, key=k)
+                conv = text if f == "donors" else number
+                values[f] = tuple(conv(x, f"{k}[{i}]") for i, x in enumerate(v))
+            elif f in ("cytokine_start", "gap", "total_dose", "cytokine_days"):
+                values[f] = number(v, k)
+            else:
+                values[f] = text(v, k)
+        cand = object.__new__(cls)
+        for f, v in values.items():
+            object.__setattr__(cand, f, v)
         check_candidate(cand, source, key)
         return cand
+
+    @classmethod
+    def from_sweep_schedule(cls, sched: Mapping[str, Any]) -> Candidate:
+        """The candidate of a sweep scenario's schedule (``nksim.sweep.scenario.effective_schedule``).
+
+        Infusions ``interval`` days apart with the scenario's shares (0 shares dropped; interval 0:
+        one infusion of the whole dose), all from one donor, as a sweep gives them.
+        """
+        shares = [float(s) for s in sched["dose_split"]]
+        interval = float(sched["interval"])
+        days, kept = [], []
+        for i, s in enumerate(shares):
+            if s > 0:
+                days.append(i * interval)
+                kept.append(s)
+        if interval == 0:
+            days, kept = [0.0], [100.0]
+        first = days[0]
+        return cls(regimen=str(sched["regimen"]), nk_product=str(sched["nk_product"]),
+                   cytokine=str(sched.get("cytokine", "none")), cytokine_start=0.0, gap=float(sched["gap"]) + first,
+                   days=tuple(d - first for d in days), shares=tuple(100.0 * s / sum(kept) for s in kept),
+                   donors=("donor1",) * len(days), total_dose=float(sched["total_dose"]) * sum(kept) / 100.0)
 
     # ------------------------------------------------------------------ protocol
     def protocol_dict(self, *, name: str, end_day: float, assessment_days: Sequence[float]) -> dict[str, Any]:
@@ -143,7 +186,11 @@ class Candidate:
         for day, share, donor in zip(self.days, self.shares, self.donors, strict=True):
             events.append({"day": float(day), "kind": "nk_infusion", "dose": self.total_dose * share / 100.0,
                            "unit": "kg-1", "donor": donor})
-        for rel, kind, dose, unit in cytokine_events(self.cytokine):
+        course = cytokine_events(self.cytokine)
+        first_dose = min((float(rel) for rel, *_ in course), default=0.0)
+        for rel, kind, dose, unit in course:
+            if self.cytokine_days and float(rel) - first_dose >= self.cytokine_days:
+                continue  # after the course's chosen length
             day = float(rel) + self.cytokine_start
             if day < float(end_day):
                 events.append({"day": day, "kind": str(kind), "dose": float(dose), "unit": str(unit)})
@@ -178,6 +225,8 @@ def check_candidate(c: Candidate, source: str, key: str) -> None:
         raise bad("cytokine", f"unknown cytokine {c.cytokine!r}; allowed: {sorted(CYTOKINES)}")
     if not (math.isfinite(c.cytokine_start) and 0 <= c.cytokine_start <= 180):
         raise bad("cytokine_start", f"must be in [0, 180] day, got {c.cytokine_start!r}")
+    if not (math.isfinite(c.cytokine_days) and 0 <= c.cytokine_days <= 180):
+        raise bad("cytokine_days", f"must be in [0, 180] day (0: the whole course), got {c.cytokine_days!r}")
     if not (math.isfinite(c.gap) and 1 <= c.gap <= 180):
         raise bad("gap", f"must be in [1, 180] day, got {c.gap!r}")
     n = len(c.days)

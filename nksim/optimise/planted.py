@@ -90,7 +90,8 @@ class PlantedProblem:
         """The planted optimum, with the other fields of ``template`` (regimen, product, dose, ...)."""
         n, gap, iv, share, donor = SHAPES[self.shape][1]
         return Candidate(regimen=template.regimen, nk_product=template.nk_product, cytokine=template.cytokine,
-                         cytokine_start=template.cytokine_start, gap=float(gap), days=(0.0, float(iv)),
+                         cytokine_start=template.cytokine_start, cytokine_days=template.cytokine_days,
+                         gap=float(gap), days=(0.0, float(iv)),
                          shares=(share, 100.0 - share), donors=("donor1", "donor2" if donor == "new" else "donor1"),
                          total_dose=template.total_dose)
 

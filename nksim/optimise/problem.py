@@ -88,6 +88,7 @@ class ModelProblem:
         self.clock = clock
         self.fixed = dict(fixed or {})
         self.client = client  # a distributed.Client: evaluate on its workers instead of local threads
+        self._scattered: tuple[Any, Any] | None = None  # (client, future of the payload on its workers)
         self._params: dict[str, ParameterSet] = {}
 
     def identity(self) -> dict[str, Any]:
@@ -160,7 +161,12 @@ class ModelProblem:
         from distributed import as_completed
 
         client = self.client
-        payload = client.scatter(self.payload(), broadcast=True, hash=False)
+        # scattered once per client and held here: a future released between calls and scattered again under
+        # the same key can be deleted under the next call's tasks ("lost dependencies"); a list, because a
+        # scattered dict is scattered value by value under its keys
+        if self._scattered is None or self._scattered[0] is not client:
+            self._scattered = (client, client.scatter([self.payload()], broadcast=True)[0])
+        payload = self._scattered[1]
         bank_d = bank.as_dict()
         jobs = [(ci, a, min(a + DASK_CHUNK, bank.n_units)) for ci in range(len(candidates))
                 for a in range(0, bank.n_units, DASK_CHUNK)]

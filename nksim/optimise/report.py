@@ -10,7 +10,10 @@ Figures (PNG, in the output folder):
   with the mean per level: a marginal view of the proposals (TPE samples more where it expects
   good values, so these are not a model-based partial dependence);
 * ``per_draw_best.png``: each confirmed schedule's mean within every posterior draw, and the share
-  of draws in which it is best.
+  of draws in which it is best;
+* ``profiles.png``: one factor at a time varied from the selected schedule, the paired difference from
+  it on the search bank with its interval (common random numbers remove the patients' spread): how
+  much each factor matters near the answer.
 """
 from __future__ import annotations
 
@@ -32,10 +35,14 @@ def _verdict(ds: xr.Dataset) -> str:
     a = ds.attrs
     unit = a["delta_units"]
     ref = int(np.flatnonzero(np.char.find(ds["role"].values.astype(str), "reference") >= 0)[0])
+    gain = f"{_fmt(a['held_out_gain'])} {unit} ({_fmt(a['held_out_gain_lo'])} to {_fmt(a['held_out_gain_hi'])})"
+    if a["held_out_gain_lo"] > 0 and a["held_out_gain_hi"] < a["delta"]:
+        return (f"**Verdict**: the selected schedule is better than the reference by {gain}: an interval above 0 "
+                f"but entirely below the margin delta = {a['delta']:g} {unit}, so a real but small gain, not a "
+                "meaningful one by the margin this study set.")
     if a["held_out_gain_lo"] > 0:
-        return (f"**Verdict**: the selected schedule is better than the reference by {_fmt(a['held_out_gain'])} {unit} "
-                f"(interval above 0); whether that matters is a clinical question (margin delta = {a['delta']:g} "
-                f"{unit}).")
+        return (f"**Verdict**: the selected schedule is better than the reference by {gain} (interval above 0; "
+                f"margin delta = {a['delta']:g} {unit}).")
     if ds["near_optimal"].values[ref]:
         return (f"**Verdict**: no schedule is shown better than the reference: the reference is in the near-optimal "
                 f"set (not ruled out as within {a['delta']:g} {unit} of the best) and the selected schedule's gain "
@@ -97,9 +104,20 @@ def report_markdown(ds: xr.Dataset, history: SearchHistory, spec: Any) -> str:
             f"{_fmt(float(r['gain_vs_reference_hi']))}) | {_fmt(float(r['diff_vs_selected']))} | "
             f"{'yes' if r['near_optimal'].item() else 'no'} | {float(r['p_best']):.2f} | "
             f"{float(r['pfs_mean']):.2f} | {float(r['cr_mean']):.2f} |")
+    if "profile_point" in ds.dims:
+        lines += ["", "## One factor at a time from the selected schedule (search bank, paired)", "",
+                  f"| factor | levels | largest loss ({unit}) | at | largest gain ({unit}) | at |",
+                  "|---|---|---|---|---|---|"]
+        for f in dict.fromkeys(ds["profile_factor"].values.tolist()):
+            m = ds["profile_factor"].values == f
+            d = ds["profile_diff"].values[m]
+            lv = ds["profile_level"].values[m]
+            worst, best = int(np.argmin(d)), int(np.argmax(d))
+            lines.append(f"| {f} | {_fmt(lv.min(), 0)}-{_fmt(lv.max(), 0)} | {_fmt(d[worst])} | {_fmt(lv[worst], 0)} | "
+                         f"{_fmt(d[best])} | {_fmt(lv[best], 0)} |")
     lines += ["", "## Search space", ""] + [f"* {x}" for x in spec.space.describe()] + [
-        "", "Figures: `search_history.png`, `near_optimal.png`, `factors.png`, `per_draw_best.png`; data: "
-        "`result.nc`, `history.csv`.", ""]
+        "", "Figures: `search_history.png`, `near_optimal.png`, `profiles.png`, `factors.png`, `per_draw_best.png`; "
+        "data: `result.nc`, `history.csv`.", ""]
     return "\n".join(lines)
 
 
@@ -113,6 +131,8 @@ def write_report(ds: xr.Dataset, history: SearchHistory, spec: Any, out: Path, f
         plot_near_optimal(ds, out / "near_optimal.png")
         plot_factors(history, spec, out / "factors.png")
         plot_per_draw(ds, out / "per_draw_best.png")
+        if "profile_point" in ds.dims:
+            plot_profiles(ds, out / "profiles.png")
 
 
 def plot_search_history(history: SearchHistory, path: Path) -> None:
@@ -124,7 +144,7 @@ def plot_search_history(history: SearchHistory, path: Path) -> None:
 
     from ..fileio import save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
     for src, colour in (("tpe", "tab:blue"), ("polish", "tab:orange")):
         ts = [t for t in history.trials if t.source == src]
         ax.scatter([t.number for t in ts], [t.value for t in ts], s=14, color=colour, label=src, alpha=0.8)
@@ -137,7 +157,7 @@ def plot_search_history(history: SearchHistory, path: Path) -> None:
 
 
 def plot_near_optimal(ds: xr.Dataset, path: Path) -> None:
-    """The near-optimal figure (module docstring)."""
+    """The near-optimal figure (module docstring): means, and paired differences from the reference."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,17 +168,27 @@ def plot_near_optimal(ds: xr.Dataset, path: Path) -> None:
     obj = ds.attrs["objective"]
     order = np.argsort(ds[f"{obj}_mean"].values)
     k = len(order)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * k + 1.4))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.42 * k + 1.6), sharey=True,
+                                 gridspec_kw={"width_ratios": [1, 1]}, layout="constrained")
+    labels = []
     for row, i in enumerate(order):
         r = ds.isel(candidate=int(i))
         colour = "tab:green" if r["near_optimal"].item() else "0.5"
         m, lo, hi = float(r[f"{obj}_mean"]), float(r[f"{obj}_lo"]), float(r[f"{obj}_hi"])
-        ax.errorbar(m, row, xerr=[[m - lo], [hi - m]], fmt="o", color=colour, capsize=2)
+        a1.errorbar(m, row, xerr=[[m - lo], [hi - m]], fmt="o", color=colour, capsize=2)
+        g, glo, ghi = (float(r["gain_vs_reference"]), float(r["gain_vs_reference_lo"]),
+                       float(r["gain_vs_reference_hi"]))
+        a2.errorbar(g, row, xerr=[[g - glo], [ghi - g]], fmt="o", color=colour, capsize=2)
         tag = " [selected]" if r["selected"].item() else (" [reference]" if "reference" in r["role"].item() else "")
-        ax.text(1.01, row, f"{r['label'].item()}{tag}", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
-    ax.set_yticks([])
-    ax.set_xlabel(f"progression-free time to day {ds.attrs['horizon']:g} (day), confirm bank")
-    ax.set_title(f"green: near-optimal (within {ds.attrs['delta']:g} day of the best not ruled out)", fontsize=9)
+        labels.append(f"{r['label'].item()}{tag}")
+    a1.set_yticks(np.arange(k), labels, fontsize=7)
+    a1.set_xlabel(f"mean (day), confirm bank, with {100 * (1 - ds.attrs['alpha']):g} % interval")
+    d = float(ds.attrs["delta"])
+    a2.axvspan(-d, d, color="0.92", zorder=0)
+    a2.axvline(0, color="k", lw=0.8)
+    a2.set_xlabel(f"paired difference from the reference (day); grey: +-delta ({d:g} day)")
+    fig.suptitle(f"green: near-optimal (not ruled out as within {d:g} day of the best); progression-free time to "
+                 f"day {ds.attrs['horizon']:g} from the start of lymphodepletion", fontsize=9)
     save_figure(fig, path)
 
 
@@ -179,11 +209,13 @@ def plot_factors(history: SearchHistory, spec: Any, path: Path) -> None:
         "share": ("first share (percent)", lambda c: c.shares[0]),
         "donor": ("distinct donors", lambda c: c.new_donors),
         "cytokine_start": ("cytokine start (day)", lambda c: c.cytokine_start),
+        "cytokine_days": ("cytokine course length (day)", lambda c: c.cytokine_days),
     }
     multi = any(t.candidate.n_infusions > 1 for t in ts)
     shown = [k for k in factors if (k == "share" and multi) or (k != "share" and not spec.space.dims[k].fixed)]
     shown = shown or ["n_infusions"]
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.0 * len(shown), 3.2), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.0 * len(shown), 3.6), sharey=True, squeeze=False,
+                             layout="constrained")
     y = np.array([t.value for t in ts])
     for ax, k in zip(axes[0], shown, strict=True):
         label, f = factors[k]
@@ -211,13 +243,47 @@ def plot_per_draw(ds: xr.Dataset, path: Path) -> None:
     obj = ds.attrs["objective"]
     m = ds[f"{obj}_by_draw"].values
     rel = m - m.mean(axis=0, keepdims=True)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2, 1]})
-    for i in range(m.shape[0]):
-        a1.plot(np.arange(m.shape[1]), rel[i], marker="o", ms=3, lw=1, label=str(ds["label"].values[i]))
-    a1.set_xlabel("posterior draw")
-    a1.set_ylabel("mean minus the draw's average (day)")
-    a1.legend(fontsize=6)
-    a2.barh(np.arange(m.shape[0]), ds["p_best"].values)
-    a2.set_yticks(np.arange(m.shape[0]), [str(x)[:32] for x in ds["label"].values], fontsize=6)
-    a2.set_xlabel("share of draws where best")
+    k = m.shape[0]
+    colours = plt.get_cmap("tab10")(np.arange(k) % 10)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 0.3 * k + 3.0), layout="constrained",
+                                 gridspec_kw={"width_ratios": [3, 2]})
+    for i in range(k):
+        a1.plot(np.arange(m.shape[1]), rel[i], marker="o", ms=3, lw=1, color=colours[i])
+    a1.set_xlabel("posterior draw (confirm bank)")
+    a1.set_ylabel("mean minus the draw's average over schedules (day)")
+    a2.barh(np.arange(k), ds["p_best"].values, color=colours)
+    a2.set_yticks(np.arange(k), [str(x) for x in ds["label"].values], fontsize=7)
+    a2.yaxis.tick_right()
+    a2.set_xlabel("share of posterior draws in which best (colours as left)")
+    save_figure(fig, path)
+
+
+def plot_profiles(ds: xr.Dataset, path: Path) -> None:
+    """The profiles figure (module docstring)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fileio import save_figure
+
+    names = list(dict.fromkeys(ds["profile_factor"].values.tolist()))
+    labels = {"gap": "gap (day)", "interval": "first interval (day)", "first_share": "first share (percent)",
+              "cytokine_start": "cytokine start (day)", "cytokine_days": "cytokine course length (day)"}
+    fig, axes = plt.subplots(1, len(names), figsize=(max(3.2 * len(names), 6.5), 3.6), sharey=True, squeeze=False,
+                             layout="constrained")
+    d = float(ds.attrs["delta"])
+    for ax, name in zip(axes[0], names, strict=True):
+        m = ds["profile_factor"].values == name
+        x = ds["profile_level"].values[m]
+        o = np.argsort(x)
+        y, lo, hi = (ds[v].values[m][o] for v in ("profile_diff", "profile_diff_lo", "profile_diff_hi"))
+        ax.axhspan(-d, d, color="0.92", zorder=0)
+        ax.fill_between(x[o], lo, hi, alpha=0.3)
+        ax.plot(x[o], y, marker="o", ms=3)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel(labels.get(name, name))
+    axes[0][0].set_ylabel("difference from the selected schedule (day)")
+    fig.suptitle(f"one factor at a time from the selected schedule\n(paired differences, search bank; grey: "
+                 f"+-delta = {d:g} day)", fontsize=9)
     save_figure(fig, path)

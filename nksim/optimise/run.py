@@ -140,6 +140,7 @@ def _dataset(cands, role, search_value, outs, bank, mean, se, lo, hi, diff, dlo,
                         {"units": "percent", "long_name": "share of the dose in the first infusion"}),
         "donors": (cdim, np.array([c.new_donors for c in cands]), {"units": "1", "long_name": "distinct donors"}),
         "draw": np.arange(bank.n_draws),
+        "other": ("other", np.arange(k), {"long_name": "index of the candidate compared with (paired_diff)"}),
     }
     name = objective
     data = {
@@ -162,6 +163,10 @@ def _dataset(cands, role, search_value, outs, bank, mean, se, lo, hi, diff, dlo,
         "near_optimal": (cdim, nos.astype(np.int8), {
             "units": "1", "long_name": f"in the near-optimal set: not ruled out as within {delta:g} {unit_obj} of "
                                        f"the best (multiple comparisons with the best, alpha {alpha:g})"}),
+        "paired_diff": (("candidate", "other"), diff, {
+            "units": unit_obj, "long_name": "paired difference candidate minus other (confirm bank)"}),
+        "paired_diff_lo": (("candidate", "other"), dlo, {"units": unit_obj, "long_name": f"lower end ({level})"}),
+        "paired_diff_hi": (("candidate", "other"), dhi, {"units": unit_obj, "long_name": f"upper end ({level})"}),
         "selected": (cdim, (np.arange(k) == sel).astype(np.int8), {"units": "1", "long_name": "the selected "
                                                                                              "schedule"}),
         "p_best": (cdim, pdb["p_best"], {"units": "1", "long_name": "share of posterior draws in which this schedule "
@@ -241,6 +246,10 @@ def optimise(spec: OptimiseSpec | str | Path, out: str | Path | None, *, workers
         spec = load_spec(spec, overrides)
     if workers < 1:
         raise NksimInputError(f"workers must be >= 1, got {workers}", source="optimise", key="--workers")
+    if scheduler is not None:  # before any work: a malformed address is refused now, nothing created
+        from ..cluster import check_scheduler
+
+        scheduler = check_scheduler(scheduler)
     from ..parameters import load_parameters
 
     base = load_parameters(spec.model_path)
@@ -253,17 +262,53 @@ def optimise(spec: OptimiseSpec | str | Path, out: str | Path | None, *, workers
                               seed=spec.seed, objective=spec.objective, polish_rounds=spec.polish_rounds)
     if out is None:
         return _run(spec, problem, banks, settings, EvaluationCache(None, json.dumps(ident, sort_keys=True)), None,
-                    workers, scheduler, progress, figures)
+                    workers, scheduler, progress, figures, spec.profile_levels)
     from ..io.lock import output_lock
 
     out = Path(out)
     with output_lock(out, "nksim optimise"):
         _check_identity(out, ident, spec)
         cache = EvaluationCache(out / "evaluations", json.dumps(ident, sort_keys=True))
-        return _run(spec, problem, banks, settings, cache, out, workers, scheduler, progress, figures)
+        return _run(spec, problem, banks, settings, cache, out, workers, scheduler, progress, figures,
+                    spec.profile_levels)
 
 
-def _run(spec, problem, banks, settings, cache, out, workers, scheduler, progress, figures) -> OptimiseResult:
+def profiles(problem: Any, space: Any, selected: Candidate, bank: Bank, cache: EvaluationCache, *, levels: int = 8,
+             objective: str = "pft", alpha: float = 0.05, workers: int = 1) -> xr.Dataset:
+    """One-factor profiles through the selected schedule on the search bank (paired with it, CRN).
+
+    Each point varies one factor of the selected schedule (:meth:`DesignSpace.profile`); its value is
+    the paired difference from the selected schedule on the same units, with a draw-clustered
+    interval: how much each factor matters near the answer, with the patients' noise removed.
+    """
+    prof = space.profile(selected, levels)
+    points = [(name, level, c) for name, pts in prof.items() for level, c in pts]
+    cands = [selected] + [c for _, _, c in points]
+    outs = evaluate_cached(problem, cands, bank, cache, workers=workers)
+    y = stack(outs, objective)
+    d = y[1:] - y[0]
+    mean, se = cluster_mean_se(d, bank)
+    lo, hi = interval(mean, se, bank, 1 - alpha)
+    unit = OUTCOMES[objective][0]
+    dim = ("profile_point",)
+    coords = {
+        "profile_factor": (dim, np.array([n for n, _, _ in points], dtype=object),
+                           {"long_name": "factor varied from the selected schedule"}),
+        "profile_level": (dim, np.array([lv for _, lv, _ in points], dtype=float),
+                          {"units": "1", "long_name": "the factor's value (day; percent for first_share)"}),
+        "profile_label": (dim, np.array([c.label() for _, _, c in points], dtype=object),
+                          {"long_name": "schedule"}),
+    }
+    return xr.Dataset({
+        "profile_diff": (dim, mean, {"units": unit, "long_name": "paired difference from the selected schedule "
+                                                               "(search bank)"}),
+        "profile_diff_lo": (dim, lo, {"units": unit, "long_name": f"lower end ({100 * (1 - alpha):g} %)"}),
+        "profile_diff_hi": (dim, hi, {"units": unit, "long_name": f"upper end ({100 * (1 - alpha):g} %)"}),
+    }, coords=coords)
+
+
+def _run(spec, problem, banks, settings, cache, out, workers, scheduler, progress, figures,
+         profile_levels: int = 8) -> OptimiseResult:
     from contextlib import nullcontext
 
     ctx: Any = nullcontext(None)
@@ -292,8 +337,13 @@ def _run(spec, problem, banks, settings, cache, out, workers, scheduler, progres
         history = run_search(problem, spec.space, banks["search"], settings, cache, workers=workers, on_batch=on_batch)
         ds = confirm(problem, history, spec.reference, banks, cache, top=spec.top, delta=spec.delta,
                      alpha=spec.alpha, objective=spec.objective, workers=workers)
+        if profile_levels:
+            selected = Candidate.from_mapping(json.loads(ds.attrs["selected_schedule"]))
+            ds = ds.merge(profiles(problem, spec.space, selected, banks["search"], cache, levels=profile_levels,
+                                   objective=spec.objective, alpha=spec.alpha, workers=workers))
         if bar is not None:
             bar.close()
+        problem.client = problem._scattered = None  # the client closes with this block
     ds.attrs.update({"spec_name": spec.name, "spec_source": str(spec.source), "horizon": spec.horizon,
                      "landmark_day": spec.landmark_day, "seed": int(spec.seed),
                      "search_trials": len(history.trials), "search_units": banks["search"].n_units,
@@ -306,3 +356,45 @@ def _run(spec, problem, banks, settings, cache, out, workers, scheduler, progres
         write_netcdf(ds, out / "result.nc", overwrite=True)
         write_report(ds, history, spec, out, figures=figures)
     return OptimiseResult(ds, history, out, simulated=cache.simulated, reused=cache.loaded)
+
+
+def sweep_grid(sweep_spec: str | Path) -> list[Candidate]:
+    """The distinct schedules of a sweep spec's scenarios (its parameter draws and cohort are ignored)."""
+    from ..sweep.plan import build_plan
+    from ..sweep.spec import load_spec as load_sweep_spec
+
+    plan = build_plan(load_sweep_spec(sweep_spec, ["cohort.draws=0"]))
+    grid: list[Candidate] = []
+    for sc in plan.content["scenarios"]:
+        c = Candidate.from_sweep_schedule(sc["schedule"])
+        if c.key() not in {g.key() for g in grid}:
+            grid.append(c)
+    return grid
+
+
+def grid_check(spec: OptimiseSpec, grid: Sequence[Candidate], *, workers: int = 1) -> dict[str, Any]:
+    """Does the near-optimal set of a grid contain the grid's best cell? (issue 27's check on the real model).
+
+    The grid is ranked on a bank of its own (the confirm bank's draws and size, another seed), as a
+    sweep ranks its scenarios; then confirmed on the spec's confirm bank: the near-optimal set
+    (spec's delta and alpha) should contain the ranking's best.
+    """
+    from ..parameters import load_parameters
+
+    base = load_parameters(spec.model_path)
+    problem = ModelProblem(base, Clock(spec.assessment_days, spec.landmark_day, spec.horizon), spec.parameters)
+    banks = make_banks(spec, base)
+    conf = banks["confirm"]
+    rank_seed = int(np.random.SeedSequence([spec.seed, 27]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    rank_bank = Bank("grid", rank_seed, conf.draws, conf.patients, conf.replicates)
+    cache = EvaluationCache(None, "grid-check")
+    y_rank = stack(evaluate_cached(problem, list(grid), rank_bank, cache, workers=workers), spec.objective)
+    mean_rank, _ = cluster_mean_se(y_rank, rank_bank)
+    best = int(np.argmax(mean_rank))
+    y_conf = stack(evaluate_cached(problem, list(grid), conf, cache, workers=workers), spec.objective)
+    mean_conf, se_conf = cluster_mean_se(y_conf, conf)
+    nos = near_optimal_set(y_conf, conf, spec.delta, spec.alpha)
+    return {"grid": [c.label() for c in grid], "ranking_bank_mean": mean_rank.tolist(),
+            "confirm_mean": mean_conf.tolist(), "confirm_se": se_conf.tolist(), "near_optimal": nos.tolist(),
+            "grid_best": grid[best].label(), "grid_best_in_near_optimal_set": bool(nos[best]),
+            "near_optimal_size": int(nos.sum()), "delta": spec.delta, "alpha": spec.alpha}

@@ -11,6 +11,7 @@ dimension           unit       meaning
 ``nk_product``      --         product (:data:`nksim.protocol.NK_PRODUCTS`)
 ``cytokine``        --         cytokine course (:data:`nksim.sweep.factors.CYTOKINES`)
 ``cytokine_start``  day        shift of the course after the first infusion
+``cytokine_days``   day        length of the course from its first dose (0: the whole course)
 ``gap``             day        last lymphodepleting dose to the first infusion
 ``n_infusions``     1          number of infusions (1-4)
 ``interval``        day        range of EACH interval between consecutive infusions
@@ -43,7 +44,7 @@ from ..errors import NksimInputError
 from ..protocol import NK_PRODUCTS
 from ..sweep.factors import CYTOKINES, REGIMENS
 from ..sweep.scenario import native_gap
-from .candidate import Candidate
+from .candidate import FIELDS, Candidate
 
 #: Most infusions the optimiser proposes.
 MAX_INFUSIONS = 4
@@ -55,6 +56,7 @@ DIMENSIONS: dict[str, tuple[str, str, Any, Any]] = {
     "cytokine": ("choice", "-", tuple(CYTOKINES), None),
     "donor": ("choice", "-", ("same", "new"), None),
     "cytokine_start": ("int", "day", 0, 60),
+    "cytokine_days": ("int", "day", 0, 60),
     "gap": ("int", "day", 1, 60),
     "n_infusions": ("int", "1", 1, MAX_INFUSIONS),
     "interval": ("int", "day", 1, 120),
@@ -92,7 +94,8 @@ class Dimension:
         if self.choices is not None:
             return f"{self.name} in {list(self.choices)}"
         unit = DIMENSIONS[self.name][1]
-        return f"{self.name} in [{self.low:g}, {self.high:g}] {unit}" + (" (log)" if self.log else "")
+        unit = "" if unit == "1" else f" {unit}"
+        return f"{self.name} in [{self.low:g}, {self.high:g}]{unit}" + (" (log)" if self.log else "")
 
 
 def parse_dimension(name: str, raw: Any, source: str, key: str) -> Dimension:
@@ -184,7 +187,8 @@ class DesignSpace:
     def candidate(self, trial: Any) -> Candidate:
         """The schedule of an Optuna trial (its ``suggest_*`` calls define the search parameters)."""
         g = {n: self._suggest(trial, n, self.dims[n]) for n in
-             ("regimen", "nk_product", "cytokine", "cytokine_start", "gap", "total_dose", "n_infusions")}
+             ("regimen", "nk_product", "cytokine", "cytokine_start", "cytokine_days", "gap", "total_dose",
+              "n_infusions")}
         n = int(g["n_infusions"])
         intervals = [int(self._suggest(trial, "interval", self.dims["interval"], f"interval_{k}")) for k in range(1, n)]
         weights = [float(trial.suggest_float(f"share_{k}", 0.0, 1.0)) for k in range(1, n + 1)] if n > 1 else [1.0]
@@ -203,7 +207,8 @@ class DesignSpace:
         for move in donor_moves:
             donors.append(donors[-1] if move == "same" else f"donor{len(set(donors)) + 1}")
         return Candidate(regimen=str(g["regimen"]), nk_product=str(g["nk_product"]), cytokine=str(g["cytokine"]),
-                         cytokine_start=float(g["cytokine_start"]), gap=float(g["gap"]), days=tuple(days),
+                         cytokine_start=float(g["cytokine_start"]), cytokine_days=float(g["cytokine_days"]),
+                         gap=float(g["gap"]), days=tuple(days),
                          shares=self.shares(weights) if n > 1 else (100.0,), donors=tuple(donors),
                          total_dose=float(g["total_dose"]))
 
@@ -216,8 +221,7 @@ class DesignSpace:
         out: dict[str, Candidate] = {}
 
         def add(**changes: Any) -> None:
-            fields = {f: getattr(c, f) for f in ("regimen", "nk_product", "cytokine", "cytokine_start", "gap", "days",
-                                                 "shares", "donors", "total_dose")}
+            fields = {f: getattr(c, f) for f in FIELDS}
             fields.update(changes)
             try:
                 n = Candidate(**fields)
@@ -226,9 +230,10 @@ class DesignSpace:
             if n.key() != c.key() and self.contains(n):
                 out.setdefault(n.key(), n)
 
-        if not self.dims["gap"].fixed:
-            for step in (-1, 1):
-                add(gap=c.gap + step)
+        for name in ("gap", "cytokine_start", "cytokine_days"):
+            if not self.dims[name].fixed:
+                for step in (-1, 1):
+                    add(**{name: getattr(c, name) + step})
         if not self.dims["interval"].fixed:
             for k in range(1, c.n_infusions):
                 for step in (-1, 1):
@@ -253,6 +258,47 @@ class DesignSpace:
                 add(donors=tuple(donors))
         return list(out.values())
 
+    def profile(self, c: Candidate, levels: int = 8) -> dict[str, list[tuple[float, Candidate]]]:
+        """Schedules that vary one factor of ``c`` over its range, the others fixed (a profile through ``c``).
+
+        Factors: each free numeric dimension (gap, cytokine start and length), the first interval
+        (later infusions move with it) and the first infusion's share (taken from or given to the
+        second); up to ``levels`` evenly spaced whole values, ``c``'s own value included; only
+        schedules inside the space.
+        """
+        out: dict[str, list[tuple[float, Candidate]]] = {}
+        fields = {f: getattr(c, f) for f in FIELDS}
+
+        def grid(lo: float, hi: float, own: float, step: float = 1.0) -> list[float]:
+            n = int(round((hi - lo) / step))
+            vals = {lo + step * round(k * n / max(levels - 1, 1)) for k in range(levels)} if n > 0 else {lo}
+            return sorted(vals | {own})
+
+        def keep(name: str, level: float, **changes: Any) -> None:
+            try:
+                cand = Candidate(**{**fields, **changes})
+            except NksimInputError:
+                return
+            if self.contains(cand):
+                out.setdefault(name, []).append((float(level), cand))
+
+        for name in ("gap", "cytokine_start", "cytokine_days"):
+            d = self.dims[name]
+            if not d.fixed:
+                for v in grid(float(d.low), float(d.high), float(getattr(c, name))):
+                    keep(name, v, **{name: v})
+        if c.n_infusions > 1 and not self.dims["interval"].fixed:
+            d = self.dims["interval"]
+            for v in grid(float(d.low), float(d.high), c.intervals[0]):
+                shift = v - c.intervals[0]
+                keep("interval", v, days=(0.0, *(x + shift for x in c.days[1:])))
+        if c.n_infusions > 1:
+            m = math.ceil(self.min_share / self.share_step - 1e-9) * self.share_step
+            pair = c.shares[0] + c.shares[1]
+            for v in grid(m, pair - m, c.shares[0], self.share_step):
+                keep("first_share", v, shares=(v, pair - v, *c.shares[2:]))
+        return out
+
     def contains(self, c: Candidate) -> bool:
         """Whether ``c`` lies in the space and meets its constraints."""
         def ok(name: str, v: Any) -> bool:
@@ -266,7 +312,8 @@ class DesignSpace:
         moves = ["same" if c.donors[j] in c.donors[:j] else "new" for j in range(1, c.n_infusions)]
         m = math.ceil(self.min_share / self.share_step - 1e-9) * self.share_step
         return (ok("regimen", c.regimen) and ok("nk_product", c.nk_product) and ok("cytokine", c.cytokine)
-                and ok("cytokine_start", c.cytokine_start) and ok("gap", c.gap) and ok("total_dose", c.total_dose)
+                and ok("cytokine_start", c.cytokine_start) and ok("cytokine_days", c.cytokine_days)
+                and ok("gap", c.gap) and ok("total_dose", c.total_dose)
                 and ok("n_infusions", c.n_infusions) and all(ok("interval", iv) for iv in c.intervals)
                 and all(ok("donor", mv) for mv in moves) and c.last_day <= self.last_infusion_day + 1e-9
                 and all(s >= m - 1e-9 and abs(s / self.share_step - round(s / self.share_step)) < 1e-9
@@ -315,6 +362,7 @@ def parse_space(space: Mapping[str, Any], constraints: Mapping[str, Any], source
         raise NksimInputError(f"missing {missing}: give each a value or a range", source=source, key="optimise.space")
     dims.setdefault("cytokine", Dimension("cytokine", value="none"))
     dims.setdefault("cytokine_start", Dimension("cytokine_start", value=0))
+    dims.setdefault("cytokine_days", Dimension("cytokine_days", value=0))
     dims.setdefault("n_infusions", Dimension("n_infusions", value=2))
     dims.setdefault("interval", Dimension("interval", value=7))
     dims.setdefault("donor", Dimension("donor", value="same"))

@@ -21,6 +21,7 @@ An optimisation spec (``experiments/optimise/*.toml``; commented example:
     top = 6                       # distinct schedules confirmed on the fresh bank
     delta = 7                     # day: margin of the near-optimal set
     alpha = 0.05                  # error rate of the near-optimal set (and 1 - level of intervals)
+    profile_levels = 8            # levels per factor of the one-at-a-time profiles (0: none)
 
     [optimise.space]              # what may vary (nksim.optimise.space): value, {low, high} or {choices}
     [optimise.constraints]        # last_infusion_day, min_share, share_step
@@ -56,9 +57,11 @@ from .space import DesignSpace, parse_space
 _TOP = ("optimise", "parameters")
 _KEYS = {"name", "description", "model", "draws_from", "seed", "objective", "horizon", "landmark_day",
          "assessment_days", "trials", "batch_size", "startup_trials", "polish_rounds", "top", "delta", "alpha",
+         "profile_levels",
          "space", "constraints", "reference", "banks"}
 _BANK_KEYS = {"draws", "patients", "replicates"}
-_REFERENCE_KEYS = {"regimen", "nk_product", "cytokine", "cytokine_start", "gap", "days", "shares", "donors",
+_REFERENCE_KEYS = {"regimen", "nk_product", "cytokine", "cytokine_start", "cytokine_days", "gap", "days", "shares",
+                   "donors",
                    "total_dose"}
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 #: Objectives the search may maximise (per-unit outcomes of nksim.optimise.problem).
@@ -101,6 +104,7 @@ class OptimiseSpec:
     top: int
     delta: float
     alpha: float
+    profile_levels: int
     space: DesignSpace
     reference: Candidate
     banks: Mapping[str, BankSize]
@@ -172,6 +176,7 @@ def _reference(table: Mapping[str, Any], space: DesignSpace, src: str) -> Candid
         "nk_product": table.get("nk_product") if "nk_product" in table else fixed("nk_product"),
         "cytokine": table.get("cytokine") if "cytokine" in table else fixed("cytokine"),
         "cytokine_start": table.get("cytokine_start", 0),
+        "cytokine_days": table.get("cytokine_days", 0),
         "gap": table.get("gap") if "gap" in table else fixed("gap"),
         "days": days, "shares": shares, "donors": donors,
         "total_dose": table.get("total_dose") if "total_dose" in table else fixed("total_dose"),
@@ -179,14 +184,7 @@ def _reference(table: Mapping[str, Any], space: DesignSpace, src: str) -> Candid
     for k in ("days", "shares", "donors"):
         if not isinstance(fields[k], list) or len(fields[k]) != n:
             raise _err(f"must be a list with one entry per infusion ({n}, as days)", src, f"optimise.reference.{k}")
-    for k in ("cytokine_start", "gap", "total_dose"):
-        v = fields[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _err(f"must be a number, got {v!r}", src, f"optimise.reference.{k}")
-    for k in ("regimen", "nk_product", "cytokine"):
-        if not isinstance(fields[k], str):
-            raise _err(f"must be a string, got {fields[k]!r}", src, f"optimise.reference.{k}")
-    return Candidate.from_mapping(fields, src, "optimise.reference")
+    return Candidate.from_mapping(fields, src, "optimise.reference")  # every value's type and range checked
 
 
 def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Path | None = None) -> OptimiseSpec:
@@ -230,6 +228,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     top = _int(op.get("top", 6), src, "optimise.top", 1, 100)
     delta = check_number(op.get("delta", 7), source=src, key="optimise.delta", lo=0, hi=horizon, unit="day")
     alpha = check_number(op.get("alpha", 0.05), source=src, key="optimise.alpha", lo=0, hi=0.5, lo_open=True)
+    profile_levels = _int(op.get("profile_levels", 8), src, "optimise.profile_levels", 0, 50)
 
     space = parse_space(_table(op, "space", src, "optimise.space"), _table(op, "constraints", src,
                                                                             "optimise.constraints"), src)
@@ -266,7 +265,8 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     return OptimiseSpec(source=src, raw=raw, name=name, description=description, model_path=model_path,
                         draws_from=draws_from, seed=seed, objective=objective, horizon=horizon, landmark_day=landmark,
                         assessment_days=days, trials=trials, batch_size=batch, startup_trials=startup,
-                        polish_rounds=polish, top=top, delta=delta, alpha=alpha, space=space, reference=reference,
+                        polish_rounds=polish, top=top, delta=delta, alpha=alpha, profile_levels=profile_levels,
+                        space=space, reference=reference,
                         banks=banks, parameters=parameters)
 
 
