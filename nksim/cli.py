@@ -1,6 +1,7 @@
 """Command line interface: ``nksim run`` and the other subcommands.
 
-Subcommands: ``run``, ``warmup``, ``sweep``, ``summarize``, ``optimise``, ``calibrate``, ``screen``, ``score``.
+Subcommands: ``run``, ``warmup``, ``sweep``, ``summarize``, ``optimise``, ``twin``, ``calibrate``, ``screen``,
+``score``.
 """
 from __future__ import annotations
 
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .optimise.cli import add_optimise_parser
 
     add_optimise_parser(sub)
+    from .twin.cli import add_twin_parser
+
+    add_twin_parser(sub)
     from .calibration.cli_score import add_score_parser
 
     add_score_parser(sub)
@@ -322,6 +326,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .calibration.cli_screen import cmd_screen
 
         return cmd_screen(args)
+    if args.command == "twin":
+        from .twin.cli import cmd_twin
+
+        return cmd_twin(args)
     if args.command == "optimise":
         from .optimise.cli import cmd_optimise
 

@@ -1,0 +1,162 @@
+"""nksim twin: assay likelihood, conditioning, common random numbers after the decision day, the whole path."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from nksim import quantities as Q
+from nksim.cli import main
+from nksim.errors import NksimInputError
+from nksim.parameters import load_parameters
+from nksim.protocol import Patient
+from nksim.simulate import run_one
+from nksim.sweep.scenario import build_protocol
+from nksim.twin.likelihood import (
+    AssayModel,
+    effective_sample_size,
+    log_likelihood,
+    simulate_measurement,
+    systematic_resample,
+    weighted_quantiles,
+)
+from nksim.twin.run import twin
+from nksim.twin.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "experiments" / "twin" / "example.toml"
+TINY = ["twin.bank.draws=2", "twin.bank.patients=10", "twin.resample=20", "parameters.lattice.side=4",
+        "twin.decision.days=[7, 14]", "twin.decision.doses=[5e6]"]
+
+
+def test_log_normal_chimerism_likelihood_and_its_detection_limit():
+    a = AssayModel(log_sd=0.3)
+    sim = np.array([0.1, 0.2, 1.0])
+    ll = log_likelihood("donor_chimerism_pbmc", 0.2, False, 0.01, sim, a)
+    expect = stats.lognorm.logpdf(0.2, s=0.3, scale=sim)
+    np.testing.assert_allclose(ll, expect, rtol=1e-10)
+    assert np.argmax(ll) == 1
+    below = log_likelihood("donor_chimerism_pbmc", math.nan, True, 0.01, np.array([0.001, 0.01, 1.0]), a)
+    np.testing.assert_allclose(np.exp(below), stats.norm.cdf((np.log(0.01) - np.log([0.001, 0.01, 1.0])) / 0.3))
+    assert np.exp(below[1]) == pytest.approx(0.5)
+
+
+def test_marrow_count_likelihood_is_binomial():
+    a = AssayModel(marrow_cells=200)
+    sim = np.array([5.0, 15.0, 40.0])
+    ll = log_likelihood("marrow_blast_pct", 15.5, False, None, sim, a)
+    np.testing.assert_allclose(ll, stats.binom.logpmf(31, 200, sim / 100), rtol=1e-10)
+
+
+def test_measurement_simulator_matches_the_likelihood():
+    """Synthetic measurements from the assay model have the likelihood's distribution (KS, 4000 draws)."""
+    rng = np.random.default_rng(3)
+    a = AssayModel(log_sd=0.4)
+    v, below = simulate_measurement("donor_chimerism_nk", np.full(4000, 2.0), None, a, rng)
+    assert not below.any()
+    assert stats.kstest(v, stats.lognorm(s=0.4, scale=2.0).cdf).pvalue > 0.01
+    v, below = simulate_measurement("donor_chimerism_nk", np.full(4000, 2.0), 2.0, a, rng)
+    assert below.mean() == pytest.approx(0.5, abs=0.03) and np.isnan(v[below]).all()
+
+
+def test_weights_resampling_and_quantiles():
+    rng = np.random.default_rng(1)
+    assert effective_sample_size(np.zeros(50)) == pytest.approx(50)
+    assert effective_sample_size(np.array([0.0, -np.inf, -np.inf])) == pytest.approx(1)
+    log_w = np.log(np.array([0.1, 0.2, 0.7]))
+    picks = systematic_resample(log_w, 10_000, rng)
+    assert np.bincount(picks, minlength=3) / 10_000 == pytest.approx([0.1, 0.2, 0.7], abs=1e-3)
+    vals = rng.normal(size=20_000)
+    assert weighted_quantiles(vals, np.zeros(vals.size), [0.05, 0.5, 0.95]) == pytest.approx(
+        np.quantile(vals, [0.05, 0.5, 0.95]), abs=0.02)
+
+
+def test_a_candidates_trajectory_equals_the_conditioned_one_up_to_the_decision_day():
+    """Common random numbers carry the conditioned trajectory into every candidate.
+
+    The virtual patient simulated under the schedule so far (to the decision day) and under a
+    candidate with a later second infusion share every recorded value up to that day.
+    """
+    spec = load_spec(EXAMPLE, TINY)
+    params = load_parameters(spec.model_path).with_values(dict(spec.parameters))
+    so_far = build_protocol(spec.given.protocol_dict(name="a", end_day=spec.decision_day,
+                                                     assessment_days=[spec.decision_day]), ["v1"], "t")
+    cand = spec.candidates()[-1]  # second infusion on day 14
+    full = build_protocol(cand.protocol_dict(name="b", end_day=100, assessment_days=[28]), ["v1"], "t")
+    a = run_one(params, so_far, Patient("v1", "all"), 11, 0).rec
+    b = run_one(params, full, Patient("v1", "all"), 11, 0).rec
+    np.testing.assert_array_equal(a, b[: a.shape[0]])
+    chim = Q.observe("donor_chimerism_pbmc", b)
+    assert np.isfinite(chim[: a.shape[0]]).all()
+
+
+def test_whole_path_on_a_tiny_bank(tmp_path, capsys):
+    out = tmp_path / "t"
+    args = ["twin", str(EXAMPLE), "--out", str(out), "--workers", "2"]
+    for s in TINY:
+        args += ["--set", s]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "effective sample size" in text
+    for name in ("REPORT.md", "twin.nc", "twin.png"):
+        assert (out / name).is_file()
+    res = twin(load_spec(EXAMPLE, TINY), None, workers=1, figures=False)
+    ds = res.dataset
+    assert ds.sizes["candidate"] == 5  # none; day 7 and day 14, each from the same or a new donor
+    assert 1 <= ds.attrs["effective_sample_size"] <= 20
+    assert 0 <= ds.attrs["prior_predictive_share"] <= 1
+    assert ds["p_best"].sum() == pytest.approx(1.0)
+    assert np.all(ds["pft_lo"] <= ds["pft_mean"]) and np.all(ds["pft_mean"] <= ds["pft_hi"])
+    assert (ds["within_delta"].values[np.argmax(ds["pft_mean"].values)] == 1)
+    q = ds["param_conditioned"]
+    assert np.all(q.sel(q=0.05) <= q.sel(q=0.95))
+    for v in ds.data_vars:
+        assert "units" in ds[v].attrs and "long_name" in ds[v].attrs, v
+    again = twin(load_spec(EXAMPLE, TINY), None, workers=2, figures=False).dataset
+    import xarray as xr
+
+    xr.testing.assert_identical(ds, again)  # same seed, any number of threads
+
+
+def test_an_atypical_patient_is_flagged(tmp_path):
+    """Chimerism 80 % on days 1-7 after 5e6 expanded NK/kg (the model makes ~0.1-1 %): flagged as atypical."""
+    p = tmp_path / "odd.csv"
+    p.write_text("patient,day,quantity,value,unit,lod,method,source,confidence\n"
+                 + "".join(f"twin01,{d},donor_chimerism_pbmc,80,percent,0.01,STR,test,synthetic\n" for d in (1, 3, 7)))
+    spec = load_spec(EXAMPLE, [*TINY, f'twin.patient="{p}"'])
+    ds = twin(spec, None, workers=2, figures=False).dataset
+    assert ds.attrs["atypical"] == 1 and ds.attrs["prior_predictive_share"] < 0.01
+
+
+@pytest.mark.parametrize("row, column", [
+    ("twin01,1,donor_chimerism_pbmc,0.2,uL-1,0.01,STR,s,synthetic", "unit"),
+    ("twin01,1,donor_chimerism_pbmc,abc,percent,0.01,STR,s,synthetic", "value"),
+    ("twin01,1,chimerism,0.2,percent,0.01,STR,s,synthetic", "quantity"),
+    ("twin01,1,donor_chimerism_pbmc,<lod,percent,,STR,s,synthetic", "lod"),
+    ("twin01,-30,donor_chimerism_pbmc,0.2,percent,0.01,STR,s,synthetic", "day"),
+])
+def test_bad_observation_files_are_one_line_naming_row_and_column(tmp_path, capsys, row, column):
+    p = tmp_path / "bad.csv"
+    p.write_text("patient,day,quantity,value,unit,lod,method,source,confidence\n" + row + "\n")
+    rc = main(["twin", str(EXAMPLE), "--out", str(tmp_path / "o"), "--set", f'twin.patient="{p}"', *sum(
+        (["--set", s] for s in TINY), [])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "bad.csv" in err[0] and column in err[0] and ("row 1" in err[0] or "line 2" in err[0]), err[0]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("twin.decision.days=[3]", "twin.decision.days[0]"),
+    ("twin.decision.donors=[\"other\"]", "twin.decision.donors[0]"),
+    ("twin.given.dose=-1", "twin.given.total_dose"),
+    ("twin.bank.size=3", "unknown key 'size'"),
+    ("twin.patient_id=\"nobody\"", "no rows of patient 'nobody'"),
+    ("twin.resample=1", "twin.resample"),
+])
+def test_bad_specs_are_refused_naming_the_key(override, message):
+    with pytest.raises(NksimInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        spec = load_spec(EXAMPLE, [*TINY, override])
+        twin(spec, None, figures=False)
