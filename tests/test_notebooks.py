@@ -33,6 +33,7 @@ EXPECTED_PNGS = {
                                   "c_predictive_check.png", "c_swimmer_calibrated.png",
                                   "c_time_courses_calibrated.png"},
     "d_python_api_tour": {"d_one_patient.png", "d_trial_figure.png", "d_lattice.png"},
+    "e_twin_one_patient": {"e_twin.png"},
 }
 
 #: Values injected after the parameters cell (only names that the parameters cell defines).

@@ -160,3 +160,25 @@ def test_bad_specs_are_refused_naming_the_key(override, message):
     with pytest.raises(NksimInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
         spec = load_spec(EXAMPLE, [*TINY, override])
         twin(spec, None, figures=False)
+
+
+@pytest.mark.slow
+def test_coverage_on_synthetic_patients():
+    """The twin's 90 % intervals cover synthetic patients' truth 85-95 % of the time.
+
+    100 synthetic patients from the bank's population (experiments/twin/run_check.py settings): the
+    intervals of the parameters and of the predictions (randomised PIT), ordinary patients rarely
+    flagged, the regret of the recommendation reported.
+    """
+    import sys
+
+    sys.path.insert(0, str(ROOT / "experiments" / "twin"))
+    from run_check import OVERRIDES
+
+    from nksim.twin.check import coverage_study
+
+    r = coverage_study(load_spec(EXAMPLE, OVERRIDES), 100, workers=2, seed=1)
+    assert 0.85 <= r["parameter_coverage"] <= 0.95, r
+    assert 0.85 <= r["prediction_coverage"] <= 0.95, r
+    assert r["flagged_share"] <= 0.05
+    assert r["regret_mean"] >= 0 and 0 <= r["regret_zero_share"] <= 1

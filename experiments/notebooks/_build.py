@@ -522,7 +522,77 @@ save(plot.swimmer_plot(ds, observed=default_observed()), "c_swimmer_calibrated.p
 save(plot.time_course(ds, variables=("donor_chimerism_pbmc", "marrow_blast_pct")), "c_time_courses_calibrated.png")"""),
 ]
 
-NOTEBOOKS = {A: A_CELLS, B: B_CELLS, C: C_CELLS, D: D_CELLS}
+# --- (e) a twin for one patient ---------------------------------------------------------------------
+E = "e_twin_one_patient"
+E_CELLS = [
+    ("md", f"""\
+# (e) A twin for one patient: from her measurements to her second infusion
+
+A synthetic patient (`experiments/twin/example_patient.csv`, made by the model: **not trial data**)
+received the trial's Flu/Cy and a first infusion of 5 × 10⁶ expanded NK/kg. We know her donor
+chimerism on days 1, 3 and 7 and her marrow blasts before lymphodepletion. On day 7 we must choose
+the day, dose and donor of her second infusion (or none). `nksim twin` (`docs/twin.md`) weights a
+bank of virtual patients by her measurements, then continues the most likely ones under every
+candidate with common random numbers.
+
+{{HOW_TO_RUN.format(path=f"experiments/notebooks/{{E}}.ipynb")}}
+
+Here the parameters are the bank (`BANK_DRAWS` × `BANK_PATIENTS` virtual patients), the number kept
+after conditioning (`RESAMPLE`) and the lattice (`SIDE`); the defaults are small so that the notebook
+runs in seconds: the command line example uses a bank of 8000 (`nksim twin experiments/twin/example.toml`)."""),
+    ("code", """\
+SIDE = 4                  # lattice side in voxels (the example spec: 10)
+BANK_DRAWS = 40           # posterior draws in the bank (the example spec: 200)
+BANK_PATIENTS = 20        # virtual patients per draw (the example spec: 40)
+RESAMPLE = 60             # virtual patients kept after conditioning (the example spec: 200)
+OUT = "outputs/notebooks"  # figures (PNG) go here
+DPI = 100
+USE_EXISTING = True       # (kept for symmetry with the other notebooks)""", ["parameters"]),
+    ("code", SETUP),
+    ("md", """\
+## 1. Her measurements
+
+The per-patient series schema (`calibration/data/SCHEMA.md`, section 3): one measurement per row,
+`<lod` for a value below the detection limit."""),
+    ("code", """\
+from nksim.calibration.data import load_series
+from nksim.twin import load_spec, twin
+
+spec = load_spec(ROOT / "experiments/twin/example.toml",
+                 [f"twin.bank.draws={BANK_DRAWS}", f"twin.bank.patients={BANK_PATIENTS}",
+                  f"twin.resample={RESAMPLE}", f"parameters.lattice.side={SIDE}"])
+for p in load_series(spec.patient_file, start_day=-spec.given.lymphodepletion_offset()):
+    print(f"day {p.day:>4g}  {p.quantity:22s} {p.value:8.4g} {p.unit}")
+print("given so far:", spec.given.label(), "| decision on day", spec.decision_day)
+print(len(spec.candidates()), "candidates:", "; ".join(spec.candidate_labels()[:5]), "...")"""),
+    ("md", """\
+## 2. Condition the population on her, and compare the candidates
+
+The effective sample size says how many virtual patients her data leave; the prior-data share how
+typical she is (below 1 %: atypical, the population model does not expect her series)."""),
+    ("code", """\
+result = twin(spec, None, workers=2, figures=False)
+ds = result.dataset
+print(f"effective sample size {ds.attrs['effective_sample_size']:.1f} of {ds.attrs['bank_units']}; "
+      f"prior-data share {100 * ds.attrs['prior_predictive_share']:.1f} %"
+      + (" (ATYPICAL)" if ds.attrs["atypical"] else ""))
+table = ds[["pft_mean", "pft_lo", "pft_hi", "diff_vs_best", "within_delta", "p_best", "pfs_landmark"]]
+print(table.to_dataframe().set_index(ds["label"].values).sort_values("pft_mean", ascending=False).round(2))"""),
+    ("md", """\
+## 3. What her series says about her, and the recommendation
+
+Left: her measurements (×), the population's band and the conditioned predictions. Right: each
+candidate's paired difference from the best (green: within δ of the best is not ruled out). When
+every candidate is green, the data cannot separate them: the report says so."""),
+    ("code", """\
+from nksim.twin.report import plot_twin, report_markdown
+
+plot_twin(ds, out / "e_twin.png")
+print("wrote", out / "e_twin.png")
+print(report_markdown(ds, spec).split("## Recommendation")[1].split("|")[0].strip())"""),
+]
+
+NOTEBOOKS = {A: A_CELLS, B: B_CELLS, C: C_CELLS, D: D_CELLS, E: E_CELLS}
 
 
 def main() -> None:

@@ -125,11 +125,14 @@ def _loglik(obs: list[Any], truth: np.ndarray, spec: TwinSpec) -> np.ndarray:
 
 
 def conflict_share(obs: list[Any], truth: np.ndarray, spec: TwinSpec, ll_obs: float, rng: np.random.Generator,
-                   n: int = 200) -> float:
+                   n: int = 200, groups: np.ndarray | None = None) -> float:
     """A prior-predictive p-value of the patient's data (small: the patient is atypical).
 
     The share of synthetic patients (bank units with simulated measurements) whose data are at most
-    as likely under the bank as the patient's.
+    as likely under the bank as the patient's. A synthetic patient's own unit, and with ``groups``
+    (the posterior draw of each unit) every unit of its draw, is left out of its mixture: the
+    patient's true state and parameters are not in the bank either, and counting the units that
+    share them would make every synthetic patient look more typical than she can.
     """
     picks = rng.choice(truth.shape[0], size=min(n, truth.shape[0]), replace=False)
     mix = []
@@ -141,7 +144,9 @@ def conflict_share(obs: list[Any], truth: np.ndarray, spec: TwinSpec, ll_obs: fl
         ll = np.zeros(truth.shape[0])
         for j, (q, val, below, lod) in enumerate(synth):
             ll += log_likelihood(q, val, below, lod, truth[:, j], spec.assay)
-        mix.append(mixture_log_likelihood(ll))
+        keep = np.ones(ll.shape[0], dtype=bool) if groups is None else groups != groups[v]
+        keep[v] = False
+        mix.append(mixture_log_likelihood(ll[keep]))
     return float(np.mean(np.array(mix) <= ll_obs))
 
 
@@ -196,7 +201,7 @@ def twin(spec: TwinSpec | str | Path, out: str | Path | None = None, *, workers:
     log_w = ll - np.max(ll)
     ess = effective_sample_size(log_w)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 2]))
-    p_conflict = conflict_share(obs, truth, spec, mixture_log_likelihood(ll), rng)
+    p_conflict = conflict_share(obs, truth, spec, mixture_log_likelihood(ll), rng, groups=bank.draw_of_unit)
     picks = systematic_resample(log_w, spec.resample, rng)
     outcomes = _decide(spec, bank, params, picks, workers)
     ds = _dataset(spec, bank, obs, truth, effects, log_w, ess, p_conflict, picks, outcomes)

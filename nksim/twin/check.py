@@ -1,0 +1,139 @@
+"""Is the twin calibrated? Synthetic patients with known parameters (issue 28, "Check it").
+
+:func:`coverage_study` draws ``n`` synthetic patients from the same population as the twin's bank
+(posterior draws with their own random effects, another seed), simulates each under the schedule
+given so far, measures them with the assay model (the spec's patient file gives the days,
+quantities and detection limits), conditions the bank on each, and asks:
+
+* **parameters**: does the conditioned 90 % interval of each drawn parameter and random effect
+  cover the patient's true value? Coverage is computed from the randomised probability integral
+  transform (PIT; Czado, Gneiting & Held 2009) of the true value under the weighted bank, so that
+  atoms (posterior draws are a finite set of rows; several patients share a draw) count exactly:
+  a calibrated twin gives 90 % in expectation;
+* **predictions**: does the conditioned 90 % predictive interval of the progression-free time under
+  each candidate cover the patient's own (simulated with her streams)? Same randomised PIT (the
+  progression-free time has atoms: at the first assessment, at the horizon);
+* **regret**: the patient's own progression-free time under her oracle candidate (the best for her,
+  known only in simulation) minus under the recommended one (largest conditioned mean);
+* **atypical patients**: a patient whose series was altered (chimerism far above anything the model
+  makes) must be flagged; ordinary synthetic patients rarely are.
+
+Every candidate is simulated for every bank unit once (not only the resampled ones), so the study
+costs (bank + n) x (1 + candidates) simulations.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..observables import response_thresholds
+from ..optimise.bank import Bank
+from ..optimise.problem import Clock, unit_outcome
+from ..protocol import Patient
+from ..sweep.scenario import build_protocol
+from ..threads import ordered_thread_map
+from .likelihood import effective_sample_size, log_likelihood, mixture_log_likelihood, simulate_measurement
+from .run import ATYPICAL_P, _bank, _observations, _params, _simulate_so_far, conflict_share
+from .spec import TwinSpec
+
+
+def randomised_pit(values: np.ndarray, log_w: np.ndarray, truth: float, rng: np.random.Generator) -> float:
+    """Randomised PIT of ``truth`` under the weighted sample ``values``: F(y-) + V (F(y) - F(y-)), V ~ U(0, 1)."""
+    w = np.exp(log_w - np.max(log_w))
+    w /= w.sum()
+    below = float(w[values < truth].sum())
+    at = float(w[values == truth].sum())
+    return below + rng.random() * at
+
+
+def _outcomes_under(spec: TwinSpec, bank: Bank, params: list[Any], workers: int) -> np.ndarray:
+    """Progression-free time of every unit of ``bank`` under every candidate: (candidates, units)."""
+    from ..simulate import run_one
+
+    clock = Clock(spec.assessment_days, spec.landmark_day, spec.horizon)
+    setups = []
+    for c in spec.candidates():
+        offset = c.lymphodepletion_offset()
+        assess = [a - offset for a in spec.assessment_days]
+        pdict = c.protocol_dict(name="twin-check", end_day=spec.horizon - offset, assessment_days=assess)
+        setups.append((build_protocol(pdict, bank.patient_ids, "twin check"), offset, assess[0]))
+
+    def one(task: tuple[int, int]) -> float:
+        ci, u = task
+        proto, offset, first = setups[ci]
+        d, pid, r = bank.unit(u)
+        run = run_one(params[d], proto, Patient(pid, "all"), bank.seed, r)
+        time = proto.start_day + np.arange(run.rec.shape[0], dtype=float)
+        from ..engine import layout as L
+
+        return unit_outcome(time, run.rec[:, L.R.marrow_blast_pct], response_thresholds(params[d]), first, offset,
+                            clock)[0]
+
+    tasks = [(ci, u) for ci in range(len(setups)) for u in range(bank.n_units)]
+    return np.array(ordered_thread_map(one, tasks, workers), dtype=float).reshape(len(setups), bank.n_units)
+
+
+def coverage_study(spec: TwinSpec, n: int = 100, *, workers: int = 1, seed: int = 1) -> dict[str, Any]:
+    """Coverage, regret and flags over ``n`` synthetic patients (module docstring)."""
+    from ..parameters import load_parameters
+    from ..sweep.draws import parameter_draws
+
+    base = load_parameters(spec.model_path)
+    obs, _ = _observations(spec)
+    bank = _bank(spec, base)
+    params = _params(base, spec, bank)
+    truth_b, eff_b = _simulate_so_far(spec, bank, params, obs, workers)
+    tseed = int(np.random.SeedSequence([spec.seed, seed, 3]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    tdraws = parameter_draws(base, n, spec.draws_from, tseed, "twin coverage")
+    if len(tdraws) < n:
+        tdraws = [tdraws[0]] * n
+    tbank = Bank("truth", tseed, tuple(tdraws), 1, 1)
+    tparams = _params(base, spec, tbank)
+    truth_t, eff_t = _simulate_so_far(spec, tbank, tparams, obs, workers)
+    y_bank = _outcomes_under(spec, bank, params, workers)
+    y_true = _outcomes_under(spec, tbank, tparams, workers)
+    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, seed, 4]))
+
+    def per_unit(b: Bank, effects: list[dict[str, float]], k: str) -> np.ndarray:
+        if k.startswith("effect:"):
+            return np.array([e[k[7:]] for e in effects])
+        return np.array([b.draws[b.unit(u)[0]].get(k, np.nan) for u in range(b.n_units)])
+
+    names = [k for k in sorted({k for dr in bank.draws for k in dr})] + [f"effect:{k}" for k in eff_b[0]]
+    names = [k for k in names if np.ptp(per_unit(bank, eff_b, k)) > 0]
+    bank_vals = {k: per_unit(bank, eff_b, k) for k in names}
+    true_vals = {k: per_unit(tbank, eff_t, k) for k in names}
+    pit_par: dict[str, list[float]] = {k: [] for k in names}
+    pit_pred: list[float] = []
+    ess, flags, regret = [], [], []
+    for j in range(n):
+        ll = np.zeros(bank.n_units)
+        for i, o in enumerate(obs):
+            v, below = simulate_measurement(o.quantity, truth_t[j:j + 1, i], o.lod, spec.assay, rng)
+            ll += log_likelihood(o.quantity, float(v[0]), bool(below[0]), o.lod, truth_b[:, i], spec.assay)
+        log_w = ll - ll.max()
+        ess.append(effective_sample_size(log_w))
+        flags.append(conflict_share(obs, truth_b, spec, mixture_log_likelihood(ll), rng, n=100,
+                                    groups=bank.draw_of_unit) < ATYPICAL_P)
+        for k in names:
+            pit_par[k].append(randomised_pit(bank_vals[k], log_w, true_vals[k][j], rng))
+        for c in range(y_bank.shape[0]):
+            pit_pred.append(randomised_pit(y_bank[c], log_w, y_true[c, j], rng))
+        w = np.exp(log_w)
+        w /= w.sum()
+        recommended = int(np.argmax(y_bank @ w))
+        regret.append(float(y_true[:, j].max() - y_true[recommended, j]))
+
+    def cover(p: list[float]) -> float:
+        a = np.asarray(p)
+        return float(np.mean((a >= 0.05) & (a <= 0.95)))
+
+    pooled = [p for v in pit_par.values() for p in v]
+    return {"n": n, "bank_units": bank.n_units, "candidates": len(spec.candidate_labels()),
+            "parameter_coverage": cover(pooled), "prediction_coverage": cover(pit_pred),
+            "parameter_coverage_each": {k: cover(v) for k, v in pit_par.items()},
+            "ess_median": float(np.median(ess)), "ess_min": float(np.min(ess)),
+            "flagged_share": float(np.mean(flags)), "regret_mean": float(np.mean(regret)),
+            "regret_max": float(np.max(regret)), "regret_zero_share": float(np.mean(np.array(regret) == 0))}
+
