@@ -535,7 +535,7 @@ the day, dose and donor of her second infusion (or none). `nksim twin` (`docs/tw
 bank of virtual patients by her measurements, then continues the most likely ones under every
 candidate with common random numbers.
 
-{{HOW_TO_RUN.format(path=f"experiments/notebooks/{{E}}.ipynb")}}
+{HOW_TO_RUN.format(path=f"experiments/notebooks/{E}.ipynb")}
 
 Here the parameters are the bank (`BANK_DRAWS` × `BANK_PATIENTS` virtual patients), the number kept
 after conditioning (`RESAMPLE`) and the lattice (`SIDE`); the defaults are small so that the notebook
