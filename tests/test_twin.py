@@ -166,9 +166,9 @@ def test_bad_specs_are_refused_naming_the_key(override, message):
 def test_coverage_on_synthetic_patients():
     """The twin's 90 % intervals cover synthetic patients' truth 85-95 % of the time.
 
-    100 synthetic patients from the bank's population (experiments/twin/run_check.py settings): the
-    intervals of the parameters and of the predictions (randomised PIT), ordinary patients rarely
-    flagged, the regret of the recommendation reported.
+    100 synthetic patients from the bank's population (experiments/twin/run_check.py settings, a bank
+    of 16000): the intervals of the parameters and of the predictions (randomised PIT), ordinary
+    patients rarely flagged, the regret of the recommendation reported.
     """
     import sys
 

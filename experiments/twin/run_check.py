@@ -1,6 +1,6 @@
 """The twin's check on synthetic patients (issue 28): coverage of parameters and predictions, regret, flags.
 
-    python experiments/twin/run_check.py            # 100 synthetic patients, bank of 8000 (~1 min on 2 cores)
+    python experiments/twin/run_check.py            # 100 synthetic patients, bank of 16000 (~1.5 min on 2 cores)
     python experiments/twin/run_check.py --n 200 --seed 2
 
 Uses experiments/twin/example.toml (its observation template: the example patient's days,
@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 #: The check's settings: the example's bank size, a small lattice, three candidates.
-OVERRIDES = ["twin.bank.draws=200", "twin.bank.patients=40", "parameters.lattice.side=4",
+OVERRIDES = ["twin.bank.draws=800", "twin.bank.patients=20", "parameters.lattice.side=4",
              "twin.decision.days=[7, 14]", "twin.decision.doses=[5e6]", 'twin.decision.donors=["same"]']
 
 
