@@ -38,17 +38,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checks import check_number, check_seed
+from ..checks import check_number
 from ..errors import NksimInputError
 from ..fileio import read_toml
 from ..sweep.factors import is_parameter, unknown_factor
-from ..sweep.spec import apply_overrides, resolve_draws_from, resolve_spec_model
+from ..sweep.spec import apply_overrides, resolve_draws_from, spec_day, spec_days, spec_header, spec_int, spec_table
 from .bank import BANK_NAMES
 from .candidate import Candidate
 from .problem import OUTCOMES
@@ -63,7 +62,6 @@ _BANK_KEYS = {"draws", "patients", "replicates"}
 _REFERENCE_KEYS = {"regimen", "nk_product", "cytokine", "cytokine_start", "cytokine_days", "gap", "days", "shares",
                    "donors",
                    "total_dose"}
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 #: Objectives the search may maximise (per-unit outcomes of nksim.optimise.problem).
 OBJECTIVES = ("pft",)
 
@@ -138,23 +136,11 @@ def _err(msg: str, src: str, key: str) -> NksimInputError:
 
 
 def _table(data: Mapping[str, Any], name: str, src: str, key: str, allowed: set[str] | None = None) -> dict[str, Any]:
-    t = data.get(name, {})
-    if not isinstance(t, Mapping):
-        raise _err("must be a table", src, key)
-    if allowed is not None:
-        for k in t:
-            if k not in allowed:
-                raise _err(f"unknown key '{k}'; allowed: {sorted(allowed)}", src, f"{key}.{k}")
-    return dict(t)
+    return spec_table(data, name, src, key, allowed)
 
 
-def _int(v: Any, src: str, key: str, lo: int, hi: int) -> int:
-    check_number(v, source=src, key=key, lo=lo, hi=hi, integer=True, types=(int,))
-    return int(v)
-
-
-def _day(v: Any, src: str, key: str, lo: float, hi: float) -> float:
-    return check_number(v, source=src, key=key, lo=lo, hi=hi, unit="day", integer=True)
+_int = spec_int
+_day = spec_day
 
 
 def _reference(table: Mapping[str, Any], space: DesignSpace, src: str) -> Candidate:
@@ -197,30 +183,16 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     if "optimise" not in raw:
         raise _err("missing table", src, "optimise")
     op = _table(raw, "optimise", src, "optimise", _KEYS)
-    for k in ("name", "seed", "horizon"):
-        if k not in op:
-            raise _err("missing key", src, f"optimise.{k}")
-    name = op["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise _err(f"name {name!r} must be 1-64 letters, digits, '_', '.' or '-'", src, "optimise.name")
-    description = op.get("description", "")
-    if not isinstance(description, str):
-        raise _err("must be a string", src, "optimise.description")
-    seed = check_seed(op["seed"], source=src, key="optimise.seed", limit=2**63)
-    model_path = resolve_spec_model(op.get("model", "default"), base_dir, src, "optimise.model")
+    name, description, seed, model_path = spec_header(op, src, "optimise", base_dir)
+    if "horizon" not in op:
+        raise _err("missing key", src, "optimise.horizon")
     objective = op.get("objective", "pft")
     if objective not in OBJECTIVES:
         raise _err(f"objective {objective!r} must be one of {list(OBJECTIVES)} ({OUTCOMES['pft'][1]}, day)", src,
                    "optimise.objective")
     horizon = _day(op["horizon"], src, "optimise.horizon", 14, 3650)
     landmark = _day(op.get("landmark_day", horizon), src, "optimise.landmark_day", 1, horizon)
-    raw_days = op.get("assessment_days", [horizon])
-    if not isinstance(raw_days, list) or not raw_days:
-        raise _err("must be a non-empty list of days since the start of lymphodepletion", src,
-                   "optimise.assessment_days")
-    days = tuple(_day(d, src, f"optimise.assessment_days[{i}]", 1, horizon) for i, d in enumerate(raw_days))
-    if list(days) != sorted(set(days)):
-        raise _err("days must be strictly increasing", src, "optimise.assessment_days")
+    days = spec_days(op.get("assessment_days", [horizon]), src, "optimise.assessment_days", 1, horizon)
     trials = _int(op.get("trials", 64), src, "optimise.trials", 1, 100_000)
     batch = _int(op.get("batch_size", 8), src, "optimise.batch_size", 1, 1000)
     startup = _int(op.get("startup_trials", min(16, trials)), src, "optimise.startup_trials", 0, 100_000)

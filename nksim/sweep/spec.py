@@ -117,31 +117,71 @@ def _err(msg: str, src: str, key: str) -> NksimInputError:
     return NksimInputError(msg, source=src, key=key)
 
 
-def _table(data: Mapping[str, Any], name: str, allowed: set[str] | None, src: str,
-           required: bool = False) -> dict[str, Any]:
+# --- checks shared by the spec readers (sweep, nksim.optimise.spec, nksim.twin.spec) ---------------------
+def spec_table(data: Mapping[str, Any], name: str, src: str, key: str | None = None,
+               allowed: set[str] | None = None, required: bool = False) -> dict[str, Any]:
+    """Table ``name`` of ``data`` (``key``: its dotted path, default ``name``): a mapping with only ``allowed`` keys.
+
+    A missing table is ``{}`` unless ``required``.
+    """
+    key = key or name
     if name not in data:
         if required:
-            raise _err("missing table", src, name)
+            raise _err("missing table", src, key)
         return {}
     t = data[name]
     if not isinstance(t, Mapping):
-        raise _err("must be a table", src, name)
+        raise _err("must be a table", src, key)
     if allowed is not None:
         for k in t:
             if k not in allowed:
-                raise _err(f"unknown key '{k}'; allowed: {sorted(allowed)}", src, f"{name}.{k}")
+                raise _err(f"unknown key '{k}'; allowed: {sorted(allowed)}", src, f"{key}.{k}")
     return dict(t)
 
 
-def _int(v: Any, src: str, key: str, lo: int, hi: int) -> int:
+def spec_int(v: Any, src: str, key: str, lo: int, hi: int) -> int:
     """A whole number (TOML integer) in ``[lo, hi]`` (one range check: :func:`nksim.checks.check_number`)."""
     check_number(v, source=src, key=key, lo=lo, hi=hi, integer=True, types=(int,))
     return int(v)
 
 
-def _day(v: Any, src: str, key: str, lo: float, hi: float) -> float:
+def spec_day(v: Any, src: str, key: str, lo: float, hi: float) -> float:
     """A whole day in ``[lo, hi]``."""
     return check_number(v, source=src, key=key, lo=lo, hi=hi, unit="day", integer=True)
+
+
+def spec_days(raw: Any, src: str, key: str, lo: float, hi: float) -> tuple[float, ...]:
+    """A non-empty, strictly increasing list of whole days in ``[lo, hi]``."""
+    if not isinstance(raw, list) or not raw:
+        raise _err("must be a non-empty list of days", src, key)
+    days = tuple(spec_day(d, src, f"{key}[{i}]", lo, hi) for i, d in enumerate(raw))
+    if list(days) != sorted(set(days)):
+        raise _err("days must be strictly increasing", src, key)
+    return days
+
+
+def spec_header(table: Mapping[str, Any], src: str, prefix: str, base_dir: Path) -> tuple[str, str, int, Path]:
+    """``(name, description, seed, model file)`` of a spec's main table ``prefix`` (name and seed required)."""
+    for k in ("name", "seed"):
+        if k not in table:
+            raise _err("missing key", src, f"{prefix}.{k}")
+    name = table["name"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _err(f"name {name!r} must be 1-64 letters, digits, '_', '.' or '-'", src, f"{prefix}.name")
+    description = table.get("description", "")
+    if not isinstance(description, str):
+        raise _err("must be a string", src, f"{prefix}.description")
+    seed = check_seed(table["seed"], source=src, key=f"{prefix}.seed", limit=2**63)
+    return name, description, seed, resolve_spec_model(table.get("model", "default"), base_dir, src, f"{prefix}.model")
+
+
+def _table(data: Mapping[str, Any], name: str, allowed: set[str] | None, src: str,
+           required: bool = False) -> dict[str, Any]:
+    return spec_table(data, name, src, allowed=allowed, required=required)
+
+
+_int = spec_int
+_day = spec_day
 
 
 def resolve_spec_model(model: Any, base_dir: Path, src: str, key: str) -> Path:
@@ -284,27 +324,12 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
         if k not in _TOP:
             raise _err(f"unknown table '{k}'; allowed: {sorted(_TOP)}", src, k)
     sw = _table(raw, "sweep", _SWEEP_KEYS, src, required=True)
-    for k in ("name", "seed"):
-        if k not in sw:
-            raise _err("missing key", src, f"sweep.{k}")
-    name = sw["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise _err(f"name {name!r} must be 1-64 letters, digits, '_', '.' or '-'", src, "sweep.name")
-    description = sw.get("description", "")
-    if not isinstance(description, str):
-        raise _err("must be a string", src, "sweep.description")
-    seed = check_seed(sw["seed"], source=src, key="sweep.seed", limit=2**63)
-    model_path = resolve_spec_model(sw.get("model", "default"), base_dir, src, "sweep.model")
+    name, description, seed, model_path = spec_header(sw, src, "sweep", base_dir)
     design = sw.get("design", "factorial")
     if design not in DESIGNS:
         raise _err(f"design {design!r} is not one of {list(DESIGNS)}", src, "sweep.design")
     end_day = _day(sw.get("end_day", 365), src, "sweep.end_day", 1, 3650)
-    raw_days = sw.get("assessment_days", [28, 90, 180, 270, 365])
-    if not isinstance(raw_days, list) or not raw_days:
-        raise _err("must be a non-empty list of days", src, "sweep.assessment_days")
-    days = tuple(_day(d, src, f"sweep.assessment_days[{i}]", 1, end_day) for i, d in enumerate(raw_days))
-    if list(days) != sorted(set(days)):
-        raise _err("days must be strictly increasing", src, "sweep.assessment_days")
+    days = spec_days(sw.get("assessment_days", [28, 90, 180, 270, 365]), src, "sweep.assessment_days", 1, end_day)
     landmark = _day(sw.get("landmark_day", min(270.0, end_day)), src, "sweep.landmark_day", 1, end_day)
     batch_size = _int(sw.get("batch_size", 8), src, "sweep.batch_size", 1, 100_000)
     clock = sw.get("clock", "infusion")

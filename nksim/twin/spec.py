@@ -37,18 +37,17 @@ Every value is checked before any simulation; errors name the file, the key and 
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checks import check_number, check_seed
+from ..checks import check_number
 from ..errors import NksimInputError
 from ..fileio import read_toml
 from ..optimise.candidate import Candidate
 from ..sweep.factors import is_parameter, unknown_factor
-from ..sweep.spec import apply_overrides, resolve_draws_from, resolve_spec_model
+from ..sweep.spec import apply_overrides, resolve_draws_from, spec_days, spec_header, spec_table
 from .likelihood import AssayModel
 
 _TOP = ("twin", "parameters")
@@ -58,7 +57,6 @@ _GIVEN = {"regimen", "nk_product", "cytokine", "gap", "dose"}
 _DECISION = {"days", "doses", "donors"}
 _ASSAY = {"log_sd", "floor", "marrow_cells"}
 _BANK = {"draws", "patients"}
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -121,13 +119,7 @@ def _err(msg: str, src: str, key: str) -> NksimInputError:
 
 
 def _table(data: Mapping[str, Any], name: str, src: str, key: str, allowed: set[str] | None = None) -> dict[str, Any]:
-    t = data.get(name, {})
-    if not isinstance(t, Mapping):
-        raise _err("must be a table", src, key)
-    for k in t if allowed is not None else ():
-        if k not in allowed:
-            raise _err(f"unknown key '{k}'; allowed: {sorted(allowed)}", src, f"{key}.{k}")
-    return dict(t)
+    return spec_table(data, name, src, key, allowed)
 
 
 def _num(v: Any, src: str, key: str, lo: float, hi: float, unit: str = "", integer: bool = False) -> float:
@@ -150,17 +142,10 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     if "twin" not in raw:
         raise _err("missing table", src, "twin")
     tw = _table(raw, "twin", src, "twin", _KEYS)
-    for k in ("name", "seed", "patient", "patient_id", "decision_day", "horizon"):
+    name, description, seed, model_path = spec_header(tw, src, "twin", base_dir)
+    for k in ("patient", "patient_id", "decision_day", "horizon"):
         if k not in tw:
             raise _err("missing key", src, f"twin.{k}")
-    name = tw["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise _err(f"name {name!r} must be 1-64 letters, digits, '_', '.' or '-'", src, "twin.name")
-    description = tw.get("description", "")
-    if not isinstance(description, str):
-        raise _err("must be a string", src, "twin.description")
-    seed = check_seed(tw["seed"], source=src, key="twin.seed", limit=2**63)
-    model_path = resolve_spec_model(tw.get("model", "default"), base_dir, src, "twin.model")
     if not isinstance(tw["patient"], str) or not tw["patient"].strip():
         raise _err("must be the path of the patient's series CSV", src, "twin.patient")
     patient_file = (base_dir / tw["patient"]).resolve()
@@ -172,10 +157,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     decision_day = _num(tw["decision_day"], src, "twin.decision_day", 1, 180, "day", integer=True)
     horizon = _num(tw["horizon"], src, "twin.horizon", 28, 3650, "day", integer=True)
     landmark = _num(tw.get("landmark_day", horizon), src, "twin.landmark_day", 1, horizon, "day", integer=True)
-    days = tuple(_num(d, src, f"twin.assessment_days[{i}]", 1, horizon, "day", integer=True)
-                 for i, d in enumerate(_list(tw.get("assessment_days", [horizon]), src, "twin.assessment_days")))
-    if list(days) != sorted(set(days)):
-        raise _err("days must be strictly increasing", src, "twin.assessment_days")
+    days = spec_days(tw.get("assessment_days", [horizon]), src, "twin.assessment_days", 1, horizon)
     resample = int(_num(tw.get("resample", 200), src, "twin.resample", 10, 100_000, integer=True))
     delta = _num(tw.get("delta", 7), src, "twin.delta", 0, horizon, "day")
     alpha = check_number(tw.get("alpha", 0.05), source=src, key="twin.alpha", lo=0, hi=0.5, lo_open=True)
