@@ -152,6 +152,7 @@ def plot_search_history(history: SearchHistory, path: Path) -> None:
     ax.step(range(len(best)), best, where="post", color="k", lw=1, label="incumbent (biased upward)")
     ax.set_xlabel("trial")
     ax.set_ylabel("progression-free time, search bank (day)")
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")  # days, not an offset from 204.4
     ax.legend(fontsize=8, loc="lower right")
     save_figure(fig, path)
 
@@ -227,6 +228,7 @@ def plot_factors(history: SearchHistory, spec: Any, path: Path) -> None:
             ax.plot(levels, [y[ok][x[ok] == v].mean() for v in levels], color="k", lw=1)
         ax.set_xlabel(label)
     axes[0][0].set_ylabel("progression-free time, search bank (day)")
+    axes[0][0].ticklabel_format(axis="y", useOffset=False, style="plain")
     fig.suptitle("objective against each factor over the search's schedules (marginal, not model-based)", fontsize=9)
     save_figure(fig, path)
 
