@@ -28,7 +28,8 @@ from nksim.twin.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "experiments" / "twin" / "example.toml"
-TINY = ["twin.bank.draws=2", "twin.bank.patients=10", "twin.resample=20", "parameters.lattice.side=4",
+TINY = ["twin.bank.draws=2", "twin.bank.max_draws=2", "twin.bank.patients=10", "twin.resample=20",
+        "parameters.lattice.side=4",
         "twin.decision.days=[7, 14]", "twin.decision.doses=[5e6]"]
 
 
@@ -182,3 +183,19 @@ def test_coverage_on_synthetic_patients():
     assert 0.85 <= r["prediction_coverage"] <= 0.95, r
     assert r["flagged_share"] <= 0.05
     assert r["regret_mean"] >= 0 and 0 <= r["regret_zero_share"] <= 1
+
+
+def test_a_thin_bank_grows_while_the_effective_sample_size_is_low():
+    """ESS below 20 on a 2-draw bank: draws are doubled up to max_draws; the first units are kept as they were."""
+    fixed = twin(load_spec(EXAMPLE, TINY), None, workers=2, figures=False).dataset
+    grown = twin(load_spec(EXAMPLE, [*TINY, "twin.bank.max_draws=16"]), None, workers=2, figures=False).dataset
+    assert fixed.attrs["bank_units"] == fixed.attrs["bank_units_first"] == 20
+    assert fixed.attrs["effective_sample_size"] < 20  # the premise: thin
+    assert grown.attrs["bank_units_first"] == 20 and grown.attrs["bank_units"] > 20
+    assert grown.attrs["bank_units"] <= 16 * 10
+    assert grown.attrs["effective_sample_size"] > fixed.attrs["effective_sample_size"]
+    from nksim.twin.report import report_markdown
+
+    assert "grown from 20" in report_markdown(grown, load_spec(EXAMPLE, TINY))
+    with pytest.raises(NksimInputError, match="twin.bank.max_draws"):
+        load_spec(EXAMPLE, [*TINY, "twin.bank.max_draws=1"])

@@ -559,7 +559,8 @@ from nksim.calibration.data import load_series
 from nksim.twin import load_spec, twin
 
 spec = load_spec(ROOT / "experiments/twin/example.toml",
-                 [f"twin.bank.draws={BANK_DRAWS}", f"twin.bank.patients={BANK_PATIENTS}",
+                 [f"twin.bank.draws={BANK_DRAWS}", f"twin.bank.max_draws={4 * BANK_DRAWS}",
+                  f"twin.bank.patients={BANK_PATIENTS}",
                   f"twin.resample={RESAMPLE}", f"parameters.lattice.side={SIDE}"])
 for p in load_series(spec.patient_file, start_day=-spec.given.lymphodepletion_offset()):
     print(f"day {p.day:>4g}  {p.quantity:22s} {p.value:8.4g} {p.unit}")

@@ -15,7 +15,10 @@ def report_markdown(ds: xr.Dataset, spec: Any) -> str:
     lines = [f"# nksim twin: patient {a['patient_id']}, decision on day {a['decision_day']:g}", "",
              spec.description.strip(), "",
              "## Diagnostics", "",
-             f"* Bank: {a['bank_units']} virtual patients (population predictive); effective sample size after "
+             f"* Bank: {a['bank_units']} virtual patients (population predictive"
+             + (f"; grown from {a['bank_units_first']} while the effective sample size was below 20"
+                if a.get("bank_units_first", a["bank_units"]) < a["bank_units"] else "")
+             + f"); effective sample size after "
              f"conditioning **{a['effective_sample_size']:.1f}**"
              + (" (thin: enlarge the bank before trusting the numbers)" if a["thin_bank"] else "") + ".",
              f"* Prior-data conflict: {100 * a['prior_predictive_share']:.1f} % of synthetic patients from the bank "

@@ -98,9 +98,12 @@ def _params(base: Any, spec: TwinSpec, bank: Bank) -> list[Any]:
             for d in range(bank.n_draws)]
 
 
-def _simulate_so_far(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[Any], workers: int
-                     ) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """Simulated true values at the observations (units x observations) and each unit's random effects."""
+def _simulate_so_far(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[Any], workers: int,
+                     units: range | None = None) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Simulated true values at the observations (units x observations) and each unit's random effects.
+
+    ``units``: the units to simulate (default: all of the bank).
+    """
     from ..simulate import run_one
 
     pdict = spec.given.protocol_dict(name="twin-so-far", end_day=spec.decision_day,
@@ -113,8 +116,37 @@ def _simulate_so_far(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[An
         vals = np.array([Q.observe(o.quantity, run.rec)[int(round(o.day - proto.start_day))] for o in obs])
         return vals, dict(run.effects.as_dict())
 
-    rows = ordered_thread_map(one, range(bank.n_units), workers)
+    rows = ordered_thread_map(one, units if units is not None else range(bank.n_units), workers)
     return np.stack([r[0] for r in rows]), [r[1] for r in rows]
+
+
+def grow_bank(spec: TwinSpec, base: Any, bank: Bank, params: list[Any], obs: list[Any], truth: np.ndarray,
+              effects: list[dict[str, float]], ll: np.ndarray, workers: int
+              ) -> tuple[Bank, list[Any], np.ndarray, list[dict[str, float]], np.ndarray]:
+    """Add posterior draws (doubling, at most ``spec.bank_max_draws``) while the effective sample size is thin.
+
+    New draws come from their own seed and get new patient ids; the bank's earlier units keep their
+    ids, streams and simulations. Every unit is still a sample of the population predictive with
+    equal prior weight, so the weights stay the likelihoods. Returns the grown bank and its arrays.
+    """
+    from ..sweep.draws import parameter_draws
+
+    k = 0
+    while effective_sample_size(ll - ll.max()) < MIN_ESS and bank.n_draws < spec.bank_max_draws:
+        k += 1
+        add = min(bank.n_draws, spec.bank_max_draws - bank.n_draws)
+        seed = int(np.random.SeedSequence([spec.seed, 10 + k]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+        new = parameter_draws(base, add, spec.draws_from, seed, spec.source)
+        if len(new) < add:  # the model's values only: a larger bank only adds patients of the same draw
+            new = [new[0]] * add
+        old_units = bank.n_units
+        bank = Bank(bank.name, bank.seed, bank.draws + tuple(new), bank.patients, bank.replicates)
+        params = params + _params(base, spec, Bank("new", 0, tuple(new), 1, 1))
+        t_new, e_new = _simulate_so_far(spec, bank, params, obs, workers, range(old_units, bank.n_units))
+        truth = np.concatenate([truth, t_new])
+        effects = effects + e_new
+        ll = np.concatenate([ll, _loglik(obs, t_new, spec)])
+    return bank, params, truth, effects, ll
 
 
 def _loglik(obs: list[Any], truth: np.ndarray, spec: TwinSpec) -> np.ndarray:
@@ -198,6 +230,8 @@ def twin(spec: TwinSpec | str | Path, out: str | Path | None = None, *, workers:
     params = _params(base, spec, bank)
     truth, effects = _simulate_so_far(spec, bank, params, obs, workers)
     ll = _loglik(obs, truth, spec)
+    first_units = bank.n_units
+    bank, params, truth, effects, ll = grow_bank(spec, base, bank, params, obs, truth, effects, ll, workers)
     log_w = ll - np.max(ll)
     ess = effective_sample_size(log_w)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 2]))
@@ -205,6 +239,7 @@ def twin(spec: TwinSpec | str | Path, out: str | Path | None = None, *, workers:
     picks = systematic_resample(log_w, spec.resample, rng)
     outcomes = _decide(spec, bank, params, picks, workers)
     ds = _dataset(spec, bank, obs, truth, effects, log_w, ess, p_conflict, picks, outcomes)
+    ds.attrs["bank_units_first"] = first_units
     if out is not None:
         from ..io.lock import output_lock
         from ..io.netcdf import write_netcdf

@@ -30,6 +30,8 @@ A twin spec (``experiments/twin/example.toml`` is a commented example)::
 
     [twin.bank]                     # the population predictive: draws x virtual patients per draw
     draws = 50; patients = 20
+    max_draws = 200                 # while the effective sample size is below 20, double the draws up to this
+                                    # (default: draws, no growth)
 
     [parameters]                    # model parameters fixed for every simulation
 
@@ -56,7 +58,7 @@ _KEYS = {"name", "description", "model", "draws_from", "seed", "patient", "patie
 _GIVEN = {"regimen", "nk_product", "cytokine", "gap", "dose"}
 _DECISION = {"days", "doses", "donors"}
 _ASSAY = {"log_sd", "floor", "marrow_cells"}
-_BANK = {"draws", "patients"}
+_BANK = {"draws", "patients", "max_draws"}
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class TwinSpec:
     assay: AssayModel
     bank_draws: int
     bank_patients: int
+    bank_max_draws: int
     parameters: Mapping[str, float]
 
     def candidate_labels(self) -> list[str]:
@@ -195,6 +198,8 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     bk = _table(tw, "bank", src, "twin.bank", _BANK)
     bank_draws = int(_num(bk.get("draws", 50), src, "twin.bank.draws", 1, 10_000, integer=True))
     bank_patients = int(_num(bk.get("patients", 20), src, "twin.bank.patients", 1, 100_000, integer=True))
+    bank_max_draws = int(_num(bk.get("max_draws", bank_draws), src, "twin.bank.max_draws", bank_draws, 100_000,
+                              integer=True))
     draws_from = resolve_draws_from(tw.get("draws_from", "posterior"), bank_draws, base_dir, src, "twin.draws_from",
                                     "twin.bank.draws")
     pa = _table(raw, "parameters", src, "parameters")
@@ -208,7 +213,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
                     decision_day=decision_day, horizon=horizon, landmark_day=landmark, assessment_days=days,
                     resample=resample, delta=delta, alpha=alpha, given=given, candidate_days=cdays,
                     candidate_doses=cdoses, candidate_donors=tuple(donors), assay=assay, bank_draws=bank_draws,
-                    bank_patients=bank_patients, parameters=params)
+                    bank_patients=bank_patients, bank_max_draws=bank_max_draws, parameters=params)
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> TwinSpec:
