@@ -44,12 +44,15 @@ class Bank:
     patients: int
     replicates: int = 1
     _ids: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    _digest: str = field(default="", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.draws or self.patients < 1 or self.replicates < 1:
             raise ValueError(f"bank {self.name!r} needs >= 1 draw, patient and replicate")
         ids = tuple(f"d{d:03d}p{p:03d}" for d in range(len(self.draws)) for p in range(self.patients))
         object.__setattr__(self, "_ids", ids)
+        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        object.__setattr__(self, "_digest", hashlib.sha256(blob.encode()).hexdigest()[:16])  # read per unit: once
 
     @property
     def n_draws(self) -> int:
@@ -89,9 +92,8 @@ class Bank:
                    patients=int(d["patients"]), replicates=int(d["replicates"]))
 
     def digest(self) -> str:
-        """SHA-256 (16 hex digits) of everything that fixes the bank's units."""
-        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """SHA-256 (16 hex digits) of everything that fixes the bank's units (computed when the bank is made)."""
+        return self._digest
 
 
 def per_draw_means(values: np.ndarray, bank: Bank) -> np.ndarray:

@@ -14,7 +14,10 @@ decision to treat), so schedules with different gaps are compared on one clock: 
 be called from the first assessment day on, and each unit's progression-free time is restricted
 to the horizon. A simulation stops at the first weekly check at which progression has happened
 (``nksim.simulate.run_one(stop_days=...)``): the first crossing of the progression threshold
-precedes the stop, so the outcome is exactly that of the full run.
+precedes the stop, so stopping loses no outcome. The checks are synchronisation days of the marrow
+update, so a run with them is another realisation of the same model than one without (not bit for
+bit the same numbers); every schedule on a bank uses the same rule, and the checks start at the first
+assessment, after every infusion and cytokine dose.
 """
 from __future__ import annotations
 

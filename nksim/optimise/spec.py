@@ -135,14 +135,6 @@ def _err(msg: str, src: str, key: str) -> NksimInputError:
     return NksimInputError(msg, source=src, key=key)
 
 
-def _table(data: Mapping[str, Any], name: str, src: str, key: str, allowed: set[str] | None = None) -> dict[str, Any]:
-    return spec_table(data, name, src, key, allowed)
-
-
-_int = spec_int
-_day = spec_day
-
-
 def _reference(table: Mapping[str, Any], space: DesignSpace, src: str) -> Candidate:
     """The reference schedule; fields it omits take the space's fixed values (or its defaults)."""
     def fixed(name: str) -> Any:
@@ -182,7 +174,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
             raise _err(f"unknown table '{k}'; allowed: {list(_TOP)}", src, k)
     if "optimise" not in raw:
         raise _err("missing table", src, "optimise")
-    op = _table(raw, "optimise", src, "optimise", _KEYS)
+    op = spec_table(raw, "optimise", src, "optimise", _KEYS)
     name, description, seed, model_path = spec_header(op, src, "optimise", base_dir)
     if "horizon" not in op:
         raise _err("missing key", src, "optimise.horizon")
@@ -190,36 +182,36 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     if objective not in OBJECTIVES:
         raise _err(f"objective {objective!r} must be one of {list(OBJECTIVES)} ({OUTCOMES['pft'][1]}, day)", src,
                    "optimise.objective")
-    horizon = _day(op["horizon"], src, "optimise.horizon", 14, 3650)
-    landmark = _day(op.get("landmark_day", horizon), src, "optimise.landmark_day", 1, horizon)
+    horizon = spec_day(op["horizon"], src, "optimise.horizon", 14, 3650)
+    landmark = spec_day(op.get("landmark_day", horizon), src, "optimise.landmark_day", 1, horizon)
     days = spec_days(op.get("assessment_days", [horizon]), src, "optimise.assessment_days", 1, horizon)
-    trials = _int(op.get("trials", 64), src, "optimise.trials", 1, 100_000)
-    batch = _int(op.get("batch_size", 8), src, "optimise.batch_size", 1, 1000)
-    startup = _int(op.get("startup_trials", min(16, trials)), src, "optimise.startup_trials", 0, 100_000)
-    polish = _int(op.get("polish_rounds", 3), src, "optimise.polish_rounds", 0, 100)
-    top = _int(op.get("top", 6), src, "optimise.top", 1, 100)
+    trials = spec_int(op.get("trials", 64), src, "optimise.trials", 1, 100_000)
+    batch = spec_int(op.get("batch_size", 8), src, "optimise.batch_size", 1, 1000)
+    startup = spec_int(op.get("startup_trials", min(16, trials)), src, "optimise.startup_trials", 0, 100_000)
+    polish = spec_int(op.get("polish_rounds", 3), src, "optimise.polish_rounds", 0, 100)
+    top = spec_int(op.get("top", 6), src, "optimise.top", 1, 100)
     delta = check_number(op.get("delta", 7), source=src, key="optimise.delta", lo=0, hi=horizon, unit="day")
     alpha = check_number(op.get("alpha", 0.05), source=src, key="optimise.alpha", lo=0, hi=0.5, lo_open=True)
-    profile_levels = _int(op.get("profile_levels", 8), src, "optimise.profile_levels", 0, 50)
+    profile_levels = spec_int(op.get("profile_levels", 8), src, "optimise.profile_levels", 0, 50)
 
-    space = parse_space(_table(op, "space", src, "optimise.space"), _table(op, "constraints", src,
+    space = parse_space(spec_table(op, "space", src, "optimise.space"), spec_table(op, "constraints", src,
                                                                             "optimise.constraints"), src)
     latest = max_offset(space) + space.last_infusion_day
     if latest >= horizon:
         raise _err(f"a schedule of this space may give its last infusion on day {latest:g} after the start of "
                    f"lymphodepletion (largest gap and regimen, last_infusion_day), not before the horizon "
                    f"{horizon:g}: raise the horizon or narrow the space", src, "optimise.horizon")
-    reference = _reference(_table(op, "reference", src, "optimise.reference", _REFERENCE_KEYS), space, src)
+    reference = _reference(spec_table(op, "reference", src, "optimise.reference", _REFERENCE_KEYS), space, src)
 
-    bk = _table(op, "banks", src, "optimise.banks", set(BANK_NAMES))
+    bk = spec_table(op, "banks", src, "optimise.banks", set(BANK_NAMES))
     banks: dict[str, BankSize] = {}
     defaults = {"search": (8, 8), "confirm": (16, 16), "estimate": (16, 16)}
     for bname in BANK_NAMES:
-        t = _table(bk, bname, src, f"optimise.banks.{bname}", _BANK_KEYS)
+        t = spec_table(bk, bname, src, f"optimise.banks.{bname}", _BANK_KEYS)
         d0, p0 = defaults[bname]
-        banks[bname] = BankSize(_int(t.get("draws", d0), src, f"optimise.banks.{bname}.draws", 1, 10_000),
-                                _int(t.get("patients", p0), src, f"optimise.banks.{bname}.patients", 1, 100_000),
-                                _int(t.get("replicates", 1), src, f"optimise.banks.{bname}.replicates", 1, 1000))
+        banks[bname] = BankSize(spec_int(t.get("draws", d0), src, f"optimise.banks.{bname}.draws", 1, 10_000),
+                                spec_int(t.get("patients", p0), src, f"optimise.banks.{bname}.patients", 1, 100_000),
+                                spec_int(t.get("replicates", 1), src, f"optimise.banks.{bname}.replicates", 1, 1000))
     if banks["confirm"].patients < 2:
         raise _err("the per-draw analysis splits each draw's patients in two: give >= 2", src,
                    "optimise.banks.confirm.patients")
@@ -227,7 +219,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     draws_from = resolve_draws_from(op.get("draws_from", "posterior"), draws_needed, base_dir, src,
                                     "optimise.draws_from", "optimise.banks")
 
-    pa = _table(raw, "parameters", src, "parameters")
+    pa = spec_table(raw, "parameters", src, "parameters")
     parameters: dict[str, float] = {}
     for k, v in pa.items():
         if not is_parameter(k):

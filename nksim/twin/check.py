@@ -27,12 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ..observables import response_thresholds
 from ..optimise.bank import Bank
-from ..optimise.problem import Clock, unit_outcome
-from ..protocol import Patient
-from ..sweep.scenario import build_protocol
-from ..threads import ordered_thread_map
+from ..optimise.problem import Clock, ModelProblem
 from .likelihood import effective_sample_size, log_likelihood, mixture_log_likelihood, simulate_measurement
 from .run import ATYPICAL_P, _bank, _observations, _params, _simulate_so_far, conflict_share
 from .spec import TwinSpec
@@ -47,31 +43,14 @@ def randomised_pit(values: np.ndarray, log_w: np.ndarray, truth: float, rng: np.
     return below + rng.random() * at
 
 
-def _outcomes_under(spec: TwinSpec, bank: Bank, params: list[Any], workers: int) -> np.ndarray:
-    """Progression-free time of every unit of ``bank`` under every candidate: (candidates, units)."""
-    from ..simulate import run_one
+def _outcomes_under(spec: TwinSpec, base: Any, bank: Bank, workers: int) -> np.ndarray:
+    """Progression-free time of every unit of ``bank`` under every candidate: (candidates, units).
 
-    clock = Clock(spec.assessment_days, spec.landmark_day, spec.horizon)
-    setups = []
-    for c in spec.candidates():
-        offset = c.lymphodepletion_offset()
-        assess = [a - offset for a in spec.assessment_days]
-        pdict = c.protocol_dict(name="twin-check", end_day=spec.horizon - offset, assessment_days=assess)
-        setups.append((build_protocol(pdict, bank.patient_ids, "twin check"), offset, assess[0]))
-
-    def one(task: tuple[int, int]) -> float:
-        ci, u = task
-        proto, offset, first = setups[ci]
-        d, pid, r = bank.unit(u)
-        run = run_one(params[d], proto, Patient(pid, "all"), bank.seed, r)
-        time = proto.start_day + np.arange(run.rec.shape[0], dtype=float)
-        from ..engine import layout as L
-
-        return unit_outcome(time, run.rec[:, L.R.marrow_blast_pct], response_thresholds(params[d]), first, offset,
-                            clock)[0]
-
-    tasks = [(ci, u) for ci in range(len(setups)) for u in range(bank.n_units)]
-    return np.array(ordered_thread_map(one, tasks, workers), dtype=float).reshape(len(setups), bank.n_units)
+    :meth:`nksim.optimise.problem.ModelProblem.evaluate`: each unit's parameters are its draw with the
+    spec's fixed values over it, as :func:`nksim.twin.run._params` builds them.
+    """
+    problem = ModelProblem(base, Clock(spec.assessment_days, spec.landmark_day, spec.horizon), spec.parameters)
+    return np.stack([o["pft"] for o in problem.evaluate(spec.candidates(), bank, workers=workers)])
 
 
 def coverage_study(spec: TwinSpec, n: int = 100, *, workers: int = 1, seed: int = 1) -> dict[str, Any]:
@@ -91,8 +70,8 @@ def coverage_study(spec: TwinSpec, n: int = 100, *, workers: int = 1, seed: int 
     tbank = Bank("truth", tseed, tuple(tdraws), 1, 1)
     tparams = _params(base, spec, tbank)
     truth_t, eff_t = _simulate_so_far(spec, tbank, tparams, obs, workers)
-    y_bank = _outcomes_under(spec, bank, params, workers)
-    y_true = _outcomes_under(spec, tbank, tparams, workers)
+    y_bank = _outcomes_under(spec, base, bank, workers)
+    y_true = _outcomes_under(spec, base, tbank, workers)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, seed, 4]))
 
     def per_unit(b: Bank, effects: list[dict[str, float]], k: str) -> np.ndarray:

@@ -36,7 +36,7 @@ from ..engine import layout as L
 from ..errors import NksimInputError, NksimWarning
 from ..observables import response_thresholds
 from ..optimise.bank import Bank
-from ..optimise.problem import Clock, unit_outcome
+from ..optimise.problem import Clock, ModelProblem, unit_outcome
 from ..optimise.select import cluster_mean_se, interval, near_optimal_set
 from ..protocol import Patient
 from ..sweep.scenario import build_protocol
@@ -190,12 +190,8 @@ def _decide(spec: TwinSpec, bank: Bank, params: list[Any], picks: np.ndarray, wo
     clock = Clock(spec.assessment_days, spec.landmark_day, spec.horizon)
     cands = spec.candidates()
     uniq, inverse = np.unique(picks, return_inverse=True)
-    setups = []
-    for c in cands:
-        offset = c.lymphodepletion_offset()
-        assess = [a - offset for a in spec.assessment_days]
-        pdict = c.protocol_dict(name="twin", end_day=spec.horizon - offset, assessment_days=assess)
-        setups.append((build_protocol(pdict, bank.patient_ids, f"candidate {c.label()}"), offset, assess[0]))
+    # the optimiser's recipe for a candidate's protocol on the lymphodepletion clock (protocol, offset, first day)
+    setups = [ModelProblem(params[0], clock).protocol(c, bank) for c in cands]
 
     def one(task: tuple[int, int]) -> tuple[float, float, float, float]:
         ci, u = task

@@ -121,8 +121,6 @@ def _err(msg: str, src: str, key: str) -> NksimInputError:
     return NksimInputError(msg, source=src, key=key)
 
 
-def _table(data: Mapping[str, Any], name: str, src: str, key: str, allowed: set[str] | None = None) -> dict[str, Any]:
-    return spec_table(data, name, src, key, allowed)
 
 
 def _num(v: Any, src: str, key: str, lo: float, hi: float, unit: str = "", integer: bool = False) -> float:
@@ -144,7 +142,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
             raise _err(f"unknown table '{k}'; allowed: {list(_TOP)}", src, k)
     if "twin" not in raw:
         raise _err("missing table", src, "twin")
-    tw = _table(raw, "twin", src, "twin", _KEYS)
+    tw = spec_table(raw, "twin", src, "twin", _KEYS)
     name, description, seed, model_path = spec_header(tw, src, "twin", base_dir)
     for k in ("patient", "patient_id", "decision_day", "horizon"):
         if k not in tw:
@@ -165,7 +163,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     delta = _num(tw.get("delta", 7), src, "twin.delta", 0, horizon, "day")
     alpha = check_number(tw.get("alpha", 0.05), source=src, key="twin.alpha", lo=0, hi=0.5, lo_open=True)
 
-    gv = _table(tw, "given", src, "twin.given", _GIVEN)
+    gv = spec_table(tw, "given", src, "twin.given", _GIVEN)
     for k in ("regimen", "nk_product", "dose"):
         if k not in gv:
             raise _err("missing key", src, f"twin.given.{k}")
@@ -173,7 +171,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
                                     "cytokine": gv.get("cytokine", "none"), "cytokine_start": 0,
                                     "gap": gv.get("gap", 7), "days": [0], "shares": [100], "donors": ["donor1"],
                                     "total_dose": gv["dose"]}, src, "twin.given")
-    dc = _table(tw, "decision", src, "twin.decision", _DECISION)
+    dc = spec_table(tw, "decision", src, "twin.decision", _DECISION)
     if "days" not in dc or "doses" not in dc:
         raise _err("give days and doses of the candidate next infusions", src, "twin.decision")
     cdays = tuple(_num(d, src, f"twin.decision.days[{i}]", decision_day, 180, "day", integer=True)
@@ -190,19 +188,19 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     if max(cdays) + offset >= horizon:
         raise _err(f"the latest candidate infusion (day {max(cdays):g}, {max(cdays) + offset:g} after the start of "
                    f"lymphodepletion) is not before the horizon {horizon:g}", src, "twin.horizon")
-    at = _table(tw, "assay", src, "twin.assay", _ASSAY)
+    at = spec_table(tw, "assay", src, "twin.assay", _ASSAY)
     assay = AssayModel(log_sd=_num(at.get("log_sd", 0.3), src, "twin.assay.log_sd", 0.01, 3),
                        floor=_num(at.get("floor", 1e-4), src, "twin.assay.floor", 1e-9, 1),
                        marrow_cells=int(_num(at.get("marrow_cells", 200), src, "twin.assay.marrow_cells", 10, 1e6,
                                              integer=True)))
-    bk = _table(tw, "bank", src, "twin.bank", _BANK)
+    bk = spec_table(tw, "bank", src, "twin.bank", _BANK)
     bank_draws = int(_num(bk.get("draws", 50), src, "twin.bank.draws", 1, 10_000, integer=True))
     bank_patients = int(_num(bk.get("patients", 20), src, "twin.bank.patients", 1, 100_000, integer=True))
     bank_max_draws = int(_num(bk.get("max_draws", bank_draws), src, "twin.bank.max_draws", bank_draws, 100_000,
                               integer=True))
     draws_from = resolve_draws_from(tw.get("draws_from", "posterior"), bank_draws, base_dir, src, "twin.draws_from",
                                     "twin.bank.draws")
-    pa = _table(raw, "parameters", src, "parameters")
+    pa = spec_table(raw, "parameters", src, "parameters")
     params: dict[str, float] = {}
     for k, v in pa.items():
         if not is_parameter(k):
