@@ -97,11 +97,29 @@ def _normal_cdf(x: float) -> float:
     return 0.5 * math.erfc(-x / math.sqrt(2.0))
 
 
+#: Standard normal deviates behind one virtual patient's individual values (module docstring).
+N_EFFECT_NORMALS = 6
+
+
 def draw_effects(params: ParameterSet, rng: np.random.Generator,
                  covariates: Mapping[str, float] | None = None) -> PatientEffects:
     """Draw one virtual patient's individual values from the population distributions."""
+    return effects_from_normals(params, rng.standard_normal(N_EFFECT_NORMALS), covariates)
+
+
+def effects_from_normals(params: ParameterSet, z: np.ndarray,
+                         covariates: Mapping[str, float] | None = None) -> PatientEffects:
+    """A virtual patient's individual values from her :data:`N_EFFECT_NORMALS` standard normal deviates ``z``.
+
+    The map :func:`draw_effects` applies to the deviates it draws (module docstring, in that order:
+    baseline blasts, growth, susceptible fraction, host recovery, donor-NK expansion, kinetic
+    class). Given ``z``, a patient-level sampler (``nksim twin``'s ABC-SMC) moves a patient's
+    random effects on their standard normal scale, where the population distribution is N(0, I).
+    """
     cov = dict(covariates or {})
-    z = rng.standard_normal(6)
+    z = np.asarray(z, dtype=float)
+    if z.shape != (N_EFFECT_NORMALS,):
+        raise ValueError(f"z must hold {N_EFFECT_NORMALS} standard normal deviates, got shape {z.shape}")
     sd_b = params["random_effects.baseline_blast_logit_sd"]
     sd_g = params["random_effects.blast_growth_log_sd"]
     sd_s = params["random_effects.susceptible_logit_sd"]

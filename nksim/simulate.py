@@ -30,7 +30,7 @@ from .errors import NksimInputError, SimulationHalted
 from .interrupts import halt_registered, signal_received
 from .output import build_dataset
 from .parameters import ParameterSet, load_parameters
-from .patients import draw_effects
+from .patients import PatientEffects, draw_effects
 from .protocol import Patient, Protocol, load_protocol, protocol_from_dict
 from .streams import STREAMS, stream_entropy, stream_generator
 
@@ -129,7 +129,8 @@ def new_halt_flag() -> np.ndarray:
 
 
 def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: int, replicate: int, *,
-            stop_days: Sequence[float] | None = None, halt: np.ndarray | None = None) -> RawRun:
+            stop_days: Sequence[float] | None = None, halt: np.ndarray | None = None,
+            effects: PatientEffects | None = None) -> RawRun:
     """Simulate one (patient, replicate) and return the raw kernel arrays.
 
     ``stop_days`` (days since the first infusion, e.g. the assessment days): end the run
@@ -141,10 +142,16 @@ def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: in
     kernel returns within one step and this raises :class:`~nksim.errors.SimulationHalted`.
     From the main thread the kernel runs in a helper thread (module docstring); Ctrl-C there
     halts it, waits for it to return (within one step) and raises the KeyboardInterrupt.
+
+    ``effects``: the patient's individual values, given (e.g. from
+    :func:`nksim.patients.effects_from_normals`) instead of drawn from her ``patient`` stream; the
+    kernel's streams are the same either way, so given the values her stream draws, the run is
+    identical to the one without ``effects``.
     """
     if signal_received() is not None:  # the command is being interrupted (the exception may have been swallowed)
         raise SimulationHalted("not started: the command was interrupted")
-    eff = draw_effects(params, stream_generator(seed, patient.id, replicate, "patient"), patient.covariates)
+    eff = effects if effects is not None else draw_effects(
+        params, stream_generator(seed, patient.id, replicate, "patient"), patient.covariates)
     kp, ev = patient_inputs(params, eff, protocol, patient)
     snap = np.array([int(d - protocol.start_day) for d in protocol.snapshot_days], dtype=np.int64)
     if stop_days is None:

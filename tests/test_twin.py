@@ -1,6 +1,7 @@
 """nksim twin: assay likelihood, conditioning, common random numbers after the decision day, the whole path."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -199,3 +200,123 @@ def test_a_thin_bank_grows_while_the_effective_sample_size_is_low():
     assert "grown from 20" in report_markdown(grown, load_spec(EXAMPLE, TINY))
     with pytest.raises(NksimInputError, match="twin.bank.max_draws"):
         load_spec(EXAMPLE, [*TINY, "twin.bank.max_draws=1"])
+
+
+def test_effects_given_as_deviates_reproduce_the_drawn_ones():
+    """effects_from_normals of a patient stream's six deviates is draw_effects; run_one(effects=) is the same run."""
+    from nksim.patients import N_EFFECT_NORMALS, draw_effects, effects_from_normals
+    from nksim.streams import stream_generator
+
+    spec = load_spec(EXAMPLE, TINY)
+    params = load_parameters(spec.model_path).with_values(dict(spec.parameters))
+    for rep in range(6):
+        drawn = draw_effects(params, stream_generator(11, "v1", rep, "patient"))
+        z = stream_generator(11, "v1", rep, "patient").standard_normal(N_EFFECT_NORMALS)
+        assert effects_from_normals(params, z) == drawn
+    proto = build_protocol(spec.given.protocol_dict(name="a", end_day=20, assessment_days=[20]), ["v1"], "t")
+    a = run_one(params, proto, Patient("v1", "all"), 11, 2)
+    b = run_one(params, proto, Patient("v1", "all"), 11, 2, effects=a.effects)
+    np.testing.assert_array_equal(a.rec, b.rec)
+    other = effects_from_normals(params, np.array([0, 0, 0, 0, 2.5, 0.0]))  # fast-expanding donor NK
+    c = run_one(params, proto, Patient("v1", "all"), 11, 2, effects=other)
+    assert c.effects == other and not np.array_equal(a.rec, c.rec)
+    with pytest.raises(ValueError, match="6 standard normal"):
+        effects_from_normals(params, np.zeros(5))
+
+
+def test_the_abc_smc_fallback_runs_when_the_bank_is_thin():
+    """A 20-unit bank is always thin: the ABC-SMC conditions her, reaches temperature 1, and its particles are real.
+
+    Each particle's stored values at the measurements are those its identity (streams, draw, deviates)
+    simulates again; 'never' keeps the bank's weights; the report says which was used.
+    """
+    from nksim.twin.report import report_markdown
+    from nksim.twin.run import (
+        Conditioned,
+        _bank,
+        _observations,
+        _params,
+        _simulate_so_far,
+        _so_far_protocol,
+        patient_smc,
+    )
+
+    spec = load_spec(EXAMPLE, TINY)
+    ds = twin(spec, None, workers=2, figures=False).dataset
+    a = ds.attrs
+    assert a["conditioning"] == "abc-smc" and a["smc_converged"] == 1 and a["smc_final_temperature"] == 1.0
+    temps = np.array(json.loads(a["smc_temperatures"]))
+    assert np.all(np.diff(temps) > 0) and temps[-1] == 1.0
+    assert a["smc_simulations"] == a["smc_particles"] * sum(json.loads(a["smc_moves"]))
+    assert "Patient-level ABC-SMC" in report_markdown(ds, spec)
+    bank_only = twin(load_spec(EXAMPLE, [*TINY, 'twin.smc.mode="never"']), None, workers=2, figures=False).dataset
+    assert bank_only.attrs["conditioning"] == "bank" and "smc_stages" not in bank_only.attrs
+    assert "ABC-SMC" not in report_markdown(bank_only, spec)
+
+    base = load_parameters(spec.model_path)
+    obs, _ = _observations(spec)
+    bank = _bank(spec, base)
+    params = _params(base, spec, bank)
+    truth, effects = _simulate_so_far(spec, bank, params, obs, 2)
+    ll = np.zeros(bank.n_units)
+    for j, o in enumerate(obs):
+        ll += log_likelihood(o.quantity, o.value, o.below_lod, o.lod, truth[:, j], spec.assay)
+    cond, res = patient_smc(spec, bank, params, obs, truth, ll, 2)
+    assert isinstance(cond, Conditioned) and res.converged and len(cond.draw) == spec.smc.particles
+    moved = [i for i, ident in enumerate(cond.ident) if ident[1].startswith("smc")]
+    assert len(moved) > len(cond.draw) // 2
+    proto = _so_far_protocol(spec, ["x"])
+    for i in moved[:3] + [i for i in range(len(cond.draw)) if i not in moved][:2]:
+        run = cond.run(i, params, proto)
+        got = [Q.observe(o.quantity, run.rec)[int(round(o.day - proto.start_day))] for o in obs]
+        np.testing.assert_array_equal(got, cond.truth[i])
+        assert run.effects.as_dict() == cond.effects[i]
+
+
+def test_an_unconverged_abc_smc_is_said_loudly():
+    from nksim.errors import NksimWarning
+    from nksim.twin.report import report_markdown
+
+    spec = load_spec(EXAMPLE, [*TINY, "twin.smc.max_stages=1"])
+    with pytest.warns(NksimWarning, match="max_stages"):
+        ds = twin(spec, None, workers=1, figures=False).dataset
+    assert ds.attrs["smc_converged"] == 0 and ds.attrs["smc_final_temperature"] < 1
+    assert "stopped at temperature" in report_markdown(ds, spec)
+
+
+@pytest.mark.parametrize("override, key", [
+    ('twin.smc.mode="sometimes"', "twin.smc.mode"),
+    ("twin.smc.particles=2", "twin.smc.particles"),
+    ("twin.smc.ess_fraction=1.5", "twin.smc.ess_fraction"),
+    ("twin.smc.jump=-0.1", "twin.smc.jump"),
+    ("twin.smc.temperature=1", "unknown key 'temperature'"),
+])
+def test_bad_smc_settings_name_the_key(override, key):
+    with pytest.raises(NksimInputError, match=key.replace(".", r"\.")):
+        load_spec(EXAMPLE, [*TINY, override])
+
+
+@pytest.mark.slow
+def test_the_abc_smc_fallback_restores_coverage_where_the_bank_is_thin():
+    """On 40 synthetic patients whose data leave the bank thin (ESS < 20), the ABC-SMC's 90 % intervals cover >= 80 %.
+
+    experiments/twin/run_check.py --fallback settings (a 2000-unit bank of 400 draws, the ABC-SMC's
+    pool). Selecting patients by their data keeps a calibrated posterior calibrated on them; the
+    bank's own weights, a handful of heavy units, cover visibly less (the reason for the fallback).
+    Measured: seed 1 87 % (parameters) and 90 % (predictions), seed 2 84 % and 86 %; the bank's weights
+    73-76 % and 76-80 %. The lower edge is 80 %, not 85 %: the sampler's posterior draws are a finite
+    pool (400 here), a little narrower than the continuous posterior (pool 50: 82 %, 200: 86 %).
+    """
+    import sys
+
+    sys.path.insert(0, str(ROOT / "experiments" / "twin"))
+    from run_check import FALLBACK_OVERRIDES
+
+    from nksim.twin.check import fallback_study
+
+    r = fallback_study(load_spec(EXAMPLE, FALLBACK_OVERRIDES), screened=200, max_patients=40, candidates=(0, 1),
+                       workers=2, seed=1)
+    assert r["thin"] == 40 and r["ess_bank_median"] < 20
+    assert 0.80 <= r["smc_parameter_coverage"] <= 0.95, r
+    assert 0.80 <= r["smc_prediction_coverage"] <= 0.975, r
+    assert r["smc_parameter_coverage"] >= r["bank_parameter_coverage"] + 0.05, r

@@ -558,10 +558,9 @@ The per-patient series schema (`calibration/data/SCHEMA.md`, section 3): one mea
 from nksim.calibration.data import load_series
 from nksim.twin import load_spec, twin
 
-spec = load_spec(ROOT / "experiments/twin/example.toml",
-                 [f"twin.bank.draws={BANK_DRAWS}", f"twin.bank.max_draws={4 * BANK_DRAWS}",
-                  f"twin.bank.patients={BANK_PATIENTS}",
-                  f"twin.resample={RESAMPLE}", f"parameters.lattice.side={SIDE}"])
+SETTINGS = [f"twin.bank.draws={BANK_DRAWS}", f"twin.bank.max_draws={4 * BANK_DRAWS}",
+            f"twin.bank.patients={BANK_PATIENTS}", f"twin.resample={RESAMPLE}", f"parameters.lattice.side={SIDE}"]
+spec = load_spec(ROOT / "experiments/twin/example.toml", SETTINGS)
 for p in load_series(spec.patient_file, start_day=-spec.given.lymphodepletion_offset()):
     print(f"day {p.day:>4g}  {p.quantity:22s} {p.value:8.4g} {p.unit}")
 print("given so far:", spec.given.label(), "| decision on day", spec.decision_day)
@@ -591,6 +590,32 @@ from nksim.twin.report import plot_twin, report_markdown
 plot_twin(ds, out / "e_twin.png")
 print("wrote", out / "e_twin.png")
 print(report_markdown(ds, spec).split("## Recommendation")[1].split("|")[0].strip())"""),
+    ("md", """\
+## 4. When no virtual patient resembles her: the patient-level ABC-SMC
+
+For a patient the bank cannot reach (effective sample size below 20 even after growing), `nksim twin`
+samples her own posterior with an ABC-SMC whose prior is the population (`docs/twin.md`): particles
+(a posterior draw, her random effects, the streams of one simulation) move from the population
+(temperature 0) to her posterior (temperature 1). Her bank is not thin, so here it is forced
+(`mode = "always"`) to compare the two: both target her posterior, so their intervals should agree
+up to Monte Carlo error."""),
+    ("code", """\
+import pandas as pd
+
+smc = twin(load_spec(ROOT / "experiments/twin/example.toml", [*SETTINGS, 'twin.smc.mode="always"']), None,
+           workers=2, figures=False).dataset
+print(f"ABC-SMC: {smc.attrs['smc_particles']} particles, {smc.attrs['smc_stages']} stages "
+      f"(temperatures {smc.attrs['smc_temperatures']}), {smc.attrs['smc_simulations']} simulations")
+effects = [p for p in ds["parameter"].values if p.startswith("effect:")]
+
+
+def band(d, var):
+    q = d[var].sel(parameter=effects)
+    return [f"{a:.3g} to {b:.3g}" for a, b in zip(q.sel(q=0.05).values, q.sel(q=0.95).values)]
+
+
+print(pd.DataFrame({"population": band(ds, "param_prior"), "bank weights": band(ds, "param_conditioned"),
+                    "ABC-SMC": band(smc, "param_conditioned")}, index=[e[7:] for e in effects]))"""),
 ]
 
 NOTEBOOKS = {A: A_CELLS, B: B_CELLS, C: C_CELLS, D: D_CELLS, E: E_CELLS}

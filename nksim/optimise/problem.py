@@ -110,8 +110,8 @@ class ModelProblem:
             self._params[key] = self.base.with_values(over, origin=f"bank {bank.name}, draw {d}")
         return self._params[key]
 
-    def protocol(self, cand: Candidate, bank: Bank) -> tuple[Protocol, float, float]:
-        """The candidate's protocol for this bank's patients, its offset and its first assessment (infusion clock)."""
+    def protocol(self, cand: Candidate, patients: Bank | Sequence[str]) -> tuple[Protocol, float, float]:
+        """The candidate's protocol for a bank's patients (or these ids), offset and first assessment day."""
         offset = cand.lymphodepletion_offset()
         assess = [a - offset for a in self.clock.assessment_days]
         end = self.clock.horizon - offset
@@ -119,7 +119,8 @@ class ModelProblem:
             raise ValueError(f"horizon {self.clock.horizon:g} (lymphodepletion clock) ends before the last infusion "
                              f"of {cand.label()}")
         pdict = cand.protocol_dict(name="optimise", end_day=end, assessment_days=assess)
-        return build_protocol(pdict, bank.patient_ids, f"candidate {cand.label()}"), offset, assess[0]
+        ids = patients.patient_ids if isinstance(patients, Bank) else tuple(patients)
+        return build_protocol(pdict, ids, f"candidate {cand.label()}"), offset, assess[0]
 
     def evaluate(self, candidates: Sequence[Candidate], bank: Bank, workers: int = 1,
                  on_unit: Callable[[Any], None] | None = None) -> list[dict[str, np.ndarray]]:

@@ -38,6 +38,10 @@ def cmd_twin(args: argparse.Namespace) -> int:
     a = res.dataset.attrs
     print(f"effective sample size {a['effective_sample_size']:.1f}; prior-data share "
           f"{100 * a['prior_predictive_share']:.1f} %{' (ATYPICAL)' if a['atypical'] else ''}")
+    if a.get("conditioning") == "abc-smc":
+        print(f"patient-level ABC-SMC: {a['smc_particles']} particles, {a['smc_stages']} stages, "
+              f"{a['smc_simulations']} simulations" + ("" if a["smc_converged"] else
+                                                        " -- NOT CONVERGED (raise [twin.smc] max_stages)"))
     print(("best: " + a["best_label"]) if a["separable"] else "the data cannot separate the candidates "
           f"(largest mean: {a['best_label']})")
     print(f"report: {args.out / 'REPORT.md'}")

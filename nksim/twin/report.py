@@ -1,6 +1,7 @@
 """``REPORT.md`` and figure of ``nksim twin``: the recommendation, its uncertainty and the diagnostics."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ def report_markdown(ds: xr.Dataset, spec: Any) -> str:
              "have data at most as likely as hers"
              + (" -- **atypical patient**: the population model does not expect her series" if a["atypical"]
                 else " (not atypical)") + ".",
+             *_smc_lines(a),
              f"* Resampled: {a['resampled']} virtual patients ({a['distinct_resampled']} distinct).", "",
              "## Recommendation", ""]
     if a["separable"]:
@@ -56,6 +58,23 @@ def report_markdown(ds: xr.Dataset, spec: Any) -> str:
                      f"{float(p['param_conditioned'].sel(q=0.95)):.3g} |")
     lines += ["", "(the 12 narrowed most; all in `twin.nc`). Figure: `twin.png`.", ""]
     return "\n".join(lines)
+
+
+def _smc_lines(a: Any) -> list[str]:
+    """The ABC-SMC's diagnostics (none when the bank's weights were used)."""
+    if a.get("conditioning", "bank") != "abc-smc":
+        return []
+    temps = json.loads(a["smc_temperatures"])
+    out = [f"* **Patient-level ABC-SMC** (the bank was {'thin' if a['thin_bank'] else 'not used: mode always'}): "
+           f"{a['smc_particles']} particles over the bank's {a['smc_pool']} posterior draws and her random effects, "
+           f"{a['smc_stages']} stages (temperatures {', '.join(f'{t:.3g}' for t in temps)}), "
+           f"{a['smc_simulations']} simulations; acceptance of the last stage's moves "
+           f"{100 * a['smc_acceptance_last']:.0f} %; {a['smc_distinct']} distinct particles. The conditioned "
+           "intervals and predictions below are the particles'."]
+    if not a["smc_converged"]:
+        out.append(f"* **The ABC-SMC stopped at temperature {a['smc_final_temperature']:.3g} < 1** ([twin.smc] "
+                   "max_stages): its particles are not yet her posterior; the numbers below are too wide.")
+    return out
 
 
 def write_report(ds: xr.Dataset, spec: Any, out: Path, figures: bool = True) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from .likelihood import (
     systematic_resample,
     weighted_quantiles,
 )
+from .smc import SmcResult, bank_particles, tempered_smc
 from .spec import TwinSpec, load_spec
 
 #: Below this prior-predictive share the patient is flagged as atypical for the population.
@@ -106,9 +108,7 @@ def _simulate_so_far(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[An
     """
     from ..simulate import run_one
 
-    pdict = spec.given.protocol_dict(name="twin-so-far", end_day=spec.decision_day,
-                                     assessment_days=[spec.decision_day])
-    proto = build_protocol(pdict, bank.patient_ids, f"{spec.source} [twin.given]")
+    proto = _so_far_protocol(spec, bank.patient_ids)
 
     def one(u: int) -> tuple[np.ndarray, dict[str, float]]:
         d, pid, r = bank.unit(u)
@@ -182,22 +182,115 @@ def conflict_share(obs: list[Any], truth: np.ndarray, spec: TwinSpec, ll_obs: fl
     return float(np.mean(np.array(mix) <= ll_obs))
 
 
-def _decide(spec: TwinSpec, bank: Bank, params: list[Any], picks: np.ndarray, workers: int
-            ) -> dict[str, np.ndarray]:
-    """Outcomes (candidates x resampled units) under every candidate, each unique unit simulated once."""
-    from ..simulate import run_one
+@dataclass
+class Conditioned:
+    """The virtual patients conditioned on her series: the weighted bank, or the ABC-SMC's particles.
 
+    Unit ``i`` is posterior draw ``draw[i]`` simulated with the streams ``ident[i]`` (``(seed,
+    patient id, replicate)``) and, when ``z`` is given, the random effects of its deviates
+    ``z[i]`` (:func:`nksim.patients.effects_from_normals`) instead of those its stream draws.
+    """
+
+    method: str  # "bank" (importance weights) or "abc-smc"
+    draw: np.ndarray  # int (n,)
+    ident: list[tuple[int, str, int]]
+    z: np.ndarray | None  # (n, k) or None
+    effects: list[dict[str, float]]
+    truth: np.ndarray  # (n, observations): simulated true values at the measurements
+    log_w: np.ndarray  # (n,): log weights (0 for the particles)
+
+    @classmethod
+    def from_bank(cls, bank: Bank, truth: np.ndarray, effects: list[dict[str, float]], log_w: np.ndarray
+                  ) -> Conditioned:
+        """The bank with its importance weights."""
+        return cls("bank", bank.draw_of_unit, _identities(bank), None, effects, truth, log_w)
+
+    def run(self, i: int, params: list[Any], proto: Any) -> Any:
+        """:func:`nksim.simulate.run_one` of unit ``i`` under ``proto``."""
+        from ..patients import effects_from_normals
+        from ..simulate import run_one
+
+        d = int(self.draw[i])
+        seed, pid, r = self.ident[i]
+        eff = None if self.z is None else effects_from_normals(params[d], self.z[i])
+        return run_one(params[d], proto, Patient(pid, "all"), seed, r, effects=eff)
+
+
+def _identities(bank: Bank) -> list[tuple[int, str, int]]:
+    """``(seed, patient id, replicate)`` of every unit: what fixes its streams."""
+    return [(bank.seed, *bank.unit(u)[1:]) for u in range(bank.n_units)]
+
+
+def _so_far_protocol(spec: TwinSpec, patient_ids: Any) -> Any:
+    pdict = spec.given.protocol_dict(name="twin-so-far", end_day=spec.decision_day,
+                                     assessment_days=[spec.decision_day])
+    return build_protocol(pdict, patient_ids, f"{spec.source} [twin.given]")
+
+
+def smc_seed(spec: TwinSpec) -> int:
+    """Seed of the ABC-SMC particles' simulation streams (in [0, 2**63)), spawned from the spec's."""
+    return int(np.random.SeedSequence([spec.seed, 5]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def patient_smc(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[Any], truth: np.ndarray, ll: np.ndarray,
+                workers: int) -> tuple[Conditioned, SmcResult]:
+    """The patient-level ABC-SMC (:mod:`nksim.twin.smc`) started from the bank, its prior sample.
+
+    The pool of posterior draws is the bank's; a particle's streams are the bank unit's until it
+    first moves, then ``(smc_seed(spec), "smc<key>", 0)``; its random effects are those of its
+    deviates. Proposals come from ``SeedSequence([spec.seed, 3])``: the result does not depend on
+    ``workers``.
+    """
+    from ..patients import N_EFFECT_NORMALS, effects_from_normals
+    from ..simulate import run_one
+    from ..streams import stream_generator
+
+    seed = smc_seed(spec)
+    proto = _so_far_protocol(spec, ("smc",))
+    days = [int(round(o.day - proto.start_day)) for o in obs]
+
+    def z_of(idx: np.ndarray) -> np.ndarray:
+        return np.array([stream_generator(bank.seed, *bank.unit(int(u))[1:], "patient").standard_normal(
+            N_EFFECT_NORMALS) for u in idx])
+
+    def simulate(d: np.ndarray, z: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+        def one(i: int) -> np.ndarray:
+            run = run_one(params[int(d[i])], proto, Patient(f"smc{int(keys[i]):08d}", "all"), seed, 0,
+                          effects=effects_from_normals(params[int(d[i])], z[i]))
+            return np.array([Q.observe(o.quantity, run.rec)[day] for o, day in zip(obs, days, strict=True)])
+
+        vals = np.stack(ordered_thread_map(one, range(len(keys)), workers))
+        return _loglik(obs, vals, spec), vals, [(seed, f"smc{int(k):08d}", 0) for k in keys]
+
+    start = bank_particles(bank.draw_of_unit, z_of, _identities(bank), ll, truth)
+    res = tempered_smc(start, bank.n_draws, simulate, spec.smc, np.random.default_rng(
+        np.random.SeedSequence([spec.seed, 3])))
+    part = res.particles
+    effects = [effects_from_normals(params[int(d)], z).as_dict() for d, z in zip(part.draw, part.z, strict=True)]
+    cond = Conditioned("abc-smc", part.draw, part.ident, part.z, effects, part.values, np.zeros(len(part.draw)))
+    return cond, res
+
+
+def _decide(spec: TwinSpec, cond: Conditioned, params: list[Any], picks: np.ndarray, workers: int, *,
+            candidates: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """Outcomes (candidates x resampled units) under every candidate, each unique unit simulated once.
+
+    ``candidates``: indices into ``spec.candidates()`` (default: all).
+    """
     clock = Clock(spec.assessment_days, spec.landmark_day, spec.horizon)
     cands = spec.candidates()
+    if candidates is not None:
+        cands = [cands[c] for c in candidates]
     uniq, inverse = np.unique(picks, return_inverse=True)
     # the optimiser's recipe for a candidate's protocol on the lymphodepletion clock (protocol, offset, first day)
-    setups = [ModelProblem(params[0], clock).protocol(c, bank) for c in cands]
+    ids = tuple(sorted({cond.ident[int(u)][1] for u in uniq}))
+    setups = [ModelProblem(params[0], clock).protocol(c, ids) for c in cands]
 
     def one(task: tuple[int, int]) -> tuple[float, float, float, float]:
         ci, u = task
         proto, offset, first = setups[ci]
-        d, pid, r = bank.unit(int(u))
-        run = run_one(params[d], proto, Patient(pid, "all"), bank.seed, r)
+        d = int(cond.draw[int(u)])
+        run = cond.run(int(u), params, proto)
         time = proto.start_day + np.arange(run.rec.shape[0], dtype=float)
         blasts = run.rec[:, L.R.marrow_blast_pct]
         pft, pfs, cr = unit_outcome(time, blasts, response_thresholds(params[d]), first, offset, clock)
@@ -232,9 +325,17 @@ def twin(spec: TwinSpec | str | Path, out: str | Path | None = None, *, workers:
     ess = effective_sample_size(log_w)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 2]))
     p_conflict = conflict_share(obs, truth, spec, mixture_log_likelihood(ll), rng, groups=bank.draw_of_unit)
-    picks = systematic_resample(log_w, spec.resample, rng)
-    outcomes = _decide(spec, bank, params, picks, workers)
-    ds = _dataset(spec, bank, obs, truth, effects, log_w, ess, p_conflict, picks, outcomes)
+    cond = Conditioned.from_bank(bank, truth, effects, log_w)
+    smc = None
+    if spec.smc_mode == "always" or (spec.smc_mode == "auto" and ess < MIN_ESS):
+        cond, smc = patient_smc(spec, bank, params, obs, truth, ll, workers)
+        if not smc.converged:
+            warnings.warn(f"{spec.source}: the patient-level ABC-SMC stopped at temperature {smc.betas[-1]:.3g} < 1 "
+                          f"after [twin.smc] max_stages = {spec.smc.max_stages}: its particles are not yet her "
+                          "posterior (raise max_stages)", NksimWarning, stacklevel=2)
+    picks = systematic_resample(cond.log_w, spec.resample, rng)
+    outcomes = _decide(spec, cond, params, picks, workers)
+    ds = _dataset(spec, bank, obs, truth, effects, cond, ess, p_conflict, picks, outcomes, smc)
     ds.attrs["bank_units_first"] = first_units
     if out is not None:
         from ..io.lock import output_lock
@@ -248,7 +349,7 @@ def twin(spec: TwinSpec | str | Path, out: str | Path | None = None, *, workers:
     return TwinResult(ds, obs)
 
 
-def _dataset(spec, bank, obs, truth, effects, log_w, ess, p_conflict, picks, outcomes) -> xr.Dataset:
+def _dataset(spec, bank, obs, truth, effects, cond, ess, p_conflict, picks, outcomes, smc) -> xr.Dataset:
     cands = spec.candidates()
     n = len(picks)
     # resampled virtual patients are iid draws from the conditioned population: one "draw" each
@@ -266,13 +367,20 @@ def _dataset(spec, bank, obs, truth, effects, log_w, ess, p_conflict, picks, out
     pred = np.quantile(y, [0.05, 0.95], axis=1)
     # parameters: prior (bank) vs conditioned intervals of every drawn value and random effect
     names = sorted({k for dr in bank.draws for k in dr})
-    per_unit = {k: np.array([bank.draws[bank.unit(u)[0]].get(k, np.nan) for u in range(bank.n_units)])
-                for k in names}
-    per_unit.update({f"effect:{k}": np.array([e[k] for e in effects]) for k in effects[0]})
+
+    def values(draw: np.ndarray, eff: list[dict[str, float]]) -> dict[str, np.ndarray]:
+        out = {k: np.array([bank.draws[int(d)].get(k, np.nan) for d in draw]) for k in names}
+        out.update({f"effect:{k}": np.array([e[k] for e in eff]) for k in eff[0]})
+        return out
+
+    per_unit = values(bank.draw_of_unit, effects)
+    conditioned = values(cond.draw, cond.effects)
     pnames = [k for k, v in per_unit.items() if np.isfinite(v).all() and np.ptp(v) > 0]
     prior_q = np.array([np.quantile(per_unit[k], [0.05, 0.5, 0.95]) for k in pnames]).reshape(-1, 3)
-    post_q = np.array([weighted_quantiles(per_unit[k], log_w, [0.05, 0.5, 0.95]) for k in pnames]).reshape(-1, 3)
-    obs_pred = np.array([[*weighted_quantiles(truth[:, j], log_w, [0.05, 0.5, 0.95])] for j in range(len(obs))])
+    post_q = np.array([weighted_quantiles(conditioned[k], cond.log_w, [0.05, 0.5, 0.95])
+                       for k in pnames]).reshape(-1, 3)
+    obs_pred = np.array([[*weighted_quantiles(cond.truth[:, j], cond.log_w, [0.05, 0.5, 0.95])]
+                         for j in range(len(obs))])
     obs_prior = np.quantile(truth, [0.05, 0.5, 0.95], axis=0).T
     c = ("candidate",)
     level = f"{100 * (1 - spec.alpha):g} %"
@@ -332,5 +440,16 @@ def _dataset(spec, bank, obs, truth, effects, log_w, ess, p_conflict, picks, out
         "atypical": int(p_conflict < ATYPICAL_P), "thin_bank": int(ess < MIN_ESS),
         "best_label": str(coords["label"][1][best]), "separable": int(not bool(within.all())),
         "assay": json.dumps(spec.assay.as_dict()), "spec": spec.name,
+        "conditioning": cond.method,
     })
+    if smc is not None:
+        ds.attrs.update({
+            "smc_particles": len(cond.draw), "smc_pool": bank.n_draws, "smc_stages": len(smc.betas),
+            "smc_converged": int(smc.converged),
+            "smc_final_temperature": smc.betas[-1], "smc_simulations": smc.simulations,
+            "smc_acceptance_last": smc.final_acceptance, "smc_moves": json.dumps(smc.moves),
+            "smc_temperatures": json.dumps([round(b, 6) for b in smc.betas]),
+            "smc_log_evidence": smc.log_evidence, "smc_distinct": len(set(cond.ident)),
+            "smc_settings": json.dumps(spec.smc.as_dict()),
+        })
     return ds

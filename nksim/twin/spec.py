@@ -33,6 +33,12 @@ A twin spec (``experiments/twin/example.toml`` is a commented example)::
     max_draws = 200                 # while the effective sample size is below 20, double the draws up to this
                                     # (default: draws, no growth)
 
+    [twin.smc]                      # patient-level ABC-SMC (nksim.twin.smc), the fallback for a patient the
+    mode = "auto"                   # bank cannot reach: "auto" (when the effective sample size stays below 20),
+                                    # "always" or "never"
+    particles = 200                 # default: resample
+    ess_fraction = 0.5; max_moves = 10; max_stages = 40; jump = 0.2
+
     [parameters]                    # model parameters fixed for every simulation
 
 Every value is checked before any simulation; errors name the file, the key and the range.
@@ -51,14 +57,19 @@ from ..optimise.candidate import Candidate
 from ..sweep.factors import is_parameter, unknown_factor
 from ..sweep.spec import apply_overrides, resolve_draws_from, spec_days, spec_header, spec_table
 from .likelihood import AssayModel
+from .smc import SmcSettings
 
 _TOP = ("twin", "parameters")
 _KEYS = {"name", "description", "model", "draws_from", "seed", "patient", "patient_id", "decision_day", "horizon",
-         "landmark_day", "assessment_days", "resample", "delta", "alpha", "given", "decision", "assay", "bank"}
+         "landmark_day", "assessment_days", "resample", "delta", "alpha", "given", "decision", "assay", "bank",
+         "smc"}
 _GIVEN = {"regimen", "nk_product", "cytokine", "gap", "dose"}
 _DECISION = {"days", "doses", "donors"}
 _ASSAY = {"log_sd", "floor", "marrow_cells"}
 _BANK = {"draws", "patients", "max_draws"}
+_SMC = {"mode", "particles", "ess_fraction", "max_moves", "max_stages", "jump"}
+#: When the patient-level ABC-SMC runs: when the bank is thin for her (auto), always, never.
+SMC_MODES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,8 @@ class TwinSpec:
     bank_patients: int
     bank_max_draws: int
     parameters: Mapping[str, float]
+    smc_mode: str = "auto"
+    smc: SmcSettings = field(default_factory=SmcSettings)
 
     def candidate_labels(self) -> list[str]:
         """Readable labels of :meth:`candidates`, in their order."""
@@ -200,6 +213,17 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
                               integer=True))
     draws_from = resolve_draws_from(tw.get("draws_from", "posterior"), bank_draws, base_dir, src, "twin.draws_from",
                                     "twin.bank.draws")
+    sm = spec_table(tw, "smc", src, "twin.smc", _SMC)
+    smc_mode = sm.get("mode", "auto")
+    if smc_mode not in SMC_MODES:
+        raise _err(f"must be one of {list(SMC_MODES)}, got {smc_mode!r}", src, "twin.smc.mode")
+    smc = SmcSettings(
+        particles=int(_num(sm.get("particles", resample), src, "twin.smc.particles", 10, 100_000, integer=True)),
+        ess_fraction=check_number(sm.get("ess_fraction", 0.5), source=src, key="twin.smc.ess_fraction", lo=0.05,
+                                  hi=0.95),
+        max_moves=int(_num(sm.get("max_moves", 10), src, "twin.smc.max_moves", 1, 1000, integer=True)),
+        max_stages=int(_num(sm.get("max_stages", 40), src, "twin.smc.max_stages", 1, 1000, integer=True)),
+        jump=check_number(sm.get("jump", 0.2), source=src, key="twin.smc.jump", lo=0, hi=1))
     pa = spec_table(raw, "parameters", src, "parameters")
     params: dict[str, float] = {}
     for k, v in pa.items():
@@ -211,7 +235,8 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
                     decision_day=decision_day, horizon=horizon, landmark_day=landmark, assessment_days=days,
                     resample=resample, delta=delta, alpha=alpha, given=given, candidate_days=cdays,
                     candidate_doses=cdoses, candidate_donors=tuple(donors), assay=assay, bank_draws=bank_draws,
-                    bank_patients=bank_patients, bank_max_draws=bank_max_draws, parameters=params)
+                    bank_patients=bank_patients, bank_max_draws=bank_max_draws, parameters=params,
+                    smc_mode=smc_mode, smc=smc)
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> TwinSpec:
