@@ -136,7 +136,9 @@ def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: in
     ``stop_days`` (days since the first infusion, e.g. the assessment days): end the run
     after the first of these days at which marrow blasts reach the patient's PD threshold
     (early stopping of progressed patients, used by calibration). Later rows of ``rec`` are
-    NaN; everything up to the stop day equals the full run.
+    NaN. Up to the stop day the rows equal those of a run *with the same stop days* that never
+    stops; stop days are also marrow sync days (the marrow is made current at their end), so a run
+    with other stop days, or none, is the same model on another random path, not the same numbers.
 
     ``halt`` (:func:`new_halt_flag`, may be shared by several simulations): once it is set, the
     kernel returns within one step and this raises :class:`~nksim.errors.SimulationHalted`.
