@@ -84,6 +84,7 @@ MAX_DOSE: dict[str, tuple[float, str]] = {
     "rhil15_sc": (20.0, "rhIL-15 s.c. doses are at most 3 ug kg-1"),
     "n803": (100.0, "N-803 s.c. doses are 1-20 ug kg-1 (Romee 2018)"),
     "il2dt": (100.0, "denileukin diftitox doses are 9-18 ug kg-1 (Attia 2005; Bachanova 2014)"),
+    "cytarabine": (10000.0, "high-dose cytarabine is 1-3 g m-2 a dose (FLAG: 2 g m-2 a day for 5 days)"),
 }
 assert set(MAX_DOSE) == set(EVENT_UNITS), "every event kind needs a dose range"
 

@@ -96,6 +96,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("blasts.switch_probability", "1", 0, 1, kernel=True),
         _p("blasts.drug_sensitivity", "1", 0, 100, kernel=True),
         _p("blasts.cy_exposure_kill", "L mg-1 day-1", 0, 10, kernel=True),
+        _p("blasts.cytarabine_log_kill", "m2 g-1", 0, 10, kernel=True),
         # --- normal haematopoiesis -------------------------------------------
         _p("normal.division_rate", "day-1", 0, 10),
         _p("normal.recovery_rate", "day-1", 0, 10, kernel=True),
@@ -675,6 +676,9 @@ EVENT_KINDS: tuple[EventKind, ...] = (
               "(times rhil15.sc_bioavailability)"),
     EventKind("n803", "ug kg-1", "kg", "ug", "IL-15 superagonist N-803 (ALT-803) s.c. dose, into its subcutaneous "
               "depot"),
+    EventKind("cytarabine", "mg m-2", "", "mg m-2", "cytarabine (Ara-C) i.v. dose: a log kill of marrow blasts "
+              "proportional to the dose (blasts.cytarabine_log_kill), at the next marrow update (its plasma half-life, "
+              "hours, is shorter than an update)"),
 )
 
 #: The blood ODE state vector ``y``, in order: (name, unit, meaning). The last

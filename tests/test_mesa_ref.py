@@ -199,6 +199,15 @@ def _fate_without_cytokines(self, step, h_step):
         self.support_prolif, self.support_death, self.x_exo = saved
 
 
+def test_a_reference_that_ignores_cytarabine_is_detected(scenario, engine_sample, monkeypatch):
+    """Blasts of the reference that do not take the cytarabine log kill (a third of them on day -2) are caught."""
+    from nksim.mesa_ref.agents import Blast
+
+    monkeypatch.setattr(Blast, "takes_cytarabine_kill", staticmethod(lambda: False))
+    cmp = compare_samples(engine_sample, sample("mesa", scenario, range(60)), alpha=ALPHA)
+    assert not cmp.agree, cmp.report()
+
+
 def test_donor_mixup_is_detected(scenario, engine_sample, monkeypatch):
     """A reference that rejects every marrow NK agent at donor A's rate (80 seeds suffice: about 7 SE)."""
     monkeypatch.setattr(PatientModel, "rejection_rate", _rejected_as_first_donor)

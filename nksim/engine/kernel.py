@@ -119,7 +119,7 @@ from .blood import (
     rk4_blood,
 )
 from .jitopts import ENGINE_JIT, LEAF_JIT
-from .layout import DONOR_STRIDE, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
+from .layout import DONOR_STRIDE, EV, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
 from .pcg64 import below, uniform
 from .samplers import binomial, binomial_draw, binomial_setup, split_even4
 
@@ -265,7 +265,7 @@ def _unresolved_turnover(n, b, d, delta):
 
 @njit(**LEAF_JIT)
 def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt_now, delta, halt, mean_path=False,
-                  cy_exposure_integral=0.0):
+                  cy_exposure_integral=0.0, blast_log_kill=0.0):
     """Deaths and divisions of marrow cells over ``delta`` days (mean-exact tau-leap per voxel).
 
     Per capita, blasts divide at ``b`` and die at ``max(b - r (1 - occ), 0)`` so that their
@@ -275,7 +275,8 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     hazard on lymphocytes, scaled by each population's drug sensitivity; blasts are killed in
     addition at ``blasts.cy_exposure_kill`` times ``cy_exposure_integral`` (mg day L-1, the integral
     of the plasma cyclophosphamide concentration over the update): a log kill proportional to the
-    alkylator's exposure (docs/model.md section 9.9).
+    alkylator's exposure (docs/model.md section 9.9), and by ``blast_log_kill`` (dimensionless: the
+    cytarabine doses since the last update times ``blasts.cytarabine_log_kill``, docs/model.md section 9.10).
 
     Draws come from :mod:`nksim.engine.samplers` (exact binomials; counts as int64). Work that
     cannot change anything costs a branch: empty voxels, empty populations and zero
@@ -299,7 +300,8 @@ def marrow_update(kp, rng, sus, res, nor, bsus, bres, bnor, hazard_integral, cnt
     b_n = kp[KP.normal_birth_rate]
     r_n = kp[KP.normal_recovery_rate]
     c_n = kp[KP.normal_target]
-    hb = kp[KP.blasts_drug_sensitivity] * hazard_integral + kp[KP.blasts_cy_exposure_kill] * cy_exposure_integral
+    hb = (kp[KP.blasts_drug_sensitivity] * hazard_integral + kp[KP.blasts_cy_exposure_kill] * cy_exposure_integral
+          + blast_log_kill)
     hn = kp[KP.normal_drug_sensitivity] * hazard_integral
     p_switch = kp[KP.blasts_switch_probability]
     grow_b = math.expm1(b_b * delta)  # exp(b delta) - 1, the same for every voxel
@@ -775,6 +777,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     kcy = kp[KP.cy_elimination_rate]
     h_marrow = 0.0  # integrated drug hazard since the last marrow update
     e_marrow = 0.0  # integrated plasma cyclophosphamide since then (mg day L-1; blasts.cy_exposure_kill)
+    k_marrow = 0.0  # blast log kill of the cytarabine doses since then (1; blasts.cytarabine_log_kill)
 
     p_hop_mean = kp[KP.nk_hop_rate] * dt
     p_zero_hops = math.exp(-p_hop_mean)
@@ -819,9 +822,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             quiet = _quiet(kp, step, spd, n_steps, n_agents, y, ev_step, ev_i, pk)
             if not quiet and m_pending > 0:  # a merged update due at the end of the previous (quiet) day
                 marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, (step - m_last) * dt,
-                              halt, step - m_last > m_every, e_marrow)
+                              halt, step - m_last > m_every, e_marrow, k_marrow)
                 h_marrow = 0.0
                 e_marrow = 0.0
+                k_marrow = 0.0
                 m_last = step
                 if halt_requested(halt):  # the update may be incomplete: record nothing more
                     halted = True
@@ -854,9 +858,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                         h_marrow += dh
                         e_marrow += de
                         marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now,
-                                      (b - m_last) * dt, halt, False, e_marrow)
+                                      (b - m_last) * dt, halt, False, e_marrow, k_marrow)
                         h_marrow = 0.0
                         e_marrow = 0.0
+                        k_marrow = 0.0
                         m_last = b
                         s_prev = s_b
                 if halt_requested(halt):
@@ -878,7 +883,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
         else:
             # 2. events
             while ev_i < n_ev and ev_step[ev_i] == step:
-                apply_event(kp, ev_kind[ev_i], ev_amount[ev_i], ev_donor[ev_i], t, pk, y, first_exposure)
+                if ev_kind[ev_i] == EV.cytarabine:  # g m-2 times the log kill per g m-2, at the next marrow update
+                    k_marrow += kp[KP.blasts_cytarabine_log_kill] * 1e-3 * ev_amount[ev_i]
+                else:
+                    apply_event(kp, ev_kind[ev_i], ev_amount[ev_i], ev_donor[ev_i], t, pk, y, first_exposure)
                 ev_i += 1
             # 3. PK and hazard over [t, t + dt]; cytokine effects and priming at mid-step
             pk_inputs(kp, pk, 0.0, u0)
@@ -1004,9 +1012,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
         # 8. marrow cells (on quiet days merged into one update at the end of the day or of a block of days)
         if not quiet and done % m_every == 0:
             marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now, (done - m_last) * dt,
-                          halt, False, e_marrow)
+                          halt, False, e_marrow, k_marrow)
             h_marrow = 0.0
             e_marrow = 0.0
+            k_marrow = 0.0
             m_last = done
             if halt_requested(halt):  # the update may be incomplete: record nothing more
                 halted = True
@@ -1021,9 +1030,10 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
                 if (m_pending >= m_allowed or done + spd > n_steps
                         or (sync_i < sync_days.shape[0] and sync_days[sync_i] == r)):
                     marrow_update(kp, rng_marrow, sus, res, nor, bsus, bres, bnor, h_marrow, cnt_now,
-                                  (done - m_last) * dt, halt, done - m_last > m_every, e_marrow)
+                                  (done - m_last) * dt, halt, done - m_last > m_every, e_marrow, k_marrow)
                     h_marrow = 0.0
                     e_marrow = 0.0
+                    k_marrow = 0.0
                     m_last = done
                     if halt_requested(halt):
                         halted = True

@@ -70,15 +70,24 @@ class MarrowCell(CellAgent):
         """Drug kill hazard per unit of cyclophosphamide exposure (L mg-1 day-1) on top of the reference hazard."""
         return 0.0
 
+    @staticmethod
+    def takes_cytarabine_kill() -> bool:
+        """Whether the cytarabine log kill (``blasts.cytarabine_log_kill``) acts on this kind."""
+        return False
+
     @classmethod
     def update_probabilities(cls, rules, occ: float, hazard_integral: float,
-                             delta: float, cy_exposure: float = 0.0) -> tuple[float, float, float]:
+                             delta: float, cy_exposure: float = 0.0, log_kill: float = 0.0
+                             ) -> tuple[float, float, float]:
         """``(p_die, p_divide, p_drug | death)`` for a cell of this kind in a voxel at occupancy ``occ``.
 
-        ``cy_exposure``: the plasma cyclophosphamide integrated over the update (mg day L-1).
+        ``cy_exposure``: the plasma cyclophosphamide integrated over the update (mg day L-1);
+        ``log_kill``: the cytarabine doses' log kill since the last update (blasts only).
         """
         d = cls.death_rate(rules, occ)
         h = cls.drug_sensitivity(rules) * hazard_integral + cls.cy_exposure_kill(rules) * cy_exposure
+        if cls.takes_cytarabine_kill():
+            h += log_kill
         survive = math.exp(-(d * delta + h))
         p_die = 1.0 - survive
         p_divide = min(survive * (math.exp(cls.division_rate(rules) * delta) - 1.0), 1.0)
@@ -122,6 +131,11 @@ class Blast(MarrowCell):
     def cy_exposure_kill(rules) -> float:
         """``blasts.cy_exposure_kill``: a log kill proportional to the cyclophosphamide exposure."""
         return rules.blasts_cy_exposure_kill
+
+    @staticmethod
+    def takes_cytarabine_kill() -> bool:
+        """Blasts take the cytarabine log kill."""
+        return True
 
     def daughter_kind(self) -> str:
         """A daughter inherits susceptibility, switching class with ``switch_probability``."""

@@ -67,7 +67,9 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
     """A small scenario that exercises every rule in a few simulated days.
 
     * Lymphodepletion: Flu on day -2, Cy on day -1 (drug hazard on blood, marrow blasts and
-      normal cells; blasts also by the Cy exposure, ``blasts.cy_exposure_kill`` 0.01).
+      normal cells; blasts also by the Cy exposure, ``blasts.cy_exposure_kill`` 0.01), and a
+      cytarabine dose of 1 g m-2 on day -2 (a blast log kill of ``blasts.cytarabine_log_kill`` 0.4
+      per g m-2 at the next marrow update).
     * Two donors and allo-priming: an NK infusion from donor ``A`` on day 0 large enough to give
       tens of NK agents and kills on a tiny lattice (``nk_dose`` kg-1; the region scale is huge
       on a small lattice), then on day 3 half that dose from donor ``A`` again (it meets the
@@ -109,6 +111,7 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "nk.cytokine_recovery_boost": 2.0,
         "nk.cytokine_killing_boost": 3.0,
         "blasts.cy_exposure_kill": 0.01,  # blasts killed by the Cy exposure too (about a sixth by the dose)
+        "blasts.cytarabine_log_kill": 0.4,  # and by the cytarabine dose (a third of them)
         # trafficking pinned (not the calibrated values, which send most infused cells to other
         # tissues) so that tens of NK agents reach the region and kill
         "nk.homing_rate": 2.0,
@@ -162,7 +165,7 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
     def ev(day: float, kind: str, dose: float, **extra) -> dict:
         return {"day": day, "kind": kind, "dose": dose, "unit": EVENT_UNITS[kind], **extra}
 
-    events = [ev(-2, "fludarabine", 25.0), ev(-1, "cyclophosphamide", 30.0),
+    events = [ev(-2, "fludarabine", 25.0), ev(-2, "cytarabine", 1000.0), ev(-1, "cyclophosphamide", 30.0),
               ev(0, "nk_infusion", nk_dose, donor="A"),
               ev(3, "nk_infusion", 0.5 * nk_dose, donor="A"), ev(3, "nk_infusion", 0.5 * nk_dose, donor="B"),
               ev(1, "n803", 10.0), ev(2, "rhil15_sc", 1.0)]

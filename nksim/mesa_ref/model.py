@@ -66,7 +66,7 @@ from ..engine.kernel import (
     primed_fraction,
     rk4_blood,
 )
-from ..engine.layout import DONOR_STRIDE, KP, N_S, N_Y, R, S, Y
+from ..engine.layout import DONOR_STRIDE, EV, KP, N_S, N_Y, R, S, Y
 from ..output import COUNTERS, TIME_VARIABLES, build_dataset
 from ..parameters import ParameterSet, load_parameters
 from ..patients import draw_effects
@@ -183,6 +183,7 @@ class PatientModel(mesa.Model):
         self.x_exo = 0.0  # exogenous IL-15 signal (rhIL-15, N-803) during the current step
         self.marrow_hazard = 0.0  # drug hazard integrated since the last marrow update
         self.marrow_cy_exposure = 0.0  # plasma cyclophosphamide integrated since then (mg day L-1)
+        self.marrow_log_kill = 0.0  # the cytarabine doses' blast log kill since then (1)
         self.step_cy_exposure = 0.0  # the same over the current step
         self.counts = {label: 0 for label in COUNTERS}  # cumulative region events
         self.step_index = 0  # steps done
@@ -250,6 +251,7 @@ class PatientModel(mesa.Model):
             self._marrow_update(rules.marrow_every * rules.dt)
             self.marrow_hazard = 0.0
             self.marrow_cy_exposure = 0.0
+            self.marrow_log_kill = 0.0
         self.step_index += 1
         if self.step_index % rules.steps_per_day == 0:  # 1. record at day boundaries
             self._record()
@@ -277,13 +279,17 @@ class PatientModel(mesa.Model):
         """Apply the step's events with the engine's function (:func:`~nksim.engine.blood.apply_event`).
 
         Drug doses into the PK amounts, cytokines into their depots, an NK infusion into its donor's
-        blood pool (the donor's first infusion starts the host's priming clock).
+        blood pool (the donor's first infusion starts the host's priming clock); a cytarabine dose
+        adds its blast log kill for the next marrow update (as the engine's step loop does).
         """
         t = self.step_index * self.rules.dt
         while self._next_event < self.ev_step.shape[0] and self.ev_step[self._next_event] == self.step_index:
             i = self._next_event
-            apply_event(self.kp, self.ev_kind[i], self.ev_amount[i], self.ev_donor[i], t, self.pk, self.blood,
-                        self.first_exposure)
+            if self.ev_kind[i] == EV.cytarabine:
+                self.marrow_log_kill += self.rules.blasts_cytarabine_log_kill * 1e-3 * self.ev_amount[i]
+            else:
+                apply_event(self.kp, self.ev_kind[i], self.ev_amount[i], self.ev_donor[i], t, self.pk, self.blood,
+                            self.first_exposure)
             self._next_event += 1
 
     def _pharmacokinetics(self) -> float:
@@ -412,13 +418,14 @@ class PatientModel(mesa.Model):
         rules, rnd, counts = self.rules, self.random, self.counts
         hazard = self.marrow_hazard
         exposure = self.marrow_cy_exposure
+        log_kill = self.marrow_log_kill
         daughters: dict[object, dict[str, int]] = {}
         for voxel in self.voxels:  # pass 1
             cells = marrow_cells(voxel)
             if not cells:
                 continue
             occ = len(cells) / rules.voxel_capacity
-            probabilities = {kind: kind.update_probabilities(rules, occ, hazard, delta, exposure)
+            probabilities = {kind: kind.update_probabilities(rules, occ, hazard, delta, exposure, log_kill)
                              for kind in (Blast, NormalCell)}
             born = dict.fromkeys(DAUGHTER_ORDER, 0)
             for cell in cells:
