@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import NksimInputError
+from ..tempering import next_temperature
 from .bank import row_statistic, simulate_point
 from .config import FitParameter
 from .emulator import JointEmulator, observed_pair
@@ -58,25 +59,6 @@ def _systematic(weights: np.ndarray, m: int, rng: np.random.Generator) -> np.nda
     c = np.cumsum(weights)
     c[-1] = 1.0
     return np.searchsorted(c, (rng.random() + np.arange(m)) / m)
-
-
-def _next_beta(log_l: np.ndarray, beta: float, target: float) -> float:
-    """Largest step in beta (to at most 1) whose incremental weights keep an ESS fraction >= ``target``."""
-    def ess_frac(b: float) -> float:
-        lw = (b - beta) * log_l
-        w = np.exp(lw - lw.max())
-        return float(w.sum() ** 2 / (w.size * np.sum(w ** 2)))
-
-    if ess_frac(1.0) >= target:
-        return 1.0
-    lo, hi = beta, 1.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if ess_frac(mid) >= target:
-            lo = mid
-        else:
-            hi = mid
-    return max(lo, beta + 1e-9)
 
 
 def posterior_sample(emulator: JointEmulator, data: Mapping[str, tuple[float, float]], k: int, *,
@@ -114,7 +96,7 @@ def posterior_sample(emulator: JointEmulator, data: Mapping[str, tuple[float, fl
                                   source="posterior_sample", key="max_rounds")
         if not np.isfinite(log_l).any():
             raise NksimInputError("every particle has zero likelihood", source="posterior_sample", key="data")
-        new = _next_beta(np.where(np.isfinite(log_l), log_l, -1e300), beta, ess_target)
+        new = next_temperature(np.where(np.isfinite(log_l), log_l, -1e300), beta, ess_target)
         lw = (new - beta) * log_l
         top = np.max(lw)
         w = np.exp(lw - top)

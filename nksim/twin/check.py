@@ -65,8 +65,12 @@ def _outcomes_under(spec: TwinSpec, base: Any, bank: Bank, workers: int) -> np.n
     return np.stack([o["pft"] for o in problem.evaluate(spec.candidates(), bank, workers=workers)])
 
 
-def coverage_study(spec: TwinSpec, n: int = 100, *, workers: int = 1, seed: int = 1) -> dict[str, Any]:
-    """Coverage, regret and flags over ``n`` synthetic patients (module docstring)."""
+def _setup(spec: TwinSpec, n: int, seed: int, tag: int, label: str, workers: int) -> tuple[Any, ...]:
+    """The bank and ``n`` synthetic patients (their own bank, seed from ``(spec.seed, seed, tag)``), simulated so far.
+
+    Returns ``(base, observations, bank, its params, its true values, its effects, truth bank, its params,
+    its true values, its effects)``.
+    """
     from ..parameters import load_parameters
     from ..sweep.draws import parameter_draws
 
@@ -75,13 +79,20 @@ def coverage_study(spec: TwinSpec, n: int = 100, *, workers: int = 1, seed: int 
     bank = _bank(spec, base)
     params = _params(base, spec, bank)
     truth_b, eff_b = _simulate_so_far(spec, bank, params, obs, workers)
-    tseed = int(np.random.SeedSequence([spec.seed, seed, 3]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-    tdraws = parameter_draws(base, n, spec.draws_from, tseed, "twin coverage")
+    tseed = int(np.random.SeedSequence([spec.seed, seed, tag]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    tdraws = parameter_draws(base, n, spec.draws_from, tseed, label)
     if len(tdraws) < n:
         tdraws = [tdraws[0]] * n
     tbank = Bank("truth", tseed, tuple(tdraws), 1, 1)
     tparams = _params(base, spec, tbank)
     truth_t, eff_t = _simulate_so_far(spec, tbank, tparams, obs, workers)
+    return base, obs, bank, params, truth_b, eff_b, tbank, tparams, truth_t, eff_t
+
+
+def coverage_study(spec: TwinSpec, n: int = 100, *, workers: int = 1, seed: int = 1) -> dict[str, Any]:
+    """Coverage, regret and flags over ``n`` synthetic patients (module docstring)."""
+    base, obs, bank, params, truth_b, eff_b, tbank, tparams, truth_t, eff_t = _setup(
+        spec, n, seed, 3, "twin coverage", workers)
     y_bank = _outcomes_under(spec, base, bank, workers)
     y_true = _outcomes_under(spec, base, tbank, workers)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, seed, 4]))
@@ -144,21 +155,8 @@ def fallback_study(spec: TwinSpec, screened: int = 200, max_patients: int = 25, 
     further infusion). The ABC-SMC's particles are continued under each candidate with their own
     streams, as ``nksim twin`` does.
     """
-    from ..parameters import load_parameters
-    from ..sweep.draws import parameter_draws
-
-    base = load_parameters(spec.model_path)
-    obs, _ = _observations(spec)
-    bank = _bank(spec, base)
-    params = _params(base, spec, bank)
-    truth_b, eff_b = _simulate_so_far(spec, bank, params, obs, workers)
-    tseed = int(np.random.SeedSequence([spec.seed, seed, 6]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-    tdraws = parameter_draws(base, screened, spec.draws_from, tseed, "twin fallback check")
-    if len(tdraws) < screened:
-        tdraws = [tdraws[0]] * screened
-    tbank = Bank("truth", tseed, tuple(tdraws), 1, 1)
-    tparams = _params(base, spec, tbank)
-    truth_t, eff_t = _simulate_so_far(spec, tbank, tparams, obs, workers)
+    base, obs, bank, params, truth_b, eff_b, tbank, tparams, truth_t, eff_t = _setup(
+        spec, screened, seed, 6, "twin fallback check", workers)
     cands = [spec.candidates()[c] for c in candidates]
     problem = ModelProblem(base, Clock(spec.assessment_days, spec.landmark_day, spec.horizon), spec.parameters)
     y_bank = np.stack([o["pft"] for o in problem.evaluate(cands, bank, workers=workers)])

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from ..tempering import next_temperature as shared_next_temperature
 from .likelihood import effective_sample_size, systematic_resample
 
 #: A stage keeps moving until each particle has moved at least once with this probability.
@@ -111,28 +112,15 @@ BatchSimulator = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray
 
 
 def next_temperature(loglik: np.ndarray, beta: float, target_ess: float) -> float:
-    """The temperature in ``(beta, 1]`` at which reweighting by ``L**(b - beta)`` keeps ``target_ess``.
+    """The temperature in ``(beta, 1]`` at which reweighting by ``L**(b - beta)`` keeps ``target_ess`` particles.
 
-    Bisection on the (decreasing) effective sample size of equally weighted particles; 1 when even
-    the full step keeps it.
+    :func:`nksim.tempering.next_temperature` (the joint calibration's rule) with the target as a number
+    of particles; ``-inf`` log-likelihoods (impossible particles) count as weight 0.
     """
-    ll = np.where(np.isfinite(loglik), loglik, -np.inf)
+    ll = np.asarray(loglik, dtype=float)
     if not np.isfinite(ll).any():
         raise ValueError("no particle has a finite likelihood")
-
-    def ess(b: float) -> float:
-        return effective_sample_size((b - beta) * np.where(np.isfinite(ll), ll - np.max(ll), -1e300))
-
-    if ess(1.0) >= target_ess:
-        return 1.0
-    lo, hi = beta, 1.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if ess(mid) >= target_ess:
-            lo = mid
-        else:
-            hi = mid
-    return max(lo, beta + 1e-12)
+    return shared_next_temperature(np.where(np.isfinite(ll), ll, -1e300), beta, target_ess / ll.size)
 
 
 def _log_prior_z(z: np.ndarray) -> np.ndarray:
