@@ -123,7 +123,13 @@ def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
     and rhIL-15 s.c. times their bioavailability), an i.v. rhIL-15 bolus into the exogenous IL-15
     state, an NK infusion into its donor's blood pool (the donor's first infusion starts the host's
     priming clock). ``il15_agonist`` is N-803 (a deprecated alias).
+
+    Returns the log kill of marrow blasts the event adds for the next marrow update (dimensionless):
+    ``blasts.cytarabine_log_kill`` per g m-2 for a cytarabine dose (``amount`` in mg m-2; its plasma
+    half-life, hours, is shorter than an update, so no PK state), 0 for every other kind.
     """
+    if kind == EV.cytarabine:
+        return kp[KP.blasts_cytarabine_log_kill] * 1e-3 * amount
     if kind == EV.fludarabine:
         pk[PK_FLU] += amount
     elif kind == EV.cyclophosphamide:
@@ -142,6 +148,7 @@ def apply_event(kp, kind, amount, donor, t, pk, y, first_exposure):
         y[Y.il15_exo] += kp[KP.rhil15_fold_per_ug] * amount
     elif kind == EV.rhil15_sc:
         pk[PK_RH_DEPOT] += kp[KP.rhil15_sc_bioavailability] * amount
+    return 0.0
 
 
 # --------------------------------------------------------------------------- IL-15 signals and donor NK rates

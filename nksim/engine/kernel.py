@@ -119,7 +119,7 @@ from .blood import (
     rk4_blood,
 )
 from .jitopts import ENGINE_JIT, LEAF_JIT
-from .layout import DONOR_STRIDE, EV, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
+from .layout import DONOR_STRIDE, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
 from .pcg64 import below, uniform
 from .samplers import binomial, binomial_draw, binomial_setup, split_even4
 
@@ -883,10 +883,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
         else:
             # 2. events
             while ev_i < n_ev and ev_step[ev_i] == step:
-                if ev_kind[ev_i] == EV.cytarabine:  # g m-2 times the log kill per g m-2, at the next marrow update
-                    k_marrow += kp[KP.blasts_cytarabine_log_kill] * 1e-3 * ev_amount[ev_i]
-                else:
-                    apply_event(kp, ev_kind[ev_i], ev_amount[ev_i], ev_donor[ev_i], t, pk, y, first_exposure)
+                k_marrow += apply_event(kp, ev_kind[ev_i], ev_amount[ev_i], ev_donor[ev_i], t, pk, y, first_exposure)
                 ev_i += 1
             # 3. PK and hazard over [t, t + dt]; cytokine effects and priming at mid-step
             pk_inputs(kp, pk, 0.0, u0)

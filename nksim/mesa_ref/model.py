@@ -66,7 +66,7 @@ from ..engine.kernel import (
     primed_fraction,
     rk4_blood,
 )
-from ..engine.layout import DONOR_STRIDE, EV, KP, N_S, N_Y, R, S, Y
+from ..engine.layout import DONOR_STRIDE, KP, N_S, N_Y, R, S, Y
 from ..output import COUNTERS, TIME_VARIABLES, build_dataset
 from ..parameters import ParameterSet, load_parameters
 from ..patients import draw_effects
@@ -279,17 +279,14 @@ class PatientModel(mesa.Model):
         """Apply the step's events with the engine's function (:func:`~nksim.engine.blood.apply_event`).
 
         Drug doses into the PK amounts, cytokines into their depots, an NK infusion into its donor's
-        blood pool (the donor's first infusion starts the host's priming clock); a cytarabine dose
-        adds its blast log kill for the next marrow update (as the engine's step loop does).
+        blood pool (the donor's first infusion starts the host's priming clock); a cytarabine dose's
+        blast log kill (what the function returns) is kept for the next marrow update.
         """
         t = self.step_index * self.rules.dt
         while self._next_event < self.ev_step.shape[0] and self.ev_step[self._next_event] == self.step_index:
             i = self._next_event
-            if self.ev_kind[i] == EV.cytarabine:
-                self.marrow_log_kill += self.rules.blasts_cytarabine_log_kill * 1e-3 * self.ev_amount[i]
-            else:
-                apply_event(self.kp, self.ev_kind[i], self.ev_amount[i], self.ev_donor[i], t, self.pk, self.blood,
-                            self.first_exposure)
+            self.marrow_log_kill += apply_event(self.kp, self.ev_kind[i], self.ev_amount[i], self.ev_donor[i], t,
+                                                self.pk, self.blood, self.first_exposure)
             self._next_event += 1
 
     def _pharmacokinetics(self) -> float:
