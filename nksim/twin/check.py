@@ -168,7 +168,8 @@ def fallback_study(spec: TwinSpec, screened: int = 200, max_patients: int = 25, 
             return np.array([e[k[7:]] for e in effects])
         return np.array([draws[int(d)].get(k, np.nan) for d in draw])
 
-    names = [k for k in names if np.ptp(values(bank.draw_of_unit, eff_b, bank.draws, k)) > 0]
+    bank_vals = {k: values(bank.draw_of_unit, eff_b, bank.draws, k) for k in names}
+    names = [k for k in names if np.ptp(bank_vals[k]) > 0]
     pit: dict[str, dict[str, list[float]]] = {m: {k: [] for k in names} for m in ("bank", "smc")}
     pit_pred: dict[str, list[float]] = {"bank": [], "smc": []}
     ess_bank, stages, sims, ess_smc = [], [], [], []
@@ -194,8 +195,7 @@ def fallback_study(spec: TwinSpec, screened: int = 200, max_patients: int = 25, 
         y_smc = _decide(spec, cond, params, np.arange(len(cond.draw)), workers, candidates=candidates)["pft"]
         for k in names:
             truth_k = values(np.array([j]), eff_t[j:j + 1], tbank.draws, k)[0]
-            pit["bank"][k].append(randomised_pit(values(bank.draw_of_unit, eff_b, bank.draws, k), log_w, truth_k,
-                                                 rng))
+            pit["bank"][k].append(randomised_pit(bank_vals[k], log_w, truth_k, rng))
             pit["smc"][k].append(randomised_pit(values(cond.draw, cond.effects, bank.draws, k), cond.log_w, truth_k,
                                                 rng))
         for c in range(len(candidates)):

@@ -128,14 +128,12 @@ def _log_prior_z(z: np.ndarray) -> np.ndarray:
 
 
 def tempered_smc(start: Particles, n_pool: int, simulate: BatchSimulator, settings: SmcSettings,
-                 rng: np.random.Generator, *, progress: Callable[[int, float, float], None] | None = None
-                 ) -> SmcResult:
+                 rng: np.random.Generator) -> SmcResult:
     """Sample ``prior(d, z) x L**1`` from a prior sample ``start`` (module docstring).
 
     ``start``: equally weighted draws from the prior (any number; the bank). ``n_pool``: size of the
     uniform pool ``d`` is drawn from. ``simulate`` runs one simulation per proposal (its keys are
-    consecutive integers from 0, distinct over the whole run). ``progress(stage, beta, acceptance)``
-    is called after each stage.
+    consecutive integers from 0, distinct over the whole run).
     """
     n = int(settings.particles)
     k = start.z.shape[1]
@@ -147,12 +145,10 @@ def tempered_smc(start: Particles, n_pool: int, simulate: BatchSimulator, settin
     for stage in range(1, int(settings.max_stages) + 1):
         target = settings.ess_fraction * n if stage > 1 else min(settings.ess_fraction * n, 0.5 * len(cur.draw))
         new_beta = next_temperature(cur.loglik, beta, target)
-        log_w = (new_beta - beta) * np.where(np.isfinite(cur.loglik), cur.loglik, -np.inf)
-        finite = np.isfinite(log_w)
-        res.log_evidence += float(special.logsumexp(log_w[finite]) - math.log(len(log_w)))
-        shifted = np.where(finite, log_w - np.max(log_w[finite]), -np.inf)
-        res.ess.append(effective_sample_size(np.where(finite, shifted, -1e300)))
-        cur = cur.take(systematic_resample(np.where(finite, shifted, -1e300), n, rng))
+        log_w = (new_beta - beta) * np.where(np.isfinite(cur.loglik), cur.loglik, -np.inf)  # -inf: weight 0
+        res.log_evidence += float(special.logsumexp(log_w) - math.log(len(log_w)))
+        res.ess.append(effective_sample_size(log_w))
+        cur = cur.take(systematic_resample(log_w, n, rng))
         beta = new_beta
         res.betas.append(beta)
         # random-walk covariance of z from the resampled particles (regularised: never singular)
@@ -196,8 +192,6 @@ def tempered_smc(start: Particles, n_pool: int, simulate: BatchSimulator, settin
             scale *= 0.6
         elif rate > 0.45:
             scale *= 1.5
-        if progress is not None:
-            progress(stage, beta, rate)
         if beta >= 1.0:
             break
     res.particles = cur
