@@ -19,6 +19,13 @@ Each simulation draws, from its own ``patient`` stream, six standard normal devi
 
 A protocol may fix a patient's ``baseline_blast_pct``, ``body_weight`` and
 ``body_surface_area``; fixed covariates replace the draw.
+
+A patient whose protocol marks her ``disease = "remission"`` (complete or molecular remission;
+:data:`nksim.protocol.DISEASE_STATES`) has no kinetic class: her residual disease regrows with a
+log-normal doubling time around ``blasts.remission_doubling_time`` (SD of its log
+``blasts.remission_doubling_log_sd``; Ommen et al. 2010, relapse from remission), from the same
+second deviate; the sixth deviate is still drawn (the stream stays aligned) and not used, and
+``proliferative_disease`` is 0.
 """
 from __future__ import annotations
 
@@ -38,7 +45,7 @@ class PatientEffects:
     body_weight: float  # kg
     body_surface_area: float  # m2
     baseline_blast_pct: float  # percent of nucleated marrow cells
-    proliferative_disease: float  # 1 (1.0: proliferative kinetic class, 0.0: indolent)
+    proliferative_disease: float  # 1 (1.0: proliferative kinetic class, 0.0: indolent or in remission)
     blast_net_growth_rate: float  # day-1
     susceptible_fraction: float  # 1
     host_nk_recovery_rate: float  # day-1
@@ -60,7 +67,8 @@ EFFECT_META: dict[str, tuple[str, str]] = {
     "body_weight": ("kg", "body weight"),
     "body_surface_area": ("m2", "body surface area"),
     "baseline_blast_pct": ("percent", "marrow blasts before lymphodepletion (individual value)"),
-    "proliferative_disease": ("1", "disease in the proliferative kinetic class (1) or the indolent class (0)"),
+    "proliferative_disease": ("1", "disease in the proliferative kinetic class (1) or the indolent class or in "
+                                   "remission (0)"),
     "blast_net_growth_rate": ("day-1", "net blast growth rate at low marrow occupancy (individual value)"),
     "susceptible_fraction": ("1", "NK-susceptible fraction of blasts at baseline (individual value)"),
     "host_nk_recovery_rate": ("day-1", "host NK cell Gompertz regrowth rate (individual value)"),
@@ -102,13 +110,16 @@ N_EFFECT_NORMALS = 6
 
 
 def draw_effects(params: ParameterSet, rng: np.random.Generator,
-                 covariates: Mapping[str, float] | None = None) -> PatientEffects:
-    """Draw one virtual patient's individual values from the population distributions."""
-    return effects_from_normals(params, rng.standard_normal(N_EFFECT_NORMALS), covariates)
+                 covariates: Mapping[str, float] | None = None, *, disease: str = "active") -> PatientEffects:
+    """Draw one virtual patient's individual values from the population distributions.
+
+    ``disease``: her disease status (:data:`nksim.protocol.DISEASE_STATES`; module docstring).
+    """
+    return effects_from_normals(params, rng.standard_normal(N_EFFECT_NORMALS), covariates, disease=disease)
 
 
 def effects_from_normals(params: ParameterSet, z: np.ndarray,
-                         covariates: Mapping[str, float] | None = None) -> PatientEffects:
+                         covariates: Mapping[str, float] | None = None, *, disease: str = "active") -> PatientEffects:
     """A virtual patient's individual values from her :data:`N_EFFECT_NORMALS` standard normal deviates ``z``.
 
     The map :func:`draw_effects` applies to the deviates it draws (module docstring, in that order:
@@ -132,17 +143,25 @@ def effects_from_normals(params: ParameterSet, z: np.ndarray,
     else:
         blast_pct = 100.0 * base
     sus = params["blasts.susceptible_fraction"]
-    proliferative = _normal_cdf(z[5]) < params["random_effects.proliferative_fraction"]
-    growth = params["blasts.net_growth_rate"]
-    if proliferative:
-        growth *= params["random_effects.proliferative_growth_fold"]
+    if disease == "remission":
+        proliferative = False
+        growth = math.log(2.0) / params["blasts.remission_doubling_time"]
+        log_sd = params["blasts.remission_doubling_log_sd"]
+    elif disease == "active":
+        proliferative = _normal_cdf(z[5]) < params["random_effects.proliferative_fraction"]
+        growth = params["blasts.net_growth_rate"]
+        if proliferative:
+            growth *= params["random_effects.proliferative_growth_fold"]
+        log_sd = sd_g
+    else:
+        raise ValueError(f"unknown disease status {disease!r}; allowed: active, remission")
     sus_i = _expit(_logit(sus) + sd_s * z[2]) if 0.0 < sus < 1.0 else sus
     return PatientEffects(
         body_weight=cov.get("body_weight", params["anatomy.body_weight"]),
         body_surface_area=cov.get("body_surface_area", params["anatomy.body_surface_area"]),
         baseline_blast_pct=blast_pct,
         proliferative_disease=1.0 if proliferative else 0.0,
-        blast_net_growth_rate=growth * math.exp(sd_g * z[1]),
+        blast_net_growth_rate=growth * math.exp(log_sd * z[1]),
         susceptible_fraction=sus_i,
         host_nk_recovery_rate=params["host.nk_recovery_rate"] * math.exp(sd_h * z[3]),
         host_t_recovery_rate=params["host.t_recovery_rate"] * math.exp(sd_h * z[3]),

@@ -15,7 +15,9 @@ A protocol file (``experiments/protocols/<name>.toml``) holds
 * ``[groups.<id>]`` with ``[[groups.<id>.events]]``: events of a dose group;
 * ``[[patients]]``: ``id``, ``group``, ``evaluable`` and optional covariates
   (``body_weight``, ``body_surface_area``, ``baseline_blast_pct``, each
-  ``{value = ..., unit = ...}``) that replace the population draw.
+  ``{value = ..., unit = ...}``) that replace the population draw, and ``disease`` (one of
+  :data:`DISEASE_STATES`, default ``"active"``: whether her blasts regrow with the kinetic classes of
+  active disease or from remission).
 
 Every field has a declared TOML type (:data:`FIELD_TYPES`), checked in one place
 (:func:`nksim.checks.check_table`) before any value is used: a wrong type anywhere is a
@@ -95,6 +97,15 @@ COVARIATES: dict[str, tuple[str, float, float]] = {
     "baseline_blast_pct": ("percent", 0.0, 100.0),
 }
 
+#: A patient's disease status (``[[patients]] disease``) and what it means for her blast kinetics
+#: (:func:`nksim.patients.effects_from_normals`).
+DISEASE_STATES: dict[str, str] = {
+    "active": "active (refractory or relapsed) disease: net growth from the kinetic classes learnt from refractory AML "
+              "(blasts.net_growth_rate, random_effects.proliferative_*)",
+    "remission": "in remission (complete or molecular): residual disease regrows with the doubling time of relapse "
+                 "from remission (blasts.remission_doubling_time, blasts.remission_doubling_log_sd)",
+}
+
 
 @dataclass(frozen=True, order=True)
 class Event:
@@ -125,6 +136,8 @@ class Patient:
     evaluable: bool = True
     covariates: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     note: str = ""
+    #: disease status, one of :data:`DISEASE_STATES`
+    disease: str = "active"
 
 
 @dataclass(frozen=True)
@@ -218,7 +231,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "event": {"day": "number", "kind": "string", "dose": "number", "unit": "string", "source": "string",
               "donor": "string"},
     "group": {"description": "string", "source": "string", "events": "array of tables"},
-    "patient": {"id": "string", "group": "string", "evaluable": "boolean", "note": "string",
+    "patient": {"id": "string", "group": "string", "evaluable": "boolean", "note": "string", "disease": "string",
                 **{c: "table" for c in COVARIATES}},
     "covariate": {"value": "number", "unit": "string", "source": "string"},
 }
@@ -333,7 +346,12 @@ def protocol_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Proto
                 _check_fields(p[c], "covariate", source, ck)
                 check_unit(p[c]["unit"], unit, source=source, key=f"{ck}.unit")
                 cov[c] = _num(p[c]["value"], source, f"{ck}.value", lo, hi, unit)
-        patients.append(Patient(pid, p["group"], p.get("evaluable", True), MappingProxyType(cov), p.get("note", "")))
+        disease = p.get("disease", "active")
+        if disease not in DISEASE_STATES:
+            raise NksimInputError(f"unknown disease status {disease!r}; allowed: {', '.join(DISEASE_STATES)}",
+                                  source=source, key=f"{key}.disease")
+        patients.append(Patient(pid, p["group"], p.get("evaluable", True), MappingProxyType(cov), p.get("note", ""),
+                                disease))
     proto = Protocol(
         name=head["name"],
         title=head.get("title", ""),

@@ -97,6 +97,8 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("blasts.drug_sensitivity", "1", 0, 100, kernel=True),
         _p("blasts.cy_exposure_kill", "L mg-1 day-1", 0, 10, kernel=True),
         _p("blasts.cytarabine_log_kill", "m2 g-1", 0, 10, kernel=True),
+        _p("blasts.remission_doubling_time", "day", 0.5, 1000),
+        _p("blasts.remission_doubling_log_sd", "1", 0, 10),
         # --- normal haematopoiesis -------------------------------------------
         _p("normal.division_rate", "day-1", 0, 10),
         _p("normal.recovery_rate", "day-1", 0, 10, kernel=True),

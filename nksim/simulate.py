@@ -153,7 +153,7 @@ def run_one(params: ParameterSet, protocol: Protocol, patient: Patient, seed: in
     if signal_received() is not None:  # the command is being interrupted (the exception may have been swallowed)
         raise SimulationHalted("not started: the command was interrupted")
     eff = effects if effects is not None else draw_effects(
-        params, stream_generator(seed, patient.id, replicate, "patient"), patient.covariates)
+        params, stream_generator(seed, patient.id, replicate, "patient"), patient.covariates, disease=patient.disease)
     kp, ev = patient_inputs(params, eff, protocol, patient)
     snap = np.array([int(d - protocol.start_day) for d in protocol.snapshot_days], dtype=np.int64)
     if stop_days is None:

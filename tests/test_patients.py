@@ -151,3 +151,44 @@ def test_growth_mixture_is_independent_of_the_other_effects(default_params):
     for f in ("baseline_blast_pct", "susceptible_fraction", "host_nk_recovery_rate"):
         x = np.array([getattr(e, f) for e in effs])
         assert abs(np.corrcoef(cls, x)[0, 1]) < 4 / math.sqrt(cls.size), f
+
+
+# ----------------------------------------------------------------------------- regrowth from remission
+def _remission(params, doubling=14.0, sd=0.6):
+    return params.with_values({"blasts.remission_doubling_time": doubling, "blasts.remission_doubling_log_sd": sd})
+
+
+def test_remission_regrowth_has_the_stated_doubling_time_distribution(default_params):
+    """In remission the doubling time ln 2 / rate is log-normal(log 14 d, 0.6), whatever the kinetic classes say."""
+    ps = _mixture(_remission(default_params), 0.9, 50.0, sd=0.1)  # active disease would be mostly proliferative
+    rng = np.random.default_rng(12)
+    effs = [draw_effects(ps, rng, disease="remission") for _ in range(4000)]
+    assert {e.proliferative_disease for e in effs} == {0.0}
+    log_t = np.log(math.log(2.0) / np.array([e.blast_net_growth_rate for e in effs]))
+    # mean within 4 standard errors; SD within 5 % (its standard error is 0.6 / sqrt(2 n) = 1.1 %)
+    assert abs(log_t.mean() - math.log(14.0)) < 4 * 0.6 / math.sqrt(log_t.size)
+    assert abs(log_t.std() / 0.6 - 1.0) < 0.05
+
+
+def test_remission_uses_the_growth_deviate_and_leaves_the_other_effects(default_params):
+    ps = _mixture(_remission(default_params, 20.0, 0.5), 0.4, 30.0, sd=0.3)
+    z = np.random.default_rng(13).standard_normal(6)
+    act = draw_effects(ps, np.random.default_rng(13))
+    rem = draw_effects(ps, np.random.default_rng(13), disease="remission")
+    assert rem.blast_net_growth_rate == pytest.approx(math.log(2.0) / 20.0 * math.exp(0.5 * z[1]), rel=1e-12)
+    for f in ("baseline_blast_pct", "susceptible_fraction", "host_nk_recovery_rate", "nk_il15_proliferation_max"):
+        assert getattr(act, f) == getattr(rem, f), f
+    with pytest.raises(ValueError, match="remission"):
+        draw_effects(ps, np.random.default_rng(13), disease="cured")
+
+
+def test_a_protocol_patient_in_remission_is_simulated_with_the_remission_rate(default_params):
+    """The status travels from the protocol file to the run (the engine's growth law is tested in test_limits)."""
+    import nksim
+
+    ps = _remission(default_params, 10.0, 0.0).with_values(
+        {"lattice.side": 4, "lattice.voxel_side": 200.0})
+    proto = nksim.load_protocol("fehniger2018_cndo109")
+    ds = nksim.simulate_cohort(ps, proto, patients=["feh_d3e5_01"], seed=3)
+    np.testing.assert_allclose(ds.blast_net_growth_rate.values, math.log(2.0) / 10.0, rtol=1e-12)
+    np.testing.assert_allclose(ds.proliferative_disease.values, 0.0)

@@ -233,6 +233,28 @@ def test_patient_covariates_units_and_ranges():
     expect_error(d, "baseline_blast_pct.unit", "percent")
 
 
+def test_patient_disease_status_is_checked():
+    d = base()
+    assert protocol_from_dict(d).patient("p1").disease == "active"  # the default
+    d["patients"][0]["disease"] = "remission"
+    assert protocol_from_dict(d).patient("p1").disease == "remission"
+    d["patients"][0]["disease"] = "CR1"
+    expect_error(d, "patients[0].disease", "active", "remission")
+    d["patients"][0]["disease"] = 1
+    expect_error(d, "patients[0].disease", "string")
+
+
+def test_shipped_protocols_mark_the_patients_in_remission():
+    """The trials' populations in remission (first CR, molecular relapse) are marked; refractory ones are not."""
+    feh = nksim.load_protocol("fehniger2018_cndo109")
+    assert {p.disease for p in feh.patients} == {"remission"}
+    assert {p.disease for p in nksim.load_protocol("nkae_consolidation").patients} == {"remission"}
+    curti = nksim.load_protocol("curti2011_elderly")
+    assert {p.group: p.disease for p in curti.patients} == {"active": "active", "molecular": "remission",
+                                                             "cr": "remission"}
+    assert {p.disease for p in nksim.load_protocol("ahmadvand2023").patients} == {"active"}
+
+
 def test_evaluable_must_be_boolean():
     d = base()
     d["patients"][0]["evaluable"] = "yes"

@@ -147,7 +147,7 @@ class PatientModel(mesa.Model):
         self.params, self.protocol, self.patient = params, protocol, pat
         self.seed, self.replicate = int(seed), int(replicate)
         patient_rng = np.random.Generator(np.random.PCG64(children[STREAMS.index("patient")]))
-        self.effects = draw_effects(params, patient_rng, pat.covariates)
+        self.effects = draw_effects(params, patient_rng, pat.covariates, disease=pat.disease)
         # Parameter vector and events (step, kind, amount, donor index), as the engine builds them
         # (donors numbered 0, 1, ... in order of first infusion; kp holds their number).
         self.kp, (self.ev_step, self.ev_kind, self.ev_amount, self.ev_donor) = patient_inputs(
