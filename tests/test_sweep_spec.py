@@ -206,3 +206,46 @@ def test_nk_product_is_a_schedule_factor():
     with pytest.raises(NksimInputError, match="categorical"):
         build_plan(tiny_spec(sweep={"design": "lhs"}, factors={"nk_product": {"min": 0, "max": 1}},
                              sampling={"n": 4}))
+
+
+# ----------------------------------------------------------------------------- the cohort's population
+def test_cohort_population_is_checked():
+    err(tiny(cohort={"disease": "cr1"}), "must be one of", "cohort.disease")
+    err(tiny(cohort={"disease": "remission"}), "needs its residual marrow blasts", "cohort.baseline_blast_pct")
+    err(tiny(cohort={"disease": "remission", "baseline_blast_pct": 7.0}), "allowed range", "cohort.baseline_blast_pct")
+    err(tiny(cohort={"disease": "remission", "baseline_blast_pct": 5.0}), "below 5 percent",
+        "cohort.baseline_blast_pct")
+    err(tiny(cohort={"baseline_blast_pct": 120.0}), "allowed range", "cohort.baseline_blast_pct")
+    err(tiny(cohort={"baseline_blast_pct": "2 %"}), "number", "cohort.baseline_blast_pct")
+
+
+def test_default_population_keeps_the_plan_digest_and_a_population_changes_it():
+    a = build_plan(tiny_spec())
+    assert a.population == {} and "population" not in a.content
+    assert build_plan(tiny_spec(cohort={"disease": "active"})).digest == a.digest
+    b = build_plan(tiny_spec(cohort={"disease": "remission", "baseline_blast_pct": 1.0}))
+    c = build_plan(tiny_spec(cohort={"disease": "remission", "baseline_blast_pct": 2.0}))
+    assert len({a.digest, b.digest, c.digest}) == 3
+    assert b.population == {"disease": "remission", "baseline_blast_pct": 1.0}
+    p = b.patient("vp0001")
+    assert p.disease == "remission" and dict(p.covariates) == {"baseline_blast_pct": 1.0}
+    assert a.patient("vp0001").disease == "active" and dict(a.patient("vp0001").covariates) == {}
+
+
+def test_a_cohort_in_remission_is_simulated_in_remission(tmp_path):
+    """Every stored patient has the cohort's blasts and the remission growth law; the summary says which cohort."""
+    import math
+
+    from nksim.sweep import SweepStore, summarize
+
+    spec = tiny_spec(cohort={"disease": "remission", "baseline_blast_pct": 1.5},
+                     parameters={"lattice.side": 6, "blasts.remission_doubling_time": 20.0,
+                                 "blasts.remission_doubling_log_sd": 0.0},
+                     factors={"interval": [7]})
+    out = tmp_path / "rem.zarr"
+    assert run_sweep(spec, out, workers=0).complete
+    st = SweepStore.open_existing(out)
+    np.testing.assert_allclose(st.read("baseline_blast_pct"), 1.5)
+    np.testing.assert_allclose(st.read("blast_net_growth_rate"), math.log(2.0) / 20.0, rtol=1e-12)
+    assert st.group.attrs["population"] == "in remission, marrow blasts 1.5 percent"
+    assert summarize(out).attrs["population"] == "in remission, marrow blasts 1.5 percent"

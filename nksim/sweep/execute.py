@@ -27,7 +27,7 @@ import numpy as np
 from ..output import build_dataset
 from ..parameters import ParameterSet
 from ..patients import EFFECT_META
-from ..protocol import Patient, Protocol
+from ..protocol import Protocol
 from ..simulate import run_one
 from .plan import Plan, code_digest
 
@@ -86,7 +86,7 @@ def run_batch(plan: Plan, b: int) -> dict[str, Any]:
     pids = plan.patients[ps]
     reps = list(range(rs.start, rs.stop))
     seed = int(plan["seed"])
-    runs = [run_one(params, protocol, Patient(pid, "all"), seed, r) for pid in pids for r in reps]
+    runs = [run_one(params, protocol, plan.patient(pid), seed, r) for pid in pids for r in reps]
     ds = build_dataset(runs, params, protocol, pids, len(reps), seed, replicate_ids=reps)
     offset = int(round(protocol.start_day - plan.time_start))
     n_t = ds.sizes["time"]

@@ -126,6 +126,19 @@ class Plan:
         return self.content["replicates"]
 
     @property
+    def population(self) -> dict[str, Any]:
+        """The cohort's population: ``{}`` (active disease, blasts drawn) or ``disease`` / ``baseline_blast_pct``."""
+        return dict(self.content.get("population", {}))
+
+    def patient(self, pid: str):
+        """The :class:`~nksim.protocol.Patient` simulated as ``pid`` (group ``all``, the cohort's population)."""
+        from ..protocol import Patient
+
+        pop = self.population
+        cov = {"baseline_blast_pct": float(pop["baseline_blast_pct"])} if "baseline_blast_pct" in pop else {}
+        return Patient(pid, "all", covariates=MappingProxyType(cov), disease=pop.get("disease", "active"))
+
+    @property
     def n_time(self) -> int:
         """Number of stored daily time points."""
         return self.content["n_time"]
@@ -213,6 +226,14 @@ class Plan:
         return cls(json.loads(text))
 
 
+def population_text(population: dict[str, Any]) -> str:
+    """A plan's cohort population (:attr:`Plan.population`) in words, for store and summary attributes."""
+    disease = population.get("disease", "active")
+    blasts = population.get("baseline_blast_pct")
+    where = "marrow blasts drawn from the population" if blasts is None else f"marrow blasts {blasts:g} percent"
+    return f"{'in remission' if disease == 'remission' else 'active disease'}, {where}"
+
+
 def _batch_layout(n_patients: int, replicates: int, batch_size: int) -> list[int]:
     if replicates >= batch_size:
         return [1, batch_size]
@@ -297,4 +318,6 @@ def build_plan(spec: SweepSpec) -> Plan:
     }
     if spec.clock != "infusion":  # recorded only when used: default plans keep their digest
         content["clock"] = spec.clock
+    if spec.cohort.population():  # likewise: a cohort of active disease with drawn blasts records nothing
+        content["population"] = spec.cohort.population()
     return Plan(content)

@@ -22,6 +22,9 @@ A sweep spec (``experiments/*.toml``) has these tables (see
     replicates = 2                # stochastic replicates per patient
     draws = 0                     # parameter draws; 0 = the model's own values only
     draws_from = "posterior"      # "posterior" (calibrated; default), "posterior:FILE.nc", "prior" or a CSV path
+    disease = "active"            # or "remission" (nksim.protocol.DISEASE_STATES: blasts regrow from remission)
+    baseline_blast_pct = 2.0      # percent; fixes every patient's marrow blasts (default: the population draw;
+                                  # required in remission, below the CR threshold of 5 %)
 
     [baseline]                    # schedule of every scenario unless a factor changes it
     regimen = "trial"
@@ -69,7 +72,9 @@ _SWEEP_KEYS = {"name", "description", "model", "seed", "design", "end_day", "ass
                "batch_size", "clock"}
 #: Clocks of ``sweep.clock``: what day 0 of ``assessment_days`` and ``landmark_day`` is.
 CLOCKS = ("infusion", "lymphodepletion")
-_COHORT_KEYS = {"patients", "replicates", "draws", "draws_from"}
+_COHORT_KEYS = {"patients", "replicates", "draws", "draws_from", "disease", "baseline_blast_pct"}
+#: Marrow blasts (percent) below which a cohort counts as in remission (morphological CR, ELN: < 5 %).
+REMISSION_MAX_BLAST_PCT = 5.0
 _SAMPLING_KEYS = {"n", "scramble"}
 _RANGE_KEYS = {"min", "max", "scale"}
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -86,6 +91,19 @@ class Cohort:
     replicates: int
     draws: int
     draws_from: str  # "posterior", "posterior:<resolved path>", "prior" or a CSV path (resolved)
+    #: disease status of every patient (:data:`nksim.protocol.DISEASE_STATES`)
+    disease: str = "active"
+    #: marrow blasts (percent) fixed for every patient; None: drawn from the population
+    baseline_blast_pct: float | None = None
+
+    def population(self) -> dict[str, Any]:
+        """The cohort's population as plain data: ``{}`` for the default (active disease, blasts drawn)."""
+        out: dict[str, Any] = {}
+        if self.disease != "active":
+            out["disease"] = self.disease
+        if self.baseline_blast_pct is not None:
+            out["baseline_blast_pct"] = self.baseline_blast_pct
+        return out
 
 
 @dataclass(frozen=True)
@@ -115,6 +133,27 @@ class SweepSpec:
 
 def _err(msg: str, src: str, key: str) -> NksimInputError:
     return NksimInputError(msg, source=src, key=key)
+
+
+def _population(co: Mapping[str, Any], src: str) -> tuple[str, float | None]:
+    """``(disease, baseline_blast_pct)`` of a ``[cohort]`` table, checked."""
+    from ..protocol import DISEASE_STATES
+
+    disease = co.get("disease", "active")
+    if not isinstance(disease, str) or disease not in DISEASE_STATES:
+        raise _err(f"disease {disease!r} must be one of {list(DISEASE_STATES)}", src, "cohort.disease")
+    pct = co.get("baseline_blast_pct")
+    if pct is not None:
+        hi = REMISSION_MAX_BLAST_PCT if disease == "remission" else 100.0
+        pct = check_number(pct, source=src, key="cohort.baseline_blast_pct", lo=0.0, hi=hi, unit="percent")
+        if disease == "remission" and pct >= REMISSION_MAX_BLAST_PCT:
+            raise _err(f"a cohort in remission has marrow blasts below {REMISSION_MAX_BLAST_PCT:g} percent, got "
+                       f"{pct:g}", src, "cohort.baseline_blast_pct")
+    elif disease == "remission":
+        raise _err(f"a cohort in remission needs its residual marrow blasts: baseline_blast_pct in [0, "
+                   f"{REMISSION_MAX_BLAST_PCT:g}) percent (the population draw is that of active disease)",
+                   src, "cohort.baseline_blast_pct")
+    return disease, pct
 
 
 # --- checks shared by the spec readers (sweep, nksim.optimise.spec, nksim.twin.spec) ---------------------
@@ -362,6 +401,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     draws = _int(co.get("draws", 0), src, "cohort.draws", 0, MAX_DRAWS)
     draws_from = resolve_draws_from(co.get("draws_from", "posterior"), draws, base_dir, src, "cohort.draws_from",
                                     "cohort.draws")
+    disease, blast_pct = _population(co, src)
 
     bl = _table(raw, "baseline", None, src)
     baseline: dict[str, Any] = {}
@@ -424,5 +464,6 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     return SweepSpec(
         source=src, raw=raw, name=name, description=description, model_path=model_path, seed=seed, design=design,
         end_day=end_day, assessment_days=days, landmark_day=landmark, batch_size=batch_size,
-        cohort=Cohort(patients, replicates, draws, draws_from), baseline=baseline, parameters=parameters,
-        factors=factors, sampling_n=n_samples, scramble=scramble, scenarios=scenarios, clock=clock)
+        cohort=Cohort(patients, replicates, draws, draws_from, disease, blast_pct), baseline=baseline,
+        parameters=parameters, factors=factors, sampling_n=n_samples, scramble=scramble, scenarios=scenarios,
+        clock=clock)

@@ -68,7 +68,7 @@ from ..observables import RESPONSE_CODES, RESPONSE_FILL
 from ..patients import EFFECT_META
 from ..quantities import all_variables
 from .execute import SCALARS
-from .plan import STORE_FORMAT, Plan, code_digest
+from .plan import STORE_FORMAT, Plan, code_digest, population_text
 
 zarr = require("zarr", "sweep", "nksim.sweep")
 ZstdCodec = require("zarr.codecs", "sweep", "nksim.sweep").ZstdCodec
@@ -479,6 +479,7 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
         "parameter_set": c["model"]["name"],
         "parameter_status": c["model"]["status"],
         "draws_from": _draws_text(c["draws_from"]),
+        "population": population_text(plan.population),
         "landmark_day": c["landmark_day"],
         "spec": json.dumps(spec_raw if spec_raw is not None else {}, sort_keys=True, default=str),
         "plan": plan.to_json(),

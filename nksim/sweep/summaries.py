@@ -103,6 +103,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
     from .store import SweepStore  # imported where used: METRICS etc. load without zarr
 
+def _population_text(population: dict) -> str:
+    from .plan import population_text
+
+    return population_text(population)
+
+
 #: Clocks of :func:`summarize` (day 0 of time to progression and of the landmark).
 CLOCKS: tuple[str, ...] = ("lymphodepletion", "infusion")
 _CLOCK_ORIGIN = {"infusion": "the first NK infusion", "lymphodepletion": "the start of lymphodepletion"}
@@ -458,6 +464,7 @@ def summarize(store: SweepStore | str | Path, reference: int | None = None,
         "plan_digest": plan.digest,
         "parameter_set": store.attrs.get("parameter_set", ""),
         "parameter_status": store.attrs.get("parameter_status", ""),
+        "population": _population_text(plan.population),
         "clock": clock,
         "assessment_clock": plan.clock,
         "landmark_day": landmark,
@@ -508,6 +515,7 @@ def ranking_table(ds: xr.Dataset, rank_by: str = "pfs_landmark", top: int | None
     clock = a.get("clock", "infusion")
     lines = [f"sweep '{a['sweep_name']}' "
              f"(plan {a['plan_digest']}, parameters '{a['parameter_set']}': {a['parameter_status']})",
+             *([f"cohort: {a['population']}"] if "population" in a else []),
              f"{a['scenarios_total'] - a['scenarios_incomplete']}/{a['scenarios_total']} scenarios complete; "
              f"{a['simulations_per_scenario']} simulations each ({a['draws']} draws x {a['patients']} patients x "
              f"{a['replicates']} replicates); landmark day {a['landmark_day']:g} since {_CLOCK_ORIGIN[clock]} "
