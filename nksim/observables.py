@@ -10,7 +10,8 @@ lymphodepletion):
 * CR: ``b < cr_blast_pct``;
 * PR: ``b <= pr_blast_pct`` and ``b <= b0 (1 - pr_min_fall / 100)``;
 * PD: ``b >= b0 (1 + pd_relative_rise / 100)`` and, when ``b0 < pd_absolute_below``, also
-  ``b >= b0 + pd_absolute_rise``;
+  ``b >= b0 + pd_absolute_rise``; from a baseline in CR (``b0 < cr_blast_pct``: a population treated
+  in remission) relapse, ``b >= cr_blast_pct`` (ELN 2017);
 * SD: otherwise.
 
 CR takes precedence over PR, and PR over PD (the rules cannot overlap for sane thresholds).
@@ -34,11 +35,17 @@ def response_thresholds(params: Mapping[str, float] | object) -> dict[str, float
 
 
 def pd_threshold(baseline_pct: np.ndarray | float, th: Mapping[str, float]) -> np.ndarray:
-    """Marrow blast percentage at and above which a patient counts as progressed."""
+    """Marrow blast percentage at and above which a patient counts as progressed.
+
+    Active disease: a relative rise over baseline (with an absolute rise when baseline is low). A
+    patient whose baseline is below the CR threshold (in morphological remission: a consolidation
+    population) progresses when she relapses, at the CR threshold itself (ELN 2017: relapse after CR
+    is >= 5 % marrow blasts), not 15 points above her residual disease.
+    """
     b0 = np.asarray(baseline_pct, dtype=float)
     rel = b0 * (1.0 + th["pd_relative_rise"] / 100.0)
     absolute = np.where(b0 < th["pd_absolute_below"], b0 + th["pd_absolute_rise"], -np.inf)
-    return np.maximum(rel, absolute)
+    return np.where(b0 < th["cr_blast_pct"], th["cr_blast_pct"], np.maximum(rel, absolute))
 
 
 def classify_response(blast_pct: np.ndarray, baseline_pct: np.ndarray, th: Mapping[str, float]) -> np.ndarray:

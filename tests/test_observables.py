@@ -3,7 +3,8 @@
 Expected categories are worked out by hand from the ELN-style rules in the
 ``nksim.observables`` docstring with the thresholds below (the default set's values,
 written out here so that a change of defaults does not silently change the tests):
-CR b < 5; PR b <= 25 and b <= b0/2; PD b >= 1.5 b0 and, when b0 < 30, b >= b0 + 15; SD otherwise.
+CR b < 5; PR b <= 25 and b <= b0/2; PD b >= 1.5 b0 and, when b0 < 30, b >= b0 + 15 (b >= 5 when b0 < 5:
+relapse from CR); SD otherwise.
 """
 from __future__ import annotations
 
@@ -51,8 +52,11 @@ def test_thresholds_from_parameter_set(default_params):
         (35.0, 20.0, PD, "max(30, 35) reached"),
         (44.87, 29.9, SD, ">= 1.5 * 29.9 = 44.85 but < 29.9 + 15 = 44.9"),
         (44.95, 29.9, PD, "both rules met"),
-        (15.0, 0.0, PD, "from zero baseline: +15 points"),
-        (14.9, 0.0, SD, "from zero baseline below +15 points"),
+        (5.0, 0.0, PD, "from a baseline in CR (< 5): relapse at 5"),
+        (4.9, 0.0, CR, "from a baseline in CR: still CR below 5"),
+        (5.0, 4.9, PD, "baseline 4.9 is in CR: relapse at 5, not 4.9 + 15"),
+        (19.9, 5.0, SD, "baseline 5 is not in CR: needs 5 + 15 = 20"),
+        (20.0, 5.0, PD, "5 + 15 = 20 reached"),
         (100.0, 100.0, SD, "full marrow stays full: 100 < 150"),
         (float("nan"), 40.0, RESPONSE_FILL, "not assessed"),
     ],
@@ -78,8 +82,17 @@ def test_classify_uses_given_thresholds():
 
 
 def test_pd_threshold():
-    np.testing.assert_allclose(pd_threshold(np.array([0.0, 10.0, 20.0, 30.0, 40.0]), TH),
-                               [15.0, 25.0, 35.0, 45.0, 60.0])
+    np.testing.assert_allclose(pd_threshold(np.array([10.0, 20.0, 30.0, 40.0]), TH), [25.0, 35.0, 45.0, 60.0])
+
+
+def test_pd_threshold_in_remission_is_relapse_at_the_cr_threshold():
+    """Baseline below the CR threshold (morphological CR): progression is relapse, blasts >= 5 % (ELN 2017)."""
+    b0 = np.array([0.0, 1.0, 4.99, 5.0])
+    np.testing.assert_allclose(pd_threshold(b0, TH), [5.0, 5.0, 5.0, 20.0])
+    # blasts at 5 % are PD (neither CR nor PR) for a patient in remission; 4.9 % stays CR
+    assert list(classify_response(np.array([5.0, 4.9]), np.array([2.0, 2.0]), TH)) == [PD, CR]
+    b = np.array([2.0, 3.0, 4.0, 6.0, 9.0])
+    assert time_to_progression(T, b, 2.0, TH)[()] == 180.0
 
 
 T = np.array([0.0, 28.0, 90.0, 180.0, 270.0])

@@ -1100,6 +1100,8 @@ def is_pd(kp, b, b0, pd_pct):
 @njit(**LEAF_JIT)
 def pd_threshold_pct(kp, b0):
     """PD threshold (percent) for baseline blasts ``b0`` (percent); mirrors observables.pd_threshold."""
+    if b0 < kp[KP.response_cr_blast_pct]:  # in remission at baseline: relapse at the CR threshold (ELN 2017)
+        return kp[KP.response_cr_blast_pct]
     rel = b0 * (1.0 + kp[KP.pd_relative_rise_fraction])
     if b0 < kp[KP.response_pd_absolute_below]:
         absolute = b0 + kp[KP.response_pd_absolute_rise]
