@@ -20,7 +20,11 @@ The runs (:data:`RUNS`, ``name -> (spec file beside this file, overrides, descri
   IL-2: two-infusion schedules against one infusion, Bachanova 2014) with the joint draws;
 * ``expanding_nk_potent``: the same with the draws of the joint fit that holds the drugs' blast
   kill at stage A's (``calibration/joint/results_drug_at_stage_a/``): NK potency at the top of its
-  priors, the sensitivity analysis for a product whose NK do the killing.
+  priors, the sensitivity analysis for a product whose NK do the killing;
+* ``consolidation_joint`` / ``consolidation_nk_potent``: ``expanding.toml``'s product and schedules given
+  as consolidation in first CR (``[cohort] disease = "remission"``, 2 % residual blasts as in
+  ``experiments/protocols/fehniger2018_cndo109.toml``; regrowth from remission, ``docs/model.md``
+  section 9.11; progression = relapse at >= 5 % blasts), under the same two posteriors.
 
 The joint runs are skipped, with a message, while their posterior draws file does not exist.
 Stores go to ``--out`` (default ``outputs/studies/two_infusion/``; resumable: a second run only
@@ -74,6 +78,14 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
     "expanding_nk_potent": ("expanding.toml", [f'cohort.draws_from="{POTENT_DRAWS}"'],
                             "fresh product after Hi-Cy/Flu with IL-2; joint posterior with the drugs' blast kill "
                             "held at stage A's (NK potency at the top of its priors), 40 um cell places"),
+    "consolidation_joint": ("expanding.toml", [f'cohort.draws_from="{DRAWS}"', 'cohort.disease="remission"',
+                                               "cohort.baseline_blast_pct=2.0"],
+                            "the same product and schedules as consolidation in first CR (2 % residual blasts, "
+                            "regrowth from remission); joint posterior draws, 40 um cell places"),
+    "consolidation_nk_potent": ("expanding.toml", [f'cohort.draws_from="{POTENT_DRAWS}"',
+                                                   'cohort.disease="remission"', "cohort.baseline_blast_pct=2.0"],
+                                "consolidation in first CR; joint posterior with the drugs' blast kill held at "
+                                "stage A's (NK potency at the top of its priors), 40 um cell places"),
 }
 #: Per spec: what its reference is, and which contrasts the forest plot and heatmap show.
 VIEWS: dict[str, dict] = {
