@@ -140,6 +140,17 @@ class Patient:
     disease: str = "active"
 
 
+def population_patient(pid: str, population: Mapping[str, Any] | None = None) -> Patient:
+    """A virtual patient of group ``all`` from a cohort's population (sweeps, ``nksim optimise``).
+
+    ``population``: ``{}`` or None (active disease, every value drawn), or ``disease`` (one of
+    :data:`DISEASE_STATES`) and/or ``baseline_blast_pct`` (percent, fixed for every patient).
+    """
+    pop = dict(population or {})
+    cov = {"baseline_blast_pct": float(pop["baseline_blast_pct"])} if "baseline_blast_pct" in pop else {}
+    return Patient(pid, "all", covariates=MappingProxyType(cov), disease=pop.get("disease", "active"))
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A validated treatment protocol."""

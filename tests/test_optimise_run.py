@@ -246,3 +246,36 @@ def test_pairwise_differences_are_antisymmetric_and_match_the_columns(tiny):
     ref = int(np.flatnonzero(["reference" in r for r in ds["role"].values])[0])
     np.testing.assert_allclose(ds["gain_vs_reference"].values, d[:, ref])
     assert np.all(ds["paired_diff_lo"].values <= d + 1e-12) and np.all(d <= ds["paired_diff_hi"].values + 1e-12)
+
+
+def test_population_in_remission_reaches_every_simulated_unit(tiny, monkeypatch):
+    """``disease``/``baseline_blast_pct`` are checked, recorded only when set, and simulated for every unit."""
+    import importlib
+
+    from nksim.parameters import load_parameters
+
+    sim = importlib.import_module("nksim.simulate")  # the module (nksim.simulate is also a function's name)
+
+    with pytest.raises(NksimInputError, match="residual marrow blasts") as info:
+        load_spec(tiny, ["optimise.disease=remission"])
+    assert info.value.key == "optimise.baseline_blast_pct"
+    active = load_spec(tiny)
+    spec = load_spec(tiny, ["optimise.disease=remission", "optimise.baseline_blast_pct=2.0"])
+    assert active.population == {} and spec.population == {"disease": "remission", "baseline_blast_pct": 2.0}
+    seen = set()
+    orig = sim.run_one
+
+    def spy(params, proto, patient, *a, **k):
+        seen.add((patient.disease, tuple(sorted(patient.covariates.items()))))
+        return orig(params, proto, patient, *a, **k)
+
+    monkeypatch.setattr(sim, "run_one", spy)
+    res = optimise(spec, None, workers=1, figures=False)
+    assert seen == {("remission", (("baseline_blast_pct", 2.0),))}
+    assert res.dataset.attrs["population"] == "in remission, marrow blasts 2 percent"
+    # the evaluation cache's identity names the population only when one is set
+    clock = problem_mod.Clock((30.0, 70.0), 70.0, 70.0)
+    base = load_parameters()
+    assert "population" not in problem_mod.ModelProblem(base, clock).identity()
+    assert problem_mod.ModelProblem(base, clock, population=spec.population).identity()["population"] == \
+        spec.population

@@ -30,7 +30,7 @@ import numpy as np
 from ..engine import layout as L
 from ..observables import pd_threshold, response_thresholds, time_to_progression
 from ..parameters import ParameterSet
-from ..protocol import Patient, Protocol
+from ..protocol import Protocol, population_patient
 from ..sweep.scenario import build_protocol
 from ..threads import ordered_thread_map
 from .bank import Bank
@@ -86,10 +86,12 @@ class ModelProblem:
     """nksim's schedules on a bank (module docstring)."""
 
     def __init__(self, base: ParameterSet, clock: Clock, fixed: Mapping[str, float] | None = None,
-                 client: Any = None):
+                 client: Any = None, population: Mapping[str, Any] | None = None):
         self.base = base
         self.clock = clock
         self.fixed = dict(fixed or {})
+        #: the virtual patients' population (:func:`nksim.protocol.population_patient`; ``{}``: active disease)
+        self.population = dict(population or {})
         self.client = client  # a distributed.Client: evaluate on its workers instead of local threads
         self._scattered: tuple[Any, Any] | None = None  # (client, future of the payload on its workers)
         self._params: dict[str, ParameterSet] = {}
@@ -98,8 +100,11 @@ class ModelProblem:
         """Plain data fixing the numbers: the model, fixed values, clock and the result code's digest."""
         from ..sweep.plan import code_digest, model_entry
 
-        return {"problem": "nksim", "model": model_entry(self.base), "fixed": self.fixed,
-                "clock": self.clock.as_dict(), "code": code_digest()}
+        out = {"problem": "nksim", "model": model_entry(self.base), "fixed": self.fixed,
+               "clock": self.clock.as_dict(), "code": code_digest()}
+        if self.population:  # recorded only when set: caches of active-disease problems keep their digests
+            out["population"] = self.population
+        return out
 
     def parameters(self, bank: Bank, d: int) -> ParameterSet:
         """The ParameterSet of draw ``d`` of ``bank`` (cached; the spec's fixed values over the draw)."""
@@ -148,7 +153,7 @@ class ModelProblem:
         d, pid, r = bank.unit(u)
         params = self.parameters(bank, d)
         stops = np.arange(first, proto.end_day + 1e-9, STOP_EVERY)
-        run = run_one(params, proto, Patient(pid, "all"), bank.seed, r, stop_days=stops)
+        run = run_one(params, proto, population_patient(pid, self.population), bank.seed, r, stop_days=stops)
         time = proto.start_day + np.arange(run.rec.shape[0], dtype=float)
         return unit_outcome(time, run.rec[:, L.R.marrow_blast_pct], response_thresholds(params), first, offset,
                             self.clock)
@@ -157,7 +162,8 @@ class ModelProblem:
         """Plain data from which a worker process rebuilds this problem (:func:`_worker_problem`)."""
         from ..sweep.plan import model_entry
 
-        return {"model": model_entry(self.base), "fixed": self.fixed, "clock": self.clock.as_dict()}
+        return {"model": model_entry(self.base), "fixed": self.fixed, "clock": self.clock.as_dict(),
+                "population": self.population}
 
     def _evaluate_dask(self, candidates: Sequence[Candidate], bank: Bank,
                        on_unit: Callable[[Any], None] | None) -> list[tuple[float, float, float]]:
@@ -205,7 +211,8 @@ def _worker_problem(payload: Mapping[str, Any]) -> ModelProblem:
         c = payload["clock"]
         _WORKER_PROBLEMS.clear()
         _WORKER_PROBLEMS[key] = ModelProblem(base, Clock(tuple(c["assessment_days"]), float(c["landmark_day"]),
-                                                         float(c["horizon"])), payload["fixed"])
+                                                         float(c["horizon"])), payload["fixed"],
+                                                   population=payload.get("population"))
     return _WORKER_PROBLEMS[key]
 
 

@@ -68,7 +68,7 @@ def report_markdown(ds: xr.Dataset, history: SearchHistory, spec: Any) -> str:
         f"{a['horizon']:g} ({unit}); P(progression-free) at day {a['landmark_day']:g} reported beside. "
         f"Search: {a['search_trials']} trials on {a['search_units']} units; confirmation: "
         f"{a['confirm_units']} units ({a['confirm_draws']} posterior draws); estimate: {a['estimate_units']} units. "
-        f"Intervals: {level}, clustered by posterior draw.",
+        f"Intervals: {level}, clustered by posterior draw. Patients: {a.get('population', 'active disease')}.",
         "",
         "## Answer",
         "",

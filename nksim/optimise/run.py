@@ -255,7 +255,7 @@ def optimise(spec: OptimiseSpec | str | Path, out: str | Path | None, *, workers
     base = load_parameters(spec.model_path)
     base.with_values(dict(spec.parameters), origin=f"{spec.source} [parameters]")  # validates before any work
     clock = Clock(spec.assessment_days, spec.landmark_day, spec.horizon)
-    problem = ModelProblem(base, clock, spec.parameters)
+    problem = ModelProblem(base, clock, spec.parameters, population=spec.population)
     banks = make_banks(spec, base)
     ident = _identity(spec, problem, banks)
     settings = SearchSettings(trials=spec.trials, batch_size=spec.batch_size, startup_trials=spec.startup_trials,
@@ -344,10 +344,13 @@ def _run(spec, problem, banks, settings, cache, out, workers, scheduler, progres
         if bar is not None:
             bar.close()
         problem.client = problem._scattered = None  # the client closes with this block
+    from ..sweep.plan import population_text
+
     ds.attrs.update({"spec_name": spec.name, "spec_source": str(spec.source), "horizon": spec.horizon,
                      "landmark_day": spec.landmark_day, "seed": int(spec.seed),
                      "search_trials": len(history.trials), "search_units": banks["search"].n_units,
-                     "estimate_units": banks["estimate"].n_units})
+                     "estimate_units": banks["estimate"].n_units,
+                     "population": population_text(spec.population)})
     if out is not None:
         from ..io.netcdf import write_netcdf
         from .report import write_report
@@ -382,7 +385,8 @@ def grid_check(spec: OptimiseSpec, grid: Sequence[Candidate], *, workers: int = 
     from ..parameters import load_parameters
 
     base = load_parameters(spec.model_path)
-    problem = ModelProblem(base, Clock(spec.assessment_days, spec.landmark_day, spec.horizon), spec.parameters)
+    problem = ModelProblem(base, Clock(spec.assessment_days, spec.landmark_day, spec.horizon), spec.parameters,
+                           population=spec.population)
     banks = make_banks(spec, base)
     conf = banks["confirm"]
     rank_seed = int(np.random.SeedSequence([spec.seed, 27]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))

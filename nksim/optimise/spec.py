@@ -22,6 +22,7 @@ An optimisation spec (``experiments/optimise/*.toml``; commented example:
     delta = 7                     # day: margin of the near-optimal set
     alpha = 0.05                  # error rate of the near-optimal set (and 1 - level of intervals)
     profile_levels = 8            # levels per factor of the one-at-a-time profiles (0: none)
+    disease = "active"            # or "remission" with baseline_blast_pct below 5 (as a sweep's [cohort])
 
     [optimise.space]              # what may vary (nksim.optimise.space): value, {low, high} or {choices}
     [optimise.constraints]        # last_infusion_day, min_share, share_step
@@ -47,7 +48,16 @@ from ..checks import check_number
 from ..errors import NksimInputError
 from ..fileio import read_toml
 from ..sweep.factors import is_parameter, unknown_factor
-from ..sweep.spec import apply_overrides, resolve_draws_from, spec_day, spec_days, spec_header, spec_int, spec_table
+from ..sweep.spec import (
+    apply_overrides,
+    resolve_draws_from,
+    spec_day,
+    spec_days,
+    spec_header,
+    spec_int,
+    spec_population,
+    spec_table,
+)
 from .bank import BANK_NAMES
 from .candidate import Candidate
 from .problem import OUTCOMES
@@ -56,7 +66,7 @@ from .space import DesignSpace, parse_space
 _TOP = ("optimise", "parameters")
 _KEYS = {"name", "description", "model", "draws_from", "seed", "objective", "horizon", "landmark_day",
          "assessment_days", "trials", "batch_size", "startup_trials", "polish_rounds", "top", "delta", "alpha",
-         "profile_levels",
+         "profile_levels", "disease", "baseline_blast_pct",
          "space", "constraints", "reference", "banks"}
 _BANK_KEYS = {"draws", "patients", "replicates"}
 _REFERENCE_KEYS = {"regimen", "nk_product", "cytokine", "cytokine_start", "cytokine_days", "gap", "days", "shares",
@@ -107,6 +117,9 @@ class OptimiseSpec:
     reference: Candidate
     banks: Mapping[str, BankSize]
     parameters: Mapping[str, float]
+    #: the virtual patients' population: ``{}`` (active disease, blasts drawn) or ``disease`` /
+    #: ``baseline_blast_pct`` (:func:`nksim.protocol.population_patient`)
+    population: Mapping[str, Any] = field(default_factory=dict)
 
     def digest(self) -> str:
         """SHA-256 (16 hex digits) of the spec's content (file paths by name and digest)."""
@@ -193,6 +206,9 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     delta = check_number(op.get("delta", 7), source=src, key="optimise.delta", lo=0, hi=horizon, unit="day")
     alpha = check_number(op.get("alpha", 0.05), source=src, key="optimise.alpha", lo=0, hi=0.5, lo_open=True)
     profile_levels = spec_int(op.get("profile_levels", 8), src, "optimise.profile_levels", 0, 50)
+    disease, blast_pct = spec_population(op, src, "optimise")
+    population = {k: v for k, v in (("disease", disease), ("baseline_blast_pct", blast_pct))
+                  if v is not None and v != "active"}
 
     space = parse_space(spec_table(op, "space", src, "optimise.space"), spec_table(op, "constraints", src,
                                                                             "optimise.constraints"), src)
@@ -231,7 +247,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
                         assessment_days=days, trials=trials, batch_size=batch, startup_trials=startup,
                         polish_rounds=polish, top=top, delta=delta, alpha=alpha, profile_levels=profile_levels,
                         space=space, reference=reference,
-                        banks=banks, parameters=parameters)
+                        banks=banks, parameters=parameters, population=population)
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> OptimiseSpec:

@@ -132,11 +132,9 @@ class Plan:
 
     def patient(self, pid: str):
         """The :class:`~nksim.protocol.Patient` simulated as ``pid`` (group ``all``, the cohort's population)."""
-        from ..protocol import Patient
+        from ..protocol import population_patient
 
-        pop = self.population
-        cov = {"baseline_blast_pct": float(pop["baseline_blast_pct"])} if "baseline_blast_pct" in pop else {}
-        return Patient(pid, "all", covariates=MappingProxyType(cov), disease=pop.get("disease", "active"))
+        return population_patient(pid, self.population)
 
     @property
     def n_time(self) -> int:

@@ -135,24 +135,24 @@ def _err(msg: str, src: str, key: str) -> NksimInputError:
     return NksimInputError(msg, source=src, key=key)
 
 
-def _population(co: Mapping[str, Any], src: str) -> tuple[str, float | None]:
-    """``(disease, baseline_blast_pct)`` of a ``[cohort]`` table, checked."""
+def spec_population(co: Mapping[str, Any], src: str, table: str = "cohort") -> tuple[str, float | None]:
+    """``(disease, baseline_blast_pct)`` of a spec table (``table``: its dotted name for errors), checked."""
     from ..protocol import DISEASE_STATES
 
     disease = co.get("disease", "active")
     if not isinstance(disease, str) or disease not in DISEASE_STATES:
-        raise _err(f"disease {disease!r} must be one of {list(DISEASE_STATES)}", src, "cohort.disease")
+        raise _err(f"disease {disease!r} must be one of {list(DISEASE_STATES)}", src, f"{table}.disease")
     pct = co.get("baseline_blast_pct")
     if pct is not None:
         hi = REMISSION_MAX_BLAST_PCT if disease == "remission" else 100.0
-        pct = check_number(pct, source=src, key="cohort.baseline_blast_pct", lo=0.0, hi=hi, unit="percent")
+        pct = check_number(pct, source=src, key=f"{table}.baseline_blast_pct", lo=0.0, hi=hi, unit="percent")
         if disease == "remission" and pct >= REMISSION_MAX_BLAST_PCT:
             raise _err(f"a cohort in remission has marrow blasts below {REMISSION_MAX_BLAST_PCT:g} percent, got "
-                       f"{pct:g}", src, "cohort.baseline_blast_pct")
+                       f"{pct:g}", src, f"{table}.baseline_blast_pct")
     elif disease == "remission":
         raise _err(f"a cohort in remission needs its residual marrow blasts: baseline_blast_pct in [0, "
                    f"{REMISSION_MAX_BLAST_PCT:g}) percent (the population draw is that of active disease)",
-                   src, "cohort.baseline_blast_pct")
+                   src, f"{table}.baseline_blast_pct")
     return disease, pct
 
 
@@ -401,7 +401,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     draws = _int(co.get("draws", 0), src, "cohort.draws", 0, MAX_DRAWS)
     draws_from = resolve_draws_from(co.get("draws_from", "posterior"), draws, base_dir, src, "cohort.draws_from",
                                     "cohort.draws")
-    disease, blast_pct = _population(co, src)
+    disease, blast_pct = spec_population(co, src)
 
     bl = _table(raw, "baseline", None, src)
     baseline: dict[str, Any] = {}
