@@ -1,6 +1,9 @@
 # ruff: noqa: E501  (the protocol headers are long data strings, wrapped as they appear in the files)
 """Write the proposed issue-24 protocol files (docs/evidence/protocols.md shows the same text).
 
+Historical: the shipped files in experiments/protocols/ have changed since (Bednarski's cytarabine, patients
+marked disease = "remission"); writing this script's output over them would undo that.
+
     python docs/evidence/make_protocols.py OUTDIR        # default OUTDIR: /tmp/i24_protocols
 
 Each file is TOML in the style of experiments/protocols/bachanova2014_hi_cy_flu.toml. Files that use only today's
