@@ -193,3 +193,67 @@ def test_a_cytokine_schedule_is_not_the_trials_reference():
     assert _same_schedule(trial, dict(trial))
     assert not _same_schedule({**trial, "cytokine": "il2"}, trial)
     assert not _same_schedule(trial, {**trial, "cytokine": "n803"})
+
+
+# --- cytokine_course: the course restarted at each infusion ---------------------------------------------------
+def _cyto_rows(proto):
+    return sorted((e.day, e.kind, e.dose, e.unit) for e in proto.events if e.kind in CYTOKINE_KINDS)
+
+
+def test_each_course_restarts_at_every_infusion_and_merges_shared_days():
+    """The IL-2 course (days 0, 2, ..., 10 after an infusion) restarts at each infusion.
+
+    Infusions on days 0 and 7: days 0-10 and 7-17 in steps of 2, one dose a day; 14 days apart: two
+    separate courses; one infusion: identical to 'first'.
+    """
+    course = source_schedule("bachanova2014_hi_cy_flu")
+    plan = build_plan(list_spec(
+        {"cytokine": "il2", "interval": 7, "dose_split": [50, 50]},
+        {"cytokine": "il2", "interval": 7, "dose_split": [50, 50], "cytokine_course": "each"},
+        {"cytokine": "il2", "interval": 14, "dose_split": [50, 50], "cytokine_course": "each"},
+        {"cytokine": "il2", "dose_split": [100], "cytokine_course": "each"},
+        {"cytokine": "il2", "dose_split": [100]},
+        sweep={"end_day": 40, "assessment_days": [28], "landmark_day": 28}))
+    first, each7, each14, single_each, single_first = (_cyto_rows(plan.protocol(s)) for s in range(5))
+    assert first == course
+    assert [r[0] for r in each7] == [0, 2, 4, 6, 7, 8, 9, 10, 11, 13, 15, 17]
+    assert {(r[2], r[3]) for r in each7} == {(9.0, "1e6")}  # one 9 MIU dose a day, never two
+    assert [r[0] for r in each14] == [0, 2, 4, 6, 8, 10, 14, 16, 18, 20, 22, 24]
+    assert single_each == single_first == course
+    # recorded only when not the default; labelled when swept; the infusions are the same in both
+    assert "cytokine_course" not in plan["scenarios"][0]["schedule"]
+    assert plan["scenarios"][1]["schedule"]["cytokine_course"] == "each"
+    nk = [[e for e in plan.protocol(s).events if e.kind == "nk_infusion"] for s in (0, 1)]
+    assert nk[0] == nk[1]
+
+
+def test_course_without_cytokine_or_first_leaves_the_plan_unchanged():
+    a = build_plan(tiny_spec())
+    assert build_plan(tiny_spec(baseline={"cytokine_course": "each"})).digest == a.digest  # no cytokine: no course
+    b = build_plan(tiny_spec(baseline={"cytokine": "il2"}))
+    assert build_plan(tiny_spec(baseline={"cytokine": "il2", "cytokine_course": "first"})).digest == b.digest
+    assert build_plan(tiny_spec(baseline={"cytokine": "il2", "cytokine_course": "each"})).digest != b.digest
+
+
+def test_course_value_is_checked_and_stored_as_a_coordinate(tmp_path):
+    with pytest.raises(NksimInputError, match="not an allowed cytokine course; allowed: \\['each', 'first'\\]") as e:
+        spec_from_dict(tiny(factors={"cytokine_course": ["first", "every"]}), "spec.toml")
+    assert e.value.key == "factors.cytokine_course[1]"
+    spec = tiny_spec(baseline={"cytokine": "il2"}, factors={"cytokine_course": ["first", "each"]})
+    store = SweepStore.create(tmp_path / "c.zarr", build_plan(spec), dict(spec.raw))
+    try:
+        assert [str(c) for c in store.coord("cytokine_course")] == ["first", "each"]
+    finally:
+        store.unlock()
+
+
+def test_each_course_is_not_the_reference_and_not_an_optimise_candidate():
+    from nksim.optimise.candidate import Candidate
+    from nksim.sweep.summaries import _same_schedule
+
+    sched = effective_schedule({"cytokine": "il2"}, {}, "<t>", "")
+    each = effective_schedule({"cytokine": "il2", "cytokine_course": "each"}, {}, "<t>", "")
+    assert _same_schedule(sched, dict(sched)) and not _same_schedule(sched, each)
+    Candidate.from_sweep_schedule(sched)
+    with pytest.raises(NksimInputError, match="cytokine_course"):
+        Candidate.from_sweep_schedule(each)

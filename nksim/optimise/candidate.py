@@ -155,8 +155,13 @@ class Candidate:
         """The candidate of a sweep scenario's schedule (``nksim.sweep.scenario.effective_schedule``).
 
         Infusions ``interval`` days apart with the scenario's shares (0 shares dropped; interval 0:
-        one infusion of the whole dose), all from one donor, as a sweep gives them.
+        one infusion of the whole dose), all from one donor, as a sweep gives them. A cytokine course
+        restarted at each infusion (``cytokine_course = "each"``) is not a candidate's (one course).
         """
+        if sched.get("cytokine_course", "first") != "first":
+            raise NksimInputError(f"a sweep schedule with cytokine_course = {sched['cytokine_course']!r} has no "
+                                  "nksim optimise candidate (its cytokine is one course from cytokine_start)",
+                                  source="<sweep schedule>", key="cytokine_course")
         shares = [float(s) for s in sched["dose_split"]]
         interval = float(sched["interval"])
         days, kept = [], []

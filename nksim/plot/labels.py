@@ -35,6 +35,7 @@ _SWEEP_LABELS = {
     "n_infusions": ("number of infusions", "count"),
     "nk_product": ("NK product", None),
     "cytokine": ("cytokine support", None),
+    "cytokine_course": ("cytokine course", None),
     "rmst_landmark": ("restricted mean progression-free time", None),
 }
 #: Paired contrasts of sweep summaries (``<contrast>_diff``, :data:`nksim.sweep.summaries.CONTRASTS`).

@@ -25,6 +25,9 @@ factor             unit       meaning
                               (N-803 10 ug kg-1 s.c. on days 0, 7, 14, Berrien-Elliott 2022); the
                               doses and days of that shipped protocol, counted from the first
                               infusion
+``cytokine_course`` --        :data:`CYTOKINE_COURSES`: ``"first"`` (default: one course, from the
+                              first infusion) or ``"each"`` (the course restarts at every
+                              infusion; a day that two courses share gets one dose)
 ``gap``            day        days from the last lymphodepleting dose to the first infusion
                               (default: the regimen's own gap, 7 for trial, 2 for Hi-Cy/Flu);
                               with ``regimen = "none"``, days simulated before the infusion
@@ -42,8 +45,8 @@ factor             unit       meaning
 sets at most one of them (a swept one replaces the baseline's).
 
 ``cytokine = "none"`` leaves a scenario exactly as before the factor existed (its schedule, and
-so the plan digest, carry no ``cytokine`` key); cytokine doses on or after the sweep's
-``end_day`` are left out (they could not act within the simulated window).
+so the plan digest, carry no ``cytokine`` key; likewise ``cytokine_course = "first"``); cytokine
+doses on or after the sweep's ``end_day`` are left out (they could not act within the simulated window).
 """
 from __future__ import annotations
 
@@ -107,11 +110,18 @@ NUMERIC_FACTORS: dict[str, FactorSpec] = {f.name: f for f in [
     FactorSpec("total_dose", "kg-1", 1e3, 1e10, False, "NK cells per kg over all infusions"),
 ]}
 
+#: How a cytokine course relates to the infusions (schedule factor ``cytokine_course``).
+CYTOKINE_COURSES: dict[str, str] = {
+    "first": "one course, its days counted from the first infusion (the shipped protocols' way)",
+    "each": "the course restarts at every infusion (days counted from each; a shared day gets one dose)",
+}
+
 #: All schedule factor names, with their units.
 SCHEDULE_FACTORS: dict[str, str] = {
     "regimen": "-",
     "nk_product": "-",
     "cytokine": "-",
+    "cytokine_course": "-",
     **{k: f.unit for k, f in NUMERIC_FACTORS.items()},
     "dose_split": "percent",
 }
@@ -182,6 +192,11 @@ def check_factor_value(name: str, value: Any, source: str, key: str) -> Any:
         if not isinstance(value, str) or value not in CYTOKINES:
             raise NksimInputError(f"value {value!r} is not an allowed cytokine; allowed: {sorted(CYTOKINES)}",
                                   source=source, key=key)
+        return value
+    if name == "cytokine_course":
+        if not isinstance(value, str) or value not in CYTOKINE_COURSES:
+            raise NksimInputError(f"value {value!r} is not an allowed cytokine course; allowed: "
+                                  f"{sorted(CYTOKINE_COURSES)}", source=source, key=key)
         return value
     if name == "dose_split":
         return check_dose_split(value, source, key)

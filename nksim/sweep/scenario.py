@@ -47,6 +47,7 @@ DEFAULT_SCHEDULE: dict[str, Any] = {
     "regimen": "trial",
     "nk_product": "expanded",
     "cytokine": "none",
+    "cytokine_course": "first",
     "interval": 7.0,
     "dose_split": (50.0, 50.0),
     "total_dose": 1.5e7,
@@ -101,6 +102,24 @@ def cytokine_events(cytokine: str) -> tuple[tuple[float, str, float, str], ...]:
     return schedules.pop()
 
 
+def course_per_infusion(course: Sequence[Sequence[Any]], infusion_days: Sequence[float]
+                        ) -> tuple[tuple[float, str, float, str], ...]:
+    """A cytokine course restarted at every infusion: ``(day, kind, dose, unit)`` rows, sorted.
+
+    ``course``: the course counted from the first infusion (day 0), as :func:`cytokine_events` gives
+    it; ``infusion_days``: the days of the infusions (the first is 0). Each infusion gets the course
+    shifted to its day; where two shifted courses give the same kind on the same day, that day gets
+    one dose (the larger, were they to differ), not two: the course is extended, not doubled.
+    """
+    rows: dict[tuple[float, str], tuple[float, str]] = {}
+    for start in infusion_days:
+        for rel, kind, dose, unit in course:
+            k = (float(rel) + float(start), str(kind))
+            if k not in rows or float(dose) > rows[k][0]:
+                rows[k] = (float(dose), str(unit))
+    return tuple(sorted((day, kind, dose, unit) for (day, kind), (dose, unit) in rows.items()))
+
+
 def native_gap(regimen: str) -> float:
     """Days from the regimen's last lymphodepleting dose to the first infusion in its own protocol.
 
@@ -122,7 +141,8 @@ def effective_schedule(baseline: Mapping[str, Any], levels: Mapping[str, Any], s
     baseline's. Returns ``regimen``, ``nk_product``, ``gap``, ``interval``, ``dose_split`` (tuple of
     percent), ``total_dose``, plus the derived ``n_infusions`` (infusions actually given) and
     ``first_dose_pct``; and ``cytokine`` only where it is not ``"none"`` (so that the schedules, and
-    the plan digests, of sweeps without cytokine are those of before the factor existed).
+    the plan digests, of sweeps without cytokine are those of before the factor existed), with
+    ``cytokine_course`` only where it is not ``"first"``.
     """
     merged: dict[str, Any] = dict(DEFAULT_SCHEDULE)
     base = {k: v for k, v in baseline.items() if not is_parameter(k)}
@@ -161,6 +181,8 @@ def effective_schedule(baseline: Mapping[str, Any], levels: Mapping[str, Any], s
     out["first_dose_pct"] = split[0]
     if str(merged["cytokine"]) != "none":  # recorded only when given: schedules without one are unchanged
         out["cytokine"] = str(merged["cytokine"])
+        if str(merged["cytokine_course"]) != "first":  # likewise: a course from the first infusion is the default
+            out["cytokine_course"] = str(merged["cytokine_course"])
     return out
 
 
@@ -171,8 +193,10 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
 
     ``ld_events`` are the regimen's ``(relative day, kind, dose)`` from :func:`regimen_events`;
     ``cyto_events`` the cytokine's ``(day after the first infusion, kind, dose, unit)`` (default:
-    :func:`cytokine_events` of ``schedule["cytokine"]``, none without that key). Cytokine doses on or
-    after ``end_day`` are left out (they could not act within the simulated window).
+    :func:`cytokine_events` of ``schedule["cytokine"]``, none without that key). With
+    ``schedule["cytokine_course"] == "each"`` the course restarts at every infusion
+    (:func:`course_per_infusion`). Cytokine doses on or after ``end_day`` are left out (they could not
+    act within the simulated window).
     """
     gap = float(schedule["gap"])
     events = [{"day": -gap + float(rel), "kind": str(kind), "dose": float(dose),
@@ -187,6 +211,8 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
     start = min([e["day"] for e in events if e["kind"] != "nk_infusion"], default=-gap)
     if cyto_events is None:
         cyto_events = cytokine_events(str(schedule.get("cytokine", "none")))
+    if schedule.get("cytokine_course", "first") == "each":
+        cyto_events = course_per_infusion(cyto_events, sorted(doses))
     cyto = [{"day": float(rel), "kind": str(kind), "dose": float(dose), "unit": str(unit)}
             for rel, kind, dose, unit in cyto_events if float(rel) < float(end_day)]  # day 0 = the first infusion
     events += cyto

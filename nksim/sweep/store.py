@@ -9,6 +9,7 @@ Layout (one Zarr array per variable, readable with ``xarray.open_zarr(path)``; Z
     label, regimen, nk_product, gap, interval, dose_split, n_infusions, first_dose_pct, total_dose,
     start_day, events, <swept parameter keys>                        (scenario) coordinates
     cytokine                          (scenario) coordinate, only where some scenario has a cytokine
+    cytokine_course                   (scenario) coordinate, only where some scenario restarts it per infusion
     draw_values (draw, draw_parameter)                               drawn parameter values
     donor_chimerism_nk ... il15     float32 (scenario, draw, patient, replicate, time)
     response                        int8    (scenario, draw, patient, replicate, assessment)
@@ -462,7 +463,9 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
     g = zio.create_group(path)
     # cytokine only where a scenario has one: stores of sweeps without cytokine keep their layout
     cytokine = any("cytokine" in sc["schedule"] for sc in c["scenarios"])
-    scen_coords = ["label", "regimen", "nk_product", *(["cytokine"] if cytokine else []), "gap", "interval",
+    course = any("cytokine_course" in sc["schedule"] for sc in c["scenarios"])  # likewise
+    scen_coords = ["label", "regimen", "nk_product", *(["cytokine"] if cytokine else []),
+                   *(["cytokine_course"] if course else []), "gap", "interval",
                    "dose_split", "n_infusions", "first_dose_pct", "total_dose", "start_day", *swept_params]
     g.attrs.update({
         "Conventions": "CF-1.8",
@@ -512,6 +515,10 @@ def _initialise(path: Path, plan: Plan, spec_raw: dict[str, Any] | None = None) 
     if cytokine:
         arr("cytokine", (S,), str, ("scenario",), values=np.array([s.get("cytokine", "none") for s in sched]),
             attrs={"long_name": "cytokine support after the infusions (none, il2, rhil15_iv, rhil15_sc, n803)"})
+    if course:
+        arr("cytokine_course", (S,), str, ("scenario",),
+            values=np.array([s.get("cytokine_course", "first") for s in sched]),
+            attrs={"long_name": "cytokine course: from the first infusion (first) or restarted at each (each)"})
     arr("dose_split", (S,), str, ("scenario",), values=np.array([s["dose_split_label"] for s in sched]),
         attrs={"units": "percent", "long_name": "share of the total dose per infusion"})
     for name, units, long_name in [

@@ -300,6 +300,8 @@ def _same_schedule(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return False
     if str(a.get("cytokine", "none")) != str(b.get("cytokine", "none")):
         return False
+    if str(a.get("cytokine_course", "first")) != str(b.get("cytokine_course", "first")):
+        return False
     if any(not np.isclose(float(a[k]), float(b[k]), rtol=1e-9, atol=0.0) for k in ("gap", "interval", "total_dose")):
         return False
     sa, sb = [float(x) for x in a["dose_split"]], [float(x) for x in b["dose_split"]]
@@ -394,6 +396,7 @@ def summarize(store: SweepStore | str | Path, reference: int | None = None,
         outcomes[s] = {name: np.asarray(fn(o, landmark), dtype=float) for name, (_, _, fn) in CONTRASTS.items()}
     ds = xr.Dataset(coords={"scenario": ("scenario", complete.astype(np.int64), {"long_name": "scenario index"})})
     cytokine = ["cytokine"] if any("cytokine" in sc["schedule"] for sc in plan["scenarios"]) else []
+    cytokine += ["cytokine_course"] if any("cytokine_course" in sc["schedule"] for sc in plan["scenarios"]) else []
     for name in ["label", "regimen", "nk_product", *cytokine, "gap", "interval", "dose_split", "n_infusions",
                  "first_dose_pct", "total_dose", "start_day", *[k for k in plan["swept"] if "." in k]]:
         arr = store.array(name)

@@ -198,7 +198,8 @@ def _heatmap_where(summary) -> dict:
     ``expanding.toml``: Hi-Cy/Flu, gap 2, fresh product, IL-2.
     """
     r = summary.sel(scenario=int(summary.attrs["reference_scenario"]))
-    where: dict = {k: str(r[k].values) for k in ("regimen", "nk_product", "cytokine") if k in summary.coords}
+    where: dict = {k: str(r[k].values) for k in ("regimen", "nk_product", "cytokine", "cytokine_course")
+                   if k in summary.coords}
     return where | {"gap": float(r["gap"].values), "n_infusions": 2}
 
 
@@ -280,18 +281,25 @@ def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = N
         fig.savefig(report / f"forest_{name}.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
         two = _heatmap_where(summary)
-        try:
-            panels = view["heatmap"]
-            fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), layout="constrained")
-            for ax, (outcome, title) in zip(axes, panels, strict=True):
-                heatmap(summary, outcome, "interval", "dose_split", where=two, ax=ax)
-                ax.set_title(title, fontsize=9)
-            fig.suptitle(f"{view['heatmap_title']} ({name}; paired differences)", fontsize=9)
-            fig.savefig(report / f"heatmap_{name}.png", dpi=120, bbox_inches="tight")
-            plt.close(fig)
-        except ValueError as exc:  # a quick run may not hold the full grid
-            plt.close("all")
-            print(f"heatmap skipped: {exc}", file=sys.stderr)
+        # one heatmap per cytokine course (the reference's first; "each": the course restarted per infusion)
+        has = "cytokine_course" in summary.coords and "each" in set(map(str, summary["cytokine_course"].values))
+        courses = ["first", "each"] if has else [None]
+        for course in courses:
+            where = two if course is None else two | {"cytokine_course": course}
+            suffix = "" if course in (None, "first") else f"_{course}"
+            try:
+                panels = view["heatmap"]
+                fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), layout="constrained")
+                for ax, (outcome, title) in zip(axes, panels, strict=True):
+                    heatmap(summary, outcome, "interval", "dose_split", where=where, ax=ax)
+                    ax.set_title(title, fontsize=9)
+                what = "" if course is None else f"; cytokine course: {course}"
+                fig.suptitle(f"{view['heatmap_title']} ({name}; paired differences{what})", fontsize=9)
+                fig.savefig(report / f"heatmap_{name}{suffix}.png", dpi=120, bbox_inches="tight")
+                plt.close(fig)
+            except ValueError as exc:  # a quick run may not hold the full grid
+                plt.close("all")
+                print(f"heatmap skipped: {exc}", file=sys.stderr)
         ds = open_sweep(store)
         best = sorted(rows, key=lambda r: -r["pfs_landmark_diff"])[:3]
         select = sorted({r["scenario"] for r in best} | {rows[0]["reference"]})
