@@ -61,7 +61,9 @@ def expanding():
 
 def test_expanding_spec_is_assessed_28_days_after_the_first_infusion(expanding):
     c = expanding.content
-    assert c["clock"] == "lymphodepletion" and len(c["draws"]) == 8 and expanding.n_scenarios == 12 + 4
+    assert c["clock"] == "lymphodepletion" and len(c["draws"]) == 8 and expanding.n_scenarios == 2 * 12 + 4
+    # the two-infusion factorial with the IL-2 course from the first infusion and restarted at each
+    assert sum(sc["schedule"].get("cytokine_course") == "each" for sc in c["scenarios"]) == 12
     for i, sc in enumerate(c["scenarios"]):
         s = sc["schedule"]
         assert (s["regimen"], s["nk_product"], s["gap"], s["total_dose"]) == ("hi_cy_flu", "fresh", 2.0, 1.0e7)

@@ -362,13 +362,19 @@ def _run(spec, problem, banks, settings, cache, out, workers, scheduler, progres
 
 
 def sweep_grid(sweep_spec: str | Path) -> list[Candidate]:
-    """The distinct schedules of a sweep spec's scenarios (its parameter draws and cohort are ignored)."""
+    """The distinct schedules of a sweep spec's scenarios (its parameter draws and cohort are ignored).
+
+    Scenarios whose cytokine course restarts at each infusion (``cytokine_course = "each"``) are left
+    out: a candidate has one course (:meth:`Candidate.from_sweep_schedule`).
+    """
     from ..sweep.plan import build_plan
     from ..sweep.spec import load_spec as load_sweep_spec
 
     plan = build_plan(load_sweep_spec(sweep_spec, ["cohort.draws=0"]))
     grid: list[Candidate] = []
     for sc in plan.content["scenarios"]:
+        if sc["schedule"].get("cytokine_course", "first") != "first":
+            continue
         c = Candidate.from_sweep_schedule(sc["schedule"])
         if c.key() not in {g.key() for g in grid}:
             grid.append(c)
