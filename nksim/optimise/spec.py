@@ -206,9 +206,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     delta = check_number(op.get("delta", 7), source=src, key="optimise.delta", lo=0, hi=horizon, unit="day")
     alpha = check_number(op.get("alpha", 0.05), source=src, key="optimise.alpha", lo=0, hi=0.5, lo_open=True)
     profile_levels = spec_int(op.get("profile_levels", 8), src, "optimise.profile_levels", 0, 50)
-    disease, blast_pct = spec_population(op, src, "optimise")
-    population = {k: v for k, v in (("disease", disease), ("baseline_blast_pct", blast_pct))
-                  if v is not None and v != "active"}
+    population = spec_population(op, src, "optimise")
 
     space = parse_space(spec_table(op, "space", src, "optimise.space"), spec_table(op, "constraints", src,
                                                                             "optimise.constraints"), src)

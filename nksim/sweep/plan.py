@@ -316,6 +316,6 @@ def build_plan(spec: SweepSpec) -> Plan:
     }
     if spec.clock != "infusion":  # recorded only when used: default plans keep their digest
         content["clock"] = spec.clock
-    if spec.cohort.population():  # likewise: a cohort of active disease with drawn blasts records nothing
-        content["population"] = spec.cohort.population()
+    if spec.cohort.population:  # likewise: a cohort of active disease with drawn blasts records nothing
+        content["population"] = dict(spec.cohort.population)
     return Plan(content)

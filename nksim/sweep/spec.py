@@ -91,19 +91,9 @@ class Cohort:
     replicates: int
     draws: int
     draws_from: str  # "posterior", "posterior:<resolved path>", "prior" or a CSV path (resolved)
-    #: disease status of every patient (:data:`nksim.protocol.DISEASE_STATES`)
-    disease: str = "active"
-    #: marrow blasts (percent) fixed for every patient; None: drawn from the population
-    baseline_blast_pct: float | None = None
-
-    def population(self) -> dict[str, Any]:
-        """The cohort's population as plain data: ``{}`` for the default (active disease, blasts drawn)."""
-        out: dict[str, Any] = {}
-        if self.disease != "active":
-            out["disease"] = self.disease
-        if self.baseline_blast_pct is not None:
-            out["baseline_blast_pct"] = self.baseline_blast_pct
-        return out
+    #: the patients' population (:func:`spec_population`): ``{}`` (active disease, blasts drawn) or
+    #: ``disease`` / ``baseline_blast_pct``
+    population: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,8 +125,12 @@ def _err(msg: str, src: str, key: str) -> NksimInputError:
     return NksimInputError(msg, source=src, key=key)
 
 
-def spec_population(co: Mapping[str, Any], src: str, table: str = "cohort") -> tuple[str, float | None]:
-    """``(disease, baseline_blast_pct)`` of a spec table (``table``: its dotted name for errors), checked."""
+def spec_population(co: Mapping[str, Any], src: str, table: str = "cohort") -> dict[str, Any]:
+    """The population of a spec table (``table``: its dotted name for errors), checked.
+
+    ``{}`` for the default (active disease, blasts drawn), else ``disease`` (when not ``"active"``) and/or
+    ``baseline_blast_pct`` (:func:`nksim.protocol.population_patient` reads it).
+    """
     from ..protocol import DISEASE_STATES
 
     disease = co.get("disease", "active")
@@ -153,7 +147,8 @@ def spec_population(co: Mapping[str, Any], src: str, table: str = "cohort") -> t
         raise _err(f"a cohort in remission needs its residual marrow blasts: baseline_blast_pct in [0, "
                    f"{REMISSION_MAX_BLAST_PCT:g}) percent (the population draw is that of active disease)",
                    src, f"{table}.baseline_blast_pct")
-    return disease, pct
+    return {**({"disease": disease} if disease != "active" else {}),
+            **({"baseline_blast_pct": pct} if pct is not None else {})}
 
 
 # --- checks shared by the spec readers (sweep, nksim.optimise.spec, nksim.twin.spec) ---------------------
@@ -401,7 +396,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     draws = _int(co.get("draws", 0), src, "cohort.draws", 0, MAX_DRAWS)
     draws_from = resolve_draws_from(co.get("draws_from", "posterior"), draws, base_dir, src, "cohort.draws_from",
                                     "cohort.draws")
-    disease, blast_pct = spec_population(co, src)
+    population = spec_population(co, src)
 
     bl = _table(raw, "baseline", None, src)
     baseline: dict[str, Any] = {}
@@ -464,6 +459,6 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     return SweepSpec(
         source=src, raw=raw, name=name, description=description, model_path=model_path, seed=seed, design=design,
         end_day=end_day, assessment_days=days, landmark_day=landmark, batch_size=batch_size,
-        cohort=Cohort(patients, replicates, draws, draws_from, disease, blast_pct), baseline=baseline,
+        cohort=Cohort(patients, replicates, draws, draws_from, population), baseline=baseline,
         parameters=parameters, factors=factors, sampling_n=n_samples, scramble=scramble, scenarios=scenarios,
         clock=clock)

@@ -103,12 +103,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
     from .store import SweepStore  # imported where used: METRICS etc. load without zarr
 
-def _population_text(population: dict) -> str:
-    from .plan import population_text
-
-    return population_text(population)
-
-
 #: Clocks of :func:`summarize` (day 0 of time to progression and of the landmark).
 CLOCKS: tuple[str, ...] = ("lymphodepletion", "infusion")
 _CLOCK_ORIGIN = {"infusion": "the first NK infusion", "lymphodepletion": "the start of lymphodepletion"}
@@ -368,6 +362,7 @@ def summarize(store: SweepStore | str | Path, reference: int | None = None,
     ``attrs['scenarios_incomplete']``). The store is verified first (:meth:`SweepStore.check`):
     a damaged store raises :class:`~nksim.sweep.store.StoreDamagedError` rather than give numbers.
     """
+    from .plan import population_text
     from .store import SweepStore
 
     if not isinstance(store, SweepStore):
@@ -467,7 +462,7 @@ def summarize(store: SweepStore | str | Path, reference: int | None = None,
         "plan_digest": plan.digest,
         "parameter_set": store.attrs.get("parameter_set", ""),
         "parameter_status": store.attrs.get("parameter_status", ""),
-        "population": _population_text(plan.population),
+        "population": population_text(plan.population),
         "clock": clock,
         "assessment_clock": plan.clock,
         "landmark_day": landmark,
