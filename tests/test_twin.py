@@ -320,3 +320,55 @@ def test_the_abc_smc_fallback_restores_coverage_where_the_bank_is_thin():
     assert 0.80 <= r["smc_parameter_coverage"] <= 0.95, r
     assert 0.80 <= r["smc_prediction_coverage"] <= 0.975, r
     assert r["smc_parameter_coverage"] >= r["bank_parameter_coverage"] + 0.05, r
+
+
+def test_a_twin_in_remission_simulates_every_virtual_patient_in_remission(monkeypatch):
+    """``[twin] disease = "remission"`` reaches the bank, the ABC-SMC's moved particles and the decision stage.
+
+    Every simulation gets the remission patient; a moved particle's stored values are those its
+    identity simulates again (with her population); the report and attributes say which patient.
+    """
+    import importlib
+
+    from nksim.twin.report import report_markdown
+    from nksim.twin.run import _bank, _observations, _params, _simulate_so_far, _so_far_protocol, patient_smc
+
+    with pytest.raises(NksimInputError, match="residual marrow blasts") as info:
+        load_spec(EXAMPLE, [*TINY, 'twin.disease="remission"'])
+    assert info.value.key == "twin.baseline_blast_pct"
+    spec = load_spec(EXAMPLE, [*TINY, 'twin.disease="remission"', "twin.baseline_blast_pct=1.5"])
+    assert spec.population == {"disease": "remission", "baseline_blast_pct": 1.5}
+    sim = importlib.import_module("nksim.simulate")
+    seen = set()
+    orig = sim.run_one
+
+    def spy(params, proto, patient, *a, **k):
+        seen.add((patient.disease, tuple(sorted(patient.covariates.items()))))
+        eff = k.get("effects")
+        assert eff is None or (eff.baseline_blast_pct == 1.5 and eff.proliferative_disease == 0.0)
+        return orig(params, proto, patient, *a, **k)
+
+    monkeypatch.setattr(sim, "run_one", spy)
+    ds = twin(spec, None, workers=2, figures=False).dataset
+    assert seen == {("remission", (("baseline_blast_pct", 1.5),))}
+    assert ds.attrs["population"] == "in remission, marrow blasts 1.5 percent"
+    assert "in remission, marrow blasts 1.5 percent" in report_markdown(ds, spec)
+    assert ds.attrs["conditioning"] == "abc-smc"  # a 20-unit bank is thin: the particles moved
+
+    base = load_parameters(spec.model_path)
+    obs, _ = _observations(spec)
+    bank = _bank(spec, base)
+    params = _params(base, spec, bank)
+    truth, _ = _simulate_so_far(spec, bank, params, obs, 2)
+    ll = np.zeros(bank.n_units)
+    for j, o in enumerate(obs):
+        ll += log_likelihood(o.quantity, o.value, o.below_lod, o.lod, truth[:, j], spec.assay)
+    cond, _ = patient_smc(spec, bank, params, obs, truth, ll, 2)
+    proto = _so_far_protocol(spec, ["x"])
+    moved = [i for i, ident in enumerate(cond.ident) if ident[1].startswith("smc")][:3]
+    assert moved
+    for i in moved:
+        run = cond.run(i, params, proto)
+        got = [Q.observe(o.quantity, run.rec)[int(round(o.day - proto.start_day))] for o in obs]
+        np.testing.assert_array_equal(got, cond.truth[i])
+        assert run.effects.as_dict() == cond.effects[i] and cond.effects[i]["baseline_blast_pct"] == 1.5

@@ -61,7 +61,8 @@ def _outcomes_under(spec: TwinSpec, base: Any, bank: Bank, workers: int) -> np.n
     :meth:`nksim.optimise.problem.ModelProblem.evaluate`: each unit's parameters are its draw with the
     spec's fixed values over it, as :func:`nksim.twin.run._params` builds them.
     """
-    problem = ModelProblem(base, Clock(spec.assessment_days, spec.landmark_day, spec.horizon), spec.parameters)
+    problem = ModelProblem(base, Clock(spec.assessment_days, spec.landmark_day, spec.horizon), spec.parameters,
+                           population=spec.population)
     return np.stack([o["pft"] for o in problem.evaluate(spec.candidates(), bank, workers=workers)])
 
 
@@ -158,7 +159,8 @@ def fallback_study(spec: TwinSpec, screened: int = 200, max_patients: int = 25, 
     base, obs, bank, params, truth_b, eff_b, tbank, tparams, truth_t, eff_t = _setup(
         spec, screened, seed, 6, "twin fallback check", workers)
     cands = [spec.candidates()[c] for c in candidates]
-    problem = ModelProblem(base, Clock(spec.assessment_days, spec.landmark_day, spec.horizon), spec.parameters)
+    problem = ModelProblem(base, Clock(spec.assessment_days, spec.landmark_day, spec.horizon), spec.parameters,
+                           population=spec.population)
     y_bank = np.stack([o["pft"] for o in problem.evaluate(cands, bank, workers=workers)])
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, seed, 7]))
     names = sorted({k for dr in bank.draws for k in dr}) + [f"effect:{k}" for k in eff_b[0]]
@@ -224,5 +226,6 @@ def fallback_study(spec: TwinSpec, screened: int = 200, max_patients: int = 25, 
 def _truth_outcomes(spec: TwinSpec, tbank: Bank, tparams: list[Any], j: int, candidates: tuple[int, ...]
                     ) -> np.ndarray:
     """Progression-free time of synthetic patient ``j`` (unit ``j`` of ``tbank``) under the candidates."""
-    cond = Conditioned.from_bank(tbank, np.zeros((tbank.n_units, 0)), [{}] * tbank.n_units, np.zeros(tbank.n_units))
+    cond = Conditioned.from_bank(tbank, np.zeros((tbank.n_units, 0)), [{}] * tbank.n_units, np.zeros(tbank.n_units),
+                                 spec.population)
     return _decide(spec, cond, tparams, np.array([j]), 1, candidates=candidates)["pft"][:, 0]

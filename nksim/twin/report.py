@@ -16,6 +16,7 @@ def report_markdown(ds: xr.Dataset, spec: Any) -> str:
     lines = [f"# nksim twin: patient {a['patient_id']}, decision on day {a['decision_day']:g}", "",
              spec.description.strip(), "",
              "## Diagnostics", "",
+             f"* Patient: {a.get('population', 'active disease, marrow blasts drawn from the population')}.",
              f"* Bank: {a['bank_units']} virtual patients (population predictive"
              + (f"; grown from {a['bank_units_first']} while the effective sample size was below 20"
                 if a.get("bank_units_first", a["bank_units"]) < a["bank_units"] else "")

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ from ..observables import response_thresholds
 from ..optimise.bank import Bank
 from ..optimise.problem import Clock, ModelProblem, unit_outcome
 from ..optimise.select import cluster_mean_se, interval, near_optimal_set
-from ..protocol import Patient
+from ..protocol import population_patient
+from ..sweep.plan import population_text
 from ..sweep.scenario import build_protocol
 from ..threads import ordered_thread_map
 from .likelihood import (
@@ -112,7 +113,7 @@ def _simulate_so_far(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[An
 
     def one(u: int) -> tuple[np.ndarray, dict[str, float]]:
         d, pid, r = bank.unit(u)
-        run = run_one(params[d], proto, Patient(pid, "all"), bank.seed, r)
+        run = run_one(params[d], proto, population_patient(pid, spec.population), bank.seed, r)
         vals = np.array([Q.observe(o.quantity, run.rec)[int(round(o.day - proto.start_day))] for o in obs])
         return vals, dict(run.effects.as_dict())
 
@@ -198,12 +199,13 @@ class Conditioned:
     effects: list[dict[str, float]]
     truth: np.ndarray  # (n, observations): simulated true values at the measurements
     log_w: np.ndarray  # (n,): log weights (0 for the particles)
+    population: Mapping[str, Any] = field(default_factory=dict)  # the patients' (TwinSpec.population)
 
     @classmethod
-    def from_bank(cls, bank: Bank, truth: np.ndarray, effects: list[dict[str, float]], log_w: np.ndarray
-                  ) -> Conditioned:
+    def from_bank(cls, bank: Bank, truth: np.ndarray, effects: list[dict[str, float]], log_w: np.ndarray,
+                  population: Mapping[str, Any] | None = None) -> Conditioned:
         """The bank with its importance weights."""
-        return cls("bank", bank.draw_of_unit, _identities(bank), None, effects, truth, log_w)
+        return cls("bank", bank.draw_of_unit, _identities(bank), None, effects, truth, log_w, dict(population or {}))
 
     def run(self, i: int, params: list[Any], proto: Any) -> Any:
         """:func:`nksim.simulate.run_one` of unit ``i`` under ``proto``."""
@@ -212,8 +214,10 @@ class Conditioned:
 
         d = int(self.draw[i])
         seed, pid, r = self.ident[i]
-        eff = None if self.z is None else effects_from_normals(params[d], self.z[i])
-        return run_one(params[d], proto, Patient(pid, "all"), seed, r, effects=eff)
+        patient = population_patient(pid, self.population)
+        eff = None if self.z is None else effects_from_normals(params[d], self.z[i], patient.covariates,
+                                                                disease=patient.disease)
+        return run_one(params[d], proto, patient, seed, r, effects=eff)
 
 
 def _identities(bank: Bank) -> list[tuple[int, str, int]]:
@@ -255,8 +259,9 @@ def patient_smc(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[Any], t
 
     def simulate(d: np.ndarray, z: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
         def one(i: int) -> np.ndarray:
-            run = run_one(params[int(d[i])], proto, Patient(f"smc{int(keys[i]):08d}", "all"), seed, 0,
-                          effects=effects_from_normals(params[int(d[i])], z[i]))
+            patient = population_patient(f"smc{int(keys[i]):08d}", spec.population)
+            run = run_one(params[int(d[i])], proto, patient, seed, 0, effects=effects_from_normals(
+                params[int(d[i])], z[i], patient.covariates, disease=patient.disease))
             return np.array([Q.observe(o.quantity, run.rec)[day] for o, day in zip(obs, days, strict=True)])
 
         vals = np.stack(ordered_thread_map(one, range(len(keys)), workers))
@@ -266,8 +271,11 @@ def patient_smc(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[Any], t
     res = tempered_smc(start, bank.n_draws, simulate, spec.smc, np.random.default_rng(
         np.random.SeedSequence([spec.seed, 3])))
     part = res.particles
-    effects = [effects_from_normals(params[int(d)], z).as_dict() for d, z in zip(part.draw, part.z, strict=True)]
-    cond = Conditioned("abc-smc", part.draw, part.ident, part.z, effects, part.values, np.zeros(len(part.draw)))
+    pat = population_patient("smc", spec.population)
+    effects = [effects_from_normals(params[int(d)], z, pat.covariates, disease=pat.disease).as_dict()
+               for d, z in zip(part.draw, part.z, strict=True)]
+    cond = Conditioned("abc-smc", part.draw, part.ident, part.z, effects, part.values, np.zeros(len(part.draw)),
+                       dict(spec.population))
     return cond, res
 
 
@@ -325,7 +333,7 @@ def twin(spec: TwinSpec | str | Path, out: str | Path | None = None, *, workers:
     ess = effective_sample_size(log_w)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 2]))
     p_conflict = conflict_share(obs, truth, spec, mixture_log_likelihood(ll), rng, groups=bank.draw_of_unit)
-    cond = Conditioned.from_bank(bank, truth, effects, log_w)
+    cond = Conditioned.from_bank(bank, truth, effects, log_w, spec.population)
     smc = None
     if spec.smc_mode == "always" or (spec.smc_mode == "auto" and ess < MIN_ESS):
         cond, smc = patient_smc(spec, bank, params, obs, truth, ll, workers)
@@ -440,7 +448,7 @@ def _dataset(spec, bank, obs, truth, effects, cond, ess, p_conflict, picks, outc
         "atypical": int(p_conflict < ATYPICAL_P), "thin_bank": int(ess < MIN_ESS),
         "best_label": str(coords["label"][1][best]), "separable": int(not bool(within.all())),
         "assay": json.dumps(spec.assay.as_dict()), "spec": spec.name,
-        "conditioning": cond.method,
+        "conditioning": cond.method, "population": population_text(spec.population),
     })
     if smc is not None:
         ds.attrs.update({

@@ -7,6 +7,8 @@ A twin spec (``experiments/twin/example.toml`` is a commented example)::
     model = "default"               # model name or TOML path (relative to this file)
     draws_from = "posterior"        # "posterior", "posterior:FILE.nc", "prior" or a CSV of draws
     seed = 1
+    disease = "active"              # or "remission" with baseline_blast_pct (percent, below 5): a patient
+                                    # treated in remission (as a sweep's [cohort])
     patient = "example_patient.csv" # the patient's series (calibration/data/SCHEMA.md section 3)
     patient_id = "twin01"           # the rows of that patient
     decision_day = 7                # day since the first infusion: what is measured up to it is known
@@ -55,14 +57,14 @@ from ..errors import NksimInputError
 from ..fileio import read_toml
 from ..optimise.candidate import Candidate
 from ..sweep.factors import is_parameter, unknown_factor
-from ..sweep.spec import apply_overrides, resolve_draws_from, spec_days, spec_header, spec_table
+from ..sweep.spec import apply_overrides, resolve_draws_from, spec_days, spec_header, spec_population, spec_table
 from .likelihood import AssayModel
 from .smc import SmcSettings
 
 _TOP = ("twin", "parameters")
 _KEYS = {"name", "description", "model", "draws_from", "seed", "patient", "patient_id", "decision_day", "horizon",
          "landmark_day", "assessment_days", "resample", "delta", "alpha", "given", "decision", "assay", "bank",
-         "smc"}
+         "smc", "disease", "baseline_blast_pct"}
 _GIVEN = {"regimen", "nk_product", "cytokine", "gap", "dose"}
 _DECISION = {"days", "doses", "donors"}
 _ASSAY = {"log_sd", "floor", "marrow_cells"}
@@ -103,6 +105,9 @@ class TwinSpec:
     parameters: Mapping[str, float]
     smc_mode: str = "auto"
     smc: SmcSettings = field(default_factory=SmcSettings)
+    #: her population: ``{}`` (active disease, every value drawn) or ``disease`` / ``baseline_blast_pct``
+    #: (:func:`nksim.protocol.population_patient`): every virtual patient of the bank and the ABC-SMC has it
+    population: Mapping[str, Any] = field(default_factory=dict)
 
     def candidate_labels(self) -> list[str]:
         """Readable labels of :meth:`candidates`, in their order."""
@@ -173,6 +178,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
     landmark = _num(tw.get("landmark_day", horizon), src, "twin.landmark_day", 1, horizon, "day", integer=True)
     days = spec_days(tw.get("assessment_days", [horizon]), src, "twin.assessment_days", 1, horizon)
     resample = int(_num(tw.get("resample", 200), src, "twin.resample", 10, 100_000, integer=True))
+    population = spec_population(tw, src, "twin")
     delta = _num(tw.get("delta", 7), src, "twin.delta", 0, horizon, "day")
     alpha = check_number(tw.get("alpha", 0.05), source=src, key="twin.alpha", lo=0, hi=0.5, lo_open=True)
 
@@ -236,7 +242,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: Pat
                     resample=resample, delta=delta, alpha=alpha, given=given, candidate_days=cdays,
                     candidate_doses=cdoses, candidate_donors=tuple(donors), assay=assay, bank_draws=bank_draws,
                     bank_patients=bank_patients, bank_max_draws=bank_max_draws, parameters=params,
-                    smc_mode=smc_mode, smc=smc)
+                    smc_mode=smc_mode, smc=smc, population=population)
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> TwinSpec:
