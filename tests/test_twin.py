@@ -231,15 +231,7 @@ def test_the_abc_smc_fallback_runs_when_the_bank_is_thin():
     simulates again; 'never' keeps the bank's weights; the report says which was used.
     """
     from nksim.twin.report import report_markdown
-    from nksim.twin.run import (
-        Conditioned,
-        _bank,
-        _observations,
-        _params,
-        _simulate_so_far,
-        _so_far_protocol,
-        patient_smc,
-    )
+    from nksim.twin.run import Conditioned
 
     spec = load_spec(EXAMPLE, TINY)
     ds = twin(spec, None, workers=2, figures=False).dataset
@@ -253,20 +245,37 @@ def test_the_abc_smc_fallback_runs_when_the_bank_is_thin():
     assert bank_only.attrs["conditioning"] == "bank" and "smc_stages" not in bank_only.attrs
     assert "ABC-SMC" not in report_markdown(bank_only, spec)
 
+    cond, res = _smc_on_the_bank(spec)
+    assert isinstance(cond, Conditioned) and res.converged and len(cond.draw) == spec.smc.particles
+    moved = [i for i, ident in enumerate(cond.ident) if ident[1].startswith("smc")]
+    assert len(moved) > len(cond.draw) // 2
+    _assert_resimulated(spec, cond, moved[:3] + [i for i in range(len(cond.draw)) if i not in moved][:2])
+
+
+def _smc_on_the_bank(spec):
+    """The ABC-SMC of ``spec``'s patient started from its bank, as ``twin`` runs it: ``(Conditioned, SmcResult)``."""
+    from nksim.twin.run import _bank, _observations, _params, _simulate_so_far, patient_smc
+
     base = load_parameters(spec.model_path)
     obs, _ = _observations(spec)
     bank = _bank(spec, base)
     params = _params(base, spec, bank)
-    truth, effects = _simulate_so_far(spec, bank, params, obs, 2)
+    truth, _ = _simulate_so_far(spec, bank, params, obs, 2)
     ll = np.zeros(bank.n_units)
     for j, o in enumerate(obs):
         ll += log_likelihood(o.quantity, o.value, o.below_lod, o.lod, truth[:, j], spec.assay)
-    cond, res = patient_smc(spec, bank, params, obs, truth, ll, 2)
-    assert isinstance(cond, Conditioned) and res.converged and len(cond.draw) == spec.smc.particles
-    moved = [i for i, ident in enumerate(cond.ident) if ident[1].startswith("smc")]
-    assert len(moved) > len(cond.draw) // 2
+    return patient_smc(spec, bank, params, obs, truth, ll, 2)
+
+
+def _assert_resimulated(spec, cond, units):
+    """Each unit's stored values at the measurements and its effects are what its identity simulates again."""
+    from nksim.twin.run import _bank, _observations, _params, _so_far_protocol
+
+    base = load_parameters(spec.model_path)
+    obs, _ = _observations(spec)
+    params = _params(base, spec, _bank(spec, base))
     proto = _so_far_protocol(spec, ["x"])
-    for i in moved[:3] + [i for i in range(len(cond.draw)) if i not in moved][:2]:
+    for i in units:
         run = cond.run(i, params, proto)
         got = [Q.observe(o.quantity, run.rec)[int(round(o.day - proto.start_day))] for o in obs]
         np.testing.assert_array_equal(got, cond.truth[i])
@@ -331,7 +340,6 @@ def test_a_twin_in_remission_simulates_every_virtual_patient_in_remission(monkey
     import importlib
 
     from nksim.twin.report import report_markdown
-    from nksim.twin.run import _bank, _observations, _params, _simulate_so_far, _so_far_protocol, patient_smc
 
     with pytest.raises(NksimInputError, match="residual marrow blasts") as info:
         load_spec(EXAMPLE, [*TINY, 'twin.disease="remission"'])
@@ -355,20 +363,7 @@ def test_a_twin_in_remission_simulates_every_virtual_patient_in_remission(monkey
     assert "in remission, marrow blasts 1.5 percent" in report_markdown(ds, spec)
     assert ds.attrs["conditioning"] == "abc-smc"  # a 20-unit bank is thin: the particles moved
 
-    base = load_parameters(spec.model_path)
-    obs, _ = _observations(spec)
-    bank = _bank(spec, base)
-    params = _params(base, spec, bank)
-    truth, _ = _simulate_so_far(spec, bank, params, obs, 2)
-    ll = np.zeros(bank.n_units)
-    for j, o in enumerate(obs):
-        ll += log_likelihood(o.quantity, o.value, o.below_lod, o.lod, truth[:, j], spec.assay)
-    cond, _ = patient_smc(spec, bank, params, obs, truth, ll, 2)
-    proto = _so_far_protocol(spec, ["x"])
+    cond, _ = _smc_on_the_bank(spec)
     moved = [i for i, ident in enumerate(cond.ident) if ident[1].startswith("smc")][:3]
-    assert moved
-    for i in moved:
-        run = cond.run(i, params, proto)
-        got = [Q.observe(o.quantity, run.rec)[int(round(o.day - proto.start_day))] for o in obs]
-        np.testing.assert_array_equal(got, cond.truth[i])
-        assert run.effects.as_dict() == cond.effects[i] and cond.effects[i]["baseline_blast_pct"] == 1.5
+    assert moved and all(cond.effects[i]["baseline_blast_pct"] == 1.5 for i in moved)
+    _assert_resimulated(spec, cond, moved)
