@@ -209,15 +209,20 @@ class Conditioned:
 
     def run(self, i: int, params: list[Any], proto: Any) -> Any:
         """:func:`nksim.simulate.run_one` of unit ``i`` under ``proto``."""
-        from ..patients import effects_from_normals
         from ..simulate import run_one
 
         d = int(self.draw[i])
         seed, pid, r = self.ident[i]
-        patient = population_patient(pid, self.population)
-        eff = None if self.z is None else effects_from_normals(params[d], self.z[i], patient.covariates,
-                                                                disease=patient.disease)
-        return run_one(params[d], proto, patient, seed, r, effects=eff)
+        eff = None if self.z is None else _effects(params[d], self.z[i], self.population)
+        return run_one(params[d], proto, population_patient(pid, self.population), seed, r, effects=eff)
+
+
+def _effects(params: Any, z: np.ndarray, population: Mapping[str, Any]) -> Any:
+    """The random effects of deviates ``z`` for a patient of ``population`` (her fixed covariates and status)."""
+    from ..patients import effects_from_normals
+
+    pat = population_patient("", population)
+    return effects_from_normals(params, z, pat.covariates, disease=pat.disease)
 
 
 def _identities(bank: Bank) -> list[tuple[int, str, int]]:
@@ -245,7 +250,7 @@ def patient_smc(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[Any], t
     deviates. Proposals come from ``SeedSequence([spec.seed, 3])``: the result does not depend on
     ``workers``.
     """
-    from ..patients import N_EFFECT_NORMALS, effects_from_normals
+    from ..patients import N_EFFECT_NORMALS
     from ..simulate import run_one
     from ..streams import stream_generator
 
@@ -259,9 +264,8 @@ def patient_smc(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[Any], t
 
     def simulate(d: np.ndarray, z: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
         def one(i: int) -> np.ndarray:
-            patient = population_patient(f"smc{int(keys[i]):08d}", spec.population)
-            run = run_one(params[int(d[i])], proto, patient, seed, 0, effects=effects_from_normals(
-                params[int(d[i])], z[i], patient.covariates, disease=patient.disease))
+            run = run_one(params[int(d[i])], proto, population_patient(f"smc{int(keys[i]):08d}", spec.population),
+                          seed, 0, effects=_effects(params[int(d[i])], z[i], spec.population))
             return np.array([Q.observe(o.quantity, run.rec)[day] for o, day in zip(obs, days, strict=True)])
 
         vals = np.stack(ordered_thread_map(one, range(len(keys)), workers))
@@ -271,9 +275,7 @@ def patient_smc(spec: TwinSpec, bank: Bank, params: list[Any], obs: list[Any], t
     res = tempered_smc(start, bank.n_draws, simulate, spec.smc, np.random.default_rng(
         np.random.SeedSequence([spec.seed, 3])))
     part = res.particles
-    pat = population_patient("smc", spec.population)
-    effects = [effects_from_normals(params[int(d)], z, pat.covariates, disease=pat.disease).as_dict()
-               for d, z in zip(part.draw, part.z, strict=True)]
+    effects = [_effects(params[int(d)], z, spec.population).as_dict() for d, z in zip(part.draw, part.z, strict=True)]
     cond = Conditioned("abc-smc", part.draw, part.ident, part.z, effects, part.values, np.zeros(len(part.draw)),
                        dict(spec.population))
     return cond, res
