@@ -117,7 +117,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("nk.il15_ec50", "1", 1e-6, 1e6, kernel=True),
         _p("nk.max_division_rate", "day-1", 0.01, 10, kernel=True),
         _p("nk.death_rate", "day-1", 0, 20, kernel=True),
-        _p("nk.rejection_rate", "day-1", 0, 50, kernel=True),
+        _p("nk.rejection_rate", "day-1", 0, 50),
         _p("nk.homing_rate", "day-1", 0, 1000, kernel=True),
         _p("nk.egress_rate", "day-1", 0, 1000, kernel=True),
         _p("nk.tissue_uptake_rate", "day-1", 0, 1000),
@@ -164,7 +164,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         # --- allo-rejection: priming and memory -------------------------------
         _p("allo.priming_delay", "day", 0.5, 100),
         _p("allo.priming_stages", "1", 1, 50, integer=True, kernel=True),
-        _p("allo.primed_rejection_rate", "day-1", 0, 100, kernel=True),
+        _p("allo.primed_rejection_rate", "day-1", 0, 100),
         _p("allo.primed_t_exponent", "1", 0, 1, kernel=True),
         _p("allo.il15_rejection_boost", "1", 0, 100, kernel=True),
         # --- IL-15 ------------------------------------------------------------
@@ -205,6 +205,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("random_effects.susceptible_logit_sd", "1", 0, 10),
         _p("random_effects.host_recovery_log_sd", "1", 0, 10),
         _p("random_effects.nk_expansion_log_sd", "1", 0, 10),
+        _p("random_effects.rejection_log_sd", "1", 0, 10),
         # --- response classification (ELN-style) -----------------------------
         _p("response.cr_blast_pct", "percent", 0, 100, kernel=True),
         _p("response.pr_blast_pct", "percent", 0, 100, kernel=True),
@@ -428,6 +429,15 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
                  lambda c: c.effects.host_nk_recovery_rate, ("host.nk_recovery_rate",)),
     DerivedInput("patient_host_t_recovery_rate", "day-1", "host T Gompertz regrowth rate (this patient)",
                  lambda c: c.effects.host_t_recovery_rate, ("host.t_recovery_rate",)),
+    DerivedInput("patient_nk_rejection_rate", "day-1",
+                 "unprimed rejection of donor NK at baseline host T (this patient: nk.rejection_rate x her "
+                 "rejection factor)",
+                 lambda c: c.params["nk.rejection_rate"] * c.effects.rejection_factor,
+                 ("nk.rejection_rate", "random_effects.rejection_log_sd")),
+    DerivedInput("patient_primed_rejection_rate", "day-1",
+                 "primed rejection of donor NK (this patient: allo.primed_rejection_rate x her rejection factor)",
+                 lambda c: c.params["allo.primed_rejection_rate"] * c.effects.rejection_factor,
+                 ("allo.primed_rejection_rate", "random_effects.rejection_log_sd")),
     # allo-priming
     DerivedInput("allo_stage_rate", "day-1", "transit rate of each priming stage, stages / delay",
                  lambda c: c.params["allo.priming_stages"] / c.params["allo.priming_delay"],

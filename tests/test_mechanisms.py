@@ -384,3 +384,23 @@ def test_cytokine_killing_boost_kills_more_under_il2(params):
     assert np.all(kills[1] > kills[0])
     assert np.all(kills[2] > 1.3 * kills[0])
     assert np.all(kills[2] > kills[1])
+
+
+# ----------------------------------------------------------------------------- between-patient rejection (§9.12)
+def test_a_patient_who_rejects_faster_keeps_fewer_donor_nk(params):
+    """Same seed with and without a rejection spread: each patient's donor NK move against her rejection factor.
+
+    Flu alone (T cells survive, so rejection matters), no cytokine: by day 14 a patient whose factor
+    is above 1 has fewer donor NK in blood than the same patient at the population's rates, one below 1 more.
+    """
+    events = FLU + [(0, "nk_infusion", 1e7)]
+    base = run(params, events, end=21, n_patients=6)
+    spread = run(params.with_values({"random_effects.rejection_log_sd": 1.0}), events, end=21, n_patients=6)
+    np.testing.assert_array_equal(base.rejection_factor.values, 1.0)
+    log_f = np.log(spread.rejection_factor.values.ravel())
+    assert log_f.min() < 0 < log_f.max()  # both directions are tested
+    d_base, d_spread = at(base, "donor_nk_blood", 14), at(spread, "donor_nk_blood", 14)
+    assert np.all(np.sign(np.log(d_spread / d_base)) == -np.sign(log_f))
+    # the other effects are the same patients
+    for name in ("baseline_blast_pct", "nk_il15_proliferation_max", "host_t_recovery_rate"):
+        np.testing.assert_array_equal(base[name].values, spread[name].values)

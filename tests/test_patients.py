@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from nksim.patients import EFFECT_META, PatientEffects, draw_effects
+from nksim.patients import EFFECT_META, N_EFFECT_NORMALS, PatientEffects, draw_effects, effects_from_normals
 
 
 def logit(p):
@@ -172,7 +172,7 @@ def test_remission_regrowth_has_the_stated_doubling_time_distribution(default_pa
 
 def test_remission_uses_the_growth_deviate_and_leaves_the_other_effects(default_params):
     ps = _mixture(_remission(default_params, 20.0, 0.5), 0.4, 30.0, sd=0.3)
-    z = np.random.default_rng(13).standard_normal(6)
+    z = np.random.default_rng(13).standard_normal(N_EFFECT_NORMALS)
     act = draw_effects(ps, np.random.default_rng(13))
     rem = draw_effects(ps, np.random.default_rng(13), disease="remission")
     assert rem.blast_net_growth_rate == pytest.approx(math.log(2.0) / 20.0 * math.exp(0.5 * z[1]), rel=1e-12)
@@ -192,3 +192,54 @@ def test_a_protocol_patient_in_remission_is_simulated_with_the_remission_rate(de
     ds = nksim.simulate_cohort(ps, proto, patients=["feh_d3e5_01"], seed=3)
     np.testing.assert_allclose(ds.blast_net_growth_rate.values, math.log(2.0) / 10.0, rtol=1e-12)
     np.testing.assert_allclose(ds.proliferative_disease.values, 0.0)
+
+
+# ----------------------------------------------------------------------------- between-patient rejection
+def test_rejection_spread_is_off_by_default_and_leaves_the_other_effects(default_params):
+    """Default SD 0: every patient's factor is exactly 1; a spread changes only the factor (seventh deviate)."""
+    assert default_params["random_effects.rejection_log_sd"] == 0.0
+    rng = np.random.default_rng(21)
+    assert {draw_effects(default_params, rng).rejection_factor for _ in range(200)} == {1.0}
+    a = draw_effects(default_params, np.random.default_rng(5))
+    b = draw_effects(default_params.with_values({"random_effects.rejection_log_sd": 0.9}), np.random.default_rng(5))
+    z = np.random.default_rng(5).standard_normal(N_EFFECT_NORMALS)
+    assert b.rejection_factor == pytest.approx(math.exp(0.9 * z[6]), rel=1e-12)
+    assert {f: v for f, v in a.as_dict().items() if f != "rejection_factor"} == \
+        {f: v for f, v in b.as_dict().items() if f != "rejection_factor"}
+    # the first six deviates are those of a stream that draws six (0.4.0 - 0.6.0 patients keep their values)
+    np.testing.assert_array_equal(np.random.default_rng(5).standard_normal(6), z[:6])
+
+
+def test_rejection_factor_is_log_normal_with_the_stated_sd(default_params):
+    ps = default_params.with_values({"random_effects.rejection_log_sd": 0.8})
+    rng = np.random.default_rng(22)
+    effs = [draw_effects(ps, rng) for _ in range(4000)]
+    log_f = np.log([e.rejection_factor for e in effs])
+    # median 1 (mean of the log within 4 standard errors); SD within 5 % (standard error 0.8 / sqrt(2 n) = 1.1 %)
+    assert abs(log_f.mean()) < 4 * 0.8 / math.sqrt(log_f.size)
+    assert abs(log_f.std() / 0.8 - 1.0) < 0.05
+    x = np.log([e.nk_il15_proliferation_max for e in effs])
+    assert abs(np.corrcoef(log_f, x)[0, 1]) < 4 / math.sqrt(log_f.size)
+
+
+def test_rejection_factor_scales_both_rejection_rates_in_the_kernel(default_params):
+    from nksim.engine import layout as L
+    from nksim.engine.build import kernel_parameters
+    from nksim.engine.kernel import donor_nk_rejection
+
+    z = np.zeros(N_EFFECT_NORMALS)
+    z[6] = 1.5
+    ps = default_params.with_values({"random_effects.rejection_log_sd": 0.6})
+    eff = effects_from_normals(ps, z)
+    typical = effects_from_normals(ps, np.zeros(N_EFFECT_NORMALS))
+    kp = kernel_parameters(ps, eff, -7.0, 28.0, nk_product="fresh")
+    kp0 = kernel_parameters(ps, typical, -7.0, 28.0, nk_product="fresh")
+    f = math.exp(0.6 * 1.5)
+    assert kp[L.KP.patient_nk_rejection_rate] == pytest.approx(f * ps["nk.rejection_rate"], rel=1e-12)
+    assert kp[L.KP.patient_primed_rejection_rate] == pytest.approx(f * ps["allo.primed_rejection_rate"], rel=1e-12)
+    assert kp0[L.KP.patient_nk_rejection_rate] == ps["nk.rejection_rate"]
+    t0 = kp[L.KP.host_t_baseline]
+    for t in (0.1 * t0, t0):
+        for primed in (0.0, 0.7):
+            assert donor_nk_rejection(kp, t, primed, 0.0) == pytest.approx(f * donor_nk_rejection(kp0, t, primed, 0.0),
+                                                                           rel=1e-12)

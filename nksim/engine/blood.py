@@ -274,8 +274,8 @@ def donor_nk_rejection(kp, host_t, primed, x_exo):
     if kp[KP.allo_rejection_enabled] == 0.0:  # a tolerant host (protocol.host_tolerant)
         return 0.0
     t_rel = host_t / kp[KP.host_t_baseline] if kp[KP.host_t_baseline] > 0 else 0.0
-    return (kp[KP.nk_rejection_rate] * t_rel
-            + kp[KP.allo_primed_rejection_rate] * primed * _primed_t_factor(kp, t_rel) * _rejection_boost(kp, x_exo))
+    return (kp[KP.patient_nk_rejection_rate] * t_rel
+            + kp[KP.patient_primed_rejection_rate] * primed * _primed_t_factor(kp, t_rel) * _rejection_boost(kp, x_exo))
 
 
 @njit(**LEAF_JIT)
@@ -473,8 +473,8 @@ def blood_jacobian(kp, y, u, marrow_donor, primed, jac):
         if t_base > 0 and enabled:
             t_rel = y[Y.host_t] / t_base
             e = kp[KP.allo_primed_t_exponent]
-            drej_dt = kp[KP.nk_rejection_rate] / t_base
-            primed_rate = kp[KP.allo_primed_rejection_rate] * primed[d]
+            drej_dt = kp[KP.patient_nk_rejection_rate] / t_base
+            primed_rate = kp[KP.patient_primed_rejection_rate] * primed[d]
             if e == 1.0:
                 drej_dt += primed_rate * boost / t_base
             elif e > 0.0 and t_rel > 0.0:
