@@ -349,6 +349,25 @@ def test_sensitivity_specs_differ_from_the_main_one_only_in_the_drug_prior(name)
     assert main.informative_priors != other.informative_priors
 
 
+def test_main_spec_is_the_fourth_with_donor_nk_survival_freed():
+    """The fifth fit (joint.toml): the fourth's spec plus the two survival effects, nk.death_rate over a wider prior."""
+    import dataclasses
+
+    d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
+    fourth, main = load_joint_spec(d / "joint_fourth.toml"), load_joint_spec(d / "joint.toml")
+    added = [p for p in main.parameters if p.key not in {q.key for q in fourth.parameters}]
+    assert [p.key for p in added] == ["il2.survival_effect", "il15.exo_survival_effect"]
+    death_fourth = next(p for p in fourth.parameters if p.key == "nk.death_rate")
+    death = next(p for p in main.parameters if p.key == "nk.death_rate")
+    assert (death_fourth.lo, death_fourth.hi) == (0.03, 0.11)
+    assert (death.lo, death.hi, death.scale) == (0.03, 1.0, "log")
+    survival = {"nk.death_rate", "il2.survival_effect", "il15.exo_survival_effect"}
+    assert [p for p in main.parameters if p.key not in survival] == \
+        [p for p in fourth.parameters if p.key != "nk.death_rate"]
+    strip = dict(source="", parameters=())
+    assert dataclasses.replace(fourth, **strip) == dataclasses.replace(main, **strip)
+
+
 @pytest.mark.parametrize("text, key", [
     ("[bank]\npoints = 0\n[fit]\nparameters = ['nk.kill_probability']\n", "bank.points"),
     ("[bank]\ncell_diameter = 5.0\n[fit]\nparameters = ['nk.kill_probability']\n", "bank.cell_diameter"),
