@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nksim.calibration import load_registry
 from nksim.calibration.bank import (
     BANK_CELL_DIAMETER,
     bank_parameters,
@@ -349,12 +350,31 @@ def test_sensitivity_specs_differ_from_the_main_one_only_in_the_drug_prior(name)
     assert main.informative_priors != other.informative_priors
 
 
-def test_main_spec_is_the_fourth_with_donor_nk_survival_freed():
-    """The fifth fit (joint.toml): the fourth's spec plus the two survival effects, nk.death_rate over a wider prior."""
+ST_JUDE_TARGETS = ("rubnitz_engrafted", "rubnitz_engraftment_days")
+
+
+def test_main_spec_is_the_fifth_with_the_st_jude_targets():
+    """The sixth fit (joint.toml): the fifth's spec with the St Jude target rows in the likelihood (2026-12-06)."""
     import dataclasses
 
     d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
-    fourth, main = load_joint_spec(d / "joint_fourth.toml"), load_joint_spec(d / "joint.toml")
+    fifth, main = load_joint_spec(d / "joint_fifth.toml"), load_joint_spec(d / "joint.toml")
+    assert main.parameters == fifth.parameters
+    fifth_excluded = dict(fifth.excluded)
+    assert set(fifth_excluded) - set(dict(main.excluded)) == set(ST_JUDE_TARGETS)
+    assert dict(main.observation_sd_log10)["rubnitz_engraftment_days"] == 0.2
+    strip = dict(source="", excluded=(), observation_sd_log10=())
+    assert dataclasses.replace(fifth, **strip) == dataclasses.replace(main, **strip)
+    reg = load_registry()
+    assert {o.name for o in reg.targets() if o.arm == "rubnitz2010_nkaml"} == set(ST_JUDE_TARGETS)
+
+
+def test_fifth_spec_is_the_fourth_with_donor_nk_survival_freed():
+    """The fifth fit: the fourth's spec plus the two survival effects, nk.death_rate over a wider prior."""
+    import dataclasses
+
+    d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
+    fourth, main = load_joint_spec(d / "joint_fourth.toml"), load_joint_spec(d / "joint_fifth.toml")
     added = [p for p in main.parameters if p.key not in {q.key for q in fourth.parameters}]
     assert [p.key for p in added] == ["il2.survival_effect", "il15.exo_survival_effect"]
     death_fourth = next(p for p in fourth.parameters if p.key == "nk.death_rate")

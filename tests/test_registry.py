@@ -26,8 +26,8 @@ def reg() -> R.Registry:
 
 # ----------------------------------------------------------------------------- the shipped registry
 def test_shipped_registry_loads_with_the_declared_counts(reg):
-    assert reg.counts() == {"target": 14, "held_out": 43, "context": 28}
-    assert len(reg.arms) == 19
+    assert reg.counts() == {"target": 16, "held_out": 45, "context": 29}  # St Jude arms added 2026-12-06
+    assert len(reg.arms) == 21
     held_trials = {o.trial for o in reg.held_out()}
     assert len(held_trials) >= 8
     assert len(reg.held_out()) >= 30
