@@ -303,3 +303,37 @@ def test_between_trials_interval_edge_cases():
     assert all(np.isnan(R.share_interval_between_trials(np.full((3, 4), np.nan), 10)))
     assert R.share_interval_between_trials(np.zeros((5, 20)), 10) == (0.0, 0.0, 0.0)
     assert R.share_interval_between_trials(np.ones((5, 20)), 10) == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("name, n_patients, nk_dose",
+                         [("rubnitz2010_nkaml", 10, 29.0e6), ("nguyen2019_nkaml", 10, 12.5e6)])
+def test_st_jude_protocols_follow_their_sources(name, n_patients, nk_dose):
+    """The St Jude arms (added 2026-12-06) follow their abstracts.
+
+    Cy 60 mg/kg on day -7, Flu 25 mg/m2 on days -6..-2, one purified NK infusion on day 0 at the published median
+    dose, six IL-2 doses on days -1, 1, 3, 5, 7, 9; children in CR1.
+    """
+    proto = nksim.load_protocol(name)
+    assert proto.nk_product == "fresh" and proto.infusions_after_lymphodepletion
+    p = proto.patients[0]
+    events = proto.events_for(p)
+    by_kind: dict[str, list] = {}
+    for e in events:
+        by_kind.setdefault(e.kind, []).append(e)
+    assert [(e.day, e.dose) for e in by_kind["cyclophosphamide"]] == [(-7.0, 60.0)]
+    assert [(e.day, e.dose) for e in by_kind["fludarabine"]] == [(float(d), 25.0) for d in range(-6, -1)]
+    assert [(e.day, e.dose) for e in by_kind["nk_infusion"]] == [(0.0, nk_dose)]
+    assert [e.day for e in by_kind["il2"]] == [-1.0, 1.0, 3.0, 5.0, 7.0, 9.0]
+    assert all(e.dose == pytest.approx(0.9) for e in by_kind["il2"])  # 1 MIU m-2 x 0.9 m2
+    assert len(proto.patients) == n_patients
+    assert all(q.disease == "remission" and q.covariates["baseline_blast_pct"] < 5.0 for q in proto.patients)
+
+
+def test_st_jude_rows_were_declared_with_their_roles(reg):
+    """Targets: the pilot's engraftment share and duration; held out: its day-14 count and the phase II's share."""
+    roles = {o.name: o.role for o in reg.observations if o.arm in ("rubnitz2010_nkaml", "nguyen2019_nkaml")}
+    assert roles == {"rubnitz_engrafted": "target", "rubnitz_engraftment_days": "target",
+                     "rubnitz_kir_mismatched_nk_d14": "held_out", "rubnitz_remission_2y": "context",
+                     "nguyen_engrafted": "held_out"}
+    nguyen = reg.observation("nguyen_engrafted")
+    assert (nguyen.k, nguyen.n, nguyen.check) == (18, 21, "binomial_90")
