@@ -61,9 +61,13 @@ def expanding():
 
 def test_expanding_spec_is_assessed_28_days_after_the_first_infusion(expanding):
     c = expanding.content
-    assert c["clock"] == "lymphodepletion" and len(c["draws"]) == 8 and expanding.n_scenarios == 2 * 12 + 4
-    # the two-infusion factorial with the IL-2 course from the first infusion and restarted at each
-    assert sum(sc["schedule"].get("cytokine_course") == "each" for sc in c["scenarios"]) == 12
+    assert c["clock"] == "lymphodepletion" and len(c["draws"]) == 8 and expanding.n_scenarios == 2 * 12 + 4 + 4
+    # the two-infusion factorial with the IL-2 course from the first infusion and restarted at each, and the
+    # controls: one infusion with a second IL-2 course 3, 7, 14, 21 days later
+    assert sum(sc["schedule"].get("cytokine_course") == "each" for sc in c["scenarios"]) == 12 + 4
+    controls = [sc["schedule"] for sc in c["scenarios"] if tuple(sc["schedule"]["dose_split"]) == (100.0, 0.0)]
+    assert sorted(s["interval"] for s in controls) == [3.0, 7.0, 14.0, 21.0]
+    assert all(s["n_infusions"] == 1 and s["cytokine_course"] == "each" for s in controls)
     for i, sc in enumerate(c["scenarios"]):
         s = sc["schedule"]
         assert (s["regimen"], s["nk_product"], s["gap"], s["total_dose"]) == ("hi_cy_flu", "fresh", 2.0, 1.0e7)

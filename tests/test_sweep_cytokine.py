@@ -227,6 +227,25 @@ def test_each_course_restarts_at_every_infusion_and_merges_shared_days():
     assert nk[0] == nk[1]
 
 
+def test_each_course_keeps_the_course_of_an_infusion_of_share_0():
+    """[100, 0] with 'each': one infusion (the whole dose on day 0) and a second IL-2 course from day 7.
+
+    The control that tells a second course from a second infusion; with 'first' the 0 share changes nothing.
+    """
+    course = source_schedule("bachanova2014_hi_cy_flu")
+    plan = build_plan(list_spec(
+        {"cytokine": "il2", "interval": 7, "dose_split": [100, 0], "cytokine_course": "each"},
+        {"cytokine": "il2", "interval": 7, "dose_split": [50, 50], "cytokine_course": "each"},
+        {"cytokine": "il2", "interval": 7, "dose_split": [100, 0]},
+        sweep={"end_day": 40, "assessment_days": [28], "landmark_day": 28}))
+    control, split, first = (plan.protocol(s) for s in range(3))
+    nk = [(e.day, e.dose) for e in control.events if e.kind == "nk_infusion"]
+    assert nk == [(0.0, pytest.approx(plan["scenarios"][0]["schedule"]["total_dose"]))]
+    assert _cyto_rows(control) == _cyto_rows(split)  # the same two courses as the 50/50 split 7 days apart
+    assert _cyto_rows(first) == course
+    assert plan["scenarios"][0]["schedule"]["n_infusions"] == 1
+
+
 def test_course_without_cytokine_or_first_leaves_the_plan_unchanged():
     a = build_plan(tiny_spec())
     assert build_plan(tiny_spec(baseline={"cytokine_course": "each"})).digest == a.digest  # no cytokine: no course

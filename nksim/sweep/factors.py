@@ -27,7 +27,9 @@ factor             unit       meaning
                               infusion
 ``cytokine_course`` --        :data:`CYTOKINE_COURSES`: ``"first"`` (default: one course, from the
                               first infusion) or ``"each"`` (the course restarts at every
-                              infusion; a day that two courses share gets one dose)
+                              planned infusion, one of share 0 included, so ``[100, 0]`` is one
+                              infusion with a second course; a day that two courses share gets
+                              one dose)
 ``gap``            day        days from the last lymphodepleting dose to the first infusion
                               (default: the regimen's own gap, 7 for trial, 2 for Hi-Cy/Flu);
                               with ``regimen = "none"``, days simulated before the infusion
@@ -113,7 +115,8 @@ NUMERIC_FACTORS: dict[str, FactorSpec] = {f.name: f for f in [
 #: How a cytokine course relates to the infusions (schedule factor ``cytokine_course``).
 CYTOKINE_COURSES: dict[str, str] = {
     "first": "one course, its days counted from the first infusion (the shipped protocols' way)",
-    "each": "the course restarts at every infusion (days counted from each; a shared day gets one dose)",
+    "each": "the course restarts at every planned infusion, one of share 0 included (days counted from each; "
+            "a shared day gets one dose)",
 }
 
 #: All schedule factor names, with their units.

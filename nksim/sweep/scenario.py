@@ -194,8 +194,9 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
     ``ld_events`` are the regimen's ``(relative day, kind, dose)`` from :func:`regimen_events`;
     ``cyto_events`` the cytokine's ``(day after the first infusion, kind, dose, unit)`` (default:
     :func:`cytokine_events` of ``schedule["cytokine"]``, none without that key). With
-    ``schedule["cytokine_course"] == "each"`` the course restarts at every infusion
-    (:func:`course_per_infusion`). Cytokine doses on or after ``end_day`` are left out (they could not
+    ``schedule["cytokine_course"] == "each"`` the course restarts at every planned infusion, one of
+    share 0 included (:func:`course_per_infusion`; ``dose_split = [100, 0]`` is then one infusion with a
+    second course ``interval`` days later). Cytokine doses on or after ``end_day`` are left out (they could not
     act within the simulated window).
     """
     gap = float(schedule["gap"])
@@ -212,7 +213,10 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
     if cyto_events is None:
         cyto_events = cytokine_events(str(schedule.get("cytokine", "none")))
     if schedule.get("cytokine_course", "first") == "each":
-        cyto_events = course_per_infusion(cyto_events, sorted(doses))
+        # every PLANNED infusion day, a 0 share included: [100, 0] with "each" is one infusion with a second
+        # course `interval` days later -- the control that separates a second course from a second infusion
+        planned = sorted({i * float(schedule["interval"]) for i in range(len(schedule["dose_split"]))})
+        cyto_events = course_per_infusion(cyto_events, planned)
     cyto = [{"day": float(rel), "kind": str(kind), "dose": float(dose), "unit": str(unit)}
             for rel, kind, dose, unit in cyto_events if float(rel) < float(end_day)]  # day 0 = the first infusion
     events += cyto
