@@ -337,6 +337,21 @@ def test_heatmap_cells_equal_summary(sweep):
     assert f"{float(summary.peak_chimerism_nk[0]):.3g}" in texts
 
 
+def test_heatmap_of_a_paired_difference_is_centred_on_zero(sweep):
+    """A `_diff` outcome is drawn on symmetric colour limits around 0.
+
+    Small positive differences of a probability used to get its 0-1 range, which hid them; a probability keeps 0-1.
+    """
+    _, summary = sweep
+    diff = summary["pfs_landmark_diff"].copy()
+    diff.values[:] = np.linspace(0.005, 0.03, diff.size)  # small positive differences, all inside [0, 1]
+    s = summary.assign(pfs_landmark_diff=diff)
+    image = by_gid(plot.heatmap(s, "pfs_landmark_diff", x="interval", y="dose_split"), "heatmap:")["pfs_landmark_diff"]
+    assert (image.norm.vmin, image.norm.vmax) == pytest.approx((-0.03, 0.03))
+    prob = by_gid(plot.heatmap(summary, "pfs_landmark", x="interval", y="dose_split"), "heatmap:")["pfs_landmark"]
+    assert (prob.norm.vmin, prob.norm.vmax) == (0.0, 1.0)
+
+
 def test_heatmap_where_and_clashes(sweep):
     _, summary = sweep
     doubled = summary.copy()

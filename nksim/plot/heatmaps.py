@@ -65,7 +65,8 @@ def heatmap(summary: xr.Dataset, outcome: str, x: str, y: str, *, where: Mapping
     at most one scenario; otherwise ``ValueError`` names the coordinates that differ. Cells
     show the value (± its Monte-Carlo SE when ``<outcome>_mc_se`` is there); ``>end``: median
     not reached; empty cells: no scenario. The reference scenario of the paired differences
-    (``reference_scenario`` attribute) is outlined.
+    (``reference_scenario`` attribute) is outlined. A paired difference (``<metric>_diff``) is drawn on a
+    diverging map centred on 0 with symmetric limits; a probability on its whole 0-1 range.
     """
     _need(summary, [outcome], "outcome")
     if "scenario" not in summary[outcome].dims or summary[outcome].ndim != 1:
@@ -116,10 +117,17 @@ def heatmap(summary: xr.Dataset, outcome: str, x: str, y: str, *, where: Mapping
     fig = ax.figure
     da = summary[outcome]
     units = da.attrs.get("units")
-    cm = plt.get_cmap(cmap or ("viridis_r" if outcome == "p_pd_first" else "viridis")).with_extremes(bad="0.92")
+    # a paired difference against the reference (nksim.sweep.summarize's `<metric>_diff`): a diverging map centred
+    # on 0 (no difference), symmetric limits -- never the 0-1 range of a probability, which hides differences
+    difference = outcome.endswith("_diff")
+    default_cmap = "PuOr" if difference else ("viridis_r" if outcome == "p_pd_first" else "viridis")
+    cm = plt.get_cmap(cmap or default_cmap).with_extremes(bad="0.92")
     img = np.ma.masked_invalid(grid)
     finite = grid[np.isfinite(grid)]
-    if units == "1" and finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
+    if difference and finite.size and np.abs(finite).max() > 0:
+        hi = float(np.abs(finite).max())
+        lo = -hi
+    elif units == "1" and not difference and finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
         lo, hi = 0.0, 1.0  # probabilities: the whole range, comparable between figures
     elif finite.size and finite.max() > finite.min():
         lo, hi = float(finite.min()), float(finite.max())
