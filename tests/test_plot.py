@@ -344,10 +344,14 @@ def test_heatmap_of_a_paired_difference_is_centred_on_zero(sweep):
     """
     _, summary = sweep
     diff = summary["pfs_landmark_diff"].copy()
-    diff.values[:] = np.linspace(0.005, 0.03, diff.size)  # small positive differences, all inside [0, 1]
+    diff.values[:] = np.linspace(0.0, 0.03, diff.size)  # small differences >= 0, all inside [0, 1]
     s = summary.assign(pfs_landmark_diff=diff)
-    image = by_gid(plot.heatmap(s, "pfs_landmark_diff", x="interval", y="dose_split"), "heatmap:")["pfs_landmark_diff"]
+    fig = plot.heatmap(s, "pfs_landmark_diff", x="interval", y="dose_split")
+    image = by_gid(fig, "heatmap:")["pfs_landmark_diff"]
     assert (image.norm.vmin, image.norm.vmax) == pytest.approx((-0.03, 0.03))
+    # cell text readable on the map: dark on the pale middle (small differences), light on the dark end
+    colours = {t.get_text().split("\n")[0]: t.get_color() for t in data_axes(fig)[0].texts}
+    assert colours["0.00"] == "black" and colours["0.03"] == "white"
     prob = by_gid(plot.heatmap(summary, "pfs_landmark", x="interval", y="dose_split"), "heatmap:")["pfs_landmark"]
     assert (prob.norm.vmin, prob.norm.vmax) == (0.0, 1.0)
 

@@ -151,7 +151,9 @@ def heatmap(summary: xr.Dataset, outcome: str, x: str, y: str, *, where: Mapping
                 if scen[iy, ix] < 0:
                     continue
                 v = grid[iy, ix]
-                light = np.isfinite(v) and norm(v) < 0.55
+                # white text on dark cells: the cell colour's luminance (any colour map, diverging ones included)
+                r, g, b, _ = cm(norm(v)) if np.isfinite(v) else (1.0, 1.0, 1.0, 1.0)
+                light = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
                 ax.text(ix, iy, _cell_text(v, units, se_grid[iy, ix]), ha="center", va="center", fontsize=7.5,
                         color="white" if light else "black")
     handles: list[Any] = [Patch(facecolor="none", edgecolor="none",
