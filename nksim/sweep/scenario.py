@@ -202,10 +202,11 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
     gap = float(schedule["gap"])
     events = [{"day": -gap + float(rel), "kind": str(kind), "dose": float(dose),
                "unit": "mg m-2" if kind == "fludarabine" else "mg kg-1"} for rel, kind, dose in ld_events]
+    # the planned infusion days, one per entry of the split (a 0 share included: it still plans a day)
+    planned = [i * float(schedule["interval"]) for i in range(len(schedule["dose_split"]))]
     doses: dict[float, float] = {}
-    for i, share in enumerate(schedule["dose_split"]):
+    for day, share in zip(planned, schedule["dose_split"]):
         if share > 0:
-            day = i * float(schedule["interval"])
             doses[day] = doses.get(day, 0.0) + float(schedule["total_dose"]) * float(share) / 100.0
     # interval 0: the infusions of one day are one infusion of their summed dose (a protocol refuses two)
     events += [{"day": day, "kind": "nk_infusion", "dose": dose, "unit": "kg-1"} for day, dose in doses.items()]
@@ -213,10 +214,9 @@ def schedule_protocol(schedule: Mapping[str, Any], *, name: str, title: str, end
     if cyto_events is None:
         cyto_events = cytokine_events(str(schedule.get("cytokine", "none")))
     if schedule.get("cytokine_course", "first") == "each":
-        # every PLANNED infusion day, a 0 share included: [100, 0] with "each" is one infusion with a second
-        # course `interval` days later -- the control that separates a second course from a second infusion
-        planned = sorted({i * float(schedule["interval"]) for i in range(len(schedule["dose_split"]))})
-        cyto_events = course_per_infusion(cyto_events, planned)
+        # every planned day, a 0 share included: [100, 0] with "each" is one infusion with a second course
+        # `interval` days later -- the control that separates a second course from a second infusion
+        cyto_events = course_per_infusion(cyto_events, sorted(set(planned)))
     cyto = [{"day": float(rel), "kind": str(kind), "dose": float(dose), "unit": str(unit)}
             for rel, kind, dose, unit in cyto_events if float(rel) < float(end_day)]  # day 0 = the first infusion
     events += cyto
