@@ -206,6 +206,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("random_effects.host_recovery_log_sd", "1", 0, 10),
         _p("random_effects.nk_expansion_log_sd", "1", 0, 10),
         _p("random_effects.rejection_log_sd", "1", 0, 10),
+        _p("random_effects.nk_death_log_sd", "1", 0, 10),
         # --- response classification (ELN-style) -----------------------------
         _p("response.cr_blast_pct", "percent", 0, 100, kernel=True),
         _p("response.pr_blast_pct", "percent", 0, 100, kernel=True),
@@ -405,10 +406,11 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
     DerivedInput("donor_il2_ec50", "1e6", "central IL-2 at half the maximal effect on the protocol's NK product "
                  "(il2.ec50; ciml_nk.il2_ec50 for CIML, which carry the high-affinity IL-2 receptor)",
                  _product_value("il2_ec50", "il2.ec50"), ("il2.ec50", "ciml_nk.il2_ec50")),
-    DerivedInput("donor_death_factor", "1", "homeostatic death of the protocol's NK product relative to nk.death_rate "
-                 "(1; ciml_nk.death_rate_factor for CIML)",
-                 lambda c: c.params["ciml_nk.death_rate_factor"] if c.nk_product == "ciml" else 1.0,
-                 ("ciml_nk.death_rate_factor",)),
+    DerivedInput("donor_death_factor", "1", "homeostatic death of this patient's donor NK relative to nk.death_rate: "
+                 "the product's factor (1; ciml_nk.death_rate_factor for CIML) times her death factor",
+                 lambda c: (c.params["ciml_nk.death_rate_factor"] if c.nk_product == "ciml" else 1.0)
+                 * c.effects.death_factor,
+                 ("ciml_nk.death_rate_factor", "random_effects.nk_death_log_sd")),
     DerivedInput("donor_kill_probability", "1", "probability that the protocol's NK product kills an engaged "
                  "susceptible blast: nk.kill_probability (times ciml_nk.kill_probability_factor for CIML, at most 1)",
                  _product_value("kill_probability_factor", "nk.kill_probability", combine=lambda b, f: min(1.0, b * f)),

@@ -243,3 +243,48 @@ def test_rejection_factor_scales_both_rejection_rates_in_the_kernel(default_para
         for primed in (0.0, 0.7):
             assert donor_nk_rejection(kp, t, primed, 0.0) == pytest.approx(f * donor_nk_rejection(kp0, t, primed, 0.0),
                                                                            rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- between-patient donor-NK death
+def test_death_spread_is_off_by_default_and_leaves_the_other_effects(default_params):
+    """Default SD 0: every factor is exactly 1; a spread changes only the factor (eighth deviate)."""
+    assert default_params["random_effects.nk_death_log_sd"] == 0.0
+    rng = np.random.default_rng(31)
+    assert {draw_effects(default_params, rng).death_factor for _ in range(200)} == {1.0}
+    a = draw_effects(default_params, np.random.default_rng(6))
+    b = draw_effects(default_params.with_values({"random_effects.nk_death_log_sd": 1.1}), np.random.default_rng(6))
+    z = np.random.default_rng(6).standard_normal(N_EFFECT_NORMALS)
+    assert b.death_factor == pytest.approx(math.exp(1.1 * z[7]), rel=1e-12)
+    assert {f: v for f, v in a.as_dict().items() if f != "death_factor"} == \
+        {f: v for f, v in b.as_dict().items() if f != "death_factor"}
+    # the first seven deviates are those of a stream that draws seven (0.6.0 patients keep their values)
+    np.testing.assert_array_equal(np.random.default_rng(6).standard_normal(7), z[:7])
+
+
+def test_death_factor_is_log_normal_and_independent_of_rejection(default_params):
+    ps = default_params.with_values({"random_effects.nk_death_log_sd": 0.7, "random_effects.rejection_log_sd": 0.5})
+    rng = np.random.default_rng(32)
+    effs = [draw_effects(ps, rng) for _ in range(4000)]
+    log_f = np.log([e.death_factor for e in effs])
+    # median 1 (mean of the log within 4 standard errors); SD within 5 % (standard error 0.7 / sqrt(2 n) = 1.1 %)
+    assert abs(log_f.mean()) < 4 * 0.7 / math.sqrt(log_f.size)
+    assert abs(log_f.std() / 0.7 - 1.0) < 0.05
+    for other in ("rejection_factor", "nk_il15_proliferation_max"):
+        x = np.log([getattr(e, other) for e in effs])
+        assert abs(np.corrcoef(log_f, x)[0, 1]) < 4 / math.sqrt(log_f.size)
+
+
+@pytest.mark.parametrize("product", ["fresh", "ciml"])
+def test_death_factor_multiplies_the_products_death_in_the_kernel(default_params, product):
+    from nksim.engine import layout as L
+    from nksim.engine.build import kernel_parameters
+
+    z = np.zeros(N_EFFECT_NORMALS)
+    z[7] = -1.2
+    ps = default_params.with_values({"random_effects.nk_death_log_sd": 0.9})
+    kp = kernel_parameters(ps, effects_from_normals(ps, z), -7.0, 28.0, nk_product=product)
+    kp0 = kernel_parameters(ps, effects_from_normals(ps, np.zeros(N_EFFECT_NORMALS)), -7.0, 28.0, nk_product=product)
+    product_factor = ps["ciml_nk.death_rate_factor"] if product == "ciml" else 1.0
+    assert kp0[L.KP.donor_death_factor] == product_factor
+    assert kp[L.KP.donor_death_factor] == pytest.approx(product_factor * math.exp(-0.9 * 1.2), rel=1e-12)
+    assert kp[L.KP.nk_death_rate] == kp0[L.KP.nk_death_rate]

@@ -203,7 +203,7 @@ def test_a_thin_bank_grows_while_the_effective_sample_size_is_low():
 
 
 def test_effects_given_as_deviates_reproduce_the_drawn_ones():
-    """effects_from_normals of a patient stream's seven deviates is draw_effects; run_one(effects=) is the same run."""
+    """effects_from_normals of a patient stream's deviates is draw_effects; run_one(effects=) is the same run."""
     from nksim.patients import N_EFFECT_NORMALS, draw_effects, effects_from_normals
     from nksim.streams import stream_generator
 
@@ -217,11 +217,11 @@ def test_effects_given_as_deviates_reproduce_the_drawn_ones():
     a = run_one(params, proto, Patient("v1", "all"), 11, 2)
     b = run_one(params, proto, Patient("v1", "all"), 11, 2, effects=a.effects)
     np.testing.assert_array_equal(a.rec, b.rec)
-    other = effects_from_normals(params, np.array([0, 0, 0, 0, 2.5, 0.0, 0.0]))  # fast-expanding donor NK
+    other = effects_from_normals(params, np.array([0, 0, 0, 0, 2.5, 0.0, 0.0, 0.0]))  # fast-expanding donor NK
     c = run_one(params, proto, Patient("v1", "all"), 11, 2, effects=other)
     assert c.effects == other and not np.array_equal(a.rec, c.rec)
-    with pytest.raises(ValueError, match="7 standard normal"):
-        effects_from_normals(params, np.zeros(6))
+    with pytest.raises(ValueError, match=f"{N_EFFECT_NORMALS} standard normal"):
+        effects_from_normals(params, np.zeros(N_EFFECT_NORMALS - 1))
 
 
 def test_the_abc_smc_fallback_runs_when_the_bank_is_thin():
