@@ -386,41 +386,30 @@ def test_cytokine_killing_boost_kills_more_under_il2(params):
     assert np.all(kills[2] > kills[1])
 
 
-# ----------------------------------------------------------------------------- between-patient rejection (§9.12)
-def test_a_patient_who_rejects_faster_keeps_fewer_donor_nk(params):
-    """Same seed with and without a rejection spread: each patient's donor NK move against her rejection factor.
+# ------------------------------------------------------- between-patient rejection (§9.12) and donor-NK death (§9.13)
+#: (SD key, factor variable, regimen): rejection under Flu alone (T cells survive, so rejection matters), death
+#: under Hi-Cy/Flu (rejection low)
+PATIENT_LOSS_FACTORS = [("random_effects.rejection_log_sd", "rejection_factor", FLU),
+                        ("random_effects.nk_death_log_sd", "death_factor", HI_CY + FLU)]
 
-    Flu alone (T cells survive, so rejection matters), no cytokine: by day 14 a patient whose factor
-    is above 1 has fewer donor NK in blood than the same patient at the population's rates, one below 1 more.
+
+@pytest.mark.parametrize("key, factor, regimen", PATIENT_LOSS_FACTORS)
+def test_a_patient_who_loses_donor_nk_faster_keeps_fewer(params, key, factor, regimen):
+    """Same seed with and without a spread: each patient's donor NK move against her factor.
+
+    No cytokine: by day 14 a patient whose factor (on rejection, or on donor-NK death) is above 1 has fewer
+    donor NK in blood than the same patient at the population's rates, one below 1 more; the other effects
+    are the same patients.
     """
-    events = FLU + [(0, "nk_infusion", 1e7)]
+    events = regimen + [(0, "nk_infusion", 1e7)]
     base = run(params, events, end=21, n_patients=6)
-    spread = run(params.with_values({"random_effects.rejection_log_sd": 1.0}), events, end=21, n_patients=6)
-    np.testing.assert_array_equal(base.rejection_factor.values, 1.0)
-    log_f = np.log(spread.rejection_factor.values.ravel())
+    spread = run(params.with_values({key: 1.0}), events, end=21, n_patients=6)
+    np.testing.assert_array_equal(base[factor].values, 1.0)
+    log_f = np.log(spread[factor].values.ravel())
     assert log_f.min() < 0 < log_f.max()  # both directions are tested
     d_base, d_spread = at(base, "donor_nk_blood", 14), at(spread, "donor_nk_blood", 14)
     assert np.all(np.sign(np.log(d_spread / d_base)) == -np.sign(log_f))
-    # the other effects are the same patients
-    for name in ("baseline_blast_pct", "nk_il15_proliferation_max", "host_t_recovery_rate"):
-        np.testing.assert_array_equal(base[name].values, spread[name].values)
-
-
-# ----------------------------------------------------------------------------- between-patient donor-NK death (§9.13)
-def test_a_patient_whose_donor_nk_die_faster_keeps_fewer(params):
-    """Same seed with and without a death spread: each patient's donor NK move against her death factor.
-
-    Cy/Flu (rejection low), no cytokine: by day 14 a patient whose factor is above 1 has fewer donor NK
-    in blood than the same patient at the population's rate, one below 1 more; the other effects and the
-    host's own cells before the infusion are the same patients.
-    """
-    events = HI_CY + FLU + [(0, "nk_infusion", 1e7)]
-    base = run(params, events, end=21, n_patients=6)
-    spread = run(params.with_values({"random_effects.nk_death_log_sd": 1.0}), events, end=21, n_patients=6)
-    np.testing.assert_array_equal(base.death_factor.values, 1.0)
-    log_f = np.log(spread.death_factor.values.ravel())
-    assert log_f.min() < 0 < log_f.max()  # both directions are tested
-    d_base, d_spread = at(base, "donor_nk_blood", 14), at(spread, "donor_nk_blood", 14)
-    assert np.all(np.sign(np.log(d_spread / d_base)) == -np.sign(log_f))
-    for name in ("baseline_blast_pct", "nk_il15_proliferation_max", "rejection_factor", "host_t_recovery_rate"):
+    others = {"baseline_blast_pct", "nk_il15_proliferation_max", "host_t_recovery_rate", "rejection_factor",
+              "death_factor"} - {factor}
+    for name in sorted(others):
         np.testing.assert_array_equal(base[name].values, spread[name].values)

@@ -195,19 +195,24 @@ def test_a_protocol_patient_in_remission_is_simulated_with_the_remission_rate(de
 
 
 # ----------------------------------------------------------------------------- between-patient rejection
-def test_rejection_spread_is_off_by_default_and_leaves_the_other_effects(default_params):
-    """Default SD 0: every patient's factor is exactly 1; a spread changes only the factor (seventh deviate)."""
-    assert default_params["random_effects.rejection_log_sd"] == 0.0
-    rng = np.random.default_rng(21)
-    assert {draw_effects(default_params, rng).rejection_factor for _ in range(200)} == {1.0}
-    a = draw_effects(default_params, np.random.default_rng(5))
-    b = draw_effects(default_params.with_values({"random_effects.rejection_log_sd": 0.9}), np.random.default_rng(5))
-    z = np.random.default_rng(5).standard_normal(N_EFFECT_NORMALS)
-    assert b.rejection_factor == pytest.approx(math.exp(0.9 * z[6]), rel=1e-12)
-    assert {f: v for f, v in a.as_dict().items() if f != "rejection_factor"} == \
-        {f: v for f, v in b.as_dict().items() if f != "rejection_factor"}
-    # the first six deviates are those of a stream that draws six (0.4.0 - 0.6.0 patients keep their values)
-    np.testing.assert_array_equal(np.random.default_rng(5).standard_normal(6), z[:6])
+#: The patient-level factors that are off by default: (SD key, PatientEffects field, deviate index, seed).
+SPREADS_OFF_BY_DEFAULT = [("random_effects.rejection_log_sd", "rejection_factor", 6, 5),
+                          ("random_effects.nk_death_log_sd", "death_factor", 7, 6)]
+
+
+@pytest.mark.parametrize("key, field, index, seed", SPREADS_OFF_BY_DEFAULT)
+def test_spread_is_off_by_default_and_leaves_the_other_effects(default_params, key, field, index, seed):
+    """Default SD 0: every patient's factor is exactly 1; a spread changes only its factor (its own deviate)."""
+    assert default_params[key] == 0.0
+    rng = np.random.default_rng(seed + 20)
+    assert {getattr(draw_effects(default_params, rng), field) for _ in range(200)} == {1.0}
+    a = draw_effects(default_params, np.random.default_rng(seed))
+    b = draw_effects(default_params.with_values({key: 0.9}), np.random.default_rng(seed))
+    z = np.random.default_rng(seed).standard_normal(N_EFFECT_NORMALS)
+    assert getattr(b, field) == pytest.approx(math.exp(0.9 * z[index]), rel=1e-12)
+    assert {f: v for f, v in a.as_dict().items() if f != field} == {f: v for f, v in b.as_dict().items() if f != field}
+    # the deviates before it are those of a stream that draws only them (earlier patients keep their values)
+    np.testing.assert_array_equal(np.random.default_rng(seed).standard_normal(index), z[:index])
 
 
 def test_rejection_factor_is_log_normal_with_the_stated_sd(default_params):
@@ -246,21 +251,6 @@ def test_rejection_factor_scales_both_rejection_rates_in_the_kernel(default_para
 
 
 # ----------------------------------------------------------------------------- between-patient donor-NK death
-def test_death_spread_is_off_by_default_and_leaves_the_other_effects(default_params):
-    """Default SD 0: every factor is exactly 1; a spread changes only the factor (eighth deviate)."""
-    assert default_params["random_effects.nk_death_log_sd"] == 0.0
-    rng = np.random.default_rng(31)
-    assert {draw_effects(default_params, rng).death_factor for _ in range(200)} == {1.0}
-    a = draw_effects(default_params, np.random.default_rng(6))
-    b = draw_effects(default_params.with_values({"random_effects.nk_death_log_sd": 1.1}), np.random.default_rng(6))
-    z = np.random.default_rng(6).standard_normal(N_EFFECT_NORMALS)
-    assert b.death_factor == pytest.approx(math.exp(1.1 * z[7]), rel=1e-12)
-    assert {f: v for f, v in a.as_dict().items() if f != "death_factor"} == \
-        {f: v for f, v in b.as_dict().items() if f != "death_factor"}
-    # the first seven deviates are those of a stream that draws seven (0.6.0 patients keep their values)
-    np.testing.assert_array_equal(np.random.default_rng(6).standard_normal(7), z[:7])
-
-
 def test_death_factor_is_log_normal_and_independent_of_rejection(default_params):
     ps = default_params.with_values({"random_effects.nk_death_log_sd": 0.7, "random_effects.rejection_log_sd": 0.5})
     rng = np.random.default_rng(32)
