@@ -449,7 +449,8 @@ def test_run_joint_end_to_end_on_a_tiny_bank(tmp_path):
     spec = JointSpec(source="test", model="default", roles=("target",), parameters=tuple(_TINY), points=48,
                      replicates=1, chunk=16, seed=1, cell_diameter=BANK_CELL_DIAMETER)
     s = run_joint(spec, tmp_path / "bank", tmp_path / "out", registry=load_registry(reg_dir), ppc_draws=3,
-                  recovery_datasets=3, particles=300, recovery_particles=200, workers=2, progress=False)
+                  recovery_datasets=3, particles=300, recovery_particles=200, score_draws=50, workers=2,
+                  progress=False)
     assert s["rows_fitted"] == ["romee_cr"] and s["ppc_rows"] == 1
     assert 0 <= s["recovery"]["covered"] <= s["recovery"]["pairs"] == 6
     for f in ("posterior.nc", "posterior_draws.csv", "posterior.csv", "ppc.csv", "recovery.nc", "recovery.csv",

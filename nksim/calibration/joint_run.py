@@ -110,7 +110,7 @@ def predictive_check(spec: JointSpec, rows: Sequence[TrialObservation], draws_th
 
 def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: Registry | None = None,
               ppc_draws: int = 200, recovery_datasets: int = 30, particles: int = 4000,
-              recovery_particles: int = 2000, score_draws: int = 50, workers: int = 1, seed: int = 20261206,
+              recovery_particles: int = 2000, score_draws: int = 200, workers: int = 1, seed: int = 20261206,
               outcome_table: tuple[str | Path, str | Path] | None = None, table_draws: int = 200,
               progress: bool = True) -> dict[str, Any]:
     """The joint calibration from a finished (or partly finished) bank; writes the files of the module docstring.
