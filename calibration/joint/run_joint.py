@@ -9,12 +9,15 @@ posterior (with stage A's draws), the recovery study and ``REPORT.md`` into
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 
 from nksim.calibration.joint_run import run_joint
 from nksim.calibration.joint_spec import load_joint_spec
 
 HERE = Path(__file__).resolve().parent
+#: run_joint's own defaults (the draw and dataset counts): the options below take them, not copies of them.
+DEFAULTS = {k: p.default for k, p in inspect.signature(run_joint).parameters.items()}
 
 
 def main() -> None:
@@ -22,12 +25,12 @@ def main() -> None:
     ap.add_argument("--spec", default=str(HERE / "joint.toml"))
     ap.add_argument("--bank", default=str(HERE.parents[1] / "outputs" / "joint" / "bank"))
     ap.add_argument("--out", default=str(HERE / "results"))
-    ap.add_argument("--ppc-draws", type=int, default=200,
+    ap.add_argument("--ppc-draws", type=int, default=DEFAULTS["ppc_draws"],
                     help="posterior draws (one virtual trial of each target's published size each) for the "
                          "predictive check; 200 (40 until the seventh fit, whose 90 %% intervals were the 2nd and "
                          "39th of 40 values)")
-    ap.add_argument("--recovery-datasets", type=int, default=30)
-    ap.add_argument("--score-draws", type=int, default=200,
+    ap.add_argument("--recovery-datasets", type=int, default=DEFAULTS["recovery_datasets"])
+    ap.add_argument("--score-draws", type=int, default=DEFAULTS["score_draws"],
                     help="posterior draws (one virtual trial each) to score every registry row with; 0: skip. 200 "
                          "(50 until the seventh fit, whose verdicts at the held-out threshold moved with the seed)")
     ap.add_argument("--table-config", default=str(HERE.parent / "ahmadvand2023.toml"),
@@ -35,7 +38,7 @@ def main() -> None:
                          "draws ('none': skip)")
     ap.add_argument("--table-posterior", default=str(HERE.parent / "posterior" / "posterior.nc"),
                     help="stage A's posterior (its draws fill the parameters the joint fit does not fit)")
-    ap.add_argument("--table-draws", type=int, default=200)
+    ap.add_argument("--table-draws", type=int, default=DEFAULTS["table_draws"])
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     table = None if args.table_config == "none" else (args.table_config, args.table_posterior)
