@@ -353,12 +353,34 @@ def test_sensitivity_specs_differ_from_the_main_one_only_in_the_drug_prior(name)
 ST_JUDE_TARGETS = ("rubnitz_engrafted", "rubnitz_engraftment_days")
 
 
-def test_main_spec_is_the_sixth_with_the_death_spread_freed():
-    """The seventh fit (joint.toml): the sixth's spec plus the between-patient spread of donor-NK death."""
+def test_main_spec_is_the_seventh_on_the_recalibrated_default():
+    """The eighth fit (joint.toml): the seventh's spec on the default model.
+
+    The default differs from the model the earlier fits read (model_before_eighth.toml) in the Tregs'
+    IL-2-driven growth alone.
+    """
+    import dataclasses
+
+    from nksim import load_parameters
+
+    d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
+    seventh, main = load_joint_spec(d / "joint_seventh.toml"), load_joint_spec(d / "joint.toml")
+    assert main.model == "default" and Path(seventh.model).name == "model_before_eighth.toml"
+    strip = dict(source="", model="")
+    assert dataclasses.replace(seventh, **strip) == dataclasses.replace(main, **strip)
+    new, old = load_parameters("default").values(), load_parameters(seventh.model).values()
+    assert {k for k in new if new[k] != old[k]} == {"treg.il2_proliferation_max"}
+    assert (old["treg.il2_proliferation_max"], new["treg.il2_proliferation_max"]) == (0.5, 1.18)
+    for name in ("joint_sixth.toml", "joint_fifth.toml", "joint_fourth.toml"):
+        assert load_joint_spec(d / name).model == seventh.model, name
+
+
+def test_seventh_spec_is_the_sixth_with_the_death_spread_freed():
+    """The seventh fit (joint_seventh.toml): the sixth's spec plus the between-patient spread of donor-NK death."""
     import dataclasses
 
     d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
-    sixth, main = load_joint_spec(d / "joint_sixth.toml"), load_joint_spec(d / "joint.toml")
+    sixth, main = load_joint_spec(d / "joint_sixth.toml"), load_joint_spec(d / "joint_seventh.toml")
     assert [p.key for p in main.parameters] == [p.key for p in sixth.parameters] + ["random_effects.nk_death_log_sd"]
     spread = main.parameters[-1]
     assert (spread.lo, spread.hi, spread.scale) == (0.0, 1.5, "linear")
@@ -472,6 +494,29 @@ def test_run_joint_end_to_end_on_a_tiny_bank(tmp_path):
     report = (tmp_path / "out2" / "REPORT.md").read_text()
     assert "## Recovery study\n\nNot run." in report and "outcome table" in report
     assert (tmp_path / "out2" / "outcome_table.csv").stat().st_size > 0
+
+
+def test_run_joint_refuses_a_bank_of_another_model(tmp_path):
+    """A bank simulated with another parameter set than the spec's model is refused before any fit.
+
+    (A changed default, say: its emulators would not describe the model that the predictive checks simulate.)
+    """
+    from nksim.calibration.joint_run import run_joint
+    from nksim.calibration.joint_spec import JointSpec
+    from nksim.calibration.registry import load_registry
+
+    reg_dir = _tiny_registry(tmp_path)
+    run_bank(tmp_path / "bank", parameters=_TINY, points=4, chunk=4, progress=False, registry=reg_dir, workers=1)
+    other = tmp_path / "other.toml"
+    other.write_text('[meta]\nname = "other"\nextends = "default"\n\n[treg.il2_proliferation_max]\nvalue = 0.5\n'
+                     'unit = "day-1"\ndescription = "x"\nsource = "test"\nprior = [0.1, 1.5]\n')
+    kw = dict(roles=("target",), parameters=tuple(_TINY), points=4, replicates=1, chunk=4, seed=1,
+              cell_diameter=BANK_CELL_DIAMETER)
+    with pytest.raises(NksimInputError) as e:
+        run_joint(JointSpec(source="test", model=str(other), **kw), tmp_path / "bank", tmp_path / "out",
+                  registry=load_registry(reg_dir), progress=False)
+    assert "bank.json" in str(e.value) and "parameter_digest" in str(e.value) and "other" in str(e.value)
+    assert not (tmp_path / "out" / "posterior.nc").exists()
 
 
 def test_informative_prior_is_the_stated_gaussian():

@@ -135,6 +135,14 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
         raise NksimInputError("the bank's parameters differ from the spec's fit.parameters", source=str(bank),
                               key="parameters")
     p_sim = resolution_params(spec.model, "calibration", spec.lattice_overrides)
+    design = json.loads(ds_bank.attrs["design"])
+    if design.get("parameter_digest") != p_sim.digest():
+        raise NksimInputError(
+            f"the bank was simulated with another parameter set ({design.get('parameter_set')!r}, digest "
+            f"{design.get('parameter_digest')!r}) than the spec's model {spec.model!r} at the calibration resolution "
+            f"(digest {p_sim.digest()!r}): its emulators would not describe the model that the checks simulate; "
+            "rebuild the bank with run_bank.py for this spec, or point the spec's joint.model at the bank's model",
+            source=str(Path(bank) / "bank.json"), key="parameter_digest")
 
     def provenance(title: str, comment: str) -> dict[str, Any]:
         return registry_run_attrs(title, comment, p_sim, resolution="calibration",
