@@ -19,23 +19,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest
 
-from nksim.calibration.joint import simulate_dataset
+from nksim.calibration.joint_run import simulate_predictive
 from nksim.calibration.joint_spec import load_joint_spec
-from nksim.calibration.registry import load_registry
-from nksim.calibration.scoring import derived_seed, resolution_params
+from nksim.calibration.registry import clopper_pearson, load_registry
+from nksim.calibration.scoring import derived_seed
 from nksim.errors import NksimInputError
 from nksim.io import open_output
-from nksim.threads import ordered_thread_map
 
 HERE = Path(__file__).resolve().parent
-
-
-def clopper_pearson(m: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval of m successes in n (scipy's ``binomtest``)."""
-    ci = binomtest(m, n).proportion_ci(confidence_level=level, method="exact")
-    return float(ci.low), float(ci.high)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,16 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     seed = spec.seed if args.seed is None else args.seed
     idx = np.random.default_rng(derived_seed(seed, f"tail:{row.name}")).choice(theta.shape[0], args.draws,
                                                                                 replace=False)
-    p = resolution_params(spec.model, "calibration", spec.lattice_overrides)
-    fit = list(spec.parameters)
-
-    def one(i: int) -> float:
-        return simulate_dataset(p, fit, theta[idx[i]], [row], derived_seed(seed, f"tail:{row.name}:{i}"))[row.name][0]
-
-    k_sim = np.asarray(ordered_thread_map(one, range(args.draws), args.workers), dtype=int)
+    sims = simulate_predictive(spec, [row], theta[idx], seed=seed, workers=args.workers, tag=f"tail:{row.name}")
+    k_sim = np.asarray([s[row.name][0] for s in sims], dtype=int)
     n = args.draws
     upper, lower = int((k_sim >= row.k).sum()), int((k_sim <= row.k).sum())
     q05, q50, q95 = (int(v) for v in np.quantile(k_sim, [0.05, 0.5, 0.95], method="inverted_cdf"))
+
     def shown(path: str | Path) -> str:  # relative to the repository when inside it
         path = Path(path).resolve()
         return str(path.relative_to(HERE.parents[1])) if path.is_relative_to(HERE.parents[1]) else str(path)

@@ -80,16 +80,25 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if 1e-3 <= a < 1e4 or a == 0 else f"{v:.2e}"
 
 
-def predictive_check(spec: JointSpec, rows: Sequence[TrialObservation], draws_theta: np.ndarray, *, seed: int,
-                     workers: int = 1) -> list[dict[str, Any]]:
-    """Each row simulated at every posterior draw with its published size: median, 90 % interval, verdict."""
+def simulate_predictive(spec: JointSpec, rows: Sequence[TrialObservation], draws_theta: np.ndarray, *, seed: int,
+                        workers: int = 1, tag: str = "ppc") -> list[dict[str, tuple[float, float]]]:
+    """The posterior predictive samples: one virtual trial of each row's published size at every draw.
+
+    ``simulate_dataset`` at draw ``i`` with seed ``derived_seed(seed, f"{tag}:{i}")``, in the order of the draws.
+    """
     p = resolution_params(spec.model, "calibration", spec.lattice_overrides)
     fit = list(spec.parameters)
 
     def one(i: int) -> dict[str, tuple[float, float]]:
-        return simulate_dataset(p, fit, draws_theta[i], rows, derived_seed(seed, f"ppc:{i}"))
+        return simulate_dataset(p, fit, draws_theta[i], rows, derived_seed(seed, f"{tag}:{i}"))
 
-    sims = ordered_thread_map(one, range(draws_theta.shape[0]), workers)
+    return ordered_thread_map(one, range(draws_theta.shape[0]), workers)
+
+
+def predictive_check(spec: JointSpec, rows: Sequence[TrialObservation], draws_theta: np.ndarray, *, seed: int,
+                     workers: int = 1) -> list[dict[str, Any]]:
+    """Each row simulated at every posterior draw with its published size: median, 90 % interval, verdict."""
+    sims = simulate_predictive(spec, rows, draws_theta, seed=seed, workers=workers)
     out = []
     a = (1.0 - LEVEL) / 2.0
     for o in rows:
