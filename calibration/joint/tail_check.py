@@ -41,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     spec = load_joint_spec(args.spec)
-    rows = [o for o in load_registry().observations if o.name == args.row]
-    if not rows or not rows[0].is_share or not rows[0].has_counterpart:
+    try:
+        row = load_registry().observation(args.row)
+    except KeyError as e:
+        raise NksimInputError(str(e.args[0]), source="tail_check", key="row") from None
+    if not row.is_share or not row.has_counterpart:
         raise NksimInputError(f"not a simulated share row of the registry: {args.row!r}", source="tail_check",
                               key="row")
-    row = rows[0]
     out = Path(args.out)
     post_path = Path(args.posterior) if args.posterior else out / "posterior.nc"
     theta = open_output(post_path)["theta"].values
