@@ -181,7 +181,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     (('outcomes = "data/ahmadvand2023_outcomes.csv"', 'outcomes = "data/nothere.csv"'), "data.outcomes", "not found"),
     (('    "drugs.cy_emax",', '    "drugs.cy_emax",\n    "nk.speed_typo",'), "fit.parameters",
      "unknown parameter"),
-    (('    "drugs.cy_emax",', '    "drugs.cy_emax",\n    "nk.egress_rate",'), "fit.parameters", "no prior"),
+    (('    "drugs.cy_emax",', '    "drugs.cy_emax",\n    "nk.refractory_time",'), "fit.parameters", "no prior"),
     (("[fit.scale]", '[fit.prior]\n"blasts.baseline_pct" = [-5.0, 90.0]\n\n[fit.scale]'),
      "fit.prior.blasts.baseline_pct", "lo < hi"),
     (('"drugs.cy_emax" = "log"', '"drugs.cy_emax" = "cubic"'), "fit.scale.drugs.cy_emax",

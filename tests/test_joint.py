@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from nksim.calibration import load_registry
@@ -460,6 +461,29 @@ def test_bad_spec_names_file_and_key(tmp_path, text, key):
     assert key in str(e.value) and "joint.toml" in str(e.value)
 
 
+def test_predictive_tails_are_the_shares_of_draws_beyond_the_observation():
+    """Tail probabilities of an observation among predictive draws; Monte Carlo when the exact interval holds 5 %."""
+    from scipy.stats import beta
+
+    from nksim.calibration.joint_run import predictive_tails
+
+    x = np.arange(100.0)  # draws 0..99
+    t = predictive_tails(x, 97.0)
+    assert t["p_at_least"] == 0.03 and t["p_at_most"] == 0.98 and t["tail"] == 0.03
+    assert t["tail_lo"] == pytest.approx(beta.ppf(0.025, 3, 98))
+    assert t["tail_hi"] == pytest.approx(beta.ppf(0.975, 4, 97))
+    assert t["monte_carlo"]  # 3 of 100: the exact interval (0.6-8.5 %) holds 5 %
+    far = predictive_tails(np.arange(1000.0), 990.0)  # 10 of 1000 (0.5-1.8 %): surely outside
+    assert far["tail"] == 0.01 and not far["monte_carlo"]
+    mid = predictive_tails(np.r_[np.arange(1000.0), np.nan], 500.0)  # the nan is dropped
+    assert mid["p_at_least"] == 0.5 and mid["p_at_most"] == 0.501 and not mid["monte_carlo"]
+    # the check's verdict (5th-95th percentile) agrees with the smaller tail against 5 % (off the boundary draws)
+    q05, q95 = np.quantile(np.arange(1000.0), [0.05, 0.95], method="inverted_cdf")
+    for obs, inside in ((20.5, False), (50.5, True), (500.5, True), (948.5, True), (950.5, False)):
+        assert (q05 <= obs <= q95) == inside == (predictive_tails(np.arange(1000.0), obs)["tail"] > 0.05)
+    assert predictive_tails(np.array([np.nan]), 1.0)["monte_carlo"]
+
+
 def test_run_joint_end_to_end_on_a_tiny_bank(tmp_path):
     """Bank -> emulators -> posterior -> simulated PPC -> recovery -> report, on Romee's arm and 2 parameters."""
     from nksim.calibration.joint_run import run_joint
@@ -483,6 +507,10 @@ def test_run_joint_end_to_end_on_a_tiny_bank(tmp_path):
     post = open_output(tmp_path / "out" / "posterior.nc")
     assert post.sizes["draw"] == 300 and (post["u"] >= 0).all() and (post["u"] <= 1).all()
     assert "Recovery study" in (tmp_path / "out" / "REPORT.md").read_text()
+    ppc = pd.read_csv(tmp_path / "out" / "ppc.csv")
+    assert {"p_at_least", "p_at_most", "tail", "tail_lo", "tail_hi", "monte_carlo"} <= set(ppc.columns)
+    assert s["ppc_monte_carlo"] == list(ppc.loc[ppc["monte_carlo"], "row"])
+    assert "smaller tail P (95 % CI)" in (tmp_path / "out" / "REPORT.md").read_text()
     # the same without the recovery study and the scores, with the trial's outcome table under the posterior
     root = Path(__file__).resolve().parents[1] / "calibration"
     s2 = run_joint(spec, tmp_path / "bank", tmp_path / "out2", registry=load_registry(reg_dir), ppc_draws=2,
@@ -654,6 +682,7 @@ def test_tail_check_of_a_target_row(tmp_path):
     assert res["p_at_least_observed"] == np.mean(k >= 8) and res["p_at_most_observed"] == np.mean(k <= 8)
     lo, hi = res["p_at_least_observed_95ci"]
     assert lo <= res["p_at_least_observed"] <= hi
+    assert res["inside_90"] == (min(np.mean(k >= 8), np.mean(k <= 8)) > 0.05)
     for bad, key in ((["no_such_row"], "row"), (["bachanova_il2dt_cr", "--draws", "0"], "draws")):
         with pytest.raises(NksimInputError) as e:
             tc.main(bad + ["--out", str(tmp_path), "--posterior", str(root / "results" / "posterior.nc")])

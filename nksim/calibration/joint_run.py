@@ -95,9 +95,37 @@ def simulate_predictive(spec: JointSpec, rows: Sequence[TrialObservation], draws
     return ordered_thread_map(one, range(draws_theta.shape[0]), workers)
 
 
+def predictive_tails(x: np.ndarray, observed: float, *, level: float = LEVEL) -> dict[str, Any]:
+    """Where ``observed`` falls among the predictive samples ``x``: the two tail probabilities and how sure they are.
+
+    ``p_at_least`` = P(X >= observed) and ``p_at_most`` = P(X <= observed) over the samples, each with its exact
+    (Clopper-Pearson) 95 % interval as a Monte Carlo estimate from ``x.size`` draws. ``tail`` is the smaller of the
+    two; the observation lies inside the central ``level`` predictive interval when it exceeds (1 - level) / 2.
+    ``monte_carlo`` is true when that tail's exact interval contains (1 - level) / 2: more draws could turn the
+    verdict (the draws cannot tell inside from outside; ``calibration/joint/tail_check.py`` settles one row).
+    Samples that are not finite are dropped first.
+    """
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    a = (1.0 - level) / 2.0
+    if n == 0:
+        return {"p_at_least": math.nan, "p_at_most": math.nan, "tail": math.nan, "tail_lo": math.nan,
+                "tail_hi": math.nan, "monte_carlo": True}
+    k_hi, k_lo = int((x >= observed).sum()), int((x <= observed).sum())
+    k = min(k_hi, k_lo)
+    lo, hi = clopper_pearson(k, n)
+    return {"p_at_least": k_hi / n, "p_at_most": k_lo / n, "tail": k / n, "tail_lo": lo, "tail_hi": hi,
+            "monte_carlo": bool(lo <= a <= hi)}
+
+
 def predictive_check(spec: JointSpec, rows: Sequence[TrialObservation], draws_theta: np.ndarray, *, seed: int,
                      workers: int = 1) -> list[dict[str, Any]]:
-    """Each row simulated at every posterior draw with its published size: median, 90 % interval, verdict."""
+    """Each row simulated at every posterior draw with its published size: median, 90 % interval, verdict.
+
+    Beside the verdict, the tail probabilities of the observation (:func:`predictive_tails`): ``monte_carlo``
+    marks a row whose verdict the number of draws cannot settle.
+    """
     sims = simulate_predictive(spec, rows, draws_theta, seed=seed, workers=workers)
     out = []
     a = (1.0 - LEVEL) / 2.0
@@ -113,7 +141,7 @@ def predictive_check(spec: JointSpec, rows: Sequence[TrialObservation], draws_th
         out.append({"row": o.name, "protocol": o.protocol, "observed": float(obs),
                     "observed_text": f"{o.k}/{o.n}" if o.is_share else f"{o.value:g} {o.unit}",
                     "median": float(med), "lo": float(lo), "hi": float(hi),
-                    "inside": bool(lo <= obs <= hi), "draws": int(x.size)})
+                    "inside": bool(lo <= obs <= hi), "draws": int(x.size), **predictive_tails(x, obs)})
     return out
 
 
@@ -293,6 +321,7 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
         "ppc_inside": sum(r["inside"] for r in ppc), "ppc_rows": len(ppc),
         "ppc_fitted_inside": sum(r["inside"] for r in ppc if r["fitted"]),
         "ppc_fitted_rows": sum(r["fitted"] for r in ppc),
+        "ppc_monte_carlo": [r["row"] for r in ppc if r["monte_carlo"]],
         "recovery": recovery, "held_out": held, "outcome_table": table,
         "wall_seconds": time.perf_counter() - t_start, "seed": int(seed),
     }
@@ -376,6 +405,14 @@ def _potency_lines(pot: dict[str, Any] | None) -> list[str]:
             f"Posterior 90 % width (log scale) = {pot['width_share_of_prior_log10']:.2f} of the prior's."]
 
 
+def _tail_cell(r: dict[str, Any]) -> str:
+    """A predictive check row's smaller tail probability and its exact interval, flagged when Monte Carlo."""
+    if not math.isfinite(r.get("tail", math.nan)):
+        return "nan"
+    cell = f"{100 * r['tail']:.1f} % ({100 * r['tail_lo']:.1f}-{100 * r['tail_hi']:.1f})"
+    return cell + (" *Monte Carlo*" if r["monte_carlo"] else "")
+
+
 def report_markdown(summary: dict[str, Any], par_rows: list[dict], ppc: list[dict], rec_rows: list[dict],
                     emu: list[dict], scores_md: str = "") -> str:
     """The generated tables of the joint calibration (``REPORT.md``)."""
@@ -391,12 +428,17 @@ def report_markdown(summary: dict[str, Any], par_rows: list[dict], ppc: list[dic
         "",
         "## Targets: posterior predictive check (simulated with the published trial sizes)",
         "",
-        md_table(["row", "observed", "simulated median", "90 % interval", "inside", "fitted"],
-                  [[r["row"], r["observed_text"], _fmt(r["median"]), f"{_fmt(r['lo'])} - {_fmt(r['hi'])}",
-                    "yes" if r["inside"] else "**no**", "yes" if r["fitted"] else "excluded"] for r in ppc]),
+        md_table(["row", "observed", "simulated median", "90 % interval", "inside", "smaller tail P (95 % CI)",
+                  "fitted"],
+                 [[r["row"], r["observed_text"], _fmt(r["median"]), f"{_fmt(r['lo'])} - {_fmt(r['hi'])}",
+                   "yes" if r["inside"] else "**no**", _tail_cell(r), "yes" if r["fitted"] else "excluded"]
+                  for r in ppc]),
         "",
         f"{summary['ppc_inside']} of {summary['ppc_rows']} targets inside ({summary['ppc_fitted_inside']} of "
-        f"{summary['ppc_fitted_rows']} fitted rows).",
+        f"{summary['ppc_fitted_rows']} fitted rows). The smaller tail P is P(X >= observed) or P(X <= observed) "
+        "over the draws, with its exact interval: a row is inside when it exceeds 5 %; *Monte Carlo* marks a row "
+        "whose interval contains 5 % (more draws could turn its verdict: `calibration/joint/tail_check.py`"
+        f" settles one). Monte Carlo verdicts: {', '.join(summary.get('ppc_monte_carlo', [])) or 'none'}.",
         "",
         "## Parameters: prior and posterior",
         "",
