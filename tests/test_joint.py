@@ -354,6 +354,24 @@ def test_sensitivity_specs_differ_from_the_main_one_only_in_the_drug_prior(name)
 ST_JUDE_TARGETS = ("rubnitz_engrafted", "rubnitz_engraftment_days")
 
 
+def test_ninth_spec_is_the_eighth_with_marrow_egress_freed():
+    """joint_ninth.toml: the eighth fit's spec (joint.toml) with nk.egress_rate freed over its model-file prior."""
+    import dataclasses
+
+    from nksim import load_parameters
+
+    d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
+    eighth, ninth = load_joint_spec(d / "joint.toml"), load_joint_spec(d / "joint_ninth.toml")
+    added = [p for p in ninth.parameters if p.key not in {q.key for q in eighth.parameters}]
+    assert [p.key for p in added] == ["nk.egress_rate"]
+    assert (added[0].lo, added[0].hi, added[0].scale) == (0.05, 1.0, "log")
+    assert [p for p in ninth.parameters if p.key != "nk.egress_rate"] == list(eighth.parameters)
+    strip = dict(source="", parameters=())
+    assert dataclasses.replace(eighth, **strip) == dataclasses.replace(ninth, **strip)
+    # the model file's value (2.5 days in marrow) lies inside the prior, and every output as before unless fitted
+    assert 0.05 < load_parameters("default")["nk.egress_rate"] == 0.4 < 1.0
+
+
 def test_main_spec_is_the_seventh_on_the_recalibrated_default():
     """The eighth fit (joint.toml): the seventh's spec on the default model.
 
