@@ -23,6 +23,20 @@ def _decode_problem(raw: bytes, exc: UnicodeDecodeError, offset: int) -> str:
             "as UTF-8 in your editor (e.g. re-encode a Latin-1 / Windows-1252 file)")
 
 
+def shown_path(path: str | Path, root: str | Path | None = None) -> str:
+    """``path`` relative to ``root`` (default: the working directory) when it lies below it, else as given.
+
+    For paths written into records and messages: a committed record then names files relative to its
+    repository, whatever the checkout's location. Both are resolved first (symbolic links, ``..``).
+    """
+    p = Path(path)
+    base = Path.cwd() if root is None else Path(root)
+    try:
+        return str(p.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def read_text(path: str | Path, what: str = "file") -> str:
     """The text of a UTF-8 file (a UTF-8 byte-order mark is dropped); every failure is an NksimInputError.
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .fileio import shown_path
 from .observables import RESPONSE_CODES
 from .parameters import ParameterSet, load_parameters
 from .protocol import Protocol, load_protocol
@@ -173,10 +174,7 @@ def simulated_categories(ds: xr.Dataset, slots: Sequence) -> np.ndarray:
 
 def _display_path(path: Path) -> str:
     """``path`` relative to the working directory when it lies below it (shorter on screen), else absolute."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    return shown_path(path)
 
 
 def run_count(values: np.ndarray) -> str:

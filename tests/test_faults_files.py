@@ -693,3 +693,17 @@ def test_results_moved_then_interrupted_says_they_are_complete(tmp_path, smoke):
     said = _interruption(kept, KeyboardInterrupt(), tmp_path / "cal")
     assert said.kept == f"the calibration had finished: its results are complete in {tmp_path / 'cal'}"
     assert not kept.folder.exists()
+
+
+def test_shown_path_is_relative_below_its_root_and_as_given_elsewhere(tmp_path, monkeypatch):
+    """Records name files relative to their repository; a path outside it keeps its given form."""
+    from nksim.fileio import shown_path
+
+    (tmp_path / "repo" / "a").mkdir(parents=True)
+    inside = tmp_path / "repo" / "a" / "f.json"
+    assert shown_path(inside, tmp_path / "repo") == str(Path("a") / "f.json")
+    assert shown_path(tmp_path / "repo" / "a" / ".." / "a" / "f.json", tmp_path / "repo") == str(Path("a/f.json"))
+    outside = tmp_path / "elsewhere.json"
+    assert shown_path(outside, tmp_path / "repo") == str(outside)
+    monkeypatch.chdir(tmp_path / "repo")
+    assert shown_path(inside) == str(Path("a") / "f.json") and shown_path("a/f.json") == str(Path("a/f.json"))

@@ -26,6 +26,7 @@ from nksim.calibration.joint_spec import load_joint_spec
 from nksim.calibration.registry import clopper_pearson, load_registry
 from nksim.calibration.scoring import derived_seed
 from nksim.errors import NksimInputError
+from nksim.fileio import shown_path
 from nksim.io import open_output
 
 HERE = Path(__file__).resolve().parent
@@ -66,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     q05, q50, q95 = (int(v) for v in np.quantile(k_sim, [0.05, 0.5, 0.95], method="inverted_cdf"))
 
     def shown(path: str | Path) -> str:  # relative to the repository when inside it
-        path = Path(path).resolve()
-        return str(path.relative_to(HERE.parents[1])) if path.is_relative_to(HERE.parents[1]) else str(path)
+        return shown_path(path, HERE.parents[1])
 
     res = {
         "row": row.name, "observed": f"{row.k}/{row.n}", "spec": shown(args.spec), "posterior": shown(post_path),

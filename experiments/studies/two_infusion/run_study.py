@@ -208,10 +208,9 @@ def _digest(path: Path) -> str:
 
 
 def _rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    from nksim.fileio import shown_path
+
+    return shown_path(path, ROOT)
 
 
 def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = None,
