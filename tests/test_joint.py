@@ -354,14 +354,14 @@ def test_sensitivity_specs_differ_from_the_main_one_only_in_the_drug_prior(name)
 ST_JUDE_TARGETS = ("rubnitz_engrafted", "rubnitz_engraftment_days")
 
 
-def test_ninth_spec_is_the_eighth_with_marrow_egress_freed():
-    """joint_ninth.toml: the eighth fit's spec (joint.toml) with nk.egress_rate freed over its model-file prior."""
+def test_main_spec_is_the_eighth_with_marrow_egress_freed():
+    """The ninth fit (joint.toml): the eighth fit's spec (joint_eighth.toml) with nk.egress_rate freed."""
     import dataclasses
 
     from nksim import load_parameters
 
     d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
-    eighth, ninth = load_joint_spec(d / "joint.toml"), load_joint_spec(d / "joint_ninth.toml")
+    eighth, ninth = load_joint_spec(d / "joint_eighth.toml"), load_joint_spec(d / "joint.toml")
     added = [p for p in ninth.parameters if p.key not in {q.key for q in eighth.parameters}]
     assert [p.key for p in added] == ["nk.egress_rate"]
     assert (added[0].lo, added[0].hi, added[0].scale) == (0.05, 1.0, "log")
@@ -372,8 +372,8 @@ def test_ninth_spec_is_the_eighth_with_marrow_egress_freed():
     assert 0.05 < load_parameters("default")["nk.egress_rate"] == 0.4 < 1.0
 
 
-def test_main_spec_is_the_seventh_on_the_recalibrated_default():
-    """The eighth fit (joint.toml): the seventh's spec on the default model.
+def test_eighth_spec_is_the_seventh_on_the_recalibrated_default():
+    """The eighth fit (joint_eighth.toml): the seventh's spec on the default model.
 
     The default differs from the model the earlier fits read (model_before_eighth.toml) in the Tregs'
     IL-2-driven growth alone.
@@ -383,7 +383,7 @@ def test_main_spec_is_the_seventh_on_the_recalibrated_default():
     from nksim import load_parameters
 
     d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
-    seventh, main = load_joint_spec(d / "joint_seventh.toml"), load_joint_spec(d / "joint.toml")
+    seventh, main = load_joint_spec(d / "joint_seventh.toml"), load_joint_spec(d / "joint_eighth.toml")
     assert main.model == "default" and Path(seventh.model).name == "model_before_eighth.toml"
     strip = dict(source="", model="")
     assert dataclasses.replace(seventh, **strip) == dataclasses.replace(main, **strip)
