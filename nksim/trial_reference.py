@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -135,7 +134,7 @@ def trial_reference(ds: xr.Dataset, params: ParameterSet, protocol: Protocol) ->
         draws = int(check.attrs.get("n_draws", check.sizes.get("draw", 0)))
         check_version = str(check.attrs.get("nksim_version", "?"))
     reason = None if default_model else "the committed predictive intervals belong to the default model"
-    return TrialReference(trial, len(slots), tuple(rows), tuple(outcomes), _display_path(check_path), draws, reason,
+    return TrialReference(trial, len(slots), tuple(rows), tuple(outcomes), shown_path(check_path), draws, reason,
                           check_version)
 
 
@@ -170,11 +169,6 @@ def simulated_categories(ds: xr.Dataset, slots: Sequence) -> np.ndarray:
                 else:
                     out[i, r] = "progressed_by_180" if seen[1 + hits[0]] <= SPLIT_DAY else "progressed_after_180"
     return out
-
-
-def _display_path(path: Path) -> str:
-    """``path`` relative to the working directory when it lies below it (shorter on screen), else absolute."""
-    return shown_path(path)
 
 
 def run_count(values: np.ndarray) -> str:
