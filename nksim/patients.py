@@ -1,9 +1,9 @@
 """Per-patient random effects: a virtual patient drawn from the population distributions.
 
-Each simulation draws, from its own ``patient`` stream, eight standard normal deviates
-(always eight, so the stream stays aligned whatever is fixed; the first five are those drawn before
-0.4.0, the sixth since 0.4.0, the seventh since 0.6.0, the eighth since 0.6.0 (issue 26): the first seven are the same
-numbers as before, a generator draws them in order) and maps them to
+Each simulation draws, from its own ``patient`` stream, nine standard normal deviates
+(always nine, so the stream stays aligned whatever is fixed; the first five are those drawn before
+0.4.0, the sixth since 0.4.0, the seventh since 0.6.0, the eighth and ninth since 0.6.0 (issue 26): the earlier ones
+are the same numbers as before, a generator draws them in order) and maps them to
 
 * baseline marrow blast fraction: logit-normal around ``blasts.baseline_pct``;
 * the kinetic class of the disease (a latent-class mixture, since 0.4.0): proliferative with
@@ -23,7 +23,11 @@ numbers as before, a generator draws them in order) and maps them to
   once primed; ``docs/model.md`` section 9.12). 0 (the default) gives every patient the population's rates;
 * donor-NK survival (the eighth deviate, since 0.6.0, issue 26): one log-normal factor, median 1 and SD of its log
   ``random_effects.nk_death_log_sd``, on the homeostatic death of her donor NK (``nk.death_rate`` times the
-  product's factor; ``docs/model.md`` section 9.13). 0 (the default) gives every patient the population's rate.
+  product's factor; ``docs/model.md`` section 9.13). 0 (the default) gives every patient the population's rate;
+* the IL-15 surge (the ninth deviate, since 0.6.0, issue 26): one log-normal factor, median 1 and SD of its log
+  ``random_effects.il15_production_log_sd``, on ``il15.max_fold`` (the IL-15 level her production reaches when
+  lymphocytes are absent; at least 1; ``docs/model.md`` section 9.14). 0 (the default) gives every patient the
+  population's surge.
 
 A protocol may fix a patient's ``baseline_blast_pct``, ``body_weight`` and
 ``body_surface_area``; fixed covariates replace the draw.
@@ -61,6 +65,7 @@ class PatientEffects:
     nk_il15_proliferation_max: float  # day-1
     rejection_factor: float = 1.0  # 1 (multiplies nk.rejection_rate and allo.primed_rejection_rate)
     death_factor: float = 1.0  # 1 (multiplies the homeostatic death of her donor NK, nk.death_rate)
+    il15_production_factor: float = 1.0  # 1 (multiplies il15.max_fold, the IL-15 level without lymphocytes)
 
     def as_dict(self) -> dict[str, float]:
         """The individual values as a ``{field: value}`` dict (units: :data:`EFFECT_META`).
@@ -86,6 +91,8 @@ EFFECT_META: dict[str, tuple[str, str]] = {
     "nk_il15_proliferation_max": ("day-1", "extra donor-NK division at saturating IL-15 (individual value)"),
     "rejection_factor": ("1", "factor on the host's anti-donor rejection rates (individual value)"),
     "death_factor": ("1", "factor on the homeostatic death rate of the donor NK (individual value)"),
+    "il15_production_factor": ("1", "factor on the IL-15 level reached without lymphocytes, il15.max_fold "
+                                "(individual value)"),
 }
 
 
@@ -118,7 +125,7 @@ def _normal_cdf(x: float) -> float:
 
 
 #: Standard normal deviates behind one virtual patient's individual values (module docstring).
-N_EFFECT_NORMALS = 8
+N_EFFECT_NORMALS = 9
 
 
 def draw_effects(params: ParameterSet, rng: np.random.Generator,
@@ -136,9 +143,9 @@ def effects_from_normals(params: ParameterSet, z: np.ndarray,
 
     The map :func:`draw_effects` applies to the deviates it draws (module docstring, in that order:
     baseline blasts, growth, susceptible fraction, host recovery, donor-NK expansion, kinetic
-    class, anti-donor rejection, donor-NK survival). Given ``z``, a patient-level sampler (``nksim twin``'s
-    ABC-SMC) moves a patient's random effects on their standard normal scale, where the population distribution
-    is N(0, I).
+    class, anti-donor rejection, donor-NK survival, IL-15 production). Given ``z``, a patient-level sampler
+    (``nksim twin``'s ABC-SMC) moves a patient's random effects on their standard normal scale, where the
+    population distribution is N(0, I).
     """
     cov = dict(covariates or {})
     z = np.asarray(z, dtype=float)
@@ -182,4 +189,5 @@ def effects_from_normals(params: ParameterSet, z: np.ndarray,
         * math.exp(params["random_effects.nk_expansion_log_sd"] * z[4]),
         rejection_factor=math.exp(params["random_effects.rejection_log_sd"] * z[6]),
         death_factor=math.exp(params["random_effects.nk_death_log_sd"] * z[7]),
+        il15_production_factor=math.exp(params["random_effects.il15_production_log_sd"] * z[8]),
     )

@@ -207,6 +207,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("random_effects.nk_expansion_log_sd", "1", 0, 10),
         _p("random_effects.rejection_log_sd", "1", 0, 10),
         _p("random_effects.nk_death_log_sd", "1", 0, 10),
+        _p("random_effects.il15_production_log_sd", "1", 0, 10),
         # --- response classification (ELN-style) -----------------------------
         _p("response.cr_blast_pct", "percent", 0, 100, kernel=True),
         _p("response.pr_blast_pct", "percent", 0, 100, kernel=True),
@@ -411,6 +412,10 @@ DERIVED_INPUTS: tuple[DerivedInput, ...] = (
                  lambda c: (c.params["ciml_nk.death_rate_factor"] if c.nk_product == "ciml" else 1.0)
                  * c.effects.death_factor,
                  ("ciml_nk.death_rate_factor", "random_effects.nk_death_log_sd")),
+    DerivedInput("patient_il15_production", "1", "IL-15 production of this patient relative to the population's "
+                 "(her IL-15 production factor): her steady IL-15 level before lymphodepletion, in units of the "
+                 "population's baseline",
+                 lambda c: c.effects.il15_production_factor, ("random_effects.il15_production_log_sd",)),
     DerivedInput("donor_kill_probability", "1", "probability that the protocol's NK product kills an engaged "
                  "susceptible blast: nk.kill_probability (times ciml_nk.kill_probability_factor for CIML, at most 1)",
                  _product_value("kill_probability_factor", "nk.kill_probability", combine=lambda b, f: min(1.0, b * f)),

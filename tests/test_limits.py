@@ -675,6 +675,36 @@ def test_il15_without_host_lymphocytes_relaxes_to_max_fold():
     np.testing.assert_allclose(ds.donor_chimerism_nk.values[after], 100.0)
 
 
+@pytest.mark.parametrize("factor", [0.4, 2.5])
+def test_il15_scales_with_the_patients_production(factor):
+    """A patient whose IL-15 production is ``factor`` times the population's (her random effect).
+
+    Without drugs her IL-15 stays at ``factor`` (production = clearance + consumption at baseline lymphocytes) until
+    donor NK are infused; without host lymphocytes it relaxes from ``factor`` to ``factor`` M:
+    I(t) = f (M - (M - 1) exp(-tau t / M)).
+    """
+    from nksim.engine.layout import R
+    from nksim.patients import N_EFFECT_NORMALS, effects_from_normals
+    from nksim.simulate import run_one
+
+    ps = nksim.load_parameters().with_values({"lattice.side": 4,
+                                              "random_effects.il15_production_log_sd": abs(math.log(factor))})
+    z = np.zeros(N_EFFECT_NORMALS)
+    z[8] = math.copysign(1.0, math.log(factor))
+    eff = effects_from_normals(ps, z)
+    assert eff.il15_production_factor == pytest.approx(factor, rel=1e-12)
+    proto = build_protocol([(0, "nk_infusion", 5e6)], start_day=-5, end_day=3)
+    il = run_one(ps, proto, proto.patients[0], 1, 0, effects=eff).rec[:, R.il15]
+    days = proto.start_day + np.arange(il.size)
+    np.testing.assert_allclose(il[days <= 0], factor, rtol=0, atol=1e-9)
+    empty = ps.with_values({"host.nk_baseline": 0.0, "host.t_baseline": 0.0, "host.treg_baseline": 0.0})
+    proto = build_protocol([(0, "nk_infusion", 1e6)], start_day=-3, end_day=5)
+    il = run_one(empty, proto, proto.patients[0], 1, 0, effects=eff).rec[:, R.il15]
+    tau, m = empty["il15.turnover_rate"], empty["il15.max_fold"]
+    t = np.arange(il.size)  # days since the start of the simulation (I = f then)
+    np.testing.assert_allclose(il, factor * (m - (m - 1) * np.exp(-tau * t / m)), rtol=1e-4)
+
+
 @pytest.mark.parametrize("product", ["fresh", "expanded"])
 def test_donor_nk_outside_marrow_follow_linear_odes(default_params, product):
     # No homing, no drugs, IL-15 boost off: blood (B) and tissue (T) donor NK obey

@@ -430,3 +430,25 @@ def test_a_patient_who_loses_donor_nk_faster_keeps_fewer(params, key, factor, re
               "death_factor"} - {factor}
     for name in sorted(others):
         np.testing.assert_array_equal(base[name].values, spread[name].values)
+
+
+# ------------------------------------------------------------------- between-patient IL-15 production (section 9.14)
+def test_a_patient_who_makes_more_il15_expands_more(params):
+    """Same seed with and without the spread: her IL-15 and her donor NK move with her production factor.
+
+    Hi-Cy/Flu and IL-2 (Bachanova's regimen): on day 7 a patient whose factor is above 1 has a higher IL-15 and more
+    donor NK in blood than the same patient at the population's production, one below 1 lower and fewer (expansion
+    tracked post-chemotherapy IL-15: Bachanova 2014); the other effects are the same patients.
+    """
+    events = HI_CY + FLU + [(0, "nk_infusion", 1e7)] + IL2
+    base = run(params, events, end=14, n_patients=6)
+    spread = run(params.with_values({"random_effects.il15_production_log_sd": 0.8}), events, end=14, n_patients=6)
+    np.testing.assert_array_equal(base["il15_production_factor"].values, 1.0)
+    log_f = np.log(spread["il15_production_factor"].values.ravel())
+    assert log_f.min() < 0 < log_f.max()  # both directions are tested
+    sign = np.sign(log_f)
+    assert np.all(np.sign(np.log(at(spread, "il15", 7) / at(base, "il15", 7))) == sign)
+    assert np.all(np.sign(np.log(at(spread, "donor_nk_blood", 7) / at(base, "donor_nk_blood", 7))) == sign)
+    for name in ("baseline_blast_pct", "nk_il15_proliferation_max", "host_t_recovery_rate", "rejection_factor",
+                 "death_factor"):
+        np.testing.assert_array_equal(base[name].values, spread[name].values)

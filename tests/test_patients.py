@@ -197,7 +197,8 @@ def test_a_protocol_patient_in_remission_is_simulated_with_the_remission_rate(de
 # ----------------------------------------------------------------------------- between-patient rejection
 #: The patient-level factors that are off by default: (SD key, PatientEffects field, deviate index, seed).
 SPREADS_OFF_BY_DEFAULT = [("random_effects.rejection_log_sd", "rejection_factor", 6, 5),
-                          ("random_effects.nk_death_log_sd", "death_factor", 7, 6)]
+                          ("random_effects.nk_death_log_sd", "death_factor", 7, 6),
+                          ("random_effects.il15_production_log_sd", "il15_production_factor", 8, 7)]
 
 
 @pytest.mark.parametrize("key, field, index, seed", SPREADS_OFF_BY_DEFAULT)
@@ -278,3 +279,34 @@ def test_death_factor_multiplies_the_products_death_in_the_kernel(default_params
     assert kp0[L.KP.donor_death_factor] == product_factor
     assert kp[L.KP.donor_death_factor] == pytest.approx(product_factor * math.exp(-0.9 * 1.2), rel=1e-12)
     assert kp[L.KP.nk_death_rate] == kp0[L.KP.nk_death_rate]
+
+
+# ----------------------------------------------------------------------------- between-patient IL-15 production
+def test_il15_production_factor_is_log_normal_and_independent(default_params):
+    ps = default_params.with_values({"random_effects.il15_production_log_sd": 0.6,
+                                     "random_effects.nk_death_log_sd": 0.5})
+    rng = np.random.default_rng(42)
+    effs = [draw_effects(ps, rng) for _ in range(4000)]
+    log_f = np.log([e.il15_production_factor for e in effs])
+    # median 1 (mean of the log within 4 standard errors); SD within 5 % (standard error 0.6 / sqrt(2 n) = 1.1 %)
+    assert abs(log_f.mean()) < 4 * 0.6 / math.sqrt(log_f.size)
+    assert abs(log_f.std() / 0.6 - 1.0) < 0.05
+    for other in ("death_factor", "nk_il15_proliferation_max"):
+        x = np.log([getattr(e, other) for e in effs])
+        assert abs(np.corrcoef(log_f, x)[0, 1]) < 4 / math.sqrt(log_f.size)
+
+
+def test_il15_production_factor_reaches_the_kernel_alone(default_params):
+    """Her factor is the kernel's production slot; every other kernel input is the typical patient's."""
+    from nksim.engine import layout as L
+    from nksim.engine.build import kernel_parameters
+
+    z = np.zeros(N_EFFECT_NORMALS)
+    z[8] = 1.3
+    ps = default_params.with_values({"random_effects.il15_production_log_sd": 0.7})
+    kp = kernel_parameters(ps, effects_from_normals(ps, z), -7.0, 28.0, nk_product="fresh")
+    kp0 = kernel_parameters(ps, effects_from_normals(ps, np.zeros(N_EFFECT_NORMALS)), -7.0, 28.0, nk_product="fresh")
+    assert kp0[L.KP.patient_il15_production] == 1.0
+    assert kp[L.KP.patient_il15_production] == pytest.approx(math.exp(0.7 * 1.3), rel=1e-12)
+    differ = np.flatnonzero(kp != kp0)
+    assert [L.KP._fields[i] for i in differ] == ["patient_il15_production"]

@@ -217,7 +217,9 @@ def test_effects_given_as_deviates_reproduce_the_drawn_ones():
     a = run_one(params, proto, Patient("v1", "all"), 11, 2)
     b = run_one(params, proto, Patient("v1", "all"), 11, 2, effects=a.effects)
     np.testing.assert_array_equal(a.rec, b.rec)
-    other = effects_from_normals(params, np.array([0, 0, 0, 0, 2.5, 0.0, 0.0, 0.0]))  # fast-expanding donor NK
+    z_fast = np.zeros(N_EFFECT_NORMALS)
+    z_fast[4] = 2.5
+    other = effects_from_normals(params, z_fast)  # fast-expanding donor NK
     c = run_one(params, proto, Patient("v1", "all"), 11, 2, effects=other)
     assert c.effects == other and not np.array_equal(a.rec, c.rec)
     with pytest.raises(ValueError, match=f"{N_EFFECT_NORMALS} standard normal"):

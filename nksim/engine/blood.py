@@ -366,7 +366,7 @@ def blood_rhs(kp, y, u, marrow_donor, primed, out):
     k_clear = tau / kp[KP.il15_max_fold]
     k_cons = tau - k_clear
     lrel = il15_consumers(kp, y, marrow_donor)
-    out[Y.il15] = tau - (k_clear + k_cons * lrel) * il
+    out[Y.il15] = tau * kp[KP.patient_il15_production] - (k_clear + k_cons * lrel) * il
     out[Y.il15_exo] = u[U_RH_IN] - (kp[KP.rhil15_elimination_rate] + k_cons * lrel) * y[Y.il15_exo]
     # donor NK outside the marrow: division - death - rejection - drug, and tissue exchange
     grow = nk_division_rate(kp, il, xe, sup_prolif) - kp[KP.nk_death_rate] * sup_death - hazard

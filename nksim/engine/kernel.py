@@ -738,7 +738,7 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
     y[Y.host_nk] = kp[KP.host_nk_baseline]
     y[Y.host_t] = kp[KP.host_t_baseline]
     y[Y.host_treg] = kp[KP.host_treg_baseline]
-    y[Y.il15] = 1.0
+    y[Y.il15] = kp[KP.patient_il15_production]  # her steady state before lymphodepletion
     k1 = np.empty(n_y)
     k2 = np.empty(n_y)
     k3 = np.empty(n_y)

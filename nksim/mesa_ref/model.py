@@ -165,7 +165,7 @@ class PatientModel(mesa.Model):
         self.blood[Y.host_nk] = self.kp[KP.host_nk_baseline]
         self.blood[Y.host_t] = self.kp[KP.host_t_baseline]
         self.blood[Y.host_treg] = self.kp[KP.host_treg_baseline]
-        self.blood[Y.il15] = 1.0
+        self.blood[Y.il15] = self.kp[KP.patient_il15_production]  # her steady state (as the kernel)
         self._rk4_work = tuple(np.empty(n_y) for _ in range(5))
         self._u_work = tuple(np.empty(N_U) for _ in range(3))
         # PK state (drug amounts, cytokine depots and central amounts: nksim.engine.blood.PK_*) and the
