@@ -354,6 +354,25 @@ def test_sensitivity_specs_differ_from_the_main_one_only_in_the_drug_prior(name)
 ST_JUDE_TARGETS = ("rubnitz_engrafted", "rubnitz_engraftment_days")
 
 
+def test_tenth_spec_is_the_ninth_with_the_il15_production_spread_freed():
+    """The tenth fit (joint_tenth.toml, not adopted): the ninth's spec (joint.toml) with the IL-15 production spread."""
+    import dataclasses
+
+    from nksim import load_parameters
+
+    d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
+    ninth, tenth = load_joint_spec(d / "joint.toml"), load_joint_spec(d / "joint_tenth.toml")
+    assert [p.key for p in tenth.parameters] == [p.key for p in ninth.parameters] + [
+        "random_effects.il15_production_log_sd"]
+    spread = tenth.parameters[-1]
+    assert (spread.lo, spread.hi, spread.scale) == (0.0, 1.0, "linear")
+    assert tenth.parameters[:-1] == ninth.parameters
+    strip = dict(source="", parameters=())
+    assert dataclasses.replace(ninth, **strip) == dataclasses.replace(tenth, **strip)
+    # off in the model file (every output as before unless a fit or a user sets it)
+    assert load_parameters("default")["random_effects.il15_production_log_sd"] == 0.0
+
+
 def test_main_spec_is_the_eighth_with_marrow_egress_freed():
     """The ninth fit (joint.toml): the eighth fit's spec (joint_eighth.toml) with nk.egress_rate freed."""
     import dataclasses
