@@ -288,8 +288,10 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
     recovery: dict[str, Any] = {}
     rec_rows: list[dict[str, Any]] = []
     if recovery_datasets > 0:
-        recovery, rec_rows = _recovery(spec, em, fit, fitted, p_sim, sd_obs, log_prior, plo, phi, recovery_datasets,
-                                       recovery_particles, seed, workers, out, provenance, say)
+        recovery, rec_rows = _recovery(spec, em, fit, fitted, p_sim=p_sim, sd_obs=sd_obs, log_prior=log_prior,
+                                       prior_lo=plo, prior_hi=phi, datasets=recovery_datasets,
+                                       particles=recovery_particles, seed=seed, workers=workers, out=out,
+                                       provenance=provenance, say=say)
         pd.DataFrame(rec_rows).to_csv(out / "recovery.csv", index=False)
     # --- every registry row scored under the posterior (targets and held-out rows, nksim score's rules)
     scores_md = ""
@@ -332,39 +334,47 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
     return summary
 
 
-def _recovery(spec, em, fit, fitted, p_sim, sd_obs, log_prior, plo, phi, recovery_datasets, recovery_particles,
-              seed, workers, out, provenance, say) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The recovery study (``recovery.nc``): synthetic datasets simulated at prior draws, fitted as the real data."""
+def _recovery(spec: JointSpec, em, fit, fitted, *, p_sim: ParameterSet, sd_obs: dict[str, float], log_prior,
+              prior_lo: np.ndarray, prior_hi: np.ndarray, datasets: int, particles: int, seed: int, workers: int,
+              out: Path, provenance, say) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The recovery study (``recovery.nc``): synthetic datasets simulated at prior draws, fitted as the real data.
+
+    ``em``: the fitted rows' emulators; ``fit``/``fitted``: the fitted parameters and rows; ``p_sim``: the bank's
+    parameter set (its resolution); ``sd_obs``: each quantity row's observation error (log10), added to its
+    synthetic value; ``log_prior``: the fit's prior on the unit cube; ``prior_lo``/``prior_hi``: each parameter's
+    bounds on the sampling scale (for the widths as shares of the prior); ``datasets``: synthetic datasets;
+    ``particles``: SMC particles per synthetic fit. Returns the summary and one row per parameter.
+    """
     import xarray as xr
 
     from ..io import write_netcdf
 
-    say(f"recovery study: {recovery_datasets} synthetic datasets simulated at prior draws")
-    truths = _prior_draws(spec, recovery_datasets, np.random.default_rng(seed + 2))
+    say(f"recovery study: {datasets} synthetic datasets simulated at prior draws")
+    truths = _prior_draws(spec, datasets, np.random.default_rng(seed + 2))
     truths_theta = prior_unit_to_values(fit, truths)
 
     def synth(i: int) -> dict[str, tuple[float, float]]:
         return simulate_dataset(p_sim, fit, truths_theta[i], fitted, derived_seed(seed, f"recovery:{i}"))
 
-    datasets = ordered_thread_map(synth, range(recovery_datasets), workers)
+    synthetic = ordered_thread_map(synth, range(datasets), workers)
     # quantity rows: the synthetic observation gets the same observation error as the real one
     rng_obs = np.random.default_rng(seed + 3)
-    for d in datasets:
+    for d in synthetic:
         for name, sd in sd_obs.items():
             if name in d and sd > 0:
                 d[name] = (d[name][0] + rng_obs.normal(0.0, sd), sd)
     say("recovery study: fitting the synthetic datasets")
-    cov = coverage_study(em, truths, datasets, seed=seed + 10, log_prior=log_prior, particles=recovery_particles)
+    cov = coverage_study(em, truths, synthetic, seed=seed + 10, log_prior=log_prior, particles=particles)
     covered = cov.covered
     rec_rows = []
     for j, f in enumerate(fit):
+        width = max(prior_hi[j] - prior_lo[j], 1e-12)
         rec_rows.append({"parameter": f.key, "coverage": float(covered[:, j].mean()),
-                         "median_width_share_of_prior": float(np.median(cov.width[:, j]) / max(phi[j] - plo[j],
-                                                                                              1e-12))})
+                         "median_width_share_of_prior": float(np.median(cov.width[:, j]) / width)})
     k_cov = int(covered.sum())
     n_cov = int(covered.size)
     ci = clopper_pearson(k_cov, n_cov)
-    recovery = {"datasets": recovery_datasets, "pairs": n_cov, "covered": k_cov, "coverage": k_cov / n_cov,
+    recovery = {"datasets": datasets, "pairs": n_cov, "covered": k_cov, "coverage": k_cov / n_cov,
                 "coverage_95ci": list(ci), "target": [0.80, 0.97]}
     rec_ds = xr.Dataset(
         {"truth_u": (("dataset", "parameter"), cov.truth_u), "lo": (("dataset", "parameter"), cov.lo),
