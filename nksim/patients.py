@@ -24,10 +24,10 @@ are the same numbers as before, a generator draws them in order) and maps them t
 * donor-NK survival (the eighth deviate, since 0.6.0, issue 26): one log-normal factor, median 1 and SD of its log
   ``random_effects.nk_death_log_sd``, on the homeostatic death of her donor NK (``nk.death_rate`` times the
   product's factor; ``docs/model.md`` section 9.13). 0 (the default) gives every patient the population's rate;
-* the IL-15 surge (the ninth deviate, since 0.6.0, issue 26): one log-normal factor, median 1 and SD of its log
-  ``random_effects.il15_production_log_sd``, on ``il15.max_fold`` (the IL-15 level her production reaches when
-  lymphocytes are absent; at least 1; ``docs/model.md`` section 9.14). 0 (the default) gives every patient the
-  population's surge.
+* IL-15 production (the ninth deviate, since 0.6.0, issue 26): one log-normal factor, median 1 and SD of its log
+  ``random_effects.il15_production_log_sd``, on her endogenous IL-15 production, so her IL-15 before
+  lymphodepletion is the factor (in units of the population's baseline) and every level after it scales with it
+  (``docs/model.md`` section 9.14). 0 (the default) gives every patient the population's production.
 
 A protocol may fix a patient's ``baseline_blast_pct``, ``body_weight`` and
 ``body_surface_area``; fixed covariates replace the draw.
@@ -65,7 +65,7 @@ class PatientEffects:
     nk_il15_proliferation_max: float  # day-1
     rejection_factor: float = 1.0  # 1 (multiplies nk.rejection_rate and allo.primed_rejection_rate)
     death_factor: float = 1.0  # 1 (multiplies the homeostatic death of her donor NK, nk.death_rate)
-    il15_production_factor: float = 1.0  # 1 (multiplies il15.max_fold, the IL-15 level without lymphocytes)
+    il15_production_factor: float = 1.0  # 1 (multiplies her endogenous IL-15 production; her IL-15 starts at it)
 
     def as_dict(self) -> dict[str, float]:
         """The individual values as a ``{field: value}`` dict (units: :data:`EFFECT_META`).
@@ -91,8 +91,8 @@ EFFECT_META: dict[str, tuple[str, str]] = {
     "nk_il15_proliferation_max": ("day-1", "extra donor-NK division at saturating IL-15 (individual value)"),
     "rejection_factor": ("1", "factor on the host's anti-donor rejection rates (individual value)"),
     "death_factor": ("1", "factor on the homeostatic death rate of the donor NK (individual value)"),
-    "il15_production_factor": ("1", "factor on the IL-15 level reached without lymphocytes, il15.max_fold "
-                                "(individual value)"),
+    "il15_production_factor": ("1", "factor on the endogenous IL-15 production, her IL-15 before lymphodepletion "
+                                "relative to the population's (individual value)"),
 }
 
 
