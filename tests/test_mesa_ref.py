@@ -36,6 +36,8 @@ lattice); the slow ones about 5 min.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -97,6 +99,24 @@ def test_same_patient_and_same_blood_compartment(scenario):
     # endogenous IL-15 (not compared here); N-803's part of the signal is deterministic: close, not equal
     np.testing.assert_allclose(ref.rec[:, L.R.il15_exogenous], eng.rec[:, L.R.il15_exogenous], rtol=1e-4)
     assert ref.rec.shape == eng.rec.shape and ref.cnt.shape == eng.cnt.shape and ref.snaps.shape == eng.snaps.shape
+
+
+def test_reference_starts_il15_at_the_patients_production(scenario):
+    """With a spread of IL-15 production (docs/model.md section 9.14) both start her IL-15 at her factor.
+
+    Before the infusion (record days 0..2) the blood record is the engine's exactly, and IL-15 is not the
+    population's baseline 1 (the check would pass for a reference that starts every patient at 1 only if her
+    factor were 1).
+    """
+    params = scenario.params.with_values({"random_effects.il15_production_log_sd": 0.8})
+    pat = scenario.protocol.patients[0]
+    eng = run_one(params, scenario.protocol, pat, 3, 0)
+    ref = PatientModel(params, scenario.protocol, pat.id, seed=3).run().raw_run()
+    f = eng.effects.il15_production_factor
+    assert ref.effects == eng.effects and abs(math.log(f)) > 0.05
+    assert eng.rec[0, L.R.il15] == pytest.approx(f, rel=1e-12)
+    for r in (L.R.host_nk_blood, L.R.host_t_blood, L.R.il15, L.R.donor_nk_blood):
+        np.testing.assert_array_equal(ref.rec[:3, r], eng.rec[:3, r])
 
 
 def test_dataset_has_the_engine_schema(scenario):
