@@ -251,16 +251,27 @@ def test_rejection_factor_scales_both_rejection_rates_in_the_kernel(default_para
                                                                            rel=1e-12)
 
 
-# ----------------------------------------------------------------------------- between-patient donor-NK death
-def test_death_factor_is_log_normal_and_independent_of_rejection(default_params):
-    ps = default_params.with_values({"random_effects.nk_death_log_sd": 0.7, "random_effects.rejection_log_sd": 0.5})
-    rng = np.random.default_rng(32)
+# ------------------------------------------------------- between-patient donor-NK death and IL-15 production
+#: Log-normal factors checked against the others: (SD key, its SD, another spread on, its field, fields, seed).
+LOG_NORMAL_FACTORS = [
+    ("random_effects.nk_death_log_sd", 0.7, "random_effects.rejection_log_sd", "death_factor",
+     ("rejection_factor", "nk_il15_proliferation_max"), 32),
+    ("random_effects.il15_production_log_sd", 0.6, "random_effects.nk_death_log_sd", "il15_production_factor",
+     ("death_factor", "nk_il15_proliferation_max"), 42),
+]
+
+
+@pytest.mark.parametrize("key, sd, other_key, field, others, seed", LOG_NORMAL_FACTORS)
+def test_factor_is_log_normal_and_independent(default_params, key, sd, other_key, field, others, seed):
+    """Median 1 and the stated SD of its log, uncorrelated with the other effects (another spread on as well)."""
+    ps = default_params.with_values({key: sd, other_key: 0.5})
+    rng = np.random.default_rng(seed)
     effs = [draw_effects(ps, rng) for _ in range(4000)]
-    log_f = np.log([e.death_factor for e in effs])
-    # median 1 (mean of the log within 4 standard errors); SD within 5 % (standard error 0.7 / sqrt(2 n) = 1.1 %)
-    assert abs(log_f.mean()) < 4 * 0.7 / math.sqrt(log_f.size)
-    assert abs(log_f.std() / 0.7 - 1.0) < 0.05
-    for other in ("rejection_factor", "nk_il15_proliferation_max"):
+    log_f = np.log([getattr(e, field) for e in effs])
+    # median 1 (mean of the log within 4 standard errors); SD within 5 % (standard error sd / sqrt(2 n) = 1.1 %)
+    assert abs(log_f.mean()) < 4 * sd / math.sqrt(log_f.size)
+    assert abs(log_f.std() / sd - 1.0) < 0.05
+    for other in others:
         x = np.log([getattr(e, other) for e in effs])
         assert abs(np.corrcoef(log_f, x)[0, 1]) < 4 / math.sqrt(log_f.size)
 
@@ -282,20 +293,6 @@ def test_death_factor_multiplies_the_products_death_in_the_kernel(default_params
 
 
 # ----------------------------------------------------------------------------- between-patient IL-15 production
-def test_il15_production_factor_is_log_normal_and_independent(default_params):
-    ps = default_params.with_values({"random_effects.il15_production_log_sd": 0.6,
-                                     "random_effects.nk_death_log_sd": 0.5})
-    rng = np.random.default_rng(42)
-    effs = [draw_effects(ps, rng) for _ in range(4000)]
-    log_f = np.log([e.il15_production_factor for e in effs])
-    # median 1 (mean of the log within 4 standard errors); SD within 5 % (standard error 0.6 / sqrt(2 n) = 1.1 %)
-    assert abs(log_f.mean()) < 4 * 0.6 / math.sqrt(log_f.size)
-    assert abs(log_f.std() / 0.6 - 1.0) < 0.05
-    for other in ("death_factor", "nk_il15_proliferation_max"):
-        x = np.log([getattr(e, other) for e in effs])
-        assert abs(np.corrcoef(log_f, x)[0, 1]) < 4 / math.sqrt(log_f.size)
-
-
 def test_il15_production_factor_reaches_the_kernel_alone(default_params):
     """Her factor is the kernel's production slot; every other kernel input is the typical patient's."""
     from nksim.engine import layout as L
