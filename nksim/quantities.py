@@ -159,6 +159,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         _p("treg.il2_proliferation_max", "day-1", 0, 10, kernel=True),
         _p("treg.il2_ec50", "1e6", 1e-6, 1e4, kernel=True),
         _p("treg.nk_half_suppression", "uL-1", 1e-6, 1e6, kernel=True),
+        _p("treg.nk_kill_suppression", "1", 0, 1, kernel=True),
         _p("il2dt.elimination_half_life", "h", 0.05, 500),
         _p("il2dt.treg_kill", "kg ug-1 day-1", 0, 1e4),
         # --- allo-rejection: priming and memory -------------------------------

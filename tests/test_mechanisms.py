@@ -452,3 +452,44 @@ def test_a_patient_who_makes_more_il15_expands_more(params):
     for name in ("baseline_blast_pct", "nk_il15_proliferation_max", "host_t_recovery_rate", "rejection_factor",
                  "death_factor"):
         np.testing.assert_array_equal(base[name].values, spread[name].values)
+
+
+# ------------------------------------------------------------------- host Tregs inhibit killing (section 9.15)
+def test_treg_kill_factor_is_the_stated_saturating_function():
+    """1 when off (whatever the Tregs); 1 - s R / (R + R_half) otherwise: 1 - s/2 at R_half, towards 1 - s."""
+    from nksim.engine import layout as L
+    from nksim.engine.blood import treg_kill_factor
+    from nksim.engine.build import kernel_parameters
+    from nksim.patients import N_EFFECT_NORMALS, effects_from_normals
+
+    base = nksim.load_parameters("default")
+    y = np.zeros(L.N_Y)
+    for s in (0.0, 0.6):
+        ps = base.with_values({"treg.nk_kill_suppression": s, "treg.nk_half_suppression": 50.0})
+        kp = kernel_parameters(ps, effects_from_normals(ps, np.zeros(N_EFFECT_NORMALS)), -7.0, 28.0,
+                               nk_product="fresh")
+        for r, want in ((0.0, 1.0), (50.0, 1.0 - s / 2), (5e10, 1.0 - s)):
+            y[L.Y.host_treg] = r
+            assert treg_kill_factor(kp, y) == pytest.approx(want, rel=1e-6)
+
+
+def test_tregs_inhibit_killing_and_il2dt_lifts_it(params):
+    """With the suppression on, IL-2's expanded Tregs cut the blasts NK kill by day 28, IL2DT lifts part of the cut.
+
+    No patient kills more with it on and the cohort at least 10 % fewer; where IL2DT depleted the Tregs on day -1 the
+    cohort's relative cut is smaller.
+    Common random numbers; lytic units plentiful and trafficking fast, so that killing is limited by engagements.
+    """
+    p = params.with_values({"nk.max_kills": 1000, "nk.homing_rate": 10.0, "nk.tissue_uptake_rate": 10.0})
+    events = FLU + HI_CY + [(0, "nk_infusion", 1e7)] + IL2
+
+    def kills(q, ev):
+        return run(q, ev, end=28).nk_kills.isel(time=-1).values.ravel()
+
+    on = p.with_values({"treg.nk_kill_suppression": 0.9})
+    k_off, k_on = kills(p, events), kills(on, events)
+    k_off_dt, k_on_dt = kills(p, events + IL2DT), kills(on, events + IL2DT)
+    assert np.all(k_off > 0)
+    assert np.all(k_on <= k_off) and k_on.sum() < 0.9 * k_off.sum()
+    # the relative cut is smaller where IL2DT removed the Tregs
+    assert k_on_dt.sum() / k_off_dt.sum() > k_on.sum() / k_off.sum()

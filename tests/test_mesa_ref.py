@@ -228,6 +228,26 @@ def test_a_reference_that_ignores_cytarabine_is_detected(scenario, engine_sample
     assert not cmp.agree, cmp.report()
 
 
+def test_tregs_blocking_killing_agree_and_a_reference_that_ignores_them_is_detected(scenario, monkeypatch):
+    """Host Tregs blocking most engagements (docs/model.md 9.15): the reference agrees; ignoring them is caught.
+
+    Suppression 0.9 at a half-level of 5 Tregs per uL (the scenario's IL-2 keeps them well above it), so marrow
+    NK engage a fraction of the time; a reference whose agents kill as if no Treg blocked them kills more.
+    """
+    import dataclasses
+
+    import nksim.mesa_ref.agents as agents
+
+    strong = dataclasses.replace(scenario, params=scenario.params.with_values(
+        {"treg.nk_kill_suppression": 0.9, "treg.nk_half_suppression": 5.0}))
+    eng = sample("engine", strong, range(60))
+    cmp = compare_samples(eng, sample("mesa", strong, range(60)), alpha=ALPHA)
+    assert cmp.agree, cmp.report()
+    monkeypatch.setattr(agents, "treg_kill_factor", lambda kp, y: 1.0)
+    cmp = compare_samples(eng, sample("mesa", strong, range(60)), alpha=ALPHA)
+    assert not cmp.agree, cmp.report()
+
+
 def test_donor_mixup_is_detected(scenario, engine_sample, monkeypatch):
     """A reference that rejects every marrow NK agent at donor A's rate (80 seeds suffice: about 7 SE)."""
     monkeypatch.setattr(PatientModel, "rejection_rate", _rejected_as_first_donor)

@@ -223,6 +223,22 @@ def treg_competition(kp, y):
 
 
 @njit(**LEAF_JIT)
+def treg_kill_factor(kp, y):
+    """Factor on donor-NK engagements from host Tregs: ``1 - treg.nk_kill_suppression * R / (R + R_half)``.
+
+    ``R``: host Tregs per uL (blood, standing for the whole body and marrow); ``R_half``: the Treg level of
+    half-suppression shared with the IL-2 competition (``treg.nk_half_suppression``). Tregs inhibit NK cytotoxicity
+    by membrane-bound TGF-beta (Ghiringhelli et al. 2005 J Exp Med 202:1075); ``treg.nk_kill_suppression`` 0 (the
+    default) gives 1: no effect (``docs/model.md`` section 9.15).
+    """
+    s = kp[KP.treg_nk_kill_suppression]
+    if s == 0.0:
+        return 1.0
+    r = max(y[Y.host_treg], 0.0)
+    return 1.0 - s * r / (r + kp[KP.treg_nk_half_suppression])
+
+
+@njit(**LEAF_JIT)
 def cytokine_support(kp, y, u):
     """Effects of exogenous cytokines on donor NK at blood state ``y`` and inputs ``u`` (:func:`pk_inputs`).
 

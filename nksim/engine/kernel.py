@@ -33,7 +33,8 @@ Step order (one step of ``dt``; documented in docs/architecture.md and kept stab
    probability ``1 - exp(-recovery_rate (1 + boost support) dt)`` for an agent with used units),
    then contact killing while fewer than ``max_kills`` units are used (engagements faster by
    ``1 + nk.cytokine_killing_boost * activation``, the activation following the IL-2 / IL-15 support
-   with half-life ``nk.activation_half_life``);
+   with half-life ``nk.activation_half_life``, and slower by host Tregs' factor
+   ``1 - treg.nk_kill_suppression * R / (R + treg.nk_half_suppression)``);
 6. NK agents: fate (divide / die / egress to their donor's blood pool), competing risks, the
    death rate depending on the agent's donor (primed rejection);
 7. homing: per donor, a binomial number of whole blood donor NK (pool / scale) entering the region;
@@ -117,6 +118,7 @@ from .blood import (
     quiet_day,
     quiet_tolerances,
     rk4_blood,
+    treg_kill_factor,
 )
 from .jitopts import ENGINE_JIT, LEAF_JIT
 from .layout import DONOR_STRIDE, KP, N_C, N_R, N_S, N_Y, C, R, S, Y
@@ -906,7 +908,8 @@ def run_patient(kp, ev_step, ev_kind, ev_amount, ev_donor, snap_days, stop_days,
             # the per-b engagement probabilities are kept while the rate is unchanged (always, for boost 0)
             if k_act_boost > 0.0:  # activation follows the support with half-life nk.activation_half_life
                 activation = support + (activation - support) * f_act_step
-            contact_now = contact * (1.0 + k_act_boost * activation)
+            # host Tregs inhibit killing (treg.nk_kill_suppression; 1 when it is 0): on the blood state after the step
+            contact_now = contact * (1.0 + k_act_boost * activation) * treg_kill_factor(kp, y)
             if contact_now != contact_cached:
                 p_engage[:] = -1.0
                 contact_cached = contact_now

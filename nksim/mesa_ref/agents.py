@@ -21,6 +21,8 @@ import math
 
 from mesa.discrete_space import CellAgent
 
+from ..engine.blood import treg_kill_factor
+
 #: Von Neumann moves in the kernel's direction order (``kernel.neighbour``): up, down,
 #: left, right as (row, column) offsets; the grid is periodic (a torus).
 DIRECTIONS: tuple[tuple[int, int], ...] = ((-1, 0), (1, 0), (0, -1), (0, 1))
@@ -243,10 +245,10 @@ class NKCell(CellAgent):
 
         The agent engages a blast of its voxel with probability ``1 - exp(-contact (b/K) dt)``
         (``b`` blasts in the voxel; ``contact`` faster by ``1 + nk.cytokine_killing_boost * activation`` under
-        IL-2 / IL-15); the blast engaged is a uniformly chosen one, and dies
-        with ``kill_probability`` if it is susceptible. After a kill the agent is refractory
-        for ``refractory_time`` rounded up to whole steps, counted from the next step. At
-        most one kill per step.
+        IL-2 / IL-15 and slower by host Tregs, :func:`~nksim.engine.blood.treg_kill_factor`); the blast engaged is
+        a uniformly chosen one, and dies with ``kill_probability`` if it is susceptible. After a kill the agent is
+        refractory for ``refractory_time`` rounded up to whole steps, counted from the next step. At most one kill
+        per step.
         """
         if not self.can_kill(step):
             return None
@@ -255,7 +257,8 @@ class NKCell(CellAgent):
         blasts = [a for a in self.cell.agents if isinstance(a, Blast)]
         if not blasts:
             return None
-        contact = rules.nk_contact_rate * (1.0 + rules.nk_cytokine_killing_boost * self.model.activation)
+        contact = (rules.nk_contact_rate * (1.0 + rules.nk_cytokine_killing_boost * self.model.activation)
+                   * treg_kill_factor(self.model.kp, self.model.blood))  # host Tregs (the engine's function)
         if rnd.random() >= 1.0 - math.exp(-contact * (len(blasts) / rules.voxel_capacity) * rules.dt):
             return None
         target = rnd.choice(blasts)

@@ -82,7 +82,8 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
       exogenous IL-15 speeding primed rejection); their PK and effect parameters are pinned.
     * NK function: one lytic unit (``nk.max_kills`` 1), restored at 1 day-1 (3x faster at full
       cytokine support), and a 2 h refractory period, so serial killing relies on recovery;
-      engagements 4x faster at full cytokine support (``nk.cytokine_killing_boost`` 3).
+      engagements 4x faster at full cytokine support (``nk.cytokine_killing_boost`` 3) and up to half of them
+      blocked by host Tregs (``treg.nk_kill_suppression`` 0.5).
     * Marrow at 80 % cellularity (voxels fill up, so daughters are lost), susceptibility
       switching at division (5 %); NK tissue uptake / return pinned at 4 / 0.4 day-1 (so the
       infused cells reach the marrow).
@@ -110,6 +111,7 @@ def crossval_scenario(*, side: int = 8, voxel_side: float = 40.0, end_day: int =
         "nk.function_recovery_rate": 1.0,
         "nk.cytokine_recovery_boost": 2.0,
         "nk.cytokine_killing_boost": 3.0,
+        "treg.nk_kill_suppression": 0.5,  # host Tregs block up to half of the engagements (docs/model.md 9.15)
         "blasts.cy_exposure_kill": 0.01,  # blasts killed by the Cy exposure too (about a sixth by the dose)
         "blasts.cytarabine_log_kill": 0.4,  # and by the cytarabine dose (a third of them)
         # trafficking pinned (not the calibrated values, which send most infused cells to other
