@@ -373,6 +373,22 @@ def test_tenth_spec_is_the_ninth_with_the_il15_production_spread_freed():
     assert load_parameters("default")["random_effects.il15_production_log_sd"] == 0.0
 
 
+def test_eleventh_spec_is_the_ninth_with_the_treg_suppression_of_killing_freed():
+    """The eleventh fit (joint_eleventh.toml, exploratory): the ninth's spec plus treg.nk_kill_suppression."""
+    import dataclasses
+
+    from nksim import load_parameters
+
+    d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
+    ninth, eleventh = load_joint_spec(d / "joint.toml"), load_joint_spec(d / "joint_eleventh.toml")
+    assert [p.key for p in eleventh.parameters] == [p.key for p in ninth.parameters] + ["treg.nk_kill_suppression"]
+    added = eleventh.parameters[-1]
+    assert (added.lo, added.hi, added.scale) == (0.0, 0.9, "linear")
+    strip = dict(source="", parameters=())
+    assert dataclasses.replace(ninth, **strip) == dataclasses.replace(eleventh, **strip)
+    assert load_parameters("default")["treg.nk_kill_suppression"] == 0.0  # off in the model file
+
+
 def test_main_spec_is_the_eighth_with_marrow_egress_freed():
     """The ninth fit (joint.toml): the eighth fit's spec (joint_eighth.toml) with nk.egress_rate freed."""
     import dataclasses
