@@ -354,39 +354,35 @@ def test_sensitivity_specs_differ_from_the_main_one_only_in_the_drug_prior(name)
 ST_JUDE_TARGETS = ("rubnitz_engrafted", "rubnitz_engraftment_days")
 
 
-def test_tenth_spec_is_the_ninth_with_the_il15_production_spread_freed():
-    """The tenth fit (joint_tenth.toml, not adopted): the ninth's spec (joint.toml) with the IL-15 production spread."""
+#: Fits that freed one parameter, off in the model file, over the spec they extend:
+#: (spec, the spec it extends, the parameter appended, its prior lo, hi, scale).
+ONE_PARAMETER_MORE = [
+    ("joint_seventh.toml", "joint_sixth.toml", "random_effects.nk_death_log_sd", 0.0, 1.5, "linear"),
+    ("joint_tenth.toml", "joint.toml", "random_effects.il15_production_log_sd", 0.0, 1.0, "linear"),
+    ("joint_eleventh.toml", "joint.toml", "treg.nk_kill_suppression", 0.0, 0.9, "linear"),
+]
+
+
+@pytest.mark.parametrize("name, base_name, key, lo, hi, scale", ONE_PARAMETER_MORE)
+def test_spec_is_its_base_with_one_parameter_freed(name, base_name, key, lo, hi, scale):
+    """A fit that freed one parameter: the spec it extends with that parameter appended, off in the model file.
+
+    The seventh (death spread), tenth (IL-15 production spread, not adopted) and eleventh (Treg suppression of
+    killing, exploratory) fits; off in the model file: every output as before unless a fit or a user sets it.
+    """
     import dataclasses
 
     from nksim import load_parameters
 
     d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
-    ninth, tenth = load_joint_spec(d / "joint.toml"), load_joint_spec(d / "joint_tenth.toml")
-    assert [p.key for p in tenth.parameters] == [p.key for p in ninth.parameters] + [
-        "random_effects.il15_production_log_sd"]
-    spread = tenth.parameters[-1]
-    assert (spread.lo, spread.hi, spread.scale) == (0.0, 1.0, "linear")
-    assert tenth.parameters[:-1] == ninth.parameters
+    base, spec = load_joint_spec(d / base_name), load_joint_spec(d / name)
+    assert [p.key for p in spec.parameters] == [p.key for p in base.parameters] + [key]
+    added = spec.parameters[-1]
+    assert (added.lo, added.hi, added.scale) == (lo, hi, scale)
+    assert spec.parameters[:-1] == base.parameters
     strip = dict(source="", parameters=())
-    assert dataclasses.replace(ninth, **strip) == dataclasses.replace(tenth, **strip)
-    # off in the model file (every output as before unless a fit or a user sets it)
-    assert load_parameters("default")["random_effects.il15_production_log_sd"] == 0.0
-
-
-def test_eleventh_spec_is_the_ninth_with_the_treg_suppression_of_killing_freed():
-    """The eleventh fit (joint_eleventh.toml, exploratory): the ninth's spec plus treg.nk_kill_suppression."""
-    import dataclasses
-
-    from nksim import load_parameters
-
-    d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
-    ninth, eleventh = load_joint_spec(d / "joint.toml"), load_joint_spec(d / "joint_eleventh.toml")
-    assert [p.key for p in eleventh.parameters] == [p.key for p in ninth.parameters] + ["treg.nk_kill_suppression"]
-    added = eleventh.parameters[-1]
-    assert (added.lo, added.hi, added.scale) == (0.0, 0.9, "linear")
-    strip = dict(source="", parameters=())
-    assert dataclasses.replace(ninth, **strip) == dataclasses.replace(eleventh, **strip)
-    assert load_parameters("default")["treg.nk_kill_suppression"] == 0.0  # off in the model file
+    assert dataclasses.replace(base, **strip) == dataclasses.replace(spec, **strip)
+    assert load_parameters("default")[key] == 0.0
 
 
 def test_main_spec_is_the_eighth_with_marrow_egress_freed():
@@ -427,24 +423,6 @@ def test_eighth_spec_is_the_seventh_on_the_recalibrated_default():
     assert (old["treg.il2_proliferation_max"], new["treg.il2_proliferation_max"]) == (0.5, 1.18)
     for name in ("joint_sixth.toml", "joint_fifth.toml", "joint_fourth.toml"):
         assert load_joint_spec(d / name).model == seventh.model, name
-
-
-def test_seventh_spec_is_the_sixth_with_the_death_spread_freed():
-    """The seventh fit (joint_seventh.toml): the sixth's spec plus the between-patient spread of donor-NK death."""
-    import dataclasses
-
-    d = Path(__file__).resolve().parents[1] / "calibration" / "joint"
-    sixth, main = load_joint_spec(d / "joint_sixth.toml"), load_joint_spec(d / "joint_seventh.toml")
-    assert [p.key for p in main.parameters] == [p.key for p in sixth.parameters] + ["random_effects.nk_death_log_sd"]
-    spread = main.parameters[-1]
-    assert (spread.lo, spread.hi, spread.scale) == (0.0, 1.5, "linear")
-    assert main.parameters[:-1] == sixth.parameters
-    strip = dict(source="", parameters=())
-    assert dataclasses.replace(sixth, **strip) == dataclasses.replace(main, **strip)
-    # off in the model file (every output as before unless a fit or a user sets it)
-    from nksim import load_parameters
-
-    assert load_parameters("default")["random_effects.nk_death_log_sd"] == 0.0
 
 
 def test_sixth_spec_is_the_fifth_with_the_st_jude_targets():
