@@ -119,15 +119,19 @@ class ParameterSet:
         return replace(self, parameters=MappingProxyType(params), origin=f"{self.origin} + {origin}")
 
     def digest(self) -> str:
-        """SHA-256 (first 16 hex digits) of the values: identifies the parameter set."""
-        blob = json.dumps(self.values(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """SHA-256 (first 16 hex digits) of the values: identifies the parameter set (:func:`values_digest`)."""
+        return values_digest(self.values())
 
     def as_json(self) -> str:
         """Values with units as a JSON string (stored in output attributes)."""
         return json.dumps(
             {k: {"value": p.value, "unit": p.unit} for k, p in self.parameters.items()}, sort_keys=True
         )
+
+
+def values_digest(values: Mapping[str, Any]) -> str:
+    """SHA-256 (first 16 hex digits) of ``{key: value}`` as sorted JSON: :meth:`ParameterSet.digest` of those values."""
+    return hashlib.sha256(json.dumps(dict(values), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def resolve_aliases(values: Mapping[str, Any], source: str | Path) -> dict[str, Any]:

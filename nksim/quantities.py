@@ -239,6 +239,18 @@ PARAMETER_ALIASES: dict[str, tuple[str, ...]] = {
     "il15_agonist.elimination_half_life": ("n803.elimination_half_life",),
     "il15_agonist.survival_effect": ("il15.exo_survival_effect",),
 }
+#: Parameters of mechanisms added off by default -> the value at which the mechanism is absent, so that the model
+#: is the one before the parameter was added (its simulations identical, seed for seed: the regression baseline,
+#: ``tests/data/baseline.nc``, was kept when each was added). A calibration bank recorded the digest of the values
+#: it simulated (:meth:`~nksim.parameters.ParameterSet.digest`); a model that differs from it only by such keys, each
+#: at this value, simulates what the bank simulated (:func:`nksim.calibration.bank.bank_model_match`), so the bank
+#: stays usable after the mechanism is added.
+NEUTRAL_VALUES: dict[str, float] = {
+    "random_effects.rejection_log_sd": 0.0,         # docs/model.md section 9.12
+    "random_effects.nk_death_log_sd": 0.0,          # section 9.13
+    "random_effects.il15_production_log_sd": 0.0,   # section 9.14
+    "treg.nk_kill_suppression": 0.0,                # section 9.15
+}
 #: Retired model-file keys (no longer part of the model) -> why; a file that still has them loads, with a
 #: :class:`~nksim.errors.DeprecatedKeyWarning`, and the value is ignored.
 RETIRED_PARAMETERS: dict[str, str] = {

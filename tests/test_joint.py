@@ -272,6 +272,55 @@ def test_bank_refuses_another_design_in_the_same_folder(tmp_path):
         run_bank(tmp_path / "a", parameters=_TINY[:1], points=2, chunk=2, progress=False, registry=reg)
 
 
+def test_bank_model_match_accepts_only_parameters_added_at_their_neutral_value():
+    """A model differing from a bank's recorded values only by mechanisms added since, off, is the bank's model.
+
+    (Off: at nksim.quantities.NEUTRAL_VALUES.) One with such a mechanism on, or another value changed, is not.
+    """
+    from nksim.calibration.bank import bank_model_match
+    from nksim.parameters import load_parameters, values_digest
+    from nksim.quantities import NEUTRAL_VALUES, PARAMETERS
+
+    p = load_parameters("default")
+    v = p.values()
+    for k, neutral in NEUTRAL_VALUES.items():
+        spec = PARAMETERS[k]
+        assert spec.lo <= neutral <= spec.hi and v[k] == neutral   # every mechanism off by default
+    assert bank_model_match(p.digest(), p) == []
+    before = {k: x for k, x in v.items() if k not in ("treg.nk_kill_suppression", "random_effects.nk_death_log_sd")}
+    assert sorted(bank_model_match(values_digest(before), p)) == ["random_effects.nk_death_log_sd",
+                                                                   "treg.nk_kill_suppression"]
+    on = p.with_values({"treg.nk_kill_suppression": 0.5})
+    assert bank_model_match(values_digest(before), on) is None            # the mechanism on: another model
+    other = p.with_values({"nk.kill_probability": 0.61})
+    assert bank_model_match(values_digest(before), other) is None         # a value of the old model changed
+    assert bank_model_match(None, p) is None
+
+
+def test_a_bank_begun_before_a_neutral_parameter_existed_is_completed_as_a_fresh_bank(tmp_path, monkeypatch):
+    """A bank begun before treg.nk_kill_suppression existed is completed as if built today.
+
+    Its first part's digest lacks the key; today's model holds it at 0: same design kept, same outcomes.
+    """
+    from nksim.parameters import ParameterSet, values_digest
+
+    reg = _tiny_registry(tmp_path)
+    kw = dict(parameters=_TINY, points=4, chunk=2, progress=False, registry=reg, workers=1)
+    old_digest = ParameterSet.digest
+    monkeypatch.setattr(ParameterSet, "digest", lambda self: values_digest(
+        {k: x for k, x in self.values().items() if k != "treg.nk_kill_suppression"}))
+    run_bank(tmp_path / "old", upto=2, **kw)                  # the first part, by the model before the key
+    recorded = json.loads((tmp_path / "old" / "bank.json").read_text())["parameter_digest"]
+    monkeypatch.setattr(ParameterSet, "digest", old_digest)
+    run_bank(tmp_path / "old", **kw)                          # completed today
+    run_bank(tmp_path / "fresh", **kw)
+    a, b = open_bank(tmp_path / "old"), open_bank(tmp_path / "fresh")
+    assert json.loads(a.attrs["design"])["parameter_digest"] == recorded != json.loads(b.attrs["design"])[
+        "parameter_digest"]
+    np.testing.assert_array_equal(a["outcome"].values, b["outcome"].values)
+    np.testing.assert_array_equal(a["theta"].values, b["theta"].values)
+
+
 def test_open_bank_refuses_a_foreign_part(tmp_path):
     reg = _tiny_registry(tmp_path)
     run_bank(tmp_path / "a", parameters=_TINY, points=2, chunk=2, progress=False, registry=reg)
@@ -694,6 +743,64 @@ def test_outcome_table_under_joint_draws_sees_the_drugs_blast_kill():
     assert hi["n_pd_first"].mean() < lo["n_pd_first"].mean()
     rows = {r["statistic"]: r for r in table_rows(lo)}
     assert rows["n_response_first"]["observed"] == 0 and rows["n_pd_first"]["observed"] == 3
+
+
+def _script(name: str):
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1] / "calibration" / "joint"
+    spec_ = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    return mod, root
+
+
+def test_heldout_levers_statistics():
+    """The PRCC finds the one driver among independent inputs; the draw-level rules; the binomial tail."""
+    from types import SimpleNamespace
+
+    hl, _ = _script("heldout_levers")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(400, 4))
+    y = np.exp(3 * x[:, 0]) - 2 * x[:, 2] ** 2 + rng.normal(0, 0.1, 400)   # monotone in x0, decreasing in x2
+    y[:5] = np.nan                                                        # undefined draws are dropped
+    rho = hl.partial_rank_correlation(x, y)
+    assert rho[0] > 0.9 and rho[2] < -0.5 and abs(rho[1]) < 0.15 and abs(rho[3]) < 0.15
+    assert np.isnan(hl.partial_rank_correlation(x[:6], y[:6] + 1)).all()   # fewer draws than inputs + 3
+    row = SimpleNamespace(check="factor", value=1000.0, value_range=None, factor=3.0, name="r")
+    assert hl.meets_rule(row, 334.0) and not hl.meets_rule(row, 332.0) and not hl.meets_rule(row, math.nan)
+    assert hl.meets_rule(SimpleNamespace(check="range", bounds=(7, 21)), 7.0)
+    assert not hl.meets_rule(SimpleNamespace(check="above", bound=0.0), 0.0)
+    lower = SimpleNamespace(check="lower")
+    assert hl.meets_rule(lower, 1.0, 2.0) and not hl.meets_rule(lower, 2.0, 1.0) and not hl.meets_rule(lower, 1.0)
+    flags = np.array([[1.0, 0.0], [0.0, 1.0], [np.nan, np.nan]])      # two draws, each share 1/2
+    assert hl.binomial_tail(flags, 1, 2) == pytest.approx(0.75)        # P(X <= 1) = P(X >= 1) = 3/4
+    assert hl.binomial_tail(np.array([[1.0], [1.0]]), 0, 4) == 0.0     # share 1: no trial has 0 of 4
+
+
+def test_heldout_levers_on_the_committed_posterior(tmp_path):
+    """calibration/joint/heldout_levers.py end to end on two cheap rows, one compared with another row (paired)."""
+    import csv
+
+    hl, root = _script("heldout_levers")
+    rows = ["miller_lo_cy_detectable_d7", "miller_flu_il15_below_hi_cy_flu"]
+    assert hl.main(rows + ["--draws", "4", "--workers", "1", "--out", str(tmp_path),
+                           "--posterior", str(root / "results" / "posterior.nc")]) == 0
+    with (tmp_path / "heldout_levers.csv").open() as fh:
+        lines = list(csv.DictReader(fh))
+    k = len(load_joint_spec(root / "joint.toml").parameters)
+    assert len(lines) == 2 * k and {r["row"] for r in lines} == set(rows)
+    for r in lines:
+        assert 0.0 <= float(r["p_rule"]) <= 1.0 and r["draws"] == "4" and math.isnan(float(r["rho"]))
+    per = json.loads((tmp_path / "heldout_levers.json").read_text())["per_draw"]
+    assert set(per) == set(rows) | {"bachanova_il15_rise_cohort1"} and all(len(v) == 4 for v in per.values())
+    below = [a < b for a, b in zip(per["miller_flu_il15_below_hi_cy_flu"], per["bachanova_il15_rise_cohort1"])]
+    p = {r["row"]: float(r["p_rule"]) for r in lines}
+    assert p["miller_flu_il15_below_hi_cy_flu"] == np.mean(below)
+    for bad, key in ((["bachanova_cr_cohort1"], "rows"), (["no_such_row"], "rows"), (["--draws", "0"], "draws")):
+        with pytest.raises(NksimInputError) as e:
+            hl.main(bad + ["--out", str(tmp_path), "--posterior", str(root / "results" / "posterior.nc")])
+        assert key in str(e.value)
 
 
 def test_tail_check_of_a_target_row(tmp_path):

@@ -468,7 +468,7 @@ def test_treg_kill_factor_is_the_stated_saturating_function():
         ps = base.with_values({"treg.nk_kill_suppression": s, "treg.nk_half_suppression": 50.0})
         kp = kernel_parameters(ps, effects_from_normals(ps, np.zeros(N_EFFECT_NORMALS)), -7.0, 28.0,
                                nk_product="fresh")
-        for r, want in ((0.0, 1.0), (50.0, 1.0 - s / 2), (5e10, 1.0 - s)):
+        for r, want in ((0.0, 1.0), (-1.0, 1.0), (50.0, 1.0 - s / 2), (5e10, 1.0 - s)):  # R < 0: an ODE undershoot
             y[L.Y.host_treg] = r
             assert treg_kill_factor(kp, y) == pytest.approx(want, rel=1e-6)
 

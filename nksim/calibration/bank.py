@@ -196,7 +196,7 @@ def run_bank(out: str | Path, params: ParameterSet | str | Path = "default",
         lattice_overrides=overrides, registry=registry)
     attrs["seed"] = int(seed)
     with output_lock(out, "nksim bank"):
-        folders = _bank_folders(out, design, rows, registry)
+        folders = _bank_folders(out, design, rows, registry, params=p)
         n_parts = -(-points // chunk)
         last = n_parts if upto is None else min(n_parts, -(-int(upto) // chunk))
         todo = [(c, f, r, d) for c in range(last) for f, r, d in folders
@@ -246,15 +246,44 @@ def _without_rows(design: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in design.items() if k != "rows"}
 
 
+def bank_model_match(recorded_digest: str | None, p: ParameterSet) -> list[str] | None:
+    """Whether a bank that recorded ``recorded_digest`` (its ``parameter_digest``) simulated the model ``p``.
+
+    ``[]`` when ``p``'s digest is the recorded one. Otherwise the keys of
+    :data:`~nksim.quantities.NEUTRAL_VALUES` that ``p`` holds at their neutral value and without which its values
+    have the recorded digest: parameters of mechanisms added off by default after the bank was simulated, at the
+    value at which the model is the one the bank simulated (the fewest such keys; at most ``2**len`` digests are
+    tried). ``None`` when no such set exists: the bank simulated another model.
+    """
+    from itertools import combinations
+
+    from ..parameters import values_digest
+    from ..quantities import NEUTRAL_VALUES
+
+    values = p.values()
+    if recorded_digest is None:
+        return None
+    if values_digest(values) == recorded_digest:
+        return []
+    neutral = [k for k, v in NEUTRAL_VALUES.items() if k in values and values[k] == v]
+    for r in range(1, len(neutral) + 1):
+        for keys in combinations(neutral, r):
+            if values_digest({k: v for k, v in values.items() if k not in keys}) == recorded_digest:
+                return list(keys)
+    return None
+
+
 def _bank_folders(out: Path, design: dict[str, Any], rows: Sequence[TrialObservation],
-                  registry: Registry) -> list[tuple[Path, list[TrialObservation], dict[str, Any]]]:
+                  registry: Registry, params: ParameterSet | None = None,
+                  ) -> list[tuple[Path, list[TrialObservation], dict[str, Any]]]:
     """The folders a bank of ``design`` writes: (folder, rows, design) for the main folder and each supplement.
 
     A new folder gets every row. A folder whose bank has the same design but fewer rows (rows added to
     the registry since) keeps its rows; the missing ones go into a **row supplement**
     ``rows-<digest>/`` (same points, seeds and resolution, only the protocols those rows need), which
-    :func:`open_bank` joins: rows are added without simulating the old ones again. Any other
-    difference is refused.
+    :func:`open_bank` joins: rows are added without simulating the old ones again. A bank whose parameter
+    digest differs only because ``params`` holds parameters added since at their neutral value
+    (:func:`bank_model_match`) keeps its design. Any other difference is refused.
     """
     design = json.loads(json.dumps(design))
     dfile = out / DESIGN_FILE
@@ -263,6 +292,9 @@ def _bank_folders(out: Path, design: dict[str, Any], rows: Sequence[TrialObserva
         dfile.write_text(json.dumps(design, indent=1))
         return [(out, list(rows), design)]
     old = _read_design(dfile)
+    if (params is not None and old.get("parameter_digest") != design.get("parameter_digest")
+            and bank_model_match(old.get("parameter_digest"), params) is not None):
+        design["parameter_digest"] = old["parameter_digest"]
     if _without_rows(old) != _without_rows(design):
         raise NksimInputError("the folder holds a bank of another design (parameters, priors, seed, points, chunk "
                               "or resolution differ); choose another folder", source=dfile)

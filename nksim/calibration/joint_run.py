@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import NksimInputError
 from ..parameters import ParameterSet
 from ..threads import ordered_thread_map
-from .bank import bank_parameters, open_bank, prior_unit_to_values
+from .bank import bank_model_match, bank_parameters, open_bank, prior_unit_to_values
 from .emulator import JointEmulator, fit_joint_emulator
 from .joint import (
     IL2_COURSE_ACTIVATION,
@@ -173,11 +173,13 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
                               key="parameters")
     p_sim = resolution_params(spec.model, "calibration", spec.lattice_overrides)
     design = json.loads(ds_bank.attrs["design"])
-    if design.get("parameter_digest") != p_sim.digest():
+    neutral_keys = bank_model_match(design.get("parameter_digest"), p_sim)
+    if neutral_keys is None:
         raise NksimInputError(
             f"the bank was simulated with another parameter set ({design.get('parameter_set')!r}, digest "
             f"{design.get('parameter_digest')!r}) than the spec's model {spec.model!r} at the calibration resolution "
-            f"(digest {p_sim.digest()!r}): its emulators would not describe the model that the checks simulate; "
+            f"(digest {p_sim.digest()!r}), and not only by parameters added since at their neutral value "
+            "(nksim.quantities.NEUTRAL_VALUES): its emulators would not describe the model that the checks simulate; "
             "rebuild the bank with run_bank.py for this spec, or point the spec's joint.model at the bank's model",
             source=str(Path(bank) / "bank.json"), key="parameter_digest")
 
@@ -198,6 +200,9 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
         if progress:
             print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)
 
+    if neutral_keys:
+        say("the bank predates parameter(s) now at their neutral value (the model it simulated): "
+            + ", ".join(neutral_keys))
     say(f"bank: {ds_bank.sizes['point']} points; fitting emulators of {len(rows)} rows")
     em_all = fit_joint_emulator(ds_bank, rows, seed=seed)
     import pandas as pd
@@ -315,6 +320,7 @@ def run_joint(spec: JointSpec, bank: str | Path, out: str | Path, *, registry: R
                 "trials": int(len(set(ho["trial"].values[scored]))), "summary": scores_summary(sc)}
     summary = {
         "bank_points": int(ds_bank.sizes["point"]), "bank_cpu_seconds": float(ds_bank["cpu_seconds"].sum()),
+        "bank_neutral_parameters": neutral_keys,
         "rows_fitted": [o.name for o in fitted], "rows_excluded": excluded,
         "posterior": {"ess": post.ess, "rounds": post.rounds, "acceptance": post.acceptance,
                       "log_evidence": post.log_evidence},

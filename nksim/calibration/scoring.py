@@ -305,7 +305,7 @@ def score_registry(params: ParameterSet | str | Path | Sequence[ParameterSet] = 
             proto, ids = protocol_run(name, obs)
             protocol_seeds[name] = derived_seed(seed, f"protocol:{name}")
             if draws_mode:
-                ds = _simulate_draws(sets, proto, replicates, protocol_seeds[name], ids, workers)
+                ds = simulate_draws(sets, proto, replicates, protocol_seeds[name], ids, workers)
             else:
                 ds = simulate_cohort(p, proto, replicates=replicates, seed=protocol_seeds[name], patients=ids,
                                      workers=workers)
@@ -412,7 +412,7 @@ def ParameterSetType() -> type:  # noqa: N802 - a deferred import of the class
     return ParameterSet
 
 
-def _simulate_draws(sets: Sequence[ParameterSet], proto, replicates: int, seed: int, ids, workers: int):
+def simulate_draws(sets: Sequence[ParameterSet], proto, replicates: int, seed: int, ids, workers: int):
     """Virtual trial ``r`` with ``sets[r % len(sets)]``, joined along ``replicate`` (posterior predictive)."""
     import xarray as xr
 

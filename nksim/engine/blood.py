@@ -234,8 +234,7 @@ def treg_kill_factor(kp, y):
     s = kp[KP.treg_nk_kill_suppression]
     if s == 0.0:
         return 1.0
-    r = max(y[Y.host_treg], 0.0)
-    return 1.0 - s * r / (r + kp[KP.treg_nk_half_suppression])
+    return 1.0 - s * (1.0 - min(treg_competition(kp, y), 1.0))  # R / (R + R_half) = 1 - phi; R < 0 (ODE undershoot): 0
 
 
 @njit(**LEAF_JIT)

@@ -1,0 +1,201 @@
+"""Why does a held-out row disagree? How much of the posterior meets its rule, and which parameters would move it.
+
+``python calibration/joint/heldout_levers.py [ROW ...] [--draws 500] [--workers 2]``
+
+For each held-out row (default: every held-out row that disagrees in ``<out>/scores.nc``) the script simulates
+``--draws`` posterior draws of the joint fit, one virtual trial each, with the scorer's own machinery
+(:func:`nksim.calibration.scoring.simulate_draws`: virtual trial ``r`` of every protocol uses draw ``r``, so rows of
+different protocols are paired by draw; seeds ``derived_seed(seed, "levers:protocol:<P>")``) and reports
+
+* ``p_rule``: the share of draws whose own virtual trial meets the row's declared rule (the score applies the rule
+  to the median over draws): the statistic within the factor or range, at least/most the bound, above/below it;
+  for ``higher``/``lower`` the paired comparison with the ``versus`` row at the same draw. For a ``binomial_90``
+  row (a share of ``n`` patients) ``p_rule`` is the smaller predictive tail of the observed count,
+  ``min(P(X <= k), P(X >= k))`` with ``X`` binomial with each draw's simulated share, averaged over the draws (the
+  row agrees when it exceeds 5 %, as a target does);
+* for each fitted parameter, ``rho``: the partial rank correlation (PRCC; Marino et al. 2008 J Theor Biol 254:178)
+  of the row's per-draw statistic with the parameter's unit-cube coordinate, controlling for every other fitted
+  parameter; and ``width``: its 90 % posterior interval as a share of the prior's (``posterior.csv``): a lever with
+  a large ``|rho|`` and a width near 1 is one that no fitted target pins.
+
+A small ``p_rule`` (a few per cent) says the model cannot meet the rule anywhere the targets allow (a missing
+mechanism or a different observable); a large one (a third or more) that the rule is met in a sizeable part of the
+posterior and the miss is where the unidentified levers happen to sit. Writes ``heldout_levers.csv`` (one line per
+row and parameter) and ``heldout_levers.json`` (per-draw statistics) into ``--out`` (default
+``calibration/joint/results``) and prints each row's ``p_rule`` and leading levers.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from nksim.calibration.joint_spec import load_joint_spec
+from nksim.calibration.registry import group_by_protocol, load_registry, simulated_per_patient, simulated_per_trial
+from nksim.calibration.scoring import derived_seed, protocol_run, resolution_params, simulate_draws
+from nksim.errors import NksimInputError
+from nksim.fileio import shown_path
+from nksim.io import open_output
+
+HERE = Path(__file__).resolve().parent
+
+
+def partial_rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """PRCC of ``y`` (n,) with each column of ``x`` (n, p): rank-transform, regress out the other columns, correlate.
+
+    Rows with a non-finite ``y`` are dropped first; NaN for every column when fewer than ``p + 3`` rows remain, and
+    for a column without spread.
+    """
+    keep = np.isfinite(y)
+    x, y = np.asarray(x, float)[keep], np.asarray(y, float)[keep]
+    n, p = x.shape
+    if n < p + 3:
+        return np.full(p, math.nan)
+    rx = np.column_stack([stats.rankdata(x[:, j]) for j in range(p)])
+    ry = stats.rankdata(y)
+    out = np.full(p, math.nan)
+    for j in range(p):
+        others = np.column_stack([np.ones(n), np.delete(rx, j, axis=1)])
+        ex = rx[:, j] - others @ np.linalg.lstsq(others, rx[:, j], rcond=None)[0]
+        ey = ry - others @ np.linalg.lstsq(others, ry, rcond=None)[0]
+        den = math.sqrt(float(ex @ ex) * float(ey @ ey))
+        out[j] = float(ex @ ey) / den if den > 1e-12 else math.nan
+    return out
+
+
+def meets_rule(row, value: float, versus: float | None = None) -> bool:
+    """Whether one draw's statistic ``value`` (in the row's unit) meets the row's median-based rule.
+
+    ``versus``: the ``versus`` row's statistic at the same draw (``higher``/``lower``). An undefined value fails,
+    as the declared rules say.
+    """
+    if not math.isfinite(value):
+        return False
+    c = row.check
+    if c == "factor":
+        a, b = row.value_range if row.value_range is not None else (row.value, row.value)
+        return a / row.factor <= value <= b * row.factor
+    if c == "range":
+        return row.bounds[0] <= value <= row.bounds[1]
+    if c in ("at_least", "at_most", "above", "below"):
+        return {"at_least": value >= row.bound, "at_most": value <= row.bound, "above": value > row.bound,
+                "below": value < row.bound}[c]
+    if c in ("higher", "lower"):
+        if versus is None or not math.isfinite(versus):
+            return False
+        return value > versus if c == "higher" else value < versus
+    raise NksimInputError(f"no draw-level reading of check {c!r}", source="heldout_levers", key=row.name)
+
+
+def binomial_tail(flags: np.ndarray, k: int, n: int) -> float:
+    """``min(P(X <= k), P(X >= k))``, ``X`` ~ Binomial(n, p_r) averaged over the draws' simulated shares ``p_r``.
+
+    ``flags``: (patient, draw) 0/1 outcomes, NaN for a patient that does not count; draws without one are dropped.
+    """
+    f = np.asarray(flags, float)
+    m = np.sum(np.isfinite(f), axis=0)
+    p = np.nansum(f, axis=0)[m > 0] / m[m > 0]
+    if p.size == 0:
+        return math.nan
+    return float(min(np.mean(stats.binom.cdf(k, n, p)), np.mean(stats.binom.sf(k - 1, n, p))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rows", nargs="*", help="held-out rows (default: those that disagree in <out>/scores.nc)")
+    ap.add_argument("--spec", default=str(HERE / "joint.toml"))
+    ap.add_argument("--posterior", default=None, help="posterior.nc (default: <out>/posterior.nc)")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--draws", type=int, default=500, help="posterior draws, one virtual trial each (default 500)")
+    ap.add_argument("--seed", type=int, default=None, help="default: the spec's seed")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    spec = load_joint_spec(args.spec)
+    reg = load_registry()
+    out = Path(args.out)
+    post = open_output(Path(args.posterior) if args.posterior else out / "posterior.nc")
+    theta, u = post["theta"].values, post["u"].values
+    names = [str(k) for k in post["parameter"].values]
+    if names != [f.key for f in spec.parameters]:
+        raise NksimInputError("the posterior's parameters differ from the spec's fit.parameters", source=args.spec,
+                              key="fit.parameters")
+    if not 1 <= args.draws <= theta.shape[0]:
+        raise NksimInputError(f"--draws must be in [1, {theta.shape[0]}] (the posterior's draws), got {args.draws}",
+                              source="heldout_levers", key="draws")
+    if args.rows:
+        try:
+            rows = [reg.observation(n) for n in args.rows]
+        except KeyError as e:
+            raise NksimInputError(str(e.args[0]), source="heldout_levers", key="rows") from None
+    else:
+        sc = open_output(out / "scores.nc")
+        rows = [reg.observation(str(n)) for n, role, a in zip(sc["observation"].values, sc["role"].values,
+                                                               sc["agrees"].values) if role == "held_out" and a == 0]
+    bad = [o.name for o in rows if o.role != "held_out" or o.check in ("none", None) or not o.has_counterpart]
+    if bad:
+        raise NksimInputError(f"not simulated held-out rows with a check: {', '.join(bad)}", source="heldout_levers",
+                              key="rows")
+    seed = spec.seed if args.seed is None else args.seed
+    idx = np.sort(np.random.default_rng(derived_seed(seed, "levers")).choice(theta.shape[0], args.draws,
+                                                                            replace=False))
+    base = resolution_params(spec.model, "calibration", spec.lattice_overrides)
+    sets = [base.with_values({f.key: float(theta[i, j]) for j, f in enumerate(spec.parameters)},
+                             origin=f"{base.origin} (joint posterior draw {i})") for i in idx]
+    needed = {o.name: o for o in rows}
+    for o in rows:
+        if o.versus is not None:
+            needed.setdefault(o.versus, reg.observation(o.versus))
+    per_trial, flags = {}, {}
+    for name, obs in group_by_protocol(list(needed.values())).items():
+        proto, ids = protocol_run(name, obs)
+        print(f"simulating {name}: {args.draws} draws", flush=True)
+        ds = simulate_draws(sets, proto, args.draws, derived_seed(seed, f"levers:protocol:{name}"), ids, args.workers)
+        for o in obs:
+            per_trial[o.name] = simulated_per_trial(o, ds)
+            if o.is_share:
+                flags[o.name] = simulated_per_patient(o, ds)
+        del ds
+    width = {}
+    if (out / "posterior.csv").exists():
+        with (out / "posterior.csv").open() as fh:
+            width = {r["parameter"]: float(r["width_share_of_prior"]) for r in csv.DictReader(fh)}
+    lines = []
+    for o in rows:
+        y = per_trial[o.name]
+        if o.check == "binomial_90":
+            p_rule = binomial_tail(flags[o.name], int(o.k), int(o.n))
+        else:
+            vs = per_trial.get(o.versus) if o.versus is not None else None
+            p_rule = float(np.mean([meets_rule(o, y[r], None if vs is None else vs[r]) for r in range(y.size)]))
+        finite = np.isfinite(y)
+        med = float(np.quantile(y[finite], 0.5, method="inverted_cdf")) if finite.any() else math.nan
+        rho = partial_rank_correlation(u[idx], y)
+        for j, pname in enumerate(names):
+            lines.append({"row": o.name, "check": o.check, "observed": o.value if o.value is not None else
+                          (f"{o.k}/{o.n}" if o.k is not None else ""), "draws": int(args.draws),
+                          "defined_draws": int(finite.sum()), "median_over_draws": med, "p_rule": p_rule,
+                          "parameter": pname, "rho": rho[j], "width": width.get(pname, math.nan)})
+        lead = sorted((j for j in range(len(names)) if math.isfinite(rho[j])), key=lambda j: -abs(rho[j]))[:4]
+        print(f"{o.name} ({o.check}): p_rule {100 * p_rule:.1f} %, median over draws {med:.3g} "
+              f"({int(finite.sum())} of {args.draws} defined); levers: "
+              + ", ".join(f"{names[j]} {rho[j]:+.2f} (width {width.get(names[j], math.nan):.2f})" for j in lead))
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "heldout_levers.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(lines[0]))
+        w.writeheader()
+        w.writerows(lines)
+    (out / "heldout_levers.json").write_text(json.dumps(
+        {"spec": shown_path(args.spec), "seed": seed, "draw_index": idx.tolist(),
+         "per_draw": {k: [None if not math.isfinite(v) else float(v) for v in x] for k, x in per_trial.items()}},
+        indent=1))
+    print(f"wrote {shown_path(out / 'heldout_levers.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
