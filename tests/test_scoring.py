@@ -140,6 +140,45 @@ def test_protocol_run_cuts_the_protocol(reg):
     assert proto.end_day == 0.0 and proto.assessment_days == (0.0,)
 
 
+def test_median_interval_covers_the_median_at_its_level():
+    """Order-statistic interval of a median: exact coverage 1 - 2 P(B <= k - 1) >= 95 %, B ~ Binomial(n, 1/2).
+
+    Whatever the distribution; 4000 samples of 51 exponentials agree with it within 4 standard errors. NaNs
+    dropped, empty -> NaN.
+    """
+    from scipy.stats import binom
+
+    rng = np.random.default_rng(1)
+    true, n, reps = math.log(2.0), 51, 4000                   # the median of Exp(1)
+    samples = [np.sort(rng.exponential(size=n)) for _ in range(reps)]
+    lo_hi = [R.median_interval(x) for x in samples]
+    k = next(i + 1 for i, x in enumerate(samples[0]) if x == lo_hi[0][0])   # the order statistic used
+    exact = 1.0 - 2.0 * binom.cdf(k - 1, n, 0.5)
+    assert exact >= 0.95 and lo_hi[0][1] == samples[0][n - k]
+    cover = np.mean([lo <= true <= hi for lo, hi in lo_hi])
+    assert abs(cover - exact) < 4.0 * math.sqrt(exact * (1.0 - exact) / reps)
+    lo, hi = R.median_interval(np.array([3.0, np.nan, 1.0, 2.0]))
+    assert (lo, hi) == (1.0, 3.0)                             # n = 3: the whole range
+    assert all(math.isnan(v) for v in R.median_interval(np.array([np.nan])))
+
+
+def test_monte_carlo_flags_a_median_whose_interval_holds_a_bound(reg):
+    o = reg.observation("bachanova_il2dt_peak_in_expanders")  # factor 3 of 1000: bounds 333.3 and 3000
+    assert S.monte_carlo(o, 290.0, 340.0) is True and S.monte_carlo(o, 2900.0, 3100.0) is True
+    assert S.monte_carlo(o, 400.0, 900.0) is False and S.monte_carlo(o, 100.0, 330.0) is False
+    assert S.monte_carlo(o, math.nan, 340.0) is None
+    day = reg.observation("curti2011_peak_day")               # range [7, 14]
+    assert S.monte_carlo(day, 6.0, 8.0) is True and S.monte_carlo(day, 8.0, 13.0) is False
+    at_least = reg.observation("rubnitz_kir_mismatched_nk_d14")  # at least 5.8
+    assert S.monte_carlo(at_least, 5.0, 6.0) is True and S.monte_carlo(at_least, 1.0, 5.0) is False
+    lower = reg.observation("be_n803_donor_nk_d14")
+    assert S.monte_carlo(lower, 1.0, 3.0, versus_interval=(2.5, 9.0)) is True
+    assert S.monte_carlo(lower, 1.0, 2.0, versus_interval=(2.5, 9.0)) is False
+    assert S.monte_carlo(lower, 1.0, 2.0) is None
+    assert S.monte_carlo(reg.observation("bjorklund_cr_first12"), 0.1, 0.5) is None   # binomial_90: not assessed
+    assert S.monte_carlo(reg.observation("bachanova_cr_cohort1"), 0.1, 0.5) is None   # a target: not assessed
+
+
 # ----------------------------------------------------------------------------- the scorer
 def test_scored_rows(scored, sub_registry):
     ds = scored
@@ -167,6 +206,16 @@ def test_scored_rows(scored, sub_registry):
         a, _ = S.verdict(o, float(r["simulated_median"]), float(r["simulated_lo"]), float(r["simulated_hi"]),
                          versus_median=vm)
         assert (math.isnan(float(r["agrees"])) if a is None else float(r["agrees"]) == float(a)), o.name
+    # Monte Carlo flags: median-based held-out checks only, each from the stored median interval
+    mlo, mhi, mc = (ds[v].values for v in ("median_lo", "median_hi", "monte_carlo"))
+    for i, o in enumerate(sub.observations):
+        if o.role == "held_out" and o.check in S.MEDIAN_CHECKS and not math.isnan(mlo[i]):
+            assert mlo[i] <= med[i] <= mhi[i], o.name
+            vs = ((float(ds["median_lo"].sel(observation=o.versus)), float(ds["median_hi"].sel(observation=o.versus)))
+                  if o.versus else None)
+            assert mc[i] == float(S.monte_carlo(o, mlo[i], mhi[i], versus_interval=vs)), o.name
+        else:
+            assert math.isnan(mc[i]), o.name
     summary = S.scores_summary(ds)
     assert "scored held-out rows agree" in summary and "targets inside their 90 % interval:" in summary
     assert "| `bachanova_expansion_d14` |" in S.scores_markdown(ds)

@@ -874,6 +874,23 @@ def simulated_per_trial(obs: TrialObservation, ds: xarray.Dataset) -> np.ndarray
     return out
 
 
+def median_interval(x: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free ``level`` confidence interval of the median of the samples ``x`` (NaN dropped).
+
+    Order statistics ``x_(k)`` and ``x_(n + 1 - k)`` (1-based), ``k`` the ``(1 - level) / 2`` quantile of
+    Binomial(n, 1/2) (at least 1): the interval holds the population median with probability at least about
+    ``level`` (Conover, Practical Nonparametric Statistics, 3rd ed., section 3.2). NaNs when no sample is left.
+    """
+    from scipy.stats import binom
+
+    v = np.sort(np.asarray(x, float)[~np.isnan(np.asarray(x, float))])
+    n = v.size
+    if n == 0:
+        return math.nan, math.nan
+    k = max(int(binom.ppf((1.0 - level) / 2.0, n, 0.5)), 1)
+    return float(v[k - 1]), float(v[n - k])
+
+
 def predictive_interval(obs: TrialObservation, ds: xarray.Dataset, *, level: float = 0.90, draws: int = 4000,
                         seed: int = 0, between_trials: bool = False) -> tuple[float, float, float]:
     """Median and central ``level`` predictive interval of the observable.

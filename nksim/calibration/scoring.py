@@ -153,6 +153,40 @@ def verdict(obs: TrialObservation, median: float, lo: float, hi: float, *,
     raise AssertionError(check)  # pragma: no cover - the registry refuses any other check
 
 
+#: Confidence level of the interval of a simulated median (:func:`~nksim.calibration.registry.median_interval`).
+MEDIAN_LEVEL = 0.95
+#: Held-out checks decided on the simulated median (over virtual trials).
+MEDIAN_CHECKS = ("factor", "range", "at_least", "at_most", "above", "below", "higher", "lower")
+
+
+def monte_carlo(obs: TrialObservation, median_lo: float, median_hi: float, *,
+                versus_interval: tuple[float, float] | None = None) -> bool | None:
+    """Whether a held-out row's verdict is *Monte Carlo*: it could turn with more virtual trials.
+
+    For a check decided on the simulated median (:data:`MEDIAN_CHECKS`): the median's
+    :data:`MEDIAN_LEVEL` confidence interval ``[median_lo, median_hi]`` contains a bound of the rule (``factor``:
+    ``value / f`` and ``value * f``; ``range``: its bounds; ``at_least`` ... ``below``: ``bound``), or, for
+    ``higher`` / ``lower``, overlaps the ``versus`` row's interval. None when not assessed: targets and
+    ``binomial_90`` rows (their Monte Carlo error is that of a tail probability: ``calibration/joint/tail_check.py``),
+    other checks, an undefined median. The declared rule (the point median) still gives the verdict; this says how
+    sure the simulation is of it.
+    """
+    if obs.role != "held_out" or obs.check not in MEDIAN_CHECKS or math.isnan(median_lo) or math.isnan(median_hi):
+        return None
+    if obs.check in ("higher", "lower"):
+        if versus_interval is None or any(math.isnan(v) for v in versus_interval):
+            return None
+        return not (median_hi < versus_interval[0] or versus_interval[1] < median_lo)
+    if obs.check == "factor":
+        a, b = obs.value_range if obs.value_range is not None else (obs.value, obs.value)
+        bounds = (a / float(obs.factor), b * float(obs.factor))
+    elif obs.check == "range":
+        bounds = tuple(obs.bounds)
+    else:
+        bounds = (obs.bound,)
+    return any(median_lo <= t <= median_hi for t in bounds)
+
+
 # ----------------------------------------------------------------------------- arguments
 def _roles(roles: Any, source: str = "score_registry") -> tuple[str, ...]:
     if isinstance(roles, str) or not isinstance(roles, Sequence) or not roles:
@@ -259,7 +293,7 @@ def score_registry(params: ParameterSet | str | Path | Sequence[ParameterSet] = 
     import xarray as xr
 
     from ..simulate import simulate_cohort
-    from .registry import predictive_interval, simulated_per_trial
+    from .registry import median_interval, predictive_interval, simulated_per_trial
 
     seed = check_seed(seed, source="score_registry", key="seed")
     replicates = _count(replicates, "replicates")
@@ -291,7 +325,7 @@ def score_registry(params: ParameterSet | str | Path | Sequence[ParameterSet] = 
         by_protocol.setdefault(o.protocol, []).append(o)
 
     t0 = time.perf_counter()
-    sim: dict[str, tuple[float, float, float, int]] = {}
+    sim: dict[str, tuple[float, float, float, int, float, float]] = {}
     protocol_seeds: dict[str, int] = {}
     bar = None
     if progress:
@@ -313,8 +347,11 @@ def score_registry(params: ParameterSet | str | Path | Sequence[ParameterSet] = 
                 med, lo, hi = predictive_interval(o, ds, level=LEVEL, draws=draws,
                                                   seed=derived_seed(seed, f"observation:{o.name}"),
                                                   between_trials=draws_mode)
-                defined = int(np.sum(~np.isnan(simulated_per_trial(o, ds))))
-                sim[o.name] = (med, lo, hi, defined)
+                per_trial = simulated_per_trial(o, ds)
+                defined = int(np.sum(~np.isnan(per_trial)))
+                mlo, mhi = ((math.nan, math.nan) if o.is_share and o.n is not None
+                            else median_interval(per_trial, MEDIAN_LEVEL))
+                sim[o.name] = (med, lo, hi, defined, mlo, mhi)
             del ds
             if bar is not None:
                 bar.update(1)
@@ -323,15 +360,17 @@ def score_registry(params: ParameterSet | str | Path | Sequence[ParameterSet] = 
             bar.close()
     seconds = time.perf_counter() - t0
 
-    nan4 = (math.nan, math.nan, math.nan, 0)
+    nan6 = (math.nan, math.nan, math.nan, 0, math.nan, math.nan)
     cols: dict[str, list] = {k: [] for k in (
         "trial", "arm", "protocol", "group", "role", "observable", "observed", "unit", "check", "rule", "grade",
         "verdict", "note", "versus", "observed_value", "simulated_median", "simulated_lo", "simulated_hi", "agrees",
-        "defined_trials")}
+        "defined_trials", "median_lo", "median_hi", "monte_carlo")}
     for o in rows:
-        med, lo, hi, defined = sim.get(o.name, nan4)
-        vmed = sim.get(o.versus, nan4)[0] if o.versus is not None else None
-        agrees, note = verdict(o, med, lo, hi, versus_median=vmed)
+        med, lo, hi, defined, mlo, mhi = sim.get(o.name, nan6)
+        vs = sim.get(o.versus, nan6) if o.versus is not None else None
+        agrees, note = verdict(o, med, lo, hi, versus_median=None if vs is None else vs[0])
+        mc = (None if agrees is None else
+              monte_carlo(o, mlo, mhi, versus_interval=None if vs is None else (vs[4], vs[5])))
         rule = o.rule or (target_rule(o) if o.role == "target" else "")
         unit = o.unit or _observable_unit(o)
         for k, v in (("trial", o.trial), ("arm", o.arm), ("protocol", o.protocol), ("group", o.group or ""),
@@ -340,7 +379,8 @@ def score_registry(params: ParameterSet | str | Path | Sequence[ParameterSet] = 
                      ("verdict", NOT_SCORED if agrees is None else (AGREES if agrees else DISAGREES)),
                      ("note", note), ("versus", o.versus or ""), ("observed_value", observed_value(o)),
                      ("simulated_median", med), ("simulated_lo", lo), ("simulated_hi", hi),
-                     ("agrees", math.nan if agrees is None else float(agrees)), ("defined_trials", defined)):
+                     ("agrees", math.nan if agrees is None else float(agrees)), ("defined_trials", defined),
+                     ("median_lo", mlo), ("median_hi", mhi), ("monte_carlo", math.nan if mc is None else float(mc))):
             cols[k].append(v)
 
     text = {"long_name": ""}
@@ -381,6 +421,16 @@ def score_registry(params: ParameterSet | str | Path | Sequence[ParameterSet] = 
         "defined_trials": ("observation", np.array(cols["defined_trials"], np.int64),
                            {"units": "1", "long_name": "virtual trials in which the observable is defined (some "
                                                        "simulated patient counts)"}),
+        "median_lo": ("observation", np.array(cols["median_lo"], float),
+                      {"long_name": f"lower end of the {100 * MEDIAN_LEVEL:.0f} % confidence interval of the "
+                                    f"simulated median over the virtual trials (order statistics; NaN for shares "
+                                    f"with a published n), {value_note}"}),
+        "median_hi": ("observation", np.array(cols["median_hi"], float),
+                      {"long_name": f"upper end of that confidence interval, {value_note}"}),
+        "monte_carlo": ("observation", np.array(cols["monte_carlo"], float),
+                        {"units": "1", "long_name": "1 = the verdict of a median-based held-out check could turn "
+                                                    "with more virtual trials (monte_carlo()), 0 = settled, NaN = "
+                                                    "not assessed (targets, binomial_90 rows, rows not scored)"}),
     }
     out = xr.Dataset(data, coords={"observation": ("observation", np.array([o.name for o in rows], dtype=object),
                                                    {"long_name": "registry observation name"})})
@@ -486,7 +536,9 @@ def scores_summary(ds: xarray.Dataset) -> str:
         if r == "held_out":
             trials = len(set(ds["trial"].values[m].astype(str)))
             share = f" ({100 * k / n:.0f} %)" if n else ""
-            parts.append(f"{k} of {n} {text}{share}, from {trials} trials")
+            mc = int(np.nansum(ds["monte_carlo"].values[m] == 1)) if "monte_carlo" in ds else 0
+            mc_text = f" ({mc} verdict{'s' if mc != 1 else ''} Monte Carlo)" if mc else ""
+            parts.append(f"{k} of {n} {text}{share}, from {trials} trials{mc_text}")
         else:
             parts.append(f"targets inside their {100 * float(ds.attrs.get('level', LEVEL)):.0f} % interval: "
                          f"{k} of {n}")
@@ -497,8 +549,10 @@ _HEAD = ("observation", "trial", "role", "observed", "simulated: median (90 % in
 
 
 def _cells(df) -> list[tuple[str, ...]]:
+    mc = df["monte_carlo"].to_numpy() == 1 if "monte_carlo" in df else np.zeros(len(df), bool)
     return [(r.observation, r.trial, r.role, r.observed, r.simulated, r.check,
-             r.verdict + (f" ({r.note})" if r.note and r.verdict != AGREES else "")) for r in df.itertuples()]
+             r.verdict + (f" ({r.note})" if r.note and r.verdict != AGREES else "") + (" *Monte Carlo*" if m else ""))
+            for r, m in zip(df.itertuples(), mc)]
 
 
 def scores_text(ds: xarray.Dataset, widths: Sequence[int] = (38, 26, 8, 14, 30, 11, 60)) -> str:
@@ -528,7 +582,9 @@ def scores_csv(ds: xarray.Dataset) -> str:
     cols = ["observation", "trial", "arm", "protocol", "group", "role", "observable", "observed", "observed_value",
             "unit", "simulated_median", "simulated_lo", "simulated_hi", "simulated", "defined_trials", "check",
             "versus", "verdict", "agrees", "note", "rule", "grade"]
-    return scores_table(ds)[cols].to_csv(index=False, lineterminator="\n")
+    df = scores_table(ds)
+    cols += [c for c in ("median_lo", "median_hi", "monte_carlo") if c in df]  # older score files lack them
+    return df[cols].to_csv(index=False, lineterminator="\n")
 
 
 def registry_run_attrs(title: str, comment: str, p: ParameterSet, *, resolution: str,
