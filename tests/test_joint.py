@@ -792,6 +792,8 @@ def test_heldout_levers_on_the_committed_posterior(tmp_path):
     assert len(lines) == 2 * k and {r["row"] for r in lines} == set(rows)
     for r in lines:
         assert 0.0 <= float(r["p_rule"]) <= 1.0 and r["draws"] == "4" and math.isnan(float(r["rho"]))
+        assert r["verdict"] in ("agrees", "disagrees") and r["monte_carlo"] in ("true", "false")
+        assert float(r["median_lo"]) <= float(r["median_over_draws"]) <= float(r["median_hi"])
     per = json.loads((tmp_path / "heldout_levers.json").read_text())["per_draw"]
     assert set(per) == set(rows) | {"bachanova_il15_rise_cohort1"} and all(len(v) == 4 for v in per.values())
     below = [a < b for a, b in zip(per["miller_flu_il15_below_hi_cy_flu"], per["bachanova_il15_rise_cohort1"])]

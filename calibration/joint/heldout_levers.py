@@ -5,7 +5,13 @@
 For each held-out row (default: every held-out row that disagrees in ``<out>/scores.nc``) the script simulates
 ``--draws`` posterior draws of the joint fit, one virtual trial each, with the scorer's own machinery
 (:func:`nksim.calibration.scoring.simulate_draws`: virtual trial ``r`` of every protocol uses draw ``r``, so rows of
-different protocols are paired by draw; seeds ``derived_seed(seed, "levers:protocol:<P>")``) and reports
+different protocols are paired by draw; seeds ``derived_seed(seed, "levers:protocol:<P>")``, not the scorer's) and
+reports
+
+* ``verdict``, ``median_over_draws``, ``median_lo``/``median_hi``, ``monte_carlo``: the scorer's verdict on these
+  draws, the simulated median with its 95 % interval and whether the verdict is still Monte Carlo
+  (:func:`nksim.calibration.scoring.monte_carlo`). A row that ``run_joint.py``'s 200-draw scores mark Monte Carlo is
+  settled by this script with ``--draws 1000`` (``docs/validation.md``, "Definitions and agreement rules");
 
 * ``p_rule``: the share of draws whose own virtual trial meets the row's declared rule (the score applies the rule
   to the median over draws): the statistic within the factor or range, at least/most the bound, above/below it;
@@ -36,8 +42,24 @@ import numpy as np
 from scipy import stats
 
 from nksim.calibration.joint_spec import load_joint_spec
-from nksim.calibration.registry import group_by_protocol, load_registry, simulated_per_patient, simulated_per_trial
-from nksim.calibration.scoring import derived_seed, protocol_run, resolution_params, simulate_draws
+from nksim.calibration.registry import (
+    group_by_protocol,
+    load_registry,
+    median_interval,
+    predictive_interval,
+    simulated_per_patient,
+    simulated_per_trial,
+)
+from nksim.calibration.scoring import (
+    LEVEL,
+    MEDIAN_LEVEL,
+    derived_seed,
+    monte_carlo,
+    protocol_run,
+    resolution_params,
+    simulate_draws,
+    verdict,
+)
 from nksim.errors import NksimInputError
 from nksim.fileio import shown_path
 from nksim.io import open_output
@@ -150,15 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     for o in rows:
         if o.versus is not None:
             needed.setdefault(o.versus, reg.observation(o.versus))
-    per_trial, flags = {}, {}
+    per_trial, flags, summary = {}, {}, {}
     for name, obs in group_by_protocol(list(needed.values())).items():
         proto, ids = protocol_run(name, obs)
         print(f"simulating {name}: {args.draws} draws", flush=True)
         ds = simulate_draws(sets, proto, args.draws, derived_seed(seed, f"levers:protocol:{name}"), ids, args.workers)
-        for o in obs:
+        for o in obs:   # the scorer's numbers from these draws (nksim.calibration.scoring.score_registry)
             per_trial[o.name] = simulated_per_trial(o, ds)
             if o.is_share:
                 flags[o.name] = simulated_per_patient(o, ds)
+            mint = ((math.nan, math.nan) if o.is_share and o.n is not None
+                    else median_interval(per_trial[o.name], MEDIAN_LEVEL))
+            summary[o.name] = (*predictive_interval(o, ds, level=LEVEL, between_trials=True), *mint)
         del ds
     width = {}
     if (out / "posterior.csv").exists():
@@ -167,22 +192,28 @@ def main(argv: list[str] | None = None) -> int:
     lines = []
     for o in rows:
         y = per_trial[o.name]
+        med, lo, hi, mlo, mhi = summary[o.name]
+        vs = summary[o.versus] if o.versus is not None else None
+        agrees, _ = verdict(o, med, lo, hi, versus_median=None if vs is None else vs[0])
+        mc = monte_carlo(o, mlo, mhi, versus_interval=None if vs is None else (vs[3], vs[4]))
         if o.check == "binomial_90":
             p_rule = binomial_tail(flags[o.name], int(o.k), int(o.n))
         else:
             vs = per_trial.get(o.versus) if o.versus is not None else None
             p_rule = float(np.mean([meets_rule(o, y[r], None if vs is None else vs[r]) for r in range(y.size)]))
         finite = np.isfinite(y)
-        med = float(np.quantile(y[finite], 0.5, method="inverted_cdf")) if finite.any() else math.nan
         rho = partial_rank_correlation(u[idx], y)
         for j, pname in enumerate(names):
             lines.append({"row": o.name, "check": o.check, "observed": o.value if o.value is not None else
                           (f"{o.k}/{o.n}" if o.k is not None else ""), "draws": int(args.draws),
-                          "defined_draws": int(finite.sum()), "median_over_draws": med, "p_rule": p_rule,
+                          "defined_draws": int(finite.sum()), "median_over_draws": med, "median_lo": mlo,
+                          "median_hi": mhi, "verdict": "agrees" if agrees else "disagrees",
+                          "monte_carlo": "" if mc is None else str(bool(mc)).lower(), "p_rule": p_rule,
                           "parameter": pname, "rho": rho[j], "width": width.get(pname, math.nan)})
         lead = sorted((j for j in range(len(names)) if math.isfinite(rho[j])), key=lambda j: -abs(rho[j]))[:4]
-        print(f"{o.name} ({o.check}): p_rule {100 * p_rule:.1f} %, median over draws {med:.3g} "
-              f"({int(finite.sum())} of {args.draws} defined); levers: "
+        print(f"{o.name} ({o.check}): {'agrees' if agrees else 'disagrees'}"
+              f"{' (Monte Carlo)' if mc else ''} over these draws, median {med:.3g} [{mlo:.3g}, {mhi:.3g}]; "
+              f"p_rule {100 * p_rule:.1f} % ({int(finite.sum())} of {args.draws} defined); levers: "
               + ", ".join(f"{names[j]} {rho[j]:+.2f} (width {width.get(names[j], math.nan):.2f})" for j in lead))
     out.mkdir(parents=True, exist_ok=True)
     with (out / "heldout_levers.csv").open("w", newline="") as fh:
