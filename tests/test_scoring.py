@@ -173,8 +173,17 @@ def test_monte_carlo_flags_a_median_whose_interval_holds_a_bound(reg):
     assert S.monte_carlo(at_least, 5.0, 6.0) is True and S.monte_carlo(at_least, 1.0, 5.0) is False
     lower = reg.observation("be_n803_donor_nk_d14")
     assert S.monte_carlo(lower, 1.0, 3.0, versus_interval=(2.5, 9.0)) is True
-    assert S.monte_carlo(lower, 1.0, 2.0, versus_interval=(2.5, 9.0)) is False
+    assert S.monte_carlo(lower, 1.0, 2.0, versus_interval=(2.5, 9.0)) is False     # always lower
+    assert S.monte_carlo(lower, 0.4, 0.5, versus_interval=(0.3, 0.4)) is False     # never lower (0.4 is not < 0.4)
     assert S.monte_carlo(lower, 1.0, 2.0) is None
+    higher = reg.observation("be_n803_host_t_d14")
+    assert S.monte_carlo(higher, 3.0, 4.0, versus_interval=(1.0, 3.0)) is True     # 3 is not > 3, 4 is > 1
+    assert S.monte_carlo(higher, 3.5, 4.0, versus_interval=(1.0, 3.0)) is False    # always higher
+    # degenerate intervals at an inclusive bound are settled; across it they are not
+    no_exp = reg.observation("miller_flu_no_expansion")           # at_most 0
+    assert S.monte_carlo(no_exp, 0.0, 0.0) is False and S.monte_carlo(no_exp, 0.0, 0.1) is True
+    above = reg.observation("miller_lo_cy_detectable_d7")         # above 0
+    assert S.monte_carlo(above, 0.0, 0.0) is False and S.monte_carlo(above, 0.0, 0.1) is True
     assert S.monte_carlo(reg.observation("bjorklund_cr_first12"), 0.1, 0.5) is None   # binomial_90: not assessed
     assert S.monte_carlo(reg.observation("bachanova_cr_cohort1"), 0.1, 0.5) is None   # a target: not assessed
 

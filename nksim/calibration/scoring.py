@@ -159,24 +159,34 @@ MEDIAN_LEVEL = 0.95
 MEDIAN_CHECKS = ("factor", "range", "at_least", "at_most", "above", "below", "higher", "lower")
 
 
+def _rule_holds(obs: TrialObservation, value: float) -> bool:
+    """The declared median-based rule of ``obs`` at a simulated median ``value`` (not ``higher``/``lower``)."""
+    return bool(verdict(obs, value, value, value)[0])
+
+
 def monte_carlo(obs: TrialObservation, median_lo: float, median_hi: float, *,
                 versus_interval: tuple[float, float] | None = None) -> bool | None:
     """Whether a held-out row's verdict is *Monte Carlo*: it could turn with more virtual trials.
 
-    For a check decided on the simulated median (:data:`MEDIAN_CHECKS`): the median's
-    :data:`MEDIAN_LEVEL` confidence interval ``[median_lo, median_hi]`` contains a bound of the rule (``factor``:
-    ``value / f`` and ``value * f``; ``range``: its bounds; ``at_least`` ... ``below``: ``bound``), or, for
-    ``higher`` / ``lower``, overlaps the ``versus`` row's interval. None when not assessed: targets and
-    ``binomial_90`` rows (their Monte Carlo error is that of a tail probability: ``calibration/joint/tail_check.py``),
-    other checks, an undefined median. The declared rule (the point median) still gives the verdict; this says how
-    sure the simulation is of it.
+    For a check decided on the simulated median (:data:`MEDIAN_CHECKS`): the rule's verdict is not the same
+    everywhere in the median's :data:`MEDIAN_LEVEL` confidence interval ``[median_lo, median_hi]`` (the rule is
+    evaluated at both ends and on both sides of every bound of the rule inside the interval, so a degenerate
+    interval at an inclusive bound, e.g. a share of exactly 0 against ``at_most 0``, is settled). For
+    ``higher`` / ``lower``: the comparison with the ``versus`` row is not decided by the two intervals (some pair
+    of values from them gives each answer). None when not assessed: targets and ``binomial_90`` rows (their Monte
+    Carlo error is that of a tail probability: ``calibration/joint/tail_check.py``), other checks, an undefined
+    median. The declared rule (the point median) still gives the verdict; this says how sure the simulation is of it.
     """
     if obs.role != "held_out" or obs.check not in MEDIAN_CHECKS or math.isnan(median_lo) or math.isnan(median_hi):
         return None
+    lo, hi = median_lo, median_hi
     if obs.check in ("higher", "lower"):
         if versus_interval is None or any(math.isnan(v) for v in versus_interval):
             return None
-        return not (median_hi < versus_interval[0] or versus_interval[1] < median_lo)
+        vlo, vhi = versus_interval
+        if obs.check == "lower":      # x < y always (hi < vlo) or never (lo >= vhi): settled
+            return not (hi < vlo or lo >= vhi)
+        return not (lo > vhi or hi <= vlo)
     if obs.check == "factor":
         a, b = obs.value_range if obs.value_range is not None else (obs.value, obs.value)
         bounds = (a / float(obs.factor), b * float(obs.factor))
@@ -184,7 +194,13 @@ def monte_carlo(obs: TrialObservation, median_lo: float, median_hi: float, *,
         bounds = tuple(obs.bounds)
     else:
         bounds = (obs.bound,)
-    return any(median_lo <= t <= median_hi for t in bounds)
+    points = [lo, hi]
+    for t in bounds:
+        if lo <= t <= hi:
+            points += [t] + [x for x in (math.nextafter(t, -math.inf), math.nextafter(t, math.inf)) if lo <= x <= hi]
+            points += [t * (1 - 2 * _EPS), t * (1 + 2 * _EPS)]    # either side of the rule's own tolerance
+    points = [x for x in points if lo <= x <= hi]
+    return len({_rule_holds(obs, x) for x in points}) > 1
 
 
 # ----------------------------------------------------------------------------- arguments
