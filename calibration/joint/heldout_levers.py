@@ -90,30 +90,6 @@ def partial_rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def meets_rule(row, value: float, versus: float | None = None) -> bool:
-    """Whether one draw's statistic ``value`` (in the row's unit) meets the row's median-based rule.
-
-    ``versus``: the ``versus`` row's statistic at the same draw (``higher``/``lower``). An undefined value fails,
-    as the declared rules say.
-    """
-    if not math.isfinite(value):
-        return False
-    c = row.check
-    if c == "factor":
-        a, b = row.value_range if row.value_range is not None else (row.value, row.value)
-        return a / row.factor <= value <= b * row.factor
-    if c == "range":
-        return row.bounds[0] <= value <= row.bounds[1]
-    if c in ("at_least", "at_most", "above", "below"):
-        return {"at_least": value >= row.bound, "at_most": value <= row.bound, "above": value > row.bound,
-                "below": value < row.bound}[c]
-    if c in ("higher", "lower"):
-        if versus is None or not math.isfinite(versus):
-            return False
-        return value > versus if c == "higher" else value < versus
-    raise NksimInputError(f"no draw-level reading of check {c!r}", source="heldout_levers", key=row.name)
-
-
 def binomial_tail(flags: np.ndarray, k: int, n: int) -> float:
     """``min(P(X <= k), P(X >= k))``, ``X`` ~ Binomial(n, p_r) averaged over the draws' simulated shares ``p_r``.
 
@@ -199,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         if o.check == "binomial_90":
             p_rule = binomial_tail(flags[o.name], int(o.k), int(o.n))
         else:
-            vs = per_trial.get(o.versus) if o.versus is not None else None
-            p_rule = float(np.mean([meets_rule(o, y[r], None if vs is None else vs[r]) for r in range(y.size)]))
+            vs = per_trial.get(o.versus) if o.versus is not None else None   # paired: draw r in both
+            p_rule = float(np.mean([bool(verdict(o, y[r], y[r], y[r], versus_median=None if vs is None else vs[r])[0])
+                                    for r in range(y.size)]))
         finite = np.isfinite(y)
         rho = partial_rank_correlation(u[idx], y)
         for j, pname in enumerate(names):
