@@ -799,13 +799,7 @@ def test_heldout_levers_on_the_committed_posterior(tmp_path):
 
 def test_tail_check_of_a_target_row(tmp_path):
     """calibration/joint/tail_check.py: the tail probabilities of the observed count, on the committed posterior."""
-    import importlib.util
-    import json
-
-    root = Path(__file__).resolve().parents[1] / "calibration" / "joint"
-    spec_ = importlib.util.spec_from_file_location("tail_check", root / "tail_check.py")
-    tc = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(tc)
+    tc, root = _script("tail_check")
     assert tc.main(["bachanova_il2dt_cr", "--draws", "3", "--workers", "1", "--out", str(tmp_path),
                     "--posterior", str(root / "results" / "posterior.nc")]) == 0
     res = json.loads((tmp_path / "tail_bachanova_il2dt_cr.json").read_text())

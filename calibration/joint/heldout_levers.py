@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         if o.check == "binomial_90":
             p_rule = binomial_tail(flags[o.name], int(o.k), int(o.n))
         else:
-            vs = per_trial.get(o.versus) if o.versus is not None else None   # paired: draw r in both
-            p_rule = float(np.mean([bool(verdict(o, y[r], y[r], y[r], versus_median=None if vs is None else vs[r])[0])
+            v = per_trial.get(o.versus) if o.versus is not None else None   # paired: draw r in both
+            p_rule = float(np.mean([bool(verdict(o, y[r], y[r], y[r], versus_median=None if v is None else v[r])[0])
                                     for r in range(y.size)]))
         finite = np.isfinite(y)
         rho = partial_rank_correlation(u[idx], y)

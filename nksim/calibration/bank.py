@@ -260,9 +260,9 @@ def bank_model_match(recorded_digest: str | None, p: ParameterSet) -> list[str] 
     from ..parameters import values_digest
     from ..quantities import NEUTRAL_VALUES
 
-    values = p.values()
     if recorded_digest is None:
         return None
+    values = p.values()
     if values_digest(values) == recorded_digest:
         return []
     neutral = [k for k, v in NEUTRAL_VALUES.items() if k in values and values[k] == v]
