@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from nksim.calibration import load_registry
 from nksim.calibration.bank import (
@@ -29,7 +30,7 @@ from nksim.calibration.config import FitParameter
 from nksim.calibration.emulator import JointEmulator, fit_row_emulator, observed_pair
 from nksim.calibration.joint import coverage_study, interval, nk_potency, posterior_sample
 from nksim.calibration.joint_spec import load_joint_spec
-from nksim.errors import NksimInputError
+from nksim.errors import NksimInputError, OutputExistsError
 
 # ----------------------------------------------------------------------------- a synthetic simulator
 #: Row -> (coefficients on u, intercept) of logit p(u): each row informs a different direction.
@@ -768,6 +769,28 @@ def test_heldout_levers_statistics():
     flags = np.array([[1.0, 0.0], [0.0, 1.0], [np.nan, np.nan]])      # two draws, each share 1/2
     assert hl.binomial_tail(flags, 1, 2) == pytest.approx(0.75)        # P(X <= 1) = P(X >= 1) = 3/4
     assert hl.binomial_tail(np.array([[1.0], [1.0]]), 0, 4) == 0.0     # share 1: no trial has 0 of 4
+    # draws that do not differ (every patient Bernoulli(1/2)): the count of 12 is binomial, P(X <= 2) = 1.93 %;
+    # mixing binomials of 12 at each draw's simulated share would count the binomial noise twice (about 7.6 %)
+    same = (rng.uniform(size=(12, 4000)) < 0.5).astype(float)
+    assert hl.binomial_tail(same, 2, 12) == pytest.approx(stats.binom.cdf(2, 12, 0.5), abs=0.004)
+    mixed = np.mean(stats.binom.cdf(2, 12, np.nanmean(same, axis=0)))
+    assert mixed > 3 * hl.binomial_tail(same, 2, 12)
+
+
+def test_binomial_tail_is_the_scorers_interval():
+    """A tail above 5 % is exactly the scorer's binomial_90 verdict 'inside' (share_interval_between_trials)."""
+    from nksim.calibration.registry import share_interval_between_trials, share_tail_between_trials
+
+    rng = np.random.default_rng(7)
+    for spread in (0.0, 0.15, 0.35):     # between-draw spread of the patient probability
+        p = np.clip(rng.normal(0.6, spread, 300), 0.0, 1.0)
+        flags = (rng.uniform(size=(10, 300)) < p).astype(float)
+        flags[rng.uniform(size=flags.shape) < 0.1] = np.nan                       # patients that do not count
+        _, lo, hi = share_interval_between_trials(flags, 12)
+        for k in range(13):
+            inside = lo * 12 - 1e-9 <= k <= hi * 12 + 1e-9
+            assert (share_tail_between_trials(flags, k, 12) > 0.05) == inside, (spread, k)
+    assert np.isnan(share_tail_between_trials(np.full((3, 4), np.nan), 1, 5))
 
 
 def test_heldout_levers_on_the_committed_posterior(tmp_path):
@@ -795,6 +818,16 @@ def test_heldout_levers_on_the_committed_posterior(tmp_path):
         with pytest.raises(NksimInputError) as e:
             hl.main(bad + ["--out", str(tmp_path), "--posterior", str(root / "results" / "posterior.nc")])
         assert key in str(e.value)
+    before = (tmp_path / "heldout_levers.csv").read_bytes()     # results already written are not replaced
+    with pytest.raises(OutputExistsError) as e:
+        hl.main(rows[:1] + ["--draws", "2", "--out", str(tmp_path), "--posterior",
+                            str(root / "results" / "posterior.nc")])
+    assert "heldout_levers.csv" in str(e.value) and "--overwrite" in str(e.value)
+    assert (tmp_path / "heldout_levers.csv").read_bytes() == before
+    assert hl.main(rows[:1] + ["--draws", "2", "--workers", "1", "--out", str(tmp_path), "--overwrite",
+                               "--posterior", str(root / "results" / "posterior.nc")]) == 0
+    with (tmp_path / "heldout_levers.csv").open() as fh:
+        assert {r["row"] for r in csv.DictReader(fh)} == set(rows[:1])
 
 
 def test_tail_check_of_a_target_row(tmp_path):
@@ -813,3 +846,9 @@ def test_tail_check_of_a_target_row(tmp_path):
         with pytest.raises(NksimInputError) as e:
             tc.main(bad + ["--out", str(tmp_path), "--posterior", str(root / "results" / "posterior.nc")])
         assert key in str(e.value)
+    before = (tmp_path / "tail_bachanova_il2dt_cr.json").read_bytes()   # not replaced without --overwrite
+    with pytest.raises(OutputExistsError) as e:
+        tc.main(["bachanova_il2dt_cr", "--draws", "2", "--out", str(tmp_path), "--posterior",
+                 str(root / "results" / "posterior.nc")])
+    assert "tail_bachanova_il2dt_cr.json" in str(e.value)
+    assert (tmp_path / "tail_bachanova_il2dt_cr.json").read_bytes() == before

@@ -17,8 +17,8 @@ reports
   to the median over draws): the statistic within the factor or range, at least/most the bound, above/below it;
   for ``higher``/``lower`` the paired comparison with the ``versus`` row at the same draw. For a ``binomial_90``
   row (a share of ``n`` patients) ``p_rule`` is the smaller predictive tail of the observed count,
-  ``min(P(X <= k), P(X >= k))`` with ``X`` binomial with each draw's simulated share, averaged over the draws (the
-  row agrees when it exceeds 5 %, as a target does);
+  ``min(P(X <= k), P(X >= k))`` with ``X`` the scorer's beta-binomial count of a trial of ``n`` (the row agrees
+  when it exceeds 5 %, as a target does);
 * for each fitted parameter, ``rho``: the partial rank correlation (PRCC; Marino et al. 2008 J Theor Biol 254:178)
   of the row's per-draw statistic with the parameter's unit-cube coordinate, controlling for every other fitted
   parameter; and ``width``: its 90 % posterior interval as a share of the prior's (``posterior.csv``): a lever with
@@ -28,12 +28,14 @@ A small ``p_rule`` (a few per cent) says the model cannot meet the rule anywhere
 mechanism or a different observable); a large one (a third or more) that the rule is met in a sizeable part of the
 posterior and the miss is where the unidentified levers happen to sit. Writes ``heldout_levers.csv`` (one line per
 row and parameter) and ``heldout_levers.json`` (per-draw statistics) into ``--out`` (default
-``calibration/joint/results``) and prints each row's ``p_rule`` and leading levers.
+``calibration/joint/results``; files already there are refused before any simulation unless ``--overwrite``, and
+written atomically) and prints each row's ``p_rule`` and leading levers.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -47,6 +49,7 @@ from nksim.calibration.registry import (
     load_registry,
     median_interval,
     predictive_interval,
+    share_tail_between_trials,
     simulated_per_patient,
     simulated_per_trial,
 )
@@ -61,7 +64,7 @@ from nksim.calibration.scoring import (
     verdict,
 )
 from nksim.errors import NksimInputError
-from nksim.fileio import shown_path
+from nksim.fileio import check_output_folder, shown_path, write_atomic
 from nksim.io import open_output
 
 HERE = Path(__file__).resolve().parent
@@ -91,16 +94,15 @@ def partial_rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def binomial_tail(flags: np.ndarray, k: int, n: int) -> float:
-    """``min(P(X <= k), P(X >= k))``, ``X`` ~ Binomial(n, p_r) averaged over the draws' simulated shares ``p_r``.
+    """``min(P(X <= k), P(X >= k))`` for the count ``X`` of a trial of ``n`` under the scorer's predictive.
 
-    ``flags``: (patient, draw) 0/1 outcomes, NaN for a patient that does not count; draws without one are dropped.
+    ``flags``: (patient, draw) 0/1 outcomes, NaN for a patient that does not count. ``X`` is the beta-binomial of
+    :func:`nksim.calibration.registry.share_predictive_between_trials`, the distribution whose 90 % interval the
+    scorer's ``binomial_90`` verdict uses, so the tail is above 5 % exactly when the scorer puts the row inside
+    (up to the discrete boundary). A mixture of binomials of ``n`` at each draw's simulated share (this script's
+    first version) counts the patients' binomial noise twice and fattens both tails.
     """
-    f = np.asarray(flags, float)
-    m = np.sum(np.isfinite(f), axis=0)
-    p = np.nansum(f, axis=0)[m > 0] / m[m > 0]
-    if p.size == 0:
-        return math.nan
-    return float(min(np.mean(stats.binom.cdf(k, n, p)), np.mean(stats.binom.sf(k - 1, n, p))))
+    return share_tail_between_trials(flags, int(k), int(n))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=500, help="posterior draws, one virtual trial each (default 500)")
     ap.add_argument("--seed", type=int, default=None, help="default: the spec's seed")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace heldout_levers.csv/.json already in --out (refused otherwise)")
     args = ap.parse_args(argv)
     spec = load_joint_spec(args.spec)
     reg = load_registry()
@@ -138,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         raise NksimInputError(f"not simulated held-out rows with a check: {', '.join(bad)}", source="heldout_levers",
                               key="rows")
+    check_output_folder(out, ("heldout_levers.csv", "heldout_levers.json"), args.overwrite)  # before computing
     seed = spec.seed if args.seed is None else args.seed
     idx = np.sort(np.random.default_rng(derived_seed(seed, "levers")).choice(theta.shape[0], args.draws,
                                                                             replace=False))
@@ -193,11 +198,12 @@ def main(argv: list[str] | None = None) -> int:
               f"p_rule {100 * p_rule:.1f} % ({int(finite.sum())} of {args.draws} defined); levers: "
               + ", ".join(f"{names[j]} {rho[j]:+.2f} (width {width.get(names[j], math.nan):.2f})" for j in lead))
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "heldout_levers.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(lines[0]))
-        w.writeheader()
-        w.writerows(lines)
-    (out / "heldout_levers.json").write_text(json.dumps(
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(lines[0]))
+    w.writeheader()
+    w.writerows(lines)
+    write_atomic(out / "heldout_levers.csv", buf.getvalue())
+    write_atomic(out / "heldout_levers.json", json.dumps(
         {"spec": shown_path(args.spec), "seed": seed, "draw_index": idx.tolist(),
          "per_draw": {k: [None if not math.isfinite(v) else float(v) for v in x] for k, x in per_trial.items()}},
         indent=1))

@@ -11,7 +11,8 @@ trial of the published size each, exactly as the predictive check does, and repo
 tail probabilities P(X >= k) and P(X <= k) of the observed count k with exact (Clopper-Pearson) 95 %
 intervals: the row lies inside the central 90 % predictive interval when both exceed 5 %
 (``verdict_monte_carlo``: the smaller one's interval still contains 5 %, so more draws are needed). Writes
-``tail_<row>.json`` into ``--out`` (default ``calibration/joint/results``) and prints it.
+``tail_<row>.json`` into ``--out`` (default ``calibration/joint/results``; an existing one is refused before any
+simulation unless ``--overwrite``, and the file is written atomically) and prints it.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from nksim.calibration.joint_spec import load_joint_spec
 from nksim.calibration.registry import clopper_pearson, load_registry
 from nksim.calibration.scoring import derived_seed
 from nksim.errors import NksimInputError
-from nksim.fileio import shown_path
+from nksim.fileio import check_output_folder, shown_path, write_atomic
 from nksim.io import open_output
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=1000, help="posterior draws, one virtual trial each (default 1000)")
     ap.add_argument("--seed", type=int, default=None, help="default: the spec's seed")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace tail_<row>.json already in --out (refused otherwise)")
     args = ap.parse_args(argv)
     spec = load_joint_spec(args.spec)
     try:
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.draws < 1 or args.draws > theta.shape[0]:
         raise NksimInputError(f"--draws must be in [1, {theta.shape[0]}] (the posterior's draws), got {args.draws}",
                               source="tail_check", key="draws")
+    check_output_folder(out, (f"tail_{row.name}.json",), args.overwrite)  # before any simulation
     seed = spec.seed if args.seed is None else args.seed
     idx = np.random.default_rng(derived_seed(seed, f"tail:{row.name}")).choice(theta.shape[0], args.draws,
                                                                                 replace=False)
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "verdict_monte_carlo": tails["monte_carlo"],
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"tail_{row.name}.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    write_atomic(out / f"tail_{row.name}.json", json.dumps(res, indent=1) + "\n")
     print(json.dumps(res, indent=1))
     return 0
 

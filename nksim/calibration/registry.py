@@ -676,16 +676,20 @@ def share_interval(flags: np.ndarray, n: int, *, rng: np.random.Generator, draws
     return float(np.median(shares)), float(lo), float(hi)
 
 
-def share_interval_between_trials(flags: np.ndarray, n: int, *, level: float = 0.90) -> tuple[float, float, float]:
-    """Median and central ``level`` interval of the share in a trial of ``n`` patients, when virtual trials differ.
+def share_predictive_between_trials(flags: np.ndarray, n: int):
+    """Predictive distribution of the count in a trial of ``n`` patients, when virtual trials differ.
 
     ``flags``: (patient, virtual trial) 0/1 outcomes (NaN = not applicable), each virtual trial
     simulated with its own parameter draw (a posterior predictive). Pooling the patients of every
     trial (:func:`share_interval`) would keep only the binomial noise around the mean share and
-    drop the spread between draws. Here the per-trial shares' variance, less its expected binomial
-    part (method of moments, each trial's own number of patients), is the between-draw variance of
-    the patient probability; the trial of ``n`` is then beta-binomial with that mean and variance
-    (binomial when the estimate is not positive). Returns NaNs when there is no simulated patient.
+    drop the spread between draws; mixing binomials of ``n`` at each trial's own share would count
+    the binomial noise twice (once in the simulated share, once in the trial of ``n``). Here the
+    per-trial shares' variance, less its expected binomial part (method of moments, each trial's own
+    number of patients), is the between-draw variance of the patient probability; the trial of ``n``
+    is then beta-binomial with that mean and variance (binomial when the estimate is not positive).
+
+    Returns a frozen :mod:`scipy.stats` distribution of the count (0..``n``), or None when there is no
+    simulated patient.
     """
     from scipy.stats import betabinom, binom
 
@@ -695,22 +699,45 @@ def share_interval_between_trials(flags: np.ndarray, n: int, *, level: float = 0
     k = np.nansum(f, axis=0)
     use = m > 0
     if not use.any():
-        return math.nan, math.nan, math.nan
+        return None
     m, k = m[use], k[use]
     p = float(k.sum() / m.sum())
-    a = (1.0 - level) / 2.0
-    q = (a, 0.5, 1.0 - a)
     between = 0.0
     if use.sum() > 1 and 0.0 < p < 1.0:
         ph = k / m
         between = float(np.var(ph, ddof=1) - np.mean(ph * (1.0 - ph) / np.maximum(m - 1, 1)))
     if between <= 0.0 or not 0.0 < p < 1.0:
-        lo, med, hi = binom.ppf(q, n, p) / n
-    else:
-        between = min(between, 0.999 * p * (1.0 - p))
-        s = p * (1.0 - p) / between - 1.0      # alpha + beta of the beta distribution of the probability
-        lo, med, hi = betabinom.ppf(q, n, p * s, (1.0 - p) * s) / n
+        return binom(n, p)
+    between = min(between, 0.999 * p * (1.0 - p))
+    s = p * (1.0 - p) / between - 1.0      # alpha + beta of the beta distribution of the probability
+    return betabinom(n, p * s, (1.0 - p) * s)
+
+
+def share_interval_between_trials(flags: np.ndarray, n: int, *, level: float = 0.90) -> tuple[float, float, float]:
+    """Median and central ``level`` interval of the share in a trial of ``n`` patients, when virtual trials differ.
+
+    The quantiles of :func:`share_predictive_between_trials` over ``n`` (the beta-binomial that keeps the
+    spread between parameter draws). Returns NaNs when there is no simulated patient.
+    """
+    dist = share_predictive_between_trials(flags, n)
+    if dist is None:
+        return math.nan, math.nan, math.nan
+    a = (1.0 - level) / 2.0
+    lo, med, hi = dist.ppf((a, 0.5, 1.0 - a)) / n
     return float(med), float(lo), float(hi)
+
+
+def share_tail_between_trials(flags: np.ndarray, k: int, n: int) -> float:
+    """``min(P(X <= k), P(X >= k))`` for the count ``X`` of :func:`share_predictive_between_trials`.
+
+    The observed ``k`` of ``n`` lies inside the central 90 % interval of :func:`share_interval_between_trials`
+    exactly when ``P(X <= k) >= 5 %`` and ``P(X >= k) > 5 %`` (the quantiles of a discrete distribution), so a
+    tail above 5 % means inside. NaN without simulated patients.
+    """
+    dist = share_predictive_between_trials(flags, n)
+    if dist is None:
+        return math.nan
+    return float(min(dist.cdf(k), dist.sf(k - 1)))
 
 
 def first_assessment_cr(ds: xarray.Dataset) -> np.ndarray:
