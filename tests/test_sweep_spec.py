@@ -172,6 +172,27 @@ def test_plan_digest_tracks_what_matters():
         assert build_plan(tiny_spec(**change)).digest != a.digest
 
 
+def test_plan_digest_ignores_parameter_provenance_not_values(tmp_path):
+    """A model file whose source texts are corrected resumes the same store; a changed value does not."""
+    import re
+
+    from nksim.sweep import spec_from_dict
+
+    text = (ROOT / "models" / "default.toml").read_text()
+    base = spec_from_dict(tiny(sweep={"model": str(ROOT / "models" / "default.toml")}), "<tiny>")
+    a = build_plan(base)
+    edited = tmp_path / "edited.toml"
+    edited.write_text(re.sub(r'(?m)^(source = ")', r"\1corrected: ", text, count=3))
+    assert edited.read_text() != text
+    b = build_plan(spec_from_dict(tiny(sweep={"model": str(edited)}), "<tiny>"))
+    assert b.digest == a.digest and b.to_json() != a.to_json()          # the plan keeps the new text
+    assert b.base_parameters().values() == a.base_parameters().values()
+    changed = tmp_path / "changed.toml"
+    changed.write_text(re.sub(r"(?m)^(value = )([0-9.eE+-]+)", lambda m: f"{m[1]}{float(m[2]) * 1.5 + 1.0}", text,
+                              count=1))
+    assert build_plan(spec_from_dict(tiny(sweep={"model": str(changed)}), "<tiny>")).digest != a.digest
+
+
 def test_flagship_spec_is_valid():
     spec = load_spec(ROOT / "experiments" / "two_infusion_schedules.toml")
     plan = build_plan(spec)

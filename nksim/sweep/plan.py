@@ -6,9 +6,10 @@ events and parameter overrides, the cohort, the seed, the time axis and the batc
 validates every scenario protocol before anything is simulated. The plan is
 
 * what the Dask workers receive (no file access needed on a cluster);
-* identified by :attr:`Plan.digest` (SHA-256 of its canonical JSON): a store is resumed only by
-  a plan with the same digest, so editing a comment in the spec is harmless while changing a
-  level, the model file, the seed or the batch size is refused.
+* identified by :attr:`Plan.digest` (SHA-256 of its canonical JSON, the model parameters'
+  descriptions and sources left out): a store is resumed only by a plan with the same digest, so
+  editing a comment in the spec or a parameter's source text in the model file is harmless while
+  changing a level, a model value, unit or prior, the seed or the batch size is refused.
 
 Clock: with the spec's ``clock = "lymphodepletion"`` the plan records ``"clock"`` and each
 scenario's ``"clock_offset"`` (days from its first lymphodepleting dose to its first infusion),
@@ -89,8 +90,12 @@ class Plan:
 
     @cached_property
     def digest(self) -> str:
-        """SHA-256 (first 16 hex digits) of the canonical JSON of the plan."""
-        return hashlib.sha256(canonical_json(self.content).encode()).hexdigest()[:16]
+        """SHA-256 (first 16 hex digits) of the canonical JSON of the plan's numbers (:func:`digest_content`).
+
+        The model parameters' descriptions and sources are left out: correcting a parameter's provenance in its
+        model file does not change a number, so it does not stop a store from being resumed.
+        """
+        return hashlib.sha256(canonical_json(digest_content(self.content)).encode()).hexdigest()[:16]
 
     def __getitem__(self, key: str) -> Any:
         return self.content[key]
@@ -236,6 +241,24 @@ def _batch_layout(n_patients: int, replicates: int, batch_size: int) -> list[int
     if replicates >= batch_size:
         return [1, batch_size]
     return [max(1, min(n_patients, batch_size // replicates)), replicates]
+
+
+#: Positions, in a plan's ``model.parameters`` entries ``[value, unit, description, source, prior]``, of the
+#: provenance text that :attr:`Plan.digest` leaves out.
+_PROVENANCE_FIELDS = (2, 3)
+
+
+def digest_content(content: dict[str, Any]) -> dict[str, Any]:
+    """A plan's content without the model parameters' descriptions and sources (what :attr:`Plan.digest` hashes).
+
+    Everything that determines a number stays: values, units, priors (draws from the prior use them), the model's
+    name and status, and the rest of the plan.
+    """
+    model = content.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("parameters"), dict):
+        return content
+    params = {k: [x for i, x in enumerate(v) if i not in _PROVENANCE_FIELDS] for k, v in model["parameters"].items()}
+    return {**content, "model": {**model, "parameters": params}}
 
 
 def model_entry(params: ParameterSet) -> dict[str, Any]:
