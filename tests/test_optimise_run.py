@@ -279,3 +279,14 @@ def test_population_in_remission_reaches_every_simulated_unit(tiny, monkeypatch)
     assert "population" not in problem_mod.ModelProblem(base, clock).identity()
     assert problem_mod.ModelProblem(base, clock, population=spec.population).identity()["population"] == \
         spec.population
+    # a corrected source text keeps the identity (and the cached evaluations); a changed value does not
+    from dataclasses import replace as _replace
+    from types import MappingProxyType
+
+    key = next(iter(base.parameters))
+    reworded = _replace(base, parameters=MappingProxyType(
+        {**base.parameters, key: _replace(base.parameters[key], source="corrected source", description="reworded")}))
+    ident = problem_mod.ModelProblem(base, clock).identity()
+    assert problem_mod.ModelProblem(reworded, clock).identity() == ident
+    moved = base.with_values({key: base.parameters[key].value * 1.5 + 1.0})
+    assert problem_mod.ModelProblem(moved, clock).identity() != ident

@@ -97,10 +97,14 @@ class ModelProblem:
         self._params: dict[str, ParameterSet] = {}
 
     def identity(self) -> dict[str, Any]:
-        """Plain data fixing the numbers: the model, fixed values, clock and the result code's digest."""
-        from ..sweep.plan import code_digest, model_entry
+        """Plain data fixing the numbers: the model, fixed values, clock and the result code's digest.
 
-        out = {"problem": "nksim", "model": model_entry(self.base), "fixed": self.fixed,
+        The model as :func:`nksim.sweep.plan.model_numbers` (values, units, priors; not the parameters' descriptions
+        and sources, so a corrected source text keeps an optimisation's cached evaluations).
+        """
+        from ..sweep.plan import code_digest, model_numbers
+
+        out = {"problem": "nksim", "model": model_numbers(self.base), "fixed": self.fixed,
                "clock": self.clock.as_dict(), "code": code_digest()}
         if self.population:  # recorded only when set: caches of active-disease problems keep their digests
             out["population"] = self.population

@@ -261,6 +261,11 @@ def digest_content(content: dict[str, Any]) -> dict[str, Any]:
     return {**content, "model": {**model, "parameters": params}}
 
 
+def model_numbers(params: ParameterSet) -> dict[str, Any]:
+    """:func:`model_entry` without the parameters' descriptions and sources: what fixes a model's numbers."""
+    return digest_content({"model": model_entry(params)})["model"]
+
+
 def model_entry(params: ParameterSet) -> dict[str, Any]:
     """A ParameterSet as plain JSON-able data (rebuilt by :meth:`Plan.base_parameters`)."""
     return {"name": params.name, "status": params.status,
