@@ -852,3 +852,29 @@ def test_tail_check_of_a_target_row(tmp_path):
                  str(root / "results" / "posterior.nc")])
     assert "tail_bachanova_il2dt_cr.json" in str(e.value)
     assert (tmp_path / "tail_bachanova_il2dt_cr.json").read_bytes() == before
+
+
+def test_whatif_split_promotes_only_held_out_rows(tmp_path):
+    """calibration/joint/whatif_split.py: named held-out rows become targets in memory; other rows are refused."""
+    ws, root = _script("whatif_split")
+    reg = load_registry()
+    row = "fehniger_detected_d14_on"
+    mod = ws.promoted_registry(reg, [row])
+    before = {o.name: o for o in reg.observations}
+    after = {o.name: o for o in mod.observations}
+    assert after[row].role == "target" and before[row].role == "held_out"
+    assert all(after[n] == o for n, o in before.items() if n != row)        # nothing else changes
+    assert len(mod.with_role("target")) == len(reg.with_role("target")) + 1
+    assert load_registry().observation(row).role == "held_out"               # the files are untouched
+    for bad in (["bachanova_cr_cohort1"], ["no_such_row"], []):
+        with pytest.raises(NksimInputError) as e:
+            ws.promoted_registry(reg, bad)
+        assert e.value.key == "rows"
+    (tmp_path / "fit").mkdir()
+    (tmp_path / "fit" / "scores.nc").write_bytes(b"kept")                    # a fit already there is not replaced
+    with pytest.raises(OutputExistsError):
+        ws.main([row, "--out", str(tmp_path / "fit"), "--bank-from", str(tmp_path / "nobank")])
+    assert (tmp_path / "fit" / "scores.nc").read_bytes() == b"kept"
+    with pytest.raises(NksimInputError) as e:                                 # no bank to start from
+        ws.main([row, "--out", str(tmp_path / "new"), "--bank-from", str(tmp_path / "nobank")])
+    assert "bank.json" in str(e.value)
