@@ -118,3 +118,30 @@ def test_result_from_another_plan_is_not_written(tmp_path, reference):
     other = build_plan(tiny_spec(sweep={"seed": 99}))
     with pytest.raises(RuntimeError, match="cannot go into store"):
         st.write_batch(run_batch(other, 0))
+
+
+def test_resume_with_corrected_parameter_sources_equals_uninterrupted(tmp_path):
+    """A model file whose source texts were corrected mid-sweep resumes the store: same numbers, same store."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    original = tiny_spec(sweep={"model": str(root / "models" / "default.toml")})
+    digest = store_digest(run_sweep(original, tmp_path / "whole.zarr", workers=0).store)
+    text = (root / "models" / "default.toml").read_text()
+    edited = tmp_path / "default.toml"
+    edited.write_text(re.sub(r'(?m)^source = "', 'source = "corrected: ', text))
+    out = tmp_path / "resumed.zarr"
+    first = run_sweep(original, out, workers=0, max_batches=3)
+    assert first.batches_run == 3 and not first.complete
+    second = run_sweep(tiny_spec(sweep={"model": str(edited)}), out, workers=0)
+    assert second.batches_before == 3 and second.complete
+    assert store_digest(out) == digest
+    changed = tmp_path / "changed.zarr"
+    shutil.copytree(out, changed)
+    moved = tmp_path / "moved.toml"                                     # a value changed: refused, untouched
+    moved.write_text(re.sub(r"(?m)^value = 70\.0$", "value = 71.0", text, count=1))
+    assert moved.read_text() != text
+    with pytest.raises(OutputExistsError, match="another sweep"):
+        run_sweep(tiny_spec(sweep={"model": str(moved)}), changed, workers=0)
+    assert store_digest(changed) == digest

@@ -676,7 +676,7 @@ def share_interval(flags: np.ndarray, n: int, *, rng: np.random.Generator, draws
     return float(np.median(shares)), float(lo), float(hi)
 
 
-def share_predictive_between_trials(flags: np.ndarray, n: int):
+def share_predictive_between_trials(flags: np.ndarray, n: int) -> Any:
     """Predictive distribution of the count in a trial of ``n`` patients, when virtual trials differ.
 
     ``flags``: (patient, virtual trial) 0/1 outcomes (NaN = not applicable), each virtual trial
