@@ -878,3 +878,10 @@ def test_whatif_split_promotes_only_held_out_rows(tmp_path):
     with pytest.raises(NksimInputError) as e:                                 # no bank to start from
         ws.main([row, "--out", str(tmp_path / "new"), "--bank-from", str(tmp_path / "nobank")])
     assert "bank.json" in str(e.value)
+    report = tmp_path / "REPORT.md"                                           # the generated report is marked once
+    report.write_text("# Title\n\nBody\n")
+    ws.mark_report(report, [row])
+    ws.mark_report(report, [row])
+    lines = report.read_text().splitlines()
+    assert lines[0] == "# Title" and lines[2].startswith("> **Exploratory what-if") and row in lines[2]
+    assert report.read_text().count("Exploratory what-if") == 1 and lines[-1] == "Body"

@@ -16,7 +16,7 @@ links (its parts are never rewritten) and completed by :func:`nksim.calibration.
 only the promoted rows' protocols, at the same points and seeds, into a row supplement; then
 :func:`nksim.calibration.joint_run.run_joint` fits, checks and scores exactly as ``run_joint.py`` does, into
 ``--out`` (refused if it already holds a fit, unless ``--overwrite``), which also gets ``whatif.json`` (the
-promoted rows and the commands).
+promoted rows and the commands); ``REPORT.md`` gets a banner saying what it is.
 """
 from __future__ import annotations
 
@@ -52,6 +52,21 @@ def promoted_registry(registry: Registry, rows: list[str]) -> Registry:
                               source="whatif_split", key="rows")
     obs = tuple(dataclasses.replace(o, role="target") if o.name in rows else o for o in registry.observations)
     return dataclasses.replace(registry, observations=obs)
+
+
+BANNER = ("> **Exploratory what-if, not a validation** (`calibration/joint/whatif_split.py`): the held-out rows {rows} "
+          "are fitted here as targets, chosen after they were seen to disagree; the held-out agreement below is over "
+          "the other rows and tests another claim than the declared split's (`docs/validation.md`).\n")
+
+
+def mark_report(path: Path, rows: list[str]) -> None:
+    """Put :data:`BANNER` under the title of the generated ``REPORT.md`` (once)."""
+    text = path.read_text(encoding="utf-8")
+    banner = BANNER.format(rows=", ".join(f"`{r}`" for r in rows))
+    if banner in text:
+        return
+    head, sep, rest = text.partition("\n")
+    write_atomic(path, f"{head}{sep}\n{banner}{rest}")
 
 
 def copy_bank(src: Path, dest: Path) -> None:
@@ -106,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     run_joint(spec, bank, out, registry=registry, ppc_draws=args.ppc_draws,
               recovery_datasets=args.recovery_datasets, score_draws=args.score_draws, workers=args.workers,
               outcome_table=table)
+    mark_report(out / "REPORT.md", list(dict.fromkeys(args.rows)))
     record = {"promoted_rows": list(dict.fromkeys(args.rows)), "spec": shown_path(args.spec, ROOT),
               "bank_from": shown_path(src, ROOT), "bank": shown_path(bank, ROOT), "upto": args.upto,
               "argv": sys.argv[1:] if argv is None else list(argv),
