@@ -100,7 +100,8 @@ def test_expanding_reference_is_the_one_infusion_baseline(expanding):
 def test_run_study_runs_and_partial_tables(tmp_path, capsys):
     rs = _run_study()
     assert list(rs.RUNS) == ["default", "high_potency", "joint", "expanding_joint", "expanding_nk_potent",
-                             "consolidation_joint", "consolidation_nk_potent"]
+                             "consolidation_joint", "consolidation_nk_potent", "joint_persistence",
+                             "expanding_persistence", "consolidation_persistence"]
     assert rs.RUNS["default"][:2] == ("schedules.toml", ['sweep.model="default"'])
     assert rs.RUNS["high_potency"][:2] == ("schedules.toml", ['sweep.model="high_potency"'])
     assert rs.JOINT_DRAWS.as_posix() == "calibration/joint/results/posterior_draws.csv"
@@ -108,10 +109,12 @@ def test_run_study_runs_and_partial_tables(tmp_path, capsys):
     draws = tmp_path / "posterior_draws.csv"
     draws.write_text("nk.kill_probability,nk.homing_rate\n" + "0.5,2.0\n0.6,3.0\n" * 6, encoding="utf-8")
     assert rs.DRUG_AT_STAGE_A_DRAWS.as_posix() == "calibration/joint/results_drug_at_stage_a/posterior_draws.csv"
-    for name in ("joint", "expanding_joint", "expanding_nk_potent", "consolidation_joint", "consolidation_nk_potent"):
+    assert rs.PERSISTENCE_DRAWS.as_posix() == "calibration/joint/results_whatif_persistence/posterior_draws.csv"
+    for name in ("joint", "expanding_joint", "expanding_nk_potent", "consolidation_joint", "consolidation_nk_potent",
+                 "joint_persistence", "expanding_persistence", "consolidation_persistence"):
         spec_file, overrides, _ = rs.RUNS[name]
         plan = build_plan(load_spec(SPEC.parent / spec_file, [o.replace(rs.DRAWS, str(draws)).replace(
-            rs.POTENT_DRAWS, str(draws)) for o in overrides]))
+            rs.POTENT_DRAWS, str(draws)).replace(rs.PERSIST_DRAWS, str(draws)) for o in overrides]))
         assert plan.content["draws_from"] == "posterior_draws.csv"
         assert plan.content["draws"][1] == {"nk.kill_probability": 0.6, "nk.homing_rate": 3.0}
         assert plan.parameters(0, 1)["lattice.cell_diameter"] == 40.0 and plan.parameters(0, 1)["nk.homing_rate"] == 3.0

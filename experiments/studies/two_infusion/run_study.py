@@ -24,7 +24,11 @@ The runs (:data:`RUNS`, ``name -> (spec file beside this file, overrides, descri
 * ``consolidation_joint`` / ``consolidation_nk_potent``: ``expanding.toml``'s product and schedules given
   as consolidation in first CR (``[cohort] disease = "remission"``, 2 % residual blasts as in
   ``experiments/protocols/fehniger2018_cndo109.toml``; regrowth from remission, ``docs/model.md``
-  section 9.11; progression = relapse at >= 5 % blasts), under the same two posteriors.
+  section 9.11; progression = relapse at >= 5 % blasts), under the same two posteriors;
+* ``joint_persistence`` / ``expanding_persistence`` / ``consolidation_persistence``: ``joint``,
+  ``expanding_joint`` and ``consolidation_joint`` with the draws of the exploratory what-if posterior that
+  also fits two held-out rows of donor cells lost without cytokine (``calibration/joint/whatif_split.py``,
+  ``calibration/joint/results_whatif_persistence/``): the sensitivity analysis for donor-NK survival.
 
 The joint runs are skipped, with a message, while their posterior draws file does not exist.
 Stores go to ``--out`` (default ``outputs/studies/two_infusion/``; resumable: a second run only
@@ -60,10 +64,16 @@ JOINT_DRAWS = Path("calibration/joint/results/posterior_draws.csv")
 #: The joint posterior conditional on the drugs' blast kill of stage A (NK potency at the top of its priors;
 #: calibration/README.md, "Second joint fit"): the sensitivity analysis of a product whose NK do the killing.
 DRUG_AT_STAGE_A_DRAWS = Path("calibration/joint/results_drug_at_stage_a/posterior_draws.csv")
+#: The exploratory posterior that also fits two held-out rows of donor cells lost without cytokine
+#: (``calibration/joint/whatif_split.py``; docs/validation.md, "What the held-out criterion needs"): the
+#: sensitivity analysis for donor-NK survival (faster intrinsic death of donor NK than the joint fit's).
+PERSISTENCE_DRAWS = Path("calibration/joint/results_whatif_persistence/posterior_draws.csv")
 #: Placeholder in a run's overrides for the joint posterior's draws file (an absolute path when run).
 DRAWS = "{joint_draws}"
 #: Placeholder for DRUG_AT_STAGE_A_DRAWS.
 POTENT_DRAWS = "{drug_at_stage_a_draws}"
+#: Placeholder for PERSISTENCE_DRAWS.
+PERSIST_DRAWS = "{persistence_draws}"
 #: run name -> (spec file beside this file, overrides ``TABLE.KEY=VALUE``, description)
 RUNS: dict[str, tuple[str, list[str], str]] = {
     "default": ("schedules.toml", ['sweep.model="default"'],
@@ -86,6 +96,17 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
                                                    'cohort.disease="remission"', "cohort.baseline_blast_pct=2.0"],
                                 "consolidation in first CR; joint posterior with the drugs' blast kill held at "
                                 "stage A's (NK potency at the top of its priors), 40 um cell places"),
+    "joint_persistence": ("schedules.toml", ['sweep.model="default"', f'cohort.draws_from="{PERSIST_DRAWS}"',
+                                             "parameters.lattice.cell_diameter=40.0"],
+                          "the trial's expanded product; the what-if posterior that also fits donor cells lost "
+                          "without cytokine (Fehniger, Björklund): donor-NK survival sensitivity, 40 um cell places"),
+    "expanding_persistence": ("expanding.toml", [f'cohort.draws_from="{PERSIST_DRAWS}"'],
+                              "fresh product after Hi-Cy/Flu with IL-2; the what-if posterior that also fits donor "
+                              "cells lost without cytokine: donor-NK survival sensitivity, 40 um cell places"),
+    "consolidation_persistence": ("expanding.toml", [f'cohort.draws_from="{PERSIST_DRAWS}"',
+                                                     'cohort.disease="remission"', "cohort.baseline_blast_pct=2.0"],
+                                  "consolidation in first CR; the what-if posterior that also fits donor cells "
+                                  "lost without cytokine: donor-NK survival sensitivity, 40 um cell places"),
 }
 #: Per spec: what its reference is, and which contrasts the forest plot and heatmap show.
 VIEWS: dict[str, dict] = {
@@ -248,7 +269,8 @@ def run(out: Path, report: Path, *, quick: bool = False, workers: int | None = N
         spec = HERE / spec_file
         if name not in names:
             continue
-        files = {DRAWS: draws_file, POTENT_DRAWS: (ROOT / DRUG_AT_STAGE_A_DRAWS).resolve()}
+        files = {DRAWS: draws_file, POTENT_DRAWS: (ROOT / DRUG_AT_STAGE_A_DRAWS).resolve(),
+                 PERSIST_DRAWS: (ROOT / PERSISTENCE_DRAWS).resolve()}
         missing = [f for ph, f in files.items() if any(ph in o for o in run_overrides) and not f.is_file()]
         if missing:
             print(f"run '{name}' skipped: the posterior draws file {_rel(missing[0])} does not exist "
