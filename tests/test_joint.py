@@ -757,7 +757,7 @@ def _script(name: str):
 
 
 def test_heldout_levers_statistics():
-    """The PRCC finds the one driver among independent inputs; the binomial tail."""
+    """The PRCC finds the one driver among independent inputs."""
     hl, _ = _script("heldout_levers")
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(400, 4))
@@ -766,22 +766,23 @@ def test_heldout_levers_statistics():
     rho = hl.partial_rank_correlation(x, y)
     assert rho[0] > 0.9 and rho[2] < -0.5 and abs(rho[1]) < 0.15 and abs(rho[3]) < 0.15
     assert np.isnan(hl.partial_rank_correlation(x[:6], y[:6] + 1)).all()   # fewer draws than inputs + 3
-    flags = np.array([[1.0, 0.0], [0.0, 1.0], [np.nan, np.nan]])      # two draws, each share 1/2
-    assert hl.binomial_tail(flags, 1, 2) == pytest.approx(0.75)        # P(X <= 1) = P(X >= 1) = 3/4
-    assert hl.binomial_tail(np.array([[1.0], [1.0]]), 0, 4) == 0.0     # share 1: no trial has 0 of 4
-    # draws that do not differ (every patient Bernoulli(1/2)): the count of 12 is binomial, P(X <= 2) = 1.93 %;
-    # mixing binomials of 12 at each draw's simulated share would count the binomial noise twice (about 7.6 %)
-    same = (rng.uniform(size=(12, 4000)) < 0.5).astype(float)
-    assert hl.binomial_tail(same, 2, 12) == pytest.approx(stats.binom.cdf(2, 12, 0.5), abs=0.004)
-    mixed = np.mean(stats.binom.cdf(2, 12, np.nanmean(same, axis=0)))
-    assert mixed > 3 * hl.binomial_tail(same, 2, 12)
 
 
 def test_binomial_tail_is_the_scorers_interval():
-    """A tail above 5 % is exactly the scorer's binomial_90 verdict 'inside' (share_interval_between_trials)."""
+    """The binomial rows' tail (heldout_levers' p_rule): the scorer's predictive, its verdict, no double noise."""
     from nksim.calibration.registry import share_interval_between_trials, share_tail_between_trials
 
+    flags = np.array([[1.0, 0.0], [0.0, 1.0], [np.nan, np.nan]])      # two draws, each share 1/2
+    assert share_tail_between_trials(flags, 1, 2) == pytest.approx(0.75)       # P(X <= 1) = P(X >= 1) = 3/4
+    assert share_tail_between_trials(np.array([[1.0], [1.0]]), 0, 4) == 0.0   # share 1: no trial has 0 of 4
+    # draws that do not differ (every patient Bernoulli(1/2)): the count of 12 is binomial, P(X <= 2) = 1.93 %;
+    # mixing binomials of 12 at each draw's simulated share would count the binomial noise twice (about 7.6 %)
     rng = np.random.default_rng(7)
+    same = (rng.uniform(size=(12, 4000)) < 0.5).astype(float)
+    assert share_tail_between_trials(same, 2, 12) == pytest.approx(stats.binom.cdf(2, 12, 0.5), abs=0.004)
+    mixed = np.mean(stats.binom.cdf(2, 12, np.nanmean(same, axis=0)))
+    assert mixed > 3 * share_tail_between_trials(same, 2, 12)
+    # a tail above 5 % is exactly the scorer's binomial_90 verdict "inside" (share_interval_between_trials)
     for spread in (0.0, 0.15, 0.35):     # between-draw spread of the patient probability
         p = np.clip(rng.normal(0.6, spread, 300), 0.0, 1.0)
         flags = (rng.uniform(size=(10, 300)) < p).astype(float)

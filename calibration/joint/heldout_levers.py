@@ -17,8 +17,10 @@ reports
   to the median over draws): the statistic within the factor or range, at least/most the bound, above/below it;
   for ``higher``/``lower`` the paired comparison with the ``versus`` row at the same draw. For a ``binomial_90``
   row (a share of ``n`` patients) ``p_rule`` is the smaller predictive tail of the observed count,
-  ``min(P(X <= k), P(X >= k))`` with ``X`` the scorer's beta-binomial count of a trial of ``n`` (the row agrees
-  when it exceeds 5 %, as a target does);
+  ``min(P(X <= k), P(X >= k))`` with ``X`` the scorer's beta-binomial count of a trial of ``n``
+  (:func:`nksim.calibration.registry.share_tail_between_trials`: the row agrees exactly when it exceeds 5 %; a
+  mixture of binomials of ``n`` at each draw's simulated share, this script's first version, counted the patients'
+  binomial noise twice);
 * for each fitted parameter, ``rho``: the partial rank correlation (PRCC; Marino et al. 2008 J Theor Biol 254:178)
   of the row's per-draw statistic with the parameter's unit-cube coordinate, controlling for every other fitted
   parameter; and ``width``: its 90 % posterior interval as a share of the prior's (``posterior.csv``): a lever with
@@ -91,18 +93,6 @@ def partial_rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         den = math.sqrt(float(ex @ ex) * float(ey @ ey))
         out[j] = float(ex @ ey) / den if den > 1e-12 else math.nan
     return out
-
-
-def binomial_tail(flags: np.ndarray, k: int, n: int) -> float:
-    """``min(P(X <= k), P(X >= k))`` for the count ``X`` of a trial of ``n`` under the scorer's predictive.
-
-    ``flags``: (patient, draw) 0/1 outcomes, NaN for a patient that does not count. ``X`` is the beta-binomial of
-    :func:`nksim.calibration.registry.share_predictive_between_trials`, the distribution whose 90 % interval the
-    scorer's ``binomial_90`` verdict uses, so the tail is above 5 % exactly when the scorer puts the row inside
-    (up to the discrete boundary). A mixture of binomials of ``n`` at each draw's simulated share (this script's
-    first version) counts the patients' binomial noise twice and fattens both tails.
-    """
-    return share_tail_between_trials(flags, int(k), int(n))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         agrees, _ = verdict(o, med, lo, hi, versus_median=None if vs is None else vs[0])
         mc = monte_carlo(o, mlo, mhi, versus_interval=None if vs is None else (vs[3], vs[4]))
         if o.check == "binomial_90":
-            p_rule = binomial_tail(flags[o.name], int(o.k), int(o.n))
+            p_rule = share_tail_between_trials(flags[o.name], int(o.k), int(o.n))
         else:
             v = per_trial.get(o.versus) if o.versus is not None else None   # paired: draw r in both
             p_rule = float(np.mean([bool(verdict(o, y[r], y[r], y[r], versus_median=None if v is None else v[r])[0])

@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     spec = load_joint_spec(args.spec)
-    registry = promoted_registry(load_registry(), list(dict.fromkeys(args.rows)))
+    rows = list(dict.fromkeys(args.rows))
+    registry = promoted_registry(load_registry(), rows)
     out = Path(args.out)
     check_output_folder(out, FIT_FILES, args.overwrite)
     src = Path(args.bank_from)
@@ -121,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     run_joint(spec, bank, out, registry=registry, ppc_draws=args.ppc_draws,
               recovery_datasets=args.recovery_datasets, score_draws=args.score_draws, workers=args.workers,
               outcome_table=table)
-    mark_report(out / "REPORT.md", list(dict.fromkeys(args.rows)))
-    record = {"promoted_rows": list(dict.fromkeys(args.rows)), "spec": shown_path(args.spec, ROOT),
+    mark_report(out / "REPORT.md", rows)
+    record = {"promoted_rows": rows, "spec": shown_path(args.spec, ROOT),
               "bank_from": shown_path(src, ROOT), "bank": shown_path(bank, ROOT), "upto": args.upto,
               "argv": sys.argv[1:] if argv is None else list(argv),
               "note": "exploratory: held-out rows fitted as targets after they were seen to disagree; not a "
